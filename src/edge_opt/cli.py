@@ -1,0 +1,182 @@
+"""Command line: ``edge-opt run | predict | status | report | bench``.
+
+Exit codes: 0 ok; 1 the study ran but no configuration met every goal (a best-effort
+model is still exported); 2 bad input (config, data, arguments); 130 interrupted by
+SIGINT; 143 stopped by SIGTERM.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from . import __version__
+
+EXIT_OK, EXIT_NO_RECOMMENDATION, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+EPILOG = """examples:
+  edge-opt run --config configs/default.yaml
+  edge-opt run --config configs/default.yaml --fresh
+  edge-opt status outputs
+  edge-opt predict --model outputs/model --input outputs/model/validation_inputs.npy
+
+exit codes: 0 ok, 1 study ran but recommended nothing (best effort exported),
+            2 bad input, 130 interrupted (SIGINT), 143 stopped (SIGTERM)"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-opt", description="Choose and export the compressed model to ship to an edge device.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"edge-opt {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run (or resume) a study", epilog="example: edge-opt run --config configs/default.yaml",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("--config", required=True, help="YAML study config")
+    r.add_argument("--output-dir", help="override the config's output_dir")
+    r.add_argument("--fresh", action="store_true", help="discard stored points and cached checkpoints, start over")
+    r.add_argument("--quiet", action="store_true", help="only errors and the final line")
+    r.add_argument("--verbose", action="store_true", help="also show per-variant metrics under the progress bar")
+
+    pr = sub.add_parser("predict", help="run an exported model with onnxruntime alone and print class ids",
+                        epilog="example: edge-opt predict --model outputs/model --input images.npy")
+    pr.add_argument("--model", required=True, help="folder with model.onnx and manifest.json")
+    pr.add_argument("--input", required=True, help=".npy file of raw images in [0, 1], (N, C, H, W) or (N, H, W)")
+    pr.add_argument("--labels", help="optional .npy of labels: also print the accuracy")
+
+    st = sub.add_parser("status", help="list finished and missing points of a study",
+                        epilog="example: edge-opt status outputs")
+    st.add_argument("output_dir")
+    st.add_argument("--config", help="config to compare against (default: the one recorded in the folder)")
+    return p
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .data import DataError
+    from .pipeline import load_study_config, run_study
+    from .progress import Reporter
+    from .sweep import StudyInterrupted
+
+    overrides = {"output_dir": args.output_dir} if args.output_dir else None
+    try:
+        cfg = load_study_config(args.config, overrides)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    stop = {"signal": None}
+
+    def handler(signum, frame):  # noqa: ARG001
+        if stop["signal"] is not None:  # a second signal stops at once
+            raise KeyboardInterrupt
+        stop["signal"] = signum
+        print(f"\n{signal.Signals(signum).name} received: stopping after the current variant "
+              "(send again to abort now)", file=sys.stderr, flush=True)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    reporter = Reporter(quiet=args.quiet, verbose=args.verbose)
+    try:
+        result = run_study(cfg, fresh=args.fresh, on_event=reporter, should_stop=lambda: stop["signal"] is not None,
+                           command=["edge-opt", *sys.argv[1:]])
+    except ConfigError as exc:
+        reporter.close()
+        for line in exc.errors:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except DataError as exc:
+        reporter.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except StudyInterrupted as exc:
+        reporter.close()
+        res = exc.args[0] if exc.args else None
+        done = f"{res.summary.get('finished_points')} of {res.summary.get('total_points')}" if res is not None else "some"
+        print(f"interrupted: {done} points finished and written to {cfg.output_dir}. "
+              f"Resume with: edge-opt run --config {args.config}" +
+              (f" --output-dir {args.output_dir}" if args.output_dir else ""), file=sys.stderr)
+        return EXIT_SIGTERM if stop["signal"] == signal.SIGTERM else EXIT_SIGINT
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    reporter.close()
+    rec = result.summary.get("recommended")
+    if not args.quiet:
+        for w in result.warnings:
+            print(f"warning: {w}")
+    print(f"reused {result.reused} stored points, computed {result.computed}; outputs in {result.output_dir}")
+    if rec:
+        state = "recommended" if rec["goals_met"] else "best effort (goals not met: " + "; ".join(rec["failed_goals"]) + ")"
+        print(f"{state}: {rec['backend']} {rec['precision']} pruning={rec['pruning_level']:g} "
+              f"accuracy={rec['accuracy']:.4f} latency={rec['latency_ms']:.4f} ms memory={rec['memory_mb']:.3f} MB "
+              f"-> {result.output_dir / 'model' / 'model.onnx'}")
+    return EXIT_OK if result.recommended else EXIT_NO_RECOMMENDATION
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .runtime import ArtifactError, predict
+
+    try:
+        x = np.load(args.input, allow_pickle=False)
+        ids = predict(args.model, x)
+    except (ArtifactError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(" ".join(str(int(i)) for i in ids))
+    if args.labels:
+        y = np.load(args.labels, allow_pickle=False)
+        if y.shape != ids.shape:
+            print(f"error: labels must have shape {ids.shape}. Got {y.shape} instead.", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(f"accuracy: {float((ids == y).mean()):.6f}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from .config import ConfigError, config_from_dict
+    from .pipeline import load_study_config
+    from .store import StudyStore
+    from .sweep import point_key, sweep_points
+
+    out = Path(args.output_dir)
+    db = out / "study.sqlite"
+    if not db.is_file():
+        print(f"error: no study in {str(out)!r} (study.sqlite not found).", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        if args.config:
+            cfg = load_study_config(args.config)
+        else:
+            rep = json.loads((out / "reproducibility.json").read_text(encoding="utf-8"))
+            cfg = config_from_dict(rep["config"])
+    except (ConfigError, OSError, KeyError, ValueError) as exc:
+        print(f"error: cannot tell which config the study used: {exc}; pass --config.", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    with StudyStore(db) as store:
+        points = sweep_points(cfg)
+        done = 0
+        for p in points:
+            row = store.get(point_key(cfg, p))
+            state = "missing" if row is None else ("error" if row.get("error") else "finished")
+            done += row is not None
+            print(f"{state:8s} {p.backend:20s} {p.precision:5s} pruning={p.pruning_level:g}")
+    print(f"{done} of {len(points)} points finished")
+    return EXIT_OK
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``edge-opt`` console script."""
+    args = _parser().parse_args(argv)
+    handlers = {"run": _cmd_run, "predict": _cmd_predict, "status": _cmd_status}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Study configuration: YAML (``yaml.safe_load``) validated into an immutable pydantic model.
+
+Every invalid value becomes one line naming the key, what is allowed and what was
+given, in scikit-learn's style. Names that live in registries (model, dataset,
+backends, precisions) are checked against them by ``edge_opt.pipeline.load_study_config``
+so that this module stays at the bottom of the stack.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """Invalid study configuration. ``errors`` holds one message per problem."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True)
+
+
+class ModelConfig(BaseModel):
+    """Which registered model to build, and its parameters."""
+
+    model_config = _STRICT
+    name: str = "small_cnn"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeploymentConfig(BaseModel):
+    """Deployment simulation settings (MLPerf-LoadGen-style scenarios)."""
+
+    model_config = _STRICT
+    scenarios: list[Literal["single_stream", "server", "offline", "batch"]] = Field(
+        default_factory=lambda: ["single_stream", "server", "offline", "batch"], min_length=1
+    )
+    min_queries: int = Field(default=1024, ge=1, le=10_000_000)
+    min_duration_s: float = Field(default=2.0, gt=0, le=3600)
+    server_target_qps: Optional[float] = Field(default=None, gt=0)
+    server_search_steps: int = Field(default=6, ge=1, le=50)
+    latency_model: Literal["linear", "roofline"] = "roofline"
+    offline_batch_size: int = Field(default=256, ge=1, le=1_000_000)
+
+
+class StudyConfig(BaseModel):
+    """All keys of a study. Unknown keys are errors."""
+
+    model_config = _STRICT
+
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    dataloader_seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    dataset: str = "digits"
+    data_dir: str = "data"
+    image_size: int = Field(default=28, ge=4, le=512)
+    val_fraction: float = Field(default=0.25, gt=0, lt=1)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    batch_size: int = Field(default=128, ge=1, le=65536)
+    epochs: int = Field(default=8, ge=0, le=10_000)
+    learning_rate: float = Field(default=2e-3, gt=0, le=10)
+    train_subset: Optional[int] = Field(default=None, ge=1)
+    val_subset: Optional[int] = Field(default=None, ge=1)
+    num_workers: int = Field(default=0, ge=0, le=64)
+    device: Literal["cpu", "cuda", "mps", "auto"] = "cpu"
+    power_watts: float = Field(default=15.0, gt=0, le=100_000)
+    pruning_levels: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75], min_length=1, max_length=1000)
+    fine_tune_epochs: int = Field(default=2, ge=0, le=10_000)
+    precisions: list[str] = Field(default_factory=lambda: ["fp32", "fp16", "int8"], min_length=1, max_length=100)
+    backends: list[str] = Field(default_factory=lambda: ["torch", "onnxruntime"], min_length=1, max_length=100)
+    calibration_batches: int = Field(default=8, ge=1, le=100_000)
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    quantization_backend: Literal["x86", "fbgemm", "qnnpack"] = "x86"
+    memory_budgets_mb: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0], min_length=1, max_length=1000)
+    active_memory_budget_mb: float = Field(default=1.0, gt=0)
+    latency_budget_ms: Optional[float] = Field(default=None, gt=0)
+    max_accuracy_drop: float = Field(default=0.01, ge=0, le=1)
+    cpu_frequency_scale: float = Field(default=0.5, gt=0, le=1)
+    threads: int = Field(default=1, ge=1, le=1024)
+    benchmark_repeats: int = Field(default=20, ge=2, le=100_000)
+    benchmark_trials: int = Field(default=10, ge=1, le=100_000)
+    benchmark_warmup: int = Field(default=5, ge=0, le=100_000)
+    latency_batch_size: int = Field(default=1, ge=1, le=65536)
+    memory_bandwidth_gbps: Optional[float] = Field(default=None, gt=0)
+    peak_compute_gmacs: Optional[float] = Field(default=None, gt=0)
+    pareto_use_ci: bool = False
+    output_dir: str = "outputs"
+    deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
+
+    @field_validator("pruning_levels")
+    @classmethod
+    def _levels(cls, v: list[float]) -> list[float]:
+        bad = [x for x in v if not (0.0 <= x < 1.0)]
+        if bad:
+            raise ValueError(f"must be a list of floats in [0, 1) ({bad} out of range)")
+        if len(set(v)) != len(v):
+            raise ValueError("must not repeat a level")
+        return v
+
+    @field_validator("memory_budgets_mb")
+    @classmethod
+    def _budgets(cls, v: list[float]) -> list[float]:
+        bad = [x for x in v if not x > 0]
+        if bad:
+            raise ValueError(f"must be a list of positive floats in MB ({bad} not positive)")
+        return v
+
+    @field_validator("precisions", "backends")
+    @classmethod
+    def _no_dupes(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("must not repeat an entry")
+        return v
+
+    @model_validator(mode="after")
+    def _batches(self) -> "StudyConfig":
+        if self.benchmark_trials * self.benchmark_repeats > 10_000_000:
+            raise ValueError("benchmark_repeats × benchmark_trials must be at most 10,000,000")
+        return self
+
+    @property
+    def latency_multiplier(self) -> float:
+        """Host → simulated-device latency factor of the linear clock model (1 / cpu_frequency_scale)."""
+        return 1.0 / self.cpu_frequency_scale
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel] = StudyConfig) -> list[str]:
+    """Turn a pydantic ``ValidationError`` into one scikit-learn-style line per problem."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if p not in ("function-after",))
+        key = _loc(loc) or "<config>"
+        if err["type"] == "extra_forbidden":
+            parent = model
+            for part in loc[:-1]:
+                field = parent.model_fields.get(part) if isinstance(part, str) else None
+                ann = getattr(field, "annotation", None) if field else None
+                parent = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else parent
+            allowed = sorted(parent.model_fields)
+            lines.append(f"Unknown key {key!r}. Allowed keys: {allowed}. Got {_short(err['input'])}.")
+            continue
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"The {key!r} parameter is invalid: {msg}. Got {_short(err.get('input'))} instead.")
+    return lines
+
+
+def config_from_dict(data: Any) -> StudyConfig:
+    """Validate a mapping into a ``StudyConfig``.
+
+    Raises:
+        ConfigError: with one message per invalid key.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"The config must be a mapping of keys to values. Got {type(data).__name__} instead."])
+    bad_keys = [k for k in data if not isinstance(k, str)]
+    if bad_keys:
+        raise ConfigError([f"Config keys must be strings. Got {_short(bad_keys)} instead."])
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+    except (RecursionError, OverflowError, ValueError, TypeError) as exc:  # pathological input
+        raise ConfigError([f"The config could not be validated: {type(exc).__name__}: {exc}"]) from None
+
+
+def load_config(path: str | Path, overrides: Optional[dict] = None) -> StudyConfig:
+    """Load a YAML config file (``yaml.safe_load``) and validate it.
+
+    Args:
+        path: YAML file.
+        overrides: keys that replace those of the file (e.g. from the CLI).
+    Returns:
+        The validated, immutable config.
+    Raises:
+        ConfigError: unreadable file, invalid YAML, or invalid values.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"The config file {str(path)!r} does not exist."]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"The config file {str(path)!r} could not be read: {exc}"]) from None
+    return config_from_yaml(text, overrides, source=str(path))
+
+
+def config_from_yaml(text: str, overrides: Optional[dict] = None, source: str = "<string>") -> StudyConfig:
+    """Parse YAML text and validate it; see ``load_config``."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError([f"The config file {source!r} is not valid YAML (safe subset): {first}"]) from None
+    except (RecursionError, ValueError, OverflowError) as exc:
+        raise ConfigError([f"The config file {source!r} could not be parsed: {type(exc).__name__}"]) from None
+    if overrides:
+        if data is None:
+            data = {}
+        if isinstance(data, dict):
+            data = {**data, **overrides}
+    return config_from_dict(data)
+
+
+def is_finite_number(x: Any) -> bool:
+    """True for a real, finite number (bools excluded)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

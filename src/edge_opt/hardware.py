@@ -1,0 +1,393 @@
+"""Hardware analysis (seeds 001 and 004): layer-wise MACs/bytes for any model of standard
+layers, the host's measured roofline, precision trade-offs and their artifacts."""
+from __future__ import annotations
+
+import json
+import math
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.benchmark import Timer  # noqa: E402
+
+from . import atomic  # noqa: E402
+from .env import cpu_model  # noqa: E402
+
+HARDWARE_DPI = 180
+
+
+@dataclass(frozen=True)
+class LayerEstimate:
+    """Compute and memory estimate of one layer for one batch."""
+
+    layer: str
+    output_elements: int
+    parameter_bytes: int
+    activation_bytes: int
+    macs: int
+    input_bytes: int = 0
+    layer_type: str = ""
+
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_SUPPORTED = (
+    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear,
+    nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm,
+    nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.Hardswish, nn.Softmax,
+)
+
+
+def _quantized_kind(m: nn.Module) -> Optional[str]:
+    mod = type(m).__module__
+    if not mod.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")):
+        return None
+    name = type(m).__name__
+    if name.startswith("Conv"):
+        return "conv"
+    if name.startswith("Linear") and name != "LinearPackedParams":
+        return "linear"
+    return None
+
+
+def _tensor_bytes(t: Any) -> int:
+    return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
+
+
+def _param_bytes(m: nn.Module) -> int:
+    kind = _quantized_kind(m)
+    if kind is not None:
+        w = m.weight()
+        b = m.bias() if callable(getattr(m, "bias", None)) else None
+        return _tensor_bytes(w) + _tensor_bytes(b)
+    return sum(_tensor_bytes(p) for p in m.parameters(recurse=False)) + sum(
+        _tensor_bytes(b) for b in m.buffers(recurse=False) if b.is_floating_point())
+
+
+def _macs(m: nn.Module, out: torch.Tensor, inp: torch.Tensor) -> int:
+    kind = _quantized_kind(m)
+    if isinstance(m, _CONV) or kind == "conv":
+        k = int(np.prod(m.kernel_size))
+        return int(out.numel() * (m.in_channels // m.groups) * k)
+    if isinstance(m, nn.Linear) or kind == "linear":
+        in_features = m.in_features if hasattr(m, "in_features") else m.weight().shape[1]
+        return int(out.numel() * in_features)
+    return 0
+
+
+def estimate_layerwise_stats(model: nn.Module, batch_size: int, input_shape: Sequence[int] = (1, 28, 28),
+                             activation_bytes_per_value: Optional[float] = None) -> pd.DataFrame:
+    """Per-layer output elements, parameter bytes, activation bytes and MACs from forward hooks.
+
+    Works for any model of standard layers (Conv1d/2d incl. depthwise/grouped, Linear, pooling,
+    normalisation, activations, and torch.ao quantized conv/linear). Parameter bytes use the real
+    dtype sizes (fp16 = 2, int8 = 1). MACs count conv and linear products (what
+    ``torch.utils.flop_counter`` counts as FLOPs / 2).
+
+    Args:
+        model: the network.
+        batch_size: batch the estimate is for.
+        input_shape: one sample's shape, e.g. (C, H, W).
+        activation_bytes_per_value: bytes per activation value; None = the output tensor's dtype size.
+    Returns:
+        DataFrame with columns layer, output_elements, parameter_bytes, activation_bytes, macs,
+        input_bytes, layer_type (one row per layer call, in execution order).
+    Raises:
+        ValueError: the model has no supported layer, or a bad batch size.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"The 'batch_size' parameter must be a positive integer. Got {batch_size!r} instead.")
+    targets = [(n, m) for n, m in model.named_modules()
+               if n and (isinstance(m, _SUPPORTED) or _quantized_kind(m) is not None)]
+    if not targets:
+        raise ValueError(f"The model {type(model).__name__} has no supported layer "
+                         f"(Conv, Linear, pooling, normalisation, activation); cannot estimate layer statistics.")
+    rows: list[LayerEstimate] = []
+    seen: dict[str, int] = {}
+
+    def hook(name: str):
+        def fn(mod: nn.Module, args: tuple, out: Any) -> None:
+            if not isinstance(out, torch.Tensor):
+                return
+            inp = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            seen[name] = seen.get(name, 0) + 1
+            label = name if seen[name] == 1 else f"{name}#{seen[name]}"
+            per_value = activation_bytes_per_value if activation_bytes_per_value is not None else out.element_size()
+            in_per_value = activation_bytes_per_value if activation_bytes_per_value is not None else (
+                inp.element_size() if inp is not None else 0)
+            rows.append(LayerEstimate(
+                layer=label, output_elements=int(out.numel()), parameter_bytes=_param_bytes(mod),
+                activation_bytes=int(round(out.numel() * per_value)), macs=_macs(mod, out, inp),
+                input_bytes=int(round(inp.numel() * in_per_value)) if inp is not None else 0,
+                layer_type=type(mod).__name__))
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in targets]
+    try:
+        params = [p for p in model.parameters() if p.is_floating_point()]
+        dtype = params[0].dtype if params else torch.float32
+        x = torch.zeros((batch_size, *input_shape), dtype=dtype)
+        with torch.inference_mode():
+            model.eval()(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return pd.DataFrame([asdict(r) for r in rows],
+                        columns=["layer", "output_elements", "parameter_bytes", "activation_bytes", "macs",
+                                 "input_bytes", "layer_type"])
+
+
+# --- machine calibration ------------------------------------------------------------------
+
+CALIBRATION_FILE = "machine_calibration.json"
+
+
+def measure_machine(threads: int = 1, gemm_n: int = 2048, copy_mb: int = 256, min_run_time: float = 0.5) -> dict[str, Any]:
+    """Measure this host's peak fp32 (and int8) GEMM rate and memory bandwidth with torch.
+
+    Peak: ``torch.matmul`` of two gemm_n² fp32 matrices (MAC/s = n³ / t). int8: ``torch._int_mm``
+    where this torch offers it. Bandwidth: ``dst.copy_(src)`` of ``copy_mb`` MB, counting the read
+    and the write (2 × bytes / t).
+
+    Returns:
+        dict with peak_compute_gmacs, peak_compute_gmacs_int8 (None if unavailable),
+        memory_bandwidth_gbps, threads, how each was measured, host identity.
+    """
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(gemm_n, gemm_n), torch.randn(gemm_n, gemm_n)
+        t = Timer("torch.matmul(a, b)", globals={"torch": torch, "a": a, "b": b}, num_threads=threads)
+        gemm_s = t.blocked_autorange(min_run_time=min_run_time).median
+        int8 = None
+        if hasattr(torch, "_int_mm"):
+            try:
+                ai = torch.randint(-128, 127, (gemm_n, gemm_n), dtype=torch.int8)
+                bi = torch.randint(-128, 127, (gemm_n, gemm_n), dtype=torch.int8)
+                ti = Timer("torch._int_mm(a, b)", globals={"torch": torch, "a": ai, "b": bi}, num_threads=threads)
+                int8 = gemm_n**3 / ti.blocked_autorange(min_run_time=min_run_time).median / 1e9
+            except RuntimeError:
+                int8 = None
+        n = copy_mb * 1_000_000 // 4
+        src, dst = torch.randn(n), torch.empty(n)
+        tc = Timer("dst.copy_(src)", globals={"src": src, "dst": dst}, num_threads=threads)
+        copy_s = tc.blocked_autorange(min_run_time=min_run_time).median
+    finally:
+        torch.set_num_threads(prev)
+    return {
+        "peak_compute_gmacs": gemm_n**3 / gemm_s / 1e9,
+        "peak_compute_gmacs_int8": int8,
+        "memory_bandwidth_gbps": 2 * n * 4 / copy_s / 1e9,
+        "threads": threads,
+        "peak_method": f"torch.matmul fp32 {gemm_n}x{gemm_n}x{gemm_n}, median of blocked_autorange",
+        "int8_method": "torch._int_mm int8 GEMM" if int8 else "not available",
+        "bandwidth_method": f"tensor copy of {copy_mb} MB (read + write)",
+        "hostname": socket.gethostname(),
+        "cpu_model": cpu_model(),
+        "torch": torch.__version__,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def machine_calibration(output_dir: str | Path, threads: int = 1, memory_bandwidth_gbps: Optional[float] = None,
+                        peak_compute_gmacs: Optional[float] = None) -> dict[str, Any]:
+    """Measured machine figures, cached per host in ``output_dir``; configured values override.
+
+    Returns:
+        dict with memory_bandwidth_gbps, peak_compute_gmacs, peak_compute_gmacs_int8 and
+        ``bandwidth_source`` / ``peak_source`` = "measured" or "configured".
+    """
+    path = Path(output_dir) / CALIBRATION_FILE
+    ident = {"hostname": socket.gethostname(), "cpu_model": cpu_model(), "threads": threads, "torch": torch.__version__}
+    cached: dict[str, Any] = {}
+    if path.exists():
+        try:
+            cached = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            cached = {}
+    if any(cached.get(k) != v for k, v in ident.items()):
+        cached = measure_machine(threads)
+        atomic.write_json(path, cached)
+    out = dict(cached)
+    out["bandwidth_source"] = "configured" if memory_bandwidth_gbps else "measured"
+    out["peak_source"] = "configured" if peak_compute_gmacs else "measured"
+    if memory_bandwidth_gbps:
+        out["memory_bandwidth_gbps"] = float(memory_bandwidth_gbps)
+    if peak_compute_gmacs:
+        out["peak_compute_gmacs"] = float(peak_compute_gmacs)
+    return out
+
+
+# --- roofline -----------------------------------------------------------------------------
+
+
+def add_layer_roofline(layerwise_df: pd.DataFrame, memory_bandwidth_gbps: float, peak_compute_gmacs: float) -> pd.DataFrame:
+    """Per-layer bytes moved, arithmetic intensity (MAC/byte), regime and roofline time (ms)."""
+    df = layerwise_df.copy()
+    moved = df["parameter_bytes"] + df["activation_bytes"] + df.get("input_bytes", 0)
+    df["bytes_moved"] = moved
+    df["arithmetic_intensity"] = np.where(moved > 0, df["macs"] / moved.replace(0, np.nan), 0.0)
+    knee = peak_compute_gmacs / memory_bandwidth_gbps
+    df["bound_regime"] = np.where(df["arithmetic_intensity"] >= knee, "compute-bound", "memory-bound")
+    df["compute_time_ms"] = df["macs"] / (peak_compute_gmacs * 1e9) * 1e3
+    df["memory_time_ms"] = moved / (memory_bandwidth_gbps * 1e9) * 1e3
+    df["roofline_time_ms"] = np.maximum(df["compute_time_ms"], df["memory_time_ms"])
+    return df
+
+
+def summarize_hardware(layerwise_df: pd.DataFrame, latency_ms: float, memory_bandwidth_gbps: float,
+                       peak_compute_gmacs: Optional[float] = None) -> dict[str, Any]:
+    """Bandwidth and compute achieved by a measured latency, against the machine's roofline.
+
+    Args:
+        layerwise_df: from ``estimate_layerwise_stats`` (for the batch the latency was measured at).
+        latency_ms: measured latency of that batch.
+        memory_bandwidth_gbps: the machine's bandwidth (measured or configured).
+        peak_compute_gmacs: the machine's peak MAC rate; None leaves the roofline keys NaN.
+    Returns:
+        The seed's keys (estimated_total_bytes, estimated_total_macs, achieved_bandwidth_gbps,
+        configured_memory_bandwidth_gbps, bandwidth_utilization, achieved_gmacs) plus
+        arithmetic_intensity, roofline_knee, bound_regime, attainable_latency_ms, roofline_efficiency,
+        compute_bound_fraction (share of roofline time in compute-bound layers).
+    """
+    total_bytes = int(layerwise_df["parameter_bytes"].sum() + layerwise_df["activation_bytes"].sum())
+    total_macs = int(layerwise_df["macs"].sum())
+    secs = latency_ms / 1e3 if latency_ms and latency_ms > 0 else math.nan
+    achieved_bw = total_bytes / secs / 1e9 if secs == secs else math.nan
+    out: dict[str, Any] = {
+        "estimated_total_bytes": total_bytes,
+        "estimated_total_macs": total_macs,
+        "achieved_bandwidth_gbps": achieved_bw,
+        "configured_memory_bandwidth_gbps": float(memory_bandwidth_gbps),
+        "bandwidth_utilization": achieved_bw / memory_bandwidth_gbps if memory_bandwidth_gbps else math.nan,
+        "achieved_gmacs": total_macs / secs / 1e9 if secs == secs else math.nan,
+        "arithmetic_intensity": total_macs / total_bytes if total_bytes else math.nan,
+        "peak_compute_gmacs": float(peak_compute_gmacs) if peak_compute_gmacs else math.nan,
+        "roofline_knee": math.nan, "bound_regime": None, "attainable_latency_ms": math.nan,
+        "roofline_efficiency": math.nan, "compute_bound_fraction": math.nan, "latency_ms": float(latency_ms),
+    }
+    if peak_compute_gmacs:
+        layers = add_layer_roofline(layerwise_df, memory_bandwidth_gbps, peak_compute_gmacs)
+        attainable = float(layers["roofline_time_ms"].sum())
+        knee = peak_compute_gmacs / memory_bandwidth_gbps
+        compute_ms = float(layers.loc[layers["bound_regime"] == "compute-bound", "roofline_time_ms"].sum())
+        out.update({
+            "roofline_knee": knee,
+            "bound_regime": "compute-bound" if out["arithmetic_intensity"] >= knee else "memory-bound",
+            "attainable_latency_ms": attainable,
+            "roofline_efficiency": attainable / latency_ms if latency_ms > 0 else math.nan,
+            "compute_bound_fraction": compute_ms / attainable if attainable > 0 else math.nan,
+        })
+    return out
+
+
+def precision_tradeoff_table(sweep_df: pd.DataFrame) -> pd.DataFrame:
+    """Mean accuracy, latency, memory and energy per precision (per backend too when there are several).
+
+    Rows with an ``error`` are left out of the means but count as not accepted in ``accepted_ratio``.
+
+    Returns:
+        Columns [backend,] precision, accuracy_mean, latency_ms_mean, memory_mb_mean,
+        energy_proxy_j_mean, accepted_ratio; sorted by latency_ms_mean ascending; clean index.
+    """
+    df = sweep_df.copy()
+    keys = ["precision"]
+    if "backend" in df.columns and df["backend"].nunique() > 1:
+        keys = ["backend", "precision"]
+    ok = df[df["error"].isna()] if "error" in df.columns else df
+    means = ok.groupby(keys, sort=False)[["accuracy", "latency_ms", "memory_mb", "energy_proxy_j"]].mean()
+    means.columns = [f"{c}_mean" for c in means.columns]
+    ratio = df.groupby(keys, sort=False)["accepted"].apply(lambda s: float(s.fillna(False).astype(bool).mean()))
+    out = means.join(ratio.rename("accepted_ratio"), how="right").reset_index()
+    out = out.sort_values("latency_ms_mean", kind="mergesort", na_position="last").reset_index(drop=True)
+    return out[[*keys, "accuracy_mean", "latency_ms_mean", "memory_mb_mean", "energy_proxy_j_mean", "accepted_ratio"]]
+
+
+def _bar(path: Path, labels: Sequence[str], values: Sequence[float], ylabel: str, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(labels) + 2), 4))
+    ax.bar(range(len(values)), values, color="tab:blue")
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=HARDWARE_DPI, format="png", bbox_inches="tight"))
+    plt.close(fig)
+
+
+def plot_roofline(path: str | Path, peak_compute_gmacs: float, memory_bandwidth_gbps: float,
+                  points: pd.DataFrame) -> Path:
+    """The machine's roof and each variant at (arithmetic intensity, achieved GMAC/s)."""
+    fig, ax = plt.subplots(figsize=(7, 5))
+    knee = peak_compute_gmacs / memory_bandwidth_gbps
+    xs = np.logspace(-3, 4, 200)
+    ax.plot(xs, np.minimum(peak_compute_gmacs, xs * memory_bandwidth_gbps), "k-", lw=2, label="roof (measured)")
+    ax.axvline(knee, color="grey", ls=":", lw=1)
+    if len(points):
+        ok = points[np.isfinite(points["arithmetic_intensity"].astype(float)) & (points["achieved_gmacs"].astype(float) > 0)]
+        for _, r in ok.iterrows():
+            ax.scatter(r["arithmetic_intensity"], r["achieved_gmacs"], s=30)
+            ax.annotate(str(r.get("label", "")), (r["arithmetic_intensity"], r["achieved_gmacs"]), fontsize=6,
+                        textcoords="offset points", xytext=(3, 3))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (MAC / byte)")
+    ax.set_ylabel("GMAC/s")
+    ax.set_title(f"roofline: peak {peak_compute_gmacs:.1f} GMAC/s, {memory_bandwidth_gbps:.1f} GB/s")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=HARDWARE_DPI, format="png", bbox_inches="tight"))
+    plt.close(fig)
+    return Path(path)
+
+
+def save_hardware_artifacts(output_dir: str | Path, layerwise_df: pd.DataFrame, precision_df: pd.DataFrame,
+                            summary: Mapping[str, Any], roofline_points: Optional[pd.DataFrame] = None) -> dict[str, Path]:
+    """Write layerwise_breakdown.csv, precision_tradeoffs.csv, hardware_summary.csv,
+    layerwise_activation_memory.png, layerwise_macs.png (180 DPI, tight layout, UTF-8), and
+    roofline.png when the summary has a peak and a bandwidth.
+
+    Args:
+        output_dir: folder (created if missing).
+        layerwise_df: from ``estimate_layerwise_stats`` (roofline columns added when known).
+        precision_df: from ``precision_tradeoff_table``.
+        summary: from ``summarize_hardware``.
+        roofline_points: optional rows with label, arithmetic_intensity, achieved_gmacs (one per variant).
+    Returns:
+        Name → path of each file written.
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    bw = summary.get("configured_memory_bandwidth_gbps")
+    peak = summary.get("peak_compute_gmacs")
+    layers = layerwise_df
+    if bw and peak and peak == peak and "bound_regime" not in layers.columns:
+        layers = add_layer_roofline(layerwise_df, bw, peak)
+    paths = {
+        "layerwise_breakdown": atomic.write_with(out / "layerwise_breakdown.csv",
+                                                 lambda t: layers.to_csv(t, index=False, encoding="utf-8")),
+        "precision_tradeoffs": atomic.write_with(out / "precision_tradeoffs.csv",
+                                                 lambda t: precision_df.to_csv(t, index=False, encoding="utf-8")),
+        "hardware_summary": atomic.write_with(out / "hardware_summary.csv", lambda t: pd.DataFrame(
+            [{k: v for k, v in summary.items() if not isinstance(v, (dict, list))}]).to_csv(t, index=False, encoding="utf-8")),
+    }
+    _bar(out / "layerwise_activation_memory.png", list(layers["layer"]), list(layers["activation_bytes"] / 1e3),
+         "activation memory (kB)", "activation memory per layer")
+    paths["layerwise_activation_memory"] = out / "layerwise_activation_memory.png"
+    _bar(out / "layerwise_macs.png", list(layers["layer"]), list(layers["macs"] / 1e6), "MMACs", "MACs per layer")
+    paths["layerwise_macs"] = out / "layerwise_macs.png"
+    if bw and peak and peak == peak:
+        paths["roofline"] = plot_roofline(out / "roofline.png", peak, bw,
+                                          roofline_points if roofline_points is not None else pd.DataFrame())
+    return paths

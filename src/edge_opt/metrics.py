@@ -1,0 +1,327 @@
+"""Measure stage (seed 003): accuracy, latency distribution, throughput, memory, energy.
+
+Every measurement keeps its raw samples (``LatencySamples``, per-sample correctness)
+and the environment in an immutable ``MeasurementRecord``; means, medians,
+percentiles and intervals are computed from those samples. ``collect_metrics``
+measures a torch model or any backend's ``Variant`` the same way.
+
+Units: latency in ms, memory in MB = 10^6 bytes of state-dict / initializer tensors at
+their real dtype, energy in J per inference of ``latency_batch_size`` samples.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from scipy import stats
+from torch import nn
+from torch.utils.benchmark import Timer
+from torch.utils.data import DataLoader
+
+from .energy import EnergyEstimate, RaplReader, measure_energy
+from .env import environment
+from .variants.backends import BuildContext, Variant, build_variant, state_dict_bytes
+
+ModelLike = Union[nn.Module, Variant]
+
+
+@dataclass(frozen=True)
+class PerfMetrics:
+    """All performance metrics of one configuration (the seed's seven fields first).
+
+    Attributes:
+        accuracy: fraction correct on the evaluation set.
+        latency_ms: mean latency of one inference of ``latency_batch_size`` samples.
+        latency_std_ms: standard deviation of the latency samples.
+        latency_p95_ms: 95th percentile of the latency samples.
+        throughput_sps: samples/s at the loader's batch size.
+        memory_mb: parameter memory (state dict / initializers at their real dtype), 10^6 bytes.
+        energy_proxy_j: energy per inference; ``energy_source`` says whether RAPL or power × time.
+    """
+
+    accuracy: float
+    latency_ms: float
+    latency_std_ms: float
+    latency_p95_ms: float
+    throughput_sps: float
+    memory_mb: float
+    energy_proxy_j: float
+    latency_median_ms: float = math.nan
+    latency_ci95_ms: float = math.nan
+    batch_latency_ms: float = math.nan
+    energy_source: str = "proxy"
+
+
+@dataclass(frozen=True)
+class LatencySamples:
+    """Raw latency samples (ms), each the mean of ``runs_per_sample`` calls on a batch of ``batch_size``."""
+
+    batch_size: int
+    samples_ms: tuple[float, ...]
+    runs_per_sample: int = 1
+
+    @property
+    def n(self) -> int:
+        return len(self.samples_ms)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.samples_ms)) if self.n else math.nan
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.samples_ms, ddof=1)) if self.n > 1 else math.nan
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.samples_ms)) if self.n else math.nan
+
+    @property
+    def p95(self) -> float:
+        return float(np.percentile(self.samples_ms, 95)) if self.n else math.nan
+
+    @property
+    def ci95(self) -> float:
+        """Half-width of the t-based 95 % interval of the mean (NaN for n < 2)."""
+        if self.n < 2:
+            return math.nan
+        return float(stats.t.ppf(0.975, self.n - 1) * self.std / math.sqrt(self.n))
+
+
+@dataclass(frozen=True)
+class MeasurementRecord:
+    """Everything one measurement produced; statistics come from the raw parts."""
+
+    backend: str
+    precision: str
+    kernel_precision: str
+    parameter_bytes: int
+    latency: LatencySamples
+    batch_latency: LatencySamples
+    correct: tuple[bool, ...]
+    energy: EnergyEstimate
+    environment: Mapping[str, Any] = field(default_factory=dict)
+    latency_multiplier: float = 1.0
+    logits_finite: bool = True
+
+    @property
+    def metrics(self) -> PerfMetrics:
+        k = self.latency_multiplier
+        batch_med = self.batch_latency.median * k
+        return PerfMetrics(
+            accuracy=float(np.mean(self.correct)) if self.correct else math.nan,
+            latency_ms=self.latency.mean * k,
+            latency_std_ms=self.latency.std * k,
+            latency_p95_ms=self.latency.p95 * k,
+            throughput_sps=self.batch_latency.batch_size / (batch_med / 1e3) if batch_med > 0 else math.nan,
+            memory_mb=self.parameter_bytes / 1e6,
+            energy_proxy_j=self.energy.joules * (k if self.energy.source == "proxy" else 1.0),
+            latency_median_ms=self.latency.median * k,
+            latency_ci95_ms=self.latency.ci95 * k,
+            batch_latency_ms=batch_med,
+            energy_source=self.energy.source,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form including raw samples."""
+        d = asdict(self)
+        d["environment"] = dict(self.environment)
+        return d
+
+
+def _as_variant(model: ModelLike, precision: str, loader: DataLoader, device: Any = "cpu") -> Variant:
+    if isinstance(model, Variant):
+        return model
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"The 'model' parameter must be a torch.nn.Module or a Variant. Got {type(model).__name__}.")
+    example = _first_batch(loader)[0]
+    ctx = BuildContext(calibration=[example], example_input=example, workdir=Path("."))
+    if precision not in ("fp32", "fp16"):
+        raise ValueError(f"The 'precision' parameter must be one of ['fp16', 'fp32'] for a plain module "
+                         f"(build int8 with edge_opt.variants.backends.build_variant). Got {precision!r} instead.")
+    return build_variant("torch", model, precision, ctx)
+
+
+def _first_batch(loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
+    for batch in loader:
+        return batch[0], batch[1]
+    raise ValueError("No batches in the loader: the evaluation data set is empty.")
+
+
+def evaluate_predictions(model: ModelLike, loader: DataLoader, device: Any = "cpu",
+                         precision: str = "fp32") -> tuple[tuple[bool, ...], bool]:
+    """Per-sample correctness over ``loader`` and whether every logit was finite."""
+    variant = _as_variant(model, precision, loader, device)
+    correct: list[bool] = []
+    finite = True
+    batches = 0
+    for x, y in loader:
+        logits = variant.predict(x)
+        finite &= bool(np.isfinite(logits).all())
+        correct.extend((logits.argmax(1) == y.numpy()).tolist())
+        batches += 1
+    if batches == 0:
+        raise ValueError("No batches in the loader: the evaluation data set is empty.")
+    return tuple(correct), finite
+
+
+def evaluate_accuracy(model: ModelLike, loader: DataLoader, device: Any = "cpu", precision: str = "fp32") -> float:
+    """Accuracy in [0, 1] of a model or variant on ``loader``.
+
+    Raises:
+        ValueError: the loader yields no batches ("No batches").
+    """
+    correct, _ = evaluate_predictions(model, loader, device, precision)
+    return float(np.mean(correct))
+
+
+def _callable(model: ModelLike, sample_input: torch.Tensor) -> tuple[Any, Any]:
+    if isinstance(model, Variant):
+        return model.run, model.prepare(sample_input)
+
+    def run(x: torch.Tensor) -> Any:
+        with torch.inference_mode():
+            return model(x)
+
+    return run, sample_input
+
+
+def latency_samples(run: Any, prepared: Any, *, repeats: int, runs: int, warmup: int,
+                    threads: Optional[int] = None) -> list[float]:
+    """``repeats`` samples (ms), each the mean of ``runs`` timed calls (torch.utils.benchmark.Timer)."""
+    for _ in range(warmup):
+        run(prepared)
+    timer = Timer(stmt="run(x)", globals={"run": run, "x": prepared}, num_threads=threads or torch.get_num_threads())
+    return [timer.timeit(runs).mean * 1e3 for _ in range(repeats)]
+
+
+def measure_latency(model: ModelLike, sample_input: torch.Tensor, runs: int = 50, warmup: int = 10) -> float:
+    """Mean latency (ms) of ``runs`` calls on ``sample_input`` after ``warmup`` calls."""
+    run, x = _callable(model, sample_input)
+    return latency_samples(run, x, repeats=1, runs=runs, warmup=warmup)[0]
+
+
+def measure_latency_distribution(model: ModelLike, sample_input: torch.Tensor, repeats: int = 20, runs: int = 10,
+                                 warmup: int = 5) -> tuple[float, float, float]:
+    """(mean, std, p95) in ms over ``repeats`` samples of ``runs`` calls each."""
+    run, x = _callable(model, sample_input)
+    s = LatencySamples(len(sample_input), tuple(latency_samples(run, x, repeats=repeats, runs=runs, warmup=warmup)), runs)
+    return s.mean, s.std, s.p95
+
+
+def latency_differs(a_ms: Sequence[float], b_ms: Sequence[float], min_effect: float = 0.03,
+                    alpha: float = 0.05) -> tuple[bool, float]:
+    """Whether two latency sample sets differ: Mann-Whitney U (two-sided) p < ``alpha`` *and* medians
+    differ by more than ``min_effect`` (relative), so tiny but "significant" gaps don't count.
+
+    Returns:
+        (differs, p_value); (False, nan) when either side has fewer than 2 samples.
+    """
+    if len(a_ms) < 2 or len(b_ms) < 2:
+        return False, math.nan
+    p = float(stats.mannwhitneyu(a_ms, b_ms, alternative="two-sided").pvalue)
+    ma, mb = float(np.median(a_ms)), float(np.median(b_ms))
+    effect = abs(ma - mb) / min(ma, mb) if min(ma, mb) > 0 else math.inf
+    return bool(p < alpha and effect > min_effect), p
+
+
+def model_memory_mb(model: nn.Module | Variant) -> float:
+    """Parameter memory in MB (10^6 bytes): state-dict tensors at their real dtype, packed int8 weights included."""
+    if isinstance(model, Variant):
+        return model.parameter_bytes / 1e6
+    return state_dict_bytes(model) / 1e6
+
+
+def memory_violations(memory_mb: float, budgets: Sequence[float]) -> dict[str, bool]:
+    """``{"violates_{budget}mb": memory_mb > budget}`` for every budget."""
+    return {f"violates_{b}mb": bool(memory_mb > b) for b in budgets}
+
+
+def measure_variant(
+    model: ModelLike,
+    loader: DataLoader,
+    device: Any = "cpu",
+    power_watts: float = 15.0,
+    precision: str = "fp32",
+    latency_multiplier: float = 1.0,
+    benchmark_repeats: int = 20,
+    benchmark_trials: int = 10,
+    benchmark_warmup: int = 5,
+    latency_batch_size: int = 1,
+    throughput_min_time_s: float = 0.2,
+    threads: int = 1,
+    rapl: Optional[RaplReader] = None,
+) -> MeasurementRecord:
+    """Measure a model or variant and keep the raw samples; see ``collect_metrics`` for the arguments."""
+    x_batch, _ = _first_batch(loader)
+    variant = _as_variant(model, precision, loader, device)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        correct, finite = evaluate_predictions(variant, loader)
+        single = variant.prepare(x_batch[:latency_batch_size])
+        collected: list[float] = []
+
+        def timed() -> int:
+            collected.extend(latency_samples(variant.run, single, repeats=benchmark_repeats, runs=benchmark_trials,
+                                             warmup=benchmark_warmup, threads=threads))
+            return benchmark_repeats * benchmark_trials
+
+        energy, _, _ = measure_energy(timed, power_watts=power_watts, reader=rapl)
+        lat = LatencySamples(len(x_batch[:latency_batch_size]), tuple(collected), benchmark_trials)
+        if energy.source == "proxy":  # the seed's definition: power × latency of one inference
+            energy = EnergyEstimate(power_watts * lat.mean / 1e3, "proxy", energy.detail)
+        prepared = variant.prepare(x_batch)
+        variant.run(prepared)
+        timer = Timer(stmt="run(x)", globals={"run": variant.run, "x": prepared}, num_threads=threads)
+        m = timer.blocked_autorange(min_run_time=throughput_min_time_s)
+        batch = LatencySamples(len(x_batch), tuple(t * 1e3 for t in m.times), m.number_per_run)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return MeasurementRecord(
+        backend=variant.backend,
+        precision=variant.precision,
+        kernel_precision=variant.kernel_precision,
+        parameter_bytes=variant.parameter_bytes,
+        latency=lat,
+        batch_latency=batch,
+        correct=correct,
+        energy=energy,
+        environment=environment(threads),
+        latency_multiplier=latency_multiplier,
+        logits_finite=finite,
+    )
+
+
+def collect_metrics(
+    model: ModelLike,
+    loader: DataLoader,
+    device: Any = "cpu",
+    power_watts: float = 15.0,
+    precision: str = "fp32",
+    latency_multiplier: float = 1.0,
+    benchmark_repeats: int = 20,
+    **kwargs: Any,
+) -> PerfMetrics:
+    """Measure accuracy, latency distribution, throughput, memory and energy of a model or variant.
+
+    Args:
+        model: a torch module (built at ``precision``: fp32 or fp16) or a backend ``Variant``.
+        loader: evaluation data; its first batch is the latency/throughput input.
+        device: where a plain torch module runs (CPU measurements).
+        power_watts: device power for the energy proxy (used when RAPL is unreadable).
+        precision: "fp32" or "fp16" for a plain module; ignored for a Variant.
+        latency_multiplier: factor applied to reported latencies (host → simulated device).
+        benchmark_repeats: number of latency samples.
+        **kwargs: benchmark_trials, benchmark_warmup, latency_batch_size, threads, throughput_min_time_s.
+    Returns:
+        ``PerfMetrics``.
+    Raises:
+        ValueError: the loader yields no batches ("No batches").
+    """
+    return measure_variant(model, loader, device, power_watts, precision, latency_multiplier, benchmark_repeats,
+                           **kwargs).metrics

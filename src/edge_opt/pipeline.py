@@ -1,0 +1,367 @@
+"""Pipeline: orchestrates a study from config to report. Nothing below imports it."""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pandas as pd
+import torch
+
+from . import atomic
+from .config import ConfigError, StudyConfig, load_config
+from .data import DATASETS, DataBundle, load_data
+from .deploy import deployment_rows, deployment_simulation
+from .env import environment, git_commit, package_versions
+from .hardware import (add_layer_roofline, estimate_layerwise_stats, machine_calibration, precision_tradeoff_table,
+                       save_hardware_artifacts, summarize_hardware)
+from .models import MODELS, create_model, model_param_errors
+from .pareto import pareto_frontier
+from .reporting import build_summary, write_csv, write_outputs, write_plots
+from .store import StudyStore
+from .sweep import (ConfigPoint, Sweep, StudyInterrupted, baseline_fingerprint, best_effort, finalize_rows,
+                    parent_key, point_key, recommend, sweep_points)
+from .training import resolve_device, set_deterministic, train_model
+from .variants.backends import BACKENDS, PRECISIONS, BuildContext, build_variant
+from .variants.prune import load_checkpoint, save_checkpoint
+
+EventFn = Callable[..., None]
+
+
+def registry_errors(cfg: StudyConfig) -> list[str]:
+    """Config values that name unknown registry entries (model, params, dataset, backends, precisions)."""
+    errors = []
+    if cfg.model.name not in MODELS:
+        errors.append(f"The 'model.name' parameter must be one of {MODELS.names()}. Got {cfg.model.name!r} instead.")
+    else:
+        errors += model_param_errors(cfg.model.name, cfg.model.params)
+    if cfg.dataset not in DATASETS:
+        errors.append(f"The 'dataset' parameter must be one of {DATASETS.names()}. Got {cfg.dataset!r} instead.")
+    bad_b = [b for b in cfg.backends if b not in BACKENDS]
+    if bad_b:
+        errors.append(f"The 'backends' parameter must contain names from {BACKENDS.names()}. Got {bad_b} instead.")
+    bad_p = [p for p in cfg.precisions if p not in PRECISIONS]
+    if bad_p:
+        errors.append(f"The 'precisions' parameter must contain names from {PRECISIONS.names()}. Got {bad_p} instead.")
+    if cfg.active_memory_budget_mb not in cfg.memory_budgets_mb:
+        pass  # an active budget outside the evaluated list is allowed; it is still reported
+    return errors
+
+
+def load_study_config(path: str | Path, overrides: Optional[dict] = None) -> StudyConfig:
+    """Load a YAML study config and check it against the registries.
+
+    Raises:
+        ConfigError: one message per invalid key.
+    """
+    cfg = load_config(path, overrides)
+    errors = registry_errors(cfg)
+    if errors:
+        raise ConfigError(errors)
+    return cfg
+
+
+def check_output_dir(path: str | Path) -> Path:
+    """Create the output folder and prove it is writable, before any training starts.
+
+    Raises:
+        ConfigError: naming the folder when it cannot be created or written.
+    """
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write_probe_{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError([f"The 'output_dir' parameter must name a writable folder. Got {str(path)!r} "
+                           f"instead ({exc.strerror or exc})."]) from None
+    return out
+
+
+@dataclass
+class StudyResult:
+    """What a finished (or interrupted) study produced."""
+
+    output_dir: Path
+    sweep: pd.DataFrame
+    summary: dict[str, Any]
+    reused: int = 0
+    computed: int = 0
+    interrupted: bool = False
+    recommended: bool = False
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _stage(timings: dict[str, float], name: str, start: float) -> float:
+    now = time.perf_counter()
+    timings[name] = timings.get(name, 0.0) + now - start
+    return now
+
+
+def _baseline(cfg: StudyConfig, data: DataBundle, out: Path, device: torch.device, on_event: EventFn) -> tuple[torch.nn.Module, bool]:
+    factory = lambda: create_model(cfg.model.name, data.input_shape, data.num_classes, **cfg.model.params)  # noqa: E731
+    ckpt = out / "checkpoints" / f"baseline_{baseline_fingerprint(cfg)}.pt"
+    if ckpt.exists():
+        model, _ = load_checkpoint(ckpt, factory())
+        return model, True
+    torch.manual_seed(cfg.seed)
+    model = factory()
+    on_event("stage", name="baseline training", detail=f"{cfg.model.name}, {cfg.epochs} epochs")
+    train_model(model, data.train_loader, epochs=cfg.epochs, learning_rate=cfg.learning_rate, device=device,
+                seed=cfg.seed)
+    model.to("cpu")
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(model, ckpt, {"fingerprint": baseline_fingerprint(cfg)})
+    return model, False
+
+
+def _layer_table(model: torch.nn.Module, precision: str, batch: int, input_shape: tuple) -> pd.DataFrame:
+    bytes_per_value = {"fp32": 4, "fp16": 2, "int8": 1}.get(precision, 4)
+    return estimate_layerwise_stats(model, batch, input_shape, activation_bytes_per_value=bytes_per_value)
+
+
+def _param_scale(precision: str, df: pd.DataFrame) -> pd.DataFrame:
+    """Parameter bytes of a float parent re-expressed at the variant's precision."""
+    df = df.copy()
+    df["parameter_bytes"] = (df["parameter_bytes"] * {"fp32": 1, "fp16": 0.5, "int8": 0.25}.get(precision, 1)).astype(int)
+    return df
+
+
+def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: Optional[EventFn] = None,
+              should_stop: Optional[Callable[[], bool]] = None, command: Optional[list[str]] = None) -> StudyResult:
+    """Run (or resume) a study and write every output into ``cfg.output_dir``.
+
+    Args:
+        cfg: validated config (see ``load_study_config``).
+        fresh: discard stored points and cached checkpoints first.
+        on_event: progress callback ``on_event(kind, **info)``.
+        should_stop: checked between variants; when it returns True the outputs for the finished
+            points are written and ``StudyInterrupted`` is raised.
+        command: the command line, for reproducibility.json.
+    Returns:
+        ``StudyResult``.
+    """
+    on_event = on_event or (lambda kind, **info: None)
+    should_stop = should_stop or (lambda: False)
+    errors = registry_errors(cfg)
+    if errors:
+        raise ConfigError(errors)
+    out = check_output_dir(cfg.output_dir)
+    timings: dict[str, float] = {}
+    warnings_: list[str] = []
+    t = time.perf_counter()
+    if fresh:
+        for name in ("study.sqlite", "study.sqlite-wal", "study.sqlite-shm"):
+            (out / name).unlink(missing_ok=True)
+        for sub in ("checkpoints", "onnx", "variants", "model"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    store = StudyStore(out / "study.sqlite")
+    try:
+        device, dev_warning = resolve_device(cfg.device)
+        if dev_warning:
+            warnings_.append(dev_warning)
+        set_deterministic(cfg.seed)
+        on_event("stage", name="data", detail=cfg.dataset)
+        data = load_data(cfg.dataset, data_dir=cfg.data_dir, image_size=cfg.image_size, batch_size=cfg.batch_size,
+                         dataloader_seed=cfg.dataloader_seed, val_fraction=cfg.val_fraction,
+                         train_subset=cfg.train_subset, val_subset=cfg.val_subset, num_workers=cfg.num_workers)
+        t = _stage(timings, "data", t)
+        baseline, cached = _baseline(cfg, data, out, device, on_event)
+        if cached:
+            on_event("log", message="baseline checkpoint reused")
+        t = _stage(timings, "training", t)
+        factory = lambda: create_model(cfg.model.name, data.input_shape, data.num_classes, **cfg.model.params)  # noqa: E731
+        sweep = Sweep(baseline, data, cfg, out, store, model_factory=factory, on_event=on_event, should_stop=should_stop)
+        points = sweep_points(cfg)
+        base_point = ConfigPoint(0.0, "fp32", "torch")
+        interrupted = False
+        on_event("stage", name="variants", detail=f"{len(points)} config points")
+        try:
+            sweep.run(points)
+            if base_point not in points:
+                sweep.run_point(base_point)
+        except StudyInterrupted:
+            interrupted = True
+        t = _stage(timings, "variants", t)
+        result = _finish(cfg, out, store, sweep, data, baseline, points, base_point, warnings_, timings, on_event,
+                         command, interrupted)
+        result.reused, result.computed = sweep.reused, sweep.computed
+        if interrupted:
+            raise StudyInterrupted(result)
+        return result
+    finally:
+        store.close()
+
+
+def _finish(cfg: StudyConfig, out: Path, store: StudyStore, sweep: Sweep, data: DataBundle, baseline: torch.nn.Module,
+            points: list[ConfigPoint], base_point: ConfigPoint, warnings_: list[str], timings: dict[str, float],
+            on_event: EventFn, command: Optional[list[str]], interrupted: bool) -> StudyResult:
+    t = time.perf_counter()
+    # Regenerate from the store: outputs always describe every finished point of this config.
+    rows = [r for r in (store.get(point_key(cfg, p)) for p in points) if r is not None]
+    base_row = store.get(point_key(cfg, base_point))
+    raw = pd.DataFrame(rows)
+    df = finalize_rows(raw, cfg, base_row) if len(raw) else raw
+    baseline_metrics = {k: base_row.get(k) for k in ("accuracy", "latency_ms", "latency_std_ms", "latency_p95_ms",
+                                                     "latency_ci95_ms", "throughput_sps", "memory_mb",
+                                                     "energy_proxy_j", "energy_source", "batch_latency_ms",
+                                                     "kernel_precision", "error")} if base_row else {}
+    baseline_metrics.update({"pruning_level": 0.0, "precision": "fp32", "backend": "torch"})
+    frontier_lat = pareto_frontier(df, "latency_ms", cfg.pareto_use_ci) if len(df) else df
+    frontier_en = pareto_frontier(df, "energy_proxy_j", cfg.pareto_use_ci) if len(df) else df
+    rec_row, failed = (recommend(df, float(base_row["accuracy"]), cfg.max_accuracy_drop)
+                       if len(df) and base_row and base_row.get("error") is None else (None, ["baseline failed"]))
+    chosen = rec_row if rec_row is not None else (best_effort(df) if len(df) else None)
+    if len(df):
+        for _, r in df[df["slower_than_fp32"]].iterrows():
+            warnings_.append(f"{r['backend']} {r['precision']} at pruning {r['pruning_level']:g} is slower than its fp32 "
+                             f"parent ({r['latency_ms']:.4f} vs {r['latency_ms'] * r['speedup_vs_fp32']:.4f} ms)")
+        for _, r in df[df["precision_mismatch"]].iterrows():
+            warnings_.append(f"{r['backend']} {r['precision']} at pruning {r['pruning_level']:g} really computes in "
+                             f"{r['kernel_precision']}")
+        noisy = df[(df["latency_ci95_ms"] / df["latency_ms"]) > 0.05]
+        for _, r in noisy.iterrows():
+            warnings_.append(f"noisy latency: {r['backend']} {r['precision']} p{r['pruning_level']:g} "
+                             f"±{100 * r['latency_ci95_ms'] / r['latency_ms']:.1f}% (95% CI)")
+        for _, r in df[df["error"].notna()].iterrows():
+            warnings_.append(f"{r['backend']} {r['precision']} p{r['pruning_level']:g} failed: {r['error']}")
+    recommendation: Optional[dict[str, Any]] = None
+    manifest = None
+    t = _stage(timings, "analysis", t)
+    if chosen is not None and not interrupted:
+        on_event("stage", name="artifact", detail=f"{chosen['backend']} {chosen['precision']} p{chosen['pruning_level']:g}")
+        from .artifact import export_artifact
+
+        parent = sweep.parent(float(chosen["pruning_level"]))
+        ctx = BuildContext(calibration=sweep.calibration, example_input=sweep.example, workdir=out / "model",
+                           parent_key=parent_key(cfg, float(chosen["pruning_level"])),
+                           quantization_backend=cfg.quantization_backend, calibration_method=cfg.calibration_method,
+                           threads=cfg.threads)
+        point = {"pruning_level": float(chosen["pruning_level"]), "precision": chosen["precision"],
+                 "backend": chosen["backend"], "key": chosen["key"], "model": cfg.model.model_dump(),
+                 "dataset": cfg.dataset, "seed": cfg.seed}
+        try:
+            manifest = export_artifact(out / "model", parent, chosen.to_dict(), data, ctx, goals_met=rec_row is not None,
+                                       failed_goals=failed, config_point=point, threads=cfg.threads)
+        except Exception as exc:  # noqa: BLE001 — a failed export is reported, the study outputs still land
+            warnings_.append(f"artifact export failed: {type(exc).__name__}: {exc}")
+        recommendation = {**point, "goals_met": rec_row is not None, "failed_goals": failed,
+                          "accuracy": float(chosen["accuracy"]), "latency_ms": float(chosen["latency_ms"]),
+                          "memory_mb": float(chosen["memory_mb"]), "accuracy_drop": float(chosen["accuracy_drop"]),
+                          "speedup_vs_baseline": float(chosen["speedup_vs_baseline"]),
+                          "kernel_precision": chosen["kernel_precision"],
+                          "why": (f"lowest latency among rows meeting the budgets (memory ≤ {cfg.active_memory_budget_mb} MB"
+                                  + (f", device latency ≤ {cfg.latency_budget_ms} ms" if cfg.latency_budget_ms else "")
+                                  + f") with accuracy drop ≤ {cfg.max_accuracy_drop}; ties within the latency CI "
+                                    "go to the smaller model") if rec_row is not None else
+                          "best effort: " + "; ".join(failed),
+                          "artifact": str(Path("model") / "model.onnx") if manifest else None,
+                          "artifact_accuracy": manifest["artifact_accuracy"] if manifest else None}
+    t = _stage(timings, "artifact", t)
+    hardware: dict[str, Any] = {}
+    deployment: dict[str, Any] = {}
+    if not interrupted and base_row is not None and base_row.get("error") is None:
+        on_event("stage", name="hardware analysis", detail="machine calibration + layer tables")
+        machine = machine_calibration(out, cfg.threads, cfg.memory_bandwidth_gbps, cfg.peak_compute_gmacs)
+        bw, peak = machine["memory_bandwidth_gbps"], machine["peak_compute_gmacs"]
+        lb = cfg.latency_batch_size
+        base_layers = add_layer_roofline(_layer_table(baseline, "fp32", lb, data.input_shape), bw, peak)
+        hardware["baseline"] = summarize_hardware(base_layers, float(base_row["latency_ms"]), bw, peak)
+        rec_layers = base_layers
+        if chosen is not None:
+            rp = sweep.parent(float(chosen["pruning_level"]))
+            rec_layers = add_layer_roofline(_param_scale(chosen["precision"], _layer_table(
+                rp, chosen["precision"], lb, data.input_shape)), bw, peak)
+            hardware["recommended"] = summarize_hardware(rec_layers, float(chosen["latency_ms"]), bw, peak)
+            # the recommended configuration at the loader's batch size (roofline efficiency at batch 128)
+            big = add_layer_roofline(_param_scale(chosen["precision"], _layer_table(
+                rp, chosen["precision"], int(chosen["batch_size"]), data.input_shape)), bw, peak)
+            hardware["recommended_batch"] = summarize_hardware(big, float(chosen["batch_latency_ms"]), bw, peak)
+        hardware["machine"] = machine
+        points_rows = []
+        layer_cache: dict[tuple, pd.DataFrame] = {}
+        for _, r in df[df["error"].isna()].iterrows():
+            k = (float(r["pruning_level"]), r["precision"])
+            if k not in layer_cache:
+                layer_cache[k] = _param_scale(r["precision"], _layer_table(sweep.parent(k[0]), r["precision"], lb,
+                                                                           data.input_shape))
+            s = summarize_hardware(layer_cache[k], float(r["latency_ms"]), bw, peak)
+            points_rows.append({"label": f"{r['backend'][:4]} {r['precision']} p{k[0]:g}",
+                                "arithmetic_intensity": s["arithmetic_intensity"], "achieved_gmacs": s["achieved_gmacs"]})
+        ptable = precision_tradeoff_table(df) if len(df) else pd.DataFrame()
+        hw_summary = {**hardware["recommended" if chosen is not None else "baseline"],
+                      "bandwidth_source": machine["bandwidth_source"], "peak_source": machine["peak_source"],
+                      "peak_compute_gmacs_int8": machine.get("peak_compute_gmacs_int8")}
+        save_hardware_artifacts(out, rec_layers, ptable, hw_summary, pd.DataFrame(points_rows))
+        t = _stage(timings, "hardware", t)
+        on_event("stage", name="deployment simulation", detail=f"cpu_frequency_scale={cfg.cpu_frequency_scale}")
+        d = cfg.deployment
+        targets = {"baseline": (baseline, "fp32", "torch", base_layers, hardware["baseline"])}
+        if chosen is not None:
+            targets["recommended"] = (sweep.parent(float(chosen["pruning_level"])), chosen["precision"],
+                                      chosen["backend"], rec_layers, hardware["recommended"])
+        for label, (model, precision, backend, layers, hw) in targets.items():
+            try:
+                ctx = BuildContext(calibration=sweep.calibration, example_input=sweep.example, workdir=out / "onnx",
+                                   parent_key=parent_key(cfg, 0.0 if label == "baseline" else float(chosen["pruning_level"])),
+                                   quantization_backend=cfg.quantization_backend,
+                                   calibration_method=cfg.calibration_method, threads=cfg.threads)
+                variant = build_variant(backend, model, precision, ctx)
+                res = deployment_simulation(
+                    variant, data.val_loader, "cpu", cfg.cpu_frequency_scale, d.scenarios,
+                    min_queries=d.min_queries, min_duration_s=d.min_duration_s, latency_budget_ms=cfg.latency_budget_ms,
+                    server_target_qps=d.server_target_qps, server_search_steps=d.server_search_steps,
+                    latency_model=d.latency_model, compute_bound_fraction=hw.get("compute_bound_fraction"),
+                    power_watts=cfg.power_watts, seed=cfg.seed, threads=cfg.threads,
+                    offline_batch_size=d.offline_batch_size)
+                res["hardware"] = hw
+                deployment[label] = res
+            except Exception as exc:  # noqa: BLE001
+                deployment[label] = {"error": f"{type(exc).__name__}: {exc}"}
+                warnings_.append(f"deployment simulation of {label} failed: {exc}")
+        if deployment:
+            write_csv(out / "deployment.csv", deployment_rows({k: v for k, v in deployment.items() if "scenarios" in v}))
+        t = _stage(timings, "deployment", t)
+    on_event("stage", name="report", detail=str(out))
+    if deployment:
+        # the reference's top-level batch keys, from the recommended (else baseline) simulation
+        main = deployment.get("recommended", deployment.get("baseline", {}))
+        for k in ("batch_latency_ms", "batch_throughput_sps", "stream_avg_latency_ms", "stream_throughput_sps"):
+            if k in main:
+                deployment[k] = main[k]
+        deployment["hardware_summary"] = hardware.get("recommended", hardware.get("baseline"))
+    summary = build_summary(
+        baseline_metrics, cfg.memory_budgets_mb, cfg.active_memory_budget_mb, cfg.cpu_frequency_scale,
+        cfg.latency_multiplier, df if len(df) else pd.DataFrame({"accepted": []}), deployment,
+        recommended=recommendation, slower_than_fp32=df[df["slower_than_fp32"]][
+            ["backend", "precision", "pruning_level", "latency_ms", "speedup_vs_fp32"]].to_dict("records")
+        if len(df) else [],
+        precision_mismatches=df[df["precision_mismatch"]][["backend", "precision", "pruning_level", "kernel_precision"]]
+        .to_dict("records") if len(df) else [],
+        hardware={k: v for k, v in hardware.items()}, warnings=sorted(set(warnings_)),
+        latency_note="latency_ms columns are host measurements (batch of latency_batch_size, torch.utils.benchmark); "
+                     "device_latency_ms = latency_ms × latency_multiplier (linear clock model)",
+        finished_points=len(rows), total_points=len(points), interrupted=interrupted,
+    )
+    write_outputs(out, df, frontier_lat, frontier_en, summary)
+    if len(df):
+        write_plots(out, df, frontier_lat, frontier_en, recommended_key=chosen["key"] if chosen is not None else None)
+    atomic.write_json(out / "reproducibility.json", {
+        "command": command or sys.argv, "git_commit": git_commit(Path(__file__).parent),
+        "seeds": {"seed": cfg.seed, "dataloader_seed": cfg.dataloader_seed}, "config": cfg.model_dump(),
+        "environment": environment(cfg.threads), "package_versions": package_versions(),
+        "torch_threads_measurement": cfg.threads, "torch_threads_training": torch.get_num_threads(),
+        "data": {"source": data.source, "n_train": data.n_train, "n_val": data.n_val,
+                 "input_shape": list(data.input_shape), "mean": data.mean, "std": data.std},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+    _stage(timings, "report", t)
+    return StudyResult(out, df, summary, interrupted=interrupted, recommended=rec_row is not None,
+                       warnings=sorted(set(warnings_)), timings=timings)

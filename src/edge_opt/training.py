@@ -1,0 +1,117 @@
+"""Training stage: deterministic set-up, device resolution, training and fine-tuning."""
+from __future__ import annotations
+
+import os
+import random
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+
+def set_deterministic(seed: int) -> None:
+    """Seed Python, NumPy and torch; on CUDA also ask for deterministic kernels.
+
+    CPU kernels are deterministic for a fixed thread count already; enabling torch's
+    global deterministic mode there only floods stderr with warnings from quantized ops.
+
+    Args:
+        seed: the seed for every generator.
+    """
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def resolve_device(requested: str) -> tuple[torch.device, Optional[str]]:
+    """Map ``cpu``/``cuda``/``mps``/``auto`` to an available device.
+
+    Returns:
+        (device, warning): the warning says when the request fell back to the CPU, else None.
+    """
+    if requested == "cpu":
+        return torch.device("cpu"), None
+    if requested in ("cuda", "auto") and torch.cuda.is_available():
+        return torch.device("cuda"), None
+    mps = getattr(torch.backends, "mps", None)
+    if requested in ("mps", "auto") and mps is not None and mps.is_available():
+        return torch.device("mps"), None
+    if requested == "auto":
+        return torch.device("cpu"), None
+    msg = f"device {requested!r} is not available on this machine; using 'cpu' instead."
+    warnings.warn(msg, RuntimeWarning, stacklevel=2)
+    return torch.device("cpu"), msg
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What training did: loss per epoch, seconds per epoch, final train accuracy."""
+
+    epoch_losses: tuple[float, ...]
+    epoch_seconds: tuple[float, ...]
+    train_accuracy: float
+
+
+def train_model(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    epochs: int,
+    learning_rate: float,
+    device: torch.device | str = "cpu",
+    seed: Optional[int] = None,
+    autocast_dtype: Optional[torch.dtype] = None,
+) -> TrainResult:
+    """Train ``model`` in place with Adam and cross-entropy; leaves it in eval mode.
+
+    Args:
+        model: the network (returns logits).
+        loader: training batches (x, y).
+        epochs: passes over the loader (0 leaves the model untouched).
+        learning_rate: Adam's step size.
+        device: where to train.
+        seed: re-seeds torch first, so fine-tuning each pruned model is reproducible.
+        autocast_dtype: run forward passes under CPU autocast in this dtype (fp16/bf16 training).
+    Returns:
+        A ``TrainResult``.
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    device = torch.device(device)
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    loss_fn = nn.CrossEntropyLoss()
+    losses, seconds = [], []
+    correct = total = 0
+    for _ in range(epochs):
+        start = time.perf_counter()
+        running, batches = 0.0, 0
+        correct = total = 0
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            opt.zero_grad(set_to_none=True)
+            if autocast_dtype is not None:
+                with torch.autocast(device_type=device.type, dtype=autocast_dtype):
+                    logits = model(x)
+                loss = loss_fn(logits.float(), y)
+            else:
+                logits = model(x)
+                loss = loss_fn(logits, y)
+            loss.backward()
+            opt.step()
+            running += float(loss.detach())
+            batches += 1
+            correct += int((logits.argmax(1) == y).sum())
+            total += len(y)
+        losses.append(running / max(batches, 1))
+        seconds.append(time.perf_counter() - start)
+    model.eval()
+    return TrainResult(tuple(losses), tuple(seconds), correct / total if total else float("nan"))

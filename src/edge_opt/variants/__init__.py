@@ -1,0 +1,1 @@
+"""Variants stage: structured pruning, precision (quantization), runtime backends."""

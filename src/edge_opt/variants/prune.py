@@ -1,0 +1,115 @@
+"""Structured L1 channel pruning with Torch-Pruning's dependency graph.
+
+Channels are physically removed (smaller tensors, fewer MACs). A pruned model is
+saved as a plain state dict plus its layer shapes, so it reloads with
+``torch.load(weights_only=True)`` by rebuilding the registry model and resizing
+its layers, never by unpickling modules.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+_RESIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def _classifier(model: nn.Module) -> nn.Module:
+    last = None
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            last = m
+    if last is None:
+        raise ValueError("The model has no Conv or Linear layer to prune.")
+    return last
+
+
+def prune_model(model: nn.Module, level: float, example_input: torch.Tensor) -> nn.Module:
+    """Remove the ``level`` fraction of channels with the smallest L1 norm in every prunable layer.
+
+    The output layer keeps all its outputs. Depthwise convolutions follow their input channels.
+
+    Args:
+        model: float model (left untouched; a pruned copy is returned).
+        level: fraction in [0, 1); 0.0 returns an equivalent copy.
+        example_input: one batch, used to trace the dependency graph.
+    Returns:
+        The pruned copy, in eval mode.
+    """
+    if not (0.0 <= level < 1.0):
+        raise ValueError(f"The 'pruning_level' parameter must be a float in [0, 1). Got {level!r} instead.")
+    pruned = copy.deepcopy(model).eval()
+    if level == 0.0:
+        return pruned
+    import torch_pruning as tp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pruner = tp.pruner.MagnitudePruner(
+            pruned,
+            example_input,
+            importance=tp.importance.MagnitudeImportance(p=1),
+            pruning_ratio=level,
+            ignored_layers=[_classifier(pruned)],
+            round_to=1,
+        )
+        pruner.step()
+    return pruned.eval()
+
+
+def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
+    """Channel counts (and groups) of every resizable layer, keyed by module name."""
+    out: dict[str, dict[str, int]] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            out[name] = {"in": m.in_channels, "out": m.out_channels, "groups": m.groups}
+        elif isinstance(m, nn.Linear):
+            out[name] = {"in": m.in_features, "out": m.out_features}
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            out[name] = {"out": m.num_features}
+    return out
+
+
+def _resized(m: nn.Module, s: dict[str, int]) -> nn.Module:
+    if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+        return type(m)(s["in"], s["out"], m.kernel_size, stride=m.stride, padding=m.padding, dilation=m.dilation,
+                       groups=s["groups"], bias=m.bias is not None, padding_mode=m.padding_mode)
+    if isinstance(m, nn.Linear):
+        return nn.Linear(s["in"], s["out"], bias=m.bias is not None)
+    return type(m)(s["out"], eps=m.eps, momentum=m.momentum, affine=m.affine, track_running_stats=m.track_running_stats)
+
+
+def apply_layer_shapes(model: nn.Module, shapes: dict[str, dict[str, int]]) -> nn.Module:
+    """Resize the layers of a freshly built model to recorded shapes (in place; returns it)."""
+    for name, s in shapes.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        old = getattr(parent, child)
+        if not isinstance(old, _RESIZABLE):
+            raise ValueError(f"Layer {name!r} of the checkpoint is not a resizable layer in the rebuilt model.")
+        setattr(parent, child, _resized(old, s))
+    return model
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, extra: dict[str, Any] | None = None) -> None:
+    """Save state dict + layer shapes (+ JSON-able ``extra``) atomically, loadable with weights_only=True."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"state_dict": model.state_dict(), "layer_shapes": layer_shapes(model), "extra": extra or {}}, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: str | Path, fresh_model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a checkpoint saved by ``save_checkpoint`` into a freshly built model of the same family.
+
+    Returns:
+        (model in eval mode, extra)
+    """
+    blob = torch.load(Path(path), weights_only=True, map_location="cpu")
+    model = apply_layer_shapes(fresh_model, blob["layer_shapes"])
+    model.load_state_dict(blob["state_dict"])
+    return model.eval(), blob.get("extra", {})
