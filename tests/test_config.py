@@ -1,0 +1,157 @@
+import math
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edge_opt.cli import main
+from edge_opt.config import ConfigError, StudyConfig, config_from_dict, config_from_yaml, load_config
+from edge_opt.pipeline import load_study_config
+
+
+def _err(data) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    return info.value.errors
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("pruning_levels", [0.0, 1.2], "[0, 1)"),
+    ("pruning_levels", [-0.1], "[0, 1)"),
+    ("pruning_levels", [1.0], "[0, 1)"),
+    ("precisions", [], "at least 1"),
+    ("memory_budgets_mb", [1.0, 0.0], "positive"),
+    ("memory_budgets_mb", [-2.0], "positive"),
+    ("active_memory_budget_mb", 0, "greater than 0"),
+    ("active_memory_budget_mb", -1.5, "greater than 0"),
+    ("cpu_frequency_scale", 0, "greater than 0"),
+    ("cpu_frequency_scale", -0.5, "greater than 0"),
+    ("cpu_frequency_scale", 1.01, "less than or equal to 1"),
+    ("batch_size", 0, "greater than or equal to 1"),
+    ("batch_size", "many", "integer"),
+    ("power_watts", float("nan"), "finite"),
+    ("learning_rate", float("inf"), "finite"),
+    ("latency_budget_ms", -3, "greater than 0"),
+    ("calibration_method", "median", "minmax"),
+    ("quantization_backend", "tensorrt", "x86"),
+    ("device", "tpu", "cpu"),
+    ("epochs", -1, "greater than or equal to 0"),
+])
+def test_invalid_value_names_key_allowed_and_given(key, value, needle):
+    errors = _err({key: value})
+    assert len(errors) == 1
+    msg = errors[0]
+    assert repr(key) in msg and needle in msg
+    assert "Got" in msg and (repr(value) in msg or (isinstance(value, float) and math.isnan(value) and "nan" in msg))
+
+
+def test_unknown_key_lists_allowed_keys():
+    msg = _err({"pruning_level": [0.1]})[0]
+    assert "'pruning_level'" in msg and "pruning_levels" in msg and "Unknown key" in msg
+
+
+def test_nested_unknown_key():
+    msg = _err({"deployment": {"min_querys": 3}})[0]
+    assert "deployment.min_querys" in msg and "min_queries" in msg
+
+
+def test_several_errors_one_line_each():
+    assert len(_err({"batch_size": 0, "epochs": -1, "bogus": 1})) == 3
+
+
+@pytest.mark.parametrize("cfg,needle", [
+    ({"precisions": ["fp32", "int4"]}, "'precisions'"),
+    ({"backends": ["tensorrt"]}, "'backends'"),
+    ({"model": {"name": "resnet"}}, "'model.name'"),
+    ({"model": {"name": "small_cnn", "params": {"width": 3}}}, "model.params.width"),
+    ({"dataset": "imagenet"}, "'dataset'"),
+])
+def test_registry_names_checked(tmp_path, cfg, needle):
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError) as info:
+        load_study_config(p)
+    assert needle in str(info.value) and "Got" in str(info.value)
+
+
+def test_default_config_file_is_valid():
+    cfg = load_study_config("configs/default.yaml")
+    assert cfg.model.name == "small_cnn" and cfg.active_memory_budget_mb > 0
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("- 1\n- 2\n", "mapping"),
+    ("!!python/object/apply:os.system ['echo hi']", "YAML"),
+    ("a: [1, 2\n", "YAML"),
+    ("just a string", "mapping"),
+])
+def test_bad_yaml_documents(text, needle):
+    with pytest.raises(ConfigError) as info:
+        config_from_yaml(text)
+    assert needle in str(info.value)
+
+
+def test_cli_bad_config_exits_2_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "never"
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump({"output_dir": str(out), "pruning_levels": [1.5], "precisions": [], "bogus": 1}))
+    assert main(["run", "--config", str(p)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+    assert not out.exists()
+
+
+def test_cli_missing_config_file(tmp_path, capsys):
+    assert main(["run", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_unwritable_output_dir_fails_before_training(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"output_dir": str(blocker / "sub")}))
+    assert main(["run", "--config", str(p)]) == 2
+    assert "'output_dir'" in capsys.readouterr().err
+
+
+def test_config_is_immutable():
+    cfg = config_from_dict({})
+    with pytest.raises(Exception):
+        cfg.seed = 3  # type: ignore[misc]
+    assert isinstance(cfg, StudyConfig)
+
+
+_scalar = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True, allow_infinity=True),
+                    st.text(max_size=8))
+_value = st.recursive(_scalar, lambda c: st.one_of(st.lists(c, max_size=5), st.dictionaries(st.text(max_size=6), c, max_size=4)),
+                      max_leaves=12)
+_keys = st.sampled_from(sorted(StudyConfig.model_fields) + ["unknown", "model.name", ""])
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(st.one_of(st.dictionaries(_keys, _value, max_size=6), _value))
+def test_fuzz_any_input_is_valid_or_config_error(data):
+    try:
+        cfg = config_from_dict(data)
+    except ConfigError as exc:
+        assert exc.errors and all(isinstance(e, str) and e for e in exc.errors)
+        return
+    assert isinstance(cfg, StudyConfig)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(st.text(max_size=80))
+def test_fuzz_yaml_text(text):
+    try:
+        config_from_yaml(text)
+    except ConfigError:
+        pass
+
+
+def test_load_config_reads_yaml(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("seed: 7\npruning_levels: [0.0, 0.3]\n")
+    cfg = load_config(p)
+    assert cfg.seed == 7 and cfg.pruning_levels == [0.0, 0.3]

@@ -1,0 +1,74 @@
+import math
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from edge_opt.metrics import (LatencySamples, PerfMetrics, collect_metrics, evaluate_accuracy, latency_differs,
+                              measure_latency, measure_latency_distribution, measure_variant, memory_violations,
+                              model_memory_mb)
+from edge_opt.models import create_model
+
+
+def _empty_loader():
+    return DataLoader(TensorDataset(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long)), batch_size=4)
+
+
+def test_empty_loader_errors_mention_no_batches():
+    m = create_model("mlp", (1, 8, 8), 10)
+    with pytest.raises(ValueError, match="No batches"):
+        evaluate_accuracy(m, _empty_loader())
+    with pytest.raises(ValueError, match="No batches"):
+        collect_metrics(m, _empty_loader(), "cpu", 10.0)
+
+
+def test_collect_metrics_fields(trained_small, digits8):
+    pm = collect_metrics(trained_small, digits8.val_loader, "cpu", power_watts=10.0, precision="fp32",
+                         latency_multiplier=1.0, benchmark_repeats=4, benchmark_trials=2, benchmark_warmup=1)
+    assert isinstance(pm, PerfMetrics)
+    assert 0.5 < pm.accuracy <= 1 and pm.latency_ms > 0 and pm.latency_p95_ms >= pm.latency_median_ms * 0.5
+    assert pm.throughput_sps > 0 and pm.memory_mb == pytest.approx(model_memory_mb(trained_small))
+    assert pm.energy_proxy_j == pytest.approx(10.0 * pm.latency_ms / 1e3) and pm.energy_source == "proxy"
+
+
+def test_latency_multiplier_scales_latency(trained_small, digits8):
+    rec = measure_variant(trained_small, digits8.val_loader, benchmark_repeats=3, benchmark_trials=2)
+    from dataclasses import replace
+
+    doubled = replace(rec, latency_multiplier=2.0).metrics
+    assert doubled.latency_ms == pytest.approx(2 * rec.metrics.latency_ms)
+    assert len(rec.latency.samples_ms) == 3 and rec.environment["cpu_model"]
+
+
+def test_fp16_memory_is_half(trained_small):
+    import copy
+
+    assert model_memory_mb(copy.deepcopy(trained_small).half()) == pytest.approx(model_memory_mb(trained_small) / 2)
+
+
+def test_memory_violations_keys():
+    assert memory_violations(1.5, [1.0, 2.0]) == {"violates_1.0mb": True, "violates_2.0mb": False}
+
+
+def test_latency_helpers(trained_small):
+    x = torch.randn(1, 1, 8, 8)
+    assert measure_latency(trained_small, x, runs=5, warmup=1) > 0
+    mean, std, p95 = measure_latency_distribution(trained_small, x, repeats=4, runs=3, warmup=1)
+    assert mean > 0 and std >= 0 and p95 >= 0
+
+
+def test_latency_samples_stats():
+    s = LatencySamples(1, (1.0, 2.0, 3.0))
+    assert s.mean == 2.0 and s.median == 2.0 and s.std == 1.0
+    from scipy import stats
+
+    assert s.ci95 == pytest.approx(stats.t.ppf(0.975, 2) / math.sqrt(3))
+    assert math.isnan(LatencySamples(1, (1.0,)).ci95)
+
+
+def test_latency_differs():
+    a = [1.0 + 0.01 * i for i in range(20)]
+    b = [2.0 + 0.01 * i for i in range(20)]
+    assert latency_differs(a, b)[0] is True
+    assert latency_differs(a, list(a))[0] is False
+    assert latency_differs([1.0], b) == (False, latency_differs([1.0], b)[1])

@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+import torch
+
+from edge_opt.metrics import evaluate_accuracy, model_memory_mb
+from edge_opt.registry import UnknownNameError
+from edge_opt.variants.backends import (BuildContext, VariantBuildError, build_variant, list_backends,
+                                        list_precisions)
+from edge_opt.variants.quantize import is_quantized_module
+
+
+def _ctx(data, tmp_path, **kw):
+    calib = data.calibration_batches(2)
+    return BuildContext(calibration=calib, example_input=calib[0][:2], workdir=tmp_path, **kw)
+
+
+@pytest.mark.parametrize("backend", list_backends())
+@pytest.mark.parametrize("precision", list_precisions())
+def test_every_backend_precision_builds_and_says_what_it_is(backend, precision, trained_small, digits8, tmp_path):
+    v = build_variant(backend, trained_small, precision, _ctx(digits8, tmp_path))
+    assert v.backend == backend and v.precision == precision and v.kernel_precision
+    x, _ = next(iter(digits8.val_loader))
+    logits = v.predict(x)
+    assert logits.shape == (len(x), 10) and logits.dtype == np.float32 and np.isfinite(logits).all()
+    assert v.parameter_bytes > 0
+    assert evaluate_accuracy(v, digits8.val_loader) > 0.5
+
+
+def test_torch_int8_is_really_quantized_and_smaller(trained_small, digits8, tmp_path):
+    fp32 = build_variant("torch", trained_small, "fp32", _ctx(digits8, tmp_path))
+    int8 = build_variant("torch", trained_small, "int8", _ctx(digits8, tmp_path))
+    assert any(is_quantized_module(m) for m in int8.module.modules())
+    assert {"ConvReLU2d", "LinearReLU"} <= set(int8.metadata["quantized_module_types"])
+    assert int8.kernel_precision == "int8"
+    assert model_memory_mb(int8.module) < 0.4 * model_memory_mb(fp32.module)
+    assert int8.metadata["calibration_batches"] == 2 and int8.metadata["layers"]
+    layer = next(iter(int8.metadata["layers"].values()))
+    assert "output_scale" in layer and "weight_scales" in layer
+
+
+def test_torch_fp16_halves_memory(trained_small, digits8, tmp_path):
+    fp32 = build_variant("torch", trained_small, "fp32", _ctx(digits8, tmp_path))
+    fp16 = build_variant("torch", trained_small, "fp16", _ctx(digits8, tmp_path))
+    assert fp16.parameter_bytes * 2 == fp32.parameter_bytes and fp16.kernel_precision == "fp16"
+
+
+def test_ort_fp32_matches_torch_logits(trained_small, digits8, tmp_path):
+    ort = build_variant("onnxruntime", trained_small, "fp32", _ctx(digits8, tmp_path))
+    for x, _ in digits8.val_loader:
+        with torch.no_grad():
+            ref = trained_small(x).numpy()
+        np.testing.assert_allclose(ort.predict(x), ref, atol=1e-4, rtol=0)
+
+
+def test_ort_int8_verified_and_close_to_fp32(trained_small, digits8, tmp_path):
+    ctx = _ctx(digits8, tmp_path)
+    fp32 = build_variant("onnxruntime", trained_small, "fp32", ctx)
+    int8 = build_variant("onnxruntime", trained_small, "int8", ctx)
+    assert int8.kernel_precision == "int8"
+    assert {"QLinearConv", "QuantizeLinear"} & set(int8.metadata["quantized_op_types"])
+    assert abs(evaluate_accuracy(int8, digits8.val_loader) - evaluate_accuracy(fp32, digits8.val_loader)) <= 0.02
+
+
+def test_ort_int8_without_quantized_ops_is_an_error(trained_small, digits8, tmp_path):
+    ctx = _ctx(digits8, tmp_path, ort_op_types_to_quantize=["LSTM"])  # nothing in the graph matches
+    with pytest.raises(VariantBuildError, match="no quantized op"):
+        build_variant("onnxruntime", trained_small, "int8", ctx)
+
+
+def test_ort_fp16_reports_real_kernel_precision(trained_small, digits8, tmp_path):
+    v = build_variant("onnxruntime", trained_small, "fp16", _ctx(digits8, tmp_path))
+    # On this CPU ORT folds the fp16 weights back to fp32 kernels; the variant must say so.
+    assert v.kernel_precision in {"fp32", "fp16"}
+    assert v.metadata["runtime_parameter_bytes"] >= v.parameter_bytes
+
+
+def test_ort_calibration_uses_exact_batches(trained_small, digits8, tmp_path):
+    v = build_variant("onnxruntime", trained_small, "int8", _ctx(digits8, tmp_path))
+    assert v.metadata["calibration_batches"] == 2
+    assert v.metadata["calibration_samples"] == sum(len(b) for b in digits8.calibration_batches(2))
+
+
+def test_unknown_backend_or_precision(trained_small, digits8, tmp_path):
+    with pytest.raises(UnknownNameError, match="'backends'"):
+        build_variant("tflite", trained_small, "fp32", _ctx(digits8, tmp_path))
+    with pytest.raises(UnknownNameError, match="'precisions'"):
+        build_variant("torch", trained_small, "int4", _ctx(digits8, tmp_path))
