@@ -177,9 +177,10 @@ class DataBundle:
     val_labels: np.ndarray = field(repr=False)
 
     def calibration_batches(self, n: int) -> list[torch.Tensor]:
-        """The first ``n`` training batches (deterministic order), inputs only."""
+        """The first ``n`` training batches in the split's fixed order (no shuffling), inputs only."""
+        ordered = DataLoader(self.train_loader.dataset, batch_size=self.train_loader.batch_size, shuffle=False)
         out = []
-        for x, _ in self.train_loader:
+        for x, _ in ordered:
             if len(out) >= n:
                 break
             out.append(x)

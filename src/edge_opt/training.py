@@ -78,13 +78,18 @@ def train_model(
         epochs: passes over the loader (0 leaves the model untouched).
         learning_rate: Adam's step size.
         device: where to train.
-        seed: re-seeds torch first, so fine-tuning each pruned model is reproducible.
+        seed: re-seeds torch and the loader's shuffle generator first, so training and fine-tuning
+            give the same weights whatever ran before in the process.
         autocast_dtype: run forward passes under CPU autocast in this dtype (fp16/bf16 training).
     Returns:
         A ``TrainResult``.
     """
     if seed is not None:
         torch.manual_seed(seed)
+        # The shuffle order must not depend on what consumed the loader before (resume, cached baseline).
+        gen = getattr(loader, "generator", None)
+        if gen is not None:
+            gen.manual_seed(seed)
     device = torch.device(device)
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=learning_rate)
