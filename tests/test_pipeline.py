@@ -182,3 +182,74 @@ def test_fresh_starts_over_and_status(tmp_path):
     st = subprocess.run([PYTHON, "-m", "edge_opt.cli", "status", str(tmp_path / "out")], capture_output=True,
                         text=True, env=cli_env())
     assert st.returncode == 0 and "1 of 1 points finished" in st.stdout
+
+
+def test_multi_seed_study(tmp_path, capsys):
+    from edge_opt.cli import main
+
+    cfg_path = _write_cfg(tmp_path, pruning_levels=[0.0], precisions=["fp32", "int8"], backends=["torch"],
+                          deployment={"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01})
+    assert main(["run", "--config", str(cfg_path), "--seeds", "1", "2", "--quiet"]) == 0
+    out = tmp_path / "out"
+    assert (out / "seed_1" / "sweep_results.csv").exists() and (out / "seed_2" / "sweep_results.csv").exists()
+    agg = pd.read_csv(out / "summary_multi_seed.csv")
+    assert len(agg) == 2 and (agg["seeds"] == 2).all()
+    assert {"accuracy_mean", "accuracy_std", "accuracy_ci95", "latency_ms_mean", "latency_ms_ci95"} <= set(agg.columns)
+    assert json.loads((out / "summary_multi_seed.json").read_text())["seeds"] == [1, 2]
+
+
+def test_html_report_self_contained(tiny_study):
+    _, res = tiny_study
+    html = (res.output_dir / "report.html").read_text(encoding="utf-8")
+    assert 'id="recommended"' in html and "data:image/png;base64," in html
+    assert html.count('class="variant') == len(res.sweep)
+    assert "<script" not in html and "http://" not in html and "https://" not in html
+    for section in ("Precision trade-offs", "Hardware", "Deployment scenarios", "Warnings", "Reproducibility",
+                    "Rejected variants"):
+        assert section in html
+
+
+def test_report_command_reproduces_csvs(tiny_study):
+    from edge_opt.cli import main
+
+    _, res = tiny_study
+    out = res.output_dir
+    names = ["sweep_results.csv", "pareto_frontier_latency.csv", "pareto_frontier_energy.csv", "precision_tradeoffs.csv"]
+    before = {n: (out / n).read_bytes() for n in names}
+    html_before = (out / "report.html").read_text(encoding="utf-8")
+    assert main(["report", str(out)]) == 0
+    for n in names:
+        assert (out / n).read_bytes() == before[n], n
+    assert (out / "report.html").read_text(encoding="utf-8") == html_before
+
+
+def test_report_in_headless_browser(tiny_study, tmp_path):
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("headless Chromium is not installed (Debian package 'chromium'); make test tries to install it")
+    _, res = tiny_study
+    shot = tmp_path / "shot.png"
+    # --dump-dom after load: the DOM tells whether images decoded; the network is disabled by proxy flags.
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    url = (res.output_dir / "report.html").as_uri()
+    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1400,2000", url], capture_output=True,
+                   timeout=120)
+    assert shot.exists() and shot.stat().st_size > 10_000
+    probe = tmp_path / "probe.html"
+    probe.write_text(
+        (res.output_dir / "report.html").read_text(encoding="utf-8").replace(
+            "</body>", "<script>window.addEventListener('load', () => { const i = document.querySelector('img.frontier');"
+                       "document.title = 'W=' + i.naturalWidth + ';ROWS=' + document.querySelectorAll('tr.variant').length"
+                       " + ';REC=' + (document.getElementById('recommended') ? 1 : 0); });</script></body>"),
+        encoding="utf-8")
+    dom = subprocess.run([browser, *flags, "--dump-dom", "--virtual-time-budget=5000", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    import re
+
+    m = re.search(r"<title>W=(\d+);ROWS=(\d+);REC=(\d)</title>", dom)
+    assert m, dom[:500]
+    assert int(m.group(1)) > 0 and int(m.group(2)) == len(res.sweep) and m.group(3) == "1"

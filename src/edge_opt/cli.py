@@ -21,6 +21,8 @@ EPILOG = """examples:
   edge-opt run --config configs/default.yaml
   edge-opt run --config configs/default.yaml --fresh
   edge-opt status outputs
+  edge-opt report outputs
+  edge-opt bench --repeats 5 --seed 42
   edge-opt predict --model outputs/model --input outputs/model/validation_inputs.npy
 
 exit codes: 0 ok, 1 study ran but recommended nothing (best effort exported),
@@ -40,12 +42,33 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--fresh", action="store_true", help="discard stored points and cached checkpoints, start over")
     r.add_argument("--quiet", action="store_true", help="only errors and the final line")
     r.add_argument("--verbose", action="store_true", help="also show per-variant metrics under the progress bar")
+    r.add_argument("--seeds", type=int, nargs="+", metavar="N",
+                   help="run the whole study once per seed into OUTPUT_DIR/seed_<n>/ and aggregate "
+                        "(summary_multi_seed.json/.csv)")
+
+    b = sub.add_parser("bench", help="repeated-run statistics of an MLP per precision mode (seed 002)",
+                       epilog="example: edge-opt bench --repeats 5 --seed 42 --precisions float32 int8",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("--repeats", type=int, default=5, help="runs per precision mode (seeds seed..seed+repeats-1)")
+    b.add_argument("--seed", type=int, default=42)
+    b.add_argument("--layers", type=int, nargs="+", default=[64, 32, 10], help="MLP layer sizes")
+    b.add_argument("--activations", nargs="+", default=["relu", "relu", "softmax"])
+    b.add_argument("--precisions", nargs="+", default=["float32", "float16", "int8"],
+                   help="float32 float16 bfloat16 int8")
+    b.add_argument("--epochs", type=int, default=2)
+    b.add_argument("--batch-size", type=int, default=32)
+    b.add_argument("--samples", type=int, default=256)
+    b.add_argument("--output-dir", default="benchmarks/statistical")
 
     pr = sub.add_parser("predict", help="run an exported model with onnxruntime alone and print class ids",
                         epilog="example: edge-opt predict --model outputs/model --input images.npy")
     pr.add_argument("--model", required=True, help="folder with model.onnx and manifest.json")
     pr.add_argument("--input", required=True, help=".npy file of raw images in [0, 1], (N, C, H, W) or (N, H, W)")
     pr.add_argument("--labels", help="optional .npy of labels: also print the accuracy")
+
+    rp = sub.add_parser("report", help="rebuild tables, plots and report.html of a finished study (no re-run)",
+                        epilog="example: edge-opt report outputs")
+    rp.add_argument("output_dir")
 
     st = sub.add_parser("status", help="list finished and missing points of a study",
                         epilog="example: edge-opt status outputs")
@@ -54,7 +77,67 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .benchmark import PRECISION_MODES
+    from .statistics import run_repeated_benchmarks
+
+    bad = [p for p in args.precisions if p not in PRECISION_MODES]
+    if bad or args.repeats < 1 or args.epochs < 1 or args.batch_size < 1 or args.samples < 8:
+        msg = (f"The '--precisions' parameter must contain names from {list(PRECISION_MODES)}. Got {bad} instead."
+               if bad else "--repeats, --epochs and --batch-size must be >= 1 and --samples >= 8.")
+        print(f"error: {msg}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        rows = run_repeated_benchmarks(
+            args.layers, args.activations, args.precisions, args.batch_size, args.samples, args.epochs, args.repeats,
+            args.seed, args.output_dir,
+            on_run=lambda mode, repeat, row: print(f"{mode} repeat {repeat + 1}/{args.repeats}: "
+                                                   f"accuracy={row['accuracy']:.4f} latency={row['latency'] * 1e6:.2f} us/sample",
+                                                   flush=True))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    cols = ["precision_mode", "repeats", "accuracy_mean", "accuracy_ci95", "latency_mean", "latency_ci95",
+            "memory_mean", "energy_mean", "train_time_mean", "on_pareto_frontier"]
+    print(pd.DataFrame(rows)[cols].to_string(index=False))
+    print(f"written to {args.output_dir} (95 % CIs use Student t)")
+    return EXIT_OK
+
+
+def _cmd_run_seeds(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .pipeline import load_study_config, run_study
+    from .progress import Reporter
+    from .statistics import aggregate_multi_seed
+    from . import atomic
+
+    try:
+        base = load_study_config(args.config, {"output_dir": args.output_dir} if args.output_dir else None)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    root = Path(base.output_dir)
+    frames = {}
+    for seed in args.seeds:
+        cfg = base.model_copy(update={"seed": seed, "output_dir": str(root / f"seed_{seed}")})
+        print(f"== seed {seed} -> {cfg.output_dir}", flush=True)
+        res = run_study(cfg, fresh=args.fresh, on_event=Reporter(quiet=args.quiet, verbose=args.verbose))
+        frames[seed] = res.sweep
+    agg = aggregate_multi_seed(frames)
+    atomic.write_with(root / "summary_multi_seed.csv", lambda t: agg.to_csv(t, index=False, encoding="utf-8"))
+    atomic.write_json(root / "summary_multi_seed.json", {"seeds": list(args.seeds),
+                                                          "ci_method": "Student t, 95 %", "rows": agg.to_dict("records")})
+    print(agg[["pruning_level", "precision", "backend", "accuracy_mean", "accuracy_ci95", "latency_ms_mean",
+               "latency_ms_ci95"]].to_string(index=False))
+    return EXIT_OK
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.seeds:
+        return _cmd_run_seeds(args)
     from .config import ConfigError
     from .data import DataError
     from .pipeline import load_study_config, run_study
@@ -171,10 +254,24 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .pipeline import rebuild_report
+
+    try:
+        path = rebuild_report(args.output_dir)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"rebuilt {path}")
+    return EXIT_OK
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``edge-opt`` console script."""
     args = _parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "predict": _cmd_predict, "status": _cmd_status}
+    handlers = {"run": _cmd_run, "predict": _cmd_predict, "status": _cmd_status, "bench": _cmd_bench, "report": _cmd_report}
     return handlers[args.command](args)
 
 

@@ -18,6 +18,7 @@ from .config import ConfigError, StudyConfig, load_config
 from .data import DATASETS, DataBundle, load_data
 from .deploy import deployment_rows, deployment_simulation
 from .env import environment, git_commit, package_versions
+from .html_report import write_html_report
 from .hardware import (add_layer_roofline, estimate_layerwise_stats, machine_calibration, precision_tradeoff_table,
                        save_hardware_artifacts, summarize_hardware)
 from .models import MODELS, create_model, model_param_errors
@@ -362,6 +363,48 @@ def _finish(cfg: StudyConfig, out: Path, store: StudyStore, sweep: Sweep, data: 
                  "input_shape": list(data.input_shape), "mean": data.mean, "std": data.std},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
+    write_html_report(out)
     _stage(timings, "report", t)
     return StudyResult(out, df, summary, interrupted=interrupted, recommended=rec_row is not None,
                        warnings=sorted(set(warnings_)), timings=timings)
+
+
+def rebuild_report(output_dir: str | Path) -> Path:
+    """Rebuild every table, plot and the HTML of a finished study from its store, re-running nothing.
+
+    The sweep rows, frontiers, plots and precision table are recomputed from ``study.sqlite``
+    with the config recorded in ``reproducibility.json``; deployment and hardware results are
+    taken from the existing ``summary.json``.
+
+    Raises:
+        ConfigError: the folder holds no finished study.
+    """
+    import json
+
+    from .config import config_from_dict
+
+    out = Path(output_dir)
+    try:
+        repro = json.loads((out / "reproducibility.json").read_text(encoding="utf-8"))
+        old = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError([f"{str(out)!r} holds no finished study (reproducibility.json / summary.json): {exc}"]) from None
+    if not (out / "study.sqlite").is_file():
+        raise ConfigError([f"{str(out)!r} holds no study store (study.sqlite)."])
+    cfg = config_from_dict(repro["config"])
+    with StudyStore(out / "study.sqlite") as store:
+        rows = [r for r in (store.get(point_key(cfg, p)) for p in sweep_points(cfg)) if r is not None]
+        base_row = store.get(point_key(cfg, ConfigPoint(0.0, "fp32", "torch")))
+    df = finalize_rows(pd.DataFrame(rows), cfg, base_row) if rows else pd.DataFrame({"accepted": []})
+    frontier_lat = pareto_frontier(df, "latency_ms", cfg.pareto_use_ci) if rows else df
+    frontier_en = pareto_frontier(df, "energy_proxy_j", cfg.pareto_use_ci) if rows else df
+    fresh = build_summary(old.get("baseline", {}), cfg.memory_budgets_mb, cfg.active_memory_budget_mb,
+                          cfg.cpu_frequency_scale, cfg.latency_multiplier, df, old.get("deployment", {}))
+    summary = {**old, **fresh}
+    write_outputs(out, df, frontier_lat, frontier_en, summary)
+    if rows:
+        rec = summary.get("recommended") or {}
+        write_plots(out, df, frontier_lat, frontier_en, recommended_key=rec.get("key"))
+        ptable = precision_tradeoff_table(df)
+        atomic.write_with(out / "precision_tradeoffs.csv", lambda t: ptable.to_csv(t, index=False, encoding="utf-8"))
+    return write_html_report(out)

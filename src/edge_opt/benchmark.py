@@ -1,0 +1,108 @@
+"""One repeated-benchmark run (seed 002's ``benchmark_one_setup``): train an MLP in a precision
+mode and measure train time, latency, peak memory, accuracy and energy."""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.benchmark import Timer
+
+from .data import _digits, _synthetic, make_loaders
+from .energy import RaplReader, measure_energy
+from .models import create_model
+from .training import set_deterministic, train_model
+from .variants.quantize import is_quantized_module, quantize_torch_int8
+
+PRECISION_MODES = ("float32", "float16", "bfloat16", "int8")
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _rss_mb() -> float:
+    """Resident set size of this process in MB (Linux /proc; NaN elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError, IndexError):
+        return math.nan
+
+
+def benchmark_one_setup(layer_sizes: Sequence[int], activations: Sequence[str], precision_mode: str, batch_size: int,
+                        n_samples: int, epochs: int, seed: int, power_watts: float = 15.0,
+                        rapl: Optional[RaplReader] = None) -> dict[str, Any]:
+    """Train and measure one MLP in one precision mode.
+
+    Data: scikit-learn's digits when the last layer has 10 outputs and ``n_samples`` ≤ 1797,
+    else a seeded synthetic problem with ``layer_sizes[-1]`` classes (the row's ``dataset`` says which).
+
+    Args:
+        layer_sizes / activations: the ``mlp`` model (one activation per layer; a final softmax is implied by the loss).
+        precision_mode: float32; float16 / bfloat16 (CPU autocast training, inference in that dtype);
+            int8 (fp32 training, static int8 quantization for inference).
+        batch_size, n_samples, epochs, seed: training set-up.
+        power_watts: for the energy proxy when RAPL is unreadable.
+    Returns:
+        Row with train_time (s per epoch), latency (s per sample, median), memory (MB, peak RSS growth
+        during the run), accuracy (final train accuracy), val_accuracy, energy (J per epoch) and how each was measured.
+    """
+    if precision_mode not in PRECISION_MODES:
+        raise ValueError(f"The 'precision_mode' parameter must be one of {list(PRECISION_MODES)}. "
+                         f"Got {precision_mode!r} instead.")
+    if n_samples < 8:
+        raise ValueError(f"The 'n_samples' parameter must be at least 8. Got {n_samples!r} instead.")
+    set_deterministic(seed)
+    classes = int(layer_sizes[-1])
+    if classes == 10 and n_samples <= 1797:
+        raw = _digits(image_size=8)
+        idx = np.random.default_rng(seed).permutation(len(raw.labels))[:n_samples]
+        raw = type(raw)(raw.images[idx], raw.labels[idx], 10, raw.source)
+        dataset = "digits"
+    else:
+        raw = _synthetic(image_size=8, seed=seed, n_samples=n_samples, num_classes=classes)
+        dataset = "synthetic"
+    data = make_loaders(raw, batch_size=batch_size, dataloader_seed=seed, val_fraction=0.25)
+    model = create_model("mlp", data.input_shape, data.num_classes, layer_sizes=list(layer_sizes),
+                         activations=list(activations))
+    rss0 = _rss_mb()
+    autocast = _DTYPES.get(precision_mode)
+    holder: dict[str, Any] = {}
+
+    def train() -> int:
+        holder["result"] = train_model(model, data.train_loader, epochs=epochs, learning_rate=1e-2, seed=seed,
+                                       autocast_dtype=autocast)
+        return max(epochs, 1)
+
+    energy, elapsed, _ = measure_energy(train, power_watts=power_watts, reader=rapl)
+    result = holder["result"]
+    if precision_mode == "int8":
+        infer = quantize_torch_int8(model, data.calibration_batches(2))
+        prep = lambda x: x.float()  # noqa: E731
+    elif autocast is not None:
+        infer = copy.deepcopy(model).to(autocast)
+        prep = lambda x: x.to(autocast)  # noqa: E731
+    else:
+        infer, prep = model, (lambda x: x)
+    correct = total = 0
+    with torch.inference_mode():
+        for x, y in data.val_loader:
+            correct += int((infer(prep(x)).float().argmax(1) == y).sum())
+            total += len(y)
+        xb = prep(next(iter(data.val_loader))[0])
+        m = Timer("f(x)", globals={"f": infer, "x": xb}, num_threads=torch.get_num_threads()).blocked_autorange(
+            min_run_time=0.1)
+    peak = max(_rss_mb() - rss0, 0.0)
+    epoch_s = float(np.mean(result.epoch_seconds)) if result.epoch_seconds else math.nan
+    joules = energy.joules if energy.source == "rapl" else power_watts * epoch_s  # proxy: power × epoch time
+    return {
+        "precision_mode": precision_mode, "seed": seed, "dataset": dataset, "n_samples": n_samples,
+        "train_time": epoch_s, "latency": m.median / len(xb), "memory": peak, "accuracy": result.train_accuracy,
+        "val_accuracy": correct / total if total else math.nan, "energy": joules,
+        "energy_source": energy.source, "memory_method": "peak RSS growth during the run (/proc/self/statm)",
+        "latency_method": "median of torch.utils.benchmark blocked_autorange on one batch, per sample",
+        "quantized": precision_mode == "int8" and any(is_quantized_module(q) for q in infer.modules()),
+        "inference_dtype": "int8" if precision_mode == "int8" else str(next(infer.parameters()).dtype).split(".")[-1],
+    }

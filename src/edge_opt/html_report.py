@@ -1,0 +1,82 @@
+"""One self-contained ``report.html`` (plots as data URIs, no scripts, no network) from a study's files."""
+from __future__ import annotations
+
+import base64
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from . import atomic
+
+SWEEP_COLS = ["pruning_level", "precision", "backend", "kernel_precision", "accepted", "accuracy", "accuracy_drop",
+              "latency_ms", "latency_ci95_ms", "device_latency_ms", "batch_latency_ms", "throughput_sps", "memory_mb",
+              "runtime_memory_mb", "energy_proxy_j", "energy_source", "speedup_vs_fp32", "speedup_vs_baseline",
+              "slower_than_fp32", "error"]
+TEXT_COLS = {"precision", "backend", "kernel_precision", "energy_source", "error", "accepted", "slower_than_fp32"}
+
+
+def _uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.0f}"
+    return str(v)
+
+
+def _table(df: pd.DataFrame, table_id: str) -> str:
+    if df is None or df.empty:
+        return "<p>(none)</p>"
+    return df.map(_fmt).to_html(index=False, table_id=table_id, border=0, escape=True)
+
+
+def write_html_report(output_dir: str | Path) -> Path:
+    """Build ``report.html`` from the study files in ``output_dir``.
+
+    Returns:
+        The report's path.
+    """
+    out = Path(output_dir)
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    sweep = pd.read_csv(out / "sweep_results.csv") if (out / "sweep_results.csv").exists() else pd.DataFrame()
+    rec = summary.get("recommended")
+    rows = []
+    for _, r in sweep.iterrows():
+        d = {c: _fmt(r.get(c)) for c in SWEEP_COLS}
+        d["_accepted"] = bool(r.get("accepted"))
+        d["_recommended"] = bool(rec and r.get("key") == rec.get("key"))
+        rows.append(d)
+    rejected = [{"backend": r["backend"], "precision": r["precision"], "pruning_level": _fmt(r["pruning_level"]),
+                 "reason": r.get("rejected_reason") if isinstance(r.get("rejected_reason"), str) else ""}
+                for _, r in sweep.iterrows() if not bool(r.get("accepted"))]
+    read = lambda name: pd.read_csv(out / name) if (out / name).exists() else pd.DataFrame()  # noqa: E731
+    repro = json.loads((out / "reproducibility.json").read_text(encoding="utf-8")) if (out / "reproducibility.json").exists() else {}
+    images = {
+        "tradeoffs": [(n, _uri(out / f"{n}.png")) for n in ("accuracy_vs_latency", "accuracy_vs_energy",
+                                                           "accuracy_vs_memory") if (out / f"{n}.png").exists()],
+        "hardware": [(n, _uri(out / f"{n}.png")) for n in ("roofline", "layerwise_macs", "layerwise_activation_memory")
+                     if (out / f"{n}.png").exists()],
+    }
+    hw = read("hardware_summary.csv")
+    env = Environment(loader=PackageLoader("edge_opt", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    from markupsafe import Markup
+
+    html = env.get_template("report.html.j2").render(
+        output_dir=str(out), summary=summary, rec=rec, sweep_cols=SWEEP_COLS, text_cols=TEXT_COLS, sweep_rows=rows,
+        rejected=rejected, images=images,
+        precision_table=Markup(_table(read("precision_tradeoffs.csv"), "precision")),
+        hardware_table=Markup(_table(hw.T.reset_index().rename(columns={"index": "figure", 0: "value"})
+                                     if len(hw) else hw, "hardware")),
+        deployment_table=Markup(_table(read("deployment.csv"), "deployment")),
+        config_text=yaml.safe_dump(repro.get("config", {}), sort_keys=False),
+        repro_text=json.dumps({k: v for k, v in repro.items() if k != "config"}, indent=2),
+    )
+    return atomic.write_text(out / "report.html", html)
