@@ -100,6 +100,29 @@ class StudyResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def _hash_obj(obj: Any) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _cached_manifest(model_dir: Path, point: dict[str, Any], goals_met: bool, failed: list[str]) -> Optional[dict[str, Any]]:
+    """The existing artifact's manifest when it was exported for the same config point and is intact."""
+    import json
+
+    from .runtime import ArtifactError, load_manifest
+
+    try:
+        manifest = load_manifest(model_dir)  # checks the SHA-256 of model.onnx
+    except (ArtifactError, OSError, ValueError, KeyError):
+        return None
+    same = json.loads(json.dumps(manifest.get("config_point"))) == json.loads(json.dumps(point, default=str))
+    if not same or manifest.get("goals_met") != goals_met or manifest.get("failed_goals") != list(failed):
+        return None
+    return manifest
+
+
 def _stage(timings: dict[str, float], name: str, start: float) -> float:
     now = time.perf_counter()
     timings[name] = timings.get(name, 0.0) + now - start
@@ -194,6 +217,7 @@ def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: Optional[Event
         result = _finish(cfg, out, store, sweep, data, baseline, points, base_point, warnings_, timings, on_event,
                          command, interrupted)
         result.reused, result.computed = sweep.reused, sweep.computed
+        result.timings.update({f"variants.{k}": v for k, v in sweep.timings.items()})
         if interrupted:
             raise StudyInterrupted(result)
         return result
@@ -249,8 +273,11 @@ def _finish(cfg: StudyConfig, out: Path, store: StudyStore, sweep: Sweep, data: 
                  "backend": chosen["backend"], "key": chosen["key"], "model": cfg.model.model_dump(),
                  "dataset": cfg.dataset, "seed": cfg.seed}
         try:
-            manifest = export_artifact(out / "model", parent, chosen.to_dict(), data, ctx, goals_met=rec_row is not None,
-                                       failed_goals=failed, config_point=point, threads=cfg.threads)
+            manifest = _cached_manifest(out / "model", point, rec_row is not None, failed)
+            if manifest is None:
+                manifest = export_artifact(out / "model", parent, chosen.to_dict(), data, ctx,
+                                           goals_met=rec_row is not None, failed_goals=failed, config_point=point,
+                                           threads=cfg.threads)
         except Exception as exc:  # noqa: BLE001 — a failed export is reported, the study outputs still land
             warnings_.append(f"artifact export failed: {type(exc).__name__}: {exc}")
         recommendation = {**point, "goals_met": rec_row is not None, "failed_goals": failed,
@@ -309,6 +336,14 @@ def _finish(cfg: StudyConfig, out: Path, store: StudyStore, sweep: Sweep, data: 
             targets["recommended"] = (sweep.parent(float(chosen["pruning_level"])), chosen["precision"],
                                       chosen["backend"], rec_layers, hardware["recommended"])
         for label, (model, precision, backend, layers, hw) in targets.items():
+            dkey = "deployment:" + _hash_obj({"label": label, "point": point_key(cfg, ConfigPoint(
+                0.0 if label == "baseline" else float(chosen["pruning_level"]), precision, backend)),
+                "deployment": d.model_dump(), "scale": cfg.cpu_frequency_scale, "budget": cfg.latency_budget_ms,
+                "cbf": round(float(hw.get("compute_bound_fraction") or 0), 6), "seed": cfg.seed})
+            cached_dep = store.get_meta(dkey)
+            if cached_dep is not None:
+                deployment[label] = cached_dep
+                continue
             try:
                 ctx = BuildContext(calibration=sweep.calibration, example_input=sweep.example, workdir=out / "onnx",
                                    parent_key=parent_key(cfg, 0.0 if label == "baseline" else float(chosen["pruning_level"])),
@@ -324,6 +359,7 @@ def _finish(cfg: StudyConfig, out: Path, store: StudyStore, sweep: Sweep, data: 
                     offline_batch_size=d.offline_batch_size)
                 res["hardware"] = hw
                 deployment[label] = res
+                store.set_meta(dkey, res)  # a re-run of the same study reuses the simulation
             except Exception as exc:  # noqa: BLE001
                 deployment[label] = {"error": f"{type(exc).__name__}: {exc}"}
                 warnings_.append(f"deployment simulation of {label} failed: {exc}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -168,6 +169,7 @@ class Sweep:
         self.ort_op_types = ort_op_types_to_quantize
         self.reused = 0
         self.computed = 0
+        self.timings = {"pruning_and_fine_tuning": 0.0, "variant_building": 0.0, "measurement": 0.0}
         self._parents: dict[float, nn.Module] = {}
         self.calibration = data.calibration_batches(cfg.calibration_batches)
         self.example = next(iter(data.val_loader))[0][:2]
@@ -204,7 +206,10 @@ class Sweep:
                 return hit
         record = None
         try:
+            t0 = time.perf_counter()
             model = self.parent(point.pruning_level)
+            t1 = time.perf_counter()
+            self.timings["pruning_and_fine_tuning"] += t1 - t0
             ctx = BuildContext(
                 calibration=self.calibration, example_input=self.example, workdir=self.workdir / "onnx",
                 parent_key=parent_key(self.cfg, point.pruning_level), quantization_backend=self.cfg.quantization_backend,
@@ -212,7 +217,10 @@ class Sweep:
                 ort_op_types_to_quantize=self.ort_op_types, cache=self._cache,
             )
             variant = build_variant(point.backend, model, point.precision, ctx)
+            t2 = time.perf_counter()
+            self.timings["variant_building"] += t2 - t1
             row, record = measure_point(variant, point, key, self.data, self.cfg, self.workdir / "variants")
+            self.timings["measurement"] += time.perf_counter() - t2
         except Exception as exc:  # noqa: BLE001 — any failure becomes an error row, never a crash or a fake number
             row = _error_row(point, key, f"{type(exc).__name__}: {exc}".strip()[:2000])
             record = {"traceback": traceback.format_exc(limit=8)}
