@@ -116,9 +116,11 @@ def measurement_quality(cfg, res) -> dict:
                            parent_key="b2b", quantization_backend=cfg.quantization_backend, threads=cfg.threads)
         v = build_variant(p.backend, sweep.baseline, p.precision, ctx)
         a = measure_variant(v, data.val_loader, benchmark_repeats=cfg.benchmark_repeats,
-                            benchmark_trials=cfg.benchmark_trials, threads=cfg.threads).latency.median
+                            benchmark_trials=cfg.benchmark_trials, threads=cfg.threads,
+                            min_sample_ms=cfg.benchmark_min_sample_ms).latency.median
         b = measure_variant(v, data.val_loader, benchmark_repeats=cfg.benchmark_repeats,
-                            benchmark_trials=cfg.benchmark_trials, threads=cfg.threads).latency.median
+                            benchmark_trials=cfg.benchmark_trials, threads=cfg.threads,
+                            min_sample_ms=cfg.benchmark_min_sample_ms).latency.median
         diffs.append({"variant": f"{p.backend} {p.precision} p0", "first_ms": a, "second_ms": b,
                       "rel_diff": abs(a - b) / min(a, b)})
     worst_b2b = max(diffs, key=lambda d: d["rel_diff"])

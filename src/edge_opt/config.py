@@ -85,6 +85,8 @@ class StudyConfig(BaseModel):
     benchmark_repeats: int = Field(default=20, ge=2, le=100_000)
     benchmark_trials: int = Field(default=10, ge=1, le=100_000)
     benchmark_warmup: int = Field(default=5, ge=0, le=100_000)
+    benchmark_min_sample_ms: float = Field(default=5.0, ge=0, le=10_000)
+    benchmark_target_rel_ci: float = Field(default=0.02, ge=0, le=1)
     latency_batch_size: int = Field(default=1, ge=1, le=65536)
     memory_bandwidth_gbps: Optional[float] = Field(default=None, gt=0)
     peak_compute_gmacs: Optional[float] = Field(default=None, gt=0)

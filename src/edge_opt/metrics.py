@@ -11,6 +11,7 @@ their real dtype, energy in J per inference of ``latency_batch_size`` samples.
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
@@ -190,11 +191,24 @@ def _callable(model: ModelLike, sample_input: torch.Tensor) -> tuple[Any, Any]:
     return run, sample_input
 
 
+def calls_per_sample(run: Any, prepared: Any, runs: int, min_sample_s: float) -> int:
+    """At least ``runs``, and enough calls that one sample lasts ``min_sample_s`` (short calls are
+    dominated by timer resolution and scheduler noise otherwise)."""
+    if min_sample_s <= 0:
+        return runs
+    t0 = time.perf_counter()
+    run(prepared)
+    one = max(time.perf_counter() - t0, 1e-7)
+    return max(runs, int(math.ceil(min_sample_s / one)))
+
+
 def latency_samples(run: Any, prepared: Any, *, repeats: int, runs: int, warmup: int,
-                    threads: Optional[int] = None) -> list[float]:
-    """``repeats`` samples (ms), each the mean of ``runs`` timed calls (torch.utils.benchmark.Timer)."""
+                    threads: Optional[int] = None, min_sample_s: float = 0.0) -> list[float]:
+    """``repeats`` samples (ms), each the mean of ``runs`` timed calls (torch.utils.benchmark.Timer);
+    with ``min_sample_s`` > 0, ``runs`` grows so that each sample lasts at least that long."""
     for _ in range(warmup):
         run(prepared)
+    runs = calls_per_sample(run, prepared, runs, min_sample_s)
     timer = Timer(stmt="run(x)", globals={"run": run, "x": prepared}, num_threads=threads or torch.get_num_threads())
     return [timer.timeit(runs).mean * 1e3 for _ in range(repeats)]
 
@@ -255,6 +269,9 @@ def measure_variant(
     throughput_min_time_s: float = 0.2,
     threads: int = 1,
     rapl: Optional[RaplReader] = None,
+    min_sample_ms: float = 0.0,
+    target_rel_ci: float = 0.0,
+    max_extra_rounds: int = 2,
 ) -> MeasurementRecord:
     """Measure a model or variant and keep the raw samples; see ``collect_metrics`` for the arguments."""
     x_batch, _ = _first_batch(loader)
@@ -265,14 +282,24 @@ def measure_variant(
         correct, finite = evaluate_predictions(variant, loader)
         single = variant.prepare(x_batch[:latency_batch_size])
         collected: list[float] = []
+        for _ in range(benchmark_warmup):
+            variant.run(single)
+        runs = calls_per_sample(variant.run, single, benchmark_trials, min_sample_ms / 1e3)
 
         def timed() -> int:
-            collected.extend(latency_samples(variant.run, single, repeats=benchmark_repeats, runs=benchmark_trials,
-                                             warmup=benchmark_warmup, threads=threads))
-            return benchmark_repeats * benchmark_trials
+            collected.extend(latency_samples(variant.run, single, repeats=benchmark_repeats, runs=runs,
+                                             warmup=0, threads=threads))
+            # Noisy host: extend (pyperf-style) until the 95 % CI is within target_rel_ci, at most max_extra rounds.
+            rounds = 0
+            while (target_rel_ci > 0 and rounds < max_extra_rounds
+                   and LatencySamples(1, tuple(collected)).ci95 > target_rel_ci * float(np.mean(collected))):
+                collected.extend(latency_samples(variant.run, single, repeats=benchmark_repeats, runs=runs,
+                                                 warmup=0, threads=threads))
+                rounds += 1
+            return len(collected) * runs
 
         energy, _, _ = measure_energy(timed, power_watts=power_watts, reader=rapl)
-        lat = LatencySamples(len(x_batch[:latency_batch_size]), tuple(collected), benchmark_trials)
+        lat = LatencySamples(len(x_batch[:latency_batch_size]), tuple(collected), runs)
         if energy.source == "proxy":  # the seed's definition: power × latency of one inference
             energy = EnergyEstimate(power_watts * lat.mean / 1e3, "proxy", energy.detail)
         prepared = variant.prepare(x_batch)
@@ -317,7 +344,9 @@ def collect_metrics(
         precision: "fp32" or "fp16" for a plain module; ignored for a Variant.
         latency_multiplier: factor applied to reported latencies (host → simulated device).
         benchmark_repeats: number of latency samples.
-        **kwargs: benchmark_trials, benchmark_warmup, latency_batch_size, threads, throughput_min_time_s.
+        **kwargs: benchmark_trials (minimum calls per sample), benchmark_warmup, latency_batch_size, threads,
+            throughput_min_time_s, min_sample_ms (calls per sample grow until a sample lasts this long),
+            target_rel_ci / max_extra_rounds (add rounds of samples while the CI is wider than that).
     Returns:
         ``PerfMetrics``.
     Raises:

@@ -82,7 +82,8 @@ def point_key(cfg: StudyConfig, point: ConfigPoint) -> str:
         "calibration": [cfg.calibration_batches, cfg.calibration_method, cfg.quantization_backend]
         if point.precision == "int8" else None,
         "threads": cfg.threads, "bench": [cfg.benchmark_repeats, cfg.benchmark_trials, cfg.benchmark_warmup,
-                                          cfg.latency_batch_size], "power_watts": cfg.power_watts,
+                                          cfg.latency_batch_size, cfg.benchmark_min_sample_ms,
+                                          cfg.benchmark_target_rel_ci], "power_watts": cfg.power_watts,
         "measure_version": MEASURE_VERSION,
     })
 
@@ -110,7 +111,8 @@ def measure_point(variant: Any, point: ConfigPoint, key: str, data: DataBundle, 
     rec = measure_variant(
         variant, data.val_loader, power_watts=cfg.power_watts, benchmark_repeats=cfg.benchmark_repeats,
         benchmark_trials=cfg.benchmark_trials, benchmark_warmup=cfg.benchmark_warmup,
-        latency_batch_size=cfg.latency_batch_size, threads=cfg.threads,
+        latency_batch_size=cfg.latency_batch_size, threads=cfg.threads, min_sample_ms=cfg.benchmark_min_sample_ms,
+        target_rel_ci=cfg.benchmark_target_rel_ci,
     )
     m = rec.metrics
     row: dict[str, Any] = {"key": key, **asdict(point), "kernel_precision": rec.kernel_precision, "error": None}
@@ -122,6 +124,8 @@ def measure_point(variant: Any, point: ConfigPoint, key: str, data: DataBundle, 
         "latency_batch_size": rec.latency.batch_size,
         "batch_size": rec.batch_latency.batch_size,
         "n_eval": len(rec.correct),
+        "latency_samples": rec.latency.n,
+        "calls_per_sample": rec.latency.runs_per_sample,
         "latency_samples_ms": list(rec.latency.samples_ms),
         "batch_latency_samples_ms": list(rec.batch_latency.samples_ms),
         "hostname": rec.environment.get("hostname"),
