@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+EXTRAS_STAMP := $(VENV)/.installed-extras
 CONFIG ?= configs/default.yaml
 
 .PHONY: run test test-fast bench setup clean browser
@@ -15,6 +16,11 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	touch $(STAMP)
+
+# The test suite also exercises the optional extras (MLflow tracking, Ray executor).
+$(EXTRAS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,mlflow,ray]'
+	touch $(EXTRAS_STAMP)
 
 setup: $(STAMP)
 
@@ -28,7 +34,7 @@ browser:
 	    { timeout 300 apt-get update -q >/dev/null 2>&1 && timeout 300 apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
 	  echo "note: chromium could not be installed; the browser test will be skipped"
 
-test: $(STAMP) browser
+test: $(EXTRAS_STAMP) browser
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)

@@ -254,3 +254,34 @@ def test_report_in_headless_browser(tiny_study, tmp_path):
     m = re.search(r"<title>W=(\d+);ROWS=(\d+);REC=(\d)</title>", dom)
     assert m, dom[:500]
     assert int(m.group(1)) > 0 and int(m.group(2)) == len(res.sweep) and m.group(3) == "1"
+
+
+def test_mlflow_tracking_sqlite(tmp_path):
+    mlflow = pytest.importorskip("mlflow", reason="MLflow extra not installed (pip install 'edge-opt[mlflow]')")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = config_from_dict(tiny_config_dict(tmp_path / "o", pruning_levels=[0.0], precisions=["fp32", "int8"],
+                                            backends=["torch"], tracking={"mlflow": {"uri": uri, "experiment": "t"}},
+                                            deployment={"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01}))
+    res = run_study(cfg)
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("t")
+    runs = client.search_runs([exp.experiment_id])
+    parent = [r for r in runs if r.info.run_id == res.summary["mlflow_run_id"]][0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 2
+    assert {c.data.params["precision"] for c in children} == {"fp32", "int8"}
+    accs = sorted(c.data.metrics["accuracy"] for c in children)
+    assert accs == sorted(res.sweep["accuracy"].tolist())
+    assert parent.data.metrics["study_rows"] == 2 and parent.data.params["model.name"] == "small_cnn"
+    assert "report.html" in [a.path for a in client.list_artifacts(parent.info.run_id)]
+
+
+def test_mlflow_missing_is_config_error(monkeypatch, tmp_path):
+    import edge_opt.tracking as tr
+    from edge_opt.config import ConfigError
+    from edge_opt.pipeline import registry_errors
+
+    monkeypatch.setattr(tr, "mlflow_available", lambda: False)
+    cfg = config_from_dict(tiny_config_dict(tmp_path, tracking={"mlflow": {"uri": "sqlite:///x.db"}}))
+    errs = registry_errors(cfg)
+    assert len(errs) == 1 and "edge-opt[mlflow]" in errs[0]

@@ -49,6 +49,21 @@ class DeploymentConfig(BaseModel):
     offline_batch_size: int = Field(default=256, ge=1, le=1_000_000)
 
 
+class MlflowConfig(BaseModel):
+    """Where to log a study with MLflow (a local ``sqlite:`` or ``file:`` URI needs no server)."""
+
+    model_config = _STRICT
+    uri: str = Field(min_length=1)
+    experiment: str = Field(default="edge_opt", min_length=1)
+
+
+class TrackingConfig(BaseModel):
+    """Experiment tracking; off unless a tracker is configured."""
+
+    model_config = _STRICT
+    mlflow: Optional[MlflowConfig] = None
+
+
 class StudyConfig(BaseModel):
     """All keys of a study. Unknown keys are errors."""
 
@@ -93,6 +108,7 @@ class StudyConfig(BaseModel):
     pareto_use_ci: bool = False
     output_dir: str = "outputs"
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @field_validator("pruning_levels")
     @classmethod

@@ -152,7 +152,7 @@ def estimate_layerwise_stats(model: nn.Module, batch_size: int, input_shape: Seq
 CALIBRATION_FILE = "machine_calibration.json"
 
 
-def measure_machine(threads: int = 1, gemm_n: int = 2048, copy_mb: int = 256, min_run_time: float = 0.5) -> dict[str, Any]:
+def measure_machine(threads: int = 1, gemm_n: int = 2048, copy_mb: int = 128, min_run_time: float = 0.25) -> dict[str, Any]:
     """Measure this host's peak fp32 (and int8) GEMM rate and memory bandwidth with torch.
 
     Peak: ``torch.matmul`` of two gemm_n² fp32 matrices (MAC/s = n³ / t). int8: ``torch._int_mm``

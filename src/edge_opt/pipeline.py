@@ -49,8 +49,9 @@ def registry_errors(cfg: StudyConfig) -> list[str]:
     bad_p = [p for p in cfg.precisions if p not in PRECISIONS]
     if bad_p:
         errors.append(f"The 'precisions' parameter must contain names from {PRECISIONS.names()}. Got {bad_p} instead.")
-    if cfg.active_memory_budget_mb not in cfg.memory_budgets_mb:
-        pass  # an active budget outside the evaluated list is allowed; it is still reported
+    from .tracking import check_tracking
+
+    errors += check_tracking(cfg)
     return errors
 
 
@@ -217,6 +218,14 @@ def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: Optional[Event
         result = _finish(cfg, out, store, sweep, data, baseline, points, base_point, warnings_, timings, on_event,
                          command, interrupted)
         result.reused, result.computed = sweep.reused, sweep.computed
+        if cfg.tracking.mlflow is not None and not interrupted:
+            from .tracking import log_study_mlflow
+
+            on_event("stage", name="tracking", detail=f"MLflow {cfg.tracking.mlflow.uri}")
+            try:
+                result.summary["mlflow_run_id"] = log_study_mlflow(cfg, result.sweep, result.summary, out)
+            except Exception as exc:  # noqa: BLE001 — tracking must never lose the study's own outputs
+                result.warnings.append(f"MLflow logging failed: {type(exc).__name__}: {exc}")
         result.timings.update({f"variants.{k}": v for k, v in sweep.timings.items()})
         if interrupted:
             raise StudyInterrupted(result)
@@ -268,7 +277,7 @@ def _finish(cfg: StudyConfig, out: Path, store: StudyStore, sweep: Sweep, data: 
         ctx = BuildContext(calibration=sweep.calibration, example_input=sweep.example, workdir=out / "model",
                            parent_key=parent_key(cfg, float(chosen["pruning_level"])),
                            quantization_backend=cfg.quantization_backend, calibration_method=cfg.calibration_method,
-                           threads=cfg.threads)
+                           threads=cfg.threads, cache=sweep.export_cache)
         point = {"pruning_level": float(chosen["pruning_level"]), "precision": chosen["precision"],
                  "backend": chosen["backend"], "key": chosen["key"], "model": cfg.model.model_dump(),
                  "dataset": cfg.dataset, "seed": cfg.seed}
@@ -348,7 +357,8 @@ def _finish(cfg: StudyConfig, out: Path, store: StudyStore, sweep: Sweep, data: 
                 ctx = BuildContext(calibration=sweep.calibration, example_input=sweep.example, workdir=out / "onnx",
                                    parent_key=parent_key(cfg, 0.0 if label == "baseline" else float(chosen["pruning_level"])),
                                    quantization_backend=cfg.quantization_backend,
-                                   calibration_method=cfg.calibration_method, threads=cfg.threads)
+                                   calibration_method=cfg.calibration_method, threads=cfg.threads,
+                                   cache=sweep.export_cache)
                 variant = build_variant(backend, model, precision, ctx)
                 res = deployment_simulation(
                     variant, data.val_loader, "cpu", cfg.cpu_frequency_scale, d.scenarios,

@@ -177,7 +177,7 @@ class Sweep:
         self._parents: dict[float, nn.Module] = {}
         self.calibration = data.calibration_batches(cfg.calibration_batches)
         self.example = next(iter(data.val_loader))[0][:2]
-        self._cache: dict = {}
+        self.export_cache: dict = {}  # shared ONNX exports per parent (sweep, artifact, deployment)
 
     def parent(self, level: float) -> nn.Module:
         """Pruned + fine-tuned float parent of ``level`` (from the checkpoint cache when present)."""
@@ -218,7 +218,7 @@ class Sweep:
                 calibration=self.calibration, example_input=self.example, workdir=self.workdir / "onnx",
                 parent_key=parent_key(self.cfg, point.pruning_level), quantization_backend=self.cfg.quantization_backend,
                 calibration_method=self.cfg.calibration_method, threads=self.cfg.threads,
-                ort_op_types_to_quantize=self.ort_op_types, cache=self._cache,
+                ort_op_types_to_quantize=self.ort_op_types, cache=self.export_cache,
             )
             variant = build_variant(point.backend, model, point.precision, ctx)
             t2 = time.perf_counter()
