@@ -64,6 +64,16 @@ class TrackingConfig(BaseModel):
     mlflow: Optional[MlflowConfig] = None
 
 
+class RayConfig(BaseModel):
+    """Where and how to run config points on Ray."""
+
+    model_config = _STRICT
+    address: str = Field(default="local", min_length=1)  # "local" starts one in-process; "auto" or "ray://host:port"
+    cpus_per_task: Optional[int] = Field(default=None, ge=1, le=4096)  # default: a node's CPU count
+    num_cpus: Optional[int] = Field(default=None, ge=1, le=4096)  # CPUs of a "local" cluster (default: all)
+    max_retries: int = Field(default=2, ge=0, le=100)
+
+
 class StudyConfig(BaseModel):
     """All keys of a study. Unknown keys are errors."""
 
@@ -109,6 +119,8 @@ class StudyConfig(BaseModel):
     output_dir: str = "outputs"
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    executor: Literal["local", "ray"] = "local"
+    ray: RayConfig = Field(default_factory=RayConfig)
 
     @field_validator("pruning_levels")
     @classmethod

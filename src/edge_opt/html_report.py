@@ -48,9 +48,13 @@ def write_html_report(output_dir: str | Path) -> Path:
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     sweep = pd.read_csv(out / "sweep_results.csv") if (out / "sweep_results.csv").exists() else pd.DataFrame()
     rec = summary.get("recommended")
+    cols = list(SWEEP_COLS)
+    if "hostname" in sweep.columns and sweep[["hostname", "cpu_model"]].drop_duplicates().shape[0] > 1:
+        cols = ["hostname", "cpu_model", *cols]  # several nodes: group the table by node
+        sweep = sweep.sort_values(["hostname", "pruning_level", "precision", "backend"], kind="mergesort")
     rows = []
     for _, r in sweep.iterrows():
-        d = {c: _fmt(r.get(c)) for c in SWEEP_COLS}
+        d = {c: _fmt(r.get(c)) for c in cols}
         d["_accepted"] = bool(r.get("accepted"))
         d["_recommended"] = bool(rec and r.get("key") == rec.get("key"))
         rows.append(d)
@@ -70,7 +74,7 @@ def write_html_report(output_dir: str | Path) -> Path:
     from markupsafe import Markup
 
     html = env.get_template("report.html.j2").render(
-        output_dir=str(out), summary=summary, rec=rec, sweep_cols=SWEEP_COLS, text_cols=TEXT_COLS, sweep_rows=rows,
+        output_dir=str(out), summary=summary, rec=rec, sweep_cols=cols, text_cols=TEXT_COLS | {"hostname", "cpu_model"}, sweep_rows=rows,
         rejected=rejected, images=images,
         precision_table=Markup(_table(read("precision_tradeoffs.csv"), "precision")),
         hardware_table=Markup(_table(hw.T.reset_index().rename(columns={"index": "figure", 0: "value"})

@@ -52,6 +52,12 @@ def registry_errors(cfg: StudyConfig) -> list[str]:
     from .tracking import check_tracking
 
     errors += check_tracking(cfg)
+    if cfg.executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            errors.append("The 'executor' parameter 'ray' needs Ray: pip install 'edge-opt[ray]'. Got 'ray' with Ray "
+                          "not installed.")
     return errors
 
 
@@ -209,9 +215,14 @@ def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: Optional[Event
         interrupted = False
         on_event("stage", name="variants", detail=f"{len(points)} config points")
         try:
-            sweep.run(points)
-            if base_point not in points:
-                sweep.run_point(base_point)
+            if cfg.executor == "ray":
+                from .executors import run_points_ray
+
+                run_points_ray(sweep, points if base_point in points else [*points, base_point], on_event)
+            else:
+                sweep.run(points)
+                if base_point not in points:
+                    sweep.run_point(base_point)
         except StudyInterrupted:
             interrupted = True
         t = _stage(timings, "variants", t)
@@ -264,6 +275,11 @@ def _finish(cfg: StudyConfig, out: Path, store: StudyStore, sweep: Sweep, data: 
         for _, r in noisy.iterrows():
             warnings_.append(f"noisy latency: {r['backend']} {r['precision']} p{r['pruning_level']:g} "
                              f"±{100 * r['latency_ci95_ms'] / r['latency_ms']:.1f}% (95% CI)")
+        nodes = df[df["error"].isna()][["hostname", "cpu_model"]].drop_duplicates() if "hostname" in df else []
+        if len(nodes) > 1:
+            warnings_.append(f"rows were measured on {len(nodes)} different nodes "
+                             f"({', '.join(f'{h} [{c}]' for h, c in nodes.itertuples(index=False))}); latencies are "
+                             "only compared within a node (speed-ups use the fp32 parent measured on the same node)")
         for _, r in df[df["error"].notna()].iterrows():
             warnings_.append(f"{r['backend']} {r['precision']} p{r['pruning_level']:g} failed: {r['error']}")
     recommendation: Optional[dict[str, Any]] = None

@@ -291,6 +291,8 @@ def finalize_rows(df: pd.DataFrame, cfg: StudyConfig, baseline_row: Optional[dic
     for _, r in df.iterrows():
         parent = df[(df["pruning_level"] == r["pruning_level"]) & (df["backend"] == r["backend"])
                     & (df["precision"] == "fp32") & df["error"].isna()]
+        if "hostname" in df.columns and r.get("hostname") is not None:  # never compare across nodes
+            parent = parent[(parent["hostname"] == r["hostname"]) & (parent["cpu_model"] == r["cpu_model"])]
         if r["error"] is not None or parent.empty:
             sp.append(math.nan), slow.append(False), slow_p.append(math.nan)
             continue

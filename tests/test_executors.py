@@ -1,0 +1,76 @@
+"""Ray executor on a local test cluster (skipped only when Ray cannot be imported)."""
+import os
+import signal
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+from edge_opt.config import config_from_dict
+from edge_opt.pipeline import run_study
+
+from conftest import tiny_config_dict
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'edge-opt[ray]')")
+pytestmark = pytest.mark.slow
+
+COLS = ["pruning_level", "precision", "backend", "accuracy", "memory_mb"]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    from edge_opt.executors import PID_DIR_ENV
+
+    pid_dir = tmp_path_factory.mktemp("pids")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {PID_DIR_ENV: str(pid_dir)}})
+    yield pid_dir
+    ray.shutdown()
+
+
+def _cfg(out, **over):
+    d = tiny_config_dict(out, deployment={"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01}, **over)
+    return config_from_dict(d)
+
+
+def test_ray_matches_local_accuracy(ray_cluster, tmp_path):
+    local = run_study(_cfg(tmp_path / "local"))
+    remote = run_study(_cfg(tmp_path / "ray", executor="ray", ray={"max_retries": 1}))
+    order = ["pruning_level", "precision", "backend"]
+    pd.testing.assert_frame_equal(local.sweep.sort_values(order)[COLS].reset_index(drop=True),
+                                  remote.sweep.sort_values(order)[COLS].reset_index(drop=True))
+    assert remote.sweep["error"].isna().all() and remote.sweep["node_id"].notna().all()
+    assert (tmp_path / "ray" / "variants").is_dir() and any((tmp_path / "ray" / "variants").iterdir())
+    # resume works across executors: the local run's store is reused by a ray run of the same folder
+    again = run_study(_cfg(tmp_path / "local", executor="ray"))
+    assert again.reused == len(local.sweep) and again.computed == 0
+
+
+def test_killed_worker_is_retried(ray_cluster, tmp_path):
+    pid_dir = ray_cluster
+    for f in pid_dir.glob("*.pid"):
+        f.unlink()
+    cfg = _cfg(tmp_path / "o", executor="ray", pruning_levels=[0.0], precisions=["fp32", "int8"], backends=["torch"],
+               benchmark_repeats=20, ray={"max_retries": 2})
+    killed: dict = {}
+
+    def killer():
+        t0 = time.time()
+        while time.time() - t0 < 120 and not killed:
+            files = list(pid_dir.glob("*.pid"))
+            if files:
+                pid = int(files[0].read_text() or 0)
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.update(file=files[0], pid=pid)
+            time.sleep(0.005)
+
+    th = threading.Thread(target=killer)
+    th.start()
+    res = run_study(cfg)
+    th.join()
+    assert killed, "no Ray worker was seen"
+    assert res.sweep["error"].isna().all(), res.sweep["error"].tolist()
+    assert len(res.sweep) == 2
+    assert int(killed["file"].read_text()) != killed["pid"]  # the lost point ran again in a new worker
