@@ -285,3 +285,26 @@ def test_mlflow_missing_is_config_error(monkeypatch, tmp_path):
     cfg = config_from_dict(tiny_config_dict(tmp_path, tracking={"mlflow": {"uri": "sqlite:///x.db"}}))
     errs = registry_errors(cfg)
     assert len(errs) == 1 and "edge-opt[mlflow]" in errs[0]
+
+
+def test_default_study_path(tmp_path):
+    """The default config's model, data and budgets (fewer levels/epochs and a short simulation for speed)."""
+    from edge_opt.pipeline import load_study_config
+    from edge_opt.variants.quantize import is_quantized_module
+
+    cfg = load_study_config(ROOT / "configs" / "default.yaml", {
+        "output_dir": str(tmp_path / "o"), "epochs": 2, "fine_tune_epochs": 1, "pruning_levels": [0.0, 0.5],
+        "benchmark_repeats": 5, "deployment": {"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01}})
+    res = run_study(cfg)
+    df = res.sweep
+    assert df["accepted"].any() and (~df["accepted"]).any()
+    rejected = df[~df["accepted"]]
+    assert (rejected["memory_mb"] > cfg.active_memory_budget_mb).all()
+    int8 = df[(df["precision"] == "int8") & (df["pruning_level"] == 0.0)]
+    fp32 = df[(df["precision"] == "fp32") & (df["pruning_level"] == 0.0)]
+    assert (int8["kernel_precision"] == "int8").all()
+    assert int8["memory_mb"].max() < 0.3 * fp32["memory_mb"].min()
+    assert fp32["memory_mb"].min() > cfg.active_memory_budget_mb > int8["memory_mb"].max()
+    meta = json.loads((res.output_dir / int8[int8["backend"] == "torch"].iloc[0]["metadata_file"]).read_text())
+    assert {"ConvReLU2d", "LinearReLU"} <= set(meta["metadata"]["quantized_module_types"])
+    assert res.summary["recommended"]["goals_met"] is True
