@@ -113,3 +113,18 @@ def test_point_key_changes_only_with_what_matters(tmp_path):
         assert point_key(base, p) != point_key(config_from_dict(change), p)
     fp32 = ConfigPoint(0.5, "fp32", "onnxruntime")
     assert point_key(base, fp32) == point_key(config_from_dict({"calibration_batches": 3}), fp32)
+
+
+def test_recommend_prefers_real_precision_when_latencies_tie(tmp_path):
+    cfg = config_from_dict({"active_memory_budget_mb": 2.0, "memory_budgets_mb": [2.0], "output_dir": str(tmp_path)})
+    rows = pd.DataFrame([
+        {"key": "fp16", "pruning_level": 0.5, "precision": "fp16", "backend": "onnxruntime", "kernel_precision": "fp32",
+         "accuracy": 0.95, "latency_ms": 1.00, "latency_ci95_ms": 0.001, "memory_mb": 0.4, "runtime_memory_mb": 0.8,
+         "error": None, "latency_samples_ms": [1.0 + 0.001 * i for i in range(10)]},
+        {"key": "fp32", "pruning_level": 0.5, "precision": "fp32", "backend": "onnxruntime", "kernel_precision": "fp32",
+         "accuracy": 0.95, "latency_ms": 1.02, "latency_ci95_ms": 0.001, "memory_mb": 0.8, "runtime_memory_mb": 0.8,
+         "error": None, "latency_samples_ms": [1.02 + 0.001 * i for i in range(10)]},
+    ])
+    df = finalize_rows(rows, cfg, rows.iloc[1].to_dict())
+    rec, _ = recommend(df, 0.95, 0.01)
+    assert rec["key"] == "fp32"  # 2 % apart is a tie; the fp16 label runs fp32 kernels

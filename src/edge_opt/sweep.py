@@ -315,7 +315,8 @@ def finalize_rows(df: pd.DataFrame, cfg: StudyConfig, baseline_row: Optional[dic
 def recommend(df: pd.DataFrame, baseline_accuracy: float, max_accuracy_drop: float) -> tuple[Optional[pd.Series], list[str]]:
     """The lowest-latency accepted row within ``max_accuracy_drop`` of the baseline accuracy.
 
-    Rows whose latency is within the fastest row's 95 % interval count as equally fast; among
+    Rows whose latency is within the fastest row's 95 % interval, or not significantly different
+    from it (``latency_differs``: Mann-Whitney U and a 3 % minimum effect), count as equally fast; among
     them rows whose kernels run the requested precision, then the least run-time memory, then
     the most accurate win.
 
@@ -332,7 +333,15 @@ def recommend(df: pd.DataFrame, baseline_accuracy: float, max_accuracy_drop: flo
     # Latencies inside the fastest row's noise band are ties: prefer the smaller, then the more accurate model.
     ci = lambda r: float(r["latency_ci95_ms"]) if math.isfinite(float(r["latency_ci95_ms"])) else 0.0  # noqa: E731
     band = float(fastest["latency_ms"]) + ci(fastest)
-    tied = within[[float(r["latency_ms"]) - ci(r) <= band for _, r in within.iterrows()]]
+    fast_samples = list(fastest.get("latency_samples_ms") or [])
+
+    def tie(r: pd.Series) -> bool:
+        if float(r["latency_ms"]) - ci(r) <= band:
+            return True
+        samples = list(r.get("latency_samples_ms") or [])
+        return bool(samples and fast_samples and not latency_differs(fast_samples, samples)[0])
+
+    tied = within[[tie(r) for _, r in within.iterrows()]]
     tied = tied.assign(_mismatch=tied.get("precision_mismatch", False),
                        _runtime_mb=tied.get("runtime_memory_mb", tied["memory_mb"]))
     # Prefer rows whose kernels really run the requested precision, then the least run-time memory.
