@@ -308,3 +308,17 @@ def test_default_study_path(tmp_path):
     meta = json.loads((res.output_dir / int8[int8["backend"] == "torch"].iloc[0]["metadata_file"]).read_text())
     assert {"ConvReLU2d", "LinearReLU"} <= set(meta["metadata"]["quantized_module_types"])
     assert res.summary["recommended"]["goals_met"] is True
+
+
+def test_compare_two_studies(tiny_study, tmp_path):
+    from edge_opt.cli import main
+
+    _, res = tiny_study
+    other = run_study(config_from_dict(tiny_config_dict(tmp_path / "b", pruning_levels=[0.0])))
+    assert main(["compare", str(res.output_dir), str(other.output_dir), "--output", str(tmp_path / "cmp")]) == 0
+    table = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
+    assert len(table) == 6 and set(table["pruning_level"]) == {0.0}
+    assert (table["accuracy_a"] == table["accuracy_b"]).all()  # same seed and data: same models
+    assert table["latency_ratio_b_over_a"].notna().all() and "significant" in table.columns
+    assert (tmp_path / "cmp" / "comparison.html").read_text(encoding="utf-8").count("<tr") == 7
+    assert main(["compare", str(tmp_path / "nope"), str(other.output_dir)]) == 2

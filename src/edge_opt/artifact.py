@@ -40,8 +40,8 @@ def export_artifact(out_dir: str | Path, parent_model: nn.Module, row: Mapping[s
         logits = np.concatenate([variant.predict(x) for x, _ in data.val_loader])
         artifact_acc = float((logits.argmax(1) == data.val_labels).mean())
         atomic.write_with(out / MODEL_FILE, lambda t: shutil.copyfile(src, t))
-    np.save(out / "validation_inputs.npy", data.val_images_raw.astype(np.float32))
-    np.save(out / "validation_labels.npy", data.val_labels.astype(np.int64))
+    atomic.write_with(out / "validation_inputs.npy", lambda t: np.save(t, data.val_images_raw.astype(np.float32)))
+    atomic.write_with(out / "validation_labels.npy", lambda t: np.save(t, data.val_labels.astype(np.int64)))
     c, h, w = data.input_shape
     manifest = {
         "model_file": MODEL_FILE,

@@ -22,6 +22,7 @@ EPILOG = """examples:
   edge-opt run --config configs/default.yaml --fresh
   edge-opt status outputs
   edge-opt report outputs
+  edge-opt compare outputs_a outputs_b
   edge-opt bench --repeats 5 --seed 42
   edge-opt predict --model outputs/model --input outputs/model/validation_inputs.npy
 
@@ -69,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="rebuild tables, plots and report.html of a finished study (no re-run)",
                         epilog="example: edge-opt report outputs")
     rp.add_argument("output_dir")
+
+    cp = sub.add_parser("compare", help="side-by-side comparison of two studies (matched config points)",
+                        epilog="example: edge-opt compare outputs_a outputs_b")
+    cp.add_argument("dir_a")
+    cp.add_argument("dir_b")
+    cp.add_argument("--output", help="folder for comparison.csv/.html (default: DIR_B/compare)")
 
     st = sub.add_parser("status", help="list finished and missing points of a study",
                         epilog="example: edge-opt status outputs")
@@ -268,10 +275,26 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_studies
+    from .config import ConfigError
+
+    try:
+        table = compare_studies(args.dir_a, args.dir_b, args.output)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    cols = ["pruning_level", "precision", "backend", "accuracy_a", "accuracy_b", "latency_ratio_b_over_a", "significant"]
+    print(table[cols].to_string(index=False) if len(table) else "no common config points")
+    return EXIT_OK
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``edge-opt`` console script."""
     args = _parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "predict": _cmd_predict, "status": _cmd_status, "bench": _cmd_bench, "report": _cmd_report}
+    handlers = {"run": _cmd_run, "predict": _cmd_predict, "status": _cmd_status, "bench": _cmd_bench, "report": _cmd_report,
+                "compare": _cmd_compare}
     return handlers[args.command](args)
 
 
