@@ -322,3 +322,16 @@ def test_compare_two_studies(tiny_study, tmp_path):
     assert table["latency_ratio_b_over_a"].notna().all() and "significant" in table.columns
     assert (tmp_path / "cmp" / "comparison.html").read_text(encoding="utf-8").count("<tr") == 7
     assert main(["compare", str(tmp_path / "nope"), str(other.output_dir)]) == 2
+
+
+def test_fewer_threads_measured_slowdown(tmp_path):
+    cfg = config_from_dict(tiny_config_dict(tmp_path / "o", pruning_levels=[0.0], precisions=["fp32"],
+                                            backends=["torch"], threads=2, cpu_frequency_scale=0.5,
+                                            deployment={"scenarios": ["single_stream"], "min_queries": 50,
+                                                        "min_duration_s": 0.05}))
+    res = run_study(cfg)
+    m = res.summary["deployment"]["baseline"]["measured_fewer_threads"]
+    assert m["threads"] == 1 and m["host_threads"] == 2 and m["measured_slowdown_p90"] > 0
+    one = run_study(config_from_dict(tiny_config_dict(tmp_path / "p", pruning_levels=[0.0], precisions=["fp32"],
+                                                      backends=["torch"], deployment={"scenarios": ["batch"]})))
+    assert "skipped" in one.summary["deployment"]["baseline"]["measured_fewer_threads"]

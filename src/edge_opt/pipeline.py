@@ -130,6 +130,24 @@ def _cached_manifest(model_dir: Path, point: dict[str, Any], goals_met: bool, fa
     return manifest
 
 
+def _fewer_threads_run(cfg: StudyConfig, backend: str, model: torch.nn.Module, precision: str, ctx: BuildContext,
+                       data: DataBundle, host: dict[str, Any]) -> dict[str, Any]:
+    """Measured (not modelled) slow-down: single-stream with round(threads × cpu_frequency_scale) threads."""
+    fewer = max(1, int(round(cfg.threads * cfg.cpu_frequency_scale)))
+    if fewer >= cfg.threads:
+        return {"skipped": f"threads={cfg.threads}: no fewer threads to run with on this host"}
+    ctx.threads = fewer
+    variant = build_variant(backend, model, precision, ctx)
+    res = deployment_simulation(variant, data.val_loader, "cpu", 1.0, ["single_stream"], min_queries=256,
+                                min_duration_s=min(cfg.deployment.min_duration_s, 2.0), power_watts=cfg.power_watts,
+                                threads=fewer)
+    ss = res["scenarios"]["single_stream"]["host"]
+    base = host.get("scenarios", {}).get("single_stream", {}).get("host", {})
+    return {"threads": fewer, "host_threads": cfg.threads, "p50_ms": ss["p50_ms"], "p90_ms": ss["p90_ms"],
+            "measured_slowdown_p90": ss["p90_ms"] / base["p90_ms"] if base.get("p90_ms") else None,
+            "modelled_factor": host.get("device_latency_factor")}
+
+
 def _stage(timings: dict[str, float], name: str, start: float) -> float:
     now = time.perf_counter()
     timings[name] = timings.get(name, 0.0) + now - start
@@ -384,6 +402,7 @@ def _finish(cfg: StudyConfig, out: Path, store: StudyStore, sweep: Sweep, data: 
                     power_watts=cfg.power_watts, seed=cfg.seed, threads=cfg.threads,
                     offline_batch_size=d.offline_batch_size)
                 res["hardware"] = hw
+                res["measured_fewer_threads"] = _fewer_threads_run(cfg, backend, model, precision, ctx, data, res)
                 deployment[label] = res
                 store.set_meta(dkey, res)  # a re-run of the same study reuses the simulation
             except Exception as exc:  # noqa: BLE001
