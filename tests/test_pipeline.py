@@ -274,6 +274,7 @@ def test_mlflow_tracking_sqlite(tmp_path):
     assert accs == sorted(res.sweep["accuracy"].tolist())
     assert parent.data.metrics["study_rows"] == 2 and parent.data.params["model.name"] == "small_cnn"
     assert "report.html" in [a.path for a in client.list_artifacts(parent.info.run_id)]
+    assert (tmp_path / "mlartifacts").is_dir() and not (ROOT / "mlruns").exists()  # artifacts beside the database
 
 
 def test_mlflow_missing_is_config_error(monkeypatch, tmp_path):

@@ -55,6 +55,8 @@ class MlflowConfig(BaseModel):
     model_config = _STRICT
     uri: str = Field(min_length=1)
     experiment: str = Field(default="edge_opt", min_length=1)
+    # Where a new experiment stores artifacts; default for sqlite: a folder "mlartifacts" beside the database.
+    artifact_location: Optional[str] = None
 
 
 class TrackingConfig(BaseModel):

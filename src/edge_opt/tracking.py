@@ -62,6 +62,12 @@ def log_study_mlflow(cfg: StudyConfig, sweep: pd.DataFrame, summary: dict[str, A
         raise ConfigError(["log_study_mlflow called without tracking.mlflow in the config."])
     out = Path(output_dir)
     mlflow.set_tracking_uri(mc.uri)
+    if mlflow.get_experiment_by_name(mc.experiment) is None:
+        location = mc.artifact_location
+        if location is None and mc.uri.startswith("sqlite:///"):
+            # MLflow's default would be ./mlruns in the current folder; keep artifacts beside the database.
+            location = (Path(mc.uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+        mlflow.create_experiment(mc.experiment, artifact_location=location)
     mlflow.set_experiment(mc.experiment)
     with mlflow.start_run(run_name=f"study {out.name}") as parent:
         params = {k: str(v)[:500] for k, v in _flat(cfg.model_dump(exclude={"tracking"})).items()}
