@@ -133,12 +133,14 @@ _keys = st.sampled_from(sorted(StudyConfig.model_fields) + ["unknown", "model.na
 @settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(st.one_of(st.dictionaries(_keys, _value, max_size=6), _value))
 def test_fuzz_any_input_is_valid_or_config_error(data):
-    try:
-        cfg = config_from_dict(data)
-    except ConfigError as exc:
-        assert exc.errors and all(isinstance(e, str) and e for e in exc.errors)
-        return
-    assert isinstance(cfg, StudyConfig)
+    """Through the YAML loader: the document is dumped and read back by load_config's own path."""
+    for attempt in (lambda: config_from_yaml(yaml.safe_dump(data)), lambda: config_from_dict(data)):
+        try:
+            cfg = attempt()
+        except ConfigError as exc:
+            assert exc.errors and all(isinstance(e, str) and e for e in exc.errors)
+            continue
+        assert isinstance(cfg, StudyConfig)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
@@ -155,3 +157,25 @@ def test_load_config_reads_yaml(tmp_path):
     p.write_text("seed: 7\npruning_levels: [0.0, 0.3]\n")
     cfg = load_config(p)
     assert cfg.seed == 7 and cfg.pruning_levels == [0.0, 0.3]
+
+
+@pytest.mark.parametrize("text", [
+    "- just\n- a list\n",
+    "!!python/object/apply:os.system ['echo pwned']\n",
+    "seed: !!python/object/new:object {}\n",
+    "power_watts: .nan\n",
+    "learning_rate: .inf\n",
+    "pruning_levels: [" + ", ".join(["0.1"] * 5000) + "]\n",
+    "batch_size: 99999999999999999999999\n",
+    "model: [small_cnn]\n",
+    "unknown_key: 1\nseed: -4\n",
+    "{{{{",
+    "\x00\x01",
+])
+def test_cli_hostile_yaml_exits_2_without_traceback(tmp_path, capsys, text):
+    p = tmp_path / "c.yaml"
+    p.write_bytes(text.encode("utf-8", "surrogatepass"))
+    assert main(["run", "--config", str(p), "--output-dir", str(tmp_path / "never")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert not (tmp_path / "never").exists()
