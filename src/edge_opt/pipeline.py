@@ -330,8 +330,9 @@ def _finish(cfg: StudyConfig, out: Path, store: StudyStore, sweep: Sweep, data: 
                           "kernel_precision": chosen["kernel_precision"],
                           "why": (f"lowest latency among rows meeting the budgets (memory ≤ {cfg.active_memory_budget_mb} MB"
                                   + (f", device latency ≤ {cfg.latency_budget_ms} ms" if cfg.latency_budget_ms else "")
-                                  + f") with accuracy drop ≤ {cfg.max_accuracy_drop}; ties within the latency CI "
-                                    "go to the smaller model") if rec_row is not None else
+                                  + f") with accuracy drop ≤ {cfg.max_accuracy_drop}; latencies that do not differ "
+                                    "significantly are ties, won by kernels that really run the precision, then the "
+                                    "least run-time memory") if rec_row is not None else
                           "best effort: " + "; ".join(failed),
                           "artifact": str(Path("model") / "model.onnx") if manifest else None,
                           "artifact_accuracy": manifest["artifact_accuracy"] if manifest else None}
