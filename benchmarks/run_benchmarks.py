@@ -15,20 +15,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from edge_opt.config import config_from_dict  # noqa: E402
 from edge_opt.data import load_data  # noqa: E402
 from edge_opt.env import cpu_model, package_versions  # noqa: E402
-from edge_opt.metrics import LatencySamples, latency_samples, measure_variant  # noqa: E402
+from edge_opt.metrics import latency_samples, measure_variant  # noqa: E402
 from edge_opt.models import create_model  # noqa: E402
 from edge_opt.pipeline import load_study_config, run_study  # noqa: E402
-from edge_opt.store import StudyStore  # noqa: E402
-from edge_opt.sweep import ConfigPoint, Sweep, point_key  # noqa: E402
+from edge_opt.sweep import ConfigPoint, Sweep  # noqa: E402
 from edge_opt.variants.backends import BuildContext, build_variant  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"

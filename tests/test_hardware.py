@@ -1,14 +1,13 @@
 import copy
 import time
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from edge_opt.hardware import (estimate_layerwise_stats, machine_calibration, measure_machine, precision_tradeoff_table,
+from edge_opt.hardware import (estimate_layerwise_stats, machine_calibration, precision_tradeoff_table,
                                save_hardware_artifacts, summarize_hardware)
 from edge_opt.models import create_model
 

@@ -68,3 +68,16 @@ def test_registry_duplicate_and_listing():
     with pytest.raises(ValueError):
         r.register("a")(2)
     assert r.names() == ["a"] and r.get("a") == 1
+
+
+def test_resolve_device_falls_back_with_warning():
+    import warnings
+
+    from edge_opt.training import resolve_device
+
+    assert resolve_device("cpu") == (torch.device("cpu"), None)
+    if not torch.cuda.is_available():
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            dev, msg = resolve_device("cuda")
+        assert dev.type == "cpu" and "'cuda'" in msg and any("cuda" in str(x.message) for x in w)

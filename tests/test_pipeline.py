@@ -1,9 +1,7 @@
 """End-to-end: tiny studies through the real pipeline and CLI."""
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -279,7 +277,6 @@ def test_mlflow_tracking_sqlite(tmp_path):
 
 def test_mlflow_missing_is_config_error(monkeypatch, tmp_path):
     import edge_opt.tracking as tr
-    from edge_opt.config import ConfigError
     from edge_opt.pipeline import registry_errors
 
     monkeypatch.setattr(tr, "mlflow_available", lambda: False)
@@ -291,7 +288,6 @@ def test_mlflow_missing_is_config_error(monkeypatch, tmp_path):
 def test_default_study_path(tmp_path):
     """The default config's model, data and budgets (fewer levels/epochs and a short simulation for speed)."""
     from edge_opt.pipeline import load_study_config
-    from edge_opt.variants.quantize import is_quantized_module
 
     cfg = load_study_config(ROOT / "configs" / "default.yaml", {
         "output_dir": str(tmp_path / "o"), "epochs": 2, "fine_tune_epochs": 1, "pruning_levels": [0.0, 0.5],

@@ -1,7 +1,6 @@
 import json
 
 import pandas as pd
-import pytest
 
 from edge_opt.reporting import build_summary, write_outputs, write_plots
 

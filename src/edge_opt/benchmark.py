@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import time
 from typing import Any, Optional, Sequence
 
 import numpy as np

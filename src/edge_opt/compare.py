@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import html
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -10,24 +9,14 @@ from typing import Any
 import pandas as pd
 
 from . import atomic
-from .config import ConfigError, config_from_dict
 from .metrics import latency_differs
-from .store import StudyStore
-from .sweep import point_key, sweep_points
+from .sweep import load_stored_study
 
 POINT = ["pruning_level", "precision", "backend"]
 
 
 def _study_rows(folder: Path) -> pd.DataFrame:
-    try:
-        repro = json.loads((folder / "reproducibility.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError([f"{str(folder)!r} holds no finished study (reproducibility.json): {exc}"]) from None
-    if not (folder / "study.sqlite").is_file():
-        raise ConfigError([f"{str(folder)!r} holds no study store (study.sqlite)."])
-    cfg = config_from_dict(repro["config"])
-    with StudyStore(folder / "study.sqlite") as store:
-        rows = [r for r in (store.get(point_key(cfg, p)) for p in sweep_points(cfg)) if r is not None]
+    _, rows, _ = load_stored_study(folder)
     return pd.DataFrame(rows)
 
 

@@ -27,7 +27,6 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 from torch.utils.benchmark import Timer
 
 from .energy import RaplReader, measure_energy

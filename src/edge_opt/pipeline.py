@@ -1,12 +1,11 @@
 """Pipeline: orchestrates a study from config to report. Nothing below imports it."""
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -463,20 +462,14 @@ def rebuild_report(output_dir: str | Path) -> Path:
     """
     import json
 
-    from .config import config_from_dict
+    from .sweep import load_stored_study
 
     out = Path(output_dir)
+    cfg, rows, base_row = load_stored_study(out)
     try:
-        repro = json.loads((out / "reproducibility.json").read_text(encoding="utf-8"))
         old = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ConfigError([f"{str(out)!r} holds no finished study (reproducibility.json / summary.json): {exc}"]) from None
-    if not (out / "study.sqlite").is_file():
-        raise ConfigError([f"{str(out)!r} holds no study store (study.sqlite)."])
-    cfg = config_from_dict(repro["config"])
-    with StudyStore(out / "study.sqlite") as store:
-        rows = [r for r in (store.get(point_key(cfg, p)) for p in sweep_points(cfg)) if r is not None]
-        base_row = store.get(point_key(cfg, ConfigPoint(0.0, "fp32", "torch")))
+        raise ConfigError([f"{str(out)!r} holds no finished study (summary.json): {exc}"]) from None
     df = finalize_rows(pd.DataFrame(rows), cfg, base_row) if rows else pd.DataFrame({"accepted": []})
     frontier_lat = pareto_frontier(df, "latency_ms", cfg.pareto_use_ci) if rows else df
     frontier_en = pareto_frontier(df, "energy_proxy_j", cfg.pareto_use_ci) if rows else df

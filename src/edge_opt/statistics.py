@@ -48,6 +48,9 @@ def ci95(values: Sequence[float], method: str = "t") -> float:
     return float(q * s / math.sqrt(n))
 
 
+_ci95 = ci95  # the seed's helper name; same honest (t-based) number
+
+
 def bootstrap_ci(values: Sequence[float], seed: int = 0, n_resamples: int = 2000) -> tuple[float, float]:
     """Seeded percentile-bootstrap 95 % interval of the mean (NaN, NaN for n < 2)."""
     a = np.asarray(values, dtype=float)

@@ -18,9 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-import numpy as np
 import pandas as pd
-import torch
 from torch import nn
 
 from . import atomic
@@ -384,3 +382,25 @@ def run_sweep(model: nn.Module, data: DataBundle, cfg: StudyConfig, workdir: str
         hit = raw[(raw["pruning_level"] == 0.0) & (raw["precision"] == "fp32") & (raw["backend"] == "torch")]
         baseline_row = hit.iloc[0].to_dict() if not hit.empty else None
     return finalize_rows(raw, cfg, baseline_row)
+
+
+def load_stored_study(folder: str | Path) -> tuple[StudyConfig, list[dict[str, Any]], Optional[dict[str, Any]]]:
+    """The config (from ``reproducibility.json``), the stored rows of its grid and the baseline row of a study folder.
+
+    Raises:
+        ConfigError: the folder holds no study (missing files).
+    """
+    from .config import ConfigError, config_from_dict
+
+    out = Path(folder)
+    try:
+        repro = json.loads((out / "reproducibility.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError([f"{str(out)!r} holds no finished study (reproducibility.json): {exc}"]) from None
+    if not (out / "study.sqlite").is_file():
+        raise ConfigError([f"{str(out)!r} holds no study store (study.sqlite)."])
+    cfg = config_from_dict(repro["config"])
+    with StudyStore(out / "study.sqlite") as store:
+        rows = [r for r in (store.get(point_key(cfg, p)) for p in sweep_points(cfg)) if r is not None]
+        base_row = store.get(point_key(cfg, ConfigPoint(0.0, "fp32", "torch")))
+    return cfg, rows, base_row
