@@ -72,3 +72,21 @@ def test_latency_differs():
     assert latency_differs(a, b)[0] is True
     assert latency_differs(a, list(a))[0] is False
     assert latency_differs([1.0], b) == (False, latency_differs([1.0], b)[1])
+
+
+def test_plain_modules_at_every_precision(trained_small, digits8):
+    import copy
+
+    from edge_opt.variants.quantize import quantize_torch_int8
+
+    x = next(iter(digits8.val_loader))[0]
+    fp32 = evaluate_accuracy(trained_small, digits8.val_loader)
+    assert abs(evaluate_accuracy(trained_small, digits8.val_loader, precision="fp16") - fp32) < 0.02
+    assert abs(evaluate_accuracy(trained_small, digits8.val_loader, precision="int8") - fp32) < 0.05
+    q = quantize_torch_int8(trained_small, [x])
+    pm = collect_metrics(q, digits8.val_loader, "cpu", 5.0, "int8", benchmark_repeats=3, benchmark_trials=2)
+    assert pm.memory_mb < model_memory_mb(trained_small) / 2 and pm.accuracy > 0.5
+    half = copy.deepcopy(trained_small).half()
+    assert measure_latency(half, x[:1], runs=3, warmup=1) > 0  # input cast to the module's dtype
+    with pytest.raises(ValueError, match="'precision'"):
+        evaluate_accuracy(trained_small, digits8.val_loader, precision="int4")

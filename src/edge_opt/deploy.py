@@ -133,7 +133,7 @@ def deployment_simulation(model_or_variant: ModelLike, loader: Iterable, device:
     """Simulate deployment scenarios for a model or variant on this host and on the slower device.
 
     Args:
-        model_or_variant: torch module (fp32) or a backend ``Variant``.
+        model_or_variant: torch module (run as it is: fp32, ``.half()`` or quantized) or a backend ``Variant``.
         loader: evaluation data (queries cycle through its samples).
         device: device of a plain torch module (CPU measurements).
         cpu_frequency_scale: s in (0, 1]: device clock / host clock.
@@ -154,7 +154,7 @@ def deployment_simulation(model_or_variant: ModelLike, loader: Iterable, device:
         raise ValueError(f"The 'scenarios' parameter must contain names from {list(SCENARIOS)}. Got {unknown} instead.")
     data = _samples(loader)
     factor = device_latency_factor(cpu_frequency_scale, latency_model, compute_bound_fraction)
-    variant = _as_variant(model_or_variant, "fp32", [(data[:2], None)], device)
+    variant = _as_variant(model_or_variant, None, [(data[:2], None)], device)
     reader = rapl if rapl is not None else RaplReader()
     prev = torch.get_num_threads()
     torch.set_num_threads(threads)

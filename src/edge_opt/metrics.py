@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from .energy import EnergyEstimate, RaplReader, measure_energy
 from .env import environment
-from .variants.backends import BuildContext, Variant, build_variant, state_dict_bytes
+from .variants.backends import Variant, state_dict_bytes, torch_kernel_precision, wrap_torch_module
 
 ModelLike = Union[nn.Module, Variant]
 
@@ -134,17 +134,27 @@ class MeasurementRecord:
         return d
 
 
-def _as_variant(model: ModelLike, precision: str, loader: DataLoader, device: Any = "cpu") -> Variant:
+def _as_variant(model: ModelLike, precision: Optional[str], loader: Iterable, device: Any = "cpu",
+                calibration_batches: int = 4) -> Variant:
+    """A Variant as is, or a plain torch module wrapped at ``precision`` (None: what it computes in).
+
+    A float module asked for int8 is quantized with the first ``calibration_batches`` batches of ``loader``.
+    """
     if isinstance(model, Variant):
         return model
     if not isinstance(model, nn.Module):
         raise TypeError(f"The 'model' parameter must be a torch.nn.Module or a Variant. Got {type(model).__name__}.")
-    example = _first_batch(loader)[0]
-    ctx = BuildContext(calibration=[example], example_input=example, workdir=Path("."))
-    if precision not in ("fp32", "fp16"):
-        raise ValueError(f"The 'precision' parameter must be one of ['fp16', 'fp32'] for a plain module "
-                         f"(build int8 with edge_opt.variants.backends.build_variant). Got {precision!r} instead.")
-    return build_variant("torch", model, precision, ctx)
+    if precision is not None and precision not in ("fp32", "fp16", "int8"):
+        raise ValueError(f"The 'precision' parameter must be one of ['fp16', 'fp32', 'int8']. Got {precision!r} instead.")
+    calib = []
+    if precision == "int8" and torch_kernel_precision(model) != "int8":
+        for x, *_ in loader:
+            if len(calib) >= calibration_batches:
+                break
+            calib.append(x.float())
+        if not calib:
+            raise ValueError("No batches in the loader: int8 calibration needs data.")
+    return wrap_torch_module(model, precision, calib)
 
 
 def _first_batch(loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,7 +164,7 @@ def _first_batch(loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def evaluate_predictions(model: ModelLike, loader: DataLoader, device: Any = "cpu",
-                         precision: str = "fp32") -> tuple[tuple[bool, ...], bool]:
+                         precision: Optional[str] = "fp32") -> tuple[tuple[bool, ...], bool]:
     """Per-sample correctness over ``loader`` and whether every logit was finite."""
     variant = _as_variant(model, precision, loader, device)
     correct: list[bool] = []
@@ -170,8 +180,11 @@ def evaluate_predictions(model: ModelLike, loader: DataLoader, device: Any = "cp
     return tuple(correct), finite
 
 
-def evaluate_accuracy(model: ModelLike, loader: DataLoader, device: Any = "cpu", precision: str = "fp32") -> float:
+def evaluate_accuracy(model: ModelLike, loader: DataLoader, device: Any = "cpu", precision: Optional[str] = "fp32") -> float:
     """Accuracy in [0, 1] of a model or variant on ``loader``.
+
+    ``precision``: fp32 / fp16 (a float module is converted) / int8 (a float module is quantized
+    with the loader's first batches; a quantized module runs as is); None = what the module computes in.
 
     Raises:
         ValueError: the loader yields no batches ("No batches").
@@ -181,14 +194,8 @@ def evaluate_accuracy(model: ModelLike, loader: DataLoader, device: Any = "cpu",
 
 
 def _callable(model: ModelLike, sample_input: torch.Tensor) -> tuple[Any, Any]:
-    if isinstance(model, Variant):
-        return model.run, model.prepare(sample_input)
-
-    def run(x: torch.Tensor) -> Any:
-        with torch.inference_mode():
-            return model(x)
-
-    return run, sample_input
+    variant = model if isinstance(model, Variant) else wrap_torch_module(model, None, [sample_input])
+    return variant.run, variant.prepare(sample_input)
 
 
 def calls_per_sample(run: Any, prepared: Any, runs: int, min_sample_s: float) -> int:

@@ -194,6 +194,39 @@ def _torch_variant(model: nn.Module, precision: str, ctx: BuildContext, channels
     )
 
 
+def wrap_torch_module(model: nn.Module, precision: Optional[str] = None,
+                      calibration: Sequence[torch.Tensor] = ()) -> Variant:
+    """A ``Variant`` for a plain torch module, as it is when it already runs ``precision``.
+
+    ``precision=None`` takes what the module computes in (int8 for a quantized module, fp16 for a
+    ``.half()`` model, else fp32). A float module asked for fp16 is converted (a copy); asked for
+    int8 it is quantized with ``calibration`` batches.
+
+    Raises:
+        ValueError: int8 requested for a float module without calibration batches.
+    """
+    kernel = torch_kernel_precision(model)
+    precision = precision or ("fp32" if kernel not in ("int8", "fp16") else kernel)
+    if kernel == "int8":
+        precision = "int8"  # a quantized module runs (and is labelled) as what it is, whatever was asked
+    if kernel == precision and precision in ("int8", "fp16"):
+        dtype = torch.float16 if precision == "fp16" else torch.float32
+
+        def run(x: Any) -> torch.Tensor:
+            with torch.inference_mode():
+                return model(x)
+
+        return Variant(backend="torch", precision=precision, kernel_precision=kernel,
+                       parameter_bytes=state_dict_bytes(model), metadata={"wrapped": True},
+                       prepare=lambda x: x.to(dtype), run=run, to_logits=lambda out: out.float().numpy(), module=model)
+    if precision == "int8" and not calibration:
+        raise ValueError("The 'precision' parameter 'int8' needs calibration batches for a float module "
+                         "(or pass an already quantized module).")
+    example = calibration[0] if calibration else torch.zeros(1)
+    ctx = BuildContext(calibration=list(calibration), example_input=example, workdir=Path("."))
+    return build_variant("torch", model, precision, ctx)
+
+
 @register_backend("torch")
 def torch_backend(model: nn.Module, precision: str, ctx: BuildContext) -> Variant:
     """PyTorch eager, NCHW (contiguous) tensors."""
