@@ -9,6 +9,7 @@ change of budget never invalidates a measurement.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -82,8 +83,22 @@ def point_key(cfg: StudyConfig, point: ConfigPoint) -> str:
         "threads": cfg.threads, "bench": [cfg.benchmark_repeats, cfg.benchmark_trials, cfg.benchmark_warmup,
                                           cfg.latency_batch_size, cfg.benchmark_min_sample_ms,
                                           cfg.benchmark_target_rel_ci], "power_watts": cfg.power_watts,
-        "measure_version": MEASURE_VERSION,
+        "measure_version": MEASURE_VERSION, "runtimes": _runtime_versions(),
     })
+
+
+@functools.lru_cache(maxsize=1)
+def _runtime_versions() -> tuple:
+    """Versions whose kernels shape the numbers: a new torch or onnxruntime re-measures every point."""
+    from importlib import metadata
+
+    out = []
+    for name in ("torch", "onnxruntime", "torch-pruning", "onnx"):
+        try:
+            out.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            out.append((name, None))
+    return tuple(out)
 
 
 def sweep_points(cfg: StudyConfig) -> list[ConfigPoint]:
