@@ -326,26 +326,41 @@ def _bar(path: Path, labels: Sequence[str], values: Sequence[float], ylabel: str
 
 
 def plot_roofline(path: str | Path, peak_compute_gmacs: float, memory_bandwidth_gbps: float,
-                  points: pd.DataFrame) -> Path:
-    """The machine's roof and each variant at (arithmetic intensity, achieved GMAC/s)."""
-    fig, ax = plt.subplots(figsize=(7, 5))
+                  points: pd.DataFrame, peak_int8_gmacs: Optional[float] = None) -> Path:
+    """The machine's roof (fp32, and int8 when measured) and each variant at (arithmetic intensity, achieved GMAC/s).
+
+    ``points`` columns: arithmetic_intensity, achieved_gmacs and optionally backend, precision, pruning_level, label.
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 5))
     knee = peak_compute_gmacs / memory_bandwidth_gbps
-    xs = np.logspace(-3, 4, 200)
-    ax.plot(xs, np.minimum(peak_compute_gmacs, xs * memory_bandwidth_gbps), "k-", lw=2, label="roof (measured)")
+    ok = points[np.isfinite(points["arithmetic_intensity"].astype(float)) & (points["achieved_gmacs"].astype(float) > 0)] \
+        if len(points) else points
+    xs_pts = ok["arithmetic_intensity"].astype(float) if len(ok) else pd.Series([knee])
+    lo, hi = min(xs_pts.min(), knee) / 10, max(xs_pts.max(), knee) * 10
+    xs = np.logspace(np.log10(lo), np.log10(hi), 200)
+    ax.plot(xs, np.minimum(peak_compute_gmacs, xs * memory_bandwidth_gbps), "k-", lw=2, label="fp32 roof (measured)")
+    if peak_int8_gmacs:
+        ax.plot(xs, np.minimum(peak_int8_gmacs, xs * memory_bandwidth_gbps), "k--", lw=1, label="int8 roof (measured)")
     ax.axvline(knee, color="grey", ls=":", lw=1)
-    if len(points):
-        ok = points[np.isfinite(points["arithmetic_intensity"].astype(float)) & (points["achieved_gmacs"].astype(float) > 0)]
-        for _, r in ok.iterrows():
-            ax.scatter(r["arithmetic_intensity"], r["achieved_gmacs"], s=30)
-            ax.annotate(str(r.get("label", "")), (r["arithmetic_intensity"], r["achieved_gmacs"]), fontsize=6,
-                        textcoords="offset points", xytext=(3, 3))
+    colors = {"fp32": "tab:blue", "fp16": "tab:orange", "int8": "tab:green"}
+    markers = {"torch": "o", "onnxruntime": "s", "torch_channels_last": "^"}
+    seen = set()
+    for _, r in ok.iterrows():
+        prec, backend = str(r.get("precision", "")), str(r.get("backend", ""))
+        label = f"{backend} {prec}" if (backend, prec) not in seen else None
+        seen.add((backend, prec))
+        ax.scatter(r["arithmetic_intensity"], r["achieved_gmacs"], s=36, c=colors.get(prec, "tab:grey"),
+                   marker=markers.get(backend, "D"), edgecolors="k", linewidths=0.4, label=label)
+        if "pruning_level" in r and r["pruning_level"] == r["pruning_level"]:
+            ax.annotate(f"p{float(r['pruning_level']):g}", (r["arithmetic_intensity"], r["achieved_gmacs"]),
+                        fontsize=6, textcoords="offset points", xytext=(3, 2))
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (MAC / byte)")
     ax.set_ylabel("GMAC/s")
-    ax.set_title(f"roofline: peak {peak_compute_gmacs:.1f} GMAC/s, {memory_bandwidth_gbps:.1f} GB/s")
+    ax.set_title(f"roofline: fp32 peak {peak_compute_gmacs:.1f} GMAC/s, {memory_bandwidth_gbps:.1f} GB/s")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=HARDWARE_DPI, format="png", bbox_inches="tight"))
     plt.close(fig)
@@ -389,5 +404,6 @@ def save_hardware_artifacts(output_dir: str | Path, layerwise_df: pd.DataFrame, 
     paths["layerwise_macs"] = out / "layerwise_macs.png"
     if bw and peak and peak == peak:
         paths["roofline"] = plot_roofline(out / "roofline.png", peak, bw,
-                                          roofline_points if roofline_points is not None else pd.DataFrame())
+                                          roofline_points if roofline_points is not None else pd.DataFrame(),
+                                          summary.get("peak_compute_gmacs_int8"))
     return paths

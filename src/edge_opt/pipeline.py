@@ -364,7 +364,7 @@ def _finish(cfg: StudyConfig, out: Path, store: StudyStore, sweep: Sweep, data: 
                 layer_cache[k] = _param_scale(r["precision"], _layer_table(sweep.parent(k[0]), r["precision"], lb,
                                                                            data.input_shape))
             s = summarize_hardware(layer_cache[k], float(r["latency_ms"]), bw, peak)
-            points_rows.append({"label": f"{r['backend'][:4]} {r['precision']} p{k[0]:g}",
+            points_rows.append({"backend": r["backend"], "precision": r["precision"], "pruning_level": k[0],
                                 "arithmetic_intensity": s["arithmetic_intensity"], "achieved_gmacs": s["achieved_gmacs"]})
         ptable = precision_tradeoff_table(df) if len(df) else pd.DataFrame()
         hw_summary = {**hardware["recommended" if chosen is not None else "baseline"],
