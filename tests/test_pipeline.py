@@ -216,7 +216,13 @@ def test_report_command_reproduces_csvs(tiny_study):
     names = ["sweep_results.csv", "pareto_frontier_latency.csv", "pareto_frontier_energy.csv", "precision_tradeoffs.csv"]
     before = {n: (out / n).read_bytes() for n in names}
     html_before = (out / "report.html").read_text(encoding="utf-8")
+    plots = ["accuracy_vs_latency.png", "accuracy_vs_energy.png", "accuracy_vs_memory.png", "roofline.png",
+             "layerwise_macs.png", "layerwise_activation_memory.png"]
+    for p in plots:
+        (out / p).unlink()
     assert main(["report", str(out)]) == 0
+    for p in plots:
+        assert (out / p).is_file(), p  # every plot is redrawn from stored results
     for n in names:
         assert (out / n).read_bytes() == before[n], n
     assert (out / "report.html").read_text(encoding="utf-8") == html_before

@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--input", required=True, help=".npy file of raw images in [0, 1], (N, C, H, W) or (N, H, W)")
     pr.add_argument("--labels", help="optional .npy of labels: also print the accuracy")
 
-    rp = sub.add_parser("report", help="rebuild tables, plots and report.html of a finished study (no re-run)",
+    rp = sub.add_parser("report", help="rebuild tables, plots and report.html of a finished study from its stored results (no re-run)",
                         epilog="example: edge-opt report outputs")
     rp.add_argument("output_dir")
 

@@ -402,8 +402,33 @@ def save_hardware_artifacts(output_dir: str | Path, layerwise_df: pd.DataFrame, 
     paths["layerwise_activation_memory"] = out / "layerwise_activation_memory.png"
     _bar(out / "layerwise_macs.png", list(layers["layer"]), list(layers["macs"] / 1e6), "MMACs", "MACs per layer")
     paths["layerwise_macs"] = out / "layerwise_macs.png"
+    if roofline_points is not None:
+        paths["roofline_points"] = atomic.write_with(out / "roofline_points.csv", lambda t: roofline_points.to_csv(
+            t, index=False, encoding="utf-8"))
     if bw and peak and peak == peak:
         paths["roofline"] = plot_roofline(out / "roofline.png", peak, bw,
                                           roofline_points if roofline_points is not None else pd.DataFrame(),
                                           summary.get("peak_compute_gmacs_int8"))
     return paths
+
+
+def rebuild_hardware_plots(output_dir: str | Path) -> list[Path]:
+    """Redraw the layer bar charts and the roofline from the stored CSVs (no model is run)."""
+    out = Path(output_dir)
+    written: list[Path] = []
+    if (out / "layerwise_breakdown.csv").exists():
+        layers = pd.read_csv(out / "layerwise_breakdown.csv")
+        _bar(out / "layerwise_activation_memory.png", list(layers["layer"].astype(str)),
+             list(layers["activation_bytes"] / 1e3), "activation memory (kB)", "activation memory per layer")
+        _bar(out / "layerwise_macs.png", list(layers["layer"].astype(str)), list(layers["macs"] / 1e6), "MMACs",
+             "MACs per layer")
+        written += [out / "layerwise_activation_memory.png", out / "layerwise_macs.png"]
+    if (out / "hardware_summary.csv").exists():
+        summary = pd.read_csv(out / "hardware_summary.csv").iloc[0].to_dict()
+        bw, peak = summary.get("configured_memory_bandwidth_gbps"), summary.get("peak_compute_gmacs")
+        points = pd.read_csv(out / "roofline_points.csv") if (out / "roofline_points.csv").exists() else pd.DataFrame()
+        int8 = summary.get("peak_compute_gmacs_int8")
+        if bw and peak and peak == peak:
+            written.append(plot_roofline(out / "roofline.png", float(peak), float(bw), points,
+                                         float(int8) if int8 == int8 and int8 else None))
+    return written

@@ -18,7 +18,7 @@ from .data import DATASETS, DataBundle, load_data
 from .deploy import deployment_rows, deployment_simulation
 from .env import environment, git_commit, package_versions
 from .html_report import write_html_report
-from .hardware import (add_layer_roofline, estimate_layerwise_stats, machine_calibration, precision_tradeoff_table,
+from .hardware import (add_layer_roofline, rebuild_hardware_plots, estimate_layerwise_stats, machine_calibration, precision_tradeoff_table,
                        save_hardware_artifacts, summarize_hardware)
 from .models import MODELS, create_model, model_param_errors
 from .pareto import pareto_frontier
@@ -482,4 +482,5 @@ def rebuild_report(output_dir: str | Path) -> Path:
         write_plots(out, df, frontier_lat, frontier_en, recommended_key=rec.get("key"))
         ptable = precision_tradeoff_table(df)
         atomic.write_with(out / "precision_tradeoffs.csv", lambda t: ptable.to_csv(t, index=False, encoding="utf-8"))
+    rebuild_hardware_plots(out)
     return write_html_report(out)
