@@ -100,7 +100,7 @@ def test_save_hardware_artifacts_files_and_dpi(tmp_path):
         "accepted": [True]})), s, pts)
     names = {p.name for p in paths.values()}
     assert names == {"layerwise_breakdown.csv", "precision_tradeoffs.csv", "hardware_summary.csv",
-                     "layerwise_activation_memory.png", "layerwise_macs.png", "roofline.png"}
+                     "layerwise_activation_memory.png", "layerwise_macs.png", "roofline.png", "roofline_points.csv"}
     for png in ("layerwise_activation_memory.png", "layerwise_macs.png", "roofline.png"):
         dpi = Image.open(tmp_path / png).info["dpi"]
         assert round(dpi[0]) == 180
