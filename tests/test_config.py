@@ -179,3 +179,13 @@ def test_cli_hostile_yaml_exits_2_without_traceback(tmp_path, capsys, text):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
     assert not (tmp_path / "never").exists()
+
+
+def test_cli_data_error_exits_2_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "never"
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"dataset": "mnist", "data_dir": str(tmp_path / "nodata"), "output_dir": str(out)}))
+    assert main(["run", "--config", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "train-images-idx3-ubyte" in err and str(tmp_path / "nodata") in err and "Traceback" not in err
+    assert not out.exists()

@@ -73,21 +73,39 @@ def load_study_config(path: str | Path, overrides: Optional[dict] = None) -> Stu
     return cfg
 
 
-def check_output_dir(path: str | Path) -> Path:
-    """Create the output folder and prove it is writable, before any training starts.
+def check_output_dir(path: str | Path, create: bool = True) -> Path:
+    """Prove the output folder is writable (creating it when ``create``), before any training starts.
+
+    With ``create=False`` nothing is written: a missing folder is checked through its nearest
+    existing parent.
 
     Raises:
         ConfigError: naming the folder when it cannot be created or written.
     """
     out = Path(path)
+
+    def fail(reason: str) -> ConfigError:
+        return ConfigError([f"The 'output_dir' parameter must name a writable folder. Got {str(path)!r} "
+                            f"instead ({reason})."])
+
+    if not create:
+        probe = out
+        while not probe.exists():
+            if probe.parent == probe:
+                break
+            probe = probe.parent
+        if probe.exists() and not probe.is_dir():
+            raise fail(f"{str(probe)!r} is not a folder")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise fail(f"{str(probe)!r} is not writable")
+        return out
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write_probe_{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
+        probe_file = out / f".write_probe_{os.getpid()}"
+        probe_file.write_text("ok")
+        probe_file.unlink()
     except OSError as exc:
-        raise ConfigError([f"The 'output_dir' parameter must name a writable folder. Got {str(path)!r} "
-                           f"instead ({exc.strerror or exc})."]) from None
+        raise fail(str(exc.strerror or exc)) from None
     return out
 
 
@@ -201,10 +219,16 @@ def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: Optional[Event
     errors = registry_errors(cfg)
     if errors:
         raise ConfigError(errors)
-    out = check_output_dir(cfg.output_dir)
+    check_output_dir(cfg.output_dir, create=False)
     timings: dict[str, float] = {}
     warnings_: list[str] = []
     t = time.perf_counter()
+    on_event("stage", name="data", detail=cfg.dataset)
+    # Data errors (missing/corrupt files) surface before anything is written.
+    data = load_data(cfg.dataset, data_dir=cfg.data_dir, image_size=cfg.image_size, batch_size=cfg.batch_size,
+                     dataloader_seed=cfg.dataloader_seed, val_fraction=cfg.val_fraction,
+                     train_subset=cfg.train_subset, val_subset=cfg.val_subset, num_workers=cfg.num_workers)
+    out = check_output_dir(cfg.output_dir)
     if fresh:
         for name in ("study.sqlite", "study.sqlite-wal", "study.sqlite-shm"):
             (out / name).unlink(missing_ok=True)
@@ -216,10 +240,6 @@ def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: Optional[Event
         if dev_warning:
             warnings_.append(dev_warning)
         set_deterministic(cfg.seed)
-        on_event("stage", name="data", detail=cfg.dataset)
-        data = load_data(cfg.dataset, data_dir=cfg.data_dir, image_size=cfg.image_size, batch_size=cfg.batch_size,
-                         dataloader_seed=cfg.dataloader_seed, val_fraction=cfg.val_fraction,
-                         train_subset=cfg.train_subset, val_subset=cfg.val_subset, num_workers=cfg.num_workers)
         t = _stage(timings, "data", t)
         baseline, cached = _baseline(cfg, data, out, device, on_event)
         if cached:
