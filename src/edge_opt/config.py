@@ -7,7 +7,6 @@ so that this module stays at the bottom of the stack.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -250,8 +249,3 @@ def config_from_yaml(text: str, overrides: Optional[dict] = None, source: str = 
         if isinstance(data, dict):
             data = {**data, **overrides}
     return config_from_dict(data)
-
-
-def is_finite_number(x: Any) -> bool:
-    """True for a real, finite number (bools excluded)."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

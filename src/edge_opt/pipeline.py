@@ -25,7 +25,7 @@ from .pareto import pareto_frontier
 from .reporting import build_summary, write_csv, write_outputs, write_plots
 from .store import StudyStore
 from .sweep import (ConfigPoint, Sweep, StudyInterrupted, baseline_fingerprint, best_effort, finalize_rows,
-                    parent_key, point_key, recommend, sweep_points)
+                    parent_key, point_key, recommend, stable_hash, sweep_points)
 from .training import resolve_device, set_deterministic, train_model
 from .variants.backends import BACKENDS, PRECISIONS, BuildContext, build_variant
 from .variants.prune import load_checkpoint, save_checkpoint
@@ -124,13 +124,6 @@ class StudyResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _hash_obj(obj: Any) -> str:
-    import hashlib
-    import json
-
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def _cached_manifest(model_dir: Path, point: dict[str, Any], goals_met: bool, failed: list[str]) -> Optional[dict[str, Any]]:
     """The existing artifact's manifest when it was exported for the same config point and is intact."""
     import json
@@ -171,8 +164,13 @@ def _stage(timings: dict[str, float], name: str, start: float) -> float:
     return now
 
 
+def _model_factory(cfg: StudyConfig, data: DataBundle) -> Callable[[], torch.nn.Module]:
+    """Builds a fresh, unpruned model of the study (checkpoints are loaded into it)."""
+    return lambda: create_model(cfg.model.name, data.input_shape, data.num_classes, **cfg.model.params)
+
+
 def _baseline(cfg: StudyConfig, data: DataBundle, out: Path, device: torch.device, on_event: EventFn) -> tuple[torch.nn.Module, bool]:
-    factory = lambda: create_model(cfg.model.name, data.input_shape, data.num_classes, **cfg.model.params)  # noqa: E731
+    factory = _model_factory(cfg, data)
     ckpt = out / "checkpoints" / f"baseline_{baseline_fingerprint(cfg)}.pt"
     if ckpt.exists():
         model, _ = load_checkpoint(ckpt, factory())
@@ -245,8 +243,7 @@ def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: Optional[Event
         if cached:
             on_event("log", message="baseline checkpoint reused")
         t = _stage(timings, "training", t)
-        factory = lambda: create_model(cfg.model.name, data.input_shape, data.num_classes, **cfg.model.params)  # noqa: E731
-        sweep = Sweep(baseline, data, cfg, out, store, model_factory=factory, on_event=on_event, should_stop=should_stop)
+        sweep = Sweep(baseline, data, cfg, out, store, model_factory=_model_factory(cfg, data), on_event=on_event, should_stop=should_stop)
         points = sweep_points(cfg)
         base_point = ConfigPoint(0.0, "fp32", "torch")
         interrupted = False
@@ -399,7 +396,7 @@ def _finish(cfg: StudyConfig, out: Path, store: StudyStore, sweep: Sweep, data: 
             targets["recommended"] = (sweep.parent(float(chosen["pruning_level"])), chosen["precision"],
                                       chosen["backend"], rec_layers, hardware["recommended"])
         for label, (model, precision, backend, layers, hw) in targets.items():
-            dkey = "deployment:" + _hash_obj({"label": label, "point": point_key(cfg, ConfigPoint(
+            dkey = "deployment:" + stable_hash({"label": label, "point": point_key(cfg, ConfigPoint(
                 0.0 if label == "baseline" else float(chosen["pruning_level"]), precision, backend)),
                 "deployment": d.model_dump(), "scale": cfg.cpu_frequency_scale, "budget": cfg.latency_budget_ms,
                 "cbf": round(float(hw.get("compute_bound_fraction") or 0), 6), "seed": cfg.seed})

@@ -45,7 +45,8 @@ COLUMN_ORDER = [
 RAW_COLUMNS = ["latency_samples_ms", "batch_latency_samples_ms"]  # kept in memory and the store, not in CSVs
 
 
-def _hash(obj: Any) -> str:
+def stable_hash(obj: Any) -> str:
+    """16 hex digits of SHA-256 over canonical JSON: the key idiom of the store."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -60,7 +61,7 @@ class ConfigPoint:
 
 def baseline_fingerprint(cfg: StudyConfig) -> str:
     """Key of the trained baseline: model, data and training settings."""
-    return _hash({
+    return stable_hash({
         "model": cfg.model.model_dump(), "dataset": cfg.dataset, "data_dir": cfg.data_dir if cfg.dataset in
         ("mnist", "fashion-mnist") else None, "image_size": cfg.image_size, "val_fraction": cfg.val_fraction,
         "seed": cfg.seed, "dataloader_seed": cfg.dataloader_seed, "batch_size": cfg.batch_size, "epochs": cfg.epochs,
@@ -71,12 +72,12 @@ def baseline_fingerprint(cfg: StudyConfig) -> str:
 def parent_key(cfg: StudyConfig, level: float) -> str:
     """Key of the pruned (and fine-tuned) float parent of a pruning level."""
     ft = cfg.fine_tune_epochs if level > 0 else 0
-    return _hash({"baseline": baseline_fingerprint(cfg), "level": level, "fine_tune_epochs": ft})
+    return stable_hash({"baseline": baseline_fingerprint(cfg), "level": level, "fine_tune_epochs": ft})
 
 
 def point_key(cfg: StudyConfig, point: ConfigPoint) -> str:
     """Key of a config point: everything that affects its measured numbers."""
-    return _hash({
+    return stable_hash({
         "parent": parent_key(cfg, point.pruning_level), "precision": point.precision, "backend": point.backend,
         "calibration": [cfg.calibration_batches, cfg.calibration_method, cfg.quantization_backend]
         if point.precision == "int8" else None,
