@@ -1,5 +1,6 @@
 import math
 
+import pydantic
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -118,9 +119,9 @@ def test_unwritable_output_dir_fails_before_training(tmp_path, capsys):
 
 def test_config_is_immutable():
     cfg = config_from_dict({})
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         cfg.seed = 3  # type: ignore[misc]
-    assert isinstance(cfg, StudyConfig)
+    assert cfg.seed == 0
 
 
 _scalar = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True, allow_infinity=True),
@@ -147,9 +148,11 @@ def test_fuzz_any_input_is_valid_or_config_error(data):
 @given(st.text(max_size=80))
 def test_fuzz_yaml_text(text):
     try:
-        config_from_yaml(text)
-    except ConfigError:
-        pass
+        cfg = config_from_yaml(text)
+    except ConfigError as exc:
+        assert exc.errors and all(isinstance(e, str) and e.strip() for e in exc.errors)
+    else:
+        assert isinstance(cfg, StudyConfig)
 
 
 def test_load_config_reads_yaml(tmp_path):

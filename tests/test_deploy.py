@@ -4,8 +4,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from edge_opt.deploy import (deployment_simulation, device_latency_factor, max_rate_within, scale_layer_times,
-                             simulate_server)
+from edge_opt.deploy import (
+    deployment_simulation,
+    device_latency_factor,
+    max_rate_within,
+    scale_layer_times,
+    simulate_server,
+)
 
 
 def test_empty_loader():

@@ -7,10 +7,9 @@ import time
 import pandas as pd
 import pytest
 
+from conftest import tiny_config_dict
 from edge_opt.config import config_from_dict
 from edge_opt.pipeline import run_study
-
-from conftest import tiny_config_dict
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'edge-opt[ray]')")
 pytestmark = pytest.mark.slow

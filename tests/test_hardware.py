@@ -7,8 +7,13 @@ import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from edge_opt.hardware import (estimate_layerwise_stats, machine_calibration, precision_tradeoff_table,
-                               save_hardware_artifacts, summarize_hardware)
+from edge_opt.hardware import (
+    estimate_layerwise_stats,
+    machine_calibration,
+    precision_tradeoff_table,
+    save_hardware_artifacts,
+    summarize_hardware,
+)
 from edge_opt.models import create_model
 
 MODELS = [

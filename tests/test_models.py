@@ -57,8 +57,8 @@ def test_unknown_model_and_param():
 
 def test_mlp_seed_layout_drops_final_softmax():
     m = create_model("mlp", (1, 8, 8), 10, layer_sizes=[64, 32, 10], activations=["relu", "relu", "softmax"])
-    linears = [l for l in m if isinstance(l, torch.nn.Linear)]
-    assert [l.in_features for l in linears] == [64, 64, 32] and linears[-1].out_features == 10
+    linears = [layer for layer in m if isinstance(layer, torch.nn.Linear)]
+    assert [lin.in_features for lin in linears] == [64, 64, 32] and linears[-1].out_features == 10
     assert not isinstance(list(m)[-1], torch.nn.Softmax)
 
 

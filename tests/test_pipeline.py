@@ -9,12 +9,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import PYTHON, ROOT, cli_env, tiny_config_dict
 from edge_opt.config import config_from_dict
 from edge_opt.pipeline import run_study
 from edge_opt.runtime import sha256_file
 from edge_opt.store import StudyStore
-
-from conftest import PYTHON, ROOT, cli_env, tiny_config_dict
 
 pytestmark = pytest.mark.slow
 

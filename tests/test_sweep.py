@@ -4,13 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import tiny_config_dict
 from edge_opt.config import config_from_dict
 from edge_opt.store import StudyStore
-from edge_opt.sweep import (ConfigPoint, Sweep, best_effort, finalize_rows, point_key, recommend, run_sweep,
-                            sweep_points)
+from edge_opt.sweep import ConfigPoint, Sweep, best_effort, finalize_rows, point_key, recommend, run_sweep, sweep_points
 from edge_opt.variants.backends import BACKENDS, Variant
-
-from conftest import tiny_config_dict
 
 
 def test_bad_precision_is_error_row_others_complete(trained_small, digits8, tmp_path):

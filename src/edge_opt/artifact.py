@@ -1,21 +1,34 @@
-"""Export the recommended configuration as a deployable ONNX artifact with a manifest."""
+"""Artifact stage: the recommended configuration as a deployable ONNX file with a manifest."""
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from torch import nn
 
 from . import atomic
+from .config import StudyConfig
 from .data import DataBundle
 from .env import package_versions
+from .results import ConfigPoint
+from .runner import Sweep
 from .runtime import sha256_file
+from .selection import Selection
 from .variants.backends import BuildContext, build_onnx_file, onnx_variant
 
+__all__ = ["MANIFEST_METRICS", "MODEL_FILE", "ExportedArtifact", "export_artifact", "export_recommended"]
+
 MODEL_FILE = "model.onnx"
+# Columns of the measured row copied into the manifest.
+MANIFEST_METRICS = ("accuracy", "latency_ms", "latency_ci95_ms", "latency_p95_ms", "batch_latency_ms",
+                    "throughput_sps", "memory_mb", "energy_proxy_j", "energy_source", "device_latency_ms",
+                    "accuracy_drop", "speedup_vs_baseline")
 
 
 def export_artifact(out_dir: str | Path, parent_model: nn.Module, row: Mapping[str, Any], data: DataBundle,
@@ -34,8 +47,7 @@ def export_artifact(out_dir: str | Path, parent_model: nn.Module, row: Mapping[s
     out.mkdir(parents=True, exist_ok=True)
     precision = str(row["precision"])
     with tempfile.TemporaryDirectory(dir=out) as tmp:
-        ctx.workdir = Path(tmp)
-        src, meta = build_onnx_file(parent_model, precision, ctx)
+        src, meta = build_onnx_file(parent_model, precision, replace(ctx, workdir=Path(tmp)))
         variant = onnx_variant(src, precision, threads, meta)
         logits = np.concatenate([variant.predict(x) for x, _ in data.val_loader])
         artifact_acc = float((logits.argmax(1) == data.val_labels).mean())
@@ -52,10 +64,7 @@ def export_artifact(out_dir: str | Path, parent_model: nn.Module, row: Mapping[s
         "kernel_precision": variant.kernel_precision,
         "measured_backend": row.get("backend"),
         "export": meta,
-        "metrics": {k: row.get(k) for k in ("accuracy", "latency_ms", "latency_ci95_ms", "latency_p95_ms",
-                                            "batch_latency_ms", "throughput_sps", "memory_mb", "energy_proxy_j",
-                                            "energy_source", "device_latency_ms", "accuracy_drop",
-                                            "speedup_vs_baseline")},
+        "metrics": {k: row.get(k) for k in MANIFEST_METRICS},
         "artifact_accuracy": artifact_acc,
         "artifact_accuracy_note": "accuracy of this ONNX file under onnxruntime on validation_inputs.npy",
         "goals_met": bool(goals_met),
@@ -72,3 +81,58 @@ def export_artifact(out_dir: str | Path, parent_model: nn.Module, row: Mapping[s
     }
     atomic.write_json(out / "manifest.json", manifest)
     return manifest
+
+
+@dataclass(frozen=True)
+class ExportedArtifact:
+    """What the artifact stage produced: the config point, the manifest (None when export failed) and why not."""
+
+    point: dict[str, Any]
+    manifest: dict[str, Any] | None
+    error: str | None = None
+
+    @property
+    def path(self) -> str | None:
+        """The model file relative to the output folder."""
+        return str(Path("model") / MODEL_FILE) if self.manifest else None
+
+
+def artifact_point(cfg: StudyConfig, point: ConfigPoint, key: str) -> dict[str, Any]:
+    """The config point recorded in the manifest (and compared for reuse)."""
+    return {"pruning_level": point.pruning_level, "precision": point.precision, "backend": point.backend, "key": key,
+            "model": cfg.model.model_dump(), "dataset": cfg.dataset, "seed": cfg.seed}
+
+
+def cached_manifest(model_dir: Path, point: Mapping[str, Any], goals_met: bool,
+                    failed: Sequence[str]) -> dict[str, Any] | None:
+    """The existing artifact's manifest when it was exported for the same config point and is intact."""
+    from .runtime import ArtifactError, load_manifest
+
+    try:
+        manifest = load_manifest(model_dir)  # checks the SHA-256 of model.onnx
+    except (ArtifactError, OSError, ValueError, KeyError):
+        return None
+    same = json.loads(json.dumps(manifest.get("config_point"))) == json.loads(json.dumps(point, default=str))
+    if not same or manifest.get("goals_met") != goals_met or manifest.get("failed_goals") != list(failed):
+        return None
+    return manifest
+
+
+def export_recommended(out: Path, selection: Selection, sweep: Sweep) -> ExportedArtifact | None:
+    """Stage: export the chosen variant to ``out/model`` (reused when the same point was exported before)."""
+    chosen = selection.chosen
+    if chosen is None:
+        return None
+    point = artifact_point(sweep.cfg, chosen.point, chosen.result.key)
+    failed = list(selection.failed_goals)
+    manifest = cached_manifest(out / "model", point, selection.goals_met, failed)
+    if manifest is not None:
+        return ExportedArtifact(point, manifest)
+    level = chosen.point.pruning_level
+    try:
+        manifest = export_artifact(out / "model", sweep.parent(level), chosen.row(), sweep.data,
+                                   sweep.build_context(level, workdir=out / "model"), goals_met=selection.goals_met,
+                                   failed_goals=failed, config_point=point, threads=sweep.cfg.threads)
+    except Exception as exc:  # noqa: BLE001 — a failed export is reported, the study outputs still land
+        return ExportedArtifact(point, None, f"artifact export failed: {type(exc).__name__}: {exc}")
+    return ExportedArtifact(point, manifest)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy
 import math
 import os
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.benchmark import Timer
 
-from .data import _digits, _synthetic, make_loaders
+from .data import digits_dataset, make_loaders, synthetic_dataset
 from .energy import RaplReader, measure_energy
 from .models import create_model
 from .training import set_deterministic, train_model
@@ -32,7 +33,7 @@ def _rss_mb() -> float:
 
 def benchmark_one_setup(layer_sizes: Sequence[int], activations: Sequence[str], precision_mode: str, batch_size: int,
                         n_samples: int, epochs: int, seed: int, power_watts: float = 15.0,
-                        rapl: Optional[RaplReader] = None) -> dict[str, Any]:
+                        rapl: RaplReader | None = None) -> dict[str, Any]:
     """Train and measure one MLP in one precision mode.
 
     Data: scikit-learn's digits when the last layer has 10 outputs and ``n_samples`` ≤ 1797,
@@ -56,12 +57,12 @@ def benchmark_one_setup(layer_sizes: Sequence[int], activations: Sequence[str], 
     set_deterministic(seed)
     classes = int(layer_sizes[-1])
     if classes == 10 and n_samples <= 1797:
-        raw = _digits(image_size=8)
+        raw = digits_dataset(image_size=8)
         idx = np.random.default_rng(seed).permutation(len(raw.labels))[:n_samples]
         raw = type(raw)(raw.images[idx], raw.labels[idx], 10, raw.source)
         dataset = "digits"
     else:
-        raw = _synthetic(image_size=8, seed=seed, n_samples=n_samples, num_classes=classes)
+        raw = synthetic_dataset(image_size=8, seed=seed, n_samples=n_samples, num_classes=classes)
         dataset = "synthetic"
     data = make_loaders(raw, batch_size=batch_size, dataloader_seed=seed, val_fraction=0.25)
     model = create_model("mlp", data.input_shape, data.num_classes, layer_sizes=list(layer_sizes),

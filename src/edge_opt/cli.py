@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from . import __version__
 
@@ -114,11 +114,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_run_seeds(args: argparse.Namespace) -> int:
+    from . import atomic
     from .config import ConfigError
     from .pipeline import load_study_config, run_study
     from .progress import Reporter
     from .statistics import aggregate_multi_seed
-    from . import atomic
 
     try:
         base = load_study_config(args.config, {"output_dir": args.output_dir} if args.output_dir else None)
@@ -149,7 +149,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .data import DataError
     from .pipeline import load_study_config, run_study
     from .progress import Reporter
-    from .sweep import StudyInterrupted
+    from .runner import StudyInterrupted
 
     overrides = {"output_dir": args.output_dir} if args.output_dir else None
     try:
@@ -232,8 +232,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     from .config import ConfigError, config_from_dict
     from .pipeline import load_study_config
-    from .store import StudyStore
-    from .sweep import point_key, sweep_points
+    from .runner import stored_results, sweep_points
+    from .store import StoreFormatError, StudyStore
 
     out = Path(args.output_dir)
     db = out / "study.sqlite"
@@ -249,14 +249,19 @@ def _cmd_status(args: argparse.Namespace) -> int:
     except (ConfigError, OSError, KeyError, ValueError) as exc:
         print(f"error: cannot tell which config the study used: {exc}; pass --config.", file=sys.stderr)
         return EXIT_BAD_INPUT
-    with StudyStore(db) as store:
+    try:
+        store = StudyStore(db)
+    except StoreFormatError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    with store:
         points = sweep_points(cfg)
-        done = 0
+        found = {r.point: r for r in stored_results(store, cfg, points)[0]}
         for p in points:
-            row = store.get(point_key(cfg, p))
-            state = "missing" if row is None else ("error" if row.get("error") else "finished")
-            done += row is not None
+            hit = found.get(p)
+            state = "missing" if hit is None else ("error" if hit.error else "finished")
             print(f"{state:8s} {p.backend:20s} {p.precision:5s} pruning={p.pruning_level:g}")
+        done = len(found)
     print(f"{done} of {len(points)} points finished")
     return EXIT_OK
 
@@ -290,7 +295,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``edge-opt`` console script."""
     args = _parser().parse_args(argv)
     handlers = {"run": _cmd_run, "predict": _cmd_predict, "status": _cmd_status, "bench": _cmd_bench, "report": _cmd_report,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +11,31 @@ import pandas as pd
 
 from . import atomic
 from .metrics import latency_differs
+from .results import ConfigPoint, VariantResult
 from .sweep import load_stored_study
 
-POINT = ["pruning_level", "precision", "backend"]
+__all__ = ["compare_studies", "compare_results"]
 
 
-def _study_rows(folder: Path) -> pd.DataFrame:
-    _, rows, _ = load_stored_study(folder)
-    return pd.DataFrame(rows)
+def _by_point(folder: Path) -> dict[ConfigPoint, VariantResult]:
+    return {r.point: r for r in load_stored_study(folder).results}
+
+
+def _pair(a: VariantResult, b: VariantResult) -> dict[str, Any]:
+    ma, mb = a.metrics, b.metrics
+    la, lb = (ma.latency_ms if ma else math.nan), (mb.latency_ms if mb else math.nan)
+    sa = list(a.measurement.latency.samples_ms) if a.measurement else []
+    sb = list(b.measurement.latency.samples_ms) if b.measurement else []
+    differs, p = latency_differs(sa, sb)
+    return {**asdict(a.point), "accuracy_a": ma.accuracy if ma else math.nan,
+            "accuracy_b": mb.accuracy if mb else math.nan, "latency_ms_a": la, "latency_ms_b": lb,
+            "latency_ratio_b_over_a": lb / la if la > 0 else math.nan, "mann_whitney_p": p, "significant": differs,
+            "same_cpu": a.cpu_model == b.cpu_model, "error_a": a.error, "error_b": b.error}
+
+
+def compare_results(a: dict[ConfigPoint, VariantResult], b: dict[ConfigPoint, VariantResult]) -> list[dict[str, Any]]:
+    """One comparison row per config point both studies measured (in A's order)."""
+    return [_pair(ra, b[p]) for p, ra in a.items() if p in b]
 
 
 def compare_studies(dir_a: str | Path, dir_b: str | Path, output_dir: str | Path | None = None) -> pd.DataFrame:
@@ -31,17 +49,8 @@ def compare_studies(dir_a: str | Path, dir_b: str | Path, output_dir: str | Path
     Returns:
         The comparison table.
     """
-    a, b = _study_rows(Path(dir_a)), _study_rows(Path(dir_b))
-    merged = a.merge(b, on=POINT, suffixes=("_a", "_b"))
-    out_rows: list[dict[str, Any]] = []
-    for _, r in merged.iterrows():
-        differs, p = latency_differs(list(r.get("latency_samples_ms_a") or []), list(r.get("latency_samples_ms_b") or []))
-        ratio = float(r["latency_ms_b"]) / float(r["latency_ms_a"]) if float(r["latency_ms_a"] or math.nan) > 0 else math.nan
-        out_rows.append({**{k: r[k] for k in POINT}, "accuracy_a": r["accuracy_a"], "accuracy_b": r["accuracy_b"],
-                         "latency_ms_a": r["latency_ms_a"], "latency_ms_b": r["latency_ms_b"], "latency_ratio_b_over_a": ratio,
-                         "mann_whitney_p": p, "significant": differs,
-                         "same_cpu": r.get("cpu_model_a") == r.get("cpu_model_b"),
-                         "error_a": r.get("error_a"), "error_b": r.get("error_b")})
+    a, b = _by_point(Path(dir_a)), _by_point(Path(dir_b))
+    out_rows = compare_results(a, b)
     table = pd.DataFrame(out_rows)
     out = Path(output_dir) if output_dir is not None else Path(dir_b) / "compare"
     out.mkdir(parents=True, exist_ok=True)

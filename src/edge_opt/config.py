@@ -8,7 +8,7 @@ so that this module stays at the bottom of the stack.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -33,6 +33,21 @@ class ModelConfig(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class QuantizationConfig(BaseModel):
+    """Post-training int8 options (read by the precisions that quantize; part of their point key)."""
+
+    model_config = _STRICT
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration_batches: int = Field(default=8, ge=1, le=100_000)
+    per_channel: bool = True
+    engine: Literal["x86", "fbgemm", "qnnpack"] = "x86"
+
+
+# Flat int8 keys of earlier releases → their place in the ``quantization:`` section.
+LEGACY_QUANTIZATION_KEYS = {"calibration_method": "calibration_method", "calibration_batches": "calibration_batches",
+                            "quantization_backend": "engine"}
+
+
 class DeploymentConfig(BaseModel):
     """Deployment simulation settings (MLPerf-LoadGen-style scenarios)."""
 
@@ -42,7 +57,7 @@ class DeploymentConfig(BaseModel):
     )
     min_queries: int = Field(default=1024, ge=1, le=10_000_000)
     min_duration_s: float = Field(default=2.0, gt=0, le=3600)
-    server_target_qps: Optional[float] = Field(default=None, gt=0)
+    server_target_qps: float | None = Field(default=None, gt=0)
     server_search_steps: int = Field(default=6, ge=1, le=50)
     latency_model: Literal["linear", "roofline"] = "roofline"
     offline_batch_size: int = Field(default=256, ge=1, le=1_000_000)
@@ -55,14 +70,14 @@ class MlflowConfig(BaseModel):
     uri: str = Field(min_length=1)
     experiment: str = Field(default="edge_opt", min_length=1)
     # Where a new experiment stores artifacts; default for sqlite: a folder "mlartifacts" beside the database.
-    artifact_location: Optional[str] = None
+    artifact_location: str | None = None
 
 
 class TrackingConfig(BaseModel):
     """Experiment tracking; off unless a tracker is configured."""
 
     model_config = _STRICT
-    mlflow: Optional[MlflowConfig] = None
+    mlflow: MlflowConfig | None = None
 
 
 class RayConfig(BaseModel):
@@ -70,8 +85,8 @@ class RayConfig(BaseModel):
 
     model_config = _STRICT
     address: str = Field(default="local", min_length=1)  # "local" starts one in-process; "auto" or "ray://host:port"
-    cpus_per_task: Optional[int] = Field(default=None, ge=1, le=4096)  # default: a node's CPU count
-    num_cpus: Optional[int] = Field(default=None, ge=1, le=4096)  # CPUs of a "local" cluster (default: all)
+    cpus_per_task: int | None = Field(default=None, ge=1, le=4096)  # default: a node's CPU count
+    num_cpus: int | None = Field(default=None, ge=1, le=4096)  # CPUs of a "local" cluster (default: all)
     max_retries: int = Field(default=2, ge=0, le=100)
 
 
@@ -90,8 +105,8 @@ class StudyConfig(BaseModel):
     batch_size: int = Field(default=128, ge=1, le=65536)
     epochs: int = Field(default=8, ge=0, le=10_000)
     learning_rate: float = Field(default=2e-3, gt=0, le=10)
-    train_subset: Optional[int] = Field(default=None, ge=1)
-    val_subset: Optional[int] = Field(default=None, ge=1)
+    train_subset: int | None = Field(default=None, ge=1)
+    val_subset: int | None = Field(default=None, ge=1)
     num_workers: int = Field(default=0, ge=0, le=64)
     device: Literal["cpu", "cuda", "mps", "auto"] = "cpu"
     power_watts: float = Field(default=15.0, gt=0, le=100_000)
@@ -99,12 +114,10 @@ class StudyConfig(BaseModel):
     fine_tune_epochs: int = Field(default=2, ge=0, le=10_000)
     precisions: list[str] = Field(default_factory=lambda: ["fp32", "fp16", "int8"], min_length=1, max_length=100)
     backends: list[str] = Field(default_factory=lambda: ["torch", "onnxruntime"], min_length=1, max_length=100)
-    calibration_batches: int = Field(default=8, ge=1, le=100_000)
-    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
-    quantization_backend: Literal["x86", "fbgemm", "qnnpack"] = "x86"
+    quantization: QuantizationConfig = Field(default_factory=QuantizationConfig)
     memory_budgets_mb: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0], min_length=1, max_length=1000)
     active_memory_budget_mb: float = Field(default=1.0, gt=0)
-    latency_budget_ms: Optional[float] = Field(default=None, gt=0)
+    latency_budget_ms: float | None = Field(default=None, gt=0)
     max_accuracy_drop: float = Field(default=0.01, ge=0, le=1)
     cpu_frequency_scale: float = Field(default=0.5, gt=0, le=1)
     threads: int = Field(default=1, ge=1, le=1024)
@@ -114,14 +127,35 @@ class StudyConfig(BaseModel):
     benchmark_min_sample_ms: float = Field(default=5.0, ge=0, le=10_000)
     benchmark_target_rel_ci: float = Field(default=0.02, ge=0, le=1)
     latency_batch_size: int = Field(default=1, ge=1, le=65536)
-    memory_bandwidth_gbps: Optional[float] = Field(default=None, gt=0)
-    peak_compute_gmacs: Optional[float] = Field(default=None, gt=0)
+    memory_bandwidth_gbps: float | None = Field(default=None, gt=0)
+    peak_compute_gmacs: float | None = Field(default=None, gt=0)
     pareto_use_ci: bool = False
     output_dir: str = "outputs"
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     executor: Literal["local", "ray"] = "local"
     ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_quantization_keys(cls, data: Any) -> Any:
+        """Move the flat int8 keys of earlier releases into ``quantization:`` (both at once is an error)."""
+        if not isinstance(data, dict) or not any(k in data for k in LEGACY_QUANTIZATION_KEYS):
+            return data
+        data = dict(data)
+        section = data.get("quantization") or {}
+        if not isinstance(section, dict):
+            return data  # the section's own validation reports it
+        section = dict(section)
+        for old, new in LEGACY_QUANTIZATION_KEYS.items():
+            if old not in data:
+                continue
+            if new in section:
+                raise ValueError(f"'{old}' is the old spelling of 'quantization.{new}'; give only "
+                                 f"'quantization.{new}'")
+            section[new] = data.pop(old)
+        data["quantization"] = section
+        return data
 
     @field_validator("pruning_levels")
     @classmethod
@@ -149,7 +183,7 @@ class StudyConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _batches(self) -> "StudyConfig":
+    def _batches(self) -> StudyConfig:
         if self.benchmark_trials * self.benchmark_repeats > 10_000_000:
             raise ValueError("benchmark_repeats × benchmark_trials must be at most 10,000,000")
         return self
@@ -213,7 +247,7 @@ def config_from_dict(data: Any) -> StudyConfig:
         raise ConfigError([f"The config could not be validated: {type(exc).__name__}: {exc}"]) from None
 
 
-def load_config(path: str | Path, overrides: Optional[dict] = None) -> StudyConfig:
+def load_config(path: str | Path, overrides: dict | None = None) -> StudyConfig:
     """Load a YAML config file (``yaml.safe_load``) and validate it.
 
     Args:
@@ -234,7 +268,7 @@ def load_config(path: str | Path, overrides: Optional[dict] = None) -> StudyConf
     return config_from_yaml(text, overrides, source=str(path))
 
 
-def config_from_yaml(text: str, overrides: Optional[dict] = None, source: str = "<string>") -> StudyConfig:
+def config_from_yaml(text: str, overrides: dict | None = None, source: str = "<string>") -> StudyConfig:
     """Parse YAML text and validate it; see ``load_config``."""
     try:
         data = yaml.safe_load(text)

@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import gzip
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from .config import StudyConfig
 from .registry import Registry
+
+__all__ = [
+    "DATASETS", "DataBundle", "DataError", "RawDataset", "digits_dataset", "list_datasets", "load_data",
+    "load_study_data", "make_loaders", "read_idx", "register_dataset", "synthetic_dataset", "validate_raw",
+]
 
 
 class DataError(ValueError):
@@ -51,7 +57,8 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
 
 
 @register_dataset("digits")
-def _digits(data_dir: str = "", image_size: int = 28, seed: int = 0) -> RawDataset:
+def digits_dataset(data_dir: str = "", image_size: int = 28, seed: int = 0) -> RawDataset:
+    """scikit-learn's bundled 8×8 digits, upsampled to ``image_size`` (no download)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -60,7 +67,7 @@ def _digits(data_dir: str = "", image_size: int = 28, seed: int = 0) -> RawDatas
 
 
 @register_dataset("synthetic")
-def _synthetic(data_dir: str = "", image_size: int = 8, seed: int = 0, n_samples: int = 512, num_classes: int = 4) -> RawDataset:
+def synthetic_dataset(data_dir: str = "", image_size: int = 8, seed: int = 0, n_samples: int = 512, num_classes: int = 4) -> RawDataset:
     """Class-dependent blobs: learnable, seeded, tiny."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, num_classes, size=n_samples).astype(np.int64)
@@ -193,8 +200,8 @@ def make_loaders(
     batch_size: int,
     dataloader_seed: int,
     val_fraction: float = 0.25,
-    train_subset: Optional[int] = None,
-    val_subset: Optional[int] = None,
+    train_subset: int | None = None,
+    val_subset: int | None = None,
     num_workers: int = 0,
 ) -> DataBundle:
     """Split deterministically (by ``dataloader_seed``), subset, normalise, and wrap in loaders.
@@ -245,8 +252,8 @@ def load_data(
     batch_size: int = 128,
     dataloader_seed: int = 0,
     val_fraction: float = 0.25,
-    train_subset: Optional[int] = None,
-    val_subset: Optional[int] = None,
+    train_subset: int | None = None,
+    val_subset: int | None = None,
     num_workers: int = 0,
 ) -> DataBundle:
     """Load a registered data set and build its loaders.
@@ -272,3 +279,10 @@ def load_data(
         val_subset=val_subset,
         num_workers=num_workers,
     )
+
+
+def load_study_data(cfg: StudyConfig) -> DataBundle:
+    """The study's data, exactly as its config asks (every executor loads it through here)."""
+    return load_data(cfg.dataset, data_dir=cfg.data_dir, image_size=cfg.image_size, batch_size=cfg.batch_size,
+                     dataloader_seed=cfg.dataloader_seed, val_fraction=cfg.val_fraction,
+                     train_subset=cfg.train_subset, val_subset=cfg.val_subset, num_workers=cfg.num_workers)

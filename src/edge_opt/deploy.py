@@ -22,15 +22,24 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.benchmark import Timer
 
+from . import atomic
+from .config import StudyConfig
 from .energy import RaplReader, measure_energy
-from .metrics import ModelLike, _as_variant
+from .metrics import ModelLike, as_variant
+from .results import ConfigPoint
+from .runner import Sweep, point_key, stable_hash
+from .store import StudyStore
+from .variants.backends import Variant, build_variant
 
 SCENARIOS = ("single_stream", "server", "offline", "batch")
 
@@ -86,7 +95,7 @@ def max_rate_within(service_ms: Sequence[float], bound_ms: float, steps: int = 8
 
 
 def device_latency_factor(cpu_frequency_scale: float, latency_model: str = "linear",
-                          compute_bound_fraction: Optional[float] = None) -> float:
+                          compute_bound_fraction: float | None = None) -> float:
     """Host → device latency factor.
 
     linear: 1/s. roofline: c/s + (1 − c), with c the compute-bound share of the model's roofline time.
@@ -122,14 +131,121 @@ def _samples(loader: Iterable) -> torch.Tensor:
     return torch.cat(xs)
 
 
+@dataclass(frozen=True)
+class DeploymentSettings:
+    """How the scenarios run (see ``deployment_simulation``)."""
+
+    min_queries: int = 1024
+    min_duration_s: float = 10.0
+    latency_budget_ms: float | None = None
+    server_target_qps: float | None = None
+    server_search_steps: int = 8
+    latency_model: str = "linear"
+    compute_bound_fraction: float | None = None
+    power_watts: float = 15.0
+    seed: int = 0
+    threads: int = 1
+    offline_batch_size: int = 256
+    stream_items: int = 128
+
+
+@dataclass(frozen=True, eq=False)
+class _Run:
+    """One simulation's fixed inputs."""
+
+    variant: Variant
+    data: torch.Tensor
+    singles: list[Any]
+    factor: float
+    scale: float
+    s: DeploymentSettings
+    reader: RaplReader
+
+
+def _single_stream(run: _Run) -> tuple[dict[str, Any], list[float]]:
+    service: list[float] = []
+    s, fn = run.s, run.variant.run
+
+    def stream() -> int:
+        start = time.perf_counter()
+        i = 0
+        while i < s.min_queries or time.perf_counter() - start < s.min_duration_s:
+            t0 = time.perf_counter()  # scheduled = issued right after the previous completion
+            fn(run.singles[i % len(run.singles)])
+            service.append((time.perf_counter() - t0) * 1e3)
+            i += 1
+        return i
+
+    energy, elapsed, n = measure_energy(stream, power_watts=s.power_watts, reader=run.reader)
+    host = {**_pcts(service), "queries": n, "duration_s": elapsed, "qps": n / elapsed,
+            "energy_per_query_j": energy.joules, "energy_source": energy.source}
+    proxy = energy.source == "proxy"
+    dev = {**_pcts([v * run.factor for v in service]), "queries": n, "qps": n / (elapsed * run.factor),
+           "energy_per_query_j": energy.joules * run.scale * run.factor if proxy else math.nan,
+           "energy_source": energy.source if proxy else "not modelled"}
+    return {"host": host, "device": dev}, service
+
+
+def _server(run: _Run, service: list[float]) -> dict[str, Any]:
+    s = run.s
+    bound, bound_src = s.latency_budget_ms, "latency_budget_ms"
+    if bound is None:
+        bound = 5 * _pcts(service)["p90_ms"] * run.factor
+        bound_src = "5 × device single-stream p90 (no latency_budget_ms configured)"
+    res: dict[str, Any] = {}
+    for label, svc in (("host", service), ("device", [v * run.factor for v in service])):
+        cap = 1e3 / float(np.mean(svc))
+        rate = s.server_target_qps if s.server_target_qps else 0.5 * cap
+        lat = simulate_server(svc, rate, s.seed)
+        search = max_rate_within(svc, bound, s.server_search_steps, s.seed)
+        res[label] = {**_pcts(list(lat)), "target_qps": rate, "achieved_qps": len(lat) / max(len(svc) / rate, 1e-12),
+                      "capacity_qps": cap, "queries": len(lat), "fraction_over_bound": float(np.mean(lat > bound)),
+                      "busy_fraction": min(1.0, rate / cap), **{f"search_{k}": v for k, v in search.items()}}
+    res["latency_bound_ms"] = bound
+    res["latency_bound_source"] = bound_src
+    return res
+
+
+def _offline(run: _Run) -> dict[str, Any]:
+    s, fn, n = run.s, run.variant.run, len(run.data)
+    batches = [run.variant.prepare(run.data[i:i + s.offline_batch_size]) for i in range(0, n, s.offline_batch_size)]
+    fn(batches[0])
+
+    def offline() -> int:
+        for b in batches:
+            fn(b)
+        return 1
+
+    energy, elapsed, _ = measure_energy(offline, power_watts=s.power_watts, reader=run.reader)
+    sps = n / elapsed
+    proxy = energy.source == "proxy"
+    return {"host": {"samples": n, "batch_size": s.offline_batch_size, "duration_s": elapsed, "throughput_sps": sps,
+                     "energy_per_sample_j": energy.joules / n, "energy_source": energy.source},
+            "device": {"throughput_sps": sps / run.factor,
+                       "energy_per_sample_j": energy.joules * run.scale * run.factor / n if proxy else math.nan}}
+
+
+def _batch(run: _Run, first: torch.Tensor) -> dict[str, Any]:
+    fn, k = run.variant.run, run.factor
+    xb = run.variant.prepare(first)
+    m = Timer("run(x)", globals={"run": fn, "x": xb}, num_threads=run.s.threads).blocked_autorange(min_run_time=0.2)
+    batch_ms = m.median * 1e3
+    t0 = time.perf_counter()
+    for i in range(run.s.stream_items):
+        fn(run.singles[i % len(run.singles)])
+    stream_ms = (time.perf_counter() - t0) * 1e3 / run.s.stream_items
+    figures = {}
+    for where, f in (("host", 1.0), ("device", k)):
+        figures[where] = {"batch_size": len(first), "batch_latency_ms": batch_ms * f,
+                          "batch_throughput_sps": len(first) / (batch_ms * f / 1e3),
+                          "stream_avg_latency_ms": stream_ms * f, "stream_throughput_sps": 1e3 / (stream_ms * f)}
+    return figures
+
+
 def deployment_simulation(model_or_variant: ModelLike, loader: Iterable, device: Any = "cpu",
-                          cpu_frequency_scale: float = 1.0, scenarios: Sequence[str] = SCENARIOS, *,
-                          min_queries: int = 1024, min_duration_s: float = 10.0,
-                          latency_budget_ms: Optional[float] = None, server_target_qps: Optional[float] = None,
-                          server_search_steps: int = 8, latency_model: str = "linear",
-                          compute_bound_fraction: Optional[float] = None, power_watts: float = 15.0, seed: int = 0,
-                          threads: int = 1, offline_batch_size: int = 256, stream_items: int = 128,
-                          rapl: Optional[RaplReader] = None) -> dict[str, Any]:
+                          cpu_frequency_scale: float = 1.0, scenarios: Sequence[str] = SCENARIOS,
+                          settings: DeploymentSettings | None = None, *, rapl: RaplReader | None = None,
+                          **setting_kwargs: Any) -> dict[str, Any]:
     """Simulate deployment scenarios for a model or variant on this host and on the slower device.
 
     Args:
@@ -138,119 +254,58 @@ def deployment_simulation(model_or_variant: ModelLike, loader: Iterable, device:
         device: device of a plain torch module (CPU measurements).
         cpu_frequency_scale: s in (0, 1]: device clock / host clock.
         scenarios: any of single_stream, server, offline, batch.
-        min_queries / min_duration_s: single-stream minimum run (both must be met).
-        latency_budget_ms: server latency bound (default: 5 × single-stream p90 on the host, labelled).
-        server_target_qps: server arrival rate (default: half the single-worker capacity).
-        latency_model: "linear" or "roofline" (needs ``compute_bound_fraction``).
-        power_watts: host power for the energy proxy.
+        settings: ``DeploymentSettings``; or give its fields as keywords: min_queries / min_duration_s
+            (single-stream minimum run, both must be met), latency_budget_ms (server latency bound,
+            default 5 × single-stream p90 on the device, labelled), server_target_qps (default half the
+            single-worker capacity), server_search_steps, latency_model ("linear" or "roofline", which
+            needs compute_bound_fraction), power_watts, seed, threads, offline_batch_size, stream_items.
     Returns:
         dict with ``scenarios`` (per scenario: ``host`` and ``device`` figures), the reference's
         batch keys at top level, the latency model and factor, energy source.
     Raises:
         ValueError: empty loader ("No batches"), unknown scenario, bad scale.
     """
-    unknown = [s for s in scenarios if s not in SCENARIOS]
+    s = settings if settings is not None else DeploymentSettings(**setting_kwargs)
+    unknown = [x for x in scenarios if x not in SCENARIOS]
     if unknown:
         raise ValueError(f"The 'scenarios' parameter must contain names from {list(SCENARIOS)}. Got {unknown} instead.")
     data = _samples(loader)
-    factor = device_latency_factor(cpu_frequency_scale, latency_model, compute_bound_fraction)
-    variant = _as_variant(model_or_variant, None, [(data[:2], None)], device)
-    reader = rapl if rapl is not None else RaplReader()
+    factor = device_latency_factor(cpu_frequency_scale, s.latency_model, s.compute_bound_fraction)
+    variant = as_variant(model_or_variant, None, [(data[:2], None)], device)
     prev = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    singles = [variant.prepare(data[i:i + 1]) for i in range(min(len(data), 256))]
+    torch.set_num_threads(s.threads)
     out: dict[str, Any] = {"backend": variant.backend, "precision": variant.precision,
                            "kernel_precision": variant.kernel_precision, "cpu_frequency_scale": cpu_frequency_scale,
-                           "latency_model": latency_model, "device_latency_factor": factor,
-                           "compute_bound_fraction": compute_bound_fraction, "threads": threads,
-                           "device_power_w": power_watts * cpu_frequency_scale,
+                           "latency_model": s.latency_model, "device_latency_factor": factor,
+                           "compute_bound_fraction": s.compute_bound_fraction, "threads": s.threads,
+                           "device_power_w": s.power_watts * cpu_frequency_scale,
                            "power_assumption": "device power = power_watts × cpu_frequency_scale", "scenarios": {}}
-    run = variant.run
     try:
+        singles = [variant.prepare(data[i:i + 1]) for i in range(min(len(data), 256))]
+        run = _Run(variant, data, singles, factor, cpu_frequency_scale, s, rapl if rapl is not None else RaplReader())
         for x in singles[:8]:
-            run(x)
-        service: list[float] = []
-
-        def stream() -> int:
-            start = time.perf_counter()
-            i = 0
-            while i < min_queries or time.perf_counter() - start < min_duration_s:
-                t0 = time.perf_counter()  # scheduled = issued right after the previous completion
-                run(singles[i % len(singles)])
-                service.append((time.perf_counter() - t0) * 1e3)
-                i += 1
-            return i
-
-        need_stream = any(s in scenarios for s in ("single_stream", "server"))
-        if need_stream:
-            energy, elapsed, n = measure_energy(stream, power_watts=power_watts, reader=reader)
-            host = {**_pcts(service), "queries": n, "duration_s": elapsed, "qps": n / elapsed,
-                    "energy_per_query_j": energy.joules, "energy_source": energy.source}
-            dev_lat = [v * factor for v in service]
-            dev = {**_pcts(dev_lat), "queries": n, "qps": n / (elapsed * factor),
-                   "energy_per_query_j": (energy.joules * cpu_frequency_scale * factor) if energy.source == "proxy"
-                   else math.nan, "energy_source": energy.source if energy.source == "proxy" else "not modelled"}
-            if "single_stream" in scenarios:
-                out["scenarios"]["single_stream"] = {"host": host, "device": dev}
-        if "server" in scenarios:
-            bound = latency_budget_ms
-            bound_src = "latency_budget_ms"
-            if bound is None:
-                bound = 5 * _pcts(service)["p90_ms"] * factor
-                bound_src = "5 × device single-stream p90 (no latency_budget_ms configured)"
-            res: dict[str, Any] = {}
-            for label, svc in (("host", service), ("device", [v * factor for v in service])):
-                cap = 1e3 / float(np.mean(svc))
-                rate = server_target_qps if server_target_qps else 0.5 * cap
-                lat = simulate_server(svc, rate, seed)
-                dur = (len(svc) / rate)
-                res[label] = {**_pcts(lat), "target_qps": rate, "achieved_qps": len(lat) / max(dur, 1e-12),
-                              "capacity_qps": cap, "queries": len(lat),
-                              "fraction_over_bound": float(np.mean(lat > bound)),
-                              "busy_fraction": min(1.0, rate / cap),
-                              **{f"search_{k}": v for k, v in max_rate_within(svc, bound, server_search_steps, seed).items()}}
-            res["latency_bound_ms"] = bound
-            res["latency_bound_source"] = bound_src
-            out["scenarios"]["server"] = res
-        if "offline" in scenarios:
-            batches = [variant.prepare(data[i:i + offline_batch_size]) for i in range(0, len(data), offline_batch_size)]
-            run(batches[0])
-
-            def offline() -> int:
-                for b in batches:
-                    run(b)
-                return 1
-
-            energy, elapsed, _ = measure_energy(offline, power_watts=power_watts, reader=reader)
-            sps = len(data) / elapsed
-            out["scenarios"]["offline"] = {
-                "host": {"samples": len(data), "batch_size": offline_batch_size, "duration_s": elapsed,
-                         "throughput_sps": sps, "energy_per_sample_j": energy.joules / len(data),
-                         "energy_source": energy.source},
-                "device": {"throughput_sps": sps / factor,
-                           "energy_per_sample_j": energy.joules * cpu_frequency_scale * factor / len(data)
-                           if energy.source == "proxy" else math.nan},
-            }
-        if "batch" in scenarios:
-            first = next(iter(loader))[0]
-            xb = variant.prepare(first)
-            m = Timer("run(x)", globals={"run": run, "x": xb}, num_threads=threads).blocked_autorange(min_run_time=0.2)
-            batch_ms = m.median * 1e3
-            t0 = time.perf_counter()
-            for i in range(stream_items):
-                run(singles[i % len(singles)])
-            stream_ms = (time.perf_counter() - t0) * 1e3 / stream_items
-            host = {"batch_size": len(first), "batch_latency_ms": batch_ms,
-                    "batch_throughput_sps": len(first) / (batch_ms / 1e3), "stream_avg_latency_ms": stream_ms,
-                    "stream_throughput_sps": 1e3 / stream_ms}
-            dev = {"batch_size": len(first), "batch_latency_ms": batch_ms * factor,
-                   "batch_throughput_sps": len(first) / (batch_ms * factor / 1e3),
-                   "stream_avg_latency_ms": stream_ms * factor, "stream_throughput_sps": 1e3 / (stream_ms * factor)}
-            out["scenarios"]["batch"] = {"host": host, "device": dev}
-            out.update(dev)  # the reference's top-level keys carry the simulated device's figures
+            variant.run(x)
+        out["scenarios"] = _run_scenarios(run, scenarios, loader)
+        if "batch" in out["scenarios"]:
+            out.update(out["scenarios"]["batch"]["device"])  # the reference's top-level keys: the device's figures
     finally:
         torch.set_num_threads(prev)
     return out
+
+
+def _run_scenarios(run: _Run, scenarios: Sequence[str], loader: Iterable) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    if any(x in scenarios for x in ("single_stream", "server")):
+        stream, service = _single_stream(run)
+        if "single_stream" in scenarios:
+            res["single_stream"] = stream
+        if "server" in scenarios:
+            res["server"] = _server(run, service)
+    if "offline" in scenarios:
+        res["offline"] = _offline(run)
+    if "batch" in scenarios:
+        res["batch"] = _batch(run, next(iter(loader))[0])
+    return res
 
 
 def deployment_rows(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
@@ -265,3 +320,91 @@ def deployment_rows(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
                                  "cpu_frequency_scale": res.get("cpu_frequency_scale"),
                                  "latency_model": res.get("latency_model"), **parts[where]})
     return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class DeploymentTarget:
+    """A variant to run the scenarios on: a label (baseline / recommended), its point and hardware summary."""
+
+    label: str
+    point: ConfigPoint
+    hardware: dict[str, Any]
+
+
+def _settings(cfg: StudyConfig, cbf: float | None, threads: int) -> DeploymentSettings:
+    d = cfg.deployment
+    return DeploymentSettings(min_queries=d.min_queries, min_duration_s=d.min_duration_s,
+                              latency_budget_ms=cfg.latency_budget_ms, server_target_qps=d.server_target_qps,
+                              server_search_steps=d.server_search_steps, latency_model=d.latency_model,
+                              compute_bound_fraction=cbf, power_watts=cfg.power_watts, seed=cfg.seed,
+                              threads=threads, offline_batch_size=d.offline_batch_size)
+
+
+def _fewer_threads_run(sweep: Sweep, target: DeploymentTarget, host: dict[str, Any]) -> dict[str, Any]:
+    """Measured (not modelled) slow-down: single-stream with round(threads × cpu_frequency_scale) threads."""
+    cfg = sweep.cfg
+    fewer = max(1, int(round(cfg.threads * cfg.cpu_frequency_scale)))
+    if fewer >= cfg.threads:
+        return {"skipped": f"threads={cfg.threads}: no fewer threads to run with on this host"}
+    p = target.point
+    variant = build_variant(p.backend, sweep.parent(p.pruning_level), p.precision,
+                            sweep.build_context(p.pruning_level, threads=fewer))
+    settings = DeploymentSettings(min_queries=256, min_duration_s=min(cfg.deployment.min_duration_s, 2.0),
+                                  power_watts=cfg.power_watts, threads=fewer)
+    ss = deployment_simulation(variant, sweep.data.val_loader, "cpu", 1.0, ["single_stream"],
+                               settings)["scenarios"]["single_stream"]["host"]
+    base = host.get("scenarios", {}).get("single_stream", {}).get("host", {})
+    return {"threads": fewer, "host_threads": cfg.threads, "p50_ms": ss["p50_ms"], "p90_ms": ss["p90_ms"],
+            "measured_slowdown_p90": ss["p90_ms"] / base["p90_ms"] if base.get("p90_ms") else None,
+            "modelled_factor": host.get("device_latency_factor")}
+
+
+def deployment_cache_key(cfg: StudyConfig, target: DeploymentTarget) -> str:
+    """Store key of a target's simulation: everything that shapes its numbers."""
+    cbf = target.hardware.get("compute_bound_fraction") or 0
+    return "deployment:" + stable_hash({
+        "label": target.label, "point": point_key(cfg, target.point), "deployment": cfg.deployment.model_dump(),
+        "scale": cfg.cpu_frequency_scale, "budget": cfg.latency_budget_ms, "cbf": round(float(cbf), 6),
+        "seed": cfg.seed})
+
+
+def _simulate_target(sweep: Sweep, target: DeploymentTarget) -> dict[str, Any]:
+    cfg, p = sweep.cfg, target.point
+    variant = build_variant(p.backend, sweep.parent(p.pruning_level), p.precision,
+                            sweep.build_context(p.pruning_level))
+    res = deployment_simulation(variant, sweep.data.val_loader, "cpu", cfg.cpu_frequency_scale,
+                                cfg.deployment.scenarios,
+                                _settings(cfg, target.hardware.get("compute_bound_fraction"), cfg.threads))
+    res["hardware"] = target.hardware
+    res["measured_fewer_threads"] = _fewer_threads_run(sweep, target, res)
+    return res
+
+
+def simulate_deployment(sweep: Sweep, targets: Sequence[DeploymentTarget], store: StudyStore | None,
+                        out: Path) -> tuple[dict[str, Any], list[str]]:
+    """Stage: the scenarios for each target (reused from the store when the same study ran them),
+    written to ``deployment.csv``.
+
+    Returns:
+        ({label: simulation result or {"error": …}}, warnings)
+    """
+    results: dict[str, Any] = {}
+    warnings: list[str] = []
+    for target in targets:
+        key = deployment_cache_key(sweep.cfg, target)
+        cached = store.get_meta(key) if store is not None else None
+        if cached is not None:
+            results[target.label] = cached
+            continue
+        try:
+            results[target.label] = _simulate_target(sweep, target)
+        except Exception as exc:  # noqa: BLE001 — a failed simulation is reported, the study outputs still land
+            results[target.label] = {"error": f"{type(exc).__name__}: {exc}"}
+            warnings.append(f"deployment simulation of {target.label} failed: {exc}")
+            continue
+        if store is not None:
+            store.set_meta(key, results[target.label])  # a re-run of the same study reuses the simulation
+    if results:
+        frame = deployment_rows({k: v for k, v in results.items() if "scenarios" in v})
+        atomic.write_with(out / "deployment.csv", lambda t: frame.to_csv(t, index=False, encoding="utf-8"))
+    return results, warnings

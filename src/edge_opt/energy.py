@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 DEFAULT_POWERCAP_ROOT = Path("/sys/class/powercap")
 _PACKAGE_ZONE = re.compile(r"^intel-rapl:\d+$")
@@ -56,7 +56,7 @@ class RaplReader:
         """Current counter value of every package zone, in µJ."""
         return [int((z / "energy_uj").read_text()) for z in self.zones]
 
-    def _max_range(self, zone: Path) -> Optional[int]:
+    def _max_range(self, zone: Path) -> int | None:
         try:
             return int((zone / "max_energy_range_uj").read_text())
         except (OSError, ValueError):
@@ -83,7 +83,7 @@ def proxy_energy(power_watts: float, busy_seconds: float) -> EnergyEstimate:
     return EnergyEstimate(power_watts * busy_seconds, "proxy", f"power_watts={power_watts} × busy time")
 
 
-def measure_energy(fn: Callable[[], int], *, power_watts: float, reader: Optional[RaplReader] = None,
+def measure_energy(fn: Callable[[], int], *, power_watts: float, reader: RaplReader | None = None,
                    min_window_s: float = 0.05) -> tuple[EnergyEstimate, float, int]:
     """Run ``fn`` (which returns how many operations it ran) and attribute energy per operation.
 

@@ -8,7 +8,7 @@ import socket
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 PACKAGES = ("torch", "onnxruntime", "onnx", "onnxscript", "numpy", "pandas", "scipy", "scikit-learn",
             "torch-pruning", "pydantic", "matplotlib", "rich", "edge-opt")
@@ -26,9 +26,9 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def package_versions() -> dict[str, Optional[str]]:
+def package_versions() -> dict[str, str | None]:
     """Installed versions of the packages that shape the numbers."""
-    out: dict[str, Optional[str]] = {}
+    out: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             out[name] = metadata.version(name)
@@ -37,7 +37,7 @@ def package_versions() -> dict[str, Optional[str]]:
     return out
 
 
-def git_commit(path: str | Path = ".") -> Optional[str]:
+def git_commit(path: str | Path = ".") -> str | None:
     """The git commit of ``path``'s checkout, or None outside git."""
     try:
         res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=5)
@@ -46,7 +46,7 @@ def git_commit(path: str | Path = ".") -> Optional[str]:
         return None
 
 
-def environment(threads: Optional[int] = None) -> dict[str, Any]:
+def environment(threads: int | None = None) -> dict[str, Any]:
     """Host identity and software versions recorded with every measurement."""
     import torch
 

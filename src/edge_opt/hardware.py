@@ -6,9 +6,10 @@ import json
 import math
 import socket
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -48,7 +49,7 @@ _SUPPORTED = (
 )
 
 
-def _quantized_kind(m: nn.Module) -> Optional[str]:
+def _quantized_kind(m: nn.Module) -> str | None:
     mod = type(m).__module__
     if not mod.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")):
         return None
@@ -86,7 +87,7 @@ def _macs(m: nn.Module, out: torch.Tensor, inp: torch.Tensor) -> int:
 
 
 def estimate_layerwise_stats(model: nn.Module, batch_size: int, input_shape: Sequence[int] = (1, 28, 28),
-                             activation_bytes_per_value: Optional[float] = None) -> pd.DataFrame:
+                             activation_bytes_per_value: float | None = None) -> pd.DataFrame:
     """Per-layer output elements, parameter bytes, activation bytes and MACs from forward hooks.
 
     Works for any model of standard layers (Conv1d/2d incl. depthwise/grouped, Linear, pooling,
@@ -199,8 +200,8 @@ def measure_machine(threads: int = 1, gemm_n: int = 2048, copy_mb: int = 128, mi
     }
 
 
-def machine_calibration(output_dir: str | Path, threads: int = 1, memory_bandwidth_gbps: Optional[float] = None,
-                        peak_compute_gmacs: Optional[float] = None) -> dict[str, Any]:
+def machine_calibration(output_dir: str | Path, threads: int = 1, memory_bandwidth_gbps: float | None = None,
+                        peak_compute_gmacs: float | None = None) -> dict[str, Any]:
     """Measured machine figures, cached per host in ``output_dir``; configured values override.
 
     Returns:
@@ -246,7 +247,7 @@ def add_layer_roofline(layerwise_df: pd.DataFrame, memory_bandwidth_gbps: float,
 
 
 def summarize_hardware(layerwise_df: pd.DataFrame, latency_ms: float, memory_bandwidth_gbps: float,
-                       peak_compute_gmacs: Optional[float] = None) -> dict[str, Any]:
+                       peak_compute_gmacs: float | None = None) -> dict[str, Any]:
     """Bandwidth and compute achieved by a measured latency, against the machine's roofline.
 
     Args:
@@ -326,7 +327,7 @@ def _bar(path: Path, labels: Sequence[str], values: Sequence[float], ylabel: str
 
 
 def plot_roofline(path: str | Path, peak_compute_gmacs: float, memory_bandwidth_gbps: float,
-                  points: pd.DataFrame, peak_int8_gmacs: Optional[float] = None) -> Path:
+                  points: pd.DataFrame, peak_int8_gmacs: float | None = None) -> Path:
     """The machine's roof (fp32, and int8 when measured) and each variant at (arithmetic intensity, achieved GMAC/s).
 
     ``points`` columns: arithmetic_intensity, achieved_gmacs and optionally backend, precision, pruning_level, label.
@@ -368,7 +369,7 @@ def plot_roofline(path: str | Path, peak_compute_gmacs: float, memory_bandwidth_
 
 
 def save_hardware_artifacts(output_dir: str | Path, layerwise_df: pd.DataFrame, precision_df: pd.DataFrame,
-                            summary: Mapping[str, Any], roofline_points: Optional[pd.DataFrame] = None) -> dict[str, Path]:
+                            summary: Mapping[str, Any], roofline_points: pd.DataFrame | None = None) -> dict[str, Path]:
     """Write layerwise_breakdown.csv, precision_tradeoffs.csv, hardware_summary.csv,
     layerwise_activation_memory.png, layerwise_macs.png (180 DPI, tight layout, UTF-8), and
     roofline.png when the summary has a peak and a bandwidth.

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,23 +25,28 @@ from torch.utils.data import DataLoader
 
 from .energy import EnergyEstimate, RaplReader, measure_energy
 from .env import environment
-from .variants.backends import Variant, state_dict_bytes, torch_kernel_precision, wrap_torch_module
+from .variants.backends import PRECISIONS, Variant, state_dict_bytes, torch_kernel_precision, wrap_torch_module
 
-ModelLike = Union[nn.Module, Variant]
+ModelLike = nn.Module | Variant
 
 
 @dataclass(frozen=True)
 class PerfMetrics:
     """All performance metrics of one configuration (the seed's seven fields first).
 
+    Every latency here is a host measurement; ``device_latency_ms`` alone is scaled to the
+    simulated device (host latency × ``latency_multiplier``).
+
     Attributes:
         accuracy: fraction correct on the evaluation set.
-        latency_ms: mean latency of one inference of ``latency_batch_size`` samples.
+        latency_ms: mean host latency of one inference of ``latency_batch_size`` samples.
         latency_std_ms: standard deviation of the latency samples.
         latency_p95_ms: 95th percentile of the latency samples.
         throughput_sps: samples/s at the loader's batch size.
         memory_mb: parameter memory (state dict / initializers at their real dtype), 10^6 bytes.
-        energy_proxy_j: energy per inference; ``energy_source`` says whether RAPL or power × time.
+        energy_proxy_j: energy per inference in J (the seed's name); ``energy_source`` says whether it
+            came from RAPL package counters (``rapl``) or power_watts × host latency (``proxy``).
+        device_latency_ms: ``latency_ms`` × the latency multiplier (linear clock model of the device).
     """
 
     accuracy: float
@@ -54,6 +60,7 @@ class PerfMetrics:
     latency_ci95_ms: float = math.nan
     batch_latency_ms: float = math.nan
     energy_source: str = "proxy"
+    device_latency_ms: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -110,20 +117,21 @@ class MeasurementRecord:
 
     @property
     def metrics(self) -> PerfMetrics:
-        k = self.latency_multiplier
-        batch_med = self.batch_latency.median * k
+        """Statistics of the raw samples (host figures; ``device_latency_ms`` scaled)."""
+        batch_med = self.batch_latency.median
         return PerfMetrics(
             accuracy=float(np.mean(self.correct)) if self.correct else math.nan,
-            latency_ms=self.latency.mean * k,
-            latency_std_ms=self.latency.std * k,
-            latency_p95_ms=self.latency.p95 * k,
+            latency_ms=self.latency.mean,
+            latency_std_ms=self.latency.std,
+            latency_p95_ms=self.latency.p95,
             throughput_sps=self.batch_latency.batch_size / (batch_med / 1e3) if batch_med > 0 else math.nan,
             memory_mb=self.parameter_bytes / 1e6,
-            energy_proxy_j=self.energy.joules * (k if self.energy.source == "proxy" else 1.0),
-            latency_median_ms=self.latency.median * k,
-            latency_ci95_ms=self.latency.ci95 * k,
+            energy_proxy_j=self.energy.joules,
+            latency_median_ms=self.latency.median,
+            latency_ci95_ms=self.latency.ci95,
             batch_latency_ms=batch_med,
             energy_source=self.energy.source,
+            device_latency_ms=self.latency.mean * self.latency_multiplier,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,9 +140,24 @@ class MeasurementRecord:
         d["environment"] = dict(self.environment)
         return d
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MeasurementRecord:
+        """Inverse of ``to_dict``."""
+        lat, batch, energy = d["latency"], d["batch_latency"], d["energy"]
+        return cls(
+            backend=d["backend"], precision=d["precision"], kernel_precision=d["kernel_precision"],
+            parameter_bytes=int(d["parameter_bytes"]),
+            latency=LatencySamples(int(lat["batch_size"]), tuple(lat["samples_ms"]), int(lat["runs_per_sample"])),
+            batch_latency=LatencySamples(int(batch["batch_size"]), tuple(batch["samples_ms"]),
+                                         int(batch["runs_per_sample"])),
+            correct=tuple(bool(c) for c in d["correct"]),
+            energy=EnergyEstimate(float(energy["joules"]), energy["source"], energy.get("detail", "")),
+            environment=dict(d.get("environment") or {}), latency_multiplier=float(d.get("latency_multiplier", 1.0)),
+            logits_finite=bool(d.get("logits_finite", True)))
 
-def _as_variant(model: ModelLike, precision: Optional[str], loader: Iterable, device: Any = "cpu",
-                calibration_batches: int = 4) -> Variant:
+
+def as_variant(model: ModelLike, precision: str | None, loader: Iterable, device: Any = "cpu",
+               calibration_batches: int = 4) -> Variant:
     """A Variant as is, or a plain torch module wrapped at ``precision`` (None: what it computes in).
 
     A float module asked for int8 is quantized with the first ``calibration_batches`` batches of ``loader``.
@@ -143,10 +166,10 @@ def _as_variant(model: ModelLike, precision: Optional[str], loader: Iterable, de
         return model
     if not isinstance(model, nn.Module):
         raise TypeError(f"The 'model' parameter must be a torch.nn.Module or a Variant. Got {type(model).__name__}.")
-    if precision is not None and precision not in ("fp32", "fp16", "int8"):
-        raise ValueError(f"The 'precision' parameter must be one of ['fp16', 'fp32', 'int8']. Got {precision!r} instead.")
-    calib = []
-    if precision == "int8" and torch_kernel_precision(model) != "int8":
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"The 'precision' parameter must be one of {PRECISIONS.names()}. Got {precision!r} instead.")
+    calib: list[torch.Tensor] = []
+    if precision is not None and PRECISIONS.get(precision).quantized and torch_kernel_precision(model) != "int8":
         for x, *_ in loader:
             if len(calib) >= calibration_batches:
                 break
@@ -163,9 +186,9 @@ def _first_batch(loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def evaluate_predictions(model: ModelLike, loader: DataLoader, device: Any = "cpu",
-                         precision: Optional[str] = "fp32") -> tuple[tuple[bool, ...], bool]:
+                         precision: str | None = "fp32") -> tuple[tuple[bool, ...], bool]:
     """Per-sample correctness over ``loader`` and whether every logit was finite."""
-    variant = _as_variant(model, precision, loader, device)
+    variant = as_variant(model, precision, loader, device)
     correct: list[bool] = []
     finite = True
     batches = 0
@@ -179,7 +202,7 @@ def evaluate_predictions(model: ModelLike, loader: DataLoader, device: Any = "cp
     return tuple(correct), finite
 
 
-def evaluate_accuracy(model: ModelLike, loader: DataLoader, device: Any = "cpu", precision: Optional[str] = "fp32") -> float:
+def evaluate_accuracy(model: ModelLike, loader: DataLoader, device: Any = "cpu", precision: str | None = "fp32") -> float:
     """Accuracy in [0, 1] of a model or variant on ``loader``.
 
     ``precision``: fp32 / fp16 (a float module is converted) / int8 (a float module is quantized
@@ -209,7 +232,7 @@ def calls_per_sample(run: Any, prepared: Any, runs: int, min_sample_s: float) ->
 
 
 def latency_samples(run: Any, prepared: Any, *, repeats: int, runs: int, warmup: int,
-                    threads: Optional[int] = None, min_sample_s: float = 0.0) -> list[float]:
+                    threads: int | None = None, min_sample_s: float = 0.0) -> list[float]:
     """``repeats`` samples (ms), each the mean of ``runs`` timed calls (torch.utils.benchmark.Timer);
     with ``min_sample_s`` > 0, ``runs`` grows so that each sample lasts at least that long."""
     for _ in range(warmup):
@@ -261,73 +284,97 @@ def memory_violations(memory_mb: float, budgets: Sequence[float]) -> dict[str, b
     return {f"violates_{b}mb": bool(memory_mb > b) for b in budgets}
 
 
-def measure_variant(
-    model: ModelLike,
-    loader: DataLoader,
-    device: Any = "cpu",
-    power_watts: float = 15.0,
-    precision: str = "fp32",
-    latency_multiplier: float = 1.0,
-    benchmark_repeats: int = 20,
-    benchmark_trials: int = 10,
-    benchmark_warmup: int = 5,
-    latency_batch_size: int = 1,
-    throughput_min_time_s: float = 0.2,
-    threads: int = 1,
-    rapl: Optional[RaplReader] = None,
-    min_sample_ms: float = 0.0,
-    target_rel_ci: float = 0.0,
-    max_extra_rounds: int = 2,
-) -> MeasurementRecord:
-    """Measure a model or variant and keep the raw samples; see ``collect_metrics`` for the arguments."""
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """How latency is sampled (one place for the measurement rules of every backend).
+
+    Attributes:
+        repeats: latency samples per round.
+        trials: minimum timed calls per sample.
+        warmup: untimed calls first.
+        latency_batch_size: samples per timed call.
+        threads: intra-op threads while measuring.
+        min_sample_ms: calls per sample grow until a sample lasts this long.
+        target_rel_ci: add rounds of samples while the 95 % CI is wider than this fraction of the mean.
+        max_extra_rounds: at most this many extra rounds.
+        throughput_min_time_s: minimum run time of the batch (throughput) measurement.
+    """
+
+    repeats: int = 20
+    trials: int = 10
+    warmup: int = 5
+    latency_batch_size: int = 1
+    threads: int = 1
+    min_sample_ms: float = 0.0
+    target_rel_ci: float = 0.0
+    max_extra_rounds: int = 2
+    throughput_min_time_s: float = 0.2
+
+    @classmethod
+    def from_kwargs(cls, benchmark_repeats: int = 20, benchmark_trials: int = 10, benchmark_warmup: int = 5,
+                    **rest: Any) -> BenchmarkSettings:
+        """From the keyword names of ``collect_metrics`` (``benchmark_repeats`` …)."""
+        return cls(repeats=benchmark_repeats, trials=benchmark_trials, warmup=benchmark_warmup, **rest)
+
+
+def _sample_latency(variant: Variant, single: Any, s: BenchmarkSettings) -> tuple[list[float], int]:
+    """Latency samples (ms) of one prepared batch, extended pyperf-style while the CI is too wide."""
+    for _ in range(s.warmup):
+        variant.run(single)
+    runs = calls_per_sample(variant.run, single, s.trials, s.min_sample_ms / 1e3)
+    collected = latency_samples(variant.run, single, repeats=s.repeats, runs=runs, warmup=0, threads=s.threads)
+    rounds = 0
+    while (s.target_rel_ci > 0 and rounds < s.max_extra_rounds
+           and LatencySamples(1, tuple(collected)).ci95 > s.target_rel_ci * float(np.mean(collected))):
+        collected += latency_samples(variant.run, single, repeats=s.repeats, runs=runs, warmup=0, threads=s.threads)
+        rounds += 1
+    return collected, runs
+
+
+def _batch_latency(variant: Variant, x_batch: torch.Tensor, s: BenchmarkSettings) -> LatencySamples:
+    prepared = variant.prepare(x_batch)
+    variant.run(prepared)
+    timer = Timer(stmt="run(x)", globals={"run": variant.run, "x": prepared}, num_threads=s.threads)
+    m = timer.blocked_autorange(min_run_time=s.throughput_min_time_s)
+    return LatencySamples(len(x_batch), tuple(t * 1e3 for t in m.times), m.number_per_run)
+
+
+def measure_variant(model: ModelLike, loader: DataLoader, settings: BenchmarkSettings | None = None, *,
+                    device: Any = "cpu", power_watts: float = 15.0, precision: str = "fp32",
+                    latency_multiplier: float = 1.0, rapl: RaplReader | None = None,
+                    **setting_kwargs: Any) -> MeasurementRecord:
+    """Measure a model or variant and keep the raw samples.
+
+    Args:
+        settings: the sampling rules; or give ``collect_metrics``' keywords (``benchmark_repeats`` …).
+        power_watts: for the energy proxy (power × host latency) when RAPL is unreadable.
+        latency_multiplier: host → device factor stored with the record (``device_latency_ms``).
+    """
+    s = settings if settings is not None else BenchmarkSettings.from_kwargs(**setting_kwargs)
     x_batch, _ = _first_batch(loader)
-    variant = _as_variant(model, precision, loader, device)
+    variant = as_variant(model, precision, loader, device)
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(s.threads)
     try:
         correct, finite = evaluate_predictions(variant, loader)
-        single = variant.prepare(x_batch[:latency_batch_size])
-        collected: list[float] = []
-        for _ in range(benchmark_warmup):
-            variant.run(single)
-        runs = calls_per_sample(variant.run, single, benchmark_trials, min_sample_ms / 1e3)
+        single = variant.prepare(x_batch[:s.latency_batch_size])
+        holder: dict[str, Any] = {}
 
         def timed() -> int:
-            collected.extend(latency_samples(variant.run, single, repeats=benchmark_repeats, runs=runs,
-                                             warmup=0, threads=threads))
-            # Noisy host: extend (pyperf-style) until the 95 % CI is within target_rel_ci, at most max_extra rounds.
-            rounds = 0
-            while (target_rel_ci > 0 and rounds < max_extra_rounds
-                   and LatencySamples(1, tuple(collected)).ci95 > target_rel_ci * float(np.mean(collected))):
-                collected.extend(latency_samples(variant.run, single, repeats=benchmark_repeats, runs=runs,
-                                                 warmup=0, threads=threads))
-                rounds += 1
-            return len(collected) * runs
+            holder["samples"], holder["runs"] = _sample_latency(variant, single, s)
+            return len(holder["samples"]) * holder["runs"]
 
         energy, _, _ = measure_energy(timed, power_watts=power_watts, reader=rapl)
-        lat = LatencySamples(len(x_batch[:latency_batch_size]), tuple(collected), runs)
+        lat = LatencySamples(len(x_batch[:s.latency_batch_size]), tuple(holder["samples"]), holder["runs"])
         if energy.source == "proxy":  # the seed's definition: power × latency of one inference
             energy = EnergyEstimate(power_watts * lat.mean / 1e3, "proxy", energy.detail)
-        prepared = variant.prepare(x_batch)
-        variant.run(prepared)
-        timer = Timer(stmt="run(x)", globals={"run": variant.run, "x": prepared}, num_threads=threads)
-        m = timer.blocked_autorange(min_run_time=throughput_min_time_s)
-        batch = LatencySamples(len(x_batch), tuple(t * 1e3 for t in m.times), m.number_per_run)
+        batch = _batch_latency(variant, x_batch, s)
     finally:
         torch.set_num_threads(previous_threads)
     return MeasurementRecord(
-        backend=variant.backend,
-        precision=variant.precision,
-        kernel_precision=variant.kernel_precision,
-        parameter_bytes=variant.parameter_bytes,
-        latency=lat,
-        batch_latency=batch,
-        correct=correct,
-        energy=energy,
-        environment=environment(threads),
-        latency_multiplier=latency_multiplier,
-        logits_finite=finite,
-    )
+        backend=variant.backend, precision=variant.precision, kernel_precision=variant.kernel_precision,
+        parameter_bytes=variant.parameter_bytes, latency=lat, batch_latency=batch, correct=correct, energy=energy,
+        environment=environment(s.threads), latency_multiplier=latency_multiplier, logits_finite=finite)
 
 
 def collect_metrics(
@@ -348,7 +395,8 @@ def collect_metrics(
         device: where a plain torch module runs (CPU measurements).
         power_watts: device power for the energy proxy (used when RAPL is unreadable).
         precision: "fp32" or "fp16" for a plain module; ignored for a Variant.
-        latency_multiplier: factor applied to reported latencies (host → simulated device).
+        latency_multiplier: host → simulated-device factor; gives ``device_latency_ms`` (every other
+            latency stays a host figure).
         benchmark_repeats: number of latency samples.
         **kwargs: benchmark_trials (minimum calls per sample), benchmark_warmup, latency_batch_size, threads,
             throughput_min_time_s, min_sample_ms (calls per sample grow until a sample lasts this long),
@@ -358,5 +406,6 @@ def collect_metrics(
     Raises:
         ValueError: the loader yields no batches ("No batches").
     """
-    return measure_variant(model, loader, device, power_watts, precision, latency_multiplier, benchmark_repeats,
+    return measure_variant(model, loader, device=device, power_watts=power_watts, precision=precision,
+                           latency_multiplier=latency_multiplier, benchmark_repeats=benchmark_repeats,
                            **kwargs).metrics

@@ -6,7 +6,8 @@ plus its own keyword parameters from the config's ``model.params``.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -70,7 +71,7 @@ class SmallCNN(nn.Module):
     """
 
     def __init__(self, in_channels: int, num_classes: int, conv1_channels: int, conv2_channels: int,
-                 hidden_units: Optional[int], spatial: int) -> None:
+                 hidden_units: int | None, spatial: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, conv1_channels, 3, padding=1)
         self.relu1 = nn.ReLU()
@@ -96,7 +97,7 @@ class SmallCNN(nn.Module):
 
 @register_model("small_cnn")
 def small_cnn(input_shape: tuple[int, ...], num_classes: int, conv1_channels: int = 16, conv2_channels: int = 32,
-              hidden_units: Optional[int] = None) -> nn.Module:
+              hidden_units: int | None = None) -> nn.Module:
     """The seeds' two-conv CNN; channel widths and head are parameters."""
     c, h, w = input_shape
     if h < 4 or w < 4 or h != w:

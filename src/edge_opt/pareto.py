@@ -1,8 +1,6 @@
 """Pareto frontiers: minimise a cost column, maximise accuracy; ties never dominate; NaN never enters."""
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import pandas as pd
 
@@ -10,7 +8,7 @@ CI_COLUMNS = {"latency_ms": "latency_ci95_ms", "energy_proxy_j": "energy_ci95_j"
 
 
 def pareto_frontier(df: pd.DataFrame, x_col: str = "latency_ms", use_ci: bool = False, y_col: str = "accuracy",
-                    ci_col: Optional[str] = None) -> pd.DataFrame:
+                    ci_col: str | None = None) -> pd.DataFrame:
     """Non-dominated rows of ``df`` (accepted rows only when an ``accepted`` column exists).
 
     A row is dominated when another row is no worse on both axes and strictly better on

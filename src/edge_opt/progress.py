@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Optional, TextIO
+from typing import Any, TextIO
 
 
 class Reporter:
@@ -16,15 +16,15 @@ class Reporter:
         rich_ui: force (True) or forbid (False) the rich display; default: only on a terminal.
     """
 
-    def __init__(self, quiet: bool = False, verbose: bool = False, stream: Optional[TextIO] = None,
-                 rich_ui: Optional[bool] = None) -> None:
+    def __init__(self, quiet: bool = False, verbose: bool = False, stream: TextIO | None = None,
+                 rich_ui: bool | None = None) -> None:
         self.quiet, self.verbose = quiet, verbose
         self.stream = stream or sys.stdout
         self.start = time.perf_counter()
         self.rich = (self.stream.isatty() if rich_ui is None else rich_ui) and not quiet
         self._progress = None
         self._task = None
-        self._variant_start: Optional[float] = None
+        self._variant_start: float | None = None
         self._durations: list[float] = []
 
     def _line(self, text: str) -> None:
@@ -74,7 +74,14 @@ class Reporter:
             self._line(str(info.get("message")))
 
     def _start_bar(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                   TimeElapsedColumn(), TimeRemainingColumn(), transient=False)

@@ -5,7 +5,8 @@ A registry is a typed dict filled by a decorator; ``names()`` lists the keys and
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 

@@ -6,8 +6,9 @@ indentation with NaN written as null.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -16,12 +17,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import atomic  # noqa: E402
+from .selection import RAW_SAMPLE_COLUMNS, to_frame  # noqa: E402
 
-RAW_COLUMNS = ("latency_samples_ms", "batch_latency_samples_ms")
+__all__ = [
+    "PLOT_DPI", "RAW_COLUMNS", "build_summary", "csv_frame", "plot_tradeoff", "to_frame", "write_csv",
+    "write_outputs", "write_plots",
+]
+
+RAW_COLUMNS = RAW_SAMPLE_COLUMNS
 PLOT_DPI = 140
 
 
-def _clean_float(x: Any) -> Optional[float]:
+def _clean_float(x: Any) -> float | None:
     try:
         v = float(x)
     except (TypeError, ValueError):
@@ -105,8 +112,8 @@ def _label(r: pd.Series) -> str:
 
 
 def plot_tradeoff(path: str | Path, sweep_df: pd.DataFrame, x_col: str, x_label: str,
-                  frontier: Optional[pd.DataFrame] = None, dpi: int = PLOT_DPI,
-                  recommended_key: Optional[str] = None) -> Path:
+                  frontier: pd.DataFrame | None = None, dpi: int = PLOT_DPI,
+                  recommended_key: str | None = None) -> Path:
     """Scatter accuracy vs ``x_col``: accepted, rejected and error-free rows, the frontier as a line."""
     df = sweep_df[sweep_df["error"].isna()] if "error" in sweep_df.columns else sweep_df
     fig, ax = plt.subplots(figsize=(7.5, 5))
@@ -141,7 +148,7 @@ def plot_tradeoff(path: str | Path, sweep_df: pd.DataFrame, x_col: str, x_label:
 
 
 def write_plots(output_dir: str | Path, sweep_df: pd.DataFrame, frontier_latency: pd.DataFrame,
-                frontier_energy: pd.DataFrame, recommended_key: Optional[str] = None) -> dict[str, Path]:
+                frontier_energy: pd.DataFrame, recommended_key: str | None = None) -> dict[str, Path]:
     """accuracy_vs_latency.png, accuracy_vs_energy.png, accuracy_vs_memory.png."""
     from .pareto import pareto_frontier
 

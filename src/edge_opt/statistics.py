@@ -8,8 +8,9 @@ a seeded percentile-bootstrap interval of the mean are reported too.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -92,7 +93,7 @@ def pareto_modes(summary_rows: Sequence[dict[str, Any]]) -> list[str]:
     return keep
 
 
-def _scatter(path: Path, rows: Sequence[dict[str, Any]], metric: str, label: str, frontier: Optional[list[str]] = None) -> None:
+def _scatter(path: Path, rows: Sequence[dict[str, Any]], metric: str, label: str, frontier: list[str] | None = None) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for r in rows:
         on = frontier is not None and r["precision_mode"] in frontier
@@ -116,8 +117,8 @@ def _scatter(path: Path, rows: Sequence[dict[str, Any]], metric: str, label: str
 
 def run_repeated_benchmarks(layer_sizes: Sequence[int], activations: Sequence[str], precision_modes: Sequence[str],
                             batch_size: int, n_samples: int, epochs: int, repeats: int, seed: int,
-                            output_dir: Optional[str | Path] = None,
-                            on_run: Optional[Callable[..., None]] = None) -> list[dict[str, Any]]:
+                            output_dir: str | Path | None = None,
+                            on_run: Callable[..., None] | None = None) -> list[dict[str, Any]]:
     """Run ``benchmark_one_setup`` ``repeats`` times (seed + repeat index) per precision mode.
 
     Writes raw_runs.csv, summary_stats.csv, summary_stats.json, accuracy_vs_latency.png,

@@ -1,7 +1,9 @@
 """Study store: finished config points in SQLite (WAL, one transaction per point), for resume.
 
-The store knows rows and keys, nothing about how they were measured; it sits
-below the stages that fill it.
+The store keeps one JSON document per key (a ``VariantResult.to_dict()``) and small named
+values (``meta``); it knows nothing about how they were measured and sits below the stages
+that fill it. A store written by an earlier release (format 1: flat rows in ``points``) is
+refused with ``StoreFormatError`` telling to run with ``--fresh``.
 """
 from __future__ import annotations
 
@@ -9,19 +11,26 @@ import json
 import math
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
+__all__ = ["STORE_FORMAT", "StoreFormatError", "StudyStore", "dumps", "loads"]
+
+STORE_FORMAT = 2
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS points (
+CREATE TABLE IF NOT EXISTS results (
     key TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
-    row_json TEXT NOT NULL,
-    record_json TEXT,
+    doc_json TEXT NOT NULL,
     created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+class StoreFormatError(ValueError):
+    """The store file was written by another release of edge_opt (or is not a study store)."""
 
 
 def _jsonable(obj: Any) -> Any:
@@ -52,6 +61,7 @@ def dumps(obj: Any) -> str:
 
 
 def loads(text: str) -> Any:
+    """Inverse of ``dumps``."""
     return _restore(json.loads(text))
 
 
@@ -66,56 +76,79 @@ class StudyStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(SCHEMA)
+        try:
+            self._check_format()
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(SCHEMA)
+            self._conn.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('store_format', ?)",
+                               (dumps(STORE_FORMAT),))
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise StoreFormatError(f"{str(self.path)!r} is not a study store ({exc}); remove it or run with "
+                                   "--fresh.") from None
+        except StoreFormatError:
+            self._conn.close()
+            raise
+
+    def _check_format(self) -> None:
+        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        found = None
+        if "meta" in tables:
+            hit = self._conn.execute("SELECT value FROM meta WHERE name = 'store_format'").fetchone()
+            found = loads(hit[0]) if hit else None
+        if "points" in tables and found is None:
+            found = 1  # the flat-row store of earlier releases
+        if found is not None and found != STORE_FORMAT:
+            raise StoreFormatError(
+                f"The study store {str(self.path)!r} was written by another edge_opt release (store format "
+                f"{found}; this release reads format {STORE_FORMAT}). Run again with --fresh to start the study "
+                "over (its stored measurements are discarded).")
 
     def close(self) -> None:
+        """Close the connection."""
         self._conn.close()
 
-    def __enter__(self) -> "StudyStore":
+    def __enter__(self) -> StudyStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def get(self, key: str) -> Optional[dict[str, Any]]:
-        """The stored row for ``key``, or None."""
-        cur = self._conn.execute("SELECT row_json FROM points WHERE key = ?", (key,))
-        hit = cur.fetchone()
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The stored document for ``key``, or None."""
+        hit = self._conn.execute("SELECT doc_json FROM results WHERE key = ?", (key,)).fetchone()
         return loads(hit[0]) if hit else None
 
-    def get_record(self, key: str) -> Optional[dict[str, Any]]:
-        cur = self._conn.execute("SELECT record_json FROM points WHERE key = ?", (key,))
-        hit = cur.fetchone()
-        return loads(hit[0]) if hit and hit[0] else None
-
-    def put(self, key: str, row: dict[str, Any], record: Optional[dict[str, Any]] = None, kind: str = "variant") -> None:
-        """Commit one finished point in its own transaction."""
+    def put(self, key: str, doc: dict[str, Any], kind: str = "variant") -> None:
+        """Commit one finished point's document in its own transaction."""
         with self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.execute(
-                "INSERT OR REPLACE INTO points (key, kind, row_json, record_json, created) VALUES (?, ?, ?, ?, ?)",
-                (key, kind, dumps(row), dumps(record) if record is not None else None, time.time()),
-            )
+            self._conn.execute("INSERT OR REPLACE INTO results (key, kind, doc_json, created) VALUES (?, ?, ?, ?)",
+                               (key, kind, dumps(doc), time.time()))
 
-    def keys(self, kind: Optional[str] = None) -> list[str]:
-        q = "SELECT key FROM points" + (" WHERE kind = ?" if kind else "") + " ORDER BY created"
+    def keys(self, kind: str | None = None) -> list[str]:
+        """Stored keys in commit order."""
+        q = "SELECT key FROM results" + (" WHERE kind = ?" if kind else "") + " ORDER BY created"
         return [r[0] for r in self._conn.execute(q, (kind,) if kind else ())]
 
-    def rows(self, kind: Optional[str] = None) -> Iterator[dict[str, Any]]:
-        q = "SELECT row_json FROM points" + (" WHERE kind = ?" if kind else "") + " ORDER BY created"
+    def documents(self, kind: str | None = None) -> Iterator[dict[str, Any]]:
+        """Stored documents in commit order."""
+        q = "SELECT doc_json FROM results" + (" WHERE kind = ?" if kind else "") + " ORDER BY created"
         for (text,) in self._conn.execute(q, (kind,) if kind else ()):
             yield loads(text)
 
-    def count(self, kind: Optional[str] = None) -> int:
-        q = "SELECT COUNT(*) FROM points" + (" WHERE kind = ?" if kind else "")
+    def count(self, kind: str | None = None) -> int:
+        """How many documents are stored."""
+        q = "SELECT COUNT(*) FROM results" + (" WHERE kind = ?" if kind else "")
         return int(self._conn.execute(q, (kind,) if kind else ()).fetchone()[0])
 
     def set_meta(self, name: str, value: Any) -> None:
+        """Store a named value (replacing an earlier one)."""
         with self._conn:
             self._conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, dumps(value)))
 
     def get_meta(self, name: str, default: Any = None) -> Any:
+        """A named value, or ``default``."""
         hit = self._conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return loads(hit[0]) if hit else default

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from .config import ConfigError, StudyConfig
+from .selection import RAW_SAMPLE_COLUMNS, Assessment
+
+__all__ = ["POINT_PARAMS", "check_tracking", "log_study_mlflow", "mlflow_available"]
 
 POINT_PARAMS = ("pruning_level", "precision", "backend", "kernel_precision", "key")
 
@@ -48,7 +50,8 @@ def _metrics(row: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def log_study_mlflow(cfg: StudyConfig, sweep: pd.DataFrame, summary: dict[str, Any], output_dir: str | Path) -> str:
+def log_study_mlflow(cfg: StudyConfig, assessed: Sequence[Assessment], summary: dict[str, Any],
+                     output_dir: str | Path) -> str:
     """Log a finished study: parent run (config params, summary metrics, report/model/CSV artifacts) and a
     child run per variant (params = config point, metrics = the row).
 
@@ -84,13 +87,11 @@ def log_study_mlflow(cfg: StudyConfig, sweep: pd.DataFrame, summary: dict[str, A
                 mlflow.log_artifact(str(out / name))
         if (out / "model").is_dir():
             mlflow.log_artifacts(str(out / "model"), artifact_path="model")
-        for _, r in sweep.iterrows():
-            row = r.to_dict()
-            name = f"{row['backend']} {row['precision']} p{row['pruning_level']:g}"
-            with mlflow.start_run(run_name=name, nested=True):
+        for a in assessed:
+            row = a.row()
+            with mlflow.start_run(run_name=a.point.label, nested=True):
                 mlflow.log_params({k: str(row.get(k)) for k in POINT_PARAMS})
-                mlflow.log_metrics(_metrics({k: v for k, v in row.items() if k not in ("latency_samples_ms",
-                                                                                      "batch_latency_samples_ms")}))
-                if row.get("error"):
-                    mlflow.set_tag("error", str(row["error"])[:500])
+                mlflow.log_metrics(_metrics({k: v for k, v in row.items() if k not in RAW_SAMPLE_COLUMNS}))
+                if a.result.error:
+                    mlflow.set_tag("error", a.result.error[:500])
         return parent.info.run_id

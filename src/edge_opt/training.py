@@ -6,7 +6,6 @@ import random
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -31,7 +30,7 @@ def set_deterministic(seed: int) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def resolve_device(requested: str) -> tuple[torch.device, Optional[str]]:
+def resolve_device(requested: str) -> tuple[torch.device, str | None]:
     """Map ``cpu``/``cuda``/``mps``/``auto`` to an available device.
 
     Returns:
@@ -67,8 +66,8 @@ def train_model(
     epochs: int,
     learning_rate: float,
     device: torch.device | str = "cpu",
-    seed: Optional[int] = None,
-    autocast_dtype: Optional[torch.dtype] = None,
+    seed: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with Adam and cross-entropy; leaves it in eval mode.
 

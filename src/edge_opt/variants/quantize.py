@@ -8,19 +8,25 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+__all__ = ["is_quantized_module", "quantization_metadata", "quantize_torch_int8"]
 
-def quantize_torch_int8(model: nn.Module, calibration: Sequence[torch.Tensor], backend: str = "x86") -> nn.Module:
+
+def quantize_torch_int8(model: nn.Module, calibration: Sequence[torch.Tensor], backend: str = "x86",
+                        per_channel: bool = True) -> nn.Module:
     """Static PTQ: observe ``calibration`` batches, convert to int8 kernels.
 
     Args:
         model: float model (copied, not modified).
         calibration: the input batches to calibrate on (all are used).
         backend: torch quantized engine / qconfig: x86, fbgemm or qnnpack.
+        per_channel: per-output-channel weight scales (the engine's default qconfig); False = one scale
+            per weight tensor.
     Returns:
         The converted, quantized GraphModule.
     Raises:
@@ -39,11 +45,15 @@ def quantize_torch_int8(model: nn.Module, calibration: Sequence[torch.Tensor], b
         warnings.filterwarnings("ignore", message=r".*reduce_range will be deprecated.*")
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.ao\..*")
         warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*deprecated.*")
-        from torch.ao.quantization import get_default_qconfig_mapping
+        from torch.ao.quantization import QConfig, default_weight_observer, get_default_qconfig_mapping
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
+        mapping = get_default_qconfig_mapping(backend)
+        if not per_channel:
+            default = mapping.global_qconfig
+            mapping = mapping.set_global(QConfig(activation=default.activation, weight=default_weight_observer))
         float_model = copy.deepcopy(model).eval().float()
-        prepared = prepare_fx(float_model, get_default_qconfig_mapping(backend), (calibration[0][:1],))
+        prepared = prepare_fx(float_model, mapping, (calibration[0][:1],))
         with torch.inference_mode():
             for batch in calibration:
                 prepared(batch)

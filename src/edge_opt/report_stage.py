@@ -1,0 +1,138 @@
+"""Report stage: records → the study's tables, summary, plots, reproducibility record and HTML.
+
+``write_study_report`` is the study's reporting edge: it turns the assessed records into the
+sweep table (``to_frame``), the frontiers, ``summary.json`` (the seed's keys, then the
+recommendation, warnings, hardware and deployment results), the plots, ``reproducibility.json``
+and ``report.html``.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from . import atomic
+from .analysis import HardwareAnalysis
+from .artifact import ExportedArtifact
+from .config import StudyConfig
+from .data import DataBundle
+from .env import environment, git_commit, package_versions
+from .html_report import write_html_report
+from .pareto import pareto_frontier
+from .reporting import build_summary, write_outputs, write_plots
+from .results import VariantResult
+from .selection import BASELINE_POINT, Assessment, Selection, to_frame
+
+__all__ = ["BASELINE_KEYS", "LATENCY_NOTE", "StudyReport", "StudyOutcome", "recommendation_summary",
+           "reproducibility_record", "write_study_report"]
+
+BASELINE_KEYS = ("accuracy", "latency_ms", "latency_std_ms", "latency_p95_ms", "latency_ci95_ms", "throughput_sps",
+                 "memory_mb", "energy_proxy_j", "energy_source", "batch_latency_ms", "kernel_precision", "error")
+LATENCY_NOTE = ("latency_ms columns are host measurements (batch of latency_batch_size, torch.utils.benchmark); "
+                "device_latency_ms = latency_ms × latency_multiplier (linear clock model)")
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    """Everything the stages before the report produced."""
+
+    cfg: StudyConfig
+    assessed: tuple[Assessment, ...]
+    baseline: VariantResult | None
+    selection: Selection
+    artifact: ExportedArtifact | None = None
+    hardware: HardwareAnalysis | None = None
+    deployment: dict[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    total_points: int = 0
+    interrupted: bool = False
+
+
+@dataclass(frozen=True)
+class StudyReport:
+    """The written report: the sweep table and the summary."""
+
+    output_dir: Path
+    frame: pd.DataFrame
+    summary: dict[str, Any]
+
+
+def recommendation_summary(o: StudyOutcome) -> dict[str, Any] | None:
+    """The ``recommended`` entry of summary.json (None when nothing was chosen or the study was interrupted)."""
+    chosen, art = o.selection.chosen, o.artifact
+    if chosen is None or art is None:
+        return None
+    m = chosen.metrics
+    kernel = chosen.result.measurement.kernel_precision if chosen.result.measurement is not None else None
+    return {**art.point, "goals_met": o.selection.goals_met, "failed_goals": list(o.selection.failed_goals),
+            "accuracy": m.accuracy, "latency_ms": m.latency_ms, "memory_mb": m.memory_mb,
+            "accuracy_drop": chosen.accuracy_drop, "speedup_vs_baseline": chosen.speedup_vs_baseline,
+            "kernel_precision": kernel, "why": o.selection.why, "artifact": art.path,
+            "artifact_accuracy": art.manifest["artifact_accuracy"] if art.manifest else None}
+
+
+def _deployment_summary(o: StudyOutcome) -> dict[str, Any]:
+    deployment = dict(o.deployment)
+    if not deployment:
+        return deployment
+    main = deployment.get("recommended", deployment.get("baseline", {}))
+    for k in ("batch_latency_ms", "batch_throughput_sps", "stream_avg_latency_ms", "stream_throughput_sps"):
+        if k in main:  # the reference's top-level batch keys, from the recommended (else baseline) simulation
+            deployment[k] = main[k]
+    hw = o.hardware.summaries if o.hardware is not None else {}
+    deployment["hardware_summary"] = hw.get("recommended", hw.get("baseline"))
+    return deployment
+
+
+def _summary(o: StudyOutcome, frame: pd.DataFrame) -> dict[str, Any]:
+    cfg = o.cfg
+    baseline = {k: o.baseline.row().get(k) for k in BASELINE_KEYS} if o.baseline is not None else {}
+    baseline.update({"pruning_level": BASELINE_POINT.pruning_level, "precision": BASELINE_POINT.precision,
+                     "backend": BASELINE_POINT.backend})
+    slower = [{"backend": a.point.backend, "precision": a.point.precision, "pruning_level": a.point.pruning_level,
+               "latency_ms": a.metrics.latency_ms, "speedup_vs_fp32": a.speedup_vs_fp32}
+              for a in o.assessed if a.slower_than_fp32]
+    mismatches = [{"backend": a.point.backend, "precision": a.point.precision, "pruning_level": a.point.pruning_level,
+                   "kernel_precision": a.result.measurement.kernel_precision if a.result.measurement else None}
+                  for a in o.assessed if a.precision_mismatch]
+    return build_summary(
+        baseline, cfg.memory_budgets_mb, cfg.active_memory_budget_mb, cfg.cpu_frequency_scale, cfg.latency_multiplier,
+        frame, _deployment_summary(o), recommended=recommendation_summary(o), slower_than_fp32=slower,
+        precision_mismatches=mismatches, hardware=dict(o.hardware.summaries) if o.hardware else {},
+        warnings=sorted(set(o.warnings)), latency_note=LATENCY_NOTE, finished_points=len(o.assessed),
+        total_points=o.total_points, interrupted=o.interrupted)
+
+
+def reproducibility_record(cfg: StudyConfig, data: DataBundle, command: Sequence[str] | None) -> dict[str, Any]:
+    """What it takes to run the study again: command, commit, seeds, config, environment, data."""
+    return {
+        "command": list(command) if command else sys.argv, "git_commit": git_commit(Path(__file__).parent),
+        "seeds": {"seed": cfg.seed, "dataloader_seed": cfg.dataloader_seed}, "config": cfg.model_dump(),
+        "environment": environment(cfg.threads), "package_versions": package_versions(),
+        "torch_threads_measurement": cfg.threads, "torch_threads_training": torch.get_num_threads(),
+        "data": {"source": data.source, "n_train": data.n_train, "n_val": data.n_val,
+                 "input_shape": list(data.input_shape), "mean": data.mean, "std": data.std},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def write_study_report(out: Path, o: StudyOutcome, data: DataBundle, command: Sequence[str] | None) -> StudyReport:
+    """Stage: write the sweep table, frontiers, summary.json, plots, reproducibility.json and report.html."""
+    frame = to_frame(o.assessed)
+    has_rows = len(o.assessed) > 0
+    frontier_lat = pareto_frontier(frame, "latency_ms", o.cfg.pareto_use_ci) if has_rows else frame
+    frontier_en = pareto_frontier(frame, "energy_proxy_j", o.cfg.pareto_use_ci) if has_rows else frame
+    summary = _summary(o, frame)
+    write_outputs(out, frame, frontier_lat, frontier_en, summary)
+    if has_rows:
+        chosen = o.selection.chosen
+        write_plots(out, frame, frontier_lat, frontier_en, recommended_key=chosen.result.key if chosen else None)
+    atomic.write_json(out / "reproducibility.json", reproducibility_record(o.cfg, data, command))
+    write_html_report(out)
+    return StudyReport(out, frame, summary)

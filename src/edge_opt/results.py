@@ -1,0 +1,150 @@
+"""Typed, frozen records that flow from measurement to the report.
+
+``ConfigPoint`` is one cell of the study grid; ``VariantResult`` is what measuring (or failing
+to build) one point produced: the point, its key, the raw ``MeasurementRecord`` (samples and
+environment), the error, and where it ran. The study store keeps ``VariantResult.to_dict()``
+(versioned JSON, NaN kept) and gives back ``VariantResult.from_dict`` — the record, not a row.
+``VariantResult.row()`` is the one flat view of the raw columns (modelled on pyperf's ``Run``).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from .metrics import MeasurementRecord, PerfMetrics
+
+__all__ = ["RESULT_FORMAT", "ConfigPoint", "ResultFormatError", "VariantResult"]
+
+# Version of the stored result document; bump when its fields change meaning.
+RESULT_FORMAT = 2
+
+
+class ResultFormatError(ValueError):
+    """A stored document that is not a result of this format."""
+
+
+@dataclass(frozen=True, order=True)
+class ConfigPoint:
+    """One cell of the study grid."""
+
+    pruning_level: float
+    precision: str
+    backend: str
+
+    @property
+    def label(self) -> str:
+        """``backend precision pN`` for messages."""
+        return f"{self.backend} {self.precision} p{self.pruning_level:g}"
+
+
+METRIC_FIELDS = tuple(PerfMetrics.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """What one config point produced.
+
+    Attributes:
+        point: the config point.
+        key: its stable key (everything that shapes its numbers).
+        measurement: raw samples and environment; None when the variant could not be built or measured.
+        error: why the point has no usable numbers (None when it has).
+        runtime_parameter_bytes: bytes the weights occupy in the graph the runtime executes.
+        threads: intra-op threads it was measured with.
+        metadata_file: the variant's metadata document, relative to the output folder.
+        node_id: the Ray node that measured it (None locally).
+        traceback: the failure's traceback, for error rows.
+        timings: seconds spent building and measuring.
+    """
+
+    point: ConfigPoint
+    key: str
+    measurement: MeasurementRecord | None = None
+    error: str | None = None
+    runtime_parameter_bytes: int | None = None
+    threads: int = 1
+    metadata_file: str | None = None
+    node_id: str | None = None
+    traceback: str | None = None
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def failed(cls, point: ConfigPoint, key: str, message: str, **info: Any) -> VariantResult:
+        """An error result (no measurement)."""
+        return cls(point=point, key=key, error=message.strip()[:2000], **info)
+
+    @property
+    def ok(self) -> bool:
+        """Has usable numbers."""
+        return self.error is None and self.measurement is not None
+
+    @property
+    def metrics(self) -> PerfMetrics | None:
+        """Statistics of the raw samples (None for a failed build)."""
+        return self.measurement.metrics if self.measurement is not None else None
+
+    @property
+    def hostname(self) -> str | None:
+        return self.measurement.environment.get("hostname") if self.measurement is not None else None
+
+    @property
+    def cpu_model(self) -> str | None:
+        return self.measurement.environment.get("cpu_model") if self.measurement is not None else None
+
+    def with_info(self, **changes: Any) -> VariantResult:
+        """A copy with some fields changed (``dataclasses.replace``)."""
+        return replace(self, **changes)
+
+    def row(self) -> dict[str, Any]:
+        """The raw columns of this result (no budgets, no comparisons): the sweep table's measured part."""
+        row: dict[str, Any] = {"key": self.key, **asdict(self.point), "error": self.error}
+        m, rec = self.metrics, self.measurement
+        if m is None or rec is None:
+            row.update({"kernel_precision": None, **{c: math.nan for c in METRIC_FIELDS}, "energy_source": None,
+                        "parameter_bytes": math.nan, "latency_samples_ms": [], "batch_latency_samples_ms": []})
+        else:
+            row.update({"kernel_precision": rec.kernel_precision, **asdict(m)})
+            runtime = self.runtime_parameter_bytes if self.runtime_parameter_bytes is not None else rec.parameter_bytes
+            row.update({
+                "parameter_bytes": rec.parameter_bytes, "runtime_memory_mb": runtime / 1e6,
+                "latency_batch_size": rec.latency.batch_size, "batch_size": rec.batch_latency.batch_size,
+                "n_eval": len(rec.correct), "latency_samples": rec.latency.n,
+                "calls_per_sample": rec.latency.runs_per_sample,
+                "latency_samples_ms": list(rec.latency.samples_ms),
+                "batch_latency_samples_ms": list(rec.batch_latency.samples_ms),
+                "hostname": self.hostname, "cpu_model": self.cpu_model, "threads": self.threads,
+            })
+        row.pop("device_latency_ms", None)  # the device figure depends on the study's clock model: see Assessment
+        if self.metadata_file is not None:
+            row["metadata_file"] = self.metadata_file
+        if self.node_id is not None:
+            row["node_id"] = self.node_id
+        return row
+
+    def to_dict(self) -> dict[str, Any]:
+        """Versioned, JSON-able document (raw samples included)."""
+        return {"format": RESULT_FORMAT, "point": asdict(self.point), "key": self.key,
+                "measurement": self.measurement.to_dict() if self.measurement is not None else None,
+                "error": self.error, "runtime_parameter_bytes": self.runtime_parameter_bytes,
+                "threads": self.threads, "metadata_file": self.metadata_file, "node_id": self.node_id,
+                "traceback": self.traceback, "timings": dict(self.timings)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> VariantResult:
+        """Inverse of ``to_dict``.
+
+        Raises:
+            ResultFormatError: a document of another format (an earlier release's store).
+        """
+        if not isinstance(d, Mapping) or d.get("format") != RESULT_FORMAT:
+            got = d.get("format") if isinstance(d, Mapping) else type(d).__name__
+            raise ResultFormatError(f"stored result format {got!r}, this edge_opt reads format {RESULT_FORMAT}")
+        m = d.get("measurement")
+        return cls(point=ConfigPoint(float(d["point"]["pruning_level"]), d["point"]["precision"],
+                                     d["point"]["backend"]),
+                   key=d["key"], measurement=MeasurementRecord.from_dict(m) if m is not None else None,
+                   error=d.get("error"), runtime_parameter_bytes=d.get("runtime_parameter_bytes"),
+                   threads=int(d.get("threads", 1)), metadata_file=d.get("metadata_file"), node_id=d.get("node_id"),
+                   traceback=d.get("traceback"), timings=dict(d.get("timings") or {}))

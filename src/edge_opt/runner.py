@@ -1,0 +1,311 @@
+"""Measure stage: config points, their keys, and the ``Sweep`` that builds and measures them.
+
+Each config point has a stable key (a hash of everything that affects its numbers);
+finished points go to the study store as soon as they are measured and are reused on the
+next run. A variant that cannot be built or measured, or whose numbers are not finite, is a
+``VariantResult`` with ``error`` set. Budgets and comparisons come later
+(``edge_opt.selection``), so a change of budget never invalidates a measurement.
+
+Executors: ``Sweep.run_point`` = ``lookup`` → ``compute`` → ``commit``. The local executor maps
+it over the points here; the Ray executor (``edge_opt.executors``) runs ``compute`` in a task
+and the same ``commit`` on the driver, so the store, the metadata files and the timings are
+the same either way.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Protocol
+
+from torch import nn
+
+from . import atomic
+from .config import StudyConfig
+from .data import DataBundle
+from .metrics import BenchmarkSettings, measure_variant
+from .results import ConfigPoint, VariantResult
+from .store import StudyStore
+from .training import train_model
+from .variants.backends import BuildContext, Variant, build_variant
+from .variants.precisions import get_precision
+from .variants.prune import load_checkpoint, prune_model, save_checkpoint
+
+__all__ = [
+    "MEASURE_VERSION", "BASELINE_POINT", "ConfigPoint", "Executor", "LocalExecutor", "StudyInterrupted", "Sweep",
+    "baseline_fingerprint", "benchmark_settings", "measure_point", "metadata_name", "model_factory", "parent_key",
+    "point_key", "runtime_versions", "stable_hash", "stored_results", "sweep_points", "train_baseline",
+]
+
+# Bump when the measuring code changes what a stored number means: invalidates stored points.
+MEASURE_VERSION = "1"
+BASELINE_POINT = ConfigPoint(0.0, "fp32", "torch")
+
+
+def stable_hash(obj: Any) -> str:
+    """16 hex digits of SHA-256 over canonical JSON: the key idiom of the store."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def baseline_fingerprint(cfg: StudyConfig) -> str:
+    """Key of the trained baseline: model, data and training settings."""
+    return stable_hash({
+        "model": cfg.model.model_dump(), "dataset": cfg.dataset, "data_dir": cfg.data_dir if cfg.dataset in
+        ("mnist", "fashion-mnist") else None, "image_size": cfg.image_size, "val_fraction": cfg.val_fraction,
+        "seed": cfg.seed, "dataloader_seed": cfg.dataloader_seed, "batch_size": cfg.batch_size, "epochs": cfg.epochs,
+        "learning_rate": cfg.learning_rate, "train_subset": cfg.train_subset, "val_subset": cfg.val_subset,
+    })
+
+
+def parent_key(cfg: StudyConfig, level: float) -> str:
+    """Key of the pruned (and fine-tuned) float parent of a pruning level."""
+    ft = cfg.fine_tune_epochs if level > 0 else 0
+    return stable_hash({"baseline": baseline_fingerprint(cfg), "level": level, "fine_tune_epochs": ft})
+
+
+def point_key(cfg: StudyConfig, point: ConfigPoint) -> str:
+    """Key of a config point: everything that affects its measured numbers (the precision adds its own fields)."""
+    return stable_hash({
+        "parent": parent_key(cfg, point.pruning_level), "precision": point.precision, "backend": point.backend,
+        **get_precision(point.precision).key_fields(cfg.quantization),
+        "threads": cfg.threads, "bench": [cfg.benchmark_repeats, cfg.benchmark_trials, cfg.benchmark_warmup,
+                                          cfg.latency_batch_size, cfg.benchmark_min_sample_ms,
+                                          cfg.benchmark_target_rel_ci], "power_watts": cfg.power_watts,
+        "measure_version": MEASURE_VERSION, "runtimes": runtime_versions(),
+    })
+
+
+@functools.lru_cache(maxsize=1)
+def runtime_versions() -> tuple[tuple[str, str | None], ...]:
+    """Versions whose kernels shape the numbers: a new torch or onnxruntime re-measures every point."""
+    from importlib import metadata
+
+    out: list[tuple[str, str | None]] = []
+    for name in ("torch", "onnxruntime", "torch-pruning", "onnx"):
+        try:
+            out.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            out.append((name, None))
+    return tuple(out)
+
+
+def sweep_points(cfg: StudyConfig) -> list[ConfigPoint]:
+    """The study grid in run order (pruning level outermost, so each parent is built once)."""
+    return [ConfigPoint(float(lv), p, b) for lv in cfg.pruning_levels for p in cfg.precisions for b in cfg.backends]
+
+
+def benchmark_settings(cfg: StudyConfig) -> BenchmarkSettings:
+    """The config's measurement rules."""
+    return BenchmarkSettings(repeats=cfg.benchmark_repeats, trials=cfg.benchmark_trials, warmup=cfg.benchmark_warmup,
+                             latency_batch_size=cfg.latency_batch_size, threads=cfg.threads,
+                             min_sample_ms=cfg.benchmark_min_sample_ms, target_rel_ci=cfg.benchmark_target_rel_ci)
+
+
+class StudyInterrupted(Exception):
+    """Raised between variants when a stop was requested (SIGINT/SIGTERM)."""
+
+
+def measure_point(variant: Variant, point: ConfigPoint, key: str, data: DataBundle,
+                  cfg: StudyConfig) -> tuple[VariantResult, dict[str, Any]]:
+    """Measure one built variant; returns the result and its metadata document."""
+    rec = measure_variant(variant, data.val_loader, benchmark_settings(cfg), power_watts=cfg.power_watts)
+    m = rec.metrics
+    bad = [c for c, v in (("accuracy", m.accuracy), ("latency_ms", m.latency_ms), ("memory_mb", m.memory_mb),
+                          ("energy_proxy_j", m.energy_proxy_j)) if not math.isfinite(v)]
+    if not rec.logits_finite:
+        bad.append("logits")
+    result = VariantResult(point=point, key=key, measurement=rec,
+                           error=f"non-finite measurement: {', '.join(bad)}" if bad else None,
+                           runtime_parameter_bytes=variant.metadata.get("runtime_parameter_bytes", rec.parameter_bytes),
+                           threads=cfg.threads)
+    meta = {"config_point": asdict(point), "key": key, "kernel_precision": rec.kernel_precision,
+            "metadata": variant.metadata, "environment": rec.environment}
+    return result, meta
+
+
+def metadata_name(point: ConfigPoint) -> str:
+    """File name of a point's metadata document under ``variants/``."""
+    return f"{point.backend}_{point.precision}_p{point.pruning_level:g}.json"
+
+
+EventFn = Callable[..., None]
+
+
+class Sweep:
+    """Builds and measures config points for a trained baseline, reusing stored points and cached parents.
+
+    Args:
+        baseline: the trained float model.
+        data: loaders and shapes.
+        cfg: the study config.
+        workdir: output folder (checkpoints/, onnx/, variants/ go below it).
+        store: where finished points are committed (None: keep in memory only).
+        model_factory: builds a fresh unpruned model (to reload pruned checkpoints).
+        on_event: progress callback ``on_event(kind, **info)``.
+        should_stop: checked between variants; True raises ``StudyInterrupted``.
+        ort_op_types_to_quantize: restrict ORT's int8 op types (tests force an unquantized graph).
+    """
+
+    def __init__(self, baseline: nn.Module, data: DataBundle, cfg: StudyConfig, workdir: str | Path,
+                 store: StudyStore | None = None, model_factory: Callable[[], nn.Module] | None = None,
+                 on_event: EventFn | None = None, should_stop: Callable[[], bool] | None = None,
+                 ort_op_types_to_quantize: Sequence[str] | None = None) -> None:
+        self.baseline, self.data, self.cfg = baseline, data, cfg
+        self.workdir = Path(workdir)
+        self.store = store
+        self.model_factory = model_factory
+        self.on_event = on_event or (lambda kind, **info: None)
+        self.should_stop = should_stop or (lambda: False)
+        self.ort_op_types = tuple(ort_op_types_to_quantize) if ort_op_types_to_quantize is not None else None
+        self.reused = 0
+        self.computed = 0
+        self.timings = {"pruning_and_fine_tuning": 0.0, "variant_building": 0.0, "measurement": 0.0}
+        self._parents: dict[float, nn.Module] = {}
+        self.calibration = data.calibration_batches(cfg.quantization.calibration_batches)
+        self.example = next(iter(data.val_loader))[0][:2]
+        self.export_cache: dict[Any, Any] = {}  # shared ONNX exports per parent (sweep, artifact, deployment)
+
+    def build_context(self, level: float, workdir: Path | None = None, threads: int | None = None) -> BuildContext:
+        """The one place a ``BuildContext`` is made from the config."""
+        return BuildContext(calibration=self.calibration, example_input=self.example,
+                            workdir=workdir if workdir is not None else self.workdir / "onnx",
+                            parent_key=parent_key(self.cfg, level), quantization=self.cfg.quantization,
+                            threads=threads if threads is not None else self.cfg.threads,
+                            ort_op_types_to_quantize=self.ort_op_types, cache=self.export_cache)
+
+    def adopt_parent(self, level: float, model: nn.Module) -> None:
+        """Use ``model`` as the float parent of ``level`` (a Ray task receives it from the driver)."""
+        self._parents[level] = model
+
+    def parent(self, level: float) -> nn.Module:
+        """Pruned + fine-tuned float parent of ``level`` (from the checkpoint cache when present)."""
+        if level in self._parents:
+            return self._parents[level]
+        key = parent_key(self.cfg, level)
+        ckpt = self.workdir / "checkpoints" / f"pruned_{key}.pt"
+        if level == 0.0:
+            model = self.baseline
+        elif ckpt.exists() and self.model_factory is not None:
+            model, _ = load_checkpoint(ckpt, self.model_factory())
+        else:
+            self.on_event("prune", level=level)
+            model = prune_model(self.baseline, level, self.example)
+            if self.cfg.fine_tune_epochs:
+                train_model(model, self.data.train_loader, epochs=self.cfg.fine_tune_epochs,
+                            learning_rate=self.cfg.learning_rate, seed=self.cfg.seed)
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(model, ckpt, {"pruning_level": level, "key": key})
+        self._parents[level] = model
+        return model
+
+    def lookup(self, point: ConfigPoint) -> VariantResult | None:
+        """The stored result of ``point`` (counted as reused), or None."""
+        doc = self.store.get(point_key(self.cfg, point)) if self.store is not None else None
+        if doc is None:
+            return None
+        self.reused += 1
+        return VariantResult.from_dict(doc)
+
+    def compute(self, point: ConfigPoint) -> tuple[VariantResult, dict[str, Any]]:
+        """Build and measure ``point`` (nothing stored); any failure is an error result, never a crash."""
+        key = point_key(self.cfg, point)
+        try:
+            t0 = time.perf_counter()
+            model = self.parent(point.pruning_level)
+            t1 = time.perf_counter()
+            variant = build_variant(point.backend, model, point.precision, self.build_context(point.pruning_level))
+            t2 = time.perf_counter()
+            result, meta = measure_point(variant, point, key, self.data, self.cfg)
+            timings = {"pruning_and_fine_tuning": t1 - t0, "variant_building": t2 - t1,
+                       "measurement": time.perf_counter() - t2}
+            return result.with_info(timings=timings), meta
+        except Exception as exc:  # noqa: BLE001 — any failure becomes an error row, never a crash or a fake number
+            return VariantResult.failed(point, key, f"{type(exc).__name__}: {exc}", threads=self.cfg.threads,
+                                        traceback=traceback.format_exc(limit=8)), {}
+
+    def commit(self, result: VariantResult, meta: dict[str, Any]) -> VariantResult:
+        """Write the metadata file, store the result and count its timings (the same for every executor)."""
+        if meta:
+            name = metadata_name(result.point)
+            atomic.write_json(self.workdir / "variants" / name, meta)
+            result = result.with_info(metadata_file=str(Path("variants") / name))
+        for stage, seconds in result.timings.items():
+            self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+        self.computed += 1
+        if self.store is not None:
+            self.store.put(result.key, result.to_dict())
+        return result
+
+    def run_point(self, point: ConfigPoint) -> VariantResult:
+        """Stored result of ``point`` or a freshly built and measured one (committed to the store)."""
+        hit = self.lookup(point)
+        return hit if hit is not None else self.commit(*self.compute(point))
+
+    def run(self, points: Sequence[ConfigPoint] | None = None) -> list[VariantResult]:
+        """Run every point (default: the config's grid) with the local executor."""
+        return LocalExecutor().map(self, list(points) if points is not None else sweep_points(self.cfg))
+
+
+class Executor(Protocol):
+    """Maps ``Sweep.run_point`` (lookup → compute → commit) over config points."""
+
+    def map(self, sweep: Sweep, points: Sequence[ConfigPoint]) -> list[VariantResult]: ...
+
+
+class LocalExecutor:
+    """One point at a time in this process, so measurements never share cores."""
+
+    def map(self, sweep: Sweep, points: Sequence[ConfigPoint]) -> list[VariantResult]:
+        """Run the points in order; stops between points when ``sweep.should_stop()``."""
+        out = []
+        for i, point in enumerate(points):
+            if sweep.should_stop():
+                raise StudyInterrupted(f"stopped after {i} of {len(points)} variants")
+            sweep.on_event("variant", index=i + 1, total=len(points), point=point)
+            out.append(sweep.run_point(point))
+            sweep.on_event("variant_done", index=i + 1, total=len(points), point=point, row=out[-1].row())
+        return out
+
+
+def model_factory(cfg: StudyConfig, data: DataBundle) -> Callable[[], nn.Module]:
+    """Builds a fresh, unpruned model of the study (checkpoints are loaded into it)."""
+    from .models import create_model
+
+    return lambda: create_model(cfg.model.name, data.input_shape, data.num_classes, **cfg.model.params)
+
+
+def train_baseline(cfg: StudyConfig, data: DataBundle, out: Path, device: Any,
+                   on_event: EventFn) -> tuple[nn.Module, bool]:
+    """Stage: the trained float baseline, from its checkpoint when one exists; returns (model, reused)."""
+    import torch
+
+    factory = model_factory(cfg, data)
+    ckpt = out / "checkpoints" / f"baseline_{baseline_fingerprint(cfg)}.pt"
+    if ckpt.exists():
+        model, _ = load_checkpoint(ckpt, factory())
+        return model, True
+    torch.manual_seed(cfg.seed)
+    model = factory()
+    on_event("stage", name="baseline training", detail=f"{cfg.model.name}, {cfg.epochs} epochs")
+    train_model(model, data.train_loader, epochs=cfg.epochs, learning_rate=cfg.learning_rate, device=device,
+                seed=cfg.seed)
+    model.to("cpu")
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(model, ckpt, {"fingerprint": baseline_fingerprint(cfg)})
+    return model, False
+
+
+def stored_results(store: StudyStore, cfg: StudyConfig,
+                   points: Sequence[ConfigPoint]) -> tuple[list[VariantResult], VariantResult | None]:
+    """The stored results of ``points`` in grid order (missing ones left out) and the stored baseline."""
+    def get(p: ConfigPoint) -> VariantResult | None:
+        doc = store.get(point_key(cfg, p))
+        return VariantResult.from_dict(doc) if doc is not None else None
+
+    return [r for r in (get(p) for p in points) if r is not None], get(BASELINE_POINT)

@@ -1,0 +1,94 @@
+"""What every backend and precision shares: the ``Variant`` a build returns, the frozen
+``BuildContext`` a build reads, and the int8 options (``QuantOptions``)."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import QuantizationConfig
+from .quantize import is_quantized_module
+
+__all__ = ["BuildContext", "Variant", "VariantBuildError", "state_dict_bytes", "torch_kernel_precision"]
+
+
+class VariantBuildError(RuntimeError):
+    """A variant could not be built as requested (becomes a row with ``error`` set)."""
+
+
+@dataclass(frozen=True, eq=False)
+class BuildContext:
+    """What a backend may need to build a variant; frozen (use ``dataclasses.replace`` for a variation).
+
+    Attributes:
+        calibration: exactly the batches int8 calibration uses.
+        example_input: one input batch (shape and dtype reference).
+        workdir: where files (ONNX graphs, metadata) go.
+        parent_key: identifies the float parent (pruning level etc.) so exports are shared.
+        quantization: the int8 options.
+        threads: intra-op threads of the runtime session.
+        ort_op_types_to_quantize: None = ORT's default set; used by tests to force an unquantized graph.
+        cache: shared exports per parent (the only mutable part: a memo, not a setting).
+    """
+
+    calibration: Sequence[torch.Tensor]
+    example_input: torch.Tensor
+    workdir: Path
+    parent_key: str = "model"
+    quantization: QuantizationConfig = QuantizationConfig()
+    threads: int = 1
+    ort_op_types_to_quantize: tuple[str, ...] | None = None
+    cache: dict[Any, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class Variant:
+    """A runnable, self-describing build of one config point.
+
+    ``prepare`` converts a float32 NCHW tensor to the backend's native input once, outside
+    any timed region; ``run`` executes one prepared batch; ``predict`` returns float32 logits.
+    """
+
+    backend: str
+    precision: str
+    kernel_precision: str
+    parameter_bytes: int
+    metadata: dict[str, Any]
+    prepare: Callable[[torch.Tensor], Any]
+    run: Callable[[Any], Any]
+    to_logits: Callable[[Any], np.ndarray]
+    module: nn.Module | None = None
+    onnx_path: Path | None = None
+
+    def predict(self, x: torch.Tensor) -> np.ndarray:
+        """Float32 logits for a float32 NCHW batch."""
+        return self.to_logits(self.run(self.prepare(x)))
+
+
+def _tensor_bytes(obj: Any) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, (tuple, list)):
+        return sum(_tensor_bytes(o) for o in obj)
+    return 0
+
+
+def state_dict_bytes(model: nn.Module) -> int:
+    """Bytes of every tensor in the state dict at its real dtype (qint8 = 1 byte, packed int8 weights included)."""
+    return sum(_tensor_bytes(v) for v in model.state_dict().values())
+
+
+_TORCH_FLOAT_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float64: "fp64"}
+
+
+def torch_kernel_precision(model: nn.Module) -> str:
+    """What a torch module really computes in: int8 if it holds quantized modules, else its float dtype."""
+    if any(is_quantized_module(m) for m in model.modules()):
+        return "int8"
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    return "+".join(sorted(_TORCH_FLOAT_NAMES.get(d, str(d)) for d in dtypes)) or "fp32"

@@ -1,0 +1,169 @@
+"""ONNX tooling shared by the ONNX-based backends: export, ORT session options, the optimised
+graph ORT really runs (op types, weight dtypes, bytes), and a verified ``Variant`` of an ONNX file."""
+from __future__ import annotations
+
+import copy
+import logging
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .base import BuildContext, Variant, VariantBuildError
+
+__all__ = [
+    "QDQ_OPS", "QUANT_COMPUTE_OPS", "CalibrationReader", "export_onnx", "fp32_onnx_path", "onnx_initializer_bytes",
+    "onnx_variant", "optimized_graph_ops", "ort_kernel_precision", "ort_session_options",
+]
+
+QUANT_COMPUTE_OPS = frozenset({
+    "QLinearConv", "QGemm", "QLinearMatMul", "MatMulInteger", "ConvInteger", "QLinearAdd", "QLinearMul",
+    "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSigmoid", "QLinearLeakyRelu", "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat", "QAttention",
+})
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+_COMPUTE_OPS = frozenset({"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul"})
+_ONNX_FLOAT_NAMES = {1: "fp32", 10: "fp16", 16: "bf16", 11: "fp64"}
+
+
+def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path) -> Path:
+    """Export with ``torch.onnx.export(dynamo=True)``, one input ``input`` with a dynamic batch dimension."""
+    from torch.export import Dim
+
+    path = Path(path)
+    m = copy.deepcopy(model).float().eval()
+    x = example_input[:2].float() if len(example_input) >= 2 else torch.cat([example_input.float()] * 2)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            m, (x,), str(path), dynamo=True, external_data=False, verbose=False,
+            input_names=["input"], output_names=["logits"], dynamic_shapes=({0: Dim("batch", min=1)},),
+        )
+    return path
+
+
+def ort_session_options(threads: int) -> Any:
+    """The fixed session options every ORT variant is measured with."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return so
+
+
+def optimized_graph_ops(model_path: str | Path, threads: int = 1) -> tuple[list[str], dict[str, int], int]:
+    """Op types of the graph ORT really runs (after ORT_ENABLE_ALL optimisation), the element
+    type of each compute node's weight initializer (ONNX TensorProto enum), and the bytes of
+    that graph's initializers (what the weights occupy at run time)."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort_session_options(threads)
+        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+        g = onnx.load(so.optimized_model_filepath).graph
+        runtime_bytes = onnx_initializer_bytes(so.optimized_model_filepath)
+    inits = {i.name: i.data_type for i in g.initializer}
+    ops = [n.op_type for n in g.node]
+    weight_types = {}
+    for n in g.node:
+        if n.op_type in _COMPUTE_OPS and len(n.input) > 1 and n.input[1] in inits:
+            weight_types[n.name or n.op_type] = inits[n.input[1]]
+    return ops, weight_types, runtime_bytes
+
+
+def onnx_initializer_bytes(model_path: str | Path) -> int:
+    """Bytes of all initializers (weights, biases, scales) at their stored dtype."""
+    import onnx
+    from onnx import helper
+
+    g = onnx.load(str(model_path)).graph
+    total = 0
+    for init in g.initializer:
+        n = 1
+        for d in init.dims:
+            n *= d
+        total += n * np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
+    return total
+
+
+def ort_kernel_precision(ops: list[str], weight_types: dict[str, int]) -> str:
+    if any(op in QUANT_COMPUTE_OPS for op in ops):
+        return "int8"
+    names = {_ONNX_FLOAT_NAMES.get(t, str(t)) for t in weight_types.values()}
+    base = "+".join(sorted(names)) or "fp32"
+    return base + " (int8 QDQ emulated)" if any(op in QDQ_OPS for op in ops) else base
+
+
+class CalibrationReader:
+    """Feeds exactly the given batches to ORT's calibrator (its ``CalibrationDataReader`` protocol)."""
+
+    def __init__(self, batches: Sequence[torch.Tensor]) -> None:
+        self._it = iter([{"input": b.float().numpy()} for b in batches])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+
+def fp32_onnx_path(model: nn.Module, ctx: BuildContext) -> Path:
+    """The float parent's fp32 ONNX export, once per parent (memoised in ``ctx.cache``)."""
+    key = ("onnx_fp32", ctx.parent_key)
+    if key not in ctx.cache or not Path(ctx.cache[key]).exists():
+        ctx.workdir.mkdir(parents=True, exist_ok=True)
+        ctx.cache[key] = export_onnx(model, ctx.example_input, ctx.workdir / f"{ctx.parent_key}_fp32.onnx")
+    return Path(ctx.cache[key])
+
+
+def onnx_variant(path: str | Path, precision: str, threads: int = 1, metadata: dict | None = None,
+                 backend: str = "onnxruntime") -> Variant:
+    """Wrap an ONNX file in an ORT session with the fixed options and verify its precision.
+
+    Raises:
+        VariantBuildError: int8 requested but the optimised graph holds no quantized op.
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    ops, weight_types, runtime_bytes = optimized_graph_ops(path, threads)
+    kernel = ort_kernel_precision(ops, weight_types)
+    quant_ops = sorted({op for op in ops if op in QUANT_COMPUTE_OPS | QDQ_OPS})
+    if precision.startswith("int8") and not quant_ops:
+        raise VariantBuildError(
+            f"int8 requested but the optimised ONNX graph holds no quantized op (ops: {sorted(set(ops))})."
+        )
+    so = ort_session_options(threads)
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    meta = dict(metadata or {})
+    meta.update({
+        "onnx_file": path.name,
+        "runtime_parameter_bytes": runtime_bytes,
+        "optimized_op_types": sorted(set(ops)),
+        "quantized_op_types": quant_ops,
+        "session_options": {"intra_op_num_threads": threads, "inter_op_num_threads": 1,
+                            "execution_mode": "ORT_SEQUENTIAL", "graph_optimization_level": "ORT_ENABLE_ALL",
+                            "providers": ["CPUExecutionProvider"]},
+        "onnxruntime_version": ort.__version__,
+    })
+    run_ = sess.run
+    return Variant(
+        backend=backend,
+        precision=precision,
+        kernel_precision=kernel,
+        parameter_bytes=onnx_initializer_bytes(path),
+        metadata=meta,
+        prepare=lambda x: np.ascontiguousarray(x.float().numpy()),
+        run=lambda x: run_(None, {"input": x})[0],
+        to_logits=lambda out: np.asarray(out, dtype=np.float32),
+        onnx_path=path,
+    )

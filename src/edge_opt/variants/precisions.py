@@ -1,0 +1,221 @@
+"""Precisions as registry entries that carry their behaviour (torchao's config → handler idea).
+
+Each ``Precision`` owns its options (int8: the ``quantization:`` section), the fields it adds
+to a config point's key, the seed-002 name it answers to, and one build hook per kind of
+backend: ``torch`` (a module and the input conversion) and ``onnx`` (an ONNX file from the
+parent's fp32 export). A backend asks the precision for its hook; a precision without a hook
+for that kind is an error row naming the precision and the backend. Adding a precision is
+one ``register_precision`` call here; the backends that support it need nothing else.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import QuantizationConfig
+from ..registry import Registry
+from .base import BuildContext, VariantBuildError
+from .onnx_tools import CalibrationReader
+from .quantize import is_quantized_module, quantization_metadata, quantize_torch_int8
+
+__all__ = [
+    "PRECISIONS", "Precision", "PrecisionSpec", "TorchBuild", "from_seed_name", "get_precision", "list_precisions",
+    "register_precision", "seed_names", "to_seed_name",
+]
+
+
+@dataclass(frozen=True)
+class TorchBuild:
+    """What a precision's torch hook returns: the module to run, the input conversion and metadata."""
+
+    module: nn.Module
+    prepare: Callable[[torch.Tensor], torch.Tensor]
+    metadata: dict[str, Any]
+
+
+TorchHook = Callable[[nn.Module, BuildContext, bool], TorchBuild]
+OnnxHook = Callable[[Path, BuildContext], tuple[Path, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A numeric precision a study can request, with its behaviour.
+
+    Attributes:
+        name: the study's name (fp32, fp16, bf16, int8).
+        bytes_per_value: bytes of one weight/activation value (roofline and layer tables read it).
+        description: one line for docs and errors.
+        seed_name: the seed-002 name (float32, float16, bfloat16, int8).
+        quantized: reads the ``quantization:`` options (and adds them to the point key).
+        hooks: build hook per backend kind ("torch", "onnx").
+    """
+
+    name: str
+    bytes_per_value: float
+    description: str
+    seed_name: str
+    quantized: bool = False
+    hooks: dict[str, Callable[..., Any]] = field(default_factory=dict, compare=False)
+
+    def key_fields(self, options: QuantizationConfig) -> dict[str, Any]:
+        """What this precision adds to a config point's key (only what changes its numbers)."""
+        if not self.quantized:
+            return {"calibration": None}
+        fields: dict[str, Any] = {"calibration": [options.calibration_batches, options.calibration_method,
+                                                  options.engine]}
+        if not options.per_channel:  # the default (per-channel) keeps the keys of earlier stores
+            fields["per_channel"] = False
+        return fields
+
+    def hook(self, kind: str, backend: str) -> Callable[..., Any]:
+        """The build hook for a kind of backend.
+
+        Raises:
+            VariantBuildError: naming the precision, the backend and the precisions it supports.
+        """
+        if kind not in self.hooks:
+            able = [p.name for p in (PRECISIONS.get(n) for n in PRECISIONS.names()) if kind in p.hooks]
+            raise VariantBuildError(f"backend {backend!r} does not support precision {self.name!r} "
+                                    f"(it supports {able}).")
+        return self.hooks[kind]
+
+
+PrecisionSpec = Precision  # the name of earlier releases
+PRECISIONS: Registry[Precision] = Registry("precision", "precisions")
+
+
+def register_precision(precision: Precision) -> Precision:
+    """Add a precision to the registry (a duplicate name is an error)."""
+    return PRECISIONS.register(precision.name)(precision)
+
+
+def get_precision(name: str) -> Precision:
+    """The registered precision ``name``.
+
+    Raises:
+        UnknownNameError: naming the known precisions.
+    """
+    return PRECISIONS.get(name)
+
+
+def list_precisions() -> list[str]:
+    """Names of the registered precisions."""
+    return PRECISIONS.names()
+
+
+def seed_names() -> dict[str, str]:
+    """Seed-002 name → study name (float32 → fp32 …): the one place the two vocabularies meet."""
+    return {PRECISIONS.get(n).seed_name: n for n in PRECISIONS.names()}
+
+
+def from_seed_name(seed_name: str) -> str:
+    """The study's precision for a seed-002 name (``float16`` → ``fp16``)."""
+    try:
+        return seed_names()[seed_name]
+    except KeyError:
+        raise ValueError(f"The 'precision_mode' parameter must be one of {sorted(seed_names())}. "
+                         f"Got {seed_name!r} instead.") from None
+
+
+def to_seed_name(name: str) -> str:
+    """The seed-002 name of a study precision (``fp16`` → ``float16``)."""
+    return get_precision(name).seed_name
+
+
+# --- float precisions --------------------------------------------------------------------
+
+def _channels_last(x: torch.Tensor, on: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if on and x.dim() == 4 else x
+
+
+def _float_torch_hook(dtype: torch.dtype) -> TorchHook:
+    def build(model: nn.Module, ctx: BuildContext, channels_last: bool) -> TorchBuild:
+        m = copy.deepcopy(model).to(dtype).eval()
+        if channels_last:
+            m = m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch stubs omit it
+        return TorchBuild(m, lambda x: _channels_last(x.to(dtype), channels_last), {})
+
+    return build
+
+
+def _fp32_onnx(fp32: Path, ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
+    return fp32, {}
+
+
+def _fp16_onnx(fp32: Path, ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    out = ctx.workdir / f"{ctx.parent_key}_fp16.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(out))
+    return out, {"converter": "onnxruntime.transformers.float16 (float32 I/O kept)"}
+
+
+# --- int8 ---------------------------------------------------------------------------------
+
+def _calibration_meta(ctx: BuildContext) -> dict[str, Any]:
+    return {"calibration_batches": len(ctx.calibration),
+            "calibration_samples": int(sum(len(b) for b in ctx.calibration))}
+
+
+def _int8_torch(model: nn.Module, ctx: BuildContext, channels_last: bool) -> TorchBuild:
+    q = ctx.quantization
+    calib = [_channels_last(b.float(), channels_last) for b in ctx.calibration]
+    base = copy.deepcopy(model).float().eval()
+    if channels_last:
+        base = base.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    m = quantize_torch_int8(base, calib, q.engine, q.per_channel)
+    qtypes = sorted({type(mod).__name__ for mod in m.modules() if is_quantized_module(mod)})
+    if not qtypes:
+        raise VariantBuildError("int8 requested but the converted torch model holds no quantized module.")
+    meta = {"quantizer": "torch.ao.quantization FX (static PTQ)", "quantization_backend": q.engine,
+            "per_channel": q.per_channel, **_calibration_meta(ctx), "quantized_module_types": qtypes,
+            "layers": quantization_metadata(m)}
+    return TorchBuild(m, lambda x: _channels_last(x.float(), channels_last), meta)
+
+
+def _int8_onnx(fp32: Path, ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    q = ctx.quantization
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    suffix = "" if q.per_channel else "_per_tensor"
+    out = ctx.workdir / f"{ctx.parent_key}_int8_{q.calibration_method}{suffix}.onnx"
+    kwargs: dict[str, Any] = {}
+    if ctx.ort_op_types_to_quantize is not None:
+        kwargs["op_types_to_quantize"] = list(ctx.ort_op_types_to_quantize)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # ORT logs its "consider pre-processing" notice on the root logger
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_static(str(fp32), str(out), CalibrationReader(ctx.calibration), quant_format=QuantFormat.QDQ,
+                            per_channel=q.per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=methods[q.calibration_method], **kwargs)
+    finally:
+        root.setLevel(level)
+    return out, {"quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ",
+                 "per_channel": q.per_channel, "activation_type": "QInt8", "weight_type": "QInt8",
+                 "calibration_method": q.calibration_method, **_calibration_meta(ctx)}
+
+
+register_precision(Precision("fp32", 4, "32-bit float (training precision)", "float32",
+                             hooks={"torch": _float_torch_hook(torch.float32), "onnx": _fp32_onnx}))
+register_precision(Precision("fp16", 2, "16-bit float weights and activations", "float16",
+                             hooks={"torch": _float_torch_hook(torch.float16), "onnx": _fp16_onnx}))
+register_precision(Precision("bf16", 2, "bfloat16 weights and activations (torch only)", "bfloat16",
+                             hooks={"torch": _float_torch_hook(torch.bfloat16)}))
+register_precision(Precision("int8", 1, "static post-training int8 quantization with calibration", "int8",
+                             quantized=True, hooks={"torch": _int8_torch, "onnx": _int8_onnx}))
