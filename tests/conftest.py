@@ -20,7 +20,7 @@ def tiny_config_dict(output_dir: Path, **over) -> dict:
         "dataset": "digits", "image_size": 8, "epochs": 2, "fine_tune_epochs": 1, "batch_size": 64,
         "model": {"name": "small_cnn", "params": {"conv1_channels": 8, "conv2_channels": 16, "hidden_units": 32}},
         "pruning_levels": [0.0, 0.5], "precisions": ["fp32", "fp16", "int8"], "backends": ["torch", "onnxruntime"],
-        "calibration_batches": 2, "benchmark_repeats": 3, "benchmark_trials": 2, "benchmark_warmup": 1,
+        "quantization": {"calibration_batches": 2}, "benchmark_repeats": 3, "benchmark_trials": 2, "benchmark_warmup": 1,
         "memory_budgets_mb": [0.01, 0.1], "active_memory_budget_mb": 0.01, "max_accuracy_drop": 0.05,
         "output_dir": str(output_dir), "learning_rate": 0.01,
         "deployment": {"min_queries": 20, "min_duration_s": 0.05, "server_search_steps": 3},

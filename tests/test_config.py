@@ -34,8 +34,6 @@ def _err(data) -> list[str]:
     ("power_watts", float("nan"), "finite"),
     ("learning_rate", float("inf"), "finite"),
     ("latency_budget_ms", -3, "greater than 0"),
-    ("calibration_method", "median", "minmax"),
-    ("quantization_backend", "tensorrt", "x86"),
     ("device", "tpu", "cpu"),
     ("epochs", -1, "greater than or equal to 0"),
 ])
@@ -45,6 +43,29 @@ def test_invalid_value_names_key_allowed_and_given(key, value, needle):
     msg = errors[0]
     assert repr(key) in msg and needle in msg
     assert "Got" in msg and (repr(value) in msg or (isinstance(value, float) and math.isnan(value) and "nan" in msg))
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("calibration_method", "median", "minmax"),
+    ("engine", "tensorrt", "x86"),
+    ("calibration_batches", 0, "greater than or equal to 1"),
+    ("per_channel", "sometimes", "boolean"),
+])
+def test_invalid_quantization_option_names_key_allowed_and_given(key, value, needle):
+    errors = _err({"quantization": {key: value}})
+    assert len(errors) == 1
+    assert f"'quantization.{key}'" in errors[0] and needle in errors[0] and repr(value) in errors[0]
+
+
+def test_flat_int8_keys_of_earlier_releases_move_into_quantization():
+    cfg = config_from_dict({"calibration_batches": 3, "calibration_method": "entropy", "quantization_backend": "fbgemm"})
+    assert cfg.quantization.calibration_batches == 3 and cfg.quantization.calibration_method == "entropy"
+    assert cfg.quantization.engine == "fbgemm" and cfg.quantization.per_channel is True
+    assert config_from_dict({"quantization": {"calibration_batches": 3}}) == config_from_dict({"calibration_batches": 3})
+    msg = _err({"calibration_method": "median"})[0]
+    assert "'quantization.calibration_method'" in msg and "minmax" in msg and "'median'" in msg
+    msg = _err({"calibration_batches": 3, "quantization": {"calibration_batches": 4}})[0]
+    assert "'calibration_batches' is the old spelling of 'quantization.calibration_batches'" in msg
 
 
 def test_unknown_key_lists_allowed_keys():

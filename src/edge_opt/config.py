@@ -48,13 +48,15 @@ LEGACY_QUANTIZATION_KEYS = {"calibration_method": "calibration_method", "calibra
                             "quantization_backend": "engine"}
 
 
+Scenario = Literal["single_stream", "server", "offline", "batch"]
+SCENARIO_NAMES: tuple[Scenario, ...] = ("single_stream", "server", "offline", "batch")
+
+
 class DeploymentConfig(BaseModel):
     """Deployment simulation settings (MLPerf-LoadGen-style scenarios)."""
 
     model_config = _STRICT
-    scenarios: list[Literal["single_stream", "server", "offline", "batch"]] = Field(
-        default_factory=lambda: ["single_stream", "server", "offline", "batch"], min_length=1
-    )
+    scenarios: list[Scenario] = Field(default_factory=lambda: list(SCENARIO_NAMES), min_length=1)
     min_queries: int = Field(default=1024, ge=1, le=10_000_000)
     min_duration_s: float = Field(default=2.0, gt=0, le=3600)
     server_target_qps: float | None = Field(default=None, gt=0)
@@ -152,7 +154,7 @@ class StudyConfig(BaseModel):
                 continue
             if new in section:
                 raise ValueError(f"'{old}' is the old spelling of 'quantization.{new}'; give only "
-                                 f"'quantization.{new}'")
+                                 f"'quantization.{new}' (got {data[old]!r} and {section[new]!r})")
             section[new] = data.pop(old)
         data["quantization"] = section
         return data
@@ -222,6 +224,9 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel] = Study
             lines.append(f"Unknown key {key!r}. Allowed keys: {allowed}. Got {_short(err['input'])}.")
             continue
         msg = err["msg"].removeprefix("Value error, ")
+        if not loc:  # a rule over several keys (names them itself)
+            lines.append(f"The config is invalid: {msg}.")
+            continue
         lines.append(f"The {key!r} parameter is invalid: {msg}. Got {_short(err.get('input'))} instead.")
     return lines
 

@@ -11,6 +11,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,7 +100,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(raw) < header:
         raise DataError(f"IDX file {str(path)!r} is corrupt: header truncated.")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    dtype: np.dtype[Any] = np.dtype(_IDX_DTYPES[raw[2]])  # type: ignore[call-overload]  # str | type mix
     expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     if len(raw) - header != expected:
         raise DataError(
@@ -186,7 +187,7 @@ class DataBundle:
     def calibration_batches(self, n: int) -> list[torch.Tensor]:
         """The first ``n`` training batches in the split's fixed order (no shuffling), inputs only."""
         ordered = DataLoader(self.train_loader.dataset, batch_size=self.train_loader.batch_size, shuffle=False)
-        out = []
+        out: list[torch.Tensor] = []
         for x, _ in ordered:
             if len(out) >= n:
                 break
@@ -232,7 +233,7 @@ def make_loaders(
     return DataBundle(
         train_loader=train_loader,
         val_loader=val_loader,
-        input_shape=tuple(int(s) for s in ds.images.shape[1:]),
+        input_shape=(int(ds.images.shape[1]), int(ds.images.shape[2]), int(ds.images.shape[3])),
         num_classes=ds.num_classes,
         mean=mean,
         std=std,

@@ -33,7 +33,7 @@ import torch
 from torch.utils.benchmark import Timer
 
 from . import atomic
-from .config import StudyConfig
+from .config import SCENARIO_NAMES, StudyConfig
 from .energy import RaplReader, measure_energy
 from .metrics import ModelLike, as_variant
 from .results import ConfigPoint
@@ -41,7 +41,7 @@ from .runner import Sweep, point_key, stable_hash
 from .store import StudyStore
 from .variants.backends import Variant, build_variant
 
-SCENARIOS = ("single_stream", "server", "offline", "batch")
+SCENARIOS = SCENARIO_NAMES
 
 
 def _pcts(lat_ms: Sequence[float]) -> dict[str, float]:
@@ -52,7 +52,7 @@ def _pcts(lat_ms: Sequence[float]) -> dict[str, float]:
             "p95_ms": float(np.percentile(a, 95)), "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean())}
 
 
-def simulate_server(service_ms: Sequence[float], rate_qps: float, seed: int = 0) -> np.ndarray:
+def simulate_server(service_ms: Sequence[float] | np.ndarray, rate_qps: float, seed: int = 0) -> np.ndarray:
     """Latencies (ms) of a single-worker FIFO queue with Poisson arrivals at ``rate_qps``.
 
     Args:

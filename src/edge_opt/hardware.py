@@ -65,9 +65,9 @@ def _tensor_bytes(t: Any) -> int:
     return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
 
 
-def _param_bytes(m: nn.Module) -> int:
+def _param_bytes(m: Any) -> int:
     kind = _quantized_kind(m)
-    if kind is not None:
+    if kind is not None:  # torch.ao quantized modules expose weight() / bias() methods
         w = m.weight()
         b = m.bias() if callable(getattr(m, "bias", None)) else None
         return _tensor_bytes(w) + _tensor_bytes(b)
@@ -75,7 +75,7 @@ def _param_bytes(m: nn.Module) -> int:
         _tensor_bytes(b) for b in m.buffers(recurse=False) if b.is_floating_point())
 
 
-def _macs(m: nn.Module, out: torch.Tensor, inp: torch.Tensor) -> int:
+def _macs(m: Any, out: torch.Tensor) -> int:
     kind = _quantized_kind(m)
     if isinstance(m, _CONV) or kind == "conv":
         k = int(np.prod(m.kernel_size))
@@ -128,7 +128,7 @@ def estimate_layerwise_stats(model: nn.Module, batch_size: int, input_shape: Seq
                 inp.element_size() if inp is not None else 0)
             rows.append(LayerEstimate(
                 layer=label, output_elements=int(out.numel()), parameter_bytes=_param_bytes(mod),
-                activation_bytes=int(round(out.numel() * per_value)), macs=_macs(mod, out, inp),
+                activation_bytes=int(round(out.numel() * per_value)), macs=_macs(mod, out),
                 input_bytes=int(round(inp.numel() * in_per_value)) if inp is not None else 0,
                 layer_type=type(mod).__name__))
         return fn

@@ -54,7 +54,7 @@ def write_html_report(output_dir: str | Path) -> Path:
         sweep = sweep.sort_values(["hostname", "pruning_level", "precision", "backend"], kind="mergesort")
     rows = []
     for _, r in sweep.iterrows():
-        d = {c: _fmt(r.get(c)) for c in cols}
+        d: dict[str, Any] = {c: _fmt(r.get(c)) for c in cols}
         d["_accepted"] = bool(r.get("accepted"))
         d["_recommended"] = bool(rec and r.get("key") == rec.get("key"))
         rows.append(d)

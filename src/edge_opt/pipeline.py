@@ -232,7 +232,8 @@ def _analyse(sweep: Sweep, store: StudyStore, out: Path, interrupted: bool, on_e
     clock.lap("analysis")
     artifact = None if interrupted else _export(out, selection, sweep, on_event, warnings)
     clock.lap("artifact")
-    hardware, deployment = None, {}
+    hardware: HardwareAnalysis | None = None
+    deployment: dict[str, Any] = {}
     if not interrupted and baseline is not None and baseline.ok:
         on_event("stage", name="hardware analysis", detail="machine calibration + layer tables")
         hardware, _ = analyse_hardware(out, cfg, sweep.parent, sweep.data.input_shape, baseline, selection, assessed)

@@ -22,8 +22,8 @@ class Reporter:
         self.stream = stream or sys.stdout
         self.start = time.perf_counter()
         self.rich = (self.stream.isatty() if rich_ui is None else rich_ui) and not quiet
-        self._progress = None
-        self._task = None
+        self._progress: Any = None  # rich.progress.Progress once the bar runs
+        self._task: Any = None
         self._variant_start: float | None = None
         self._durations: list[float] = []
 

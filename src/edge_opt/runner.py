@@ -34,7 +34,7 @@ from .results import ConfigPoint, VariantResult
 from .store import StudyStore
 from .training import train_model
 from .variants.backends import BuildContext, Variant, build_variant
-from .variants.precisions import get_precision
+from .variants.precisions import PRECISIONS
 from .variants.prune import load_checkpoint, prune_model, save_checkpoint
 
 __all__ = [
@@ -73,12 +73,17 @@ def point_key(cfg: StudyConfig, point: ConfigPoint) -> str:
     """Key of a config point: everything that affects its measured numbers (the precision adds its own fields)."""
     return stable_hash({
         "parent": parent_key(cfg, point.pruning_level), "precision": point.precision, "backend": point.backend,
-        **get_precision(point.precision).key_fields(cfg.quantization),
+        **_precision_key_fields(cfg, point.precision),
         "threads": cfg.threads, "bench": [cfg.benchmark_repeats, cfg.benchmark_trials, cfg.benchmark_warmup,
                                           cfg.latency_batch_size, cfg.benchmark_min_sample_ms,
                                           cfg.benchmark_target_rel_ci], "power_watts": cfg.power_watts,
         "measure_version": MEASURE_VERSION, "runtimes": runtime_versions(),
     })
+
+
+def _precision_key_fields(cfg: StudyConfig, precision: str) -> dict[str, Any]:
+    # an unknown precision has no fields of its own: its build fails and it becomes an error result
+    return PRECISIONS.get(precision).key_fields(cfg.quantization) if precision in PRECISIONS else {"calibration": None}
 
 
 @functools.lru_cache(maxsize=1)

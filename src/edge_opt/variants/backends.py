@@ -22,15 +22,33 @@ from .onnx_tools import export_onnx, fp32_onnx_path, onnx_initializer_bytes, onn
 from .precisions import PRECISIONS, PrecisionSpec, get_precision, list_precisions
 
 __all__ = [
-    "BACKENDS", "PRECISIONS", "BuildContext", "PrecisionSpec", "Variant", "VariantBuildError",
-    "build_onnx_file", "build_variant", "export_onnx", "list_backends", "list_precisions", "onnx_initializer_bytes",
+    "BACKENDS", "BACKEND_KINDS", "PRECISIONS", "BuildContext", "PrecisionSpec", "Variant", "VariantBuildError",
+    "backend_supports", "build_onnx_file", "build_variant", "export_onnx", "list_backends", "list_precisions", "onnx_initializer_bytes",
     "onnx_variant", "optimized_graph_ops", "register_backend", "state_dict_bytes", "torch_kernel_precision",
     "wrap_torch_module",
 ]
 
 BackendBuilder = Callable[[nn.Module, str, BuildContext], Variant]
 BACKENDS: Registry[BackendBuilder] = Registry("backend", "backends")
-register_backend = BACKENDS.register
+# Which precision hook a backend builds through ("torch" or "onnx"); a backend without one handles precisions itself.
+BACKEND_KINDS: dict[str, str] = {}
+
+
+def register_backend(name: str, kind: str | None = None) -> Callable[[BackendBuilder], BackendBuilder]:
+    """Decorator: register a backend builder under ``name``; ``kind`` names the precision hook it uses."""
+    def deco(fn: BackendBuilder) -> BackendBuilder:
+        BACKENDS.register(name)(fn)
+        if kind is not None:
+            BACKEND_KINDS[name] = kind
+        return fn
+
+    return deco
+
+
+def backend_supports(backend: str, precision: str) -> bool:
+    """Whether ``precision`` has a build hook for ``backend`` (unknown for custom backends: True)."""
+    kind = BACKEND_KINDS.get(backend)
+    return kind is None or kind in get_precision(precision).hooks
 
 
 def list_backends() -> list[str]:
@@ -49,7 +67,7 @@ def build_variant(backend: str, model: nn.Module, precision: str, ctx: BuildCont
 
 
 def _torch_variant(model: nn.Module, precision: str, ctx: BuildContext, channels_last: bool, name: str) -> Variant:
-    build = get_precision(precision).hook("torch", name)(model, ctx, channels_last)
+    build = get_precision(precision).hook(BACKEND_KINDS[name], name)(model, ctx, channels_last)
     m = build.module
     meta = {"memory_format": "channels_last" if channels_last else "contiguous", **build.metadata}
 
@@ -96,13 +114,13 @@ def wrap_torch_module(model: nn.Module, precision: str | None = None,
     return build_variant("torch", model, precision, ctx)
 
 
-@register_backend("torch")
+@register_backend("torch", kind="torch")
 def torch_backend(model: nn.Module, precision: str, ctx: BuildContext) -> Variant:
     """PyTorch eager, NCHW (contiguous) tensors."""
     return _torch_variant(model, precision, ctx, channels_last=False, name="torch")
 
 
-@register_backend("torch_channels_last")
+@register_backend("torch_channels_last", kind="torch")
 def torch_channels_last_backend(model: nn.Module, precision: str, ctx: BuildContext) -> Variant:
     """PyTorch eager with ``channels_last`` memory format (NHWC kernels for conv/pool)."""
     return _torch_variant(model, precision, ctx, channels_last=True, name="torch_channels_last")
@@ -117,7 +135,7 @@ def build_onnx_file(model: nn.Module, precision: str, ctx: BuildContext,
     return path, {"exporter": "torch.onnx.export(dynamo=True)", "dynamic_batch": True, **meta}
 
 
-@register_backend("onnxruntime")
+@register_backend("onnxruntime", kind="onnx")
 def onnxruntime_backend(model: nn.Module, precision: str, ctx: BuildContext) -> Variant:
     """ONNX Runtime (CPU execution provider) on a dynamo-exported graph."""
     path, meta = build_onnx_file(model, precision, ctx)

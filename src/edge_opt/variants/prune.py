@@ -76,8 +76,9 @@ def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
 
 def _resized(m: nn.Module, s: dict[str, int]) -> nn.Module:
     if isinstance(m, (nn.Conv1d, nn.Conv2d)):
-        return type(m)(s["in"], s["out"], m.kernel_size, stride=m.stride, padding=m.padding, dilation=m.dilation,
-                       groups=s["groups"], bias=m.bias is not None, padding_mode=m.padding_mode)
+        conv: Any = type(m)  # the stubs type kernel/stride tuples per class; these come from the same class
+        return conv(s["in"], s["out"], m.kernel_size, stride=m.stride, padding=m.padding, dilation=m.dilation,
+                    groups=s["groups"], bias=m.bias is not None, padding_mode=m.padding_mode)
     if isinstance(m, nn.Linear):
         return nn.Linear(s["in"], s["out"], bias=m.bias is not None)
     return type(m)(s["out"], eps=m.eps, momentum=m.momentum, affine=m.affine, track_running_stats=m.track_running_stats)

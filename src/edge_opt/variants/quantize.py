@@ -49,8 +49,8 @@ def quantize_torch_int8(model: nn.Module, calibration: Sequence[torch.Tensor], b
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
         mapping = get_default_qconfig_mapping(backend)
-        if not per_channel:
-            default = mapping.global_qconfig
+        default = mapping.global_qconfig
+        if not per_channel and default is not None:
             mapping = mapping.set_global(QConfig(activation=default.activation, weight=default_weight_observer))
         float_model = copy.deepcopy(model).eval().float()
         prepared = prepare_fx(float_model, mapping, (calibration[0][:1],))
