@@ -1,5 +1,6 @@
 # make run   — set up .venv from the lock and run the default study
-# make test  — set up .venv from the lock and run the test suite
+# make test  — set up .venv from the lock; lint (ruff), type check (mypy), then the test suite
+# make lint  — ruff + mypy only
 # make bench — performance record (benchmarks/results/latest.json)
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.installed
 EXTRAS_STAMP := $(VENV)/.installed-extras
 CONFIG ?= configs/default.yaml
 
-.PHONY: run test test-fast bench setup clean browser
+.PHONY: run test test-fast lint bench setup clean browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +35,11 @@ browser:
 	    { timeout 300 apt-get update -q >/dev/null 2>&1 && timeout 300 apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
 	  echo "note: chromium could not be installed; the browser test will be skipped"
 
-test: $(EXTRAS_STAMP) browser
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
+
+test: $(EXTRAS_STAMP) browser lint
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)

@@ -63,8 +63,14 @@ def test_repeated_benchmarks_files_keys_and_determinism(tmp_path):
     for name in ("raw_runs.csv", "summary_stats.csv", "summary_stats.json", "accuracy_vs_latency.png",
                  "accuracy_vs_energy.png", "accuracy_vs_memory.png", "pareto_frontier.png"):
         assert (tmp_path / "a" / name).is_file()
-    assert (tmp_path / "a" / "summary_stats.csv").read_text().startswith("# ci95 = t(0.975")
-    assert "Student t" in json.loads((tmp_path / "a" / "summary_stats.json").read_text())["ci_method"]
+    # standard readers take both files as they are
+    csv = pd.read_csv(tmp_path / "a" / "summary_stats.csv")
+    assert list(csv.columns[: len(SEED_KEYS)]) == SEED_KEYS and csv.columns[0] == "precision_mode"
+    assert list(csv["precision_mode"]) == ["float32", "int8"] and set(csv["ci_method"]) == {"t"}
+    rows = json.loads((tmp_path / "a" / "summary_stats.json").read_text())
+    assert isinstance(rows, list) and [list(r)[: len(SEED_KEYS)] for r in rows] == [SEED_KEYS] * 2
+    assert rows[0]["accuracy_mean"] == pytest.approx(csv["accuracy_mean"][0])
+    assert "Student t" in json.loads((tmp_path / "a" / "summary_stats_meta.json").read_text())["ci_note"]
     raw = pd.read_csv(tmp_path / "a" / "raw_runs.csv")
     assert len(raw) == 4 and sorted(raw["seed"].unique()) == [7, 8]
 

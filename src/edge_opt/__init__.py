@@ -5,4 +5,6 @@ run an exported model with onnxruntime alone. Public names live in their stage
 modules: ``edge_opt.metrics``, ``edge_opt.reporting``, ``edge_opt.hardware`` …
 """
 
+__all__ = ["__version__"]
+
 __version__ = "0.1.0"

@@ -19,16 +19,13 @@ from .env import package_versions
 from .results import ConfigPoint
 from .runner import Sweep
 from .runtime import sha256_file
-from .selection import Selection
+from .selection import MANIFEST_COLUMNS, Selection
 from .variants.backends import BuildContext, build_onnx_file, onnx_variant
 
 __all__ = ["MANIFEST_METRICS", "MODEL_FILE", "ExportedArtifact", "export_artifact", "export_recommended"]
 
 MODEL_FILE = "model.onnx"
-# Columns of the measured row copied into the manifest.
-MANIFEST_METRICS = ("accuracy", "latency_ms", "latency_ci95_ms", "latency_p95_ms", "batch_latency_ms",
-                    "throughput_sps", "memory_mb", "energy_proxy_j", "energy_source", "device_latency_ms",
-                    "accuracy_drop", "speedup_vs_baseline")
+MANIFEST_METRICS = MANIFEST_COLUMNS  # columns of the measured row copied into the manifest
 
 
 def export_artifact(out_dir: str | Path, parent_model: nn.Module, row: Mapping[str, Any], data: DataBundle,

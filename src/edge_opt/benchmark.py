@@ -5,21 +5,26 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.benchmark import Timer
 
-from .data import digits_dataset, make_loaders, synthetic_dataset
+from .data import DataBundle, RawDataset, digits_dataset, make_loaders, synthetic_dataset
 from .energy import RaplReader, measure_energy
 from .models import create_model
 from .training import set_deterministic, train_model
+from .variants.precisions import from_seed_name, get_precision, seed_names
 from .variants.quantize import is_quantized_module, quantize_torch_int8
 
-PRECISION_MODES = ("float32", "float16", "bfloat16", "int8")
-_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+__all__ = ["PRECISION_MODES", "benchmark_one_setup"]
+
+# The seed-002 names of the registered precisions (float32, float16, bfloat16, int8); the mapping to the
+# study's names (fp32, fp16, bf16, int8) lives in one place: ``edge_opt.variants.precisions``.
+PRECISION_MODES = tuple(seed_names())
+_AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}  # float precisions the MLP trains in (CPU autocast)
 
 
 def _rss_mb() -> float:
@@ -29,6 +34,40 @@ def _rss_mb() -> float:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
     except (OSError, ValueError, IndexError):
         return math.nan
+
+
+def _mlp_data(classes: int, n_samples: int, seed: int) -> tuple[RawDataset, str]:
+    """Digits when the MLP has 10 outputs and enough samples exist, else a seeded synthetic problem."""
+    if classes == 10 and n_samples <= 1797:
+        raw = digits_dataset(image_size=8)
+        idx = np.random.default_rng(seed).permutation(len(raw.labels))[:n_samples]
+        return RawDataset(raw.images[idx], raw.labels[idx], 10, raw.source), "digits"
+    return synthetic_dataset(image_size=8, seed=seed, n_samples=n_samples, num_classes=classes), "synthetic"
+
+
+def _inference_model(model: torch.nn.Module, data: DataBundle, quantized: bool,
+                     autocast: torch.dtype | None) -> tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+    """The trained MLP as it runs inference in the mode: int8-quantized, cast to a float dtype, or as is."""
+    if quantized:
+        return quantize_torch_int8(model, data.calibration_batches(2)), (lambda x: x.float())
+    if autocast is not None:
+        dtype = autocast
+        return copy.deepcopy(model).to(dtype), (lambda x: x.to(dtype))
+    return model, (lambda x: x)
+
+
+def _evaluate_and_time(infer: torch.nn.Module, prep: Callable[[torch.Tensor], torch.Tensor],
+                       data: DataBundle) -> tuple[int, int, Any, torch.Tensor]:
+    """Validation hits and count, and a ``blocked_autorange`` measurement of one batch."""
+    correct = total = 0
+    with torch.inference_mode():
+        for x, y in data.val_loader:
+            correct += int((infer(prep(x)).float().argmax(1) == y).sum())
+            total += len(y)
+        xb = prep(next(iter(data.val_loader))[0])
+        m = Timer("f(x)", globals={"f": infer, "x": xb}, num_threads=torch.get_num_threads()).blocked_autorange(
+            min_run_time=0.1)
+    return correct, total, m, xb
 
 
 def benchmark_one_setup(layer_sizes: Sequence[int], activations: Sequence[str], precision_mode: str, batch_size: int,
@@ -49,26 +88,17 @@ def benchmark_one_setup(layer_sizes: Sequence[int], activations: Sequence[str], 
         Row with train_time (s per epoch), latency (s per sample, median), memory (MB, peak RSS growth
         during the run), accuracy (final train accuracy), val_accuracy, energy (J per epoch) and how each was measured.
     """
-    if precision_mode not in PRECISION_MODES:
-        raise ValueError(f"The 'precision_mode' parameter must be one of {list(PRECISION_MODES)}. "
-                         f"Got {precision_mode!r} instead.")
+    precision = from_seed_name(precision_mode)  # ValueError naming the allowed modes
     if n_samples < 8:
         raise ValueError(f"The 'n_samples' parameter must be at least 8. Got {n_samples!r} instead.")
     set_deterministic(seed)
-    classes = int(layer_sizes[-1])
-    if classes == 10 and n_samples <= 1797:
-        raw = digits_dataset(image_size=8)
-        idx = np.random.default_rng(seed).permutation(len(raw.labels))[:n_samples]
-        raw = type(raw)(raw.images[idx], raw.labels[idx], 10, raw.source)
-        dataset = "digits"
-    else:
-        raw = synthetic_dataset(image_size=8, seed=seed, n_samples=n_samples, num_classes=classes)
-        dataset = "synthetic"
+    raw, dataset = _mlp_data(int(layer_sizes[-1]), n_samples, seed)
     data = make_loaders(raw, batch_size=batch_size, dataloader_seed=seed, val_fraction=0.25)
     model = create_model("mlp", data.input_shape, data.num_classes, layer_sizes=list(layer_sizes),
                          activations=list(activations))
     rss0 = _rss_mb()
-    autocast = _DTYPES.get(precision_mode)
+    autocast = _AUTOCAST.get(precision)
+    quantized = get_precision(precision).quantized
     holder: dict[str, Any] = {}
 
     def train() -> int:
@@ -78,22 +108,8 @@ def benchmark_one_setup(layer_sizes: Sequence[int], activations: Sequence[str], 
 
     energy, elapsed, _ = measure_energy(train, power_watts=power_watts, reader=rapl)
     result = holder["result"]
-    if precision_mode == "int8":
-        infer = quantize_torch_int8(model, data.calibration_batches(2))
-        prep = lambda x: x.float()  # noqa: E731
-    elif autocast is not None:
-        infer = copy.deepcopy(model).to(autocast)
-        prep = lambda x: x.to(autocast)  # noqa: E731
-    else:
-        infer, prep = model, (lambda x: x)
-    correct = total = 0
-    with torch.inference_mode():
-        for x, y in data.val_loader:
-            correct += int((infer(prep(x)).float().argmax(1) == y).sum())
-            total += len(y)
-        xb = prep(next(iter(data.val_loader))[0])
-        m = Timer("f(x)", globals={"f": infer, "x": xb}, num_threads=torch.get_num_threads()).blocked_autorange(
-            min_run_time=0.1)
+    infer, prep = _inference_model(model, data, quantized, autocast)
+    correct, total, m, xb = _evaluate_and_time(infer, prep, data)
     peak = max(_rss_mb() - rss0, 0.0)
     epoch_s = float(np.mean(result.epoch_seconds)) if result.epoch_seconds else math.nan
     joules = energy.joules if energy.source == "rapl" else power_watts * epoch_s  # proxy: power × epoch time
@@ -103,6 +119,6 @@ def benchmark_one_setup(layer_sizes: Sequence[int], activations: Sequence[str], 
         "val_accuracy": correct / total if total else math.nan, "energy": joules,
         "energy_source": energy.source, "memory_method": "peak RSS growth during the run (/proc/self/statm)",
         "latency_method": "median of torch.utils.benchmark blocked_autorange on one batch, per sample",
-        "quantized": precision_mode == "int8" and any(is_quantized_module(q) for q in infer.modules()),
-        "inference_dtype": "int8" if precision_mode == "int8" else str(next(infer.parameters()).dtype).split(".")[-1],
+        "quantized": quantized and any(is_quantized_module(q) for q in infer.modules()),
+        "inference_dtype": "int8" if quantized else str(next(infer.parameters()).dtype).split(".")[-1],
     }

@@ -11,8 +11,11 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_NO_RECOMMENDATION", "EXIT_OK", "EXIT_SIGINT", "EXIT_SIGTERM", "main"]
 
 EXIT_OK, EXIT_NO_RECOMMENDATION, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
@@ -142,6 +145,43 @@ def _cmd_run_seeds(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _StopSignals:
+    """SIGINT/SIGTERM ask the study to stop after the current variant; a second signal aborts at once."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+        print(f"\n{signal.Signals(signum).name} received: stopping after the current variant "
+              "(send again to abort now)", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> _StopSignals:
+        self._old = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def _print_errors(lines: Sequence[str]) -> int:
+    for line in lines:
+        print(f"error: {line}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _interrupted(args: argparse.Namespace, out: str, exc: Exception, signum: int | None) -> int:
+    res = exc.args[0] if exc.args else None
+    done = f"{res.summary.get('finished_points')} of {res.summary.get('total_points')}" if res is not None else "some"
+    print(f"interrupted: {done} points finished and written to {out}. Resume with: edge-opt run --config "
+          f"{args.config}" + (f" --output-dir {args.output_dir}" if args.output_dir else ""), file=sys.stderr)
+    return EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     if args.seeds:
         return _cmd_run_seeds(args)
@@ -151,48 +191,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .progress import Reporter
     from .runner import StudyInterrupted
 
-    overrides = {"output_dir": args.output_dir} if args.output_dir else None
     try:
-        cfg = load_study_config(args.config, overrides)
+        cfg = load_study_config(args.config, {"output_dir": args.output_dir} if args.output_dir else None)
     except ConfigError as exc:
-        for line in exc.errors:
-            print(f"error: {line}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    stop = {"signal": None}
-
-    def handler(signum, frame):  # noqa: ARG001
-        if stop["signal"] is not None:  # a second signal stops at once
-            raise KeyboardInterrupt
-        stop["signal"] = signum
-        print(f"\n{signal.Signals(signum).name} received: stopping after the current variant "
-              "(send again to abort now)", file=sys.stderr, flush=True)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        return _print_errors(exc.errors)
     reporter = Reporter(quiet=args.quiet, verbose=args.verbose)
-    try:
-        result = run_study(cfg, fresh=args.fresh, on_event=reporter, should_stop=lambda: stop["signal"] is not None,
-                           command=["edge-opt", *sys.argv[1:]])
-    except ConfigError as exc:
-        reporter.close()
-        for line in exc.errors:
-            print(f"error: {line}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except DataError as exc:
-        reporter.close()
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except StudyInterrupted as exc:
-        reporter.close()
-        res = exc.args[0] if exc.args else None
-        done = f"{res.summary.get('finished_points')} of {res.summary.get('total_points')}" if res is not None else "some"
-        print(f"interrupted: {done} points finished and written to {cfg.output_dir}. "
-              f"Resume with: edge-opt run --config {args.config}" +
-              (f" --output-dir {args.output_dir}" if args.output_dir else ""), file=sys.stderr)
-        return EXIT_SIGTERM if stop["signal"] == signal.SIGTERM else EXIT_SIGINT
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+    with _StopSignals() as stop:
+        try:
+            result = run_study(cfg, fresh=args.fresh, on_event=reporter, should_stop=lambda: stop.signal is not None,
+                               command=["edge-opt", *sys.argv[1:]])
+        except ConfigError as exc:
+            reporter.close()
+            return _print_errors(exc.errors)
+        except DataError as exc:
+            reporter.close()
+            return _print_errors([str(exc)])
+        except StudyInterrupted as exc:
+            reporter.close()
+            return _interrupted(args, cfg.output_dir, exc, stop.signal)
     reporter.close()
+    return _report_result(args, result)
+
+
+def _report_result(args: argparse.Namespace, result: Any) -> int:
     rec = result.summary.get("recommended")
     if not args.quiet:
         for w in result.warnings:

@@ -13,6 +13,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+__all__ = [
+    "LEGACY_QUANTIZATION_KEYS", "SCENARIO_NAMES", "ConfigError", "DeploymentConfig", "MlflowConfig", "ModelConfig",
+    "QuantizationConfig", "RayConfig", "Scenario", "StudyConfig", "TrackingConfig", "config_from_dict",
+    "config_from_yaml", "format_validation_error", "load_config",
+]
+
 
 class ConfigError(ValueError):
     """Invalid study configuration. ``errors`` holds one message per problem."""

@@ -41,6 +41,12 @@ from .runner import Sweep, point_key, stable_hash
 from .store import StudyStore
 from .variants.backends import Variant, build_variant
 
+__all__ = [
+    "SCENARIOS", "DeploymentSettings", "DeploymentTarget", "deployment_cache_key", "deployment_rows",
+    "deployment_simulation", "device_latency_factor", "max_rate_within", "scale_layer_times",
+    "simulate_deployment", "simulate_server",
+]
+
 SCENARIOS = SCENARIO_NAMES
 
 

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+__all__ = ["DEFAULT_POWERCAP_ROOT", "EnergyEstimate", "RaplReader", "measure_energy", "proxy_energy"]
+
 DEFAULT_POWERCAP_ROOT = Path("/sys/class/powercap")
 _PACKAGE_ZONE = re.compile(r"^intel-rapl:\d+$")
 

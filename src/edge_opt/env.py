@@ -10,6 +10,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+__all__ = ["PACKAGES", "cpu_model", "environment", "git_commit", "package_versions"]
+
 PACKAGES = ("torch", "onnxruntime", "onnx", "onnxscript", "numpy", "pandas", "scipy", "scikit-learn",
             "torch-pruning", "pydantic", "matplotlib", "rich", "edge-opt")
 

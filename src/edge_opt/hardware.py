@@ -24,6 +24,12 @@ from torch.utils.benchmark import Timer  # noqa: E402
 from . import atomic  # noqa: E402
 from .env import cpu_model  # noqa: E402
 
+__all__ = [
+    "CALIBRATION_FILE", "HARDWARE_DPI", "LayerEstimate", "add_layer_roofline", "estimate_layerwise_stats",
+    "machine_calibration", "measure_machine", "plot_roofline", "precision_tradeoff_table",
+    "rebuild_hardware_plots", "save_hardware_artifacts", "summarize_hardware",
+]
+
 HARDWARE_DPI = 180
 
 

@@ -12,12 +12,12 @@ import yaml
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from . import atomic
+from .selection import REPORT_COLUMNS, TEXT_COLUMNS
 
-SWEEP_COLS = ["pruning_level", "precision", "backend", "kernel_precision", "accepted", "accuracy", "accuracy_drop",
-              "latency_ms", "latency_ci95_ms", "device_latency_ms", "batch_latency_ms", "throughput_sps", "memory_mb",
-              "runtime_memory_mb", "energy_proxy_j", "energy_source", "speedup_vs_fp32", "speedup_vs_baseline",
-              "slower_than_fp32", "error"]
-TEXT_COLS = {"precision", "backend", "kernel_precision", "energy_source", "error", "accepted", "slower_than_fp32"}
+__all__ = ["SWEEP_COLS", "TEXT_COLS", "write_html_report"]
+
+SWEEP_COLS = list(REPORT_COLUMNS)
+TEXT_COLS = set(TEXT_COLUMNS)
 
 
 def _uri(path: Path) -> str:

@@ -27,6 +27,13 @@ from .energy import EnergyEstimate, RaplReader, measure_energy
 from .env import environment
 from .variants.backends import PRECISIONS, Variant, state_dict_bytes, torch_kernel_precision, wrap_torch_module
 
+__all__ = [
+    "BenchmarkSettings", "LatencySamples", "MeasurementRecord", "ModelLike", "PerfMetrics", "as_variant",
+    "calls_per_sample", "collect_metrics", "evaluate_accuracy", "evaluate_predictions", "latency_differs",
+    "latency_samples", "measure_latency", "measure_latency_distribution", "measure_variant", "memory_violations",
+    "model_memory_mb",
+]
+
 ModelLike = nn.Module | Variant
 
 

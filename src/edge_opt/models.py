@@ -14,6 +14,11 @@ from torch import nn
 
 from .registry import Registry
 
+__all__ = [
+    "MODELS", "SmallCNN", "create_model", "ds_cnn", "list_models", "mlp", "model_param_errors", "register_model",
+    "small_cnn",
+]
+
 ModelFactory = Callable[..., nn.Module]
 MODELS: Registry[ModelFactory] = Registry("model", "model.name")
 register_model = MODELS.register

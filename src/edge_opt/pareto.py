@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+__all__ = ["CI_COLUMNS", "pareto_frontier"]
+
 CI_COLUMNS = {"latency_ms": "latency_ci95_ms", "energy_proxy_j": "energy_ci95_j", "memory_mb": None}
 
 

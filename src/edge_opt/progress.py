@@ -5,6 +5,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+__all__ = ["Reporter"]
+
 
 class Reporter:
     """Receives pipeline events (``reporter(kind, **info)``) and shows them.

@@ -27,13 +27,12 @@ from .html_report import write_html_report
 from .pareto import pareto_frontier
 from .reporting import build_summary, write_outputs, write_plots
 from .results import VariantResult
-from .selection import BASELINE_POINT, Assessment, Selection, to_frame
+from .selection import BASELINE_COLUMNS, BASELINE_POINT, Assessment, Selection, to_frame
 
 __all__ = ["BASELINE_KEYS", "LATENCY_NOTE", "StudyReport", "StudyOutcome", "recommendation_summary",
            "reproducibility_record", "write_study_report"]
 
-BASELINE_KEYS = ("accuracy", "latency_ms", "latency_std_ms", "latency_p95_ms", "latency_ci95_ms", "throughput_sps",
-                 "memory_mb", "energy_proxy_j", "energy_source", "batch_latency_ms", "kernel_precision", "error")
+BASELINE_KEYS = BASELINE_COLUMNS
 LATENCY_NOTE = ("latency_ms columns are host measurements (batch of latency_batch_size, torch.utils.benchmark); "
                 "device_latency_ms = latency_ms × latency_multiplier (linear clock model)")
 

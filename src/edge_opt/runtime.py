@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+__all__ = ["ArtifactError", "load_manifest", "predict", "sha256_file"]
+
 
 class ArtifactError(ValueError):
     """The artifact folder or the input file is not usable."""

@@ -20,7 +20,8 @@ from .metrics import PerfMetrics, latency_differs, memory_violations
 from .results import ConfigPoint, VariantResult
 
 __all__ = [
-    "BASELINE_POINT", "COLUMN_ORDER", "RAW_SAMPLE_COLUMNS", "Assessment", "Selection", "assess_results",
+    "BASELINE_COLUMNS", "BASELINE_POINT", "COLUMN_ORDER", "DETAIL_COLUMNS", "MANIFEST_COLUMNS", "RAW_SAMPLE_COLUMNS",
+    "REPORT_COLUMNS", "TEXT_COLUMNS", "Assessment", "Selection", "assess_results",
     "best_effort", "recommend", "select_recommendation", "study_warnings", "to_frame",
 ]
 
@@ -34,6 +35,19 @@ COLUMN_ORDER = (
     "speedup_vs_fp32", "speedup_vs_baseline", "slower_than_fp32", "slower_than_fp32_p", "precision_mismatch",
 )
 RAW_SAMPLE_COLUMNS = ("latency_samples_ms", "batch_latency_samples_ms")  # in memory and the store, not in CSVs
+# Columns of COLUMN_ORDER left out of the HTML report's table (they stay in sweep_results.csv).
+DETAIL_COLUMNS = frozenset({"error", "rejected_reason", "latency_median_ms", "latency_std_ms", "latency_p95_ms",
+                            "energy_ci95_j", "active_budget_mb", "latency_budget_ms", "slower_than_fp32_p",
+                            "precision_mismatch"})
+REPORT_COLUMNS = (*(c for c in COLUMN_ORDER if c not in DETAIL_COLUMNS), "error")
+TEXT_COLUMNS = frozenset({"precision", "backend", "kernel_precision", "energy_source", "error", "accepted",
+                          "slower_than_fp32", "hostname", "cpu_model"})
+# The baseline's entries in summary.json and the measured row's entries in an artifact's manifest.
+BASELINE_COLUMNS = ("accuracy", "latency_ms", "latency_std_ms", "latency_p95_ms", "latency_ci95_ms", "throughput_sps",
+                    "memory_mb", "energy_proxy_j", "energy_source", "batch_latency_ms", "kernel_precision", "error")
+MANIFEST_COLUMNS = ("accuracy", "latency_ms", "latency_ci95_ms", "latency_p95_ms", "batch_latency_ms",
+                    "throughput_sps", "memory_mb", "energy_proxy_j", "energy_source", "device_latency_ms",
+                    "accuracy_drop", "speedup_vs_baseline")
 
 _NAN_METRICS = PerfMetrics(*(math.nan,) * 7, energy_source="")
 

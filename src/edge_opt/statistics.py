@@ -24,6 +24,11 @@ from . import atomic  # noqa: E402
 from .benchmark import benchmark_one_setup  # noqa: E402
 from .metrics import latency_differs  # noqa: E402,F401  (re-exported: the significance helper)
 
+__all__ = [
+    "CI_NOTE", "METRICS", "STAT_DPI", "aggregate_multi_seed", "bootstrap_ci", "ci95", "latency_differs",
+    "pareto_modes", "run_repeated_benchmarks", "summarize_runs",
+]
+
 STAT_DPI = 140
 METRICS = ("train_time", "latency", "memory", "accuracy", "energy")
 CI_NOTE = "ci95 = t(0.975, n-1) * s / sqrt(n) (Student t; NaN for n < 2); std is the sample std (ddof=1)"
@@ -121,7 +126,8 @@ def run_repeated_benchmarks(layer_sizes: Sequence[int], activations: Sequence[st
                             on_run: Callable[..., None] | None = None) -> list[dict[str, Any]]:
     """Run ``benchmark_one_setup`` ``repeats`` times (seed + repeat index) per precision mode.
 
-    Writes raw_runs.csv, summary_stats.csv, summary_stats.json, accuracy_vs_latency.png,
+    Writes raw_runs.csv, summary_stats.csv (a plain CSV, header first), summary_stats.json (the list of the
+    same rows), summary_stats_meta.json (the interval method), accuracy_vs_latency.png,
     accuracy_vs_energy.png, accuracy_vs_memory.png, pareto_frontier.png (140 DPI) to ``output_dir``
     (default ``benchmarks/statistical`` under the current folder).
 
@@ -149,13 +155,13 @@ def run_repeated_benchmarks(layer_sizes: Sequence[int], activations: Sequence[st
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_with(out / "raw_runs.csv", lambda t: pd.DataFrame(raw).to_csv(t, index=False, encoding="utf-8"))
 
-    def write_summary(t: Path) -> None:
-        with open(t, "w", encoding="utf-8", newline="") as fh:
-            fh.write(f"# {CI_NOTE}\n")
-            pd.DataFrame(summaries).to_csv(fh, index=False)
-
-    atomic.write_with(out / "summary_stats.csv", write_summary)
-    atomic.write_json(out / "summary_stats.json", {"ci_method": CI_NOTE, "summary": summaries})
+    # Plain files any reader takes: the CSV starts with its header, the JSON is the list of the same rows;
+    # the interval method is each row's ci_method column, spelled out in summary_stats_meta.json.
+    atomic.write_with(out / "summary_stats.csv",
+                      lambda t: pd.DataFrame(summaries).to_csv(t, index=False, encoding="utf-8"))
+    atomic.write_json(out / "summary_stats.json", summaries)
+    atomic.write_json(out / "summary_stats_meta.json", {"ci_method": "t", "ci_note": CI_NOTE,
+                                                        "files": ["summary_stats.csv", "summary_stats.json"]})
     _scatter(out / "accuracy_vs_latency.png", summaries, "latency", "latency per sample (s)")
     _scatter(out / "accuracy_vs_energy.png", summaries, "energy", "energy per epoch (J)")
     _scatter(out / "accuracy_vs_memory.png", summaries, "memory", "peak memory growth (MB)")

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+__all__ = ["TrainResult", "resolve_device", "set_deterministic", "train_model"]
+
 
 def set_deterministic(seed: int) -> None:
     """Seed Python, NumPy and torch; on CUDA also ask for deterministic kernels.

@@ -1,1 +1,3 @@
 """Variants stage: structured pruning, precision (quantization), runtime backends."""
+
+__all__: list[str] = []

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+__all__ = ["apply_layer_shapes", "layer_shapes", "load_checkpoint", "prune_model", "save_checkpoint"]
+
 _RESIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
 
 
