@@ -48,6 +48,7 @@ def test_nan_metrics_become_error_rows_and_never_recommended(trained_small, digi
     assert rec is not None and rec.point.backend == "torch"
 
 
+@pytest.mark.slow
 def test_run_sweep_grid_budgets_and_store(trained_small, digits8, tmp_path):
     cfg = config_from_dict(tiny_config_dict(tmp_path, active_memory_budget_mb=0.008))
     with StudyStore(tmp_path / "s.sqlite") as store:
