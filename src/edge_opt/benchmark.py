@@ -24,7 +24,7 @@ __all__ = ["PRECISION_MODES", "benchmark_one_setup"]
 # The seed-002 names of the registered precisions (float32, float16, bfloat16, int8); the mapping to the
 # study's names (fp32, fp16, bf16, int8) lives in one place: ``edge_opt.variants.precisions``.
 PRECISION_MODES = tuple(seed_names())
-_AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}  # float precisions the MLP trains in (CPU autocast)
+
 
 
 def _rss_mb() -> float:
@@ -97,8 +97,10 @@ def benchmark_one_setup(layer_sizes: Sequence[int], activations: Sequence[str], 
     model = create_model("mlp", data.input_shape, data.num_classes, layer_sizes=list(layer_sizes),
                          activations=list(activations))
     rss0 = _rss_mb()
-    autocast = _AUTOCAST.get(precision)
-    quantized = get_precision(precision).quantized
+    spec = get_precision(precision)
+    quantized = spec.quantized
+    # reduced float precisions train under CPU autocast and infer in that dtype
+    autocast = spec.torch_dtype if spec.torch_dtype not in (None, torch.float32) else None
     holder: dict[str, Any] = {}
 
     def train() -> int:

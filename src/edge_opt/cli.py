@@ -152,7 +152,7 @@ class _StopSignals:
         self.signal: int | None = None
         self._old: dict[int, Any] = {}
 
-    def _handler(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+    def _handler(self, signum: int, _frame: Any) -> None:
         if self.signal is not None:
             raise KeyboardInterrupt
         self.signal = signum

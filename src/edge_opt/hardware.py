@@ -14,15 +14,15 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.utils.benchmark import Timer  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.benchmark import Timer
 
-from . import atomic  # noqa: E402
-from .env import cpu_model  # noqa: E402
+from . import atomic
+from .env import cpu_model
 
 __all__ = [
     "CALIBRATION_FILE", "HARDWARE_DPI", "LayerEstimate", "add_layer_roofline", "estimate_layerwise_stats",

@@ -26,8 +26,7 @@ from .deploy import DeploymentTarget, simulate_deployment
 from .hardware import precision_tradeoff_table, rebuild_hardware_plots
 from .html_report import write_html_report
 from .models import MODELS, model_param_errors
-from .pareto import pareto_frontier
-from .report_stage import StudyOutcome, StudyReport, write_study_report
+from .report_stage import StudyOutcome, StudyReport, frontiers, write_study_report
 from .reporting import build_summary, to_frame, write_outputs, write_plots
 from .runner import (
     BASELINE_POINT,
@@ -322,8 +321,7 @@ def rebuild_report(output_dir: str | Path) -> Path:
     cfg = study.cfg
     frame = to_frame(assess_results(study.results, cfg, study.baseline))
     has_rows = bool(study.results)
-    frontier_lat = pareto_frontier(frame, "latency_ms", cfg.pareto_use_ci) if has_rows else frame
-    frontier_en = pareto_frontier(frame, "energy_proxy_j", cfg.pareto_use_ci) if has_rows else frame
+    frontier_lat, frontier_en = frontiers(frame, cfg.pareto_use_ci)
     fresh = build_summary(old.get("baseline", {}), cfg.memory_budgets_mb, cfg.active_memory_budget_mb,
                           cfg.cpu_frequency_scale, cfg.latency_multiplier, frame, old.get("deployment", {}))
     summary = {**old, **fresh}

@@ -29,7 +29,7 @@ from .reporting import build_summary, write_outputs, write_plots
 from .results import VariantResult
 from .selection import BASELINE_COLUMNS, BASELINE_POINT, Assessment, Selection, to_frame
 
-__all__ = ["BASELINE_KEYS", "LATENCY_NOTE", "StudyReport", "StudyOutcome", "recommendation_summary",
+__all__ = ["BASELINE_KEYS", "LATENCY_NOTE", "StudyOutcome", "StudyReport", "frontiers", "recommendation_summary",
            "reproducibility_record", "write_study_report"]
 
 BASELINE_KEYS = BASELINE_COLUMNS
@@ -121,12 +121,18 @@ def reproducibility_record(cfg: StudyConfig, data: DataBundle, command: Sequence
     }
 
 
+def frontiers(frame: pd.DataFrame, use_ci: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The latency–accuracy and energy–accuracy Pareto frontiers of the sweep table."""
+    if frame.empty or "latency_ms" not in frame.columns:
+        return frame, frame
+    return pareto_frontier(frame, "latency_ms", use_ci), pareto_frontier(frame, "energy_proxy_j", use_ci)
+
+
 def write_study_report(out: Path, o: StudyOutcome, data: DataBundle, command: Sequence[str] | None) -> StudyReport:
     """Stage: write the sweep table, frontiers, summary.json, plots, reproducibility.json and report.html."""
     frame = to_frame(o.assessed)
     has_rows = len(o.assessed) > 0
-    frontier_lat = pareto_frontier(frame, "latency_ms", o.cfg.pareto_use_ci) if has_rows else frame
-    frontier_en = pareto_frontier(frame, "energy_proxy_j", o.cfg.pareto_use_ci) if has_rows else frame
+    frontier_lat, frontier_en = frontiers(frame, o.cfg.pareto_use_ci)
     summary = _summary(o, frame)
     write_outputs(out, frame, frontier_lat, frontier_en, summary)
     if has_rows:

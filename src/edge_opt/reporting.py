@@ -13,11 +13,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from . import atomic  # noqa: E402
-from .selection import RAW_SAMPLE_COLUMNS, to_frame  # noqa: E402
+from . import atomic
+from .selection import RAW_SAMPLE_COLUMNS, to_frame
 
 __all__ = [
     "PLOT_DPI", "RAW_COLUMNS", "build_summary", "csv_frame", "plot_tradeoff", "to_frame", "write_csv",

@@ -15,14 +15,14 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy import stats  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from scipy import stats
 
-from . import atomic  # noqa: E402
-from .benchmark import benchmark_one_setup  # noqa: E402
-from .metrics import latency_differs  # noqa: E402,F401  (re-exported: the significance helper)
+from . import atomic
+from .benchmark import benchmark_one_setup
+from .metrics import latency_differs
 
 __all__ = [
     "CI_NOTE", "METRICS", "STAT_DPI", "aggregate_multi_seed", "bootstrap_ci", "ci95", "latency_differs",

@@ -97,7 +97,7 @@ def wrap_torch_module(model: nn.Module, precision: str | None = None,
     if kernel == "int8":
         precision = "int8"  # a quantized module runs (and is labelled) as what it is, whatever was asked
     if kernel == precision and precision != "fp32":
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+        dtype = get_precision(precision).torch_dtype or torch.float32
 
         def run(x: Any) -> torch.Tensor:
             with torch.inference_mode():

@@ -55,6 +55,7 @@ class Precision:
         description: one line for docs and errors.
         seed_name: the seed-002 name (float32, float16, bfloat16, int8).
         quantized: reads the ``quantization:`` options (and adds them to the point key).
+        torch_dtype: the float dtype a torch module runs in (None for quantized precisions).
         hooks: build hook per backend kind ("torch", "onnx").
     """
 
@@ -63,6 +64,7 @@ class Precision:
     description: str
     seed_name: str
     quantized: bool = False
+    torch_dtype: torch.dtype | None = None
     hooks: dict[str, Callable[..., Any]] = field(default_factory=dict, compare=False)
 
     def key_fields(self, options: QuantizationConfig) -> dict[str, Any]:
@@ -211,11 +213,11 @@ def _int8_onnx(fp32: Path, ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
                  "calibration_method": q.calibration_method, **_calibration_meta(ctx)}
 
 
-register_precision(Precision("fp32", 4, "32-bit float (training precision)", "float32",
+register_precision(Precision("fp32", 4, "32-bit float (training precision)", "float32", torch_dtype=torch.float32,
                              hooks={"torch": _float_torch_hook(torch.float32), "onnx": _fp32_onnx}))
-register_precision(Precision("fp16", 2, "16-bit float weights and activations", "float16",
+register_precision(Precision("fp16", 2, "16-bit float weights and activations", "float16", torch_dtype=torch.float16,
                              hooks={"torch": _float_torch_hook(torch.float16), "onnx": _fp16_onnx}))
 register_precision(Precision("bf16", 2, "bfloat16 weights and activations (torch only)", "bfloat16",
-                             hooks={"torch": _float_torch_hook(torch.bfloat16)}))
+                             torch_dtype=torch.bfloat16, hooks={"torch": _float_torch_hook(torch.bfloat16)}))
 register_precision(Precision("int8", 1, "static post-training int8 quantization with calibration", "int8",
                              quantized=True, hooks={"torch": _int8_torch, "onnx": _int8_onnx}))
