@@ -81,3 +81,18 @@ def test_resolve_device_falls_back_with_warning():
             warnings.simplefilter("always")
             dev, msg = resolve_device("cuda")
         assert dev.type == "cpu" and "'cuda'" in msg and any("cuda" in str(x.message) for x in w)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_quantizes_to_int8_on_both_backends(name, backend, tmp_path):
+    from edge_opt.variants.backends import BuildContext, build_variant
+
+    torch.manual_seed(0)
+    m = create_model(name, SHAPE, 10)
+    calib = [torch.randn(8, *SHAPE) for _ in range(2)]
+    v = build_variant(backend, m, "int8", BuildContext(calibration=calib, example_input=calib[0][:2], workdir=tmp_path))
+    assert v.kernel_precision == "int8"
+    out = v.predict(torch.randn(3, *SHAPE))
+    assert out.shape == (3, 10) and torch.isfinite(torch.from_numpy(out)).all()

@@ -15,8 +15,8 @@ from torch import nn
 from .registry import Registry
 
 __all__ = [
-    "MODELS", "SmallCNN", "create_model", "ds_cnn", "list_models", "mlp", "model_param_errors", "register_model",
-    "small_cnn",
+    "MODELS", "SmallCNN", "create_model", "ds_cnn", "list_models", "mlp", "mobilenetv2_tiny", "model_param_errors",
+    "register_model", "resnet8", "small_cnn",
 ]
 
 ModelFactory = Callable[..., nn.Module]
@@ -177,3 +177,90 @@ def ds_cnn(input_shape: tuple[int, ...], num_classes: int, channels: int = 32, b
         ]
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes)]
     return nn.Sequential(*layers)
+
+
+class _ResidualBlock(nn.Module):
+    """ResNet basic block: conv–BN–ReLU–conv–BN plus the (1×1-projected when shapes change) input, then ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+                         if stride != 1 or cin != cout else nn.Identity())
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        return self.relu2(y + self.shortcut(x))
+
+
+@register_model("resnet8")
+def resnet8(input_shape: tuple[int, ...], num_classes: int, width: int = 16) -> nn.Module:
+    """MLPerf Tiny's image-classification reference (ResNet-8 for 3×32×32 CIFAR-10): a 3×3 stem and three
+    residual stacks of ``width``, 2·``width``, 4·``width`` channels (strides 1, 2, 2), global average pool, dense."""
+    _positive_int("width", width)
+    w = width
+    return nn.Sequential(
+        nn.Conv2d(input_shape[0], w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(),
+        _ResidualBlock(w, w, 1), _ResidualBlock(w, 2 * w, 2), _ResidualBlock(2 * w, 4 * w, 2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, num_classes),
+    )
+
+
+class _SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation: global pool, 1×1 reduce–ReLU–1×1 expand, hard-sigmoid gate on the channels."""
+
+    def __init__(self, channels: int, reduction: int = 4) -> None:
+        super().__init__()
+        hidden = max(8, channels // reduction)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.reduce = nn.Conv2d(channels, hidden, 1)
+        self.relu = nn.ReLU()
+        self.expand = nn.Conv2d(hidden, channels, 1)
+        self.gate = nn.Hardsigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(self.expand(self.relu(self.reduce(self.pool(x)))))
+
+
+class _InvertedResidual(nn.Module):
+    """MobileNetV2 block: 1×1 expand–BN–ReLU6, 3×3 depthwise–BN–ReLU6, optional SE, 1×1 project–BN (+ input)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int, se: bool) -> None:
+        super().__init__()
+        hidden = cin * expand
+        layers: list[nn.Module] = [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+                                   nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, bias=False),
+                                   nn.BatchNorm2d(hidden), nn.ReLU6()]
+        if se:
+            layers.append(_SqueezeExcite(hidden))
+        layers += [nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x)
+        return x + y if self.residual else y
+
+
+@register_model("mobilenetv2_tiny")
+def mobilenetv2_tiny(input_shape: tuple[int, ...], num_classes: int, width: int = 16, expand: int = 4,
+                     se: bool = True) -> nn.Module:
+    """A small MobileNetV2-style network: stride-2 stem, inverted residual blocks (depthwise convolutions,
+    ReLU6, residual adds, squeeze-and-excitation when ``se``), a hardswish 1×1 head, global average pool."""
+    _positive_int("width", width)
+    _positive_int("expand", expand)
+    w = width
+    blocks = [(w, w, 1), (w, int(1.5 * w), 2), (int(1.5 * w), int(1.5 * w), 1), (int(1.5 * w), 2 * w, 2),
+              (2 * w, 2 * w, 1)]
+    head = 4 * w
+    return nn.Sequential(
+        nn.Conv2d(input_shape[0], w, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU6(),
+        *[_InvertedResidual(a, b, s, expand, se and i % 2 == 1) for i, (a, b, s) in enumerate(blocks)],
+        nn.Conv2d(2 * w, head, 1, bias=False), nn.BatchNorm2d(head), nn.Hardswish(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(head, num_classes),
+    )
