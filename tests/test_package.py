@@ -14,16 +14,16 @@ MODULES = sorted(SRC.rglob("*.py"))
 
 # Pipeline stages, left to right; a module may import only from its own layer or layers to its left.
 LAYERS = [
-    {"registry", "atomic", "env", "energy", "runtime", "store", "config"},
-    {"data"},
-    {"models"},
+    {"registry", "atomic", "env", "energy", "runtime", "store", "config", "importing"},
+    {"data", "readers"},
+    {"models", "sources"},
     {"training"},
     {"variants", "variants.base", "variants.quantize", "variants.prune", "variants.onnx_tools",
      "variants.precisions", "variants.backends"},
     {"metrics", "results", "runner", "executors"},
     {"selection", "pareto", "hardware", "analysis", "deploy", "statistics", "benchmark"},
     {"reporting", "html_report", "artifact", "report_stage", "tracking", "sweep", "compare"},
-    {"pipeline", "progress", "cli", ""},
+    {"pipeline", "progress", "cli", "api", ""},
 ]
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 

@@ -5,6 +5,17 @@ run an exported model with onnxruntime alone. Public names live in their stage
 modules: ``edge_opt.metrics``, ``edge_opt.reporting``, ``edge_opt.hardware`` …
 """
 
-__all__ = ["__version__"]
+from typing import Any
+
+__all__ = ["__version__", "optimize"]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """``edge_opt.optimize`` is imported on first use (it needs torch; ``edge-opt predict`` must not)."""
+    if name == "optimize":
+        from .api import optimize
+
+        return optimize
+    raise AttributeError(f"module 'edge_opt' has no attribute {name!r}")

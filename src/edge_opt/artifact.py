@@ -21,6 +21,7 @@ from .runner import Sweep
 from .runtime import sha256_file
 from .selection import MANIFEST_COLUMNS, Selection
 from .variants.backends import BuildContext, build_onnx_file, onnx_variant
+from .variants.onnx_tools import onnx_input_name
 
 __all__ = ["MANIFEST_METRICS", "MODEL_FILE", "ExportedArtifact", "export_artifact", "export_recommended"]
 
@@ -28,7 +29,7 @@ MODEL_FILE = "model.onnx"
 MANIFEST_METRICS = MANIFEST_COLUMNS  # columns of the measured row copied into the manifest
 
 
-def export_artifact(out_dir: str | Path, parent_model: nn.Module, row: Mapping[str, Any], data: DataBundle,
+def export_artifact(out_dir: str | Path, parent_model: nn.Module | None, row: Mapping[str, Any], data: DataBundle,
                     ctx: BuildContext, *, goals_met: bool, failed_goals: Sequence[str], config_point: Mapping[str, Any],
                     threads: int = 1) -> dict[str, Any]:
     """Write ``model.onnx`` + ``manifest.json`` (+ the validation images and labels, un-normalised).
@@ -66,10 +67,13 @@ def export_artifact(out_dir: str | Path, parent_model: nn.Module, row: Mapping[s
         "artifact_accuracy_note": "accuracy of this ONNX file under onnxruntime on validation_inputs.npy",
         "goals_met": bool(goals_met),
         "failed_goals": list(failed_goals),
-        "input": {"name": "input", "shape": ["batch", c, h, w], "dtype": "float32", "layout": "NCHW",
-                  "range": "[0, 1] before normalisation"},
-        "output": {"name": "logits", "shape": ["batch", data.num_classes], "dtype": "float32"},
-        "normalisation": {"mean": data.mean, "std": data.std, "formula": "(x - mean) / std"},
+        "input": {"name": onnx_input_name(out / MODEL_FILE), "shape": ["batch", c, h, w], "dtype": "float32",
+                  "layout": "NCHW", "range": "raw values (as validation_inputs.npy); normalisation turns them into "
+                                            "the model's input"},
+        "output": {"shape": ["batch", int(logits.shape[1])], "dtype": "float32"},
+        "normalisation": data.preprocess.as_dict(),
+        "model_source": row.get("model_source"),
+        "model_sha256": row.get("model_sha256"),
         "num_classes": data.num_classes,
         "data_source": data.source,
         "session_options": variant.metadata.get("session_options", {}),

@@ -94,6 +94,9 @@ def benchmark_one_setup(layer_sizes: Sequence[int], activations: Sequence[str], 
     set_deterministic(seed)
     raw, dataset = _mlp_data(int(layer_sizes[-1]), n_samples, seed)
     data = make_loaders(raw, batch_size=batch_size, dataloader_seed=seed, val_fraction=0.25)
+    train_loader = data.train_loader
+    if train_loader is None:
+        raise ValueError(f"The 'n_samples' parameter leaves no training samples. Got {n_samples!r}.")
     model = create_model("mlp", data.input_shape, data.num_classes, layer_sizes=list(layer_sizes),
                          activations=list(activations))
     rss0 = _rss_mb()
@@ -104,7 +107,7 @@ def benchmark_one_setup(layer_sizes: Sequence[int], activations: Sequence[str], 
     holder: dict[str, Any] = {}
 
     def train() -> int:
-        holder["result"] = train_model(model, data.train_loader, epochs=epochs, learning_rate=1e-2, seed=seed,
+        holder["result"] = train_model(model, train_loader, epochs=epochs, learning_rate=1e-2, seed=seed,
                                        autocast_dtype=autocast)
         return max(epochs, 1)
 

@@ -31,12 +31,72 @@ class ConfigError(ValueError):
 _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True)
 
 
+MODEL_SOURCES = ("name", "onnx", "factory", "exported", "python")
+
+
 class ModelConfig(BaseModel):
-    """Which registered model to build, and its parameters."""
+    """Where the model comes from: exactly one source key.
+
+    ``name`` (+ ``params``): a registered model, trained by the study. ``onnx``: a trained ONNX file.
+    ``factory`` (``package.module:callable``, + ``params``, + ``weights``: a state dict): a PyTorch module
+    built by the user's code. ``exported``: a ``torch.export.save`` program (``.pt2``). ``python``: an
+    in-memory module handed to ``edge_opt.optimize`` (set by it; not usable from a YAML file).
+    """
 
     model_config = _STRICT
-    name: str = "small_cnn"
+    name: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    onnx: str | None = Field(default=None, min_length=1)
+    factory: str | None = Field(default=None, min_length=1)
+    weights: str | None = Field(default=None, min_length=1)
+    exported: str | None = Field(default=None, min_length=1)
+    python: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        given = [k for k in MODEL_SOURCES if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"must give exactly one of the model sources {list(MODEL_SOURCES[:4])} (name with "
+                             f"params; onnx; factory with params and weights; exported); got {given or 'none'}")
+        if self.params and self.kind not in ("name", "factory"):
+            raise ValueError(f"'params' goes with 'name' or 'factory', not with '{self.kind}'")
+        if self.weights is not None and self.kind not in ("name", "factory"):
+            raise ValueError(f"'weights' goes with 'name' or 'factory', not with '{self.kind}'")
+        if self.factory is not None and ":" not in self.factory:
+            raise ValueError(f"'factory' must be 'package.module:callable' (got {self.factory!r})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """Which source key is set: name, onnx, factory, exported or python."""
+        return next(k for k in MODEL_SOURCES if getattr(self, k) is not None)
+
+    @property
+    def trained(self) -> bool:
+        """A model that arrives trained (weights, a file, or a module): no baseline training by default."""
+        return self.kind in ("onnx", "exported", "python") or self.weights is not None
+
+    @property
+    def torch_free(self) -> bool:
+        """An ONNX model: no PyTorch module, so no torch backends and no pruning."""
+        return self.kind == "onnx"
+
+
+class PreprocessConfig(BaseModel):
+    """``x = (raw × scale − mean) / std``, per channel when mean/std are lists; recorded in the artifact's manifest."""
+
+    model_config = _STRICT
+    scale: float | None = Field(default=None, gt=0)
+    mean: float | list[float] | None = None
+    std: float | list[float] | None = None
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, v: float | list[float] | None) -> float | list[float] | None:
+        values = v if isinstance(v, list) else [v] if v is not None else []
+        if any(not x > 0 for x in values):
+            raise ValueError("must be positive")
+        return v
 
 
 class QuantizationConfig(BaseModel):
@@ -107,11 +167,16 @@ class StudyConfig(BaseModel):
     dataloader_seed: int = Field(default=0, ge=0, le=2**32 - 1)
     dataset: str = "digits"
     data_dir: str = "data"
-    image_size: int = Field(default=28, ge=4, le=512)
+    image_size: int | None = Field(default=None, ge=4, le=1024)
+    data_path: str | None = Field(default=None, min_length=1)
+    layout: Literal["auto", "NCHW", "NHWC", "NHW"] = "auto"
+    preprocess: PreprocessConfig | None = None
+    calibration_data_path: str | None = Field(default=None, min_length=1)
+    config_dir: str | None = None
     val_fraction: float = Field(default=0.25, gt=0, lt=1)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(name="small_cnn"))
     batch_size: int = Field(default=128, ge=1, le=65536)
-    epochs: int = Field(default=8, ge=0, le=10_000)
+    epochs: int | None = Field(default=None, ge=0, le=10_000)
     learning_rate: float = Field(default=2e-3, gt=0, le=10)
     train_subset: int | None = Field(default=None, ge=1)
     val_subset: int | None = Field(default=None, ge=1)
@@ -197,6 +262,13 @@ class StudyConfig(BaseModel):
         return self
 
     @property
+    def train_epochs(self) -> int:
+        """Baseline training epochs: ``epochs`` when given, else 8 for a registry model and 0 for a trained one."""
+        if self.epochs is not None:
+            return self.epochs
+        return 0 if self.model.trained else 8
+
+    @property
     def latency_multiplier(self) -> float:
         """Host → simulated-device latency factor of the linear clock model (1 / cpu_frequency_scale)."""
         return 1.0 / self.cpu_frequency_scale
@@ -237,7 +309,7 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel] = Study
     return lines
 
 
-def config_from_dict(data: Any) -> StudyConfig:
+def config_from_dict(data: Any, allow_python: bool = True) -> StudyConfig:
     """Validate a mapping into a ``StudyConfig``.
 
     Raises:
@@ -247,6 +319,11 @@ def config_from_dict(data: Any) -> StudyConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([f"The config must be a mapping of keys to values. Got {type(data).__name__} instead."])
+    model = data.get("model")
+    if isinstance(model, dict) and model.get("python") is not None and not allow_python:
+        raise ConfigError(["The 'model.python' key is set by edge_opt.optimize for an in-memory module; a config "
+                           "file names its model with one of 'model.name', 'model.onnx', 'model.factory', "
+                           f"'model.exported'. Got {model['python']!r}."])
     bad_keys = [k for k in data if not isinstance(k, str)]
     if bad_keys:
         raise ConfigError([f"Config keys must be strings. Got {_short(bad_keys)} instead."])
@@ -276,7 +353,8 @@ def load_config(path: str | Path, overrides: dict | None = None) -> StudyConfig:
         raise ConfigError([f"The config file {str(path)!r} does not exist."]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"The config file {str(path)!r} could not be read: {exc}"]) from None
-    return config_from_yaml(text, overrides, source=str(path))
+    folder = {"config_dir": str(path.resolve().parent)}  # a factory is imported from here first
+    return config_from_yaml(text, {**folder, **(overrides or {})}, source=str(path))
 
 
 def config_from_yaml(text: str, overrides: dict | None = None, source: str = "<string>") -> StudyConfig:
@@ -292,5 +370,6 @@ def config_from_yaml(text: str, overrides: dict | None = None, source: str = "<s
         if data is None:
             data = {}
         if isinstance(data, dict):
-            data = {**data, **overrides}
-    return config_from_dict(data)
+            extra = {k: v for k, v in overrides.items() if not (k == "config_dir" and "config_dir" in data)}
+            data = {**data, **extra}
+    return config_from_dict(data, allow_python=False)

@@ -21,8 +21,10 @@ from .config import StudyConfig
 from .registry import Registry
 
 __all__ = [
-    "DATASETS", "DataBundle", "DataError", "RawDataset", "digits_dataset", "list_datasets", "load_data",
-    "load_study_data", "make_loaders", "read_idx", "register_dataset", "synthetic_dataset", "validate_raw",
+    "DATASETS", "DataBundle", "DataError", "Preprocess", "RawDataset", "digits_dataset", "fit_preprocess",
+    "list_datasets", "load_data", "load_raw", "load_study_data", "make_loaders", "read_idx", "register_dataset",
+    "resize_images",
+    "synthetic_dataset", "validate_raw",
 ]
 
 
@@ -32,12 +34,20 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class RawDataset:
-    """Images in [0, 1] as float32 N×C×H×W, integer labels in [0, num_classes)."""
+    """Raw images as float32 N×C×H×W, integer labels in [0, num_classes).
+
+    ``images``/``labels`` are the whole set (split by ``val_fraction``) or, when ``val_images`` is given,
+    the training split (possibly empty). ``default_scale`` turns raw values into [0, 1] (1/255 for uint8
+    sources); the built-in sets are already in [0, 1].
+    """
 
     images: np.ndarray
     labels: np.ndarray
     num_classes: int
     source: str
+    val_images: np.ndarray | None = None
+    val_labels: np.ndarray | None = None
+    default_scale: float = 1.0
 
 
 DatasetFactory = Callable[..., RawDataset]
@@ -50,7 +60,8 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-def _resize(images: np.ndarray, size: int) -> np.ndarray:
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize of float32 (N, C, H, W) images to size × size (unchanged when already that size)."""
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
     t = torch.from_numpy(images)
@@ -64,7 +75,7 @@ def digits_dataset(data_dir: str = "", image_size: int = 28, seed: int = 0) -> R
 
     d = load_digits()
     images = (d.images.astype(np.float32) / 16.0)[:, None, :, :]
-    return RawDataset(_resize(images, image_size), d.target.astype(np.int64), 10, "sklearn.datasets.load_digits (bundled)")
+    return RawDataset(resize_images(images, image_size), d.target.astype(np.int64), 10, "sklearn.datasets.load_digits (bundled)")
 
 
 @register_dataset("synthetic")
@@ -136,7 +147,7 @@ def _idx_dataset(data_dir: str, image_size: int, prefix: str, num_classes: int =
         raise DataError(
             f"Labels in {[str(p[3]) for p in parts]} must be in [0, {num_classes}); got {np.unique(bad)[:10].tolist()}."
         )
-    return RawDataset(_resize(images, image_size), labels, num_classes, f"{prefix} IDX files in {data_dir}")
+    return RawDataset(resize_images(images, image_size), labels, num_classes, f"{prefix} IDX files in {data_dir}")
 
 
 @register_dataset("mnist")
@@ -155,44 +166,143 @@ def validate_raw(ds: RawDataset, name: str) -> None:
     Raises:
         DataError: empty data, wrong image shape, labels out of range.
     """
-    if ds.images.ndim != 4:
-        raise DataError(f"Data set {name!r}: images must have shape (N, C, H, W); got {ds.images.shape}.")
-    if len(ds.images) == 0:
+    parts = [("", ds.images, ds.labels)]
+    if ds.val_images is not None:
+        parts.append((" (validation)", ds.val_images, ds.val_labels if ds.val_labels is not None else np.zeros(0)))
+    for what, images, labels in parts:
+        _validate_part(f"{name}{what}", images, labels, ds.num_classes, allow_empty=bool(what == "" and len(parts) > 1))
+    if ds.val_images is not None and ds.images.shape[1:] != ds.val_images.shape[1:] and len(ds.images):
+        raise DataError(f"Data set {name!r}: training images have shape {ds.images.shape[1:]} but validation images "
+                        f"{ds.val_images.shape[1:]}.")
+
+
+def _validate_part(name: str, images: np.ndarray, labels: np.ndarray, num_classes: int, allow_empty: bool) -> None:
+    if images.ndim != 4:
+        raise DataError(f"Data set {name!r}: images must have shape (N, C, H, W); got {images.shape}.")
+    if len(images) == 0 and not allow_empty:
         raise DataError(f"Data set {name!r} is empty (0 samples).")
-    if ds.labels.shape != (len(ds.images),):
-        raise DataError(f"Data set {name!r}: labels must have shape ({len(ds.images)},); got {ds.labels.shape}.")
-    if ds.labels.min() < 0 or ds.labels.max() >= ds.num_classes:
-        bad = np.unique(ds.labels[(ds.labels < 0) | (ds.labels >= ds.num_classes)])[:10].tolist()
-        raise DataError(f"Data set {name!r}: labels must be in [0, {ds.num_classes}); got {bad}.")
-    if not np.isfinite(ds.images).all():
+    if labels.shape != (len(images),):
+        raise DataError(f"Data set {name!r}: labels must have shape ({len(images)},); got {labels.shape}.")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"Data set {name!r}: labels must be integers; got dtype {labels.dtype}.")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = np.unique(labels[(labels < 0) | (labels >= num_classes)])[:10].tolist()
+        raise DataError(f"Data set {name!r}: labels must be in [0, {num_classes}); got {bad}.")
+    if not np.isfinite(images).all():
         raise DataError(f"Data set {name!r}: images contain NaN or inf values.")
+
+
+Stat = float | tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """``x = (raw × scale − mean) / std`` (mean/std per channel when tuples)."""
+
+    scale: float = 1.0
+    mean: Stat = 0.0
+    std: Stat = 1.0
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        """Preprocessed float32 copy of an (N, C, H, W) raw batch."""
+        mean = np.asarray(self.mean, dtype=np.float32).reshape(1, -1, 1, 1) if isinstance(self.mean, tuple) else self.mean
+        std = np.asarray(self.std, dtype=np.float32).reshape(1, -1, 1, 1) if isinstance(self.std, tuple) else self.std
+        return ((raw.astype(np.float32) * np.float32(self.scale) - mean) / std).astype(np.float32)
+
+    def as_dict(self) -> dict[str, Any]:
+        """For manifests: scale, mean, std and the formula."""
+        return {"scale": self.scale, "mean": _plain(self.mean), "std": _plain(self.std),
+                "formula": "(x * scale - mean) / std"}
+
+
+def _plain(v: Stat) -> float | list[float]:
+    return list(v) if isinstance(v, tuple) else float(v)
 
 
 @dataclass(frozen=True, eq=False)
 class DataBundle:
-    """Loaders and what downstream stages need to know about the data."""
+    """Loaders and what downstream stages need to know about the data.
 
-    train_loader: DataLoader
+    ``train_loader`` is None when only validation data was given (a trained model needs none);
+    ``calibration_set`` holds the ``calibration_data_path`` images when given.
+    """
+
+    train_loader: DataLoader | None
     val_loader: DataLoader
     input_shape: tuple[int, int, int]
     num_classes: int
-    mean: float
-    std: float
+    preprocess: Preprocess
     source: str
     n_train: int
     n_val: int
     val_images_raw: np.ndarray = field(repr=False)  # un-normalised, for the exported artifact's check
     val_labels: np.ndarray = field(repr=False)
+    calibration_set: TensorDataset | None = field(default=None, repr=False)
+
+    @property
+    def mean(self) -> Stat:
+        return self.preprocess.mean
+
+    @property
+    def std(self) -> Stat:
+        return self.preprocess.std
+
+    @property
+    def calibration_source(self) -> str:
+        """Where int8 calibration batches come from: calibration_data_path, the training split, else validation."""
+        if self.calibration_set is not None:
+            return "calibration_data_path"
+        return "training split" if self.train_loader is not None else "validation split (no training data given)"
 
     def calibration_batches(self, n: int) -> list[torch.Tensor]:
-        """The first ``n`` training batches in the split's fixed order (no shuffling), inputs only."""
-        ordered = DataLoader(self.train_loader.dataset, batch_size=self.train_loader.batch_size, shuffle=False)
+        """The first ``n`` calibration batches in a fixed order (no shuffling), inputs only."""
+        source = self.calibration_set if self.calibration_set is not None else (
+            self.train_loader.dataset if self.train_loader is not None else self.val_loader.dataset)
+        ordered = DataLoader(source, batch_size=self.val_loader.batch_size, shuffle=False)
         out: list[torch.Tensor] = []
-        for x, _ in ordered:
+        for batch in ordered:
             if len(out) >= n:
                 break
-            out.append(x)
+            out.append(batch[0])
         return out
+
+
+def _split(ds: RawDataset, val_fraction: float, seed: int, train_subset: int | None,
+           val_subset: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_train, y_train, x_val, y_val): the given split, or a seeded split by ``val_fraction``."""
+    if ds.val_images is not None and ds.val_labels is not None:
+        xt, yt, xv, yv = ds.images, ds.labels, ds.val_images, ds.val_labels
+    else:
+        n = len(ds.images)
+        perm = np.random.default_rng(seed).permutation(n)
+        n_val = max(1, int(round(n * val_fraction)))
+        if n - n_val < 1:
+            raise DataError(f"Data set {ds.source!r} has {n} samples: too few to split into train and validation.")
+        val_idx, train_idx = perm[:n_val], perm[n_val:]
+        xt, yt, xv, yv = ds.images[train_idx], ds.labels[train_idx], ds.images[val_idx], ds.labels[val_idx]
+    if train_subset is not None:
+        xt, yt = xt[:train_subset], yt[:train_subset]
+    if val_subset is not None:
+        xv, yv = xv[:val_subset], yv[:val_subset]
+    return xt, yt, xv, yv
+
+
+def fit_preprocess(x_train: np.ndarray, scale: float, given: Any = None, fit: bool = True) -> Preprocess:
+    """The preprocessing: ``given`` (a config's ``preprocess``) where set; else mean/std of the scaled training
+    images when ``fit`` (a model the study trains), else none (a trained model gets its inputs as they are)."""
+    g_scale = getattr(given, "scale", None)
+    scale = float(g_scale) if g_scale is not None else scale
+    g_mean, g_std = getattr(given, "mean", None), getattr(given, "std", None)
+
+    def stat(v: Any) -> Stat:
+        return tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else float(v)
+
+    if fit and len(x_train) and (g_mean is None or g_std is None):
+        scaled = x_train.astype(np.float32) * np.float32(scale)
+        mean: Stat = stat(g_mean) if g_mean is not None else float(scaled.mean())
+        std: Stat = stat(g_std) if g_std is not None else (float(scaled.std()) or 1.0)
+        return Preprocess(scale, mean, std)
+    return Preprocess(scale, stat(g_mean) if g_mean is not None else 0.0, stat(g_std) if g_std is not None else 1.0)
 
 
 def make_loaders(
@@ -204,44 +314,35 @@ def make_loaders(
     train_subset: int | None = None,
     val_subset: int | None = None,
     num_workers: int = 0,
+    preprocess: Any = None,
+    fit_normalisation: bool = True,
+    calibration_images: np.ndarray | None = None,
 ) -> DataBundle:
-    """Split deterministically (by ``dataloader_seed``), subset, normalise, and wrap in loaders.
+    """Split (the given split, else deterministically by ``dataloader_seed``), subset, preprocess, wrap in loaders.
 
-    Normalisation statistics come from the training split only.
+    Normalisation statistics come from the training split only (see ``fit_preprocess``).
     """
     validate_raw(ds, ds.source)
-    n = len(ds.images)
-    perm = np.random.default_rng(dataloader_seed).permutation(n)
-    n_val = max(1, int(round(n * val_fraction)))
-    if n - n_val < 1:
-        raise DataError(f"Data set {ds.source!r} has {n} samples: too few to split into train and validation.")
-    val_idx, train_idx = perm[:n_val], perm[n_val:]
-    if train_subset is not None:
-        train_idx = train_idx[:train_subset]
-    if val_subset is not None:
-        val_idx = val_idx[:val_subset]
-    x_train = ds.images[train_idx]
-    mean, std = float(x_train.mean()), float(x_train.std()) or 1.0
+    xt, yt, xv, yv = _split(ds, val_fraction, dataloader_seed, train_subset, val_subset)
+    pre = fit_preprocess(xt, ds.default_scale, preprocess, fit_normalisation)
+    if isinstance(pre.mean, tuple) and len(pre.mean) not in (1, xv.shape[1]):
+        raise DataError(f"The 'preprocess.mean' parameter has {len(pre.mean)} values for {xv.shape[1]}-channel images.")
 
-    def tensors(idx: np.ndarray) -> TensorDataset:
-        x = torch.from_numpy((ds.images[idx] - mean) / std).float()
-        return TensorDataset(x, torch.from_numpy(ds.labels[idx]))
+    def tensors(x: np.ndarray, y: np.ndarray) -> TensorDataset:
+        return TensorDataset(torch.from_numpy(pre.apply(x)), torch.from_numpy(y.astype(np.int64)))
 
     gen = torch.Generator().manual_seed(dataloader_seed)
-    train_loader = DataLoader(tensors(train_idx), batch_size=batch_size, shuffle=True, generator=gen, num_workers=num_workers)
-    val_loader = DataLoader(tensors(val_idx), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    train_loader = DataLoader(tensors(xt, yt), batch_size=batch_size, shuffle=True, generator=gen,
+                              num_workers=num_workers) if len(xt) else None
+    val_loader = DataLoader(tensors(xv, yv), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    calib = None
+    if calibration_images is not None:
+        calib = TensorDataset(torch.from_numpy(pre.apply(calibration_images)))
     return DataBundle(
-        train_loader=train_loader,
-        val_loader=val_loader,
-        input_shape=(int(ds.images.shape[1]), int(ds.images.shape[2]), int(ds.images.shape[3])),
-        num_classes=ds.num_classes,
-        mean=mean,
-        std=std,
-        source=ds.source,
-        n_train=len(train_idx),
-        n_val=len(val_idx),
-        val_images_raw=ds.images[val_idx],
-        val_labels=ds.labels[val_idx],
+        train_loader=train_loader, val_loader=val_loader,
+        input_shape=(int(xv.shape[1]), int(xv.shape[2]), int(xv.shape[3])), num_classes=ds.num_classes,
+        preprocess=pre, source=ds.source, n_train=len(xt), n_val=len(xv), val_images_raw=xv, val_labels=yv,
+        calibration_set=calib,
     )
 
 
@@ -282,8 +383,43 @@ def load_data(
     )
 
 
-def load_study_data(cfg: StudyConfig) -> DataBundle:
-    """The study's data, exactly as its config asks (every executor loads it through here)."""
-    return load_data(cfg.dataset, data_dir=cfg.data_dir, image_size=cfg.image_size, batch_size=cfg.batch_size,
-                     dataloader_seed=cfg.dataloader_seed, val_fraction=cfg.val_fraction,
-                     train_subset=cfg.train_subset, val_subset=cfg.val_subset, num_workers=cfg.num_workers)
+def load_raw(cfg: StudyConfig, channels: int | None = None) -> RawDataset:
+    """The study's raw data set: a registered one, ``npz``, ``image_folder`` or ``package.module:callable``.
+
+    ``channels``: what the model's input asks for (image folders read RGB or grayscale accordingly).
+    """
+    from . import readers
+
+    if cfg.dataset == "npz":
+        return readers.read_npz(cfg.data_path, cfg.layout, cfg.image_size)
+    if cfg.dataset == "python":
+        raise DataError("The 'dataset' value 'python' means arrays handed to edge_opt.optimize; a config file names "
+                        "a registered data set, 'npz', 'image_folder' or 'package.module:callable'.")
+    if cfg.dataset == "image_folder":
+        return readers.read_image_folder(cfg.data_dir, cfg.image_size, channels)
+    if ":" in cfg.dataset:
+        return readers.call_dataset(cfg.dataset, cfg.config_dir, cfg.image_size)
+    factory = DATASETS.get(cfg.dataset)
+    return factory(data_dir=cfg.data_dir, image_size=cfg.image_size or 28, seed=cfg.dataloader_seed)
+
+
+def load_study_data(cfg: StudyConfig, raw: RawDataset | None = None, channels: int | None = None,
+                    calibration: np.ndarray | None = None) -> DataBundle:
+    """The study's data, exactly as its config asks (every executor loads it through here).
+
+    Args:
+        raw: data handed over in memory (``edge_opt.optimize``) instead of the config's ``dataset``.
+        channels: the model's input channels, when known (image folders).
+        calibration: raw calibration images handed over in memory (else ``calibration_data_path``).
+    """
+    from . import readers
+
+    raw = raw if raw is not None else load_raw(cfg, channels)
+    validate_raw(raw, cfg.dataset)
+    shape = (raw.val_images if raw.val_images is not None else raw.images).shape[1:]
+    calib = calibration if calibration is not None else (
+        readers.read_calibration(cfg.calibration_data_path, cfg.layout, shape) if cfg.calibration_data_path else None)
+    return make_loaders(raw, batch_size=cfg.batch_size, dataloader_seed=cfg.dataloader_seed,
+                        val_fraction=cfg.val_fraction, train_subset=cfg.train_subset, val_subset=cfg.val_subset,
+                        num_workers=cfg.num_workers, preprocess=cfg.preprocess,
+                        fit_normalisation=not cfg.model.trained, calibration_images=calib)

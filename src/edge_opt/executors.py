@@ -26,7 +26,8 @@ import torch
 
 from .config import StudyConfig, config_from_dict
 from .results import ConfigPoint, VariantResult
-from .runner import StudyInterrupted, Sweep, point_key
+from .runner import PruningUnsupported, StudyInterrupted, Sweep, point_key
+from .sources import ModelSource, load_model_source
 
 __all__ = ["PID_DIR_ENV", "RayExecutor", "compute_point_task", "node_cpus"]
 
@@ -41,14 +42,14 @@ def _checkpoint_bytes(model: torch.nn.Module) -> bytes:
     return buf.getvalue()
 
 
-def _parent_from_blob(cfg: StudyConfig, blob_bytes: bytes, input_shape: tuple[int, ...],
-                      num_classes: int) -> torch.nn.Module:
-    from .models import create_model
+def _parent_from_blob(source: ModelSource, blob_bytes: bytes | None) -> torch.nn.Module | None:
+    """The float parent sent by the driver, rebuilt through the model's own source (None for an ONNX model)."""
     from .variants.prune import apply_layer_shapes
 
+    if blob_bytes is None or source.rebuild is None:
+        return None
     blob = torch.load(io.BytesIO(blob_bytes), weights_only=True, map_location="cpu")
-    model = apply_layer_shapes(create_model(cfg.model.name, input_shape, num_classes, **cfg.model.params),
-                               blob["layer_shapes"])
+    model = apply_layer_shapes(source.rebuild(), blob["layer_shapes"])
     model.load_state_dict(blob["state_dict"])
     return model.eval()
 
@@ -61,7 +62,7 @@ def _record_pid(key: str) -> None:
 
 
 def compute_point_task(cfg_dict: dict[str, Any], point: dict[str, Any],
-                       parent_blob: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+                       parent_blob: bytes | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Body of one Ray task: ``Sweep.compute`` of one point on a worker.
 
     Returns:
@@ -76,9 +77,10 @@ def compute_point_task(cfg_dict: dict[str, Any], point: dict[str, Any],
     torch.set_num_threads(max(cfg.threads, 1))
     try:
         data = load_study_data(cfg)
-        model = _parent_from_blob(cfg, parent_blob, data.input_shape, data.num_classes)
+        source = load_model_source(cfg, data.input_shape, data.num_classes)
+        model = _parent_from_blob(source, parent_blob)
         with tempfile.TemporaryDirectory() as tmp:
-            sweep = Sweep(model, data, cfg, tmp)
+            sweep = Sweep(model, data, cfg, tmp, source=source)
             sweep.adopt_parent(p.pruning_level, model)
             result, meta = sweep.compute(p)
     except Exception as exc:  # noqa: BLE001 — a failing point is an error result, like the local executor
@@ -125,11 +127,17 @@ class RayExecutor:
         blobs: dict[float, Any] = {}
         for p in points:
             hit = sweep.lookup(p)
+            if hit is None and sweep.skip_reason(p) is not None:
+                hit = sweep.commit(*sweep.compute(p))  # not applicable: recorded on the driver, no task
+            if hit is None and p.pruning_level not in blobs:
+                try:
+                    parent = sweep.parent(p.pruning_level)
+                    blobs[p.pruning_level] = ray.put(_checkpoint_bytes(parent)) if parent is not None else None
+                except PruningUnsupported:
+                    hit = sweep.commit(*sweep.compute(p))
             if hit is not None:
                 done[p] = hit
                 continue
-            if p.pruning_level not in blobs:
-                blobs[p.pruning_level] = ray.put(_checkpoint_bytes(sweep.parent(p.pruning_level)))
             pending[task.remote(cfg.model_dump(), {"pruning_level": p.pruning_level, "precision": p.precision,
                                                    "backend": p.backend}, blobs[p.pruning_level])] = p
         self._collect(sweep, pending, done)
@@ -149,7 +157,8 @@ class RayExecutor:
                 p = pending.pop(ref)
                 try:
                     doc, meta = ray.get(ref)
-                    result = VariantResult.from_dict(doc)
+                    result = VariantResult.from_dict(doc).with_info(model_source=sweep.model_source,
+                                                                    model_sha256=sweep.model_sha256)
                 except Exception as exc:  # noqa: BLE001 — retries exhausted (worker or node lost): an error result
                     result, meta = VariantResult.failed(
                         p, point_key(sweep.cfg, p), f"Ray task failed after {sweep.cfg.ray.max_retries} retries: "

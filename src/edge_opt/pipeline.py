@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import torch
 
 from . import atomic
 from .analysis import HardwareAnalysis, analyse_hardware
 from .artifact import ExportedArtifact, export_recommended
 from .config import ConfigError, StudyConfig, load_config
-from .data import DATASETS, DataBundle, load_study_data
+from .data import DATASETS, DataBundle, RawDataset, load_study_data
 from .deploy import DeploymentTarget, simulate_deployment
 from .hardware import precision_tradeoff_table, rebuild_hardware_plots
 from .html_report import write_html_report
@@ -29,16 +31,17 @@ from .models import MODELS, model_param_errors
 from .report_stage import StudyOutcome, StudyReport, frontiers, write_study_report
 from .reporting import build_summary, to_frame, write_outputs, write_plots
 from .runner import (
-    BASELINE_POINT,
     LocalExecutor,
     StudyInterrupted,
     Sweep,
+    baseline_point,
     model_factory,
     stored_results,
     sweep_points,
     train_baseline,
 )
 from .selection import Selection, assess_results, select_recommendation, study_warnings
+from .sources import ModelSource, ModelSourceError, check_model_fits, load_model_source, onnx_input_spec
 from .store import StoreFormatError, StudyStore
 from .training import resolve_device, set_deterministic
 from .variants.backends import BACKENDS, PRECISIONS
@@ -51,12 +54,12 @@ EventFn = Callable[..., None]
 def registry_errors(cfg: StudyConfig) -> list[str]:
     """Config values that name unknown registry entries (model, params, dataset, backends, precisions)."""
     errors = []
-    if cfg.model.name not in MODELS:
-        errors.append(f"The 'model.name' parameter must be one of {MODELS.names()}. Got {cfg.model.name!r} instead.")
-    else:
-        errors += model_param_errors(cfg.model.name, cfg.model.params)
-    if cfg.dataset not in DATASETS:
-        errors.append(f"The 'dataset' parameter must be one of {DATASETS.names()}. Got {cfg.dataset!r} instead.")
+    name = cfg.model.name
+    if name is not None and name not in MODELS:
+        errors.append(f"The 'model.name' parameter must be one of {MODELS.names()}. Got {name!r} instead.")
+    elif name is not None:
+        errors += model_param_errors(name, cfg.model.params)
+    errors += _dataset_errors(cfg)
     bad_b = [b for b in cfg.backends if b not in BACKENDS]
     if bad_b:
         errors.append(f"The 'backends' parameter must contain names from {BACKENDS.names()}. Got {bad_b} instead.")
@@ -66,6 +69,9 @@ def registry_errors(cfg: StudyConfig) -> list[str]:
     from .tracking import check_tracking
 
     errors += check_tracking(cfg)
+    if cfg.executor == "ray" and cfg.model.kind == "python":
+        errors.append("The 'executor' parameter 'ray' cannot ship an in-memory module (edge_opt.optimize) to its "
+                      "workers; use executor 'local' or save the model (ONNX, .pt2, factory + weights). Got 'ray'.")
     if cfg.executor == "ray":
         try:
             import ray  # noqa: F401
@@ -73,6 +79,18 @@ def registry_errors(cfg: StudyConfig) -> list[str]:
             errors.append("The 'executor' parameter 'ray' needs Ray: pip install 'edge-opt[ray]'. Got 'ray' with Ray "
                           "not installed.")
     return errors
+
+
+FILE_DATASETS = ("npz", "image_folder", "python")  # python: in-memory arrays of edge_opt.optimize
+
+
+def _dataset_errors(cfg: StudyConfig) -> list[str]:
+    if cfg.dataset == "npz" and not cfg.data_path:
+        return ["The 'data_path' parameter must name the .npz file of the 'npz' dataset. Got None instead."]
+    if cfg.dataset in DATASETS or cfg.dataset in FILE_DATASETS or ":" in cfg.dataset:
+        return []
+    return [f"The 'dataset' parameter must be one of {DATASETS.names() + list(FILE_DATASETS)} or "
+            f"'package.module:callable'. Got {cfg.dataset!r} instead."]
 
 
 def load_study_config(path: str | Path, overrides: dict | None = None) -> StudyConfig:
@@ -138,6 +156,20 @@ class StudyResult:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     outcome: StudyOutcome | None = None
+    frontier: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def recommendation(self) -> dict[str, Any] | None:
+        """The recommended (or best-effort) configuration as summary.json records it."""
+        return self.summary.get("recommended")
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        """Where the main outputs are."""
+        names = {"sweep_results": "sweep_results.csv", "summary": "summary.json", "report": "report.html",
+                 "frontier_latency": "pareto_frontier_latency.csv", "model": "model/model.onnx",
+                 "manifest": "model/manifest.json"}
+        return {k: self.output_dir / v for k, v in names.items() if (self.output_dir / v).exists()}
 
 
 class _Clock:
@@ -167,30 +199,36 @@ def _open_store(cfg: StudyConfig, fresh: bool) -> tuple[Path, StudyStore]:
         raise ConfigError([str(exc)]) from None
 
 
-def _measure(cfg: StudyConfig, data: DataBundle, out: Path, store: StudyStore, on_event: EventFn,
-             should_stop: Callable[[], bool], clock: _Clock) -> tuple[Sweep, bool, list[str]]:
+def _measure(cfg: StudyConfig, data: DataBundle, source: ModelSource, out: Path, store: StudyStore,
+             on_event: EventFn, should_stop: Callable[[], bool], clock: _Clock) -> tuple[Sweep, bool, list[str]]:
     """Stages baseline + variants: train (or reload) the baseline, then map ``run_point`` over the grid."""
     device, dev_warning = resolve_device(cfg.device)
+    warnings = [dev_warning] if dev_warning else []
     set_deterministic(cfg.seed)
     clock.lap("data")
-    baseline, cached = train_baseline(cfg, data, out, device, on_event)
+    try:
+        baseline, cached = train_baseline(cfg, data, out, device, on_event, source)
+    except ValueError as exc:
+        raise ConfigError([str(exc)]) from None
     if cached:
         on_event("log", message="baseline checkpoint reused")
+    if cfg.fine_tune_epochs and data.train_loader is None and any(lv > 0 for lv in cfg.pruning_levels):
+        warnings.append("fine-tuning after pruning skipped: the data has no training split")
     clock.lap("training")
-    sweep = Sweep(baseline, data, cfg, out, store, model_factory=model_factory(cfg, data), on_event=on_event,
-                  should_stop=should_stop)
+    sweep = Sweep(baseline, data, cfg, out, store, model_factory=model_factory(cfg, data, source), on_event=on_event,
+                  should_stop=should_stop, source=source)
     points = sweep_points(cfg)
     on_event("stage", name="variants", detail=f"{len(points)} config points")
     interrupted = False
     try:
         executor = _executor(cfg)
         executor.map(sweep, points)
-        if BASELINE_POINT not in points:
-            executor.map(sweep, [BASELINE_POINT])
+        if baseline_point(cfg) not in points:
+            executor.map(sweep, [baseline_point(cfg)])
     except StudyInterrupted:
         interrupted = True
     clock.lap("variants")
-    return sweep, interrupted, [dev_warning] if dev_warning else []
+    return sweep, interrupted, warnings
 
 
 def _executor(cfg: StudyConfig) -> Any:
@@ -201,10 +239,12 @@ def _executor(cfg: StudyConfig) -> Any:
     return LocalExecutor()
 
 
-def _deployment_targets(selection: Selection, hardware: HardwareAnalysis) -> list[DeploymentTarget]:
-    targets = [DeploymentTarget("baseline", BASELINE_POINT, hardware.summaries["baseline"])]
+def _deployment_targets(cfg: StudyConfig, selection: Selection,
+                        hardware: HardwareAnalysis | None) -> list[DeploymentTarget]:
+    summaries = hardware.summaries if hardware is not None else {}
+    targets = [DeploymentTarget("baseline", baseline_point(cfg), summaries.get("baseline", {}))]
     if selection.chosen is not None:
-        targets.append(DeploymentTarget("recommended", selection.chosen.point, hardware.summaries["recommended"]))
+        targets.append(DeploymentTarget("recommended", selection.chosen.point, summaries.get("recommended", {})))
     return targets
 
 
@@ -225,7 +265,8 @@ def _analyse(sweep: Sweep, store: StudyStore, out: Path, interrupted: bool, on_e
     cfg = sweep.cfg
     points = sweep_points(cfg)
     results, baseline = stored_results(store, cfg, points)  # outputs describe every finished point of this config
-    assessed = tuple(assess_results(results, cfg, baseline))
+    skipped = tuple(r for r in results if r.skipped is not None)
+    assessed = tuple(assess_results([r for r in results if r.skipped is None], cfg, baseline))
     selection = select_recommendation(assessed, baseline, cfg)
     warnings += study_warnings(assessed)
     clock.lap("analysis")
@@ -234,15 +275,31 @@ def _analyse(sweep: Sweep, store: StudyStore, out: Path, interrupted: bool, on_e
     hardware: HardwareAnalysis | None = None
     deployment: dict[str, Any] = {}
     if not interrupted and baseline is not None and baseline.ok:
-        on_event("stage", name="hardware analysis", detail="machine calibration + layer tables")
-        hardware, _ = analyse_hardware(out, cfg, sweep.parent, sweep.data.input_shape, baseline, selection, assessed)
+        if sweep.baseline is not None:
+            on_event("stage", name="hardware analysis", detail="machine calibration + layer tables")
+            hardware, _ = analyse_hardware(out, cfg, _torch_parent(sweep), sweep.data.input_shape, baseline,
+                                           selection, assessed)
+        else:
+            warnings.append("hardware analysis skipped: the layer tables need a PyTorch model (the model is an ONNX "
+                            "file); the deployment simulation uses the linear clock model")
         clock.lap("hardware")
         on_event("stage", name="deployment simulation", detail=f"cpu_frequency_scale={cfg.cpu_frequency_scale}")
-        deployment, dep_warnings = simulate_deployment(sweep, _deployment_targets(selection, hardware), store, out)
+        deployment, dep_warnings = simulate_deployment(sweep, _deployment_targets(cfg, selection, hardware), store,
+                                                       out)
         warnings += dep_warnings
         clock.lap("deployment")
     return StudyOutcome(cfg, assessed, baseline, selection, artifact, hardware, deployment, tuple(warnings),
-                        len(points), interrupted)
+                        len(points), interrupted, skipped)
+
+
+def _torch_parent(sweep: Sweep) -> Callable[[float], torch.nn.Module]:
+    def parent(level: float) -> torch.nn.Module:
+        model = sweep.parent(level)
+        if model is None:
+            raise ValueError("The hardware analysis needs a PyTorch model.")
+        return model
+
+    return parent
 
 
 def _track(cfg: StudyConfig, outcome: StudyOutcome, report: StudyReport, on_event: EventFn) -> list[str]:
@@ -259,8 +316,28 @@ def _track(cfg: StudyConfig, outcome: StudyOutcome, report: StudyReport, on_even
     return []
 
 
+def _load_inputs(cfg: StudyConfig, module: torch.nn.Module | None, raw: RawDataset | None,
+                 calibration: np.ndarray | None) -> tuple[DataBundle, ModelSource]:
+    """Stages data + model: load both and check that they fit (every error before anything is written)."""
+    channels = None
+    if cfg.model.onnx is not None and Path(cfg.model.onnx).is_file():
+        try:
+            channels = onnx_input_spec(cfg.model.onnx)[1][1]
+        except ModelSourceError as exc:
+            raise ConfigError([str(exc)]) from None
+    data = load_study_data(cfg, raw, channels, calibration)
+    try:
+        source = load_model_source(cfg, data.input_shape, data.num_classes, module)
+        check_model_fits(source, data.input_shape, data.num_classes, next(iter(data.val_loader))[0][:2])
+    except ModelSourceError as exc:
+        raise ConfigError([str(exc)]) from None
+    return data, source
+
+
 def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: EventFn | None = None,
-              should_stop: Callable[[], bool] | None = None, command: list[str] | None = None) -> StudyResult:
+              should_stop: Callable[[], bool] | None = None, command: list[str] | None = None,
+              module: torch.nn.Module | None = None, raw_data: RawDataset | None = None,
+              calibration_images: np.ndarray | None = None) -> StudyResult:
     """Run (or resume) a study and write every output into ``cfg.output_dir``.
 
     Args:
@@ -270,6 +347,7 @@ def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: EventFn | None
         should_stop: checked between variants; when it returns True the outputs for the finished
             points are written and ``StudyInterrupted`` is raised (carrying the ``StudyResult``).
         command: the command line, for reproducibility.json.
+        module, raw_data, calibration_images: a model and data handed over in memory (``edge_opt.optimize``).
     Raises:
         ConfigError: invalid config, unwritable output folder, or a store of another release.
         DataError: data that cannot be read.
@@ -281,10 +359,11 @@ def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: EventFn | None
     check_output_dir(cfg.output_dir, create=False)
     clock = _Clock()
     emit("stage", name="data", detail=cfg.dataset)
-    data = load_study_data(cfg)  # data errors surface before anything is written
+    data, source = _load_inputs(cfg, module, raw_data, calibration_images)  # errors before anything is written
     out, store = _open_store(cfg, fresh)
     try:
-        sweep, interrupted, warnings = _measure(cfg, data, out, store, emit, should_stop or (lambda: False), clock)
+        sweep, interrupted, warnings = _measure(cfg, data, source, out, store, emit, should_stop or (lambda: False),
+                                                clock)
         outcome = _analyse(sweep, store, out, interrupted, emit, clock, warnings)
         emit("stage", name="report", detail=str(out))
         report = write_study_report(out, outcome, data, command)
@@ -294,7 +373,8 @@ def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: EventFn | None
         store.close()
     result = StudyResult(out, report.frame, report.summary, sweep.reused, sweep.computed, interrupted,
                          outcome.selection.goals_met, sorted(set(warnings)),
-                         {**clock.timings, **{f"variants.{k}": v for k, v in sweep.timings.items()}}, outcome)
+                         {**clock.timings, **{f"variants.{k}": v for k, v in sweep.timings.items()}}, outcome,
+                         report.frontier_latency)
     if interrupted:
         raise StudyInterrupted(result)
     return result

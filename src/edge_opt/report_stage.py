@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from .results import VariantResult
 from .selection import BASELINE_COLUMNS, BASELINE_POINT, Assessment, Selection, to_frame
 
 __all__ = ["BASELINE_KEYS", "LATENCY_NOTE", "StudyOutcome", "StudyReport", "frontiers", "recommendation_summary",
+           "skipped_summary",
            "reproducibility_record", "write_study_report"]
 
 BASELINE_KEYS = BASELINE_COLUMNS
@@ -51,6 +52,7 @@ class StudyOutcome:
     warnings: tuple[str, ...] = ()
     total_points: int = 0
     interrupted: bool = False
+    skipped: tuple[VariantResult, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class StudyReport:
     output_dir: Path
     frame: pd.DataFrame
     summary: dict[str, Any]
+    frontier_latency: pd.DataFrame = field(default_factory=pd.DataFrame)
+    frontier_energy: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def recommendation_summary(o: StudyOutcome) -> dict[str, Any] | None:
@@ -92,8 +96,8 @@ def _deployment_summary(o: StudyOutcome) -> dict[str, Any]:
 def _summary(o: StudyOutcome, frame: pd.DataFrame) -> dict[str, Any]:
     cfg = o.cfg
     baseline = {k: o.baseline.row().get(k) for k in BASELINE_KEYS} if o.baseline is not None else {}
-    baseline.update({"pruning_level": BASELINE_POINT.pruning_level, "precision": BASELINE_POINT.precision,
-                     "backend": BASELINE_POINT.backend})
+    point = o.baseline.point if o.baseline is not None else BASELINE_POINT
+    baseline.update({"pruning_level": point.pruning_level, "precision": point.precision, "backend": point.backend})
     slower = [{"backend": a.point.backend, "precision": a.point.precision, "pruning_level": a.point.pruning_level,
                "latency_ms": a.metrics.latency_ms, "speedup_vs_fp32": a.speedup_vs_fp32}
               for a in o.assessed if a.slower_than_fp32]
@@ -104,8 +108,21 @@ def _summary(o: StudyOutcome, frame: pd.DataFrame) -> dict[str, Any]:
         baseline, cfg.memory_budgets_mb, cfg.active_memory_budget_mb, cfg.cpu_frequency_scale, cfg.latency_multiplier,
         frame, _deployment_summary(o), recommended=recommendation_summary(o), slower_than_fp32=slower,
         precision_mismatches=mismatches, hardware=dict(o.hardware.summaries) if o.hardware else {},
-        warnings=sorted(set(o.warnings)), latency_note=LATENCY_NOTE, finished_points=len(o.assessed),
-        total_points=o.total_points, interrupted=o.interrupted)
+        warnings=sorted(set(o.warnings)), latency_note=LATENCY_NOTE, finished_points=len(o.assessed) + len(o.skipped),
+        total_points=o.total_points, interrupted=o.interrupted, skipped=skipped_summary(o.skipped),
+        model_source=_model_identity(o)[0], model_sha256=_model_identity(o)[1])
+
+
+def skipped_summary(skipped: Sequence[VariantResult]) -> list[dict[str, Any]]:
+    """``summary.json``'s ``skipped``: each point that does not apply, with its reason."""
+    return [{**asdict(r.point), "key": r.key, "reason": r.skipped} for r in skipped]
+
+
+def _model_identity(o: StudyOutcome) -> tuple[str | None, str | None]:
+    for r in (o.baseline, *(a.result for a in o.assessed), *o.skipped):
+        if r is not None and r.model_source is not None:
+            return r.model_source, r.model_sha256
+    return None, None
 
 
 def reproducibility_record(cfg: StudyConfig, data: DataBundle, command: Sequence[str] | None) -> dict[str, Any]:
@@ -140,4 +157,4 @@ def write_study_report(out: Path, o: StudyOutcome, data: DataBundle, command: Se
         write_plots(out, frame, frontier_lat, frontier_en, recommended_key=chosen.result.key if chosen else None)
     atomic.write_json(out / "reproducibility.json", reproducibility_record(o.cfg, data, command))
     write_html_report(out)
-    return StudyReport(out, frame, summary)
+    return StudyReport(out, frame, summary, frontier_lat, frontier_en)

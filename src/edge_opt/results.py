@@ -57,6 +57,9 @@ class VariantResult:
         node_id: the Ray node that measured it (None locally).
         traceback: the failure's traceback, for error rows.
         timings: seconds spent building and measuring.
+        skipped: why the point does not apply to this model (not built, not measured; never an error).
+        model_source: the input model (``registry:small_cnn``, ``onnx:model.onnx`` …).
+        model_sha256: SHA-256 of the model file, or of the baseline's state dict for a module.
     """
 
     point: ConfigPoint
@@ -69,6 +72,14 @@ class VariantResult:
     node_id: str | None = None
     traceback: str | None = None
     timings: Mapping[str, float] = field(default_factory=dict)
+    skipped: str | None = None
+    model_source: str | None = None
+    model_sha256: str | None = None
+
+    @classmethod
+    def skip(cls, point: ConfigPoint, key: str, reason: str, **info: Any) -> VariantResult:
+        """A point that does not apply (not built, not measured, not an error)."""
+        return cls(point=point, key=key, skipped=reason, **info)
 
     @classmethod
     def failed(cls, point: ConfigPoint, key: str, message: str, **info: Any) -> VariantResult:
@@ -78,7 +89,7 @@ class VariantResult:
     @property
     def ok(self) -> bool:
         """Has usable numbers."""
-        return self.error is None and self.measurement is not None
+        return self.error is None and self.skipped is None and self.measurement is not None
 
     @property
     def metrics(self) -> PerfMetrics | None:
@@ -121,6 +132,8 @@ class VariantResult:
             row["metadata_file"] = self.metadata_file
         if self.node_id is not None:
             row["node_id"] = self.node_id
+        if self.model_source is not None:
+            row.update(model_source=self.model_source, model_sha256=self.model_sha256)
         return row
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,7 +142,8 @@ class VariantResult:
                 "measurement": self.measurement.to_dict() if self.measurement is not None else None,
                 "error": self.error, "runtime_parameter_bytes": self.runtime_parameter_bytes,
                 "threads": self.threads, "metadata_file": self.metadata_file, "node_id": self.node_id,
-                "traceback": self.traceback, "timings": dict(self.timings)}
+                "traceback": self.traceback, "timings": dict(self.timings), "skipped": self.skipped,
+                "model_source": self.model_source, "model_sha256": self.model_sha256}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> VariantResult:
@@ -147,4 +161,5 @@ class VariantResult:
                    key=d["key"], measurement=MeasurementRecord.from_dict(m) if m is not None else None,
                    error=d.get("error"), runtime_parameter_bytes=d.get("runtime_parameter_bytes"),
                    threads=int(d.get("threads", 1)), metadata_file=d.get("metadata_file"), node_id=d.get("node_id"),
-                   traceback=d.get("traceback"), timings=dict(d.get("timings") or {}))
+                   traceback=d.get("traceback"), timings=dict(d.get("timings") or {}), skipped=d.get("skipped"),
+                   model_source=d.get("model_source"), model_sha256=d.get("model_sha256"))

@@ -31,14 +31,15 @@ from .config import StudyConfig
 from .data import DataBundle
 from .metrics import BenchmarkSettings, measure_variant
 from .results import ConfigPoint, VariantResult
+from .sources import ModelSource, file_sha256, source_digest, state_dict_sha256
 from .store import StudyStore
 from .training import train_model
-from .variants.backends import BuildContext, Variant, build_variant
+from .variants.backends import BACKEND_KINDS, BuildContext, Variant, backend_supports, build_variant
 from .variants.precisions import PRECISIONS
 from .variants.prune import load_checkpoint, prune_model, save_checkpoint
 
 __all__ = [
-    "MEASURE_VERSION", "BASELINE_POINT", "ConfigPoint", "Executor", "LocalExecutor", "StudyInterrupted", "Sweep",
+    "MEASURE_VERSION", "BASELINE_POINT", "ONNX_BASELINE_POINT", "ConfigPoint", "PruningUnsupported", "baseline_point", "Executor", "LocalExecutor", "StudyInterrupted", "Sweep",
     "baseline_fingerprint", "benchmark_settings", "measure_point", "metadata_name", "model_factory", "parent_key",
     "point_key", "runtime_versions", "stable_hash", "stored_results", "sweep_points", "train_baseline",
 ]
@@ -46,6 +47,16 @@ __all__ = [
 # Bump when the measuring code changes what a stored number means: invalidates stored points.
 MEASURE_VERSION = "1"
 BASELINE_POINT = ConfigPoint(0.0, "fp32", "torch")
+ONNX_BASELINE_POINT = ConfigPoint(0.0, "fp32", "onnxruntime")
+
+
+def baseline_point(cfg: StudyConfig) -> ConfigPoint:
+    """The point speed-ups and accuracy drops refer to: unpruned fp32 on torch (on ONNX Runtime for an ONNX model)."""
+    return ONNX_BASELINE_POINT if cfg.model.torch_free else BASELINE_POINT
+
+
+class PruningUnsupported(RuntimeError):
+    """Torch-Pruning cannot prune this model (its rows are skipped with the reason)."""
 
 
 def stable_hash(obj: Any) -> str:
@@ -54,13 +65,29 @@ def stable_hash(obj: Any) -> str:
 
 
 def baseline_fingerprint(cfg: StudyConfig) -> str:
-    """Key of the trained baseline: model, data and training settings."""
-    return stable_hash({
-        "model": cfg.model.model_dump(), "dataset": cfg.dataset, "data_dir": cfg.data_dir if cfg.dataset in
-        ("mnist", "fashion-mnist") else None, "image_size": cfg.image_size, "val_fraction": cfg.val_fraction,
-        "seed": cfg.seed, "dataloader_seed": cfg.dataloader_seed, "batch_size": cfg.batch_size, "epochs": cfg.epochs,
-        "learning_rate": cfg.learning_rate, "train_subset": cfg.train_subset, "val_subset": cfg.val_subset,
-    })
+    """Key of the trained baseline: model (and its file's SHA-256), data and training settings."""
+    fields: dict[str, Any] = {
+        "model": cfg.model.model_dump(exclude_none=True), "dataset": cfg.dataset,
+        "data_dir": cfg.data_dir if cfg.dataset in ("mnist", "fashion-mnist", "image_folder") else None,
+        "image_size": cfg.image_size, "val_fraction": cfg.val_fraction,
+        "seed": cfg.seed, "dataloader_seed": cfg.dataloader_seed, "batch_size": cfg.batch_size,
+        "epochs": cfg.train_epochs, "learning_rate": cfg.learning_rate, "train_subset": cfg.train_subset,
+        "val_subset": cfg.val_subset,
+    }
+    extra = {"model_file": source_digest(cfg.model), "data_file": _data_digest(cfg), "layout": cfg.layout,
+             "preprocess": cfg.preprocess.model_dump() if cfg.preprocess is not None else None,
+             "calibration_data": cfg.calibration_data_path and file_sha256(cfg.calibration_data_path)}
+    fields.update({k: v for k, v in extra.items() if v not in (None, "auto", "")})  # earlier keys stay valid
+    return stable_hash(fields)
+
+
+def _data_digest(cfg: StudyConfig) -> str | None:
+    if cfg.dataset == "npz" and cfg.data_path and Path(cfg.data_path).is_file():
+        return file_sha256(cfg.data_path)
+    if cfg.dataset == "image_folder" and Path(cfg.data_dir).is_dir():
+        files = sorted(p for p in Path(cfg.data_dir).rglob("*") if p.is_file())
+        return stable_hash([(str(p.relative_to(cfg.data_dir)), p.stat().st_size, p.stat().st_mtime_ns) for p in files])
+    return None
 
 
 def parent_key(cfg: StudyConfig, level: float) -> str:
@@ -157,11 +184,11 @@ class Sweep:
         ort_op_types_to_quantize: restrict ORT's int8 op types (tests force an unquantized graph).
     """
 
-    def __init__(self, baseline: nn.Module, data: DataBundle, cfg: StudyConfig, workdir: str | Path,
+    def __init__(self, baseline: nn.Module | None, data: DataBundle, cfg: StudyConfig, workdir: str | Path,
                  store: StudyStore | None = None, model_factory: Callable[[], nn.Module] | None = None,
                  on_event: EventFn | None = None, should_stop: Callable[[], bool] | None = None,
-                 ort_op_types_to_quantize: Sequence[str] | None = None) -> None:
-        self.baseline, self.data, self.cfg = baseline, data, cfg
+                 ort_op_types_to_quantize: Sequence[str] | None = None, source: ModelSource | None = None) -> None:
+        self.baseline, self.data, self.cfg, self.source = baseline, data, cfg, source
         self.workdir = Path(workdir)
         self.store = store
         self.model_factory = model_factory
@@ -171,10 +198,28 @@ class Sweep:
         self.reused = 0
         self.computed = 0
         self.timings = {"pruning_and_fine_tuning": 0.0, "variant_building": 0.0, "measurement": 0.0}
-        self._parents: dict[float, nn.Module] = {}
+        self._parents: dict[float, nn.Module | None] = {}
         self.calibration = data.calibration_batches(cfg.quantization.calibration_batches)
         self.example = next(iter(data.val_loader))[0][:2]
         self.export_cache: dict[Any, Any] = {}  # shared ONNX exports per parent (sweep, artifact, deployment)
+        if source is not None and source.onnx_path is not None:  # an ONNX model is its own fp32 export
+            self.export_cache[("onnx_fp32", parent_key(cfg, 0.0))] = source.onnx_path
+        self.model_source = source.label if source is not None else f"registry:{cfg.model.name}"
+        self.model_sha256 = (source.file_sha256 if source is not None and source.file_sha256 else
+                             state_dict_sha256(baseline) if baseline is not None else None)
+
+    def skip_reason(self, point: ConfigPoint) -> str | None:
+        """Why ``point`` does not apply to this model (None when it does)."""
+        if self.source is not None and self.source.torch_free:
+            if BACKEND_KINDS.get(point.backend) == "torch":
+                return "the torch backends need a PyTorch model (the model is an ONNX file)"
+            if point.pruning_level > 0:
+                return "pruning needs a PyTorch model (the model is an ONNX file)"
+        if point.precision in PRECISIONS and point.backend in BACKEND_KINDS and not backend_supports(
+                point.backend, point.precision):
+            able = [p for p in PRECISIONS.names() if backend_supports(point.backend, p)]
+            return f"backend {point.backend!r} does not run precision {point.precision!r} (it runs {able})"
+        return None
 
     def build_context(self, level: float, workdir: Path | None = None, threads: int | None = None) -> BuildContext:
         """The one place a ``BuildContext`` is made from the config."""
@@ -184,29 +229,41 @@ class Sweep:
                             threads=threads if threads is not None else self.cfg.threads,
                             ort_op_types_to_quantize=self.ort_op_types, cache=self.export_cache)
 
-    def adopt_parent(self, level: float, model: nn.Module) -> None:
+    def adopt_parent(self, level: float, model: nn.Module | None) -> None:
         """Use ``model`` as the float parent of ``level`` (a Ray task receives it from the driver)."""
         self._parents[level] = model
 
-    def parent(self, level: float) -> nn.Module:
+    def parent(self, level: float) -> nn.Module | None:
         """Pruned + fine-tuned float parent of ``level`` (from the checkpoint cache when present)."""
         if level in self._parents:
             return self._parents[level]
         key = parent_key(self.cfg, level)
         ckpt = self.workdir / "checkpoints" / f"pruned_{key}.pt"
-        if level == 0.0:
+        if level == 0.0 or self.baseline is None:
             model = self.baseline
         elif ckpt.exists() and self.model_factory is not None:
             model, _ = load_checkpoint(ckpt, self.model_factory())
         else:
-            self.on_event("prune", level=level)
-            model = prune_model(self.baseline, level, self.example)
-            if self.cfg.fine_tune_epochs:
-                train_model(model, self.data.train_loader, epochs=self.cfg.fine_tune_epochs,
-                            learning_rate=self.cfg.learning_rate, seed=self.cfg.seed)
+            model = self._prune(level)
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             save_checkpoint(model, ckpt, {"pruning_level": level, "key": key})
         self._parents[level] = model
+        return model
+
+    def _prune(self, level: float) -> nn.Module:
+        self.on_event("prune", level=level)
+        if self.baseline is None:
+            raise PruningUnsupported("pruning needs a PyTorch model (the model is an ONNX file)")
+        try:
+            model = prune_model(self.baseline, level, self.example)
+        except Exception as exc:
+            if self.cfg.model.kind == "name":
+                raise
+            raise PruningUnsupported(f"Torch-Pruning cannot prune this model ({type(exc).__name__}: "
+                                     f"{str(exc)[:300]})") from None
+        if self.cfg.fine_tune_epochs and self.data.train_loader is not None:
+            train_model(model, self.data.train_loader, epochs=self.cfg.fine_tune_epochs,
+                        learning_rate=self.cfg.learning_rate, seed=self.cfg.seed)
         return model
 
     def lookup(self, point: ConfigPoint) -> VariantResult | None:
@@ -220,6 +277,10 @@ class Sweep:
     def compute(self, point: ConfigPoint) -> tuple[VariantResult, dict[str, Any]]:
         """Build and measure ``point`` (nothing stored); any failure is an error result, never a crash."""
         key = point_key(self.cfg, point)
+        info = {"threads": self.cfg.threads, "model_source": self.model_source, "model_sha256": self.model_sha256}
+        reason = self.skip_reason(point)
+        if reason is not None:
+            return VariantResult.skip(point, key, reason, **info), {}
         try:
             t0 = time.perf_counter()
             model = self.parent(point.pruning_level)
@@ -229,10 +290,12 @@ class Sweep:
             result, meta = measure_point(variant, point, key, self.data, self.cfg)
             timings = {"pruning_and_fine_tuning": t1 - t0, "variant_building": t2 - t1,
                        "measurement": time.perf_counter() - t2}
-            return result.with_info(timings=timings), meta
+            return result.with_info(timings=timings, **info), meta
+        except PruningUnsupported as exc:
+            return VariantResult.skip(point, key, str(exc), **info), {}
         except Exception as exc:  # noqa: BLE001 — any failure becomes an error row, never a crash or a fake number
-            return VariantResult.failed(point, key, f"{type(exc).__name__}: {exc}", threads=self.cfg.threads,
-                                        traceback=traceback.format_exc(limit=8)), {}
+            return VariantResult.failed(point, key, f"{type(exc).__name__}: {exc}",
+                                        traceback=traceback.format_exc(limit=8), **info), {}
 
     def commit(self, result: VariantResult, meta: dict[str, Any]) -> VariantResult:
         """Write the metadata file, store the result and count its timings (the same for every executor)."""
@@ -278,27 +341,45 @@ class LocalExecutor:
         return out
 
 
-def model_factory(cfg: StudyConfig, data: DataBundle) -> Callable[[], nn.Module]:
-    """Builds a fresh, unpruned model of the study (checkpoints are loaded into it)."""
+def model_factory(cfg: StudyConfig, data: DataBundle,
+                  source: ModelSource | None = None) -> Callable[[], nn.Module] | None:
+    """Builds a fresh, unpruned model of the study (checkpoints are loaded into it); None for an ONNX model."""
+    if source is not None:
+        return source.rebuild
     from .models import create_model
 
-    return lambda: create_model(cfg.model.name, data.input_shape, data.num_classes, **cfg.model.params)
+    name = str(cfg.model.name)
+    return lambda: create_model(name, data.input_shape, data.num_classes, **cfg.model.params)
 
 
-def train_baseline(cfg: StudyConfig, data: DataBundle, out: Path, device: Any,
-                   on_event: EventFn) -> tuple[nn.Module, bool]:
-    """Stage: the trained float baseline, from its checkpoint when one exists; returns (model, reused)."""
+def train_baseline(cfg: StudyConfig, data: DataBundle, out: Path, device: Any, on_event: EventFn,
+                   source: ModelSource | None = None) -> tuple[nn.Module | None, bool]:
+    """Stage: the float baseline — the given model, trained for ``train_epochs`` (0 for a model that arrives
+    trained), from its checkpoint when one exists; returns (model, reused). None for an ONNX model."""
     import torch
 
-    factory = model_factory(cfg, data)
+    if source is not None and source.module is None:
+        return None, False
+    model: nn.Module | None = None
+    factory = model_factory(cfg, data, source)
     ckpt = out / "checkpoints" / f"baseline_{baseline_fingerprint(cfg)}.pt"
-    if ckpt.exists():
+    if ckpt.exists() and factory is not None:
         model, _ = load_checkpoint(ckpt, factory())
         return model, True
-    torch.manual_seed(cfg.seed)
-    model = factory()
-    on_event("stage", name="baseline training", detail=f"{cfg.model.name}, {cfg.epochs} epochs")
-    train_model(model, data.train_loader, epochs=cfg.epochs, learning_rate=cfg.learning_rate, device=device,
+    torch.manual_seed(cfg.seed)  # a model the study trains starts from seeded weights
+    if source is not None and source.trained:
+        model = source.module
+    elif factory is not None:
+        model = factory()
+    if model is None:
+        return None, False
+    if cfg.train_epochs == 0:
+        return model.eval(), False
+    if data.train_loader is None:
+        raise ValueError(f"The 'epochs' parameter asks for {cfg.train_epochs} epochs of training but the data has no "
+                         "training split.")
+    on_event("stage", name="baseline training", detail=f"{cfg.model.kind} model, {cfg.train_epochs} epochs")
+    train_model(model, data.train_loader, epochs=cfg.train_epochs, learning_rate=cfg.learning_rate, device=device,
                 seed=cfg.seed)
     model.to("cpu")
     ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -313,4 +394,4 @@ def stored_results(store: StudyStore, cfg: StudyConfig,
         doc = store.get(point_key(cfg, p))
         return VariantResult.from_dict(doc) if doc is not None else None
 
-    return [r for r in (get(p) for p in points) if r is not None], get(BASELINE_POINT)
+    return [r for r in (get(p) for p in points) if r is not None], get(baseline_point(cfg))

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ArtifactError", "load_manifest", "predict", "sha256_file"]
+__all__ = ["ArtifactError", "load_manifest", "normalise", "predict", "sha256_file"]
 
 
 class ArtifactError(ValueError):
@@ -43,10 +43,23 @@ def load_manifest(model_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def predict(model_dir: str | Path, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Class ids for raw images (values in [0, 1], shape (N, C, H, W), (N, H, W) or one (C, H, W)/(H, W) image).
+def normalise(x: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
+    """``(x × scale − mean) / std`` as the manifest records it (per channel when mean/std are lists)."""
+    def stat(v: Any) -> Any:
+        return np.asarray(v, dtype=np.float32).reshape(1, -1, 1, 1) if isinstance(v, list) else np.float32(v)
 
-    The manifest's normalisation is applied here, so callers pass un-normalised pixels.
+    scale = np.float32(norm.get("scale", 1.0))
+    return ((x * scale - stat(norm["mean"])) / stat(norm["std"])).astype(np.float32)
+
+
+def predict(model_dir: str | Path, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Class ids for raw images (as ``validation_inputs.npy`` holds them: shape (N, C, H, W), (N, H, W) or one
+    (C, H, W)/(H, W) image).
+
+    The manifest's normalisation (scale, mean, std) is applied here, so callers pass raw pixels.
+
+    Raises:
+        ArtifactError: a bad folder or manifest, a wrong shape, or NaN / infinite values.
     """
     import onnxruntime as ort
 
@@ -62,8 +75,10 @@ def predict(model_dir: str | Path, images: np.ndarray, batch_size: int = 256) ->
     if x.ndim != 4 or x.shape[1:] != (c, h, w):
         raise ArtifactError(f"Input must have shape (N, {c}, {h}, {w}) (or (N, {h}, {w}) for one channel). "
                             f"Got {tuple(np.shape(images))} instead.")
-    norm = manifest["normalisation"]
-    x = (x - norm["mean"]) / norm["std"]
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).reshape(len(x), -1).any(1).sum())
+        raise ArtifactError(f"Input holds NaN or infinite values in {bad} of {len(x)} images; refusing to predict.")
+    x = normalise(x, manifest["normalisation"])
     so = ort.SessionOptions()
     so.intra_op_num_threads = int(manifest.get("session_options", {}).get("intra_op_num_threads", 1))
     so.log_severity_level = 3

@@ -28,7 +28,7 @@ __all__ = [
     "wrap_torch_module",
 ]
 
-BackendBuilder = Callable[[nn.Module, str, BuildContext], Variant]
+BackendBuilder = Callable[[nn.Module | None, str, BuildContext], Variant]
 BACKENDS: Registry[BackendBuilder] = Registry("backend", "backends")
 # Which precision hook a backend builds through ("torch" or "onnx"); a backend without one handles precisions itself.
 BACKEND_KINDS: dict[str, str] = {}
@@ -56,7 +56,7 @@ def list_backends() -> list[str]:
     return BACKENDS.names()
 
 
-def build_variant(backend: str, model: nn.Module, precision: str, ctx: BuildContext) -> Variant:
+def build_variant(backend: str, model: nn.Module | None, precision: str, ctx: BuildContext) -> Variant:
     """Build ``model`` at ``precision`` on ``backend``.
 
     Raises:
@@ -66,7 +66,10 @@ def build_variant(backend: str, model: nn.Module, precision: str, ctx: BuildCont
     return BACKENDS.get(backend)(model, precision, ctx)
 
 
-def _torch_variant(model: nn.Module, precision: str, ctx: BuildContext, channels_last: bool, name: str) -> Variant:
+def _torch_variant(model: nn.Module | None, precision: str, ctx: BuildContext, channels_last: bool,
+                   name: str) -> Variant:
+    if model is None:
+        raise VariantBuildError(f"backend {name!r} needs a PyTorch model.")
     build = get_precision(precision).hook(BACKEND_KINDS[name], name)(model, ctx, channels_last)
     m = build.module
     meta = {"memory_format": "channels_last" if channels_last else "contiguous", **build.metadata}
@@ -115,18 +118,18 @@ def wrap_torch_module(model: nn.Module, precision: str | None = None,
 
 
 @register_backend("torch", kind="torch")
-def torch_backend(model: nn.Module, precision: str, ctx: BuildContext) -> Variant:
+def torch_backend(model: nn.Module | None, precision: str, ctx: BuildContext) -> Variant:
     """PyTorch eager, NCHW (contiguous) tensors."""
     return _torch_variant(model, precision, ctx, channels_last=False, name="torch")
 
 
 @register_backend("torch_channels_last", kind="torch")
-def torch_channels_last_backend(model: nn.Module, precision: str, ctx: BuildContext) -> Variant:
+def torch_channels_last_backend(model: nn.Module | None, precision: str, ctx: BuildContext) -> Variant:
     """PyTorch eager with ``channels_last`` memory format (NHWC kernels for conv/pool)."""
     return _torch_variant(model, precision, ctx, channels_last=True, name="torch_channels_last")
 
 
-def build_onnx_file(model: nn.Module, precision: str, ctx: BuildContext,
+def build_onnx_file(model: nn.Module | None, precision: str, ctx: BuildContext,
                     backend: str = "onnxruntime") -> tuple[Path, dict[str, Any]]:
     """Write the ONNX graph for ``precision`` (the precision's ``onnx`` hook on the parent's fp32 export)."""
     hook = get_precision(precision).hook("onnx", backend)
@@ -136,7 +139,7 @@ def build_onnx_file(model: nn.Module, precision: str, ctx: BuildContext,
 
 
 @register_backend("onnxruntime", kind="onnx")
-def onnxruntime_backend(model: nn.Module, precision: str, ctx: BuildContext) -> Variant:
+def onnxruntime_backend(model: nn.Module | None, precision: str, ctx: BuildContext) -> Variant:
     """ONNX Runtime (CPU execution provider) on a dynamo-exported graph."""
     path, meta = build_onnx_file(model, precision, ctx)
     return onnx_variant(path, precision, ctx.threads, meta)

@@ -18,6 +18,7 @@ from .base import BuildContext, Variant, VariantBuildError
 
 __all__ = [
     "QDQ_OPS", "QUANT_COMPUTE_OPS", "CalibrationReader", "export_onnx", "fp32_onnx_path", "onnx_initializer_bytes",
+    "onnx_input_name",
     "onnx_variant", "optimized_graph_ops", "ort_kernel_precision", "ort_session_options",
 ]
 
@@ -98,6 +99,15 @@ def onnx_initializer_bytes(model_path: str | Path) -> int:
     return total
 
 
+def onnx_input_name(path: str | Path) -> str:
+    """Name of the (first) graph input that is not an initializer."""
+    import onnx
+
+    g = onnx.load(str(path), load_external_data=False).graph
+    inits = {i.name for i in g.initializer}
+    return next(i.name for i in g.input if i.name not in inits)
+
+
 def ort_kernel_precision(ops: list[str], weight_types: dict[str, int]) -> str:
     if any(op in QUANT_COMPUTE_OPS for op in ops):
         return "int8"
@@ -109,17 +119,19 @@ def ort_kernel_precision(ops: list[str], weight_types: dict[str, int]) -> str:
 class CalibrationReader:
     """Feeds exactly the given batches to ORT's calibrator (its ``CalibrationDataReader`` protocol)."""
 
-    def __init__(self, batches: Sequence[torch.Tensor]) -> None:
-        self._it = iter([{"input": b.float().numpy()} for b in batches])
+    def __init__(self, batches: Sequence[torch.Tensor], input_name: str = "input") -> None:
+        self._it = iter([{input_name: b.float().numpy()} for b in batches])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._it, None)
 
 
-def fp32_onnx_path(model: nn.Module, ctx: BuildContext) -> Path:
-    """The float parent's fp32 ONNX export, once per parent (memoised in ``ctx.cache``)."""
+def fp32_onnx_path(model: nn.Module | None, ctx: BuildContext) -> Path:
+    """The float parent's fp32 ONNX export, once per parent (memoised in ``ctx.cache``; an ONNX model is its own)."""
     key = ("onnx_fp32", ctx.parent_key)
     if key not in ctx.cache or not Path(ctx.cache[key]).exists():
+        if model is None:
+            raise VariantBuildError("no PyTorch model to export and no ONNX file for this parent.")
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         ctx.cache[key] = export_onnx(model, ctx.example_input, ctx.workdir / f"{ctx.parent_key}_fp32.onnx")
     return Path(ctx.cache[key])
@@ -156,6 +168,7 @@ def onnx_variant(path: str | Path, precision: str, threads: int = 1, metadata: d
         "onnxruntime_version": ort.__version__,
     })
     run_ = sess.run
+    input_name = sess.get_inputs()[0].name
     return Variant(
         backend=backend,
         precision=precision,
@@ -163,7 +176,7 @@ def onnx_variant(path: str | Path, precision: str, threads: int = 1, metadata: d
         parameter_bytes=onnx_initializer_bytes(path),
         metadata=meta,
         prepare=lambda x: np.ascontiguousarray(x.float().numpy()),
-        run=lambda x: run_(None, {"input": x})[0],
+        run=lambda x: run_(None, {input_name: x})[0],
         to_logits=lambda out: np.asarray(out, dtype=np.float32),
         onnx_path=path,
     )

@@ -23,7 +23,7 @@ from torch import nn
 from ..config import QuantizationConfig
 from ..registry import Registry
 from .base import BuildContext, VariantBuildError
-from .onnx_tools import CalibrationReader
+from .onnx_tools import CalibrationReader, onnx_input_name
 from .quantize import is_quantized_module, quantization_metadata, quantize_torch_int8
 
 __all__ = [
@@ -203,7 +203,7 @@ def _int8_onnx(fp32: Path, ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            quantize_static(str(fp32), str(out), CalibrationReader(ctx.calibration), quant_format=QuantFormat.QDQ,
+            quantize_static(str(fp32), str(out), CalibrationReader(ctx.calibration, onnx_input_name(fp32)), quant_format=QuantFormat.QDQ,
                             per_channel=q.per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             calibrate_method=methods[q.calibration_method], **kwargs)
     finally:
