@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
+    "CONFIG_RELATIVE_KEYS",
     "LEGACY_QUANTIZATION_KEYS", "SCENARIO_NAMES", "ConfigError", "DeploymentConfig", "MlflowConfig", "ModelConfig",
     "QuantizationConfig", "RayConfig", "Scenario", "StudyConfig", "TrackingConfig", "config_from_dict",
     "config_from_yaml", "format_validation_error", "load_config",
@@ -371,5 +372,26 @@ def config_from_yaml(text: str, overrides: dict | None = None, source: str = "<s
             data = {}
         if isinstance(data, dict):
             extra = {k: v for k, v in overrides.items() if not (k == "config_dir" and "config_dir" in data)}
-            data = {**data, **extra}
+            data = _resolve_paths({**data, **extra})
     return config_from_dict(data, allow_python=False)
+
+
+# File keys a config file names relative to its own folder (``data_dir`` stays relative to the working folder).
+CONFIG_RELATIVE_KEYS = ("data_path", "calibration_data_path", "model.onnx", "model.exported", "model.weights")
+
+
+def _resolve_paths(data: dict[str, Any]) -> dict[str, Any]:
+    """Make the ``CONFIG_RELATIVE_KEYS`` of a config file absolute against its folder (``config_dir``)."""
+    base = data.get("config_dir")
+    if not isinstance(base, str):
+        return data
+    data = dict(data)
+    model = dict(data["model"]) if isinstance(data.get("model"), dict) else None
+    for key in CONFIG_RELATIVE_KEYS:
+        holder, name = (model, key.split(".", 1)[1]) if key.startswith("model.") else (data, key)
+        value = holder.get(name) if holder is not None else None
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            holder[name] = str(Path(base) / value)  # type: ignore[index]
+    if model is not None:
+        data["model"] = model
+    return data

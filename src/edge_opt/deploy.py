@@ -339,9 +339,12 @@ class DeploymentTarget:
 
 def _settings(cfg: StudyConfig, cbf: float | None, threads: int) -> DeploymentSettings:
     d = cfg.deployment
+    # the roofline clock model needs the layer analysis; without one (an ONNX model) the linear model runs,
+    # and the result says so (latency_model)
+    model = d.latency_model if cbf is not None else "linear"
     return DeploymentSettings(min_queries=d.min_queries, min_duration_s=d.min_duration_s,
                               latency_budget_ms=cfg.latency_budget_ms, server_target_qps=d.server_target_qps,
-                              server_search_steps=d.server_search_steps, latency_model=d.latency_model,
+                              server_search_steps=d.server_search_steps, latency_model=model,
                               compute_bound_fraction=cbf, power_watts=cfg.power_watts, seed=cfg.seed,
                               threads=threads, offline_batch_size=d.offline_batch_size)
 
@@ -410,7 +413,7 @@ def simulate_deployment(sweep: Sweep, targets: Sequence[DeploymentTarget], store
             continue
         if store is not None:
             store.set_meta(key, results[target.label])  # a re-run of the same study reuses the simulation
-    if results:
-        frame = deployment_rows({k: v for k, v in results.items() if "scenarios" in v})
+    frame = deployment_rows({k: v for k, v in results.items() if "scenarios" in v})
+    if len(frame):
         atomic.write_with(out / "deployment.csv", lambda t: frame.to_csv(t, index=False, encoding="utf-8"))
     return results, warnings

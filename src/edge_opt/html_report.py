@@ -38,6 +38,14 @@ def _table(df: pd.DataFrame, table_id: str) -> str:
     return df.map(_fmt).to_html(index=False, table_id=table_id, border=0, escape=True)
 
 
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A CSV of the study, or an empty table when it is missing or has no columns."""
+    try:
+        return pd.read_csv(path)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return pd.DataFrame()
+
+
 def write_html_report(output_dir: str | Path) -> Path:
     """Build ``report.html`` from the study files in ``output_dir``.
 
@@ -46,7 +54,7 @@ def write_html_report(output_dir: str | Path) -> Path:
     """
     out = Path(output_dir)
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    sweep = pd.read_csv(out / "sweep_results.csv") if (out / "sweep_results.csv").exists() else pd.DataFrame()
+    sweep = _read_csv(out / "sweep_results.csv")
     rec = summary.get("recommended")
     cols = list(SWEEP_COLS)
     if "hostname" in sweep.columns and sweep[["hostname", "cpu_model"]].drop_duplicates().shape[0] > 1:
@@ -61,7 +69,7 @@ def write_html_report(output_dir: str | Path) -> Path:
     rejected = [{"backend": r["backend"], "precision": r["precision"], "pruning_level": _fmt(r["pruning_level"]),
                  "reason": r.get("rejected_reason") if isinstance(r.get("rejected_reason"), str) else ""}
                 for _, r in sweep.iterrows() if not bool(r.get("accepted"))]
-    read = lambda name: pd.read_csv(out / name) if (out / name).exists() else pd.DataFrame()  # noqa: E731
+    read = lambda name: _read_csv(out / name)  # noqa: E731
     repro = json.loads((out / "reproducibility.json").read_text(encoding="utf-8")) if (out / "reproducibility.json").exists() else {}
     images = {
         "tradeoffs": [(n, _uri(out / f"{n}.png")) for n in ("accuracy_vs_latency", "accuracy_vs_energy",

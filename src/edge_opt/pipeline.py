@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from .html_report import write_html_report
 from .models import MODELS, model_param_errors
 from .report_stage import StudyOutcome, StudyReport, frontiers, write_study_report
 from .reporting import build_summary, to_frame, write_outputs, write_plots
+from .results import VariantResult
 from .runner import (
     LocalExecutor,
     StudyInterrupted,
@@ -40,7 +41,7 @@ from .runner import (
     sweep_points,
     train_baseline,
 )
-from .selection import Selection, assess_results, select_recommendation, study_warnings
+from .selection import Assessment, Selection, assess_results, select_recommendation, study_warnings
 from .sources import ModelSource, ModelSourceError, check_model_fits, load_model_source, onnx_input_spec
 from .store import StoreFormatError, StudyStore
 from .training import resolve_device, set_deterministic
@@ -275,13 +276,7 @@ def _analyse(sweep: Sweep, store: StudyStore, out: Path, interrupted: bool, on_e
     hardware: HardwareAnalysis | None = None
     deployment: dict[str, Any] = {}
     if not interrupted and baseline is not None and baseline.ok:
-        if sweep.baseline is not None:
-            on_event("stage", name="hardware analysis", detail="machine calibration + layer tables")
-            hardware, _ = analyse_hardware(out, cfg, _torch_parent(sweep), sweep.data.input_shape, baseline,
-                                           selection, assessed)
-        else:
-            warnings.append("hardware analysis skipped: the layer tables need a PyTorch model (the model is an ONNX "
-                            "file); the deployment simulation uses the linear clock model")
+        hardware = _hardware(sweep, out, baseline, selection, assessed, on_event, warnings)
         clock.lap("hardware")
         on_event("stage", name="deployment simulation", detail=f"cpu_frequency_scale={cfg.cpu_frequency_scale}")
         deployment, dep_warnings = simulate_deployment(sweep, _deployment_targets(cfg, selection, hardware), store,
@@ -290,6 +285,21 @@ def _analyse(sweep: Sweep, store: StudyStore, out: Path, interrupted: bool, on_e
         clock.lap("deployment")
     return StudyOutcome(cfg, assessed, baseline, selection, artifact, hardware, deployment, tuple(warnings),
                         len(points), interrupted, skipped)
+
+
+def _hardware(sweep: Sweep, out: Path, baseline: VariantResult, selection: Selection,
+              assessed: Sequence[Assessment], on_event: EventFn, warnings: list[str]) -> HardwareAnalysis | None:
+    """Stage hardware, when the model has layers to analyse (else a warning: the deployment uses the linear model)."""
+    why = "the layer tables need a PyTorch model (the model is an ONNX file)" if sweep.baseline is None else None
+    if why is None:
+        on_event("stage", name="hardware analysis", detail="machine calibration + layer tables")
+        try:
+            return analyse_hardware(out, sweep.cfg, _torch_parent(sweep), sweep.data.input_shape, baseline,
+                                    selection, assessed)[0]
+        except ValueError as exc:
+            why = str(exc).rstrip(".")
+    warnings.append(f"hardware analysis skipped: {why}; the deployment simulation uses the linear clock model")
+    return None
 
 
 def _torch_parent(sweep: Sweep) -> Callable[[float], torch.nn.Module]:

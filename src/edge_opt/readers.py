@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import DataError, RawDataset
+from .data import DataError, RawDataset, resize_images
 from .importing import CallableImportError, import_callable
 
 __all__ = [
@@ -155,16 +155,19 @@ def _folder_mode(files: Iterable[Path]) -> str:
 
 
 def _read_split(root: Path, classes: list[str], mode: str, image_size: int | None) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = [], []
+    """Every image under ``root/<class>/``, in file-name order across classes (so numbered files keep their
+    order), with its class index."""
+    entries = []
     for i, name in enumerate(classes):
         folder = root / name
         if not folder.is_dir():
             raise DataError(f"The image folder {str(root)!r} has no class folder {name!r} (the training split has it).")
-        files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        for f in files:
-            arr = _read_image(f, mode)
-            images.append(arr[None] if arr.ndim == 2 else np.transpose(arr, (2, 0, 1)))
-            labels.append(i)
+        entries += [(f.name, i, f) for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES]
+    images, labels = [], []
+    for _, i, f in sorted(entries):
+        arr = _read_image(f, mode)
+        images.append(arr[None] if arr.ndim == 2 else np.transpose(arr, (2, 0, 1)))
+        labels.append(i)
     if not images:
         raise DataError(f"The image folder {str(root)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
     shapes = {a.shape for a in images}

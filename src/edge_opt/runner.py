@@ -215,6 +215,10 @@ class Sweep:
                 return "the torch backends need a PyTorch model (the model is an ONNX file)"
             if point.pruning_level > 0:
                 return "pruning needs a PyTorch model (the model is an ONNX file)"
+        if (self.cfg.model.kind == "exported" and BACKEND_KINDS.get(point.backend) == "torch"
+                and point.precision in PRECISIONS and PRECISIONS.get(point.precision).quantized):
+            return ("torch.ao int8 quantization needs the model's nn modules and an exported program has none "
+                    "(ONNX Runtime int8 runs)")
         if point.precision in PRECISIONS and point.backend in BACKEND_KINDS and not backend_supports(
                 point.backend, point.precision):
             able = [p for p in PRECISIONS.names() if backend_supports(point.backend, p)]
@@ -259,6 +263,9 @@ class Sweep:
         except Exception as exc:
             if self.cfg.model.kind == "name":
                 raise
+            if self.cfg.model.kind == "exported":
+                raise PruningUnsupported("Torch-Pruning cannot trace this exported program: torch.export flattens "
+                                         "the nn.Conv2d / nn.Linear modules it prunes") from None
             raise PruningUnsupported(f"Torch-Pruning cannot prune this model ({type(exc).__name__}: "
                                      f"{str(exc)[:300]})") from None
         if self.cfg.fine_tune_epochs and self.data.train_loader is not None:

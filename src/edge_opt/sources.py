@@ -25,7 +25,7 @@ from .importing import CallableImportError, import_callable
 from .models import create_model
 
 __all__ = [
-    "ModelSource", "ModelSourceError", "check_model_fits", "file_sha256", "load_model_source", "onnx_input_spec",
+    "ExportedModule", "ModelSource", "ModelSourceError", "check_model_fits", "file_sha256", "load_model_source", "onnx_input_spec",
     "source_digest", "state_dict_sha256",
 ]
 
@@ -146,10 +146,26 @@ def _load_weights(model: nn.Module, path: str) -> nn.Module:
     return model.eval()
 
 
+class ExportedModule(nn.Module):
+    """A ``torch.export`` program's module as an ordinary module: ``train()``/``eval()`` switch only this
+    wrapper's flag (the exported graph refuses them; it already runs in the mode it was exported in)."""
+
+    def __init__(self, graph_module: nn.Module) -> None:
+        super().__init__()
+        self.program = graph_module
+
+    def train(self, mode: bool = True) -> ExportedModule:
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.program(x)
+
+
 def _load_exported(path: str) -> nn.Module:
     p = _file("exported", path)
     try:
-        return torch.export.load(str(p)).module()
+        return ExportedModule(torch.export.load(str(p)).module())
     except Exception as exc:  # noqa: BLE001 — anything torch.export cannot read is a config error
         raise ModelSourceError(f"The 'model.exported' file {path!r} is not a program saved with "
                                f"torch.export.save ({type(exc).__name__}: {str(exc)[:200]}).") from None
@@ -204,9 +220,9 @@ def load_model_source(cfg: StudyConfig, input_shape: tuple[int, ...], num_classe
         return ModelSource("onnx", f"onnx:{m.onnx}", None, path, None, True, file_sha256(path))
     if kind == "exported":
         path = _file("exported", str(m.exported))
-        first = _load_exported(str(path)).eval()
+        first = _load_exported(str(path))
         return ModelSource("exported", f"exported:{m.exported}", first,
-                           None, lambda: _load_exported(str(path)).eval(), True, file_sha256(path))
+                           None, lambda: _load_exported(str(path)), True, file_sha256(path))
     if kind == "python":
         if module is None:
             raise ModelSourceError("The 'model.python' source needs the module itself: use edge_opt.optimize.")

@@ -133,6 +133,7 @@ def build_onnx_file(model: nn.Module | None, precision: str, ctx: BuildContext,
                     backend: str = "onnxruntime") -> tuple[Path, dict[str, Any]]:
     """Write the ONNX graph for ``precision`` (the precision's ``onnx`` hook on the parent's fp32 export)."""
     hook = get_precision(precision).hook("onnx", backend)
+    ctx.workdir.mkdir(parents=True, exist_ok=True)
     fp32 = fp32_onnx_path(model, ctx)
     path, meta = hook(fp32, ctx)
     return path, {"exporter": "torch.onnx.export(dynamo=True)", "dynamic_batch": True, **meta}
