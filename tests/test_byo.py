@@ -1,0 +1,302 @@
+"""Bring your own model and data: the example routes end to end, and every bad input as one clear error."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT
+from edge_opt.cli import main
+from edge_opt.pipeline import load_study_config, run_study
+
+EXAMPLES = ROOT / "examples" / "bring_your_own"
+TINY = {"benchmark_repeats": 3, "benchmark_trials": 2, "benchmark_warmup": 1, "benchmark_min_sample_ms": 0.0,
+        "benchmark_target_rel_ci": 0.0, "memory_bandwidth_gbps": 10.0, "peak_compute_gmacs": 50.0,
+        "deployment": {"scenarios": ["single_stream", "batch"], "min_queries": 20, "min_duration_s": 0.05}}
+ROUTE_SECONDS: dict[str, float] = {}
+
+
+def _route(name: str, out: Path, **over):
+    cfg = load_study_config(EXAMPLES / f"{name}.yaml", {**TINY, "output_dir": str(out), **over})
+    t0 = time.perf_counter()
+    res = run_study(cfg)
+    ROUTE_SECONDS[name] = time.perf_counter() - t0
+    return cfg, res
+
+
+def _npz():
+    z = np.load(EXAMPLES / "digits.npz")
+    return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="module")
+def factory_study(tmp_path_factory):
+    return _route("factory", tmp_path_factory.mktemp("factory") / "out")
+
+
+@pytest.mark.slow
+def test_factory_weights_route(factory_study):
+    cfg, res = factory_study
+    df = res.sweep
+    assert len(df) == 8 and df["error"].isna().all()
+    assert set(df["model_source"]) == {"factory:tinynet:build"} and df["model_sha256"].nunique() == 1
+    summary = json.loads((res.output_dir / "summary.json").read_text())
+    assert summary["model_source"] == "factory:tinynet:build" and summary["skipped"] == []
+    manifest = json.loads((res.output_dir / "model" / "manifest.json").read_text())
+    assert manifest["model_sha256"] == summary["model_sha256"]
+    assert manifest["normalisation"]["scale"] == pytest.approx(1 / 255) and manifest["normalisation"]["mean"] == 0.0
+    # the model arrives trained: no baseline training, its own accuracy is the fp32 row's
+    assert "training" not in " ".join(summary["warnings"]) and res.timings["training"] < 2
+
+
+@pytest.mark.slow
+def test_onnx_route_matches_a_plain_session_and_skips_what_needs_torch(tmp_path):
+    import onnxruntime as ort
+
+    _, res = _route("onnx", tmp_path / "out")
+    df = res.sweep
+    z = _npz()
+    sess = ort.InferenceSession(str(EXAMPLES / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = z["x_val"].transpose(0, 3, 1, 2).astype(np.float32) / 255
+    plain = float((sess.run(None, {sess.get_inputs()[0].name: x})[0].argmax(1) == z["y_val"]).mean())
+    fp32 = df[(df["backend"] == "onnxruntime") & (df["precision"] == "fp32")].iloc[0]
+    assert fp32["accuracy"] == plain
+    int8 = df[(df["backend"] == "onnxruntime") & (df["precision"] == "int8")].iloc[0]
+    assert int8["kernel_precision"] == "int8" and int8["error"] is np.nan or pd.isna(int8["error"])
+    assert set(df["backend"]) == {"onnxruntime"} and set(df["pruning_level"]) == {0.0}
+    summary = json.loads((res.output_dir / "summary.json").read_text())
+    reasons = {(s["backend"], s["pruning_level"]): s["reason"] for s in summary["skipped"]}
+    assert len(summary["skipped"]) == 9  # 6 torch points + 3 pruned ORT points
+    assert "need a PyTorch model" in reasons[("torch", 0.0)]
+    assert reasons[("onnxruntime", 0.5)].startswith("pruning needs a PyTorch model")
+    assert summary["rejected_rows"] + summary["accepted_rows"] == len(df) == 3
+    assert summary["baseline"]["backend"] == "onnxruntime"
+    assert "Skipped points" in (res.output_dir / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_exported_program_gives_the_factory_fp32_accuracy(factory_study, tmp_path):
+    _, fac = factory_study
+    _, exp = _route("exported", tmp_path / "out")
+    key = ["pruning_level", "precision", "backend"]
+    a = fac.sweep[fac.sweep["precision"] == "fp32"].set_index(key)["accuracy"]
+    b = exp.sweep[exp.sweep["precision"] == "fp32"].set_index(key)["accuracy"]
+    common = a.index.intersection(b.index)
+    assert len(common) == 2 and (a[common] == b[common]).all()
+    skipped = json.loads((exp.output_dir / "summary.json").read_text())["skipped"]
+    pruned = [s for s in skipped if s["pruning_level"] == 0.5]
+    assert len(pruned) == 4 and all("exported program" in s["reason"] for s in pruned)
+    assert sum("cannot trace this exported program" in s["reason"] for s in pruned) == 3
+    torch_int8 = [s for s in skipped if s["backend"] == "torch" and s["precision"] == "int8"]
+    assert len(torch_int8) == 2 and "torch.ao int8" in torch_int8[0]["reason"]
+
+
+@pytest.mark.slow
+def test_npz_nhwc_and_png_folder_give_identical_accuracy(factory_study, tmp_path):
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from make_image_folder import write_image_folder
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    _, fac = factory_study
+    folder = write_image_folder(EXAMPLES / "digits.npz", tmp_path / "png")
+    _, img = _route("image_folder", tmp_path / "out", data_dir=str(folder), pruning_levels=[0.0, 0.5],
+                    fine_tune_epochs=1)
+    key = ["pruning_level", "precision", "backend"]
+    merged = fac.sweep.merge(img.sweep, on=key, suffixes=("_npz", "_png"))
+    assert len(merged) == 8
+    assert (merged["accuracy_npz"] == merged["accuracy_png"]).all()
+
+
+@pytest.mark.slow
+def test_optimize_returns_the_recommendation_it_wrote(tmp_path):
+    import edge_opt
+
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from tinynet import build
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    model = build((1, 8, 8), 10)
+    model.load_state_dict(torch.load(EXAMPLES / "weights.pt", weights_only=True))
+    z = _npz()
+    res = edge_opt.optimize(model, (z["x_val"], z["y_val"]), (z["x_train"], z["y_train"]), output_dir=tmp_path / "o",
+                            pruning_levels=[0.0, 0.5], precisions=["fp32", "int8"], fine_tune_epochs=1, **TINY)
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert res.recommendation == summary["recommended"] and res.recommendation["artifact"]
+    assert summary["model_source"] == "python:TinyNet" and len(res.sweep) == 8 and len(res.frontier) >= 1
+    assert res.paths["model"].is_file() and res.sweep["error"].isna().all()
+    fp32 = res.sweep[(res.sweep["precision"] == "fp32") & (res.sweep["pruning_level"] == 0)]
+    assert set(fp32["accuracy"]) == {pytest.approx(0.9711, abs=1e-4)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet8", "mobilenetv2_tiny"])
+def test_real_architectures_complete_a_study_without_errors(name, tmp_path):
+    cfg = load_study_config(ROOT / "configs" / "default.yaml", {
+        **TINY, "output_dir": str(tmp_path / "o"), "model": {"name": name, "params": {}}, "image_size": 32,
+        "epochs": 1, "fine_tune_epochs": 1, "pruning_levels": [0.0, 0.5], "precisions": ["fp32", "int8"],
+        "train_subset": 512, "val_subset": 128})
+    res = run_study(cfg)
+    assert len(res.sweep) == 8 and res.sweep["error"].isna().all(), res.sweep["error"].tolist()
+    assert set(res.sweep[res.sweep["precision"] == "int8"]["kernel_precision"]) == {"int8"}
+
+
+def _write(tmp_path: Path, cfg: dict) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "out"), **cfg}))
+    return p
+
+
+def _bad(tmp_path: Path, capsys, cfg: dict, *needles: str) -> str:
+    code = main(["run", "--config", str(_write(tmp_path, cfg))])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    for needle in needles:
+        assert needle in err[0], err[0]
+    assert not (tmp_path / "out").exists()  # nothing written
+    return err[0]
+
+
+NPZ = {"dataset": "npz", "data_path": str(EXAMPLES / "digits.npz")}
+
+
+def test_model_source_must_be_exactly_one(tmp_path, capsys):
+    _bad(tmp_path, capsys, {"model": {"onnx": "a.onnx", "exported": "b.pt2"}}, "'model'", "name", "onnx", "factory",
+         "exported", "['onnx', 'exported']")
+    _bad(tmp_path, capsys, {"model": {"python": "Net"}}, "'model.python'", "edge_opt.optimize")
+
+
+@pytest.mark.parametrize("model,needles", [
+    ({"onnx": "missing.onnx"}, ["'model.onnx'", "missing.onnx", "does not exist"]),
+    ({"exported": "missing.pt2"}, ["'model.exported'", "does not exist"]),
+    ({"factory": "no_such_module_xyz:build"}, ["'model.factory'", "'no_such_module_xyz'", "does not import"]),
+    ({"factory": "tinynet:nothing"}, ["'model.factory'", "no callable 'nothing'"]),
+    ({"factory": "tinynet:TinyNet", "params": {"width": "wide"}}, ["'model.factory'", "failed"]),
+])
+def test_bad_model_sources_name_key_and_file(tmp_path, capsys, model, needles):
+    _bad(tmp_path, capsys, {**NPZ, "model": model, "config_dir": str(EXAMPLES)}, *needles)
+
+
+def test_files_of_the_wrong_kind(tmp_path, capsys):
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\x00not a model\x01" * 50)
+    _bad(tmp_path, capsys, {**NPZ, "model": {"onnx": str(junk)}}, "'model.onnx'", "is not an ONNX model")
+    _bad(tmp_path, capsys, {**NPZ, "model": {"exported": str(junk)}}, "'model.exported'", "torch.export.save")
+    _bad(tmp_path, capsys, {**NPZ, "model": {"factory": "tinynet:build", "weights": str(junk)},
+                            "config_dir": str(EXAMPLES)}, "'model.weights'", "junk.bin")
+
+
+def test_weights_that_do_not_fit_list_the_keys(tmp_path, capsys):
+    state = torch.load(EXAMPLES / "weights.pt", weights_only=True)
+    state["extra.weight"] = torch.zeros(1)
+    del state["head.2.bias"]
+    bad = tmp_path / "w.pt"
+    torch.save(state, bad)
+    _bad(tmp_path, capsys, {**NPZ, "model": {"factory": "tinynet:build", "weights": str(bad)},
+                            "config_dir": str(EXAMPLES)}, "'model.weights'", "head.2.bias", "extra.weight")
+
+
+def _onnx_with(tmp_path: Path, two_inputs: bool = False, int_input: bool = False) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    elem = TensorProto.INT64 if int_input else TensorProto.FLOAT
+    inputs = [helper.make_tensor_value_info("a", elem, [None, 1, 8, 8])]
+    nodes = [helper.make_node("Flatten", ["a"], ["f"])]
+    if two_inputs:
+        inputs.append(helper.make_tensor_value_info("b", TensorProto.FLOAT, [None, 1, 8, 8]))
+    out = helper.make_tensor_value_info("f", elem, [None, 64])
+    model = helper.make_model(helper.make_graph(nodes, "g", inputs, [out]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_onnx_models_that_are_not_one_float_image_input(tmp_path, capsys):
+    _bad(tmp_path, capsys, {**NPZ, "model": {"onnx": str(_onnx_with(tmp_path, two_inputs=True))}}, "one input",
+         "['a', 'b']")
+    _bad(tmp_path, capsys, {**NPZ, "model": {"onnx": str(_onnx_with(tmp_path, int_input=True))}}, "float32 input",
+         "INT64")
+
+
+def test_data_that_does_not_fit_the_model_names_both_shapes(tmp_path, capsys):
+    z = _npz()
+    p = tmp_path / "d.npz"
+    np.savez(p, x_val=np.zeros((10, 12, 12, 1), np.uint8), y_val=z["y_val"][:10])
+    _bad(tmp_path, capsys, {"dataset": "npz", "data_path": str(p), "model": {"onnx": str(EXAMPLES / "model.onnx")}},
+         "(1, 12, 12)", "(1, 8, 8)")
+    np.savez(p, x_val=z["x_val"], y_val=z["y_val"] + 5)
+    _bad(tmp_path, capsys, {"dataset": "npz", "data_path": str(p), "model": {"onnx": str(EXAMPLES / "model.onnx")}},
+         "[0, 10)", "labels up to 14")
+
+
+@pytest.mark.parametrize("arrays,needles", [
+    ({"x_val": np.zeros((4, 8, 8)), "y_val": np.array([0.5, 1, 2, 3])}, ["'y_val'", "integer"]),
+    ({"x_val": np.full((4, 8, 8), np.nan), "y_val": np.arange(4)}, ["'x_val'", "NaN"]),
+    ({"x": np.zeros((4, 8, 8))}, ["x_train, y_train, x_val, y_val", "['x']"]),
+    ({"x_val": np.zeros((4, 8, 8)), "y_val": np.arange(3)}, ["4 images and 3 labels"]),
+])
+def test_bad_npz_files(tmp_path, capsys, arrays, needles):
+    p = tmp_path / "d.npz"
+    np.savez(p, **arrays)
+    _bad(tmp_path, capsys, {"dataset": "npz", "data_path": str(p)}, *needles)
+
+
+def test_missing_npz_and_not_an_npz(tmp_path, capsys):
+    _bad(tmp_path, capsys, {"dataset": "npz", "data_path": str(tmp_path / "none.npz")}, "'data_path'", "does not exist")
+    junk = tmp_path / "junk.npz"
+    junk.write_text("nope")
+    _bad(tmp_path, capsys, {"dataset": "npz", "data_path": str(junk)}, "'data_path'", "not an .npz")
+
+
+def test_layout_detection_and_override():
+    from edge_opt.readers import to_nchw
+
+    assert to_nchw(np.zeros((5, 8, 8, 3)), "auto", "x")[1] == "NHWC"
+    assert to_nchw(np.zeros((5, 3, 8, 8)), "auto", "x")[1] == "NCHW"
+    assert to_nchw(np.zeros((5, 8, 8)), "auto", "x")[0].shape == (5, 1, 8, 8)
+    assert "ambiguous" in to_nchw(np.zeros((5, 3, 8, 3)), "auto", "x")[1]
+    assert to_nchw(np.zeros((5, 3, 8, 3)), "NHWC", "x")[0].shape == (5, 3, 3, 8)
+
+
+def test_image_folder_errors(tmp_path, capsys):
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    for split, classes in (("train", ("a", "b")), ("val", ("a",))):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / split / c / "0.png")
+    _bad(tmp_path, capsys, {"dataset": "image_folder", "data_dir": str(root)}, "no class folder 'b'")
+    shutil.rmtree(root)
+    (root / "a").mkdir(parents=True)
+    _bad(tmp_path, capsys, {"dataset": "image_folder", "data_dir": str(root)}, "holds no images")
+
+
+def test_predict_refuses_nan_inputs(tmp_path, capsys):
+    from edge_opt.runtime import predict
+
+    model = tmp_path / "m"
+    model.mkdir()
+    shutil.copy(EXAMPLES / "model.onnx", model / "model.onnx")
+    from edge_opt.runtime import sha256_file
+
+    (model / "manifest.json").write_text(json.dumps({
+        "model_file": "model.onnx", "sha256": sha256_file(model / "model.onnx"),
+        "input": {"shape": ["batch", 1, 8, 8]}, "normalisation": {"scale": 1 / 255, "mean": 0.0, "std": 1.0}}))
+    x = _npz()["x_val"][:5].transpose(0, 3, 1, 2).astype(np.float32)
+    assert predict(model, x).shape == (5,)
+    x[2, 0, 0, 0] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    assert main(["predict", "--model", str(model), "--input", str(tmp_path / "x.npy")]) == 2
+    assert "NaN or infinite values in 1 of 5 images" in capsys.readouterr().err
