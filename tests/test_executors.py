@@ -7,7 +7,7 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import tiny_config_dict
+from conftest import ROOT, tiny_config_dict
 from edge_opt.config import config_from_dict
 from edge_opt.pipeline import run_study
 
@@ -31,19 +31,6 @@ def ray_cluster(tmp_path_factory):
 def _cfg(out, **over):
     d = tiny_config_dict(out, deployment={"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01}, **over)
     return config_from_dict(d)
-
-
-def test_ray_matches_local_accuracy(ray_cluster, tmp_path):
-    local = run_study(_cfg(tmp_path / "local"))
-    remote = run_study(_cfg(tmp_path / "ray", executor="ray", ray={"max_retries": 1}))
-    order = ["pruning_level", "precision", "backend"]
-    pd.testing.assert_frame_equal(local.sweep.sort_values(order)[COLS].reset_index(drop=True),
-                                  remote.sweep.sort_values(order)[COLS].reset_index(drop=True))
-    assert remote.sweep["error"].isna().all() and remote.sweep["node_id"].notna().all()
-    assert (tmp_path / "ray" / "variants").is_dir() and any((tmp_path / "ray" / "variants").iterdir())
-    # resume works across executors: the local run's store is reused by a ray run of the same folder
-    again = run_study(_cfg(tmp_path / "local", executor="ray"))
-    assert again.reused == len(local.sweep) and again.computed == 0
 
 
 def test_killed_worker_is_retried(ray_cluster, tmp_path):
@@ -73,3 +60,28 @@ def test_killed_worker_is_retried(ray_cluster, tmp_path):
     assert res.sweep["error"].isna().all(), res.sweep["error"].tolist()
     assert len(res.sweep) == 2
     assert int(killed["file"].read_text()) != killed["pid"]  # the lost point ran again in a new worker
+
+
+def test_bring_your_own_factory_model_on_ray(ray_cluster, tmp_path):
+    """Ray gives the local accuracy columns, on the factory + weights route: the factory's module is imported on
+    the workers from the config's folder and each pruned parent is rebuilt through it."""
+    from edge_opt.pipeline import load_study_config
+
+    examples = ROOT / "examples" / "bring_your_own"
+    over = {"benchmark_repeats": 3, "benchmark_trials": 2, "benchmark_warmup": 1, "benchmark_min_sample_ms": 0.0,
+            "benchmark_target_rel_ci": 0.0, "memory_bandwidth_gbps": 10.0, "peak_compute_gmacs": 50.0,
+            "deployment": {"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01},
+            "pruning_levels": [0.0, 0.5], "fine_tune_epochs": 1}
+    local = run_study(load_study_config(examples / "factory.yaml", {**over, "output_dir": str(tmp_path / "l")}))
+    remote = run_study(load_study_config(examples / "factory.yaml", {**over, "output_dir": str(tmp_path / "r"),
+                                                                     "executor": "ray"}))
+    order = ["pruning_level", "precision", "backend"]
+    pd.testing.assert_frame_equal(local.sweep.sort_values(order)[COLS].reset_index(drop=True),
+                                  remote.sweep.sort_values(order)[COLS].reset_index(drop=True))
+    assert remote.sweep["error"].isna().all() and remote.sweep["node_id"].notna().all()
+    assert set(remote.sweep["model_sha256"]) == set(local.sweep["model_sha256"])
+    assert (tmp_path / "r" / "variants").is_dir() and any((tmp_path / "r" / "variants").iterdir())
+    # resume works across executors: the local run's store is reused by a ray run of the same folder
+    again = run_study(load_study_config(examples / "factory.yaml", {**over, "output_dir": str(tmp_path / "l"),
+                                                                    "executor": "ray"}))
+    assert again.reused == len(local.sweep) and again.computed == 0
