@@ -29,7 +29,7 @@ from .results import ConfigPoint, VariantResult
 from .runner import PruningUnsupported, StudyInterrupted, Sweep, point_key
 from .sources import ModelSource, load_model_source
 
-__all__ = ["PID_DIR_ENV", "RayExecutor", "compute_point_task", "node_cpus"]
+__all__ = ["FILE_KEYS", "PID_DIR_ENV", "RayExecutor", "compute_point_task", "node_cpus", "shipped_files"]
 
 PID_DIR_ENV = "EDGE_OPT_RAY_PID_DIR"  # tests: tasks record their worker PID here so one can be killed
 
@@ -61,35 +61,68 @@ def _record_pid(key: str) -> None:
         (Path(pid_dir) / f"{key}.pid").write_text(str(os.getpid()))
 
 
-def compute_point_task(cfg_dict: dict[str, Any], point: dict[str, Any],
-                       parent_blob: bytes | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Body of one Ray task: ``Sweep.compute`` of one point on a worker.
+# The files a study reads by path (model and data); they travel with the tasks, so workers need no shared disk.
+FILE_KEYS = ("model.onnx", "model.exported", "model.weights", "data_path", "calibration_data_path")
+
+
+def shipped_files(cfg: StudyConfig) -> dict[str, tuple[str, bytes]]:
+    """{config key: (file name, bytes)} of every file the config names."""
+    d = cfg.model_dump()
+    out = {}
+    for key in FILE_KEYS:
+        section, _, name = key.rpartition(".")
+        value = (d[section] if section else d).get(name)
+        if value and Path(value).is_file():
+            out[key] = (Path(value).name, Path(value).read_bytes())
+    return out
+
+
+def _materialise(cfg_dict: dict[str, Any], files: dict[str, tuple[str, bytes]], folder: Path) -> dict[str, Any]:
+    """The config with each shipped file written under ``folder`` and its key pointing there."""
+    d = {**cfg_dict, "model": dict(cfg_dict["model"])}
+    for key, (name, blob) in files.items():
+        section, _, field = key.rpartition(".")
+        target = folder / f"{field}_{name}"
+        target.write_bytes(blob)
+        (d[section] if section else d)[field] = str(target)
+    return d
+
+
+def compute_point_task(cfg_dict: dict[str, Any], point: dict[str, Any], parent_blob: bytes | None,
+                       files: dict[str, tuple[str, bytes]] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Body of one Ray task: ``Sweep.compute`` of one point on a worker (the model's and data's files arrive
+    with it). The driver re-keys the result with its own config (file paths differ here).
 
     Returns:
         (the result's document, its metadata document)
     """
-    from .data import load_study_data
-
-    cfg = config_from_dict(cfg_dict)
     p = ConfigPoint(**point)
-    key = point_key(cfg, p)
-    _record_pid(key)
-    torch.set_num_threads(max(cfg.threads, 1))
-    try:
-        data = load_study_data(cfg)
-        source = load_model_source(cfg, data.input_shape, data.num_classes)
-        model = _parent_from_blob(source, parent_blob)
-        with tempfile.TemporaryDirectory() as tmp:
-            sweep = Sweep(model, data, cfg, tmp, source=source)
-            sweep.adopt_parent(p.pruning_level, model)
-            result, meta = sweep.compute(p)
-    except Exception as exc:  # noqa: BLE001 — a failing point is an error result, like the local executor
-        result, meta = VariantResult.failed(p, key, f"{type(exc).__name__}: {exc}",
-                                            traceback=traceback.format_exc(limit=8)), {}
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = config_from_dict(_materialise(cfg_dict, files or {}, Path(tmp)))
+        key = point_key(cfg, p)
+        _record_pid(key)
+        torch.set_num_threads(max(cfg.threads, 1))
+        try:
+            result, meta = _compute_on_worker(cfg, p, parent_blob, Path(tmp))
+        except Exception as exc:  # noqa: BLE001 — a failing point is an error result, like the local executor
+            result, meta = VariantResult.failed(p, key, f"{type(exc).__name__}: {exc}",
+                                                traceback=traceback.format_exc(limit=8)), {}
     import ray
 
     result = result.with_info(node_id=ray.get_runtime_context().get_node_id())
     return result.to_dict(), meta
+
+
+def _compute_on_worker(cfg: StudyConfig, p: ConfigPoint, parent_blob: bytes | None,
+                       tmp: Path) -> tuple[VariantResult, dict[str, Any]]:
+    from .data import load_study_data
+
+    data = load_study_data(cfg)
+    source = load_model_source(cfg, data.input_shape, data.num_classes)
+    model = _parent_from_blob(source, parent_blob)
+    sweep = Sweep(model, data, cfg, tmp / "work", source=source)
+    sweep.adopt_parent(p.pruning_level, model)
+    return sweep.compute(p)
 
 
 def _ray_init(cfg: StudyConfig) -> None:
@@ -100,7 +133,10 @@ def _ray_init(cfg: StudyConfig) -> None:
     if cfg.ray.address == "local":
         ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     else:
-        ray.init(address=cfg.ray.address, log_to_driver=False, configure_logging=False)
+        # user code (a model factory, a data set callable) reaches the workers with the config's folder
+        user_code = cfg.model.factory is not None or ":" in cfg.dataset
+        env = {"working_dir": cfg.config_dir} if user_code and cfg.config_dir else None
+        ray.init(address=cfg.ray.address, log_to_driver=False, configure_logging=False, runtime_env=env)
 
 
 def node_cpus() -> int:
@@ -125,6 +161,7 @@ class RayExecutor:
         done: dict[ConfigPoint, VariantResult] = {}
         pending: dict[Any, ConfigPoint] = {}
         blobs: dict[float, Any] = {}
+        files = ray.put(shipped_files(cfg))
         for p in points:
             hit = sweep.lookup(p)
             if hit is None and sweep.skip_reason(p) is not None:
@@ -139,7 +176,7 @@ class RayExecutor:
                 done[p] = hit
                 continue
             pending[task.remote(cfg.model_dump(), {"pruning_level": p.pruning_level, "precision": p.precision,
-                                                   "backend": p.backend}, blobs[p.pruning_level])] = p
+                                                   "backend": p.backend}, blobs[p.pruning_level], files)] = p
         self._collect(sweep, pending, done)
         return [done[p] for p in points]
 
@@ -157,8 +194,8 @@ class RayExecutor:
                 p = pending.pop(ref)
                 try:
                     doc, meta = ray.get(ref)
-                    result = VariantResult.from_dict(doc).with_info(model_source=sweep.model_source,
-                                                                    model_sha256=sweep.model_sha256)
+                    result = VariantResult.from_dict(doc).with_info(
+                        key=point_key(sweep.cfg, p), model_source=sweep.model_source, model_sha256=sweep.model_sha256)
                 except Exception as exc:  # noqa: BLE001 — retries exhausted (worker or node lost): an error result
                     result, meta = VariantResult.failed(
                         p, point_key(sweep.cfg, p), f"Ray task failed after {sweep.cfg.ray.max_retries} retries: "
