@@ -300,3 +300,60 @@ def test_predict_refuses_nan_inputs(tmp_path, capsys):
     np.save(tmp_path / "x.npy", x)
     assert main(["predict", "--model", str(model), "--input", str(tmp_path / "x.npy")]) == 2
     assert "NaN or infinite values in 1 of 5 images" in capsys.readouterr().err
+
+
+def test_dataset_callable_route(tmp_path):
+    from edge_opt.config import config_from_dict
+    from edge_opt.data import load_study_data
+
+    (tmp_path / "mydata.py").write_text(
+        "import torch\n"
+        "from torch.utils.data import TensorDataset\n"
+        "def make():\n"
+        "    g = torch.Generator().manual_seed(0)\n"
+        "    x = torch.rand(40, 1, 8, 8, generator=g)\n"
+        "    y = torch.arange(40) % 4\n"
+        "    return TensorDataset(x[:30], y[:30]), TensorDataset(x[30:], y[30:])\n"
+        "def broken():\n"
+        "    return [1, 2, 3]\n")
+    cfg = config_from_dict({"dataset": "mydata:make", "config_dir": str(tmp_path), "batch_size": 16})
+    data = load_study_data(cfg)
+    assert (data.n_train, data.n_val, data.num_classes, data.input_shape) == (30, 10, 4, (1, 8, 8))
+    assert "callable mydata:make" in data.source
+    from edge_opt.data import DataError
+
+    with pytest.raises(DataError, match="must return \\(train_dataset, val_dataset\\)"):
+        load_study_data(config_from_dict({"dataset": "mydata:broken", "config_dir": str(tmp_path)}))
+    with pytest.raises(DataError, match="'nosuchmod'"):
+        load_study_data(config_from_dict({"dataset": "nosuchmod:make", "config_dir": str(tmp_path)}))
+
+
+def test_calibration_data_path_feeds_int8_calibration(tmp_path):
+    from edge_opt.config import config_from_dict
+    from edge_opt.data import load_study_data
+
+    z = _npz()
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=z["x_val"][:20])
+    cfg = config_from_dict({**NPZ, "calibration_data_path": str(calib), "batch_size": 8,
+                            "model": {"onnx": str(EXAMPLES / "model.onnx")}})
+    data = load_study_data(cfg)
+    batches = data.calibration_batches(10)
+    assert data.calibration_source == "calibration_data_path" and sum(len(b) for b in batches) == 20
+    expected = torch.from_numpy(z["x_val"][:8].transpose(0, 3, 1, 2).astype(np.float32) / 255)
+    torch.testing.assert_close(batches[0], expected)  # scale 1/255, no mean/std for a trained model
+    np.savez(tmp_path / "v.npz", x_val=z["x_val"][:16], y_val=z["y_val"][:16])
+    val_only = load_study_data(config_from_dict({"dataset": "npz", "data_path": str(tmp_path / "v.npz"),
+                                                 "model": {"onnx": "x.onnx"}}))
+    assert val_only.train_loader is None and val_only.calibration_source.startswith("validation split")
+
+
+def test_preprocess_per_channel_matches_predict_normalisation():
+    from edge_opt.data import Preprocess
+    from edge_opt.runtime import normalise
+
+    raw = np.random.default_rng(0).integers(0, 256, (4, 3, 5, 5)).astype(np.float32)
+    pre = Preprocess(1 / 255, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    np.testing.assert_allclose(pre.apply(raw), normalise(raw, pre.as_dict()), rtol=1e-6)
+    manual = (raw / 255 - np.array([0.5, 0.4, 0.3]).reshape(1, 3, 1, 1)) / np.array([0.2, 0.25, 0.3]).reshape(1, 3, 1, 1)
+    np.testing.assert_allclose(pre.apply(raw), manual, rtol=1e-5, atol=1e-6)
