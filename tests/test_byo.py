@@ -83,6 +83,18 @@ def test_onnx_route_matches_a_plain_session_and_skips_what_needs_torch(tmp_path)
 
 
 @pytest.mark.slow
+def test_onnx_study_status_and_report_keep_skipped_points_apart(tmp_path, capsys):
+    _, res = _route("onnx", tmp_path / "out")
+    capsys.readouterr()
+    assert main(["status", str(res.output_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("skipped") for line in lines) == 9 and "12 of 12 points finished" in lines[-1]
+    assert any("pruning needs a PyTorch model" in line for line in lines)
+    assert main(["report", str(res.output_dir)]) == 0
+    assert len(pd.read_csv(res.output_dir / "sweep_results.csv")) == 3  # skipped points are not table rows
+
+
+@pytest.mark.slow
 def test_exported_program_gives_the_factory_fp32_accuracy(factory_study, tmp_path):
     _, fac = factory_study
     _, exp = _route("exported", tmp_path / "out")

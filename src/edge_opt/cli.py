@@ -280,8 +280,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         found = {r.point: r for r in stored_results(store, cfg, points)[0]}
         for p in points:
             hit = found.get(p)
-            state = "missing" if hit is None else ("error" if hit.error else "finished")
-            print(f"{state:8s} {p.backend:20s} {p.precision:5s} pruning={p.pruning_level:g}")
+            state = "missing" if hit is None else ("skipped" if hit.skipped else "error" if hit.error else "finished")
+            why = f"  ({hit.skipped})" if hit is not None and hit.skipped else ""
+            print(f"{state:8s} {p.backend:20s} {p.precision:5s} pruning={p.pruning_level:g}{why}")
         done = len(found)
     print(f"{done} of {len(points)} points finished")
     return EXIT_OK

@@ -18,7 +18,7 @@ __all__ = ["compare_studies", "compare_results"]
 
 
 def _by_point(folder: Path) -> dict[ConfigPoint, VariantResult]:
-    return {r.point: r for r in load_stored_study(folder).results}
+    return {r.point: r for r in load_stored_study(folder).results if r.skipped is None}
 
 
 def _pair(a: VariantResult, b: VariantResult) -> dict[str, Any]:

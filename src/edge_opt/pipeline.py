@@ -409,8 +409,9 @@ def rebuild_report(output_dir: str | Path) -> Path:
     except (OSError, ValueError) as exc:
         raise ConfigError([f"{str(out)!r} holds no finished study (summary.json): {exc}"]) from None
     cfg = study.cfg
-    frame = to_frame(assess_results(study.results, cfg, study.baseline))
-    has_rows = bool(study.results)
+    measured = [r for r in study.results if r.skipped is None]
+    frame = to_frame(assess_results(measured, cfg, study.baseline))
+    has_rows = bool(measured)
     frontier_lat, frontier_en = frontiers(frame, cfg.pareto_use_ci)
     fresh = build_summary(old.get("baseline", {}), cfg.memory_budgets_mb, cfg.active_memory_budget_mb,
                           cfg.cpu_frequency_scale, cfg.latency_multiplier, frame, old.get("deployment", {}))
