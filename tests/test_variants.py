@@ -101,3 +101,22 @@ def test_unknown_backend_or_precision(trained_small, digits8, tmp_path):
         build_variant("tflite", trained_small, "fp32", _ctx(digits8, tmp_path))
     with pytest.raises(UnknownNameError, match="'precisions'"):
         build_variant("torch", trained_small, "int4", _ctx(digits8, tmp_path))
+
+
+def test_int8_builds_report_float_layers_and_int8_mac_share(tmp_path):
+    from edge_opt.models import create_model
+
+    torch.manual_seed(0)
+    m = create_model("mobilenetv2_tiny", (1, 16, 16), 10).eval()
+    x = torch.randn(8, 1, 16, 16)
+    ctx = BuildContext(calibration=[x], example_input=x[:2], workdir=tmp_path, parent_key="mnv2")
+    ort = build_variant("onnxruntime", m, "int8", ctx)
+    meta = ort.metadata
+    # ORT leaves some convolutions float between quantize/dequantize pairs: the row must say so
+    assert 0 < meta["int8_mac_fraction"] < 1 and meta["float_layers"]
+    assert {meta["layer_precisions"][n] for n in meta["float_layers"]} <= {"fp32", "fp32 (int8 QDQ emulated)"}
+    assert set(meta["layer_precisions"]) == set(meta["layer_macs"]) and "0" in meta["layer_macs"]
+    tq = build_variant("torch", m, "int8", ctx).metadata
+    assert tq["int8_mac_fraction"] == 1.0 and tq["float_layers"] == []
+    assert sum(tq["layer_macs"].values()) == sum(meta["layer_macs"].values())  # one layer naming on both backends
+    assert "float_layers" not in build_variant("onnxruntime", m, "fp32", ctx).metadata

@@ -60,6 +60,8 @@ class VariantResult:
         skipped: why the point does not apply to this model (not built, not measured; never an error).
         model_source: the input model (``registry:small_cnn``, ``onnx:model.onnx`` …).
         model_sha256: SHA-256 of the model file, or of the baseline's state dict for a module.
+        float_layers: quantized builds: the layers whose kernels do not run int8 (read from the built graph).
+        int8_mac_fraction: quantized builds: the share of the layers' MACs that runs int8 kernels.
     """
 
     point: ConfigPoint
@@ -75,6 +77,8 @@ class VariantResult:
     skipped: str | None = None
     model_source: str | None = None
     model_sha256: str | None = None
+    float_layers: tuple[str, ...] | None = None
+    int8_mac_fraction: float | None = None
 
     @classmethod
     def skip(cls, point: ConfigPoint, key: str, reason: str, **info: Any) -> VariantResult:
@@ -134,6 +138,8 @@ class VariantResult:
             row["node_id"] = self.node_id
         if self.model_source is not None:
             row.update(model_source=self.model_source, model_sha256=self.model_sha256)
+        row["float_layers"] = ";".join(self.float_layers) if self.float_layers is not None else None
+        row["int8_mac_fraction"] = self.int8_mac_fraction if self.int8_mac_fraction is not None else math.nan
         return row
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,7 +149,9 @@ class VariantResult:
                 "error": self.error, "runtime_parameter_bytes": self.runtime_parameter_bytes,
                 "threads": self.threads, "metadata_file": self.metadata_file, "node_id": self.node_id,
                 "traceback": self.traceback, "timings": dict(self.timings), "skipped": self.skipped,
-                "model_source": self.model_source, "model_sha256": self.model_sha256}
+                "model_source": self.model_source, "model_sha256": self.model_sha256,
+                "float_layers": list(self.float_layers) if self.float_layers is not None else None,
+                "int8_mac_fraction": self.int8_mac_fraction}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> VariantResult:
@@ -162,4 +170,6 @@ class VariantResult:
                    error=d.get("error"), runtime_parameter_bytes=d.get("runtime_parameter_bytes"),
                    threads=int(d.get("threads", 1)), metadata_file=d.get("metadata_file"), node_id=d.get("node_id"),
                    traceback=d.get("traceback"), timings=dict(d.get("timings") or {}), skipped=d.get("skipped"),
-                   model_source=d.get("model_source"), model_sha256=d.get("model_sha256"))
+                   model_source=d.get("model_source"), model_sha256=d.get("model_sha256"),
+                   float_layers=tuple(d["float_layers"]) if d.get("float_layers") is not None else None,
+                   int8_mac_fraction=d.get("int8_mac_fraction"))

@@ -155,10 +155,15 @@ def measure_point(variant: Variant, point: ConfigPoint, key: str, data: DataBund
     result = VariantResult(point=point, key=key, measurement=rec,
                            error=f"non-finite measurement: {', '.join(bad)}" if bad else None,
                            runtime_parameter_bytes=variant.metadata.get("runtime_parameter_bytes", rec.parameter_bytes),
-                           threads=cfg.threads)
+                           threads=cfg.threads, float_layers=_tuple_or_none(variant.metadata.get("float_layers")),
+                           int8_mac_fraction=variant.metadata.get("int8_mac_fraction"))
     meta = {"config_point": asdict(point), "key": key, "kernel_precision": rec.kernel_precision,
             "metadata": variant.metadata, "environment": rec.environment}
     return result, meta
+
+
+def _tuple_or_none(v: Any) -> tuple[str, ...] | None:
+    return tuple(v) if v is not None else None
 
 
 def metadata_name(point: ConfigPoint) -> str:

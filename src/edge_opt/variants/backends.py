@@ -18,12 +18,13 @@ from torch import nn
 
 from ..registry import Registry
 from .base import BuildContext, Variant, VariantBuildError, state_dict_bytes, torch_kernel_precision
+from .layers import LayerInfo, onnx_layers
 from .onnx_tools import export_onnx, fp32_onnx_path, onnx_initializer_bytes, onnx_variant, optimized_graph_ops
 from .precisions import PRECISIONS, PrecisionSpec, get_precision, list_precisions
 
 __all__ = [
     "BACKENDS", "BACKEND_KINDS", "PRECISIONS", "BuildContext", "PrecisionSpec", "Variant", "VariantBuildError",
-    "backend_supports", "build_onnx_file", "build_variant", "export_onnx", "list_backends", "list_precisions", "onnx_initializer_bytes",
+    "backend_supports", "build_onnx_file", "build_variant", "parent_onnx_layers", "export_onnx", "list_backends", "list_precisions", "onnx_initializer_bytes",
     "onnx_variant", "optimized_graph_ops", "register_backend", "state_dict_bytes", "torch_kernel_precision",
     "wrap_torch_module",
 ]
@@ -143,4 +144,15 @@ def build_onnx_file(model: nn.Module | None, precision: str, ctx: BuildContext,
 def onnxruntime_backend(model: nn.Module | None, precision: str, ctx: BuildContext) -> Variant:
     """ONNX Runtime (CPU execution provider) on a dynamo-exported graph."""
     path, meta = build_onnx_file(model, precision, ctx)
-    return onnx_variant(path, precision, ctx.threads, meta)
+    layers = parent_onnx_layers(model, ctx) if get_precision(precision).quantized else None
+    return onnx_variant(path, precision, ctx.threads, meta, layers=layers,
+                        must_be_float=meta.get("requested_float_layers", ()))
+
+
+def parent_onnx_layers(model: nn.Module | None, ctx: BuildContext) -> list[LayerInfo]:
+    """The quantizable layers of the parent's fp32 ONNX graph (memoised per parent)."""
+    key = ("onnx_layers", ctx.parent_key)
+    if key not in ctx.cache:
+        ctx.workdir.mkdir(parents=True, exist_ok=True)
+        ctx.cache[key] = onnx_layers(fp32_onnx_path(model, ctx))
+    return list(ctx.cache[key])

@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from .base import BuildContext, Variant, VariantBuildError
+from .layers import LayerInfo, layer_report, ort_layer_precisions
 
 __all__ = [
     "QDQ_OPS", "QUANT_COMPUTE_OPS", "CalibrationReader", "export_onnx", "fp32_onnx_path", "onnx_initializer_bytes",
-    "onnx_input_name",
+    "onnx_input_name", "optimized_graph",
     "onnx_variant", "optimized_graph_ops", "ort_kernel_precision", "ort_session_options",
 ]
 
@@ -62,10 +63,8 @@ def ort_session_options(threads: int) -> Any:
     return so
 
 
-def optimized_graph_ops(model_path: str | Path, threads: int = 1) -> tuple[list[str], dict[str, int], int]:
-    """Op types of the graph ORT really runs (after ORT_ENABLE_ALL optimisation), the element
-    type of each compute node's weight initializer (ONNX TensorProto enum), and the bytes of
-    that graph's initializers (what the weights occupy at run time)."""
+def optimized_graph(model_path: str | Path, threads: int = 1) -> tuple[Any, int]:
+    """The graph ORT really runs (after ORT_ENABLE_ALL optimisation) and the bytes of its initializers."""
     import onnx
     import onnxruntime as ort
 
@@ -73,8 +72,15 @@ def optimized_graph_ops(model_path: str | Path, threads: int = 1) -> tuple[list[
         so = ort_session_options(threads)
         so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
         ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
-        g = onnx.load(so.optimized_model_filepath).graph
-        runtime_bytes = onnx_initializer_bytes(so.optimized_model_filepath)
+        return onnx.load(so.optimized_model_filepath).graph, onnx_initializer_bytes(so.optimized_model_filepath)
+
+
+def optimized_graph_ops(model_path: str | Path, threads: int = 1,
+                        graph: Any = None) -> tuple[list[str], dict[str, int], int]:
+    """Op types of the graph ORT really runs (after ORT_ENABLE_ALL optimisation), the element
+    type of each compute node's weight initializer (ONNX TensorProto enum), and the bytes of
+    that graph's initializers (what the weights occupy at run time)."""
+    g, runtime_bytes = graph if graph is not None else optimized_graph(model_path, threads)
     inits = {i.name: i.data_type for i in g.initializer}
     ops = [n.op_type for n in g.node]
     weight_types = {}
@@ -138,16 +144,22 @@ def fp32_onnx_path(model: nn.Module | None, ctx: BuildContext) -> Path:
 
 
 def onnx_variant(path: str | Path, precision: str, threads: int = 1, metadata: dict | None = None,
-                 backend: str = "onnxruntime") -> Variant:
+                 backend: str = "onnxruntime", layers: Sequence[LayerInfo] | None = None,
+                 must_be_float: Sequence[str] = ()) -> Variant:
     """Wrap an ONNX file in an ORT session with the fixed options and verify its precision.
 
+    With ``layers`` (of the fp32 parent), a quantized build records per layer what ORT's optimised graph
+    runs (``layer_precisions``), the ``float_layers`` and the ``int8_mac_fraction``.
+
     Raises:
-        VariantBuildError: int8 requested but the optimised graph holds no quantized op.
+        VariantBuildError: int8 requested but the optimised graph holds no quantized op, or a layer in
+            ``must_be_float`` runs an int8 kernel.
     """
     import onnxruntime as ort
 
     path = Path(path)
-    ops, weight_types, runtime_bytes = optimized_graph_ops(path, threads)
+    graph = optimized_graph(path, threads)
+    ops, weight_types, runtime_bytes = optimized_graph_ops(path, threads, graph)
     kernel = ort_kernel_precision(ops, weight_types)
     quant_ops = sorted({op for op in ops if op in QUANT_COMPUTE_OPS | QDQ_OPS})
     if precision.startswith("int8") and not quant_ops:
@@ -157,6 +169,8 @@ def onnx_variant(path: str | Path, precision: str, threads: int = 1, metadata: d
     so = ort_session_options(threads)
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     meta = dict(metadata or {})
+    if layers and quant_ops:
+        meta.update(layer_report(layers, ort_layer_precisions(graph[0].node, layers), must_be_float))
     meta.update({
         "onnx_file": path.name,
         "runtime_parameter_bytes": runtime_bytes,

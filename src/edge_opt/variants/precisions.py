@@ -23,6 +23,7 @@ from torch import nn
 from ..config import QuantizationConfig
 from ..registry import Registry
 from .base import BuildContext, VariantBuildError
+from .layers import layer_report, torch_layer_precisions, torch_layers
 from .onnx_tools import CalibrationReader, onnx_input_name
 from .quantize import is_quantized_module, quantization_metadata, quantize_torch_int8
 
@@ -180,9 +181,10 @@ def _int8_torch(model: nn.Module, ctx: BuildContext, channels_last: bool) -> Tor
     qtypes = sorted({type(mod).__name__ for mod in m.modules() if is_quantized_module(mod)})
     if not qtypes:
         raise VariantBuildError("int8 requested but the converted torch model holds no quantized module.")
+    layers = torch_layers(base, calib[0])
     meta = {"quantizer": "torch.ao.quantization FX (static PTQ)", "quantization_backend": q.engine,
             "per_channel": q.per_channel, **_calibration_meta(ctx), "quantized_module_types": qtypes,
-            "layers": quantization_metadata(m)}
+            "layers": quantization_metadata(m), **layer_report(layers, torch_layer_precisions(m, layers))}
     return TorchBuild(m, lambda x: _channels_last(x.float(), channels_last), meta)
 
 
