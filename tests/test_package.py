@@ -19,7 +19,7 @@ LAYERS = [
     {"models", "sources"},
     {"training"},
     {"variants", "variants.base", "variants.quantize", "variants.prune", "variants.onnx_tools",
-     "variants.precisions", "variants.backends"},
+     "variants.precisions", "variants.backends", "variants.layers", "variants.sensitivity"},
     {"metrics", "results", "runner", "executors"},
     {"selection", "pareto", "hardware", "analysis", "deploy", "statistics", "benchmark"},
     {"reporting", "html_report", "artifact", "report_stage", "tracking", "sweep", "compare"},

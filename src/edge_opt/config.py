@@ -108,6 +108,7 @@ class QuantizationConfig(BaseModel):
     calibration_batches: int = Field(default=8, ge=1, le=100_000)
     per_channel: bool = True
     engine: Literal["x86", "fbgemm", "qnnpack"] = "x86"
+    max_float_mac_fraction: float = Field(default=0.5, gt=0, le=1)
 
 
 # Flat int8 keys of earlier releases → their place in the ``quantization:`` section.

@@ -24,6 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
 from torch import nn
 
 from . import atomic
@@ -110,7 +111,9 @@ def point_key(cfg: StudyConfig, point: ConfigPoint) -> str:
 
 def _precision_key_fields(cfg: StudyConfig, precision: str) -> dict[str, Any]:
     # an unknown precision has no fields of its own: its build fails and it becomes an error result
-    return PRECISIONS.get(precision).key_fields(cfg.quantization) if precision in PRECISIONS else {"calibration": None}
+    if precision not in PRECISIONS:
+        return {"calibration": None}
+    return PRECISIONS.get(precision).key_fields(cfg.quantization, cfg.max_accuracy_drop)
 
 
 @functools.lru_cache(maxsize=1)
@@ -206,6 +209,8 @@ class Sweep:
         self._parents: dict[float, nn.Module | None] = {}
         self.calibration = data.calibration_batches(cfg.quantization.calibration_batches)
         self.example = next(iter(data.val_loader))[0][:2]
+        xs, ys = zip(*[(b[0], b[1]) for b in data.val_loader])
+        self.validation = (torch.cat(xs), torch.cat(ys))
         self.export_cache: dict[Any, Any] = {}  # shared ONNX exports per parent (sweep, artifact, deployment)
         if source is not None and source.onnx_path is not None:  # an ONNX model is its own fp32 export
             self.export_cache[("onnx_fp32", parent_key(cfg, 0.0))] = source.onnx_path
@@ -236,7 +241,10 @@ class Sweep:
                             workdir=workdir if workdir is not None else self.workdir / "onnx",
                             parent_key=parent_key(self.cfg, level), quantization=self.cfg.quantization,
                             threads=threads if threads is not None else self.cfg.threads,
-                            ort_op_types_to_quantize=self.ort_op_types, cache=self.export_cache)
+                            ort_op_types_to_quantize=self.ort_op_types, cache=self.export_cache,
+                            validation=self.validation, max_accuracy_drop=self.cfg.max_accuracy_drop,
+                            max_float_mac_fraction=self.cfg.quantization.max_float_mac_fraction,
+                            sensitivity_dir=self.workdir / "sensitivity")
 
     def adopt_parent(self, level: float, model: nn.Module | None) -> None:
         """Use ``model`` as the float parent of ``level`` (a Ray task receives it from the driver)."""

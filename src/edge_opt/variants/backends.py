@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..registry import Registry
+from . import sensitivity as _sensitivity  # noqa: F401 — registers the int8_mixed precision
 from .base import BuildContext, Variant, VariantBuildError, state_dict_bytes, torch_kernel_precision
 from .layers import LayerInfo, onnx_layers
 from .onnx_tools import export_onnx, fp32_onnx_path, onnx_initializer_bytes, onnx_variant, optimized_graph_ops

@@ -34,6 +34,10 @@ class BuildContext:
         threads: intra-op threads of the runtime session.
         ort_op_types_to_quantize: None = ORT's default set; used by tests to force an unquantized graph.
         cache: shared exports per parent (the only mutable part: a memo, not a setting).
+        validation: (inputs, labels) of the validation split, for builds that search (int8_mixed).
+        max_accuracy_drop: the accuracy budget such a search must meet.
+        max_float_mac_fraction: the most MACs such a search may leave in float.
+        sensitivity_dir: where per-layer sensitivity results are kept (reused on resume).
     """
 
     calibration: Sequence[torch.Tensor]
@@ -44,6 +48,10 @@ class BuildContext:
     threads: int = 1
     ort_op_types_to_quantize: tuple[str, ...] | None = None
     cache: dict[Any, Any] = field(default_factory=dict)
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None
+    max_accuracy_drop: float = 0.01
+    max_float_mac_fraction: float = 0.5
+    sensitivity_dir: Path | None = None
 
 
 @dataclass(frozen=True, eq=False)

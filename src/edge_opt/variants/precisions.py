@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from .onnx_tools import CalibrationReader, onnx_input_name
 from .quantize import is_quantized_module, quantization_metadata, quantize_torch_int8
 
 __all__ = [
-    "PRECISIONS", "Precision", "PrecisionSpec", "TorchBuild", "from_seed_name", "get_precision", "list_precisions",
+    "PRECISIONS", "Precision", "PrecisionSpec", "TorchBuild", "int8_onnx_file", "from_seed_name", "get_precision", "list_precisions",
     "register_precision", "seed_names", "to_seed_name",
 ]
 
@@ -66,9 +66,10 @@ class Precision:
     seed_name: str
     quantized: bool = False
     torch_dtype: torch.dtype | None = None
+    searches: bool = False  # the build searches against the accuracy budget (int8_mixed)
     hooks: dict[str, Callable[..., Any]] = field(default_factory=dict, compare=False)
 
-    def key_fields(self, options: QuantizationConfig) -> dict[str, Any]:
+    def key_fields(self, options: QuantizationConfig, max_accuracy_drop: float = 0.01) -> dict[str, Any]:
         """What this precision adds to a config point's key (only what changes its numbers)."""
         if not self.quantized:
             return {"calibration": None}
@@ -76,6 +77,8 @@ class Precision:
                                                   options.engine]}
         if not options.per_channel:  # the default (per-channel) keeps the keys of earlier stores
             fields["per_channel"] = False
+        if self.searches:
+            fields["search"] = [max_accuracy_drop, options.max_float_mac_fraction]
         return fields
 
     def hook(self, kind: str, backend: str) -> Callable[..., Any]:
@@ -188,15 +191,18 @@ def _int8_torch(model: nn.Module, ctx: BuildContext, channels_last: bool) -> Tor
     return TorchBuild(m, lambda x: _channels_last(x.float(), channels_last), meta)
 
 
-def _int8_onnx(fp32: Path, ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
+def int8_onnx_file(fp32: Path, ctx: BuildContext, out: Path, exclude: Sequence[str] = (),
+                   include: Sequence[str] | None = None) -> dict[str, Any]:
+    """ORT static QDQ int8 of ``fp32`` into ``out`` (``exclude``/``include``: ONNX node names kept float /
+    the only ones quantized); returns the build's metadata."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     q = ctx.quantization
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
-    suffix = "" if q.per_channel else "_per_tensor"
-    out = ctx.workdir / f"{ctx.parent_key}_int8_{q.calibration_method}{suffix}.onnx"
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"nodes_to_exclude": list(exclude)}
+    if include is not None:
+        kwargs["nodes_to_quantize"] = list(include)
     if ctx.ort_op_types_to_quantize is not None:
         kwargs["op_types_to_quantize"] = list(ctx.ort_op_types_to_quantize)
     root = logging.getLogger()
@@ -205,14 +211,22 @@ def _int8_onnx(fp32: Path, ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            quantize_static(str(fp32), str(out), CalibrationReader(ctx.calibration, onnx_input_name(fp32)), quant_format=QuantFormat.QDQ,
-                            per_channel=q.per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            quantize_static(str(fp32), str(out), CalibrationReader(ctx.calibration, onnx_input_name(fp32)),
+                            quant_format=QuantFormat.QDQ, per_channel=q.per_channel,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             calibrate_method=methods[q.calibration_method], **kwargs)
     finally:
         root.setLevel(level)
-    return out, {"quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ",
-                 "per_channel": q.per_channel, "activation_type": "QInt8", "weight_type": "QInt8",
-                 "calibration_method": q.calibration_method, **_calibration_meta(ctx)}
+    return {"quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ", "per_channel": q.per_channel,
+            "activation_type": "QInt8", "weight_type": "QInt8", "calibration_method": q.calibration_method,
+            **_calibration_meta(ctx)}
+
+
+def _int8_onnx(fp32: Path, ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
+    q = ctx.quantization
+    suffix = "" if q.per_channel else "_per_tensor"
+    out = ctx.workdir / f"{ctx.parent_key}_int8_{q.calibration_method}{suffix}.onnx"
+    return out, int8_onnx_file(fp32, ctx, out)
 
 
 register_precision(Precision("fp32", 4, "32-bit float (training precision)", "float32", torch_dtype=torch.float32,

@@ -18,7 +18,8 @@ __all__ = ["is_quantized_module", "quantization_metadata", "quantize_torch_int8"
 
 
 def quantize_torch_int8(model: nn.Module, calibration: Sequence[torch.Tensor], backend: str = "x86",
-                        per_channel: bool = True) -> nn.Module:
+                        per_channel: bool = True, float_layers: Sequence[str] = (),
+                        only_layers: Sequence[str] | None = None) -> nn.Module:
     """Static PTQ: observe ``calibration`` batches, convert to int8 kernels.
 
     Args:
@@ -27,6 +28,8 @@ def quantize_torch_int8(model: nn.Module, calibration: Sequence[torch.Tensor], b
         backend: torch quantized engine / qconfig: x86, fbgemm or qnnpack.
         per_channel: per-output-channel weight scales (the engine's default qconfig); False = one scale
             per weight tensor.
+        float_layers: module names kept in float (per-module qconfig None).
+        only_layers: quantize these modules only (everything else float); None = all.
     Returns:
         The converted, quantized GraphModule.
     Raises:
@@ -51,7 +54,14 @@ def quantize_torch_int8(model: nn.Module, calibration: Sequence[torch.Tensor], b
         mapping = get_default_qconfig_mapping(backend)
         default = mapping.global_qconfig
         if not per_channel and default is not None:
-            mapping = mapping.set_global(QConfig(activation=default.activation, weight=default_weight_observer))
+            default = QConfig(activation=default.activation, weight=default_weight_observer)
+            mapping = mapping.set_global(default)
+        if only_layers is not None:
+            mapping = mapping.set_global(None)
+            for name in only_layers:
+                mapping = mapping.set_module_name(name, default)
+        for name in float_layers:
+            mapping = mapping.set_module_name(name, None)
         float_model = copy.deepcopy(model).eval().float()
         prepared = prepare_fx(float_model, mapping, (calibration[0][:1],))
         with torch.inference_mode():

@@ -1,0 +1,243 @@
+"""Per-layer int8 sensitivity and the ``int8_mixed`` precision that keeps the sensitive layers in float.
+
+``layer_sensitivity`` quantizes each quantizable layer of a float parent alone (the rest stay float) and
+records the accuracy drop against the float parent and the SQNR of the logits (dB, on the validation
+split), on torch (a per-module qconfig) or ONNX Runtime (``nodes_to_quantize``). Results are memoised per
+parent, backend and int8 options, and kept as JSON in ``ctx.sensitivity_dir`` so a resumed study reuses them.
+
+``int8_mixed`` starts from full int8 and, while the drop against the float parent exceeds the study's
+``max_accuracy_drop``, returns the most sensitive remaining layer to float; it stops when the budget
+holds, or fails (an error row saying so) when more than ``max_float_mac_fraction`` of the MACs would be float.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .base import BuildContext, VariantBuildError
+from .layers import LayerInfo, layer_report, onnx_layers, torch_layer_precisions, torch_layers
+from .precisions import Precision, TorchBuild, int8_onnx_file, register_precision
+from .quantize import quantize_torch_int8
+
+__all__ = ["LayerSensitivity", "SensitivityReport", "layer_sensitivity", "mixed_search", "sqnr_db"]
+
+
+@dataclass(frozen=True)
+class LayerSensitivity:
+    """One layer quantized alone: its accuracy drop vs the float parent and the logits' SQNR (dB)."""
+
+    layer: str
+    kind: str
+    macs: int
+    params: int
+    drop: float
+    sqnr_db: float
+    rank: int = 0
+
+
+@dataclass(frozen=True)
+class SensitivityReport:
+    """All layers of one parent on one backend, most sensitive first (rank 1)."""
+
+    backend: str
+    parent_key: str
+    float_accuracy: float
+    layers: tuple[LayerSensitivity, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "parent_key": self.parent_key, "float_accuracy": self.float_accuracy,
+                "layers": [asdict(x) for x in self.layers]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SensitivityReport:
+        return cls(d["backend"], d["parent_key"], float(d["float_accuracy"]),
+                   tuple(LayerSensitivity(**x) for x in d["layers"]))
+
+
+def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio of ``test`` against ``reference`` in dB (inf when identical)."""
+    noise = float(np.sum((reference.astype(np.float64) - test) ** 2))
+    signal = float(np.sum(reference.astype(np.float64) ** 2))
+    return math.inf if noise == 0 else 10 * math.log10(max(signal, 1e-30) / noise)
+
+
+def _validation(ctx: BuildContext) -> tuple[torch.Tensor, np.ndarray]:
+    if ctx.validation is None:
+        raise VariantBuildError("per-layer sensitivity and int8_mixed need the validation split in the build context.")
+    return ctx.validation[0], ctx.validation[1].numpy()
+
+
+def _torch_logits(module: nn.Module, x: torch.Tensor) -> np.ndarray:
+    with torch.inference_mode():
+        return np.concatenate([module(x[i:i + 256].float()).float().numpy() for i in range(0, len(x), 256)])
+
+
+def _ort_logits(path: Path, x: torch.Tensor) -> np.ndarray:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: x[i:i + 256].float().numpy()})[0] for i in range(0, len(x), 256)])
+
+
+def _options_hash(ctx: BuildContext) -> str:
+    text = json.dumps(ctx.quantization.model_dump(exclude={"max_float_mac_fraction"}), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def _rank(backend: str, parent_key: str, float_acc: float, rows: list[LayerSensitivity]) -> SensitivityReport:
+    ordered = sorted(rows, key=lambda r: (-round(r.drop, 9), r.sqnr_db))
+    ranked = tuple(LayerSensitivity(**{**asdict(r), "rank": i + 1}) for i, r in enumerate(ordered))
+    return SensitivityReport(backend, parent_key, float_acc, ranked)
+
+
+def _measure(layers: Sequence[LayerInfo], logits_of: Callable[[LayerInfo], np.ndarray], reference: np.ndarray,
+             labels: np.ndarray) -> tuple[float, list[LayerSensitivity]]:
+    float_acc = float((reference.argmax(1) == labels).mean())
+    rows = []
+    for layer in layers:
+        q = logits_of(layer)
+        rows.append(LayerSensitivity(layer.name, layer.kind, layer.macs, layer.params,
+                                     float_acc - float((q.argmax(1) == labels).mean()), sqnr_db(reference, q)))
+    return float_acc, rows
+
+
+def _torch_report(model: nn.Module, ctx: BuildContext) -> SensitivityReport:
+    x, y = _validation(ctx)
+    base = copy.deepcopy(model).float().eval()
+    layers = torch_layers(base, x)
+    q = ctx.quantization
+    calib = [b.float() for b in ctx.calibration]
+
+    def logits_of(layer: LayerInfo) -> np.ndarray:
+        return _torch_logits(quantize_torch_int8(base, calib, q.engine, q.per_channel, only_layers=[layer.name]), x)
+
+    float_acc, rows = _measure(layers, logits_of, _torch_logits(base, x), y)
+    return _rank("torch", ctx.parent_key, float_acc, rows)
+
+
+def _onnx_report(fp32: Path, ctx: BuildContext) -> SensitivityReport:
+    x, y = _validation(ctx)
+    layers = onnx_layers(fp32)
+    with tempfile.TemporaryDirectory() as tmp:
+        def logits_of(layer: LayerInfo) -> np.ndarray:
+            out = Path(tmp) / f"{layer.node}.onnx"
+            int8_onnx_file(fp32, ctx, out, include=[str(layer.node)])
+            return _ort_logits(out, x)
+
+        float_acc, rows = _measure(layers, logits_of, _ort_logits(fp32, x), y)
+    return _rank("onnxruntime", ctx.parent_key, float_acc, rows)
+
+
+def layer_sensitivity(kind: str, source: nn.Module | Path, ctx: BuildContext) -> SensitivityReport:
+    """Sensitivity of every quantizable layer of a parent (``kind``: "torch" with the module, "onnx" with its
+    fp32 ONNX file), memoised in ``ctx.cache`` and in ``ctx.sensitivity_dir``."""
+    backend = "torch" if kind == "torch" else "onnxruntime"
+    key = ("sensitivity", backend, ctx.parent_key, _options_hash(ctx))
+    if key in ctx.cache:
+        cached: SensitivityReport = ctx.cache[key]
+        return cached
+    path = ctx.sensitivity_dir / f"{ctx.parent_key}_{backend}_{key[3]}.json" if ctx.sensitivity_dir else None
+    if path is not None and path.is_file():
+        report = SensitivityReport.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    else:
+        report = _torch_report(source, ctx) if kind == "torch" else _onnx_report(Path(source), ctx)  # type: ignore[arg-type]
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+            tmp.replace(path)
+    ctx.cache[key] = report
+    return report
+
+
+def mixed_search(report: SensitivityReport, accuracy_with_float: Callable[[list[str]], float],
+                 max_drop: float, max_float_mac_fraction: float) -> tuple[list[str], list[dict[str, Any]]]:
+    """Greedy: full int8, then return the most sensitive remaining layer to float until the drop against the
+    float parent is within ``max_drop``.
+
+    Returns:
+        (the float layers, the search steps with their accuracy)
+    Raises:
+        VariantBuildError: the budget is not reachable within ``max_float_mac_fraction`` of the MACs in float.
+    """
+    total = sum(x.macs for x in report.layers) or 1
+    ranked = [x.layer for x in sorted(report.layers, key=lambda r: r.rank)]
+    macs = {x.layer: x.macs for x in report.layers}
+    floats: list[str] = []
+    steps: list[dict[str, Any]] = []
+    while True:
+        acc = accuracy_with_float(floats)
+        steps.append({"float_layers": list(floats), "accuracy": acc, "drop": report.float_accuracy - acc})
+        if report.float_accuracy - acc <= max_drop + 1e-12:
+            return floats, steps
+        nxt = next((name for name in ranked if name not in floats), None)
+        share = (sum(macs[f] for f in floats) + (macs[nxt] if nxt else 0)) / total
+        if nxt is None or share > max_float_mac_fraction:
+            raise VariantBuildError(
+                f"int8_mixed cannot meet max_accuracy_drop={max_drop}: with {len(floats)} of {len(ranked)} layers in "
+                f"float ({floats}) the drop is still {report.float_accuracy - acc:.4f}, and the next layer "
+                f"({nxt}) would put {share:.0%} of the MACs in float (max_float_mac_fraction={max_float_mac_fraction}).")
+        floats.append(nxt)
+
+
+def _mixed_torch(model: nn.Module, ctx: BuildContext, channels_last: bool) -> TorchBuild:
+    report = layer_sensitivity("torch", model, ctx)
+    x, y = _validation(ctx)
+    q = ctx.quantization
+    base = copy.deepcopy(model).float().eval()
+    calib = [b.float() for b in ctx.calibration]
+    built: dict[tuple[str, ...], nn.Module] = {}
+
+    def accuracy(floats: list[str]) -> float:
+        built[tuple(floats)] = quantize_torch_int8(base, calib, q.engine, q.per_channel, float_layers=floats)
+        return float((_torch_logits(built[tuple(floats)], x).argmax(1) == y).mean())
+
+    floats, steps = mixed_search(report, accuracy, ctx.max_accuracy_drop, ctx.max_float_mac_fraction)
+    m = built[tuple(floats)]
+    layers = torch_layers(base, x)
+    meta = {"quantizer": "torch.ao.quantization FX (static PTQ), per-layer float fallback", "per_channel": q.per_channel,
+            "quantization_backend": q.engine, "requested_float_layers": floats, "mixed_search": steps,
+            "sensitivity_rank": [s.layer for s in report.layers],
+            **layer_report(layers, torch_layer_precisions(m, layers), must_be_float=floats)}
+    return TorchBuild(m, lambda t: t.float(), meta)
+
+
+def _mixed_onnx(fp32: Path, ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
+    report = layer_sensitivity("onnx", fp32, ctx)
+    x, y = _validation(ctx)
+    nodes = {layer.name: str(layer.node) for layer in onnx_layers(fp32)}
+    files: dict[tuple[str, ...], Path] = {}
+
+    def accuracy(floats: list[str]) -> float:
+        tag = hashlib.sha256(";".join(floats).encode()).hexdigest()[:8]
+        out = ctx.workdir / f"{ctx.parent_key}_int8_mixed_{_options_hash(ctx)}_{tag}.onnx"
+        files[tuple(floats)] = out
+        int8_onnx_file(fp32, ctx, out, exclude=[nodes[f] for f in floats])
+        return float((_ort_logits(out, x).argmax(1) == y).mean())
+
+    floats, steps = mixed_search(report, accuracy, ctx.max_accuracy_drop, ctx.max_float_mac_fraction)
+    meta = {"quantizer": "onnxruntime.quantization.quantize_static, per-layer float fallback (nodes_to_exclude)",
+            "format": "QDQ", "per_channel": ctx.quantization.per_channel,
+            "calibration_method": ctx.quantization.calibration_method, "requested_float_layers": floats,
+            "mixed_search": steps, "sensitivity_rank": [s.layer for s in report.layers]}
+    return files[tuple(floats)], meta
+
+
+register_precision(Precision("int8_mixed", 1, "int8 with the most sensitive layers returned to float until the "
+                             "accuracy budget holds", "int8_mixed", quantized=True, searches=True,
+                             hooks={"torch": _mixed_torch, "onnx": _mixed_onnx}))
