@@ -22,7 +22,7 @@ LAYERS = [
      "variants.precisions", "variants.backends", "variants.layers", "variants.sensitivity"},
     {"metrics", "results", "runner", "executors"},
     {"selection", "pareto", "hardware", "analysis", "deploy", "statistics", "benchmark"},
-    {"reporting", "html_report", "artifact", "report_stage", "tracking", "sweep", "compare"},
+    {"reporting", "html_report", "artifact", "report_stage", "tracking", "sweep", "compare", "sensitivity_report"},
     {"pipeline", "progress", "cli", "api", ""},
 ]
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}

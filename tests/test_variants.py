@@ -18,6 +18,9 @@ from edge_opt.variants.quantize import is_quantized_module
 
 def _ctx(data, tmp_path, **kw):
     calib = data.calibration_batches(2)
+    xs, ys = zip(*[(b[0], b[1]) for b in data.val_loader])
+    kw.setdefault("validation", (torch.cat(xs), torch.cat(ys)))
+    kw.setdefault("max_accuracy_drop", 0.05)
     return BuildContext(calibration=calib, example_input=calib[0][:2], workdir=tmp_path, **kw)
 
 

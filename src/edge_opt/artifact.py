@@ -20,8 +20,9 @@ from .results import ConfigPoint
 from .runner import Sweep
 from .runtime import sha256_file
 from .selection import MANIFEST_COLUMNS, Selection
-from .variants.backends import BuildContext, build_onnx_file, onnx_variant
+from .variants.backends import BuildContext, build_onnx_file, onnx_variant, parent_onnx_layers
 from .variants.onnx_tools import onnx_input_name
+from .variants.precisions import get_precision
 
 __all__ = ["MANIFEST_METRICS", "MODEL_FILE", "ExportedArtifact", "export_artifact", "export_recommended"]
 
@@ -45,8 +46,11 @@ def export_artifact(out_dir: str | Path, parent_model: nn.Module | None, row: Ma
     out.mkdir(parents=True, exist_ok=True)
     precision = str(row["precision"])
     with tempfile.TemporaryDirectory(dir=out) as tmp:
-        src, meta = build_onnx_file(parent_model, precision, replace(ctx, workdir=Path(tmp)))
-        variant = onnx_variant(src, precision, threads, meta)
+        build_ctx = replace(ctx, workdir=Path(tmp))
+        src, meta = build_onnx_file(parent_model, precision, build_ctx)
+        layers = parent_onnx_layers(parent_model, build_ctx) if get_precision(precision).quantized else None
+        variant = onnx_variant(src, precision, threads, meta, layers=layers,
+                               must_be_float=meta.get("requested_float_layers", ()))
         logits = np.concatenate([variant.predict(x) for x, _ in data.val_loader])
         artifact_acc = float((logits.argmax(1) == data.val_labels).mean())
         atomic.write_with(out / MODEL_FILE, lambda t: shutil.copyfile(src, t))
@@ -60,6 +64,8 @@ def export_artifact(out_dir: str | Path, parent_model: nn.Module | None, row: Ma
         "config_point": dict(config_point),
         "precision": precision,
         "kernel_precision": variant.kernel_precision,
+        "float_layers": variant.metadata.get("float_layers"),
+        "int8_mac_fraction": variant.metadata.get("int8_mac_fraction"),
         "measured_backend": row.get("backend"),
         "export": meta,
         "metrics": {k: row.get(k) for k in MANIFEST_METRICS},
@@ -100,7 +106,8 @@ class ExportedArtifact:
 
 def artifact_point(cfg: StudyConfig, point: ConfigPoint, key: str) -> dict[str, Any]:
     """The config point recorded in the manifest (and compared for reuse)."""
-    return {"pruning_level": point.pruning_level, "precision": point.precision, "backend": point.backend, "key": key,
+    return {"pruning_level": point.pruning_level, "precision": point.precision, "backend": point.backend,
+            **({"calibration": point.calibration} if point.calibration else {}), "key": key,
             "model": cfg.model.model_dump(), "dataset": cfg.dataset, "seed": cfg.seed}
 
 
@@ -132,7 +139,7 @@ def export_recommended(out: Path, selection: Selection, sweep: Sweep) -> Exporte
     level = chosen.point.pruning_level
     try:
         manifest = export_artifact(out / "model", sweep.parent(level), chosen.row(), sweep.data,
-                                   sweep.build_context(level, workdir=out / "model"), goals_met=selection.goals_met,
+                                   sweep.build_context(level, workdir=out / "model", calibration=chosen.point.calibration), goals_met=selection.goals_met,
                                    failed_goals=failed, config_point=point, threads=sweep.cfg.threads)
     except Exception as exc:  # noqa: BLE001 — a failed export is reported, the study outputs still land
         return ExportedArtifact(point, None, f"artifact export failed: {type(exc).__name__}: {exc}")

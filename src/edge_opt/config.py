@@ -100,15 +100,83 @@ class PreprocessConfig(BaseModel):
         return v
 
 
+CalibrationMethod = Literal["minmax", "entropy", "percentile"]
+
+
 class QuantizationConfig(BaseModel):
-    """Post-training int8 options (read by the precisions that quantize; part of their point key)."""
+    """Post-training int8 options (read by the precisions that quantize; part of their point key).
+
+    ``calibration_method``, ``per_channel`` and ``calibration_batches`` take a value or a list of values:
+    each combination of the lists is its own config point of every quantized precision (``choices()``).
+    """
 
     model_config = _STRICT
-    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
-    calibration_batches: int = Field(default=8, ge=1, le=100_000)
-    per_channel: bool = True
+    calibration_method: CalibrationMethod | list[CalibrationMethod] = "minmax"
+    calibration_batches: int | list[int] = 8
+    per_channel: bool | list[bool] = True
+    percentile: float = Field(default=99.999, gt=50, le=100)
     engine: Literal["x86", "fbgemm", "qnnpack"] = "x86"
     max_float_mac_fraction: float = Field(default=0.5, gt=0, le=1)
+
+    @field_validator("calibration_method", "calibration_batches", "per_channel")
+    @classmethod
+    def _one_or_list(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("must be a value or a non-empty list of values")
+            if len({repr(x) for x in v}) != len(v):
+                raise ValueError("must not repeat a value")
+            return v[0] if len(v) == 1 else v
+        return v
+
+    @field_validator("calibration_batches")
+    @classmethod
+    def _batches_in_range(cls, v: int | list[int]) -> int | list[int]:
+        bad = [b for b in (v if isinstance(v, list) else [v]) if not 1 <= b <= 100_000]
+        if bad:
+            raise ValueError(f"must be between 1 and 100000 ({bad} out of range)")
+        return v
+
+    @property
+    def swept(self) -> bool:
+        """More than one calibration choice (each becomes its own config point)."""
+        return any(isinstance(v, list) for v in (self.calibration_method, self.calibration_batches, self.per_channel))
+
+    def choices(self) -> list[QuantizationConfig]:
+        """Every combination of the listed options, as single-valued configs (method outermost)."""
+        def values(v: Any) -> list[Any]:
+            return v if isinstance(v, list) else [v]
+
+        return [self.model_copy(update={"calibration_method": m, "per_channel": pc, "calibration_batches": b})
+                for m in values(self.calibration_method) for pc in values(self.per_channel)
+                for b in values(self.calibration_batches)]
+
+    def _one(self, name: str) -> Any:
+        value = getattr(self, name)
+        if isinstance(value, list):
+            raise ValueError(f"'quantization.{name}' lists {value}: build with one of choices()")
+        return value
+
+    @property
+    def method(self) -> str:
+        """The calibration method of a single choice."""
+        return str(self._one("calibration_method"))
+
+    @property
+    def channelwise(self) -> bool:
+        """Per-channel weight scales, of a single choice."""
+        return bool(self._one("per_channel"))
+
+    @property
+    def batches(self) -> int:
+        """Calibration batches of a single choice."""
+        return int(self._one("calibration_batches"))
+
+    @property
+    def label(self) -> str:
+        """A single choice's name in config points and rows: ``percentile99.999/per-tensor/8``."""
+        method = f"percentile{self.percentile:g}" if self.calibration_method == "percentile" else self.calibration_method
+        return f"{method}/{'per-channel' if self.per_channel else 'per-tensor'}/{self.calibration_batches}"
 
 
 # Flat int8 keys of earlier releases → their place in the ``quantization:`` section.
@@ -288,12 +356,21 @@ def _short(value: Any, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _union_member(part: Any) -> bool:
+    return isinstance(part, str) and ("[" in part or part in ("bool", "int", "float", "str"))
+
+
 def format_validation_error(exc: ValidationError, model: type[BaseModel] = StudyConfig) -> list[str]:
     """Turn a pydantic ``ValidationError`` into one scikit-learn-style line per problem."""
     lines = []
+    seen: set[str] = set()
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if p not in ("function-after",))
+        # pydantic names the member of a union (``literal[...]``, ``list[...]``, ``bool``) after the key: drop it
+        loc = tuple(p for p in err["loc"] if p not in ("function-after",) and not _union_member(p))
         key = _loc(loc) or "<config>"
+        if key in seen and key != "<config>" and err["type"] != "extra_forbidden":
+            continue  # one line per key: a value that fits none of a union's members
+        seen.add(key)
         if err["type"] == "extra_forbidden":
             parent = model
             for part in loc[:-1]:

@@ -357,7 +357,7 @@ def _fewer_threads_run(sweep: Sweep, target: DeploymentTarget, host: dict[str, A
         return {"skipped": f"threads={cfg.threads}: no fewer threads to run with on this host"}
     p = target.point
     variant = build_variant(p.backend, sweep.parent(p.pruning_level), p.precision,
-                            sweep.build_context(p.pruning_level, threads=fewer))
+                            sweep.build_context(p.pruning_level, threads=fewer, calibration=p.calibration))
     settings = DeploymentSettings(min_queries=256, min_duration_s=min(cfg.deployment.min_duration_s, 2.0),
                                   power_watts=cfg.power_watts, threads=fewer)
     ss = deployment_simulation(variant, sweep.data.val_loader, "cpu", 1.0, ["single_stream"],
@@ -380,7 +380,7 @@ def deployment_cache_key(cfg: StudyConfig, target: DeploymentTarget) -> str:
 def _simulate_target(sweep: Sweep, target: DeploymentTarget) -> dict[str, Any]:
     cfg, p = sweep.cfg, target.point
     variant = build_variant(p.backend, sweep.parent(p.pruning_level), p.precision,
-                            sweep.build_context(p.pruning_level))
+                            sweep.build_context(p.pruning_level, calibration=p.calibration))
     res = deployment_simulation(variant, sweep.data.val_loader, "cpu", cfg.cpu_frequency_scale,
                                 cfg.deployment.scenarios,
                                 _settings(cfg, target.hardware.get("compute_bound_fraction"), cfg.threads))

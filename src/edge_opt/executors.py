@@ -19,6 +19,7 @@ import os
 import tempfile
 import traceback
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -175,8 +176,7 @@ class RayExecutor:
             if hit is not None:
                 done[p] = hit
                 continue
-            pending[task.remote(cfg.model_dump(), {"pruning_level": p.pruning_level, "precision": p.precision,
-                                                   "backend": p.backend}, blobs[p.pruning_level], files)] = p
+            pending[task.remote(cfg.model_dump(), asdict(p), blobs[p.pruning_level], files)] = p
         self._collect(sweep, pending, done)
         return [done[p] for p in points]
 

@@ -76,6 +76,7 @@ def write_html_report(output_dir: str | Path) -> Path:
                                                            "accuracy_vs_memory") if (out / f"{n}.png").exists()],
         "hardware": [(n, _uri(out / f"{n}.png")) for n in ("roofline", "layerwise_macs", "layerwise_activation_memory")
                      if (out / f"{n}.png").exists()],
+        "sensitivity": [(n, _uri(out / f"{n}.png")) for n in ("sensitivity",) if (out / f"{n}.png").exists()],
     }
     hw = read("hardware_summary.csv")
     env = Environment(loader=PackageLoader("edge_opt", "templates"), autoescape=select_autoescape(["html", "j2"]))
@@ -88,6 +89,8 @@ def write_html_report(output_dir: str | Path) -> Path:
         hardware_table=Markup(_table(hw.T.reset_index().rename(columns={"index": "figure", 0: "value"})
                                      if len(hw) else hw, "hardware")),
         deployment_table=Markup(_table(read("deployment.csv"), "deployment")),
+        sensitivity_table=Markup(_table(read("sensitivity.csv"), "sensitivity")),
+        mixed_table=Markup(_table(read("mixed_precision.csv"), "mixed")),
         config_text=yaml.safe_dump(repro.get("config", {}), sort_keys=False),
         repro_text=json.dumps({k: v for k, v in repro.items() if k != "config"}, indent=2),
     )

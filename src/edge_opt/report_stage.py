@@ -28,6 +28,7 @@ from .pareto import pareto_frontier
 from .reporting import build_summary, write_outputs, write_plots
 from .results import VariantResult
 from .selection import BASELINE_COLUMNS, BASELINE_POINT, Assessment, Selection, to_frame
+from .sensitivity_report import mixed_comparison, write_sensitivity
 
 __all__ = ["BASELINE_KEYS", "LATENCY_NOTE", "StudyOutcome", "StudyReport", "frontiers", "recommendation_summary",
            "skipped_summary",
@@ -156,5 +157,9 @@ def write_study_report(out: Path, o: StudyOutcome, data: DataBundle, command: Se
         chosen = o.selection.chosen
         write_plots(out, frame, frontier_lat, frontier_en, recommended_key=chosen.result.key if chosen else None)
     atomic.write_json(out / "reproducibility.json", reproducibility_record(o.cfg, data, command))
+    write_sensitivity(out, o.cfg)
+    mixed = mixed_comparison(o.assessed)
+    if len(mixed):
+        atomic.write_with(out / "mixed_precision.csv", lambda t: mixed.to_csv(t, index=False, encoding="utf-8"))
     write_html_report(out)
     return StudyReport(out, frame, summary, frontier_lat, frontier_en)

@@ -32,11 +32,13 @@ class ConfigPoint:
     pruning_level: float
     precision: str
     backend: str
+    calibration: str = ""  # the calibration choice of a quantized point when the config lists several
 
     @property
     def label(self) -> str:
-        """``backend precision pN`` for messages."""
-        return f"{self.backend} {self.precision} p{self.pruning_level:g}"
+        """``backend precision pN`` (+ the calibration choice) for messages."""
+        return f"{self.backend} {self.precision} p{self.pruning_level:g}" + (f" [{self.calibration}]"
+                                                                              if self.calibration else "")
 
 
 METRIC_FIELDS = tuple(PerfMetrics.__dataclass_fields__)
@@ -165,7 +167,7 @@ class VariantResult:
             raise ResultFormatError(f"stored result format {got!r}, this edge_opt reads format {RESULT_FORMAT}")
         m = d.get("measurement")
         return cls(point=ConfigPoint(float(d["point"]["pruning_level"]), d["point"]["precision"],
-                                     d["point"]["backend"]),
+                                     d["point"]["backend"], d["point"].get("calibration", "")),
                    key=d["key"], measurement=MeasurementRecord.from_dict(m) if m is not None else None,
                    error=d.get("error"), runtime_parameter_bytes=d.get("runtime_parameter_bytes"),
                    threads=int(d.get("threads", 1)), metadata_file=d.get("metadata_file"), node_id=d.get("node_id"),

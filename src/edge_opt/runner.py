@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from . import atomic
-from .config import StudyConfig
+from .config import QuantizationConfig, StudyConfig
 from .data import DataBundle
 from .metrics import BenchmarkSettings, measure_variant
 from .results import ConfigPoint, VariantResult
@@ -42,7 +42,7 @@ from .variants.prune import load_checkpoint, prune_model, save_checkpoint
 __all__ = [
     "MEASURE_VERSION", "BASELINE_POINT", "ONNX_BASELINE_POINT", "ConfigPoint", "PruningUnsupported", "baseline_point", "Executor", "LocalExecutor", "StudyInterrupted", "Sweep",
     "baseline_fingerprint", "benchmark_settings", "measure_point", "metadata_name", "model_factory", "parent_key",
-    "point_key", "runtime_versions", "stable_hash", "stored_results", "sweep_points", "train_baseline",
+    "point_key", "quantization_choice", "runtime_versions", "stable_hash", "stored_results", "sweep_points", "train_baseline",
 ]
 
 # Bump when the measuring code changes what a stored number means: invalidates stored points.
@@ -101,7 +101,7 @@ def point_key(cfg: StudyConfig, point: ConfigPoint) -> str:
     """Key of a config point: everything that affects its measured numbers (the precision adds its own fields)."""
     return stable_hash({
         "parent": parent_key(cfg, point.pruning_level), "precision": point.precision, "backend": point.backend,
-        **_precision_key_fields(cfg, point.precision),
+        **_precision_key_fields(cfg, point),
         "threads": cfg.threads, "bench": [cfg.benchmark_repeats, cfg.benchmark_trials, cfg.benchmark_warmup,
                                           cfg.latency_batch_size, cfg.benchmark_min_sample_ms,
                                           cfg.benchmark_target_rel_ci], "power_watts": cfg.power_watts,
@@ -109,11 +109,24 @@ def point_key(cfg: StudyConfig, point: ConfigPoint) -> str:
     })
 
 
-def _precision_key_fields(cfg: StudyConfig, precision: str) -> dict[str, Any]:
+def _precision_key_fields(cfg: StudyConfig, point: ConfigPoint) -> dict[str, Any]:
     # an unknown precision has no fields of its own: its build fails and it becomes an error result
-    if precision not in PRECISIONS:
+    if point.precision not in PRECISIONS:
         return {"calibration": None}
-    return PRECISIONS.get(precision).key_fields(cfg.quantization, cfg.max_accuracy_drop)
+    return PRECISIONS.get(point.precision).key_fields(quantization_choice(cfg, point), cfg.max_accuracy_drop)
+
+
+def quantization_choice(cfg: StudyConfig, point: ConfigPoint) -> QuantizationConfig:
+    """The single int8 option set a point is built with (its ``calibration`` label picks it when the config
+    lists several)."""
+    choices = cfg.quantization.choices()
+    if not point.calibration:
+        return choices[0]
+    for choice in choices:
+        if choice.label == point.calibration:
+            return choice
+    raise ValueError(f"The config point's calibration {point.calibration!r} is not one of "
+                     f"{[c.label for c in choices]}.")
 
 
 @functools.lru_cache(maxsize=1)
@@ -132,7 +145,13 @@ def runtime_versions() -> tuple[tuple[str, str | None], ...]:
 
 def sweep_points(cfg: StudyConfig) -> list[ConfigPoint]:
     """The study grid in run order (pruning level outermost, so each parent is built once)."""
-    return [ConfigPoint(float(lv), p, b) for lv in cfg.pruning_levels for p in cfg.precisions for b in cfg.backends]
+    choices = [q.label for q in cfg.quantization.choices()] if cfg.quantization.swept else [""]
+
+    def labels(precision: str) -> list[str]:
+        return choices if precision in PRECISIONS and PRECISIONS.get(precision).quantized else [""]
+
+    return [ConfigPoint(float(lv), p, b, c) for lv in cfg.pruning_levels for p in cfg.precisions
+            for c in labels(p) for b in cfg.backends]
 
 
 def benchmark_settings(cfg: StudyConfig) -> BenchmarkSettings:
@@ -171,7 +190,8 @@ def _tuple_or_none(v: Any) -> tuple[str, ...] | None:
 
 def metadata_name(point: ConfigPoint) -> str:
     """File name of a point's metadata document under ``variants/``."""
-    return f"{point.backend}_{point.precision}_p{point.pruning_level:g}.json"
+    calib = "_" + point.calibration.replace("/", "_") if point.calibration else ""
+    return f"{point.backend}_{point.precision}_p{point.pruning_level:g}{calib}.json"
 
 
 EventFn = Callable[..., None]
@@ -207,7 +227,8 @@ class Sweep:
         self.computed = 0
         self.timings = {"pruning_and_fine_tuning": 0.0, "variant_building": 0.0, "measurement": 0.0}
         self._parents: dict[float, nn.Module | None] = {}
-        self.calibration = data.calibration_batches(cfg.quantization.calibration_batches)
+        self._calibration: dict[int, list[torch.Tensor]] = {}
+        self.calibration = self.calibration_for(cfg.quantization.choices()[0].batches)
         self.example = next(iter(data.val_loader))[0][:2]
         xs, ys = zip(*[(b[0], b[1]) for b in data.val_loader])
         self.validation = (torch.cat(xs), torch.cat(ys))
@@ -225,6 +246,10 @@ class Sweep:
                 return "the torch backends need a PyTorch model (the model is an ONNX file)"
             if point.pruning_level > 0:
                 return "pruning needs a PyTorch model (the model is an ONNX file)"
+        if (point.calibration and BACKEND_KINDS.get(point.backend) == "torch"
+                and quantization_choice(self.cfg, point).method != self.cfg.quantization.choices()[0].method):
+            return ("torch.ao int8 calibrates with its engine's observer whatever the calibration_method; the method "
+                    "choices change onnxruntime builds only (torch runs the first listed method's points)")
         if (self.cfg.model.kind == "exported" and BACKEND_KINDS.get(point.backend) == "torch"
                 and point.precision in PRECISIONS and PRECISIONS.get(point.precision).quantized):
             return ("torch.ao int8 quantization needs the model's nn modules and an exported program has none "
@@ -235,11 +260,19 @@ class Sweep:
             return f"backend {point.backend!r} does not run precision {point.precision!r} (it runs {able})"
         return None
 
-    def build_context(self, level: float, workdir: Path | None = None, threads: int | None = None) -> BuildContext:
-        """The one place a ``BuildContext`` is made from the config."""
-        return BuildContext(calibration=self.calibration, example_input=self.example,
+    def calibration_for(self, batches: int) -> list[torch.Tensor]:
+        """The first ``batches`` calibration batches (memoised)."""
+        if batches not in self._calibration:
+            self._calibration[batches] = self.data.calibration_batches(batches)
+        return self._calibration[batches]
+
+    def build_context(self, level: float, workdir: Path | None = None, threads: int | None = None,
+                      calibration: str = "") -> BuildContext:
+        """The one place a ``BuildContext`` is made from the config (``calibration``: a point's choice label)."""
+        q = quantization_choice(self.cfg, ConfigPoint(level, "", "", calibration))
+        return BuildContext(calibration=self.calibration_for(q.batches), example_input=self.example,
                             workdir=workdir if workdir is not None else self.workdir / "onnx",
-                            parent_key=parent_key(self.cfg, level), quantization=self.cfg.quantization,
+                            parent_key=parent_key(self.cfg, level), quantization=q,
                             threads=threads if threads is not None else self.cfg.threads,
                             ort_op_types_to_quantize=self.ort_op_types, cache=self.export_cache,
                             validation=self.validation, max_accuracy_drop=self.cfg.max_accuracy_drop,
@@ -305,7 +338,8 @@ class Sweep:
             t0 = time.perf_counter()
             model = self.parent(point.pruning_level)
             t1 = time.perf_counter()
-            variant = build_variant(point.backend, model, point.precision, self.build_context(point.pruning_level))
+            variant = build_variant(point.backend, model, point.precision,
+                                    self.build_context(point.pruning_level, calibration=point.calibration))
             t2 = time.perf_counter()
             result, meta = measure_point(variant, point, key, self.data, self.cfg)
             timings = {"pruning_and_fine_tuning": t1 - t0, "variant_building": t2 - t1,

@@ -28,7 +28,7 @@ __all__ = [
 BASELINE_POINT = ConfigPoint(0.0, "fp32", "torch")
 
 COLUMN_ORDER = (
-    "pruning_level", "precision", "backend", "kernel_precision", "accepted", "error", "rejected_reason",
+    "pruning_level", "precision", "backend", "calibration", "kernel_precision", "accepted", "error", "rejected_reason",
     "accuracy", "accuracy_drop", "latency_ms", "latency_median_ms", "latency_std_ms", "latency_p95_ms",
     "latency_ci95_ms", "device_latency_ms", "batch_latency_ms", "throughput_sps", "memory_mb", "runtime_memory_mb",
     "energy_proxy_j", "energy_ci95_j", "energy_source", "active_budget_mb", "latency_budget_ms",

@@ -77,6 +77,8 @@ class Precision:
                                                   options.engine]}
         if not options.per_channel:  # the default (per-channel) keeps the keys of earlier stores
             fields["per_channel"] = False
+        if options.calibration_method == "percentile":
+            fields["percentile"] = options.percentile
         if self.searches:
             fields["search"] = [max_accuracy_drop, options.max_float_mac_fraction]
         return fields
@@ -180,13 +182,13 @@ def _int8_torch(model: nn.Module, ctx: BuildContext, channels_last: bool) -> Tor
     base = copy.deepcopy(model).float().eval()
     if channels_last:
         base = base.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    m = quantize_torch_int8(base, calib, q.engine, q.per_channel)
+    m = quantize_torch_int8(base, calib, q.engine, q.channelwise)
     qtypes = sorted({type(mod).__name__ for mod in m.modules() if is_quantized_module(mod)})
     if not qtypes:
         raise VariantBuildError("int8 requested but the converted torch model holds no quantized module.")
     layers = torch_layers(base, calib[0])
     meta = {"quantizer": "torch.ao.quantization FX (static PTQ)", "quantization_backend": q.engine,
-            "per_channel": q.per_channel, **_calibration_meta(ctx), "quantized_module_types": qtypes,
+            "per_channel": q.channelwise, **_calibration_meta(ctx), "quantized_module_types": qtypes,
             "layers": quantization_metadata(m), **layer_report(layers, torch_layer_precisions(m, layers))}
     return TorchBuild(m, lambda x: _channels_last(x.float(), channels_last), meta)
 
@@ -201,6 +203,8 @@ def int8_onnx_file(fp32: Path, ctx: BuildContext, out: Path, exclude: Sequence[s
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
     kwargs: dict[str, Any] = {"nodes_to_exclude": list(exclude)}
+    if q.method == "percentile":
+        kwargs["extra_options"] = {"CalibPercentile": q.percentile}
     if include is not None:
         kwargs["nodes_to_quantize"] = list(include)
     if ctx.ort_op_types_to_quantize is not None:
@@ -212,20 +216,33 @@ def int8_onnx_file(fp32: Path, ctx: BuildContext, out: Path, exclude: Sequence[s
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quantize_static(str(fp32), str(out), CalibrationReader(ctx.calibration, onnx_input_name(fp32)),
-                            quant_format=QuantFormat.QDQ, per_channel=q.per_channel,
+                            quant_format=QuantFormat.QDQ, per_channel=q.channelwise,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=methods[q.calibration_method], **kwargs)
+                            calibrate_method=methods[q.method], **kwargs)
     finally:
         root.setLevel(level)
-    return {"quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ", "per_channel": q.per_channel,
-            "activation_type": "QInt8", "weight_type": "QInt8", "calibration_method": q.calibration_method,
-            **_calibration_meta(ctx)}
+    meta = {"quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ", "per_channel": q.channelwise,
+            "activation_type": "QInt8", "weight_type": "QInt8", "calibration_method": q.method,
+            **_calibration_meta(ctx), "quantization_parameters": _qdq_parameters(out)}
+    if q.method == "percentile":
+        meta["percentile"] = q.percentile
+    return meta
+
+
+def _qdq_parameters(path: Path) -> dict[str, list[float]]:
+    """Every scale and zero point of a QDQ model (what a re-run must reproduce exactly)."""
+    import onnx
+    from onnx import numpy_helper
+
+    g = onnx.load(str(path)).graph
+    return {i.name: numpy_helper.to_array(i).astype("float64").reshape(-1).tolist() for i in g.initializer
+            if i.name.endswith(("_scale", "_zero_point"))}
 
 
 def _int8_onnx(fp32: Path, ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
     q = ctx.quantization
-    suffix = "" if q.per_channel else "_per_tensor"
-    out = ctx.workdir / f"{ctx.parent_key}_int8_{q.calibration_method}{suffix}.onnx"
+    tag = q.label.replace("/", "_")
+    out = ctx.workdir / f"{ctx.parent_key}_int8_{tag}.onnx"
     return out, int8_onnx_file(fp32, ctx, out)
 
 

@@ -124,7 +124,7 @@ def _torch_report(model: nn.Module, ctx: BuildContext) -> SensitivityReport:
     calib = [b.float() for b in ctx.calibration]
 
     def logits_of(layer: LayerInfo) -> np.ndarray:
-        return _torch_logits(quantize_torch_int8(base, calib, q.engine, q.per_channel, only_layers=[layer.name]), x)
+        return _torch_logits(quantize_torch_int8(base, calib, q.engine, q.channelwise, only_layers=[layer.name]), x)
 
     float_acc, rows = _measure(layers, logits_of, _torch_logits(base, x), y)
     return _rank("torch", ctx.parent_key, float_acc, rows)
@@ -204,13 +204,13 @@ def _mixed_torch(model: nn.Module, ctx: BuildContext, channels_last: bool) -> To
     built: dict[tuple[str, ...], nn.Module] = {}
 
     def accuracy(floats: list[str]) -> float:
-        built[tuple(floats)] = quantize_torch_int8(base, calib, q.engine, q.per_channel, float_layers=floats)
+        built[tuple(floats)] = quantize_torch_int8(base, calib, q.engine, q.channelwise, float_layers=floats)
         return float((_torch_logits(built[tuple(floats)], x).argmax(1) == y).mean())
 
     floats, steps = mixed_search(report, accuracy, ctx.max_accuracy_drop, ctx.max_float_mac_fraction)
     m = built[tuple(floats)]
     layers = torch_layers(base, x)
-    meta = {"quantizer": "torch.ao.quantization FX (static PTQ), per-layer float fallback", "per_channel": q.per_channel,
+    meta = {"quantizer": "torch.ao.quantization FX (static PTQ), per-layer float fallback", "per_channel": q.channelwise,
             "quantization_backend": q.engine, "requested_float_layers": floats, "mixed_search": steps,
             "sensitivity_rank": [s.layer for s in report.layers],
             **layer_report(layers, torch_layer_precisions(m, layers), must_be_float=floats)}
@@ -221,21 +221,20 @@ def _mixed_onnx(fp32: Path, ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
     report = layer_sensitivity("onnx", fp32, ctx)
     x, y = _validation(ctx)
     nodes = {layer.name: str(layer.node) for layer in onnx_layers(fp32)}
-    files: dict[tuple[str, ...], Path] = {}
+    files: dict[tuple[str, ...], tuple[Path, dict[str, Any]]] = {}
 
     def accuracy(floats: list[str]) -> float:
         tag = hashlib.sha256(";".join(floats).encode()).hexdigest()[:8]
         out = ctx.workdir / f"{ctx.parent_key}_int8_mixed_{_options_hash(ctx)}_{tag}.onnx"
-        files[tuple(floats)] = out
-        int8_onnx_file(fp32, ctx, out, exclude=[nodes[f] for f in floats])
+        files[tuple(floats)] = out, int8_onnx_file(fp32, ctx, out, exclude=[nodes[f] for f in floats])
         return float((_ort_logits(out, x).argmax(1) == y).mean())
 
     floats, steps = mixed_search(report, accuracy, ctx.max_accuracy_drop, ctx.max_float_mac_fraction)
-    meta = {"quantizer": "onnxruntime.quantization.quantize_static, per-layer float fallback (nodes_to_exclude)",
-            "format": "QDQ", "per_channel": ctx.quantization.per_channel,
-            "calibration_method": ctx.quantization.calibration_method, "requested_float_layers": floats,
-            "mixed_search": steps, "sensitivity_rank": [s.layer for s in report.layers]}
-    return files[tuple(floats)], meta
+    path, built = files[tuple(floats)]
+    meta = {**built, "quantizer": "onnxruntime.quantization.quantize_static, per-layer float fallback "
+            "(nodes_to_exclude)", "requested_float_layers": floats, "mixed_search": steps,
+            "sensitivity_rank": [s.layer for s in report.layers]}
+    return path, meta
 
 
 register_precision(Precision("int8_mixed", 1, "int8 with the most sensitive layers returned to float until the "

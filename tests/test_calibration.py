@@ -1,0 +1,74 @@
+"""Calibration choices as sweep dimensions; percentile vs minmax on spiky calibration data; reproducible scales."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config_dict
+from edge_opt.config import config_from_dict
+from edge_opt.pipeline import run_study
+from edge_opt.runner import Sweep, point_key, sweep_points
+from edge_opt.variants.backends import BuildContext, build_variant
+
+
+def test_listed_calibration_options_become_config_points(trained_small, digits8, tmp_path):
+    cfg = config_from_dict(tiny_config_dict(tmp_path, pruning_levels=[0.0], precisions=["fp32", "int8"], quantization={
+        "calibration_method": ["minmax", "percentile"], "per_channel": [True, False], "percentile": 99.9}))
+    points = sweep_points(cfg)
+    int8 = [p for p in points if p.precision == "int8"]
+    assert len([p for p in points if p.precision == "fp32"]) == 2 and len(int8) == 8
+    assert {p.calibration for p in int8} == {"minmax/per-channel/8", "minmax/per-tensor/8",
+                                            "percentile99.9/per-channel/8", "percentile99.9/per-tensor/8"}
+    assert len({point_key(cfg, p) for p in points}) == len(points)
+    sweep = Sweep(trained_small, digits8, cfg, tmp_path)
+    skipped = [p for p in int8 if sweep.skip_reason(p)]
+    assert {(p.backend, p.calibration.split("/")[0]) for p in skipped} == {("torch", "percentile99.9")}
+    ctx = sweep.build_context(0.0, calibration="percentile99.9/per-tensor/8")
+    assert ctx.quantization.method == "percentile" and ctx.quantization.channelwise is False
+    v = build_variant("onnxruntime", trained_small, "int8", ctx)
+    assert v.metadata["calibration_method"] == "percentile" and v.metadata["percentile"] == 99.9
+    assert v.metadata["per_channel"] is False and v.metadata["quantization_parameters"]
+
+
+def test_percentile_calibration_loses_less_than_minmax_on_spiky_data(trained_small, digits8, tmp_path):
+    from edge_opt.metrics import evaluate_accuracy
+
+    rng = np.random.default_rng(0)
+    calib = []
+    for b in digits8.calibration_batches(4):
+        b = b.clone()
+        spikes = torch.from_numpy(rng.random(b.shape) < 0.001)  # rare, very large values
+        b[spikes] = 500.0
+        calib.append(b)
+    fp32 = evaluate_accuracy(trained_small, digits8.val_loader)
+    drops = {}
+    for method in ("minmax", "percentile"):
+        q = config_from_dict({"quantization": {"calibration_method": method, "percentile": 99.9}}).quantization
+        ctx = BuildContext(calibration=calib, example_input=calib[0][:2], workdir=tmp_path / method, quantization=q)
+        drops[method] = fp32 - evaluate_accuracy(build_variant("onnxruntime", trained_small, "int8", ctx),
+                                                 digits8.val_loader)
+    assert drops["percentile"] < drops["minmax"] and drops["minmax"] > 0.05
+
+
+@pytest.mark.slow
+def test_rerun_reproduces_quantization_parameters_and_reports_mixed_precision(tmp_path):
+    over = {"pruning_levels": [0.0], "precisions": ["fp32", "int8", "int8_mixed"], "max_accuracy_drop": 0.05,
+            "deployment": {"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01}}
+    a = run_study(config_from_dict(tiny_config_dict(tmp_path / "a", **over)))
+    b = run_study(config_from_dict(tiny_config_dict(tmp_path / "b", **over)))
+    for name in ("torch_int8_p0.json", "onnxruntime_int8_p0.json", "onnxruntime_int8_mixed_p0.json"):
+        ma = json.loads((a.output_dir / "variants" / name).read_text())["metadata"]
+        mb = json.loads((b.output_dir / "variants" / name).read_text())["metadata"]
+        key = "layers" if name.startswith("torch") else "quantization_parameters"
+        assert ma[key] and json.dumps(ma[key], sort_keys=True) == json.dumps(mb[key], sort_keys=True)
+    df = a.sweep
+    assert df["error"].isna().all() and set(df["precision"]) == {"fp32", "int8", "int8_mixed"}
+    mixed = df[df["precision"] == "int8_mixed"]
+    assert (mixed["accuracy_drop"] <= 0.05 + 1e-9).all() and mixed["int8_mac_fraction"].between(0, 1).all()
+    sens = (a.output_dir / "sensitivity.csv").read_text().splitlines()
+    assert sens[0].startswith("pruning_level,backend,layer") and len(sens) > 3
+    assert (a.output_dir / "sensitivity.png").is_file() and (a.output_dir / "mixed_precision.csv").is_file()
+    assert "int8 sensitivity and mixed precision" in (a.output_dir / "report.html").read_text()
