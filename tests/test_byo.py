@@ -154,9 +154,9 @@ def test_optimize_returns_the_recommendation_it_wrote(tmp_path):
 @pytest.mark.parametrize("name", ["resnet8", "mobilenetv2_tiny"])
 def test_real_architectures_complete_a_study_without_errors(name, tmp_path):
     cfg = load_study_config(ROOT / "configs" / "default.yaml", {
-        **TINY, "output_dir": str(tmp_path / "o"), "model": {"name": name, "params": {}}, "image_size": 32,
+        **TINY, "output_dir": str(tmp_path / "o"), "model": {"name": name, "params": {}}, "image_size": 16,
         "epochs": 1, "fine_tune_epochs": 1, "pruning_levels": [0.0, 0.5], "precisions": ["fp32", "int8"],
-        "train_subset": 512, "val_subset": 128})
+        "train_subset": 256, "val_subset": 64})
     res = run_study(cfg)
     assert len(res.sweep) == 8 and res.sweep["error"].isna().all(), res.sweep["error"].tolist()
     assert set(res.sweep[res.sweep["precision"] == "int8"]["kernel_precision"]) == {"int8"}

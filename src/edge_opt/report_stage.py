@@ -111,6 +111,7 @@ def _summary(o: StudyOutcome, frame: pd.DataFrame) -> dict[str, Any]:
         precision_mismatches=mismatches, hardware=dict(o.hardware.summaries) if o.hardware else {},
         warnings=sorted(set(o.warnings)), latency_note=LATENCY_NOTE, finished_points=len(o.assessed) + len(o.skipped),
         total_points=o.total_points, interrupted=o.interrupted, skipped=skipped_summary(o.skipped),
+        int8_mixed=mixed_comparison(o.assessed).to_dict("records"),
         model_source=_model_identity(o)[0], model_sha256=_model_identity(o)[1])
 
 
