@@ -264,6 +264,18 @@ def test_bad_npz_files(tmp_path, capsys, arrays, needles):
     _bad(tmp_path, capsys, {"dataset": "npz", "data_path": str(p)}, *needles)
 
 
+def test_paths_that_are_not_what_they_seem(tmp_path, capsys):
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    _bad(tmp_path, capsys, {**NPZ, "model": {"onnx": str(folder)}}, "'model.onnx'", "is a folder, not a file")
+    _bad(tmp_path, capsys, {"dataset": "npz", "data_path": str(folder)}, "'data_path'", "is a folder, not a file")
+    _bad(tmp_path, capsys, {"dataset": "image_folder", "data_dir": str(EXAMPLES / "digits.npz")}, "'data_dir'",
+         "is a file, not a folder")
+    empty = tmp_path / "zero.npz"
+    np.savez(empty, x_val=np.zeros((0, 8, 8), np.uint8), y_val=np.zeros(0, np.int64))
+    _bad(tmp_path, capsys, {"dataset": "npz", "data_path": str(empty)}, "holds no validation images")
+
+
 def test_missing_npz_and_not_an_npz(tmp_path, capsys):
     _bad(tmp_path, capsys, {"dataset": "npz", "data_path": str(tmp_path / "none.npz")}, "'data_path'", "does not exist")
     junk = tmp_path / "junk.npz"

@@ -68,6 +68,12 @@ def test_flat_int8_keys_of_earlier_releases_move_into_quantization():
     assert "'calibration_batches' is the old spelling of 'quantization.calibration_batches'" in msg
 
 
+def test_a_bad_item_of_a_listed_option_is_one_line_naming_it():
+    errors = _err({"quantization": {"calibration_method": ["minmax", "bogus"]}})
+    assert len(errors) == 1 and "'quantization.calibration_method[1]'" in errors[0] and "'bogus'" in errors[0]
+    assert "'percentile'" in errors[0]
+
+
 def test_unknown_key_lists_allowed_keys():
     msg = _err({"pruning_level": [0.1]})[0]
     assert "'pruning_level'" in msg and "pruning_levels" in msg and "Unknown key" in msg

@@ -56,3 +56,36 @@ def test_cli_refuses_an_old_store_with_one_error_line_and_writes_nothing(tmp_pat
     (out / "reproducibility.json").write_text(json.dumps({"config": {"output_dir": str(out)}}))
     assert main(["status", str(out)]) == 2 and "--fresh" in capsys.readouterr().err
     assert main(["report", str(out)]) == 2 and "--fresh" in capsys.readouterr().err
+
+
+def test_one_run_per_output_folder(tmp_path, capsys):
+    from edge_opt import atomic
+
+    out = tmp_path / "out"
+    out.mkdir()
+    held = atomic.FolderLock(out)  # another run holds the folder
+    try:
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(yaml.safe_dump({"output_dir": str(out), "image_size": 8, "epochs": 1}))
+        assert main(["run", "--config", str(cfg)]) == 2
+        err = capsys.readouterr().err
+        assert "is in use by another edge-opt run" in err and "'output_dir'" in err and "Traceback" not in err
+        assert sorted(p.name for p in out.iterdir()) == [".edge_opt.lock"]  # nothing else written
+    finally:
+        held.release()
+    again = atomic.FolderLock(out)  # released: the folder is free again
+    again.release()
+
+
+def test_second_signal_aborts_without_a_traceback(tmp_path, capsys, monkeypatch):
+    import edge_opt.pipeline
+
+    def abort(*args, **kwargs):
+        raise KeyboardInterrupt  # what the CLI's handler raises on a second SIGINT
+
+    monkeypatch.setattr(edge_opt.pipeline, "run_study", abort)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "out")}))
+    assert main(["run", "--config", str(cfg)]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("aborted: finished points are kept") and "Resume with: edge-opt run --config" in err

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_json", "write_text", "write_with"]
+__all__ = ["FolderBusy", "FolderLock", "atomic_path", "write_json", "write_text", "write_with"]
 
 
 @contextlib.contextmanager
@@ -70,3 +70,34 @@ def _clean(obj: Any) -> Any:
         except (ValueError, TypeError):
             return str(obj)
     return obj
+
+
+class FolderBusy(RuntimeError):
+    """Another process holds the folder's lock."""
+
+
+class FolderLock:
+    """An exclusive, non-blocking advisory lock on a folder (``.edge_opt.lock`` inside it, POSIX ``flock``);
+    released on ``release()`` or when the process ends, even by SIGKILL (a stale file is then free to take)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        import fcntl
+
+        self.path = Path(folder) / ".edge_opt.lock"
+        self._fh = open(self.path, "a+", encoding="utf-8")  # held open for the lock's lifetime
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._fh.seek(0)
+            holder = self._fh.read().strip() or "another process"
+            self._fh.close()
+            raise FolderBusy(holder) from None
+        self._fh.seek(0)
+        self._fh.truncate()
+        self._fh.write(f"pid {os.getpid()}")
+        self._fh.flush()
+
+    def release(self) -> None:
+        """Give the lock up and remove the lock file (a refused run leaves its folder as it found it)."""
+        self.path.unlink(missing_ok=True)
+        self._fh.close()

@@ -156,7 +156,7 @@ class _StopSignals:
         if self.signal is not None:
             raise KeyboardInterrupt
         self.signal = signum
-        print(f"\n{signal.Signals(signum).name} received: stopping after the current variant "
+        print(f"\n{signal.Signals(signum).name} received: stopping after the current variant or stage "
               "(send again to abort now)", file=sys.stderr, flush=True)
 
     def __enter__(self) -> _StopSignals:
@@ -209,6 +209,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except StudyInterrupted as exc:
             reporter.close()
             return _interrupted(args, cfg.output_dir, exc, stop.signal)
+        except KeyboardInterrupt:  # a second signal: stop at once; finished points are in the store
+            reporter.close()
+            print(f"aborted: finished points are kept in {cfg.output_dir}/study.sqlite. Resume with: edge-opt run "
+                  f"--config {args.config}" + (f" --output-dir {args.output_dir}" if args.output_dir else ""),
+                  file=sys.stderr)
+            return EXIT_SIGTERM if stop.signal == signal.SIGTERM else EXIT_SIGINT
     reporter.close()
     return _report_result(args, result)
 

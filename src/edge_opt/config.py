@@ -362,7 +362,8 @@ def _union_member(part: Any) -> bool:
 
 def format_validation_error(exc: ValidationError, model: type[BaseModel] = StudyConfig) -> list[str]:
     """Turn a pydantic ``ValidationError`` into one scikit-learn-style line per problem."""
-    lines = []
+    lines: list[str] = []
+    keys: list[str] = []
     seen: set[str] = set()
     for err in exc.errors():
         # pydantic names the member of a union (``literal[...]``, ``list[...]``, ``bool``) after the key: drop it
@@ -379,13 +380,17 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel] = Study
                 parent = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else parent
             allowed = sorted(parent.model_fields)
             lines.append(f"Unknown key {key!r}. Allowed keys: {allowed}. Got {_short(err['input'])}.")
+            keys.append(key)
             continue
         msg = err["msg"].removeprefix("Value error, ")
         if not loc:  # a rule over several keys (names them itself)
             lines.append(f"The config is invalid: {msg}.")
+            keys.append(key)
             continue
         lines.append(f"The {key!r} parameter is invalid: {msg}. Got {_short(err.get('input'))} instead.")
-    return lines
+        keys.append(key)
+    # a value or a list: when a list item is named, the line about the whole key adds nothing
+    return [line for line, k in zip(lines, keys) if not any(o.startswith(k + "[") for o in keys)]
 
 
 def config_from_dict(data: Any, allow_python: bool = True) -> StudyConfig:

@@ -186,6 +186,15 @@ class _Clock:
         self._t = now
 
 
+def _lock(out: Path) -> atomic.FolderLock:
+    """One study at a time per folder: a second run would share its cores and its caches."""
+    try:
+        return atomic.FolderLock(out)
+    except atomic.FolderBusy as exc:
+        raise ConfigError([f"The 'output_dir' folder {str(out)!r} is in use by another edge-opt run ({exc}); wait "
+                           "for it to finish or give another output_dir."]) from None
+
+
 def _open_store(cfg: StudyConfig, fresh: bool) -> tuple[Path, StudyStore]:
     """Create the output folder (``--fresh``: drop stored points and caches) and open its study store."""
     out = check_output_dir(cfg.output_dir)
@@ -271,13 +280,17 @@ def _analyse(sweep: Sweep, store: StudyStore, out: Path, interrupted: bool, on_e
     selection = select_recommendation(assessed, baseline, cfg)
     warnings += study_warnings(assessed)
     clock.lap("analysis")
+    interrupted = interrupted or sweep.should_stop()  # a stop asked for after the last variant ends here too
     artifact = None if interrupted else _export(out, selection, sweep, on_event, warnings)
     clock.lap("artifact")
+    interrupted = interrupted or sweep.should_stop()
     hardware: HardwareAnalysis | None = None
     deployment: dict[str, Any] = {}
     if not interrupted and baseline is not None and baseline.ok:
         hardware = _hardware(sweep, out, baseline, selection, assessed, on_event, warnings)
         clock.lap("hardware")
+        interrupted = sweep.should_stop()
+    if not interrupted and baseline is not None and baseline.ok:
         on_event("stage", name="deployment simulation", detail=f"cpu_frequency_scale={cfg.cpu_frequency_scale}")
         deployment, dep_warnings = simulate_deployment(sweep, _deployment_targets(cfg, selection, hardware), store,
                                                        out)
@@ -370,7 +383,12 @@ def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: EventFn | None
     clock = _Clock()
     emit("stage", name="data", detail=cfg.dataset)
     data, source = _load_inputs(cfg, module, raw_data, calibration_images)  # errors before anything is written
-    out, store = _open_store(cfg, fresh)
+    lock = _lock(check_output_dir(cfg.output_dir))
+    try:
+        out, store = _open_store(cfg, fresh)
+    except ConfigError:
+        lock.release()
+        raise
     try:
         sweep, interrupted, warnings = _measure(cfg, data, source, out, store, emit, should_stop or (lambda: False),
                                                 clock)
@@ -381,6 +399,8 @@ def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: EventFn | None
         warnings = [*outcome.warnings, *_track(cfg, outcome, report, emit)]
     finally:
         store.close()
+        lock.release()
+    interrupted = outcome.interrupted
     result = StudyResult(out, report.frame, report.summary, sweep.reused, sweep.computed, interrupted,
                          outcome.selection.goals_met, sorted(set(warnings)),
                          {**clock.timings, **{f"variants.{k}": v for k, v in sweep.timings.items()}}, outcome,

@@ -80,7 +80,8 @@ def _load_npz(path: str | None, key: str) -> Any:
         raise DataError(f"The '{key}' parameter must name an .npz file. Got {path!r} instead.")
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"The '{key}' file {path!r} does not exist.")
+        what = "is a folder, not a file" if p.is_dir() else "does not exist"
+        raise DataError(f"The '{key}' file {path!r} {what}.")
     try:
         return np.load(p, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 — anything numpy cannot read is a data error naming the file
@@ -106,6 +107,8 @@ def read_npz(path: str | None, layout: str = "auto", image_size: int | None = No
         if len(labels) != len(images):
             raise DataError(f"Arrays {xk!r} and {yk!r} of {path!r} hold {len(images)} images and {len(labels)} labels.")
         parts.append((images, labels, found, scale))
+    if not len(parts[-1][1]):
+        raise DataError(f"The 'data_path' file {path!r} holds no validation images ({names[-1][0]!r} is empty).")
     classes = int(max(int(p[1].max()) for p in parts if len(p[1])) + 1)
     source = f"npz {path} ({parts[-1][2]} → NCHW{', scale 1/255' if parts[-1][3] != 1 else ''})"
     if len(parts) == 1 and names[0][0] == "x":
@@ -185,7 +188,8 @@ def read_image_folder(data_dir: str, image_size: int | None = None, channels: in
     read with Pillow as grayscale or RGB (what the model's input asks for; else what the images are)."""
     root = Path(data_dir)
     if not root.is_dir():
-        raise DataError(f"The 'data_dir' image folder {data_dir!r} does not exist.")
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DataError(f"The 'data_dir' image folder {data_dir!r} {what}.")
     split = (root / "train").is_dir() and (root / "val").is_dir()
     class_root = root / "train" if split else root
     classes = [p.name for p in _class_folders(class_root)]

@@ -90,7 +90,8 @@ def state_dict_sha256(model: nn.Module) -> str:
 def _file(key: str, path: str) -> Path:
     p = Path(path)
     if not p.is_file():
-        raise ModelSourceError(f"The 'model.{key}' file {path!r} does not exist.")
+        what = "is a folder, not a file" if p.is_dir() else "does not exist"
+        raise ModelSourceError(f"The 'model.{key}' file {path!r} {what}.")
     return p
 
 
