@@ -36,6 +36,7 @@ from .runner import (
     StudyInterrupted,
     Sweep,
     baseline_point,
+    folder_digest,
     model_factory,
     stored_results,
     sweep_points,
@@ -195,16 +196,15 @@ def _lock(out: Path) -> atomic.FolderLock:
                            "for it to finish or give another output_dir."]) from None
 
 
-def _open_store(cfg: StudyConfig, fresh: bool) -> tuple[Path, StudyStore]:
-    """Create the output folder (``--fresh``: drop stored points and caches) and open its study store."""
-    out = check_output_dir(cfg.output_dir)
+def _open_store(out: Path, fresh: bool) -> StudyStore:
+    """Open the output folder's study store (``--fresh``: drop stored points and caches first)."""
     if fresh:
         for name in ("study.sqlite", "study.sqlite-wal", "study.sqlite-shm"):
             (out / name).unlink(missing_ok=True)
         for sub in ("checkpoints", "onnx", "variants", "model"):
             shutil.rmtree(out / sub, ignore_errors=True)
     try:
-        return out, StudyStore(out / "study.sqlite")
+        return StudyStore(out / "study.sqlite")
     except StoreFormatError as exc:
         raise ConfigError([str(exc)]) from None
 
@@ -380,12 +380,14 @@ def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: EventFn | None
     if errors:
         raise ConfigError(errors)
     check_output_dir(cfg.output_dir, create=False)
+    folder_digest.cache_clear()  # an image folder is hashed once per study, never from a stale walk
     clock = _Clock()
     emit("stage", name="data", detail=cfg.dataset)
     data, source = _load_inputs(cfg, module, raw_data, calibration_images)  # errors before anything is written
-    lock = _lock(check_output_dir(cfg.output_dir))
+    out = check_output_dir(cfg.output_dir)
+    lock = _lock(out)
     try:
-        out, store = _open_store(cfg, fresh)
+        store = _open_store(out, fresh)
     except ConfigError:
         lock.release()
         raise

@@ -105,6 +105,7 @@ def _summary(o: StudyOutcome, frame: pd.DataFrame) -> dict[str, Any]:
     mismatches = [{"backend": a.point.backend, "precision": a.point.precision, "pruning_level": a.point.pruning_level,
                    "kernel_precision": a.result.measurement.kernel_precision if a.result.measurement else None}
                   for a in o.assessed if a.precision_mismatch]
+    model_source, model_sha256 = _model_identity(o)
     return build_summary(
         baseline, cfg.memory_budgets_mb, cfg.active_memory_budget_mb, cfg.cpu_frequency_scale, cfg.latency_multiplier,
         frame, _deployment_summary(o), recommended=recommendation_summary(o), slower_than_fp32=slower,
@@ -112,7 +113,7 @@ def _summary(o: StudyOutcome, frame: pd.DataFrame) -> dict[str, Any]:
         warnings=sorted(set(o.warnings)), latency_note=LATENCY_NOTE, finished_points=len(o.assessed) + len(o.skipped),
         total_points=o.total_points, interrupted=o.interrupted, skipped=skipped_summary(o.skipped),
         int8_mixed=mixed_comparison(o.assessed).to_dict("records"),
-        model_source=_model_identity(o)[0], model_sha256=_model_identity(o)[1])
+        model_source=model_source, model_sha256=model_sha256)
 
 
 def skipped_summary(skipped: Sequence[VariantResult]) -> list[dict[str, Any]]:

@@ -42,7 +42,7 @@ from .variants.prune import load_checkpoint, prune_model, save_checkpoint
 __all__ = [
     "MEASURE_VERSION", "BASELINE_POINT", "ONNX_BASELINE_POINT", "ConfigPoint", "PruningUnsupported", "baseline_point", "Executor", "LocalExecutor", "StudyInterrupted", "Sweep",
     "baseline_fingerprint", "benchmark_settings", "measure_point", "metadata_name", "model_factory", "parent_key",
-    "point_key", "quantization_choice", "runtime_versions", "stable_hash", "stored_results", "sweep_points", "train_baseline",
+    "folder_digest", "point_key", "quantization_choice", "runtime_versions", "stable_hash", "stored_results", "sweep_points", "train_baseline",
 ]
 
 # Bump when the measuring code changes what a stored number means: invalidates stored points.
@@ -86,9 +86,16 @@ def _data_digest(cfg: StudyConfig) -> str | None:
     if cfg.dataset == "npz" and cfg.data_path and Path(cfg.data_path).is_file():
         return file_sha256(cfg.data_path)
     if cfg.dataset == "image_folder" and Path(cfg.data_dir).is_dir():
-        files = sorted(p for p in Path(cfg.data_dir).rglob("*") if p.is_file())
-        return stable_hash([(str(p.relative_to(cfg.data_dir)), p.stat().st_size, p.stat().st_mtime_ns) for p in files])
+        return folder_digest(str(Path(cfg.data_dir).resolve()))
     return None
+
+
+@functools.lru_cache(maxsize=8)
+def folder_digest(folder: str) -> str:
+    """Hash of an image folder's file names, sizes and times. Every point key needs it, so it is walked once per
+    study: ``run_study`` clears this cache when it starts."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
+    return stable_hash([(str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files])
 
 
 def parent_key(cfg: StudyConfig, level: float) -> str:
@@ -230,8 +237,7 @@ class Sweep:
         self._calibration: dict[int, list[torch.Tensor]] = {}
         self.calibration = self.calibration_for(cfg.quantization.choices()[0].batches)
         self.example = next(iter(data.val_loader))[0][:2]
-        xs, ys = zip(*[(b[0], b[1]) for b in data.val_loader])
-        self.validation = (torch.cat(xs), torch.cat(ys))
+        self._validation: tuple[torch.Tensor, torch.Tensor] | None = None
         self.export_cache: dict[Any, Any] = {}  # shared ONNX exports per parent (sweep, artifact, deployment)
         if source is not None and source.onnx_path is not None:  # an ONNX model is its own fp32 export
             self.export_cache[("onnx_fp32", parent_key(cfg, 0.0))] = source.onnx_path
@@ -259,6 +265,14 @@ class Sweep:
             able = [p for p in PRECISIONS.names() if backend_supports(point.backend, p)]
             return f"backend {point.backend!r} does not run precision {point.precision!r} (it runs {able})"
         return None
+
+    @property
+    def validation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole validation split as (inputs, labels), made on first use (searching builds need it)."""
+        if self._validation is None:
+            xs, ys = zip(*[(b[0], b[1]) for b in self.data.val_loader])
+            self._validation = (torch.cat(xs), torch.cat(ys))
+        return self._validation
 
     def calibration_for(self, batches: int) -> list[torch.Tensor]:
         """The first ``batches`` calibration batches (memoised)."""

@@ -173,6 +173,18 @@ def _load_exported(path: str) -> nn.Module:
 
 
 def onnx_input_spec(path: str | Path) -> tuple[str, tuple[int | None, ...]]:
+    """(input name, shape with None for dynamic dims) of a one-input float ONNX model (read once per file version).
+
+    Raises:
+        ModelSourceError: not ONNX, several inputs, a non-float input, or several outputs.
+    """
+    p = Path(path)
+    st = p.stat()
+    return _onnx_input_spec(str(p.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _onnx_input_spec(path: str, size: int, mtime_ns: int) -> tuple[str, tuple[int | None, ...]]:
     """(input name, shape with None for dynamic dims) of a one-input float ONNX model.
 
     Raises:

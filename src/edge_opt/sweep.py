@@ -17,7 +17,6 @@ from torch import nn
 
 from .config import ConfigError, StudyConfig, config_from_dict
 from .data import DataBundle
-from .reporting import to_frame
 from .results import ConfigPoint, VariantResult
 from .runner import (
     BASELINE_POINT,
@@ -31,7 +30,7 @@ from .runner import (
     stored_results,
     sweep_points,
 )
-from .selection import assess_results, best_effort, recommend
+from .selection import assess_results, best_effort, recommend, to_frame
 from .store import StoreFormatError, StudyStore
 
 __all__ = [
