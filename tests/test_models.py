@@ -80,7 +80,8 @@ def test_resolve_device_falls_back_with_warning():
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             dev, msg = resolve_device("cuda")
-        assert dev.type == "cpu" and "'cuda'" in msg and any("cuda" in str(x.message) for x in w)
+        assert dev.type == "cpu" and "'cuda'" in msg
+        assert not w  # returned for the study's warnings list, never printed as a raw Python warning
 
 
 @pytest.mark.slow

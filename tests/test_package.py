@@ -14,7 +14,7 @@ MODULES = sorted(SRC.rglob("*.py"))
 
 # Pipeline stages, left to right; a module may import only from its own layer or layers to its left.
 LAYERS = [
-    {"registry", "atomic", "env", "energy", "runtime", "store", "config", "importing"},
+    {"registry", "atomic", "env", "energy", "runtime", "store", "config", "importing", "generation"},
     {"data", "readers"},
     {"models", "sources"},
     {"training"},

@@ -58,6 +58,7 @@ def export_artifact(out_dir: str | Path, parent_model: nn.Module | None, row: Ma
     atomic.write_with(out / "validation_labels.npy", lambda t: np.save(t, data.val_labels.astype(np.int64)))
     c, h, w = data.input_shape
     manifest = {
+        "config_hash": config_point.get("config_hash"),
         "model_file": MODEL_FILE,
         "sha256": sha256_file(out / MODEL_FILE),
         "size_bytes": (out / MODEL_FILE).stat().st_size,
@@ -108,7 +109,7 @@ def artifact_point(cfg: StudyConfig, point: ConfigPoint, key: str) -> dict[str, 
     """The config point recorded in the manifest (and compared for reuse)."""
     return {"pruning_level": point.pruning_level, "precision": point.precision, "backend": point.backend,
             **({"calibration": point.calibration} if point.calibration else {}), "key": key,
-            "model": cfg.model.model_dump(), "dataset": cfg.dataset, "seed": cfg.seed}
+            "model": cfg.model.model_dump(), "dataset": cfg.dataset, "seed": cfg.seed, "config_hash": cfg.config_hash}
 
 
 def cached_manifest(model_dir: Path, point: Mapping[str, Any], goals_met: bool,

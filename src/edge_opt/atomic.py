@@ -7,12 +7,52 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FolderBusy", "FolderLock", "atomic_path", "write_json", "write_text", "write_with"]
+__all__ = ["FolderBusy", "FolderLock", "OutputJournal", "atomic_path", "write_json", "write_text", "write_with"]
+
+_JOURNALS: list[OutputJournal] = []
+
+
+class OutputJournal:
+    """Write-ahead list of the files written atomically under ``folder`` while the journal is active.
+
+    Each path is appended (and flushed to disk) to ``folder/name`` *before* its file is written,
+    so after a kill the journal names every file that may exist, complete or not. Paths in
+    ``exclude`` (relative, e.g. a per-host cache) are not recorded.
+    """
+
+    def __init__(self, folder: str | Path, name: str, exclude: tuple[str, ...] = ()) -> None:
+        self.folder = Path(folder).resolve()
+        self.path = self.folder / name
+        self.exclude = set(exclude)
+        self.files: list[str] = []
+
+    def note(self, path: Path) -> None:
+        """Record ``path`` when it lies under the journal's folder."""
+        try:
+            rel = path.resolve().relative_to(self.folder).as_posix()
+        except ValueError:
+            return
+        if rel in self.exclude or rel in self.files or rel == self.path.name:
+            return
+        self.files.append(rel)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(rel + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def __enter__(self) -> OutputJournal:
+        _JOURNALS.append(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        _JOURNALS.remove(self)
 
 
 @contextlib.contextmanager
@@ -20,6 +60,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success fsync and rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for journal in _JOURNALS:
+        journal.note(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -73,31 +115,59 @@ def _clean(obj: Any) -> Any:
 
 
 class FolderBusy(RuntimeError):
-    """Another process holds the folder's lock."""
+    """Another process holds the folder's lock (the message names it: pid, host, start time, command)."""
 
 
 class FolderLock:
-    """An exclusive, non-blocking advisory lock on a folder (``.edge_opt.lock`` inside it, POSIX ``flock``);
-    released on ``release()`` or when the process ends, even by SIGKILL (a stale file is then free to take)."""
+    """An exclusive advisory lock on a folder (``.edge_opt.lock`` inside it, POSIX ``flock``).
 
-    def __init__(self, folder: str | Path) -> None:
-        import fcntl
+    The kernel releases it when the holder ends, even by SIGKILL, so a lock file left by a killed
+    run is stale and simply taken over. The holder writes who it is (pid, host, start time,
+    command) into the file for the message of a refused run. ``wait=True`` blocks until free.
+    """
 
-        self.path = Path(folder) / ".edge_opt.lock"
-        self._fh = open(self.path, "a+", encoding="utf-8")  # held open for the lock's lifetime
-        try:
-            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._fh.seek(0)
-            holder = self._fh.read().strip() or "another process"
+    FILE = ".edge_opt.lock"
+
+    def __init__(self, folder: str | Path, wait: bool = False, command: str = "") -> None:
+        self.path = Path(folder) / self.FILE
+        while True:
+            self._fh = open(self.path, "a+", encoding="utf-8")  # held open for the lock's lifetime
+            self._acquire(wait)
+            if self._same_file():  # not unlinked by the previous holder between our open and flock
+                break
             self._fh.close()
-            raise FolderBusy(holder) from None
         self._fh.seek(0)
         self._fh.truncate()
-        self._fh.write(f"pid {os.getpid()}")
+        self._fh.write(f"pid {os.getpid()} on host {socket.gethostname()} since "
+                       f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}" + (f" ({command[:200]})" if command else ""))
         self._fh.flush()
+
+    def _acquire(self, wait: bool) -> None:
+        import fcntl
+
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError:
+            self._fh.seek(0)
+            holder = self._fh.read().strip()[:400] or "another process"
+            self._fh.close()
+            raise FolderBusy(holder) from None
+
+    def _same_file(self) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(self._fh.fileno()).st_ino
+        except FileNotFoundError:
+            return False
 
     def release(self) -> None:
         """Give the lock up and remove the lock file (a refused run leaves its folder as it found it)."""
+        if self._fh.closed:
+            return
         self.path.unlink(missing_ok=True)
         self._fh.close()
+
+    def __enter__(self) -> FolderLock:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()

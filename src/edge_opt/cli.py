@@ -43,7 +43,11 @@ def _parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("--config", required=True, help="YAML study config")
     r.add_argument("--output-dir", help="override the config's output_dir")
-    r.add_argument("--fresh", action="store_true", help="discard stored points and cached checkpoints, start over")
+    r.add_argument("--fresh", action="store_true",
+                   help="delete what an earlier study wrote in the output folder (store, caches, outputs) and start "
+                        "over; refused in a folder that holds no study")
+    r.add_argument("--wait", action="store_true",
+                   help="wait for another run that holds the output folder's lock instead of refusing")
     r.add_argument("--quiet", action="store_true", help="only errors and the final line")
     r.add_argument("--verbose", action="store_true", help="also show per-variant metrics under the progress bar")
     r.add_argument("--seeds", type=int, nargs="+", metavar="N",
@@ -69,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", required=True, help="folder with model.onnx and manifest.json")
     pr.add_argument("--input", required=True, help=".npy file of raw images in [0, 1], (N, C, H, W) or (N, H, W)")
     pr.add_argument("--labels", help="optional .npy of labels: also print the accuracy")
+    pr.add_argument("--scale", type=float,
+                    help="multiply integer inputs by this first (e.g. 1/255 for 0-255 pixels, if the model was "
+                         "trained on [0, 1] values); integer inputs are refused without it")
 
     rp = sub.add_parser("report", help="rebuild tables, plots and report.html of a finished study from its stored results (no re-run)",
                         epilog="example: edge-opt report outputs")
@@ -99,6 +106,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                if bad else "--repeats, --epochs and --batch-size must be >= 1 and --samples >= 8.")
         print(f"error: {msg}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    from .config import ConfigError
+    from .pipeline import check_output_dir
+
+    try:
+        check_output_dir(args.output_dir, create=False)  # before any training
+    except ConfigError as exc:
+        return _print_errors([e.replace("'output_dir'", "'--output-dir'") for e in exc.errors])
     try:
         rows = run_repeated_benchmarks(
             args.layers, args.activations, args.precisions, args.batch_size, args.samples, args.epochs, args.repeats,
@@ -116,25 +130,76 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_run_seeds(args: argparse.Namespace) -> int:
-    from . import atomic
+MAX_SEED = 2**32 - 1
+
+
+def _seed_errors(seeds: Sequence[int]) -> list[str]:
+    bad = [x for x in seeds if not 0 <= x <= MAX_SEED]
+    errors = [f"The '--seeds' parameter must hold integers in [0, {MAX_SEED}]. Got {bad[:5]} instead."] if bad else []
+    if len(set(seeds)) != len(seeds):
+        errors.append(f"The '--seeds' parameter must not repeat a seed. Got {list(seeds)[:20]} instead.")
+    return errors
+
+
+def _seeds_root(root: Path) -> list[str]:
+    """Errors for the root folder of a multi-seed run (checked before any seed runs; nothing written)."""
     from .config import ConfigError
-    from .pipeline import load_study_config, run_study
-    from .progress import Reporter
-    from .statistics import aggregate_multi_seed
+    from .generation import foreign_entries
+    from .pipeline import check_output_dir
+
+    try:
+        check_output_dir(root, create=False)
+    except ConfigError as exc:
+        return exc.errors
+    foreign = [f for f in foreign_entries(root, limit=50) if not f.startswith("summary_multi_seed.")]
+    if foreign:
+        return [f"The 'output_dir' folder {str(root)!r} holds files that no edge_opt study wrote "
+                f"({', '.join(repr(f) for f in foreign[:3])}); give another output_dir for the seeds' studies."]
+    return []
+
+
+def _cmd_run_seeds(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .pipeline import load_study_config
 
     try:
         base = load_study_config(args.config, {"output_dir": args.output_dir} if args.output_dir else None)
     except ConfigError as exc:
-        for line in exc.errors:
-            print(f"error: {line}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _print_errors(exc.errors)
     root = Path(base.output_dir)
+    errors = _seed_errors(args.seeds) or _seeds_root(root)
+    if errors:
+        return _print_errors(errors)
+    with _StopSignals() as stop:
+        return _run_seeds(args, base, root, stop)
+
+
+def _run_seeds(args: argparse.Namespace, base: Any, root: Path, stop: _StopSignals) -> int:
+    from . import atomic
+    from .config import ConfigError
+    from .data import DataError
+    from .pipeline import run_study
+    from .progress import Reporter
+    from .runner import StudyInterrupted
+    from .statistics import aggregate_multi_seed
+
     frames = {}
     for seed in args.seeds:
         cfg = base.model_copy(update={"seed": seed, "output_dir": str(root / f"seed_{seed}")})
         print(f"== seed {seed} -> {cfg.output_dir}", flush=True)
-        res = run_study(cfg, fresh=args.fresh, on_event=Reporter(quiet=args.quiet, verbose=args.verbose))
+        reporter = Reporter(quiet=args.quiet, verbose=args.verbose)
+        try:
+            res = run_study(cfg, fresh=args.fresh, on_event=reporter, should_stop=lambda: stop.signal is not None,
+                            command=["edge-opt", *sys.argv[1:]], wait=args.wait)
+        except (ConfigError, DataError) as exc:
+            reporter.close()
+            return _print_errors(exc.errors if isinstance(exc, ConfigError) else [str(exc)])
+        except (StudyInterrupted, KeyboardInterrupt):
+            reporter.close()
+            print(f"interrupted during seed {seed}: the seeds before it are complete in {root}, its finished points "
+                  f"are kept. Resume with: {_resume_command(args)}", file=sys.stderr)
+            return EXIT_SIGTERM if stop.signal == signal.SIGTERM else EXIT_SIGINT
+        reporter.close()
         frames[seed] = res.sweep
     agg = aggregate_multi_seed(frames)
     atomic.write_with(root / "summary_multi_seed.csv", lambda t: agg.to_csv(t, index=False, encoding="utf-8"))
@@ -143,6 +208,15 @@ def _cmd_run_seeds(args: argparse.Namespace) -> int:
     print(agg[["pruning_level", "precision", "backend", "accuracy_mean", "accuracy_ci95", "latency_ms_mean",
                "latency_ms_ci95"]].to_string(index=False))
     return EXIT_OK
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    cmd = f"edge-opt run --config {args.config}"
+    if args.output_dir:
+        cmd += f" --output-dir {args.output_dir}"
+    if args.seeds:
+        cmd += " --seeds " + " ".join(str(x) for x in args.seeds)
+    return cmd
 
 
 class _StopSignals:
@@ -177,8 +251,8 @@ def _print_errors(lines: Sequence[str]) -> int:
 def _interrupted(args: argparse.Namespace, out: str, exc: Exception, signum: int | None) -> int:
     res = exc.args[0] if exc.args else None
     done = f"{res.summary.get('finished_points')} of {res.summary.get('total_points')}" if res is not None else "some"
-    print(f"interrupted: {done} points finished and written to {out}. Resume with: edge-opt run --config "
-          f"{args.config}" + (f" --output-dir {args.output_dir}" if args.output_dir else ""), file=sys.stderr)
+    print(f"interrupted: {done} points finished and written to {out}. Resume with: {_resume_command(args)}",
+          file=sys.stderr)
     return EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
 
 
@@ -199,7 +273,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     with _StopSignals() as stop:
         try:
             result = run_study(cfg, fresh=args.fresh, on_event=reporter, should_stop=lambda: stop.signal is not None,
-                               command=["edge-opt", *sys.argv[1:]])
+                               command=["edge-opt", *sys.argv[1:]], wait=args.wait)
         except ConfigError as exc:
             reporter.close()
             return _print_errors(exc.errors)
@@ -211,9 +285,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             return _interrupted(args, cfg.output_dir, exc, stop.signal)
         except KeyboardInterrupt:  # a second signal: stop at once; finished points are in the store
             reporter.close()
-            print(f"aborted: finished points are kept in {cfg.output_dir}/study.sqlite. Resume with: edge-opt run "
-                  f"--config {args.config}" + (f" --output-dir {args.output_dir}" if args.output_dir else ""),
-                  file=sys.stderr)
+            print(f"aborted: finished points are kept in {cfg.output_dir}/study.sqlite. Resume with: "
+                  f"{_resume_command(args)}", file=sys.stderr)
             return EXIT_SIGTERM if stop.signal == signal.SIGTERM else EXIT_SIGINT
     reporter.close()
     return _report_result(args, result)
@@ -224,7 +297,11 @@ def _report_result(args: argparse.Namespace, result: Any) -> int:
     if not args.quiet:
         for w in result.warnings:
             print(f"warning: {w}")
-    print(f"reused {result.reused} stored points, computed {result.computed}; outputs in {result.output_dir}")
+    total = result.summary.get("total_points")
+    extra = result.reused + result.computed - (total or 0)
+    grid = f"{total} config points" + (" + the fp32 baseline the grid does not list" if extra > 0 else "")
+    print(f"reused {result.reused} stored points, computed {result.computed} (of {grid}); outputs in "
+          f"{result.output_dir}")
     if rec:
         state = "recommended" if rec["goals_met"] else "best effort (goals not met: " + "; ".join(rec["failed_goals"]) + ")"
         print(f"{state}: {rec['backend']} {rec['precision']} pruning={rec['pruning_level']:g} "
@@ -240,57 +317,43 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     try:
         x = np.load(args.input, allow_pickle=False)
-        ids = predict(args.model, x)
+        y = np.load(args.labels, allow_pickle=False) if args.labels else None  # every input checked before output
+        ids = predict(args.model, x, scale=args.scale)
     except (ArtifactError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if y is not None and y.shape != ids.shape:
+        print(f"error: The '--labels' parameter must hold {ids.shape[0]} labels (shape {ids.shape}). Got shape "
+              f"{y.shape} instead.", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(" ".join(str(int(i)) for i in ids))
-    if args.labels:
-        y = np.load(args.labels, allow_pickle=False)
-        if y.shape != ids.shape:
-            print(f"error: labels must have shape {ids.shape}. Got {y.shape} instead.", file=sys.stderr)
-            return EXIT_BAD_INPUT
+    if y is not None:
         print(f"accuracy: {float((ids == y).mean()):.6f}", file=sys.stderr)
     return EXIT_OK
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    import json
-
-    from .config import ConfigError, config_from_dict
+    from .config import ConfigError
     from .pipeline import load_study_config
     from .runner import stored_results, sweep_points
-    from .store import StoreFormatError, StudyStore
+    from .store import StudyStore
+    from .sweep import load_stored_study
 
     out = Path(args.output_dir)
-    db = out / "study.sqlite"
-    if not db.is_file():
-        print(f"error: no study in {str(out)!r} (study.sqlite not found).", file=sys.stderr)
-        return EXIT_BAD_INPUT
     try:
-        if args.config:
-            cfg = load_study_config(args.config)
-        else:
-            rep = json.loads((out / "reproducibility.json").read_text(encoding="utf-8"))
-            cfg = config_from_dict(rep["config"])
-    except (ConfigError, OSError, KeyError, ValueError) as exc:
-        print(f"error: cannot tell which config the study used: {exc}; pass --config.", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    try:
-        store = StudyStore(db)
-    except StoreFormatError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    with store:
+        study = load_stored_study(out)  # the config of the folder's last run, from its store
+        cfg = load_study_config(args.config) if args.config else study.cfg
+    except ConfigError as exc:
+        return _print_errors(exc.errors)
+    with StudyStore(out / "study.sqlite") as store:
         points = sweep_points(cfg)
         found = {r.point: r for r in stored_results(store, cfg, points)[0]}
-        for p in points:
-            hit = found.get(p)
-            state = "missing" if hit is None else ("skipped" if hit.skipped else "error" if hit.error else "finished")
-            why = f"  ({hit.skipped})" if hit is not None and hit.skipped else ""
-            print(f"{state:8s} {p.backend:20s} {p.precision:5s} pruning={p.pruning_level:g}{why}")
-        done = len(found)
-    print(f"{done} of {len(points)} points finished")
+    for p in points:
+        hit = found.get(p)
+        state = "missing" if hit is None else ("skipped" if hit.skipped else "error" if hit.error else "finished")
+        why = f"  ({hit.skipped})" if hit is not None and hit.skipped else ""
+        print(f"{state:8s} {p.backend:20s} {p.precision:5s} pruning={p.pruning_level:g}{why}")
+    print(f"{len(found)} of {len(points)} points finished")
     return EXIT_OK
 
 
@@ -301,9 +364,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     try:
         path = rebuild_report(args.output_dir)
     except ConfigError as exc:
-        for line in exc.errors:
-            print(f"error: {line}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _print_errors(exc.errors)
     print(f"rebuilt {path}")
     return EXIT_OK
 
@@ -313,11 +374,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from .config import ConfigError
 
     try:
-        table = compare_studies(args.dir_a, args.dir_b, args.output)
+        table, warnings = compare_studies(args.dir_a, args.dir_b, args.output, with_warnings=True)
     except ConfigError as exc:
-        for line in exc.errors:
-            print(f"error: {line}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _print_errors(exc.errors)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
     cols = ["pruning_level", "precision", "backend", "accuracy_a", "accuracy_b", "latency_ratio_b_over_a", "significant"]
     print(table[cols].to_string(index=False) if len(table) else "no common config points")
     return EXIT_OK

@@ -7,6 +7,7 @@ so that this module stays at the bottom of the stack.
 """
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +18,7 @@ __all__ = [
     "CONFIG_RELATIVE_KEYS",
     "LEGACY_QUANTIZATION_KEYS", "SCENARIO_NAMES", "ConfigError", "DeploymentConfig", "MlflowConfig", "ModelConfig",
     "QuantizationConfig", "RayConfig", "Scenario", "StudyConfig", "TrackingConfig", "config_from_dict",
-    "config_from_yaml", "format_validation_error", "load_config",
+    "config_from_yaml", "format_validation_error", "load_config", "short_repr",
 ]
 
 
@@ -33,6 +34,21 @@ _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_
 
 
 MODEL_SOURCES = ("name", "onnx", "factory", "exported", "python")
+MAX_PARAM_VALUES = 10_000
+MAX_CONFIG_VALUES = 100_000
+
+
+def _count_values(value: Any, budget: int) -> int:
+    """How many values ``value`` holds, nested ones included (stops counting past ``budget``)."""
+    count, stack = 0, [value]
+    while stack and count <= budget:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return count
 
 
 class ModelConfig(BaseModel):
@@ -52,6 +68,13 @@ class ModelConfig(BaseModel):
     weights: str | None = Field(default=None, min_length=1)
     exported: str | None = Field(default=None, min_length=1)
     python: str | None = Field(default=None, min_length=1)
+
+    @field_validator("params")
+    @classmethod
+    def _small_params(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if _count_values(v, MAX_PARAM_VALUES) > MAX_PARAM_VALUES:
+            raise ValueError(f"must be a small mapping (at most {MAX_PARAM_VALUES:,} values, nested ones included)")
+        return v
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
@@ -262,7 +285,7 @@ class StudyConfig(BaseModel):
     active_memory_budget_mb: float = Field(default=1.0, gt=0)
     latency_budget_ms: float | None = Field(default=None, gt=0)
     max_accuracy_drop: float = Field(default=0.01, ge=0, le=1)
-    cpu_frequency_scale: float = Field(default=0.5, gt=0, le=1)
+    cpu_frequency_scale: float = Field(default=0.5, ge=0.001, le=1)
     threads: int = Field(default=1, ge=1, le=1024)
     benchmark_repeats: int = Field(default=20, ge=2, le=100_000)
     benchmark_trials: int = Field(default=10, ge=1, le=100_000)
@@ -329,6 +352,9 @@ class StudyConfig(BaseModel):
     def _batches(self) -> StudyConfig:
         if self.benchmark_trials * self.benchmark_repeats > 10_000_000:
             raise ValueError("benchmark_repeats × benchmark_trials must be at most 10,000,000")
+        if self.latency_batch_size > self.batch_size:
+            raise ValueError(f"'latency_batch_size' ({self.latency_batch_size}) must be at most 'batch_size' "
+                             f"({self.batch_size}): latency is timed on the first validation batch")
         return self
 
     @property
@@ -337,6 +363,13 @@ class StudyConfig(BaseModel):
         if self.epochs is not None:
             return self.epochs
         return 0 if self.model.trained else 8
+
+    @property
+    def config_hash(self) -> str:
+        """What identifies the study (not where it lives): recorded in every derived output."""
+        from .generation import config_hash
+
+        return config_hash(self.model_dump(mode="json"))
 
     @property
     def latency_multiplier(self) -> float:
@@ -351,9 +384,18 @@ def _loc(loc: tuple) -> str:
     return out
 
 
-def _short(value: Any, limit: int = 120) -> str:
-    text = repr(value)
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxtuple, _REPR.maxset = 3, 6, 6, 6, 6
+_REPR.maxstring, _REPR.maxother = 100, 100
+
+
+def short_repr(value: Any, limit: int = 120) -> str:
+    """A bounded ``repr`` (nested and long values elided before the text is built), for error messages."""
+    text = _REPR.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_short = short_repr
 
 
 def _union_member(part: Any) -> bool:
@@ -408,6 +450,9 @@ def config_from_dict(data: Any, allow_python: bool = True) -> StudyConfig:
         raise ConfigError(["The 'model.python' key is set by edge_opt.optimize for an in-memory module; a config "
                            "file names its model with one of 'model.name', 'model.onnx', 'model.factory', "
                            f"'model.exported'. Got {model['python']!r}."])
+    if _count_values(data, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
+        raise ConfigError([f"The config must hold at most {MAX_CONFIG_VALUES:,} values (YAML aliases count each time "
+                           "they are used). Got more instead."])
     bad_keys = [k for k in data if not isinstance(k, str)]
     if bad_keys:
         raise ConfigError([f"Config keys must be strings. Got {_short(bad_keys)} instead."])
@@ -441,10 +486,34 @@ def load_config(path: str | Path, overrides: dict | None = None) -> StudyConfig:
     return config_from_yaml(text, {**folder, **(overrides or {})}, source=str(path))
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A YAML mapping names the same key twice (PyYAML would silently keep the last)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with a repeated key instead of keeping the last value."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+                seen.setdefault(key, line)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first is not None:
+                raise DuplicateKeyError(f"{short_repr(key)} on line {line} (first on line {first}); remove one of them")
+        return super().construct_mapping(node, deep=deep)
+
+
 def config_from_yaml(text: str, overrides: dict | None = None, source: str = "<string>") -> StudyConfig:
     """Parse YAML text and validate it; see ``load_config``."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except DuplicateKeyError as exc:
+        raise ConfigError([f"The config file {source!r} repeats a key: {exc}"]) from None
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError([f"The config file {source!r} is not valid YAML (safe subset): {first}"]) from None

@@ -254,6 +254,13 @@ class DataBundle:
             return "calibration_data_path"
         return "training split" if self.train_loader is not None else "validation split (no training data given)"
 
+    @property
+    def calibration_images(self) -> int:
+        """How many images the calibration batches are drawn from."""
+        source = self.calibration_set if self.calibration_set is not None else (
+            self.train_loader.dataset if self.train_loader is not None else self.val_loader.dataset)
+        return len(source)  # type: ignore[arg-type]
+
     def calibration_batches(self, n: int) -> list[torch.Tensor]:
         """The first ``n`` calibration batches in a fixed order (no shuffling), inputs only."""
         source = self.calibration_set if self.calibration_set is not None else (

@@ -400,6 +400,9 @@ def simulate_deployment(sweep: Sweep, targets: Sequence[DeploymentTarget], store
     results: dict[str, Any] = {}
     warnings: list[str] = []
     for target in targets:
+        if sweep.should_stop():  # a stop asked for: the targets not yet simulated are left out
+            warnings.append(f"deployment simulation stopped before {target.label}")
+            break
         key = deployment_cache_key(sweep.cfg, target)
         cached = store.get_meta(key) if store is not None else None
         if cached is not None:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .config import short_repr
 from .registry import Registry
 
 __all__ = [
@@ -34,7 +35,8 @@ def model_param_errors(name: str, params: dict[str, Any]) -> list[str]:
     sig = inspect.signature(MODELS.get(name))
     allowed = [p for p in sig.parameters if p not in ("input_shape", "num_classes")]
     return [
-        f"Unknown key 'model.params.{k}' for model {name!r}. Allowed keys: {allowed}. Got {params[k]!r}."
+        f"Unknown key 'model.params.{str(k)[:80]}' for model {name!r}. Allowed keys: {allowed}. Got "
+        f"{short_repr(params[k])}."
         for k in params
         if k not in allowed
     ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,10 +25,11 @@ from .artifact import ExportedArtifact, export_recommended
 from .config import ConfigError, StudyConfig, load_config
 from .data import DATASETS, DataBundle, RawDataset, load_study_data
 from .deploy import DeploymentTarget, simulate_deployment
+from .generation import begin_generation, commit_generation, foreign_entries, remove_study, verify_generation
 from .hardware import precision_tradeoff_table, rebuild_hardware_plots
 from .html_report import write_html_report
 from .models import MODELS, model_param_errors
-from .report_stage import StudyOutcome, StudyReport, frontiers, write_study_report
+from .report_stage import StudyOutcome, StudyReport, frontiers, reproducibility_record, write_study_report
 from .reporting import build_summary, to_frame, write_outputs, write_plots
 from .results import VariantResult
 from .runner import (
@@ -43,12 +44,13 @@ from .runner import (
     train_baseline,
 )
 from .selection import Assessment, Selection, assess_results, select_recommendation, study_warnings
+from .sensitivity_report import write_sensitivity
 from .sources import ModelSource, ModelSourceError, check_model_fits, load_model_source, onnx_input_spec
 from .store import StoreFormatError, StudyStore
-from .training import resolve_device, set_deterministic
+from .training import StopRequested, resolve_device, set_deterministic
 from .variants.backends import BACKENDS, PRECISIONS
 
-__all__ = ["StudyResult", "check_output_dir", "load_study_config", "rebuild_report", "registry_errors", "run_study"]
+__all__ = ["StudyResult", "check_output_dir", "check_study_folder", "input_warnings", "load_study_config", "rebuild_report", "registry_errors", "run_study"]
 
 EventFn = Callable[..., None]
 
@@ -131,8 +133,10 @@ def check_output_dir(path: str | Path, create: bool = True) -> Path:
             probe = probe.parent
         if probe.exists() and not probe.is_dir():
             raise fail(f"{str(probe)!r} is not a folder")
-        if not os.access(probe, os.W_OK | os.X_OK):
-            raise fail(f"{str(probe)!r} is not writable")
+        try:  # a real probe (access() says yes to root even on read-only file systems); removed at once
+            os.rmdir(tempfile.mkdtemp(prefix=".edge_opt_probe_", dir=probe))
+        except OSError as exc:
+            raise fail(f"{str(probe)!r} is not writable: {exc.strerror or exc}") from None
         return out
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -187,22 +191,39 @@ class _Clock:
         self._t = now
 
 
-def _lock(out: Path) -> atomic.FolderLock:
-    """One study at a time per folder: a second run would share its cores and its caches."""
+def _lock(out: Path, wait: bool = False, command: str = "") -> atomic.FolderLock:
+    """One study at a time per folder: a second run would share its cores, its store and its outputs."""
     try:
-        return atomic.FolderLock(out)
+        return atomic.FolderLock(out, wait=wait, command=command)
     except atomic.FolderBusy as exc:
         raise ConfigError([f"The 'output_dir' folder {str(out)!r} is in use by another edge-opt run ({exc}); wait "
-                           "for it to finish or give another output_dir."]) from None
+                           "for it to finish (or pass --wait) or give another output_dir."]) from None
+
+
+def check_study_folder(out: Path, fresh: bool) -> None:
+    """The output folder is new, empty, or holds an edge_opt study (its store); anything else is refused.
+
+    Raises:
+        ConfigError: a folder with files no study wrote, or a store that is not edge_opt's (with
+            ``fresh``, a store of an earlier release is allowed: it will be replaced).
+    """
+    problem = StudyStore.probe(out / "study.sqlite")
+    if problem is not None and not (fresh and problem.ours):
+        raise ConfigError([str(problem)])
+    if (out / "study.sqlite").exists():
+        return
+    foreign = foreign_entries(out)
+    if foreign:
+        raise ConfigError([f"The 'output_dir' folder {str(out)!r} holds files that no edge_opt study wrote "
+                           f"({', '.join(repr(f) for f in foreign)}) and no study store; edge_opt writes (and "
+                           "--fresh deletes) only in a new or empty folder or one of its own studies. Give another "
+                           "output_dir."])
 
 
 def _open_store(out: Path, fresh: bool) -> StudyStore:
-    """Open the output folder's study store (``--fresh``: drop stored points and caches first)."""
+    """Open the output folder's study store (``--fresh``: first delete what the study wrote, nothing else)."""
     if fresh:
-        for name in ("study.sqlite", "study.sqlite-wal", "study.sqlite-shm"):
-            (out / name).unlink(missing_ok=True)
-        for sub in ("checkpoints", "onnx", "variants", "model"):
-            shutil.rmtree(out / sub, ignore_errors=True)
+        remove_study(out)
     try:
         return StudyStore(out / "study.sqlite")
     except StoreFormatError as exc:
@@ -213,13 +234,16 @@ def _measure(cfg: StudyConfig, data: DataBundle, source: ModelSource, out: Path,
              on_event: EventFn, should_stop: Callable[[], bool], clock: _Clock) -> tuple[Sweep, bool, list[str]]:
     """Stages baseline + variants: train (or reload) the baseline, then map ``run_point`` over the grid."""
     device, dev_warning = resolve_device(cfg.device)
-    warnings = [dev_warning] if dev_warning else []
+    warnings = ([dev_warning] if dev_warning else []) + input_warnings(cfg, data)
     set_deterministic(cfg.seed)
     clock.lap("data")
     try:
-        baseline, cached = train_baseline(cfg, data, out, device, on_event, source)
+        baseline, cached = train_baseline(cfg, data, out, device, on_event, source, should_stop)
     except ValueError as exc:
         raise ConfigError([str(exc)]) from None
+    except StopRequested:  # stopped while training: the report covers the points stored before
+        sweep = Sweep(None, data, cfg, out, store, on_event=on_event, should_stop=should_stop, source=source)
+        return sweep, True, warnings
     if cached:
         on_event("log", message="baseline checkpoint reused")
     if cfg.fine_tune_epochs and data.train_loader is None and any(lv > 0 for lv in cfg.pruning_levels):
@@ -235,7 +259,7 @@ def _measure(cfg: StudyConfig, data: DataBundle, source: ModelSource, out: Path,
         executor.map(sweep, points)
         if baseline_point(cfg) not in points:
             executor.map(sweep, [baseline_point(cfg)])
-    except StudyInterrupted:
+    except (StudyInterrupted, StopRequested):
         interrupted = True
     clock.lap("variants")
     return sweep, interrupted, warnings
@@ -296,6 +320,7 @@ def _analyse(sweep: Sweep, store: StudyStore, out: Path, interrupted: bool, on_e
                                                        out)
         warnings += dep_warnings
         clock.lap("deployment")
+        interrupted = sweep.should_stop()
     return StudyOutcome(cfg, assessed, baseline, selection, artifact, hardware, deployment, tuple(warnings),
                         len(points), interrupted, skipped)
 
@@ -339,6 +364,28 @@ def _track(cfg: StudyConfig, outcome: StudyOutcome, report: StudyReport, on_even
     return []
 
 
+def input_warnings(cfg: StudyConfig, data: DataBundle) -> list[str]:
+    """Legal but suspicious inputs, said once in the study's warnings (never silently accepted)."""
+    warnings = []
+    cores = os.cpu_count() or 1
+    if cfg.threads > cores:
+        warnings.append(f"threads={cfg.threads} is more than this machine's {cores} cores: the threads share cores and "
+                        "the latencies measure contention")
+    quantized = any(p in PRECISIONS and PRECISIONS.get(p).quantized for p in cfg.precisions)
+    asked = max(c.batches for c in cfg.quantization.choices())
+    batch = data.val_loader.batch_size or 1
+    have = -(-data.calibration_images // batch)
+    if quantized and asked > have:
+        warnings.append(f"quantization.calibration_batches={asked} asks for more than the calibration data holds "
+                        f"({data.calibration_images} images = {have} batches of {batch}, from the "
+                        f"{data.calibration_source}): int8 points calibrate on all {have}")
+    if data.n_val < 10 or 1 / data.n_val > cfg.max_accuracy_drop:
+        warnings.append(f"the accuracy is measured on {data.n_val} validation image{'s' if data.n_val != 1 else ''}: "
+                        f"it moves in steps of {100 / data.n_val:.3g} points (max_accuracy_drop is "
+                        f"{100 * cfg.max_accuracy_drop:g} points)")
+    return warnings
+
+
 def _load_inputs(cfg: StudyConfig, module: torch.nn.Module | None, raw: RawDataset | None,
                  calibration: np.ndarray | None) -> tuple[DataBundle, ModelSource]:
     """Stages data + model: load both and check that they fit (every error before anything is written)."""
@@ -360,19 +407,21 @@ def _load_inputs(cfg: StudyConfig, module: torch.nn.Module | None, raw: RawDatas
 def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: EventFn | None = None,
               should_stop: Callable[[], bool] | None = None, command: list[str] | None = None,
               module: torch.nn.Module | None = None, raw_data: RawDataset | None = None,
-              calibration_images: np.ndarray | None = None) -> StudyResult:
+              calibration_images: np.ndarray | None = None, wait: bool = False) -> StudyResult:
     """Run (or resume) a study and write every output into ``cfg.output_dir``.
 
     Args:
         cfg: validated config (see ``load_study_config``).
-        fresh: discard stored points and cached checkpoints first.
+        fresh: delete what an earlier study wrote in the folder (store, caches, outputs) first.
         on_event: progress callback ``on_event(kind, **info)``.
-        should_stop: checked between variants; when it returns True the outputs for the finished
-            points are written and ``StudyInterrupted`` is raised (carrying the ``StudyResult``).
+        should_stop: checked between variants and stages; when it returns True the outputs for the
+            finished points are written and ``StudyInterrupted`` is raised (carrying the ``StudyResult``).
         command: the command line, for reproducibility.json.
         module, raw_data, calibration_images: a model and data handed over in memory (``edge_opt.optimize``).
+        wait: wait for another run holding the folder's lock instead of refusing.
     Raises:
-        ConfigError: invalid config, unwritable output folder, or a store of another release.
+        ConfigError: invalid config, an output folder that is not writable, holds files no study wrote,
+            is locked by another run, or holds a store of another program or release.
         DataError: data that cannot be read.
     """
     emit: EventFn = on_event or (lambda kind, **info: None)
@@ -384,19 +433,26 @@ def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: EventFn | None
     clock = _Clock()
     emit("stage", name="data", detail=cfg.dataset)
     data, source = _load_inputs(cfg, module, raw_data, calibration_images)  # errors before anything is written
+    check_study_folder(Path(cfg.output_dir), fresh)
     out = check_output_dir(cfg.output_dir)
-    lock = _lock(out)
+    lock = _lock(out, wait, " ".join(command or []))
     try:
+        check_study_folder(out, fresh)  # again under the lock: the folder may have changed while we waited
         store = _open_store(out, fresh)
     except ConfigError:
         lock.release()
         raise
     try:
+        store.set_meta("config", cfg.model_dump(mode="json"))  # the last run's config: what report/status read
+        store.set_meta("reproducibility", reproducibility_record(cfg, data, command))
         sweep, interrupted, warnings = _measure(cfg, data, source, out, store, emit, should_stop or (lambda: False),
                                                 clock)
-        outcome = _analyse(sweep, store, out, interrupted, emit, clock, warnings)
-        emit("stage", name="report", detail=str(out))
-        report = write_study_report(out, outcome, data, command)
+        journal, _ = begin_generation(out, cfg.config_hash)  # the previous outputs go before any new one is written
+        with journal:
+            outcome = _analyse(sweep, store, out, interrupted, emit, clock, warnings)
+            emit("stage", name="report", detail=str(out))
+            report = write_study_report(out, outcome, data, command)
+        commit_generation(out, cfg.config_hash, journal, outcome.interrupted)
         clock.lap("report")
         warnings = [*outcome.warnings, *_track(cfg, outcome, report, emit)]
     finally:
@@ -412,36 +468,82 @@ def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: EventFn | None
     return result
 
 
-def rebuild_report(output_dir: str | Path) -> Path:
-    """Rebuild every table, plot and the HTML of a finished study from its store, re-running nothing.
+# What only a run can produce (the model, the hardware and deployment stages): kept by a rebuild when intact.
+RUN_ONLY_OUTPUTS = ("model/", "deployment.csv", "hardware_summary.csv", "layerwise_breakdown.csv",
+                    "roofline_points.csv", "precision_tradeoffs.csv")
 
-    The sweep rows, frontiers, plots and precision table are recomputed from ``study.sqlite``
-    with the config recorded in ``reproducibility.json``; deployment and hardware results are
-    taken from the existing ``summary.json``.
+
+def rebuild_report(output_dir: str | Path) -> Path:
+    """Rebuild every table, plot and the HTML of a study from its store, re-running nothing.
+
+    The study is the folder's last run (its config is kept in the store). The sweep rows, frontiers,
+    plots and precision table are recomputed from ``study.sqlite``. What only a run produces (the
+    model, hardware and deployment results) is kept when the folder's outputs are an intact
+    generation of the same config; otherwise it is removed with the rest, never mixed in, and the
+    summary says to run the study again.
 
     Raises:
-        ConfigError: the folder holds no finished study (or a store of another release).
+        ConfigError: the folder holds no study, is locked by a run, or its store is not readable.
     """
     from .sweep import load_stored_study
 
     out = Path(output_dir)
-    study = load_stored_study(out)
+    if not (out / "study.sqlite").is_file():
+        raise ConfigError([f"{str(out)!r} holds no study (no study.sqlite)."])
+    with _lock(out):
+        study = load_stored_study(out)
+        cfg = study.cfg
+        gen, problems = verify_generation(out)
+        intact = gen is not None and not problems and gen.config_hash == cfg.config_hash
+        old = _old_summary(out) if intact else {}
+        journal, _ = begin_generation(out, cfg.config_hash, keep_prefixes=RUN_ONLY_OUTPUTS if intact else ())
+        with journal:
+            summary = _rebuild_tables(out, cfg, study, old)
+            if not intact:
+                summary["warnings"] = sorted({*summary.get("warnings", []), REBUILD_NOTE})
+            atomic.write_json(out / "summary.json", summary)
+            _rebuild_repro(out)
+            write_sensitivity(out, cfg)
+            path = write_html_report(out)
+        commit_generation(out, cfg.config_hash, journal, interrupted=bool(summary.get("interrupted")))
+    return path
+
+
+REBUILD_NOTE = ("the model, hardware and deployment outputs were not rebuilt (they belonged to another or an "
+                "unfinished run): run the study again (edge-opt run) to produce them")
+
+
+def _old_summary(out: Path) -> dict[str, Any]:
     try:
-        old = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError([f"{str(out)!r} holds no finished study (summary.json): {exc}"]) from None
-    cfg = study.cfg
+        doc = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _rebuild_tables(out: Path, cfg: StudyConfig, study: Any, old: dict[str, Any]) -> dict[str, Any]:
+    """Sweep table, frontiers, plots and precision table from the stored records; the summary to write."""
     measured = [r for r in study.results if r.skipped is None]
     frame = to_frame(assess_results(measured, cfg, study.baseline))
-    has_rows = bool(measured)
     frontier_lat, frontier_en = frontiers(frame, cfg.pareto_use_ci)
     fresh = build_summary(old.get("baseline", {}), cfg.memory_budgets_mb, cfg.active_memory_budget_mb,
                           cfg.cpu_frequency_scale, cfg.latency_multiplier, frame, old.get("deployment", {}))
-    summary = {**old, **fresh}
+    total = len(sweep_points(cfg))
+    summary = {**old, **fresh, "config_hash": cfg.config_hash, "finished_points": len(study.results),
+               "total_points": total}
+    summary.setdefault("interrupted", len(study.results) < total)
     write_outputs(out, frame, frontier_lat, frontier_en, summary)
-    if has_rows:
+    if measured:
         write_plots(out, frame, frontier_lat, frontier_en, recommended_key=(summary.get("recommended") or {}).get("key"))
-        ptable = precision_tradeoff_table(frame)
-        atomic.write_with(out / "precision_tradeoffs.csv", lambda t: ptable.to_csv(t, index=False, encoding="utf-8"))
+        if not (out / "precision_tradeoffs.csv").exists():
+            ptable = precision_tradeoff_table(frame)
+            atomic.write_with(out / "precision_tradeoffs.csv", lambda t: ptable.to_csv(t, index=False, encoding="utf-8"))
     rebuild_hardware_plots(out)
-    return write_html_report(out)
+    return summary
+
+
+def _rebuild_repro(out: Path) -> None:
+    with StudyStore(out / "study.sqlite") as store:
+        record = store.get_meta("reproducibility")
+    if record is not None:
+        atomic.write_json(out / "reproducibility.json", record)

@@ -113,7 +113,7 @@ def _summary(o: StudyOutcome, frame: pd.DataFrame) -> dict[str, Any]:
         warnings=sorted(set(o.warnings)), latency_note=LATENCY_NOTE, finished_points=len(o.assessed) + len(o.skipped),
         total_points=o.total_points, interrupted=o.interrupted, skipped=skipped_summary(o.skipped),
         int8_mixed=mixed_comparison(o.assessed).to_dict("records"),
-        model_source=model_source, model_sha256=model_sha256)
+        model_source=model_source, model_sha256=model_sha256, config_hash=cfg.config_hash)
 
 
 def skipped_summary(skipped: Sequence[VariantResult]) -> list[dict[str, Any]]:
@@ -132,7 +132,8 @@ def reproducibility_record(cfg: StudyConfig, data: DataBundle, command: Sequence
     """What it takes to run the study again: command, commit, seeds, config, environment, data."""
     return {
         "command": list(command) if command else sys.argv, "git_commit": git_commit(Path(__file__).parent),
-        "seeds": {"seed": cfg.seed, "dataloader_seed": cfg.dataloader_seed}, "config": cfg.model_dump(),
+        "seeds": {"seed": cfg.seed, "dataloader_seed": cfg.dataloader_seed}, "config": cfg.model_dump(mode="json"),
+        "config_hash": cfg.config_hash,
         "environment": environment(cfg.threads), "package_versions": package_versions(),
         "torch_threads_measurement": cfg.threads, "torch_threads_training": torch.get_num_threads(),
         "data": {"source": data.source, "n_train": data.n_train, "n_val": data.n_val,

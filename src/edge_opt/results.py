@@ -64,6 +64,8 @@ class VariantResult:
         model_sha256: SHA-256 of the model file, or of the baseline's state dict for a module.
         float_layers: quantized builds: the layers whose kernels do not run int8 (read from the built graph).
         int8_mac_fraction: quantized builds: the share of the layers' MACs that runs int8 kernels.
+        pruning: what pruning really removed from the parent (``param_fraction`` kept, ``kept_channels`` as
+            "layer kept/original; …"), None for a model that cannot be pruned.
     """
 
     point: ConfigPoint
@@ -81,6 +83,7 @@ class VariantResult:
     model_sha256: str | None = None
     float_layers: tuple[str, ...] | None = None
     int8_mac_fraction: float | None = None
+    pruning: Mapping[str, Any] | None = None
 
     @classmethod
     def skip(cls, point: ConfigPoint, key: str, reason: str, **info: Any) -> VariantResult:
@@ -142,6 +145,8 @@ class VariantResult:
             row.update(model_source=self.model_source, model_sha256=self.model_sha256)
         row["float_layers"] = ";".join(self.float_layers) if self.float_layers is not None else None
         row["int8_mac_fraction"] = self.int8_mac_fraction if self.int8_mac_fraction is not None else math.nan
+        row["param_fraction"] = self.pruning["param_fraction"] if self.pruning else math.nan
+        row["kept_channels"] = self.pruning["kept_channels"] if self.pruning else None
         return row
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,7 +158,8 @@ class VariantResult:
                 "traceback": self.traceback, "timings": dict(self.timings), "skipped": self.skipped,
                 "model_source": self.model_source, "model_sha256": self.model_sha256,
                 "float_layers": list(self.float_layers) if self.float_layers is not None else None,
-                "int8_mac_fraction": self.int8_mac_fraction}
+                "int8_mac_fraction": self.int8_mac_fraction,
+                "pruning": dict(self.pruning) if self.pruning is not None else None}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> VariantResult:
@@ -174,4 +180,4 @@ class VariantResult:
                    traceback=d.get("traceback"), timings=dict(d.get("timings") or {}), skipped=d.get("skipped"),
                    model_source=d.get("model_source"), model_sha256=d.get("model_sha256"),
                    float_layers=tuple(d["float_layers"]) if d.get("float_layers") is not None else None,
-                   int8_mac_fraction=d.get("int8_mac_fraction"))
+                   int8_mac_fraction=d.get("int8_mac_fraction"), pruning=d.get("pruning"))

@@ -37,7 +37,14 @@ from .store import StudyStore
 from .training import train_model
 from .variants.backends import BACKEND_KINDS, BuildContext, Variant, backend_supports, build_variant
 from .variants.precisions import PRECISIONS
-from .variants.prune import load_checkpoint, prune_model, save_checkpoint
+from .variants.prune import (
+    PruningIneffective,
+    PruningReport,
+    load_checkpoint,
+    prune_model,
+    pruning_report,
+    save_checkpoint,
+)
 
 __all__ = [
     "MEASURE_VERSION", "BASELINE_POINT", "ONNX_BASELINE_POINT", "ConfigPoint", "PruningUnsupported", "baseline_point", "Executor", "LocalExecutor", "StudyInterrupted", "Sweep",
@@ -46,7 +53,7 @@ __all__ = [
 ]
 
 # Bump when the measuring code changes what a stored number means: invalidates stored points.
-MEASURE_VERSION = "1"
+MEASURE_VERSION = "2"
 BASELINE_POINT = ConfigPoint(0.0, "fp32", "torch")
 ONNX_BASELINE_POINT = ConfigPoint(0.0, "fp32", "onnxruntime")
 
@@ -234,6 +241,8 @@ class Sweep:
         self.computed = 0
         self.timings = {"pruning_and_fine_tuning": 0.0, "variant_building": 0.0, "measurement": 0.0}
         self._parents: dict[float, nn.Module | None] = {}
+        self._pruning_errors: dict[float, str] = {}
+        self.pruning: dict[float, PruningReport] = {}  # what each level really removed
         self._calibration: dict[int, list[torch.Tensor]] = {}
         self.calibration = self.calibration_for(cfg.quantization.choices()[0].batches)
         self.example = next(iter(data.val_loader))[0][:2]
@@ -301,25 +310,49 @@ class Sweep:
         """Pruned + fine-tuned float parent of ``level`` (from the checkpoint cache when present)."""
         if level in self._parents:
             return self._parents[level]
+        if level in self._pruning_errors:
+            raise PruningIneffective(self._pruning_errors[level])
         key = parent_key(self.cfg, level)
         ckpt = self.workdir / "checkpoints" / f"pruned_{key}.pt"
         if level == 0.0 or self.baseline is None:
             model = self.baseline
         elif ckpt.exists() and self.model_factory is not None:
-            model, _ = load_checkpoint(ckpt, self.model_factory())
+            model = self._verified(level, load_checkpoint(ckpt, self.model_factory())[0])
         else:
             model = self._prune(level)
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             save_checkpoint(model, ckpt, {"pruning_level": level, "key": key})
+        if model is not None and self.baseline is not None and level not in self.pruning:
+            self.pruning[level] = pruning_report(self.baseline, model, level)
         self._parents[level] = model
         return model
+
+    def _verified(self, level: float, model: nn.Module) -> nn.Module:
+        """The pruned model when it really got ``level`` (else ``PruningIneffective``, remembered for the level)."""
+        if self.baseline is None:
+            return model
+        report = pruning_report(self.baseline, model, level)
+        problem = report.problem()
+        if problem is not None:
+            self._pruning_errors[level] = problem
+            raise PruningIneffective(problem)
+        self.pruning[level] = report
+        return model
+
+    def _pruning_info(self, level: float) -> dict[str, Any] | None:
+        report = self.pruning.get(level)
+        if report is None:
+            return None
+        return {"param_fraction": report.param_fraction, "kept_channels": report.label()}
 
     def _prune(self, level: float) -> nn.Module:
         self.on_event("prune", level=level)
         if self.baseline is None:
             raise PruningUnsupported("pruning needs a PyTorch model (the model is an ONNX file)")
         try:
-            model = prune_model(self.baseline, level, self.example)
+            model = self._verified(level, prune_model(self.baseline, level, self.example))  # before fine-tuning
+        except PruningIneffective:
+            raise
         except Exception as exc:
             if self.cfg.model.kind == "name":
                 raise
@@ -330,7 +363,7 @@ class Sweep:
                                      f"{str(exc)[:300]})") from None
         if self.cfg.fine_tune_epochs and self.data.train_loader is not None:
             train_model(model, self.data.train_loader, epochs=self.cfg.fine_tune_epochs,
-                        learning_rate=self.cfg.learning_rate, seed=self.cfg.seed)
+                        learning_rate=self.cfg.learning_rate, seed=self.cfg.seed, should_stop=self.should_stop)
         return model
 
     def lookup(self, point: ConfigPoint) -> VariantResult | None:
@@ -358,7 +391,7 @@ class Sweep:
             result, meta = measure_point(variant, point, key, self.data, self.cfg)
             timings = {"pruning_and_fine_tuning": t1 - t0, "variant_building": t2 - t1,
                        "measurement": time.perf_counter() - t2}
-            return result.with_info(timings=timings, **info), meta
+            return result.with_info(timings=timings, pruning=self._pruning_info(point.pruning_level), **info), meta
         except PruningUnsupported as exc:
             return VariantResult.skip(point, key, str(exc), **info), {}
         except Exception as exc:  # noqa: BLE001 — any failure becomes an error row, never a crash or a fake number
@@ -421,7 +454,8 @@ def model_factory(cfg: StudyConfig, data: DataBundle,
 
 
 def train_baseline(cfg: StudyConfig, data: DataBundle, out: Path, device: Any, on_event: EventFn,
-                   source: ModelSource | None = None) -> tuple[nn.Module | None, bool]:
+                   source: ModelSource | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> tuple[nn.Module | None, bool]:
     """Stage: the float baseline — the given model, trained for ``train_epochs`` (0 for a model that arrives
     trained), from its checkpoint when one exists; returns (model, reused). None for an ONNX model."""
     import torch
@@ -448,7 +482,7 @@ def train_baseline(cfg: StudyConfig, data: DataBundle, out: Path, device: Any, o
                          "training split.")
     on_event("stage", name="baseline training", detail=f"{cfg.model.kind} model, {cfg.train_epochs} epochs")
     train_model(model, data.train_loader, epochs=cfg.train_epochs, learning_rate=cfg.learning_rate, device=device,
-                seed=cfg.seed)
+                seed=cfg.seed, should_stop=should_stop)
     model.to("cpu")
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, ckpt, {"fingerprint": baseline_fingerprint(cfg)})

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ArtifactError", "load_manifest", "normalise", "predict", "sha256_file"]
+__all__ = ["MANIFEST_KEYS", "ArtifactError", "load_manifest", "normalise", "predict", "sha256_file"]
 
 
 class ArtifactError(ValueError):
@@ -23,24 +24,87 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+MANIFEST_KEYS = ("model_file", "sha256", "input", "normalisation")
+
+
 def load_manifest(model_dir: str | Path) -> dict[str, Any]:
-    """Read ``manifest.json`` and check the model file's SHA-256.
+    """Read ``manifest.json``, check its keys, that its model file lies inside the folder, and the file's SHA-256.
 
     Raises:
-        ArtifactError: missing files or a hash mismatch.
+        ArtifactError: missing files or keys, a model file outside the folder, a bad normalisation, a hash mismatch.
     """
     d = Path(model_dir)
     mpath = d / "manifest.json"
     if not mpath.is_file():
         raise ArtifactError(f"No manifest.json in {str(d)!r}: pass the folder written by 'edge-opt run' (outputs/model).")
-    manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    model_file = d / manifest["model_file"]
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ArtifactError(f"{str(mpath)!r} is not a JSON manifest ({exc}).") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{str(mpath)!r} must hold a JSON object. Got {type(manifest).__name__} instead.")
+    missing = [k for k in MANIFEST_KEYS if k not in manifest]
+    if missing:
+        raise ArtifactError(f"{str(mpath)!r} lacks the key(s) {missing}; it needs {list(MANIFEST_KEYS)}.")
+    model_file = _inside(d, manifest["model_file"])
     if not model_file.is_file():
         raise ArtifactError(f"Model file {str(model_file)!r} named in the manifest is missing.")
+    _check_normalisation(manifest["normalisation"])
+    _check_input(manifest["input"])
     digest = sha256_file(model_file)
     if digest != manifest["sha256"]:
         raise ArtifactError(f"SHA-256 of {str(model_file)!r} is {digest}, the manifest says {manifest['sha256']}.")
     return manifest
+
+
+def _inside(folder: Path, name: Any) -> Path:
+    """The manifest's model file, which must be a plain name of a file inside the model folder."""
+    if not isinstance(name, str) or not name:
+        raise ArtifactError(f"The manifest's 'model_file' must be a file name. Got {str(name)[:80]!r} instead.")
+    path = (folder / name).resolve()
+    if folder.resolve() not in path.parents:
+        raise ArtifactError(f"The manifest's 'model_file' must name a file inside {str(folder)!r}. Got {name[:200]!r} "
+                            "instead; refusing to load a file from elsewhere.")
+    return path
+
+
+def _check_normalisation(norm: Any) -> None:
+    if not isinstance(norm, dict) or "mean" not in norm or "std" not in norm:
+        raise ArtifactError("The manifest's 'normalisation' must be an object with 'mean' and 'std' (and optional "
+                            f"'scale'). Got {str(norm)[:80]!r} instead.")
+    for key in ("scale", "mean", "std"):
+        value = norm.get(key, 1.0)
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                 for v in values):
+            raise ArtifactError(f"The manifest's 'normalisation.{key}' must be a finite number or a list of them. "
+                                f"Got {str(value)[:80]!r} instead.")
+        if key in ("scale", "std") and not all(v > 0 for v in values):
+            raise ArtifactError(f"The manifest's 'normalisation.{key}' must be positive. Got {str(value)[:80]!r} "
+                                "instead.")
+
+
+def _check_input(spec: Any) -> None:
+    shape = spec.get("shape") if isinstance(spec, dict) else None
+    if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(v, int) and v > 0 for v in shape[1:])):
+        raise ArtifactError("The manifest's 'input.shape' must be ['batch', C, H, W] with positive integers. Got "
+                            f"{str(shape)[:80]!r} instead.")
+
+
+def _as_float(images: Any, scale: float | None) -> np.ndarray:
+    """Raw inputs as float32: integer arrays need an explicit ``scale`` (0-255 pixels are not [0, 1] values)."""
+    x = np.asarray(images)
+    if x.dtype.kind in "iub":
+        if scale is None:
+            raise ArtifactError(f"Input is {x.dtype} (values {x.min() if x.size else 0}..{x.max() if x.size else 0}); "
+                                "the model takes float values as validation_inputs.npy holds them. Convert the "
+                                "images, or pass --scale (e.g. --scale 0.00392156862745098 for 0-255 pixels).")
+        return x.astype(np.float32) * np.float32(scale)
+    if x.dtype.kind != "f":
+        raise ArtifactError(f"Input must be a numeric array. Got dtype {x.dtype} instead.")
+    if scale is not None:
+        raise ArtifactError("The '--scale' parameter applies to integer inputs only. Got a float input and --scale.")
+    return x.astype(np.float32)
 
 
 def normalise(x: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
@@ -52,20 +116,23 @@ def normalise(x: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
     return ((x * scale - stat(norm["mean"])) / stat(norm["std"])).astype(np.float32)
 
 
-def predict(model_dir: str | Path, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def predict(model_dir: str | Path, images: np.ndarray, batch_size: int = 256, scale: float | None = None) -> np.ndarray:
     """Class ids for raw images (as ``validation_inputs.npy`` holds them: shape (N, C, H, W), (N, H, W) or one
     (C, H, W)/(H, W) image).
 
     The manifest's normalisation (scale, mean, std) is applied here, so callers pass raw pixels.
+    Integer images (uint8 0-255 …) are refused unless ``scale`` says what one unit is worth.
 
     Raises:
-        ArtifactError: a bad folder or manifest, a wrong shape, or NaN / infinite values.
+        ArtifactError: a bad folder or manifest, a wrong shape or dtype, or NaN / infinite values.
     """
     import onnxruntime as ort
 
     manifest = load_manifest(model_dir)
     c, h, w = manifest["input"]["shape"][1:]
-    x = np.asarray(images, dtype=np.float32)
+    if scale is not None and not (math.isfinite(scale) and scale > 0):
+        raise ArtifactError(f"The '--scale' parameter must be a positive number. Got {scale!r} instead.")
+    x = _as_float(images, scale)
     if x.ndim == 2 and (h, w) == x.shape:
         x = x[None, None]
     elif x.ndim == 3 and x.shape == (c, h, w):
@@ -82,7 +149,7 @@ def predict(model_dir: str | Path, images: np.ndarray, batch_size: int = 256) ->
     so = ort.SessionOptions()
     so.intra_op_num_threads = int(manifest.get("session_options", {}).get("intra_op_num_threads", 1))
     so.log_severity_level = 3
-    sess = ort.InferenceSession(str(Path(model_dir) / manifest["model_file"]), so, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(_inside(Path(model_dir), manifest["model_file"])), so, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     out = [sess.run(None, {name: np.ascontiguousarray(x[i:i + batch_size])})[0].argmax(1) for i in range(0, len(x), batch_size)]
     return np.concatenate(out) if out else np.zeros((0,), dtype=np.int64)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,8 @@ from .importing import CallableImportError, import_callable
 from .models import create_model
 
 __all__ = [
-    "ExportedModule", "ModelSource", "ModelSourceError", "check_model_fits", "file_sha256", "load_model_source", "onnx_input_spec",
-    "source_digest", "state_dict_sha256",
+    "ExportedModule", "ModelSource", "ModelSourceError", "check_model_fits", "check_model_size", "file_sha256",
+    "load_model_source", "onnx_input_spec", "source_digest", "state_dict_sha256",
 ]
 
 
@@ -242,7 +243,13 @@ def load_model_source(cfg: StudyConfig, input_shape: tuple[int, ...], num_classe
         pristine = _copy(module)
         return ModelSource("python", f"python:{m.python}", _copy(pristine), None, lambda: _copy(pristine), True)
     rebuild = _rebuild(m, cfg, input_shape, num_classes)
-    model = rebuild()
+    check_model_size(rebuild, kind)
+    try:
+        model = rebuild()
+    except (ValueError, TypeError) as exc:
+        if kind != "name":
+            raise
+        raise ModelSourceError(f"The 'model.params' parameter is invalid for {m.name!r}: {_short(exc)}") from None
     if m.weights is not None:
         model = _load_weights(model, m.weights)
     label = f"registry:{m.name}" if kind == "name" else f"factory:{m.factory}"
@@ -254,6 +261,49 @@ def _copy(module: nn.Module) -> nn.Module:
     import copy
 
     return copy.deepcopy(module).float().eval()
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _memory_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 16 << 30
+
+
+# Training holds weights, gradients and two Adam moments (4 × fp32 per parameter) besides activations.
+TRAINING_BYTES_PER_PARAMETER = 16
+
+
+def check_model_size(rebuild: Callable[[], nn.Module], kind: str) -> int:
+    """Build the model on PyTorch's ``meta`` device (no memory) and refuse one that cannot be trained here.
+
+    Returns:
+        The parameter count (0 when the model could not be built on the meta device: the real build decides).
+    Raises:
+        ModelSourceError: invalid registry-model parameters, or a model whose training would need more
+            than half of this machine's memory.
+    """
+    try:
+        with torch.device("meta"):
+            probe = rebuild()
+    except (ValueError, TypeError) as exc:
+        if kind == "name":
+            raise ModelSourceError(f"The 'model.params' parameter is invalid: {_short(exc)}") from None
+        return 0
+    except Exception:  # noqa: BLE001 — a factory that cannot run on the meta device is built for real
+        return 0
+    n = sum(p.numel() for p in probe.parameters())
+    need, have = n * TRAINING_BYTES_PER_PARAMETER, _memory_bytes()
+    if need > have // 2:
+        raise ModelSourceError(f"The 'model.params' parameter gives a model of {n:,} parameters ({n * 4 / 1e9:.1f} GB "
+                               f"fp32); training it needs about {need / 1e9:.1f} GB, more than half of this "
+                               f"machine's {have / 1e9:.1f} GB. Give smaller layers.")
+    return n
 
 
 def _rebuild(m: ModelConfig, cfg: StudyConfig, input_shape: tuple[int, ...],

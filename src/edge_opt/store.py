@@ -30,7 +30,11 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 
 class StoreFormatError(ValueError):
-    """The store file was written by another release of edge_opt (or is not a study store)."""
+    """The store file was written by another release of edge_opt (``ours``) or is not a study store."""
+
+    def __init__(self, message: str, ours: bool = False) -> None:
+        super().__init__(message)
+        self.ours = ours
 
 
 def _jsonable(obj: Any) -> Any:
@@ -85,8 +89,8 @@ class StudyStore:
                                (dumps(STORE_FORMAT),))
         except sqlite3.DatabaseError as exc:
             self._conn.close()
-            raise StoreFormatError(f"{str(self.path)!r} is not a study store ({exc}); remove it or run with "
-                                   "--fresh.") from None
+            raise StoreFormatError(f"{str(self.path)!r} is not a study store ({exc}); remove it or give another "
+                                   "output_dir.") from None
         except StoreFormatError:
             self._conn.close()
             raise
@@ -99,11 +103,42 @@ class StudyStore:
             found = loads(hit[0]) if hit else None
         if "points" in tables and found is None:
             found = 1  # the flat-row store of earlier releases
+        if tables and found is None:
+            raise StoreFormatError(f"{str(self.path)!r} is an SQLite database of another program (tables "
+                                   f"{sorted(tables)[:5]}), not an edge_opt study store; give another output_dir.")
         if found is not None and found != STORE_FORMAT:
             raise StoreFormatError(
                 f"The study store {str(self.path)!r} was written by another edge_opt release (store format "
                 f"{found}; this release reads format {STORE_FORMAT}). Run again with --fresh to start the study "
-                "over (its stored measurements are discarded).")
+                "over (its stored measurements are discarded).", ours=True)
+
+    @staticmethod
+    def probe(path: str | Path) -> StoreFormatError | None:
+        """Why ``path`` cannot be opened as this release's store (a read-only check; None when it can or is absent).
+
+        ``ours`` on the error: a store of another edge_opt release (``--fresh`` may replace it).
+        """
+        path = Path(path)
+        if not path.exists():
+            return None
+        if not path.is_file():
+            return StoreFormatError(f"{str(path)!r} is not a file; give another output_dir.")
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        except sqlite3.Error as exc:
+            return StoreFormatError(f"{str(path)!r} cannot be opened ({exc}); give another output_dir.")
+        try:
+            probe = StudyStore.__new__(StudyStore)
+            probe.path, probe._conn = path, conn
+            probe._check_format()
+        except StoreFormatError as exc:
+            return exc
+        except sqlite3.DatabaseError as exc:
+            return StoreFormatError(f"{str(path)!r} is not a study store ({exc}); remove it or give another "
+                                    "output_dir.")
+        finally:
+            conn.close()
+        return None
 
     def close(self) -> None:
         """Close the connection."""

@@ -31,7 +31,7 @@ from .runner import (
     sweep_points,
 )
 from .selection import assess_results, best_effort, recommend, to_frame
-from .store import StoreFormatError, StudyStore
+from .store import StudyStore
 
 __all__ = [
     "BASELINE_POINT", "MEASURE_VERSION", "ConfigPoint", "StoredStudy", "StudyInterrupted", "Sweep", "VariantResult",
@@ -73,22 +73,37 @@ class StoredStudy:
 
 
 def load_stored_study(folder: str | Path) -> StoredStudy:
-    """The config (from ``reproducibility.json``), the stored results of its grid and its baseline.
+    """The config of the folder's last run (kept in its store), the stored results of its grid and its baseline.
+
+    A store of an earlier release that kept no config is read with ``reproducibility.json``'s.
 
     Raises:
-        ConfigError: the folder holds no study (missing files) or a store of another release.
+        ConfigError: the folder holds no study, a store of another program or release, or no config.
     """
     out = Path(folder)
-    try:
-        repro = json.loads((out / "reproducibility.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError([f"{str(out)!r} holds no finished study (reproducibility.json): {exc}"]) from None
-    if not (out / "study.sqlite").is_file():
-        raise ConfigError([f"{str(out)!r} holds no study store (study.sqlite)."])
-    cfg = config_from_dict(repro["config"])
-    try:
-        with StudyStore(out / "study.sqlite") as store:
+    db = out / "study.sqlite"
+    if not db.is_file():
+        raise ConfigError([f"{str(out)!r} holds no study (no study.sqlite)."])
+    problem = StudyStore.probe(db)
+    if problem is not None:
+        raise ConfigError([str(problem)])
+    with StudyStore(db) as store:
+        cfg = _study_config(out, store.get_meta("config"))
+        try:
             results, baseline = stored_results(store, cfg, sweep_points(cfg))
-    except StoreFormatError as exc:
-        raise ConfigError([str(exc)]) from None
+        except ValueError as exc:  # ResultFormatError: documents of another release
+            raise ConfigError([f"{str(db)!r}: {exc}; run again with --fresh."]) from None
     return StoredStudy(cfg, tuple(results), baseline)
+
+
+def _study_config(out: Path, stored: Any) -> StudyConfig:
+    if stored is None:
+        try:
+            stored = json.loads((out / "reproducibility.json").read_text(encoding="utf-8"))["config"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError([f"{str(out)!r}: cannot tell which config the study used (its store keeps none and "
+                               f"reproducibility.json has none: {type(exc).__name__}: {exc})."]) from None
+    try:
+        return config_from_dict(stored)
+    except ConfigError as exc:
+        raise ConfigError([f"{str(out)!r}: the study's recorded config is not valid: {e}" for e in exc.errors]) from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import random
 import time
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-__all__ = ["TrainResult", "resolve_device", "set_deterministic", "train_model"]
+__all__ = ["StopRequested", "TrainResult", "resolve_device", "set_deterministic", "train_model"]
 
 
 def set_deterministic(seed: int) -> None:
@@ -36,7 +36,8 @@ def resolve_device(requested: str) -> tuple[torch.device, str | None]:
     """Map ``cpu``/``cuda``/``mps``/``auto`` to an available device.
 
     Returns:
-        (device, warning): the warning says when the request fell back to the CPU, else None.
+        (device, warning): the warning says when the request fell back to the CPU, else None (no Python
+        warning is raised: the caller reports it).
     """
     if requested == "cpu":
         return torch.device("cpu"), None
@@ -47,9 +48,8 @@ def resolve_device(requested: str) -> tuple[torch.device, str | None]:
         return torch.device("mps"), None
     if requested == "auto":
         return torch.device("cpu"), None
-    msg = f"device {requested!r} is not available on this machine; using 'cpu' instead."
-    warnings.warn(msg, RuntimeWarning, stacklevel=2)
-    return torch.device("cpu"), msg
+    # returned, not warned: the study lists it with its other warnings (silent under --quiet)
+    return torch.device("cpu"), f"device {requested!r} is not available on this machine; using 'cpu' instead."
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,11 @@ class TrainResult:
     train_accuracy: float
 
 
+class StopRequested(BaseException):
+    """Training was asked to stop (a signal). A ``BaseException``, like ``KeyboardInterrupt``, so that the
+    handlers that turn a failed variant into an error row (``except Exception``) never record a stop as one."""
+
+
 def train_model(
     model: nn.Module,
     loader: DataLoader,
@@ -70,6 +75,7 @@ def train_model(
     device: torch.device | str = "cpu",
     seed: int | None = None,
     autocast_dtype: torch.dtype | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with Adam and cross-entropy; leaves it in eval mode.
 
@@ -82,6 +88,7 @@ def train_model(
         seed: re-seeds torch and the loader's shuffle generator first, so training and fine-tuning
             give the same weights whatever ran before in the process.
         autocast_dtype: run forward passes under CPU autocast in this dtype (fp16/bf16 training).
+        should_stop: checked before every batch; when it returns True, ``StopRequested`` is raised.
     Returns:
         A ``TrainResult``.
     """
@@ -102,6 +109,9 @@ def train_model(
         running, batches = 0.0, 0
         correct = total = 0
         for x, y in loader:
+            if should_stop is not None and should_stop():
+                model.eval()
+                raise StopRequested("training stopped")
             x, y = x.to(device), y.to(device)
             opt.zero_grad(set_to_none=True)
             if autocast_dtype is not None:

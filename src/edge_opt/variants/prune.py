@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import copy
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["apply_layer_shapes", "layer_shapes", "load_checkpoint", "prune_model", "save_checkpoint"]
+__all__ = ["PruningIneffective", "PruningReport", "apply_layer_shapes", "layer_shapes", "load_checkpoint",
+           "prune_model", "pruning_report", "save_checkpoint"]
 
 _RESIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -61,6 +63,55 @@ def prune_model(model: nn.Module, level: float, example_input: torch.Tensor) -> 
         )
         pruner.step()
     return pruned.eval()
+
+
+class PruningIneffective(ValueError):
+    """A pruning level that did not prune what it names (nothing removed, or a prunable layer left whole)."""
+
+
+@dataclass(frozen=True)
+class PruningReport:
+    """What pruning really removed: kept / original output channels per layer and the kept parameter share."""
+
+    level: float
+    param_fraction: float
+    kept_channels: dict[str, tuple[int, int]]
+    untouched: tuple[str, ...]
+
+    def problem(self) -> str | None:
+        """Why a row labelled with ``level`` would be wrong (None when the level was applied)."""
+        if self.level == 0.0:
+            return None
+        if self.param_fraction >= 1.0:
+            return (f"pruning level {self.level:g} removed nothing (Torch-Pruning left every layer of this model "
+                    "whole at this level); no row is labelled with a level it did not get — use a lower level")
+        if self.untouched:
+            return (f"pruning level {self.level:g} left the prunable layer(s) {list(self.untouched)[:8]} whole "
+                    f"({self.param_fraction:.1%} of the parameters kept); no row is labelled with a level it did not "
+                    "get — use a lower level for this model")
+        return None
+
+    def label(self) -> str:
+        """``conv1 24/32; conv2 48/64`` — kept/original output channels of the pruned layers."""
+        return "; ".join(f"{name} {k}/{n}" for name, (k, n) in self.kept_channels.items())
+
+
+def pruning_report(original: nn.Module, pruned: nn.Module, level: float) -> PruningReport:
+    """Compare a pruned copy with its original: kept channels per prunable layer and the parameter share.
+
+    Prunable layers are the Conv/Linear layers except the output layer (which keeps its outputs).
+    """
+    before, after = layer_shapes(original), layer_shapes(pruned)
+    try:
+        head = next(n for n, m in original.named_modules() if m is _classifier(original))
+    except (StopIteration, ValueError):
+        head = ""
+    kept = {name: (after.get(name, s)["out"], s["out"]) for name, s in before.items()
+            if "in" in s and name != head}
+    untouched = tuple(name for name, (k, n) in kept.items() if k == n and level > 0)
+    n_before = sum(p.numel() for p in original.parameters())
+    n_after = sum(p.numel() for p in pruned.parameters())
+    return PruningReport(level, n_after / n_before if n_before else 1.0, kept, untouched)
 
 
 def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:

@@ -1,0 +1,207 @@
+"""The output folder's ownership: which files a study wrote, and its derived outputs as one generation.
+
+A study folder is marked by its store (``study.sqlite``). Everything else the study writes falls
+in three groups:
+
+* caches it can rebuild (checkpoints, ONNX exports, per-variant metadata, sensitivity results,
+  the per-host machine calibration) — kept across runs, dropped by ``--fresh``;
+* the **derived outputs** (tables, plots, ``summary.json``, ``report.html``, the exported
+  model …) — one *generation*: ``begin_generation`` removes the previous one before anything
+  new is written, an ``OutputJournal`` lists every file as it is written, and
+  ``commit_generation`` records them with their SHA-256 and the study's config hash in
+  ``generation.json``, written last. A folder whose ``generation.json`` is missing (a run
+  killed while writing) or whose files no longer match it holds no valid generation:
+  ``edge-opt report`` removes what the journal lists and rebuilds from the store.
+* nothing else: ``remove_study`` (``--fresh``) deletes only the files of these groups.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import atomic
+
+__all__ = [
+    "CACHE_DIRS", "CACHE_FILES", "GENERATION_FILE", "JOURNAL_FILE", "LEGACY_OUTPUTS", "STORE_FILES", "Generation",
+    "begin_generation", "clear_outputs", "commit_generation", "config_hash", "foreign_entries", "read_generation",
+    "remove_study", "verify_generation",
+]
+
+GENERATION_FILE = "generation.json"
+JOURNAL_FILE = ".generation.partial"
+STORE_FILES = ("study.sqlite", "study.sqlite-wal", "study.sqlite-shm")
+CACHE_DIRS = ("checkpoints", "onnx", "variants", "sensitivity")
+CACHE_FILES = ("machine_calibration.json",)
+# What releases before generations wrote (removed only from a folder that holds a study and no generation record).
+LEGACY_OUTPUTS = (
+    "sweep_results.csv", "pareto_frontier_latency.csv", "pareto_frontier_energy.csv", "summary.json",
+    "reproducibility.json", "report.html", "precision_tradeoffs.csv", "deployment.csv", "hardware_summary.csv",
+    "layerwise_breakdown.csv", "roofline_points.csv", "sensitivity.csv", "mixed_precision.csv",
+    "accuracy_vs_latency.png", "accuracy_vs_memory.png", "accuracy_vs_energy.png", "roofline.png",
+    "layerwise_macs.png", "layerwise_activation_memory.png", "sensitivity.png", "model/model.onnx",
+    "model/manifest.json", "model/validation_inputs.npy", "model/validation_labels.npy",
+)
+_IGNORED_KEYS = ("output_dir", "config_dir")  # where a study lives is not what it is
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """SHA-256 (16 hex digits) of a config mapping, without the keys that only say where it lives."""
+    body = {k: v for k, v in config.items() if k not in _IGNORED_KEYS}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The record of one complete set of derived outputs (``generation.json``)."""
+
+    config_hash: str
+    files: dict[str, str] = field(default_factory=dict)  # relative path → SHA-256
+    created: str = ""
+    interrupted: bool = False
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_generation(out: str | Path) -> Generation | None:
+    """The folder's generation record, or None (none written, or unreadable)."""
+    try:
+        doc = json.loads((Path(out) / GENERATION_FILE).read_text(encoding="utf-8"))
+        return Generation(str(doc["config_hash"]), {str(k): str(v) for k, v in doc["files"].items()},
+                          str(doc.get("created", "")), bool(doc.get("interrupted", False)))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def verify_generation(out: str | Path) -> tuple[Generation | None, list[str]]:
+    """The generation record and what no longer matches it (missing or changed files; empty when intact)."""
+    gen = read_generation(out)
+    if gen is None:
+        return None, [f"no {GENERATION_FILE}"]
+    problems = []
+    for rel, digest in gen.files.items():
+        path = Path(out) / rel
+        if not path.is_file():
+            problems.append(f"{rel} is missing")
+        elif _sha256(path) != digest:
+            problems.append(f"{rel} changed since it was written")
+    if (Path(out) / JOURNAL_FILE).exists():
+        problems.append("a later run was stopped while writing its outputs")
+    return gen, problems
+
+
+def _journal_files(out: Path) -> list[str]:
+    try:
+        return [line.strip() for line in (out / JOURNAL_FILE).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError:
+        return []
+
+
+def _remove(out: Path, rel: str) -> None:
+    path = (out / rel).resolve()
+    if out.resolve() not in path.parents:  # a record never sends a deletion outside the folder
+        return
+    path.unlink(missing_ok=True)
+    for parent in path.parents:  # folders the outputs lived in, once empty
+        if parent == out.resolve():
+            break
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+
+
+def clear_outputs(out: str | Path, keep: Iterable[str] = ()) -> list[str]:
+    """Remove the derived outputs (the generation record first), except ``keep``; returns what was removed.
+
+    The files are those of the generation record and of an unfinished run's journal; a study folder
+    with neither (an earlier release) loses the names that release wrote.
+    """
+    out = Path(out)
+    gen = read_generation(out)
+    journal = _journal_files(out)
+    names = list(gen.files) if gen is not None else []
+    names += journal
+    if gen is None and not journal:
+        names += list(LEGACY_OUTPUTS)
+    (out / GENERATION_FILE).unlink(missing_ok=True)  # from here on the folder holds no valid generation
+    kept = set(keep)
+    removed = []
+    for rel in dict.fromkeys(names):
+        if rel not in kept and (out / rel).exists():
+            _remove(out, rel)
+            removed.append(rel)
+    (out / JOURNAL_FILE).unlink(missing_ok=True)
+    return removed
+
+
+def begin_generation(out: str | Path, new_hash: str, keep_prefixes: tuple[str, ...] = ("model/",),
+                     exclude: tuple[str, ...] = CACHE_FILES) -> tuple[atomic.OutputJournal, list[str]]:
+    """Remove the previous generation and start the journal of the next one.
+
+    Files under ``keep_prefixes`` survive when the previous generation is intact and of the same
+    config (the exported model is reused); they are then part of the new generation.
+
+    Returns:
+        (the journal to write under, the kept files)
+    """
+    out = Path(out)
+    gen, problems = verify_generation(out)
+    same = gen is not None and not problems and gen.config_hash == new_hash
+    kept = [rel for rel in gen.files if rel.startswith(keep_prefixes)] if same and gen is not None else []
+    clear_outputs(out, keep=kept)
+    journal = atomic.OutputJournal(out, JOURNAL_FILE, exclude=exclude)
+    for rel in kept:
+        journal.note(out / rel)
+    return journal, kept
+
+
+def commit_generation(out: str | Path, new_hash: str, journal: atomic.OutputJournal,
+                      interrupted: bool = False) -> Generation:
+    """Record the files the journal lists (with their SHA-256) as the folder's generation; end the journal."""
+    out = Path(out)
+    files = {rel: _sha256(out / rel) for rel in journal.files if (out / rel).is_file()}
+    gen = Generation(new_hash, files, time.strftime("%Y-%m-%dT%H:%M:%S%z"), interrupted)
+    atomic.write_json(out / GENERATION_FILE, {"config_hash": gen.config_hash, "created": gen.created,
+                                              "interrupted": gen.interrupted, "files": gen.files})
+    (out / JOURNAL_FILE).unlink(missing_ok=True)
+    return gen
+
+
+def remove_study(out: str | Path) -> None:
+    """``--fresh``: delete everything the study wrote in ``out`` (store, caches, derived outputs), nothing else."""
+    out = Path(out)
+    clear_outputs(out)
+    for name in (*STORE_FILES, *CACHE_FILES):
+        (out / name).unlink(missing_ok=True)
+    for sub in CACHE_DIRS:
+        shutil.rmtree(out / sub, ignore_errors=True)
+
+
+def foreign_entries(out: str | Path, limit: int = 3) -> list[str]:
+    """Names in ``out`` that no edge_opt study put there (hidden files and nested study folders are fine)."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    found = []
+    for entry in sorted(os.scandir(out), key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir() and any((Path(entry.path) / m).exists() for m in ("study.sqlite", "summary_multi_seed.json")):
+            continue
+        found.append(entry.name)
+        if len(found) >= limit:
+            break
+    return found
