@@ -45,7 +45,7 @@ def export_artifact(out_dir: str | Path, parent_model: nn.Module | None, row: Ma
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     precision = str(row["precision"])
-    with tempfile.TemporaryDirectory(dir=out) as tmp:
+    with tempfile.TemporaryDirectory(dir=out, prefix=atomic.TEMP_PREFIX) as tmp:
         build_ctx = replace(ctx, workdir=Path(tmp))
         src, meta = build_onnx_file(parent_model, precision, build_ctx)
         layers = parent_onnx_layers(parent_model, build_ctx) if get_precision(precision).quantized else None

@@ -14,9 +14,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FolderBusy", "FolderLock", "OutputJournal", "atomic_path", "write_json", "write_text", "write_with"]
+__all__ = ["TEMP_PREFIX", "FolderBusy", "FolderLock", "OutputJournal", "atomic_path", "temp_names", "write_json",
+           "write_text", "write_with"]
 
 _JOURNALS: list[OutputJournal] = []
+TEMP_PREFIX = ".edge_opt_tmp_"  # temporary folders of an output being built (left behind only by a kill)
+
+
+def temp_names(path: Path) -> list[Path]:
+    """Temporary files a killed ``atomic_path(path)`` may have left next to ``path``."""
+    if not path.parent.is_dir():
+        return []
+    return sorted(path.parent.glob(f".{path.name}.*.tmp*"))
 
 
 class OutputJournal:

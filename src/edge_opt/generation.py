@@ -30,8 +30,8 @@ from . import atomic
 
 __all__ = [
     "CACHE_DIRS", "CACHE_FILES", "GENERATION_FILE", "JOURNAL_FILE", "LEGACY_OUTPUTS", "STORE_FILES", "Generation",
-    "begin_generation", "clear_outputs", "commit_generation", "config_hash", "foreign_entries", "read_generation",
-    "remove_study", "verify_generation",
+    "begin_generation", "changed_files", "clear_outputs", "commit_generation", "config_hash", "foreign_entries",
+    "read_generation", "remove_study", "reusable_files", "verify_generation",
 ]
 
 GENERATION_FILE = "generation.json"
@@ -85,18 +85,18 @@ def read_generation(out: str | Path) -> Generation | None:
         return None
 
 
+def changed_files(out: str | Path, gen: Generation) -> list[str]:
+    """The files of ``gen`` that are missing or no longer match their recorded SHA-256."""
+    return [rel for rel, digest in gen.files.items()
+            if not (Path(out) / rel).is_file() or _sha256(Path(out) / rel) != digest]
+
+
 def verify_generation(out: str | Path) -> tuple[Generation | None, list[str]]:
     """The generation record and what no longer matches it (missing or changed files; empty when intact)."""
     gen = read_generation(out)
     if gen is None:
         return None, [f"no {GENERATION_FILE}"]
-    problems = []
-    for rel, digest in gen.files.items():
-        path = Path(out) / rel
-        if not path.is_file():
-            problems.append(f"{rel} is missing")
-        elif _sha256(path) != digest:
-            problems.append(f"{rel} changed since it was written")
+    problems = [f"{rel} is missing or changed since it was written" for rel in changed_files(out, gen)]
     if (Path(out) / JOURNAL_FILE).exists():
         problems.append("a later run was stopped while writing its outputs")
     return gen, problems
@@ -114,6 +114,10 @@ def _remove(out: Path, rel: str) -> None:
     if out.resolve() not in path.parents:  # a record never sends a deletion outside the folder
         return
     path.unlink(missing_ok=True)
+    for tmp in atomic.temp_names(path):  # what a kill left while writing it
+        tmp.unlink(missing_ok=True)
+    for tmp_dir in path.parent.glob(atomic.TEMP_PREFIX + "*"):
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     for parent in path.parents:  # folders the outputs lived in, once empty
         if parent == out.resolve():
             break
@@ -140,27 +144,40 @@ def clear_outputs(out: str | Path, keep: Iterable[str] = ()) -> list[str]:
     kept = set(keep)
     removed = []
     for rel in dict.fromkeys(names):
-        if rel not in kept and (out / rel).exists():
+        if rel not in kept:
             _remove(out, rel)
             removed.append(rel)
     (out / JOURNAL_FILE).unlink(missing_ok=True)
     return removed
 
 
-def begin_generation(out: str | Path, new_hash: str, keep_prefixes: tuple[str, ...] = ("model/",),
+def reusable_files(out: str | Path, new_hash: str, prefixes: tuple[str, ...],
+                   required: tuple[str, ...] = ()) -> list[str] | None:
+    """Files under ``prefixes`` of the folder's generation that a new generation of ``new_hash`` may keep.
+
+    None unless the generation is of the same config, no run was stopped while writing, and the files
+    under ``prefixes`` and those in ``required`` are unchanged (other files may be missing: they are rebuilt).
+    """
+    gen = read_generation(out)
+    if gen is None or gen.config_hash != new_hash or (Path(out) / JOURNAL_FILE).exists():
+        return None
+    if any(rel.startswith(prefixes) or rel in required for rel in changed_files(out, gen)):
+        return None
+    return [rel for rel in gen.files if rel.startswith(prefixes)]
+
+
+def begin_generation(out: str | Path, new_hash: str, keep: Iterable[str] | None = None,
                      exclude: tuple[str, ...] = CACHE_FILES) -> tuple[atomic.OutputJournal, list[str]]:
     """Remove the previous generation and start the journal of the next one.
 
-    Files under ``keep_prefixes`` survive when the previous generation is intact and of the same
-    config (the exported model is reused); they are then part of the new generation.
+    ``keep`` (default: the exported model, ``model/``, when reusable for ``new_hash``) survives and
+    becomes part of the new generation.
 
     Returns:
         (the journal to write under, the kept files)
     """
     out = Path(out)
-    gen, problems = verify_generation(out)
-    same = gen is not None and not problems and gen.config_hash == new_hash
-    kept = [rel for rel in gen.files if rel.startswith(keep_prefixes)] if same and gen is not None else []
+    kept = list(keep) if keep is not None else (reusable_files(out, new_hash, ("model/",)) or [])
     clear_outputs(out, keep=kept)
     journal = atomic.OutputJournal(out, JOURNAL_FILE, exclude=exclude)
     for rel in kept:

@@ -25,7 +25,7 @@ from .artifact import ExportedArtifact, export_recommended
 from .config import ConfigError, StudyConfig, load_config
 from .data import DATASETS, DataBundle, RawDataset, load_study_data
 from .deploy import DeploymentTarget, simulate_deployment
-from .generation import begin_generation, commit_generation, foreign_entries, remove_study, verify_generation
+from .generation import begin_generation, commit_generation, foreign_entries, remove_study, reusable_files
 from .hardware import precision_tradeoff_table, rebuild_hardware_plots
 from .html_report import write_html_report
 from .models import MODELS, model_param_errors
@@ -404,6 +404,20 @@ def _load_inputs(cfg: StudyConfig, module: torch.nn.Module | None, raw: RawDatas
     return data, source
 
 
+def _take_folder(cfg: StudyConfig, fresh: bool, wait: bool,
+                 command: list[str] | None) -> tuple[Path, atomic.FolderLock, StudyStore]:
+    """Check, create and lock the output folder and open its store (``fresh``: after deleting the study's files)."""
+    check_study_folder(Path(cfg.output_dir), fresh)
+    out = check_output_dir(cfg.output_dir)
+    lock = _lock(out, wait, " ".join(command or []))
+    try:
+        check_study_folder(out, fresh)  # again under the lock: the folder may have changed while we waited
+        return out, lock, _open_store(out, fresh)
+    except ConfigError:
+        lock.release()
+        raise
+
+
 def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: EventFn | None = None,
               should_stop: Callable[[], bool] | None = None, command: list[str] | None = None,
               module: torch.nn.Module | None = None, raw_data: RawDataset | None = None,
@@ -433,18 +447,11 @@ def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: EventFn | None
     clock = _Clock()
     emit("stage", name="data", detail=cfg.dataset)
     data, source = _load_inputs(cfg, module, raw_data, calibration_images)  # errors before anything is written
-    check_study_folder(Path(cfg.output_dir), fresh)
-    out = check_output_dir(cfg.output_dir)
-    lock = _lock(out, wait, " ".join(command or []))
-    try:
-        check_study_folder(out, fresh)  # again under the lock: the folder may have changed while we waited
-        store = _open_store(out, fresh)
-    except ConfigError:
-        lock.release()
-        raise
+    out, lock, store = _take_folder(cfg, fresh, wait, command)
     try:
         store.set_meta("config", cfg.model_dump(mode="json"))  # the last run's config: what report/status read
-        store.set_meta("reproducibility", reproducibility_record(cfg, data, command))
+        # as text: the record keeps its key order (the store sorts the keys of what it keeps)
+        store.set_meta("reproducibility", json.dumps(reproducibility_record(cfg, data, command), default=str))
         sweep, interrupted, warnings = _measure(cfg, data, source, out, store, emit, should_stop or (lambda: False),
                                                 clock)
         journal, _ = begin_generation(out, cfg.config_hash)  # the previous outputs go before any new one is written
@@ -470,7 +477,7 @@ def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: EventFn | None
 
 # What only a run can produce (the model, the hardware and deployment stages): kept by a rebuild when intact.
 RUN_ONLY_OUTPUTS = ("model/", "deployment.csv", "hardware_summary.csv", "layerwise_breakdown.csv",
-                    "roofline_points.csv", "precision_tradeoffs.csv")
+                    "roofline_points.csv", "precision_tradeoffs.csv", "reproducibility.json")
 
 
 def rebuild_report(output_dir: str | Path) -> Path:
@@ -493,10 +500,10 @@ def rebuild_report(output_dir: str | Path) -> Path:
     with _lock(out):
         study = load_stored_study(out)
         cfg = study.cfg
-        gen, problems = verify_generation(out)
-        intact = gen is not None and not problems and gen.config_hash == cfg.config_hash
+        keep = reusable_files(out, cfg.config_hash, RUN_ONLY_OUTPUTS, required=("summary.json",))
+        intact = keep is not None
         old = _old_summary(out) if intact else {}
-        journal, _ = begin_generation(out, cfg.config_hash, keep_prefixes=RUN_ONLY_OUTPUTS if intact else ())
+        journal, _ = begin_generation(out, cfg.config_hash, keep=keep or [])
         with journal:
             summary = _rebuild_tables(out, cfg, study, old)
             if not intact:
@@ -543,7 +550,10 @@ def _rebuild_tables(out: Path, cfg: StudyConfig, study: Any, old: dict[str, Any]
 
 
 def _rebuild_repro(out: Path) -> None:
+    """reproducibility.json of the last run (kept when intact, else from the record in the store)."""
+    if (out / "reproducibility.json").exists():
+        return
     with StudyStore(out / "study.sqlite") as store:
         record = store.get_meta("reproducibility")
-    if record is not None:
-        atomic.write_json(out / "reproducibility.json", record)
+    if isinstance(record, str):
+        atomic.write_json(out / "reproducibility.json", json.loads(record))

@@ -61,6 +61,22 @@ class TrainResult:
     train_accuracy: float
 
 
+def _step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor,
+          autocast_dtype: torch.dtype | None) -> tuple[float, torch.Tensor]:
+    """One optimiser step; returns (loss, logits)."""
+    opt.zero_grad(set_to_none=True)
+    if autocast_dtype is not None:
+        with torch.autocast(device_type=x.device.type, dtype=autocast_dtype):
+            logits = model(x)
+        loss = loss_fn(logits.float(), y)
+    else:
+        logits = model(x)
+        loss = loss_fn(logits, y)
+    loss.backward()
+    opt.step()
+    return float(loss.detach()), logits
+
+
 class StopRequested(BaseException):
     """Training was asked to stop (a signal). A ``BaseException``, like ``KeyboardInterrupt``, so that the
     handlers that turn a failed variant into an error row (``except Exception``) never record a stop as one."""
@@ -113,17 +129,8 @@ def train_model(
                 model.eval()
                 raise StopRequested("training stopped")
             x, y = x.to(device), y.to(device)
-            opt.zero_grad(set_to_none=True)
-            if autocast_dtype is not None:
-                with torch.autocast(device_type=device.type, dtype=autocast_dtype):
-                    logits = model(x)
-                loss = loss_fn(logits.float(), y)
-            else:
-                logits = model(x)
-                loss = loss_fn(logits, y)
-            loss.backward()
-            opt.step()
-            running += float(loss.detach())
+            loss, logits = _step(model, opt, loss_fn, x, y, autocast_dtype)
+            running += loss
             batches += 1
             correct += int((logits.argmax(1) == y).sum())
             total += len(y)
