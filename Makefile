@@ -18,9 +18,9 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-# The test suite also exercises the optional extras (MLflow tracking, Ray executor).
+# The test suite also exercises the optional extras (MLflow tracking, Ray executor, OpenVINO, ExecuTorch).
 $(EXTRAS_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,mlflow,ray]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,mlflow,ray,openvino,executorch]'
 	touch $(EXTRAS_STAMP)
 
 setup: $(STAMP)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,24 +20,72 @@ from .results import ConfigPoint
 from .runner import Sweep
 from .runtime import sha256_file
 from .selection import MANIFEST_COLUMNS, Selection
-from .variants.backends import BuildContext, build_onnx_file, onnx_variant, parent_onnx_layers
+from .variants.backends import (
+    BuildContext,
+    Variant,
+    build_onnx_file,
+    build_variant,
+    onnx_variant,
+    parent_onnx_layers,
+)
 from .variants.onnx_tools import onnx_input_name
 from .variants.precisions import get_precision
 
-__all__ = ["MANIFEST_METRICS", "MODEL_FILE", "ExportedArtifact", "export_artifact", "export_recommended"]
+__all__ = ["ARTIFACT_WRITERS", "MANIFEST_METRICS", "MODEL_FILE", "ExportedArtifact", "export_artifact", "export_recommended"]
 
 MODEL_FILE = "model.onnx"
 MANIFEST_METRICS = MANIFEST_COLUMNS  # columns of the measured row copied into the manifest
 
 
+@dataclass(frozen=True)
+class _Built:
+    """What a runtime's artifact writer built in a temporary folder."""
+
+    files: dict[str, Path]  # name in the model folder → built file (the first is the one the runtime loads)
+    variant: Variant
+    runtime: str
+    runtime_version: str
+    meta: dict[str, Any]
+
+
+def _onnx_artifact(parent: nn.Module | None, precision: str, ctx: BuildContext, threads: int) -> _Built:
+    import onnxruntime as ort
+
+    src, meta = build_onnx_file(parent, precision, ctx)
+    layers = parent_onnx_layers(parent, ctx) if get_precision(precision).quantized else None
+    variant = onnx_variant(src, precision, threads, meta, layers=layers,
+                           must_be_float=meta.get("requested_float_layers", ()))
+    return _Built({MODEL_FILE: src}, variant, "onnxruntime", ort.__version__, meta)
+
+
+def _openvino_artifact(parent: nn.Module | None, precision: str, ctx: BuildContext, threads: int) -> _Built:
+    variant = build_variant("openvino", parent, precision, replace(ctx, threads=threads))
+    xml = ctx.workdir / "openvino" / variant.metadata["ir_file"]
+    return _Built({"model.xml": xml, "model.bin": xml.with_suffix(".bin")}, variant, "openvino",
+                  variant.metadata["openvino_version"], {"inference_precision_hint":
+                                                         variant.metadata["inference_precision_hint"]})
+
+
+def _executorch_artifact(parent: nn.Module | None, precision: str, ctx: BuildContext, threads: int) -> _Built:
+    variant = build_variant("executorch", parent, precision, replace(ctx, threads=threads, batch_sizes=(1,)))
+    pte = ctx.workdir / "executorch" / variant.metadata["pte_files"]["1"]
+    return _Built({"model.pte": pte}, variant, "executorch", variant.metadata["executorch_version"],
+                  {"static_batch": 1})
+
+
+# The runtime a measured backend ships with: its own files when it has them, else ONNX for onnxruntime.
+ARTIFACT_WRITERS = {"openvino": _openvino_artifact, "executorch": _executorch_artifact}
+
+
 def export_artifact(out_dir: str | Path, parent_model: nn.Module | None, row: Mapping[str, Any], data: DataBundle,
                     ctx: BuildContext, *, goals_met: bool, failed_goals: Sequence[str], config_point: Mapping[str, Any],
                     threads: int = 1) -> dict[str, Any]:
-    """Write ``model.onnx`` + ``manifest.json`` (+ the validation images and labels, un-normalised).
+    """Write what the row's runtime loads + ``manifest.json`` (+ the validation images and labels, un-normalised).
 
-    The ONNX graph is built at the row's precision with ONNX Runtime's tools (the torch backend's
-    own int8 kernels do not export to ONNX), then run with onnxruntime on the validation set:
-    the manifest's ``artifact_accuracy`` is that of the file shipped, not of the measured row.
+    A row measured on OpenVINO ships its IR (``model.xml`` + ``model.bin``), on ExecuTorch its ``.pte``
+    (static batch 1); torch and ONNX Runtime rows ship ONNX built with ONNX Runtime's tools (the torch
+    backend's own int8 kernels do not export to ONNX). The artifact is run by its runtime on the
+    validation set: the manifest's ``artifact_accuracy`` is that of the files shipped.
 
     Returns:
         The manifest.
@@ -45,50 +93,64 @@ def export_artifact(out_dir: str | Path, parent_model: nn.Module | None, row: Ma
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     precision = str(row["precision"])
+    writer = ARTIFACT_WRITERS.get(str(row.get("backend")), _onnx_artifact)
     with tempfile.TemporaryDirectory(dir=out, prefix=atomic.TEMP_PREFIX) as tmp:
-        build_ctx = replace(ctx, workdir=Path(tmp))
-        src, meta = build_onnx_file(parent_model, precision, build_ctx)
-        layers = parent_onnx_layers(parent_model, build_ctx) if get_precision(precision).quantized else None
-        variant = onnx_variant(src, precision, threads, meta, layers=layers,
-                               must_be_float=meta.get("requested_float_layers", ()))
-        logits = np.concatenate([variant.predict(x) for x, _ in data.val_loader])
+        built = writer(parent_model, precision, replace(ctx, workdir=Path(tmp)), threads)
+        logits = np.concatenate([built.variant.predict(x) for x, _ in data.val_loader])
         artifact_acc = float((logits.argmax(1) == data.val_labels).mean())
-        atomic.write_with(out / MODEL_FILE, lambda t: shutil.copyfile(src, t))
+        for name, src in built.files.items():
+            atomic.write_with(out / name, _copy_from(src))
     atomic.write_with(out / "validation_inputs.npy", lambda t: np.save(t, data.val_images_raw.astype(np.float32)))
     atomic.write_with(out / "validation_labels.npy", lambda t: np.save(t, data.val_labels.astype(np.int64)))
+    manifest = _manifest(out, built, row, data, config_point, int(logits.shape[1]), artifact_acc)
+    manifest.update(goals_met=bool(goals_met), failed_goals=list(failed_goals))
+    atomic.write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def _manifest(out: Path, built: _Built, row: Mapping[str, Any], data: DataBundle, config_point: Mapping[str, Any],
+              classes: int, artifact_acc: float) -> dict[str, Any]:
+    model_file = next(iter(built.files))
     c, h, w = data.input_shape
-    manifest = {
+    variant = built.variant
+    return {
         "config_hash": config_point.get("config_hash"),
-        "model_file": MODEL_FILE,
-        "sha256": sha256_file(out / MODEL_FILE),
-        "size_bytes": (out / MODEL_FILE).stat().st_size,
+        "runtime": built.runtime, "runtime_version": built.runtime_version,
+        "model_file": model_file,
+        "sha256": sha256_file(out / model_file),
+        "files": {name: sha256_file(out / name) for name in built.files},
+        "size_bytes": sum((out / name).stat().st_size for name in built.files),
         "config_point": dict(config_point),
-        "precision": precision,
+        "precision": str(row["precision"]),
         "kernel_precision": variant.kernel_precision,
         "float_layers": variant.metadata.get("float_layers"),
         "int8_mac_fraction": variant.metadata.get("int8_mac_fraction"),
         "measured_backend": row.get("backend"),
-        "export": meta,
+        "export": built.meta,
         "metrics": {k: row.get(k) for k in MANIFEST_METRICS},
         "artifact_accuracy": artifact_acc,
-        "artifact_accuracy_note": "accuracy of this ONNX file under onnxruntime on validation_inputs.npy",
-        "goals_met": bool(goals_met),
-        "failed_goals": list(failed_goals),
-        "input": {"name": onnx_input_name(out / MODEL_FILE), "shape": ["batch", c, h, w], "dtype": "float32",
-                  "layout": "NCHW", "range": "raw values (as validation_inputs.npy); normalisation turns them into "
-                                            "the model's input"},
-        "output": {"shape": ["batch", int(logits.shape[1])], "dtype": "float32"},
+        "artifact_accuracy_note": f"accuracy of these files under {built.runtime} on validation_inputs.npy",
+        "input": {"name": _input_name(out / model_file, built.runtime), "shape": ["batch", c, h, w],
+                  "dtype": "float32", "layout": "NCHW",
+                  "range": "raw values (as validation_inputs.npy); normalisation turns them into the model's input"},
+        "output": {"shape": ["batch", classes], "dtype": "float32"},
         "normalisation": data.preprocess.as_dict(),
         "model_source": row.get("model_source"),
         "model_sha256": row.get("model_sha256"),
         "num_classes": data.num_classes,
         "data_source": data.source,
-        "session_options": variant.metadata.get("session_options", {}),
+        "session_options": variant.metadata.get("session_options", variant.metadata.get("compile_config", {})),
         "package_versions": package_versions(),
         "validation_files": {"inputs": "validation_inputs.npy", "labels": "validation_labels.npy"},
     }
-    atomic.write_json(out / "manifest.json", manifest)
-    return manifest
+
+
+def _copy_from(src: Path) -> Callable[[Path], Any]:
+    return lambda target: shutil.copyfile(src, target)
+
+
+def _input_name(path: Path, runtime: str) -> str:
+    return onnx_input_name(path) if runtime == "onnxruntime" else "input"
 
 
 @dataclass(frozen=True)
@@ -102,7 +164,7 @@ class ExportedArtifact:
     @property
     def path(self) -> str | None:
         """The model file relative to the output folder."""
-        return str(Path("model") / MODEL_FILE) if self.manifest else None
+        return str(Path("model") / self.manifest["model_file"]) if self.manifest else None
 
 
 def artifact_point(cfg: StudyConfig, point: ConfigPoint, key: str) -> dict[str, Any]:

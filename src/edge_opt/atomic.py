@@ -18,6 +18,8 @@ __all__ = ["TEMP_PREFIX", "FolderBusy", "FolderLock", "OutputJournal", "atomic_p
            "write_text", "write_with"]
 
 _JOURNALS: list[OutputJournal] = []
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 TEMP_PREFIX = ".edge_opt_tmp_"  # temporary folders of an output being built (left behind only by a kill)
 
 
@@ -74,6 +76,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the permissions of any new file
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:

@@ -70,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="run an exported model with onnxruntime alone and print class ids",
                         epilog="example: edge-opt predict --model outputs/model --input images.npy")
-    pr.add_argument("--model", required=True, help="folder with model.onnx and manifest.json")
+    pr.add_argument("--model", required=True,
+                    help="folder with manifest.json and the model it names (model.onnx, model.xml + .bin, model.pte)")
     pr.add_argument("--input", required=True, help=".npy file of raw images in [0, 1], (N, C, H, W) or (N, H, W)")
     pr.add_argument("--labels", help="optional .npy of labels: also print the accuracy")
     pr.add_argument("--scale", type=float,
@@ -306,7 +307,7 @@ def _report_result(args: argparse.Namespace, result: Any) -> int:
         state = "recommended" if rec["goals_met"] else "best effort (goals not met: " + "; ".join(rec["failed_goals"]) + ")"
         print(f"{state}: {rec['backend']} {rec['precision']} pruning={rec['pruning_level']:g} "
               f"accuracy={rec['accuracy']:.4f} latency={rec['latency_ms']:.4f} ms memory={rec['memory_mb']:.3f} MB "
-              f"-> {result.output_dir / 'model' / 'model.onnx'}")
+              f"-> {result.output_dir / (rec.get('artifact') or 'model')}")
     return EXIT_OK if result.recommended else EXIT_NO_RECOMMENDATION
 
 

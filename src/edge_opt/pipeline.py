@@ -70,6 +70,7 @@ def registry_errors(cfg: StudyConfig) -> list[str]:
     bad_p = [p for p in cfg.precisions if p not in PRECISIONS]
     if bad_p:
         errors.append(f"The 'precisions' parameter must contain names from {PRECISIONS.names()}. Got {bad_p} instead.")
+    errors += _extra_errors(cfg)
     from .tracking import check_tracking
 
     errors += check_tracking(cfg)
@@ -82,6 +83,24 @@ def registry_errors(cfg: StudyConfig) -> list[str]:
         except ImportError:
             errors.append("The 'executor' parameter 'ray' needs Ray: pip install 'edge-opt[ray]'. Got 'ray' with Ray "
                           "not installed.")
+    return errors
+
+
+# backend → (the modules it imports, the pip extra that installs them)
+BACKEND_EXTRAS = {"openvino": (("openvino", "nncf"), "openvino"), "executorch": (("executorch",), "executorch")}
+
+
+def _extra_errors(cfg: StudyConfig) -> list[str]:
+    """Backends whose optional extra is not installed (checked before anything runs)."""
+    import importlib.util
+
+    errors = []
+    for backend in cfg.backends:
+        modules, extra = BACKEND_EXTRAS.get(backend, ((), ""))
+        missing = [m for m in modules if importlib.util.find_spec(m) is None]
+        if missing:
+            errors.append(f"The 'backends' parameter {backend!r} needs the optional extra: pip install "
+                          f"'edge-opt[{extra}]'. Got {backend!r} with {missing} not installed.")
     return errors
 
 
@@ -173,7 +192,8 @@ class StudyResult:
     def paths(self) -> dict[str, Path]:
         """Where the main outputs are."""
         names = {"sweep_results": "sweep_results.csv", "summary": "summary.json", "report": "report.html",
-                 "frontier_latency": "pareto_frontier_latency.csv", "model": "model/model.onnx",
+                 "frontier_latency": "pareto_frontier_latency.csv",
+                 "model": str((self.recommendation or {}).get("artifact") or "model/model.onnx"),
                  "manifest": "model/manifest.json"}
         return {k: self.output_dir / v for k, v in names.items() if (self.output_dir / v).exists()}
 

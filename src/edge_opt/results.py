@@ -145,6 +145,7 @@ class VariantResult:
             row.update(model_source=self.model_source, model_sha256=self.model_sha256)
         row["float_layers"] = ";".join(self.float_layers) if self.float_layers is not None else None
         row["int8_mac_fraction"] = self.int8_mac_fraction if self.int8_mac_fraction is not None else math.nan
+        row["build_s"] = self.timings.get("variant_building", math.nan)  # building this variant (lowering, export …)
         row["param_fraction"] = self.pruning["param_fraction"] if self.pruning else math.nan
         row["kept_channels"] = self.pruning["kept_channels"] if self.pruning else None
         return row

@@ -257,14 +257,14 @@ class Sweep:
     def skip_reason(self, point: ConfigPoint) -> str | None:
         """Why ``point`` does not apply to this model (None when it does)."""
         if self.source is not None and self.source.torch_free:
-            if BACKEND_KINDS.get(point.backend) == "torch":
-                return "the torch backends need a PyTorch model (the model is an ONNX file)"
+            if BACKEND_KINDS.get(point.backend) in ("torch", "executorch"):
+                return f"the {point.backend} backend needs a PyTorch model (the model is an ONNX file)"
             if point.pruning_level > 0:
                 return "pruning needs a PyTorch model (the model is an ONNX file)"
-        if (point.calibration and BACKEND_KINDS.get(point.backend) == "torch"
+        if (point.calibration and BACKEND_KINDS.get(point.backend) != "onnx"
                 and quantization_choice(self.cfg, point).method != self.cfg.quantization.choices()[0].method):
-            return ("torch.ao int8 calibrates with its engine's observer whatever the calibration_method; the method "
-                    "choices change onnxruntime builds only (torch runs the first listed method's points)")
+            return (f"{point.backend} int8 calibrates with its own observers whatever the calibration_method; the "
+                    "method choices change onnxruntime builds only (it runs the first listed method's points)")
         if (self.cfg.model.kind == "exported" and BACKEND_KINDS.get(point.backend) == "torch"
                 and point.precision in PRECISIONS and PRECISIONS.get(point.precision).quantized):
             return ("torch.ao int8 quantization needs the model's nn modules and an exported program has none "
@@ -300,7 +300,8 @@ class Sweep:
                             ort_op_types_to_quantize=self.ort_op_types, cache=self.export_cache,
                             validation=self.validation, max_accuracy_drop=self.cfg.max_accuracy_drop,
                             max_float_mac_fraction=self.cfg.quantization.max_float_mac_fraction,
-                            sensitivity_dir=self.workdir / "sensitivity")
+                            sensitivity_dir=self.workdir / "sensitivity",
+                            batch_sizes=tuple(sorted({self.cfg.latency_batch_size, self.cfg.batch_size})))
 
     def adopt_parent(self, level: float, model: nn.Module | None) -> None:
         """Use ``model`` as the float parent of ``level`` (a Ray task receives it from the driver)."""

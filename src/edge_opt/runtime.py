@@ -1,4 +1,8 @@
-"""Run an exported artifact with onnxruntime alone (no torch import): ``edge-opt predict``."""
+"""Run an exported artifact with its runtime alone: ``edge-opt predict``.
+
+ONNX Runtime and OpenVINO artifacts run without importing torch; an ExecuTorch ``.pte`` runs in
+``executorch.runtime`` (which passes torch tensors).
+"""
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MANIFEST_KEYS", "ArtifactError", "load_manifest", "normalise", "predict", "sha256_file"]
+__all__ = ["MANIFEST_KEYS", "RUNTIMES", "ArtifactError", "load_manifest", "normalise", "predict", "sha256_file"]
 
 
 class ArtifactError(ValueError):
@@ -54,6 +58,10 @@ def load_manifest(model_dir: str | Path) -> dict[str, Any]:
     digest = sha256_file(model_file)
     if digest != manifest["sha256"]:
         raise ArtifactError(f"SHA-256 of {str(model_file)!r} is {digest}, the manifest says {manifest['sha256']}.")
+    for name, want in (manifest.get("files") or {}).items():  # e.g. OpenVINO's weights next to its graph
+        other = _inside(d, name)
+        if not other.is_file() or sha256_file(other) != want:
+            raise ArtifactError(f"The artifact file {str(other)!r} named in the manifest is missing or changed.")
     return manifest
 
 
@@ -126,8 +134,6 @@ def predict(model_dir: str | Path, images: np.ndarray, batch_size: int = 256, sc
     Raises:
         ArtifactError: a bad folder or manifest, a wrong shape or dtype, or NaN / infinite values.
     """
-    import onnxruntime as ort
-
     manifest = load_manifest(model_dir)
     c, h, w = manifest["input"]["shape"][1:]
     if scale is not None and not (math.isfinite(scale) and scale > 0):
@@ -146,10 +152,56 @@ def predict(model_dir: str | Path, images: np.ndarray, batch_size: int = 256, sc
         bad = int((~np.isfinite(x)).reshape(len(x), -1).any(1).sum())
         raise ArtifactError(f"Input holds NaN or infinite values in {bad} of {len(x)} images; refusing to predict.")
     x = normalise(x, manifest["normalisation"])
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = int(manifest.get("session_options", {}).get("intra_op_num_threads", 1))
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(_inside(Path(model_dir), manifest["model_file"])), so, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    out = [sess.run(None, {name: np.ascontiguousarray(x[i:i + batch_size])})[0].argmax(1) for i in range(0, len(x), batch_size)]
+    run = _runner(Path(model_dir), manifest)
+    step = 1 if manifest.get("runtime") == "executorch" else batch_size  # a .pte has a static batch of 1
+    out = [run(np.ascontiguousarray(x[i:i + step])).argmax(1) for i in range(0, len(x), step)]
     return np.concatenate(out) if out else np.zeros((0,), dtype=np.int64)
+
+
+RUNTIMES = ("onnxruntime", "openvino", "executorch")
+
+
+def _runner(model_dir: Path, manifest: dict[str, Any]) -> Any:
+    """A function batch → logits with the runtime the manifest names, and that runtime alone."""
+    runtime = manifest.get("runtime", "onnxruntime")
+    path = str(_inside(model_dir, manifest["model_file"]))
+    threads = int(manifest.get("session_options", {}).get("intra_op_num_threads",
+                                                          manifest.get("session_options", {}).get(
+                                                              "INFERENCE_NUM_THREADS", 1)))
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        return lambda x: sess.run(None, {name: x})[0]
+    try:
+        if runtime == "openvino":
+            return _openvino_runner(path, manifest, threads)
+        if runtime == "executorch":
+            return _executorch_runner(path)
+    except ImportError as exc:
+        raise ArtifactError(f"The artifact needs the {runtime} runtime: pip install 'edge-opt[{runtime}]' "
+                            f"({exc}).") from None
+    raise ArtifactError(f"The manifest's 'runtime' must be one of {list(RUNTIMES)}. Got {str(runtime)[:80]!r} instead.")
+
+
+def _openvino_runner(path: str, manifest: dict[str, Any], threads: int) -> Any:
+    import openvino as ov
+
+    hint = manifest.get("export", {}).get("inference_precision_hint", "f32")
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(path), "CPU", {"INFERENCE_PRECISION_HINT": hint,
+                                                                 "INFERENCE_NUM_THREADS": threads})
+    request = compiled.create_infer_request()
+    return lambda x: np.array(request.infer({0: x})[0])
+
+
+def _executorch_runner(path: str) -> Any:
+    import torch
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(path).load_method("forward")
+    return lambda x: method.execute([torch.from_numpy(x)])[0].numpy()

@@ -157,3 +157,8 @@ def parent_onnx_layers(model: nn.Module | None, ctx: BuildContext) -> list[Layer
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         ctx.cache[key] = onnx_layers(fp32_onnx_path(model, ctx))
     return list(ctx.cache[key])
+
+
+# Runtimes of the optional extras register here (their libraries are imported only when a variant is built).
+from . import executorch_backend as _executorch_backend  # noqa: E402, F401
+from . import openvino_backend as _openvino_backend  # noqa: E402, F401

@@ -38,6 +38,7 @@ class BuildContext:
         max_accuracy_drop: the accuracy budget such a search must meet.
         max_float_mac_fraction: the most MACs such a search may leave in float.
         sensitivity_dir: where per-layer sensitivity results are kept (reused on resume).
+        batch_sizes: the batch sizes the study runs (runtimes with static shapes build one program each).
     """
 
     calibration: Sequence[torch.Tensor]
@@ -52,6 +53,7 @@ class BuildContext:
     max_accuracy_drop: float = 0.01
     max_float_mac_fraction: float = 0.5
     sensitivity_dir: Path | None = None
+    batch_sizes: tuple[int, ...] = (1,)
 
 
 @dataclass(frozen=True, eq=False)

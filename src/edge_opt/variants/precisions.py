@@ -28,7 +28,7 @@ from .onnx_tools import CalibrationReader, onnx_input_name
 from .quantize import is_quantized_module, quantization_metadata, quantize_torch_int8
 
 __all__ = [
-    "PRECISIONS", "Precision", "PrecisionSpec", "TorchBuild", "int8_onnx_file", "from_seed_name", "get_precision", "list_precisions",
+    "PRECISIONS", "Precision", "add_hook", "PrecisionSpec", "TorchBuild", "int8_onnx_file", "from_seed_name", "get_precision", "list_precisions",
     "register_precision", "seed_names", "to_seed_name",
 ]
 
@@ -103,6 +103,11 @@ PRECISIONS: Registry[Precision] = Registry("precision", "precisions")
 def register_precision(precision: Precision) -> Precision:
     """Add a precision to the registry (a duplicate name is an error)."""
     return PRECISIONS.register(precision.name)(precision)
+
+
+def add_hook(precision: str, kind: str, hook: Callable[..., Any]) -> None:
+    """Give a registered precision a build hook for another kind of backend (a runtime module adds its own)."""
+    PRECISIONS.get(precision).hooks[kind] = hook
 
 
 def get_precision(name: str) -> Precision:

@@ -1,0 +1,149 @@
+"""OpenVINO (CPU plugin) backend: the parent's ONNX export read by OpenVINO, int8 through NNCF.
+
+Precisions: fp32 and fp16/bf16 through the ``INFERENCE_PRECISION_HINT`` (fp16 weights stored
+compressed in the IR), int8 through NNCF post-training quantization on the study's calibration
+batches. What the kernels compute is read from the compiled model's runtime graph (the
+``runtimePrecision`` of its Convolution / FullyConnected / MatMul nodes), never assumed: on a CPU
+without native fp16, the ``f16`` hint runs ``bf16`` kernels and the row says ``bf16``.
+
+Needs the optional extra: ``pip install 'edge-opt[openvino]'`` (openvino, nncf).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .backends import register_backend
+from .base import BuildContext, Variant, VariantBuildError
+from .onnx_tools import fp32_onnx_path
+from .precisions import add_hook, get_precision
+
+__all__ = ["EXTRA", "compile_ir", "ir_kernel_precision", "openvino_backend", "openvino_runtime_ops", "save_ir"]
+
+EXTRA = "openvino"
+COMPUTE_TYPES = {"Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution"}
+_PRECISION_NAMES = {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "i8": "int8", "u8": "int8"}
+HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}  # int8: what stays float runs fp32
+
+
+def _ov() -> Any:
+    try:
+        import openvino as ov
+    except ImportError:
+        raise VariantBuildError("backend 'openvino' needs OpenVINO: pip install 'edge-opt[openvino]'") from None
+    return ov
+
+
+def openvino_runtime_ops(compiled: Any) -> list[tuple[str, str]]:
+    """(layer type, runtime precision) of every node of a compiled model's runtime graph."""
+    out = []
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        layer = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
+        prec = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"
+        out.append((layer, prec))
+    return out
+
+
+def ir_kernel_precision(ops: list[tuple[str, str]]) -> str:
+    """What the compute nodes run in (``int8``, ``bf16``, ``fp32+int8`` …), from ``openvino_runtime_ops``."""
+    found = sorted({_PRECISION_NAMES.get(p, p) for t, p in ops if t in COMPUTE_TYPES})
+    return "+".join(found) or "fp32"
+
+
+def compile_ir(xml: str | Path, hint: str, threads: int) -> Any:
+    """Compile an IR (or ONNX) file for the CPU with the study's settings: precision hint, threads, latency mode."""
+    ov = _ov()
+    core = ov.Core()
+    return core.compile_model(core.read_model(str(xml)), "CPU", {
+        "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": int(threads), "NUM_STREAMS": 1,
+        "PERFORMANCE_HINT": "LATENCY"})
+
+
+def save_ir(model: Any, xml: Path, compress_to_fp16: bool) -> Path:
+    """Write ``model`` as IR (``.xml`` + ``.bin``) next to nothing else; returns the ``.xml`` path."""
+    ov = _ov()
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(xml), compress_to_fp16=compress_to_fp16)
+    return xml
+
+
+def _ir_name(ctx: BuildContext, precision: str) -> str:
+    q = ctx.quantization
+    options = f"{q.method}_{q.channelwise}_{len(ctx.calibration)}" if get_precision(precision).quantized else ""
+    tag = hashlib.sha256(options.encode()).hexdigest()[:8] if options else "float"
+    return f"{ctx.parent_key}_{precision}_{tag}.xml"
+
+
+def _float_ir(model: nn.Module | None, precision: str, ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
+    ov = _ov()
+    xml = ctx.workdir / "openvino" / _ir_name(ctx, precision)
+    if not xml.exists():  # cached per parent and precision; a resumed study reads it back
+        save_ir(ov.Core().read_model(str(fp32_onnx_path(model, ctx))), xml, compress_to_fp16=precision == "fp16")
+    return xml, {"weights_stored_as": "fp16" if precision == "fp16" else "fp32"}
+
+
+def _int8_ir(model: nn.Module | None, precision: str, ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
+    ov = _ov()
+    xml = ctx.workdir / "openvino" / _ir_name(ctx, precision)
+    meta = {"quantizer": "nncf.quantize (post-training, OpenVINO IR)", "calibration_batches": len(ctx.calibration),
+            "calibration_samples": int(sum(len(b) for b in ctx.calibration)),
+            "calibration_method": "NNCF defaults: min/max activations, per-channel symmetric int8 weights"}
+    if xml.exists():
+        return xml, meta
+    try:
+        import nncf
+    except ImportError:
+        raise VariantBuildError("int8 on 'openvino' needs NNCF: pip install 'edge-opt[openvino]'") from None
+    if not ctx.calibration:
+        raise VariantBuildError("int8 on 'openvino' needs calibration batches.")
+    fp32 = ov.Core().read_model(str(fp32_onnx_path(model, ctx)))
+    batches = [np.ascontiguousarray(b.float().numpy()) for b in ctx.calibration]
+    nncf.set_log_level(logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()):  # NNCF draws a progress bar on stdout
+        quantized = nncf.quantize(fp32, nncf.Dataset(batches), subset_size=len(batches))  # subset = dataset items
+    save_ir(quantized, xml, compress_to_fp16=False)
+    return xml, meta
+
+
+for _name in ("fp32", "fp16", "bf16"):
+    add_hook(_name, EXTRA, _float_ir)
+add_hook("int8", EXTRA, _int8_ir)
+
+
+@register_backend("openvino", kind=EXTRA)
+def openvino_backend(model: nn.Module | None, precision: str, ctx: BuildContext) -> Variant:
+    """OpenVINO CPU plugin on the parent's ONNX export (an ONNX input model directly)."""
+    ov = _ov()
+    xml, meta = get_precision(precision).hook(EXTRA, "openvino")(model, precision, ctx)
+    compiled = compile_ir(xml, HINTS[precision], ctx.threads)
+    ops = openvino_runtime_ops(compiled)
+    kernel = ir_kernel_precision(ops)
+    if precision == "int8" and "int8" not in kernel:
+        raise VariantBuildError(f"int8 requested but OpenVINO's runtime graph runs no int8 compute node "
+                                f"(compute nodes: {sorted({o for o in ops if o[0] in COMPUTE_TYPES})}).")
+    bin_path = xml.with_suffix(".bin")
+    request = compiled.create_infer_request()
+    counts = Counter(f"{t}:{_PRECISION_NAMES.get(p, p)}" for t, p in ops if t in COMPUTE_TYPES)
+    meta = {**meta, "ir_file": xml.name, "openvino_version": ov.get_version(), "inference_precision_hint":
+            HINTS[precision], "runtime_compute_nodes": dict(sorted(counts.items())),
+            "compile_config": {"INFERENCE_NUM_THREADS": ctx.threads, "NUM_STREAMS": 1,
+                               "PERFORMANCE_HINT": "LATENCY"},
+            "model_files": [xml.name, bin_path.name]}
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return request.infer({0: x}, share_inputs=True)[0]
+
+    return Variant(backend="openvino", precision=precision, kernel_precision=kernel,
+                   parameter_bytes=bin_path.stat().st_size, metadata=meta,
+                   prepare=lambda x: np.ascontiguousarray(torch.as_tensor(x).float().numpy()),
+                   run=run, to_logits=lambda out: np.array(out, dtype=np.float32))
