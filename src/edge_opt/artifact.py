@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -94,12 +93,11 @@ def export_artifact(out_dir: str | Path, parent_model: nn.Module | None, row: Ma
     out.mkdir(parents=True, exist_ok=True)
     precision = str(row["precision"])
     writer = ARTIFACT_WRITERS.get(str(row.get("backend")), _onnx_artifact)
-    with tempfile.TemporaryDirectory(dir=out, prefix=atomic.TEMP_PREFIX) as tmp:
-        built = writer(parent_model, precision, replace(ctx, workdir=Path(tmp)), threads)
-        logits = np.concatenate([built.variant.predict(x) for x, _ in data.val_loader])
-        artifact_acc = float((logits.argmax(1) == data.val_labels).mean())
-        for name, src in built.files.items():
-            atomic.write_with(out / name, _copy_from(src))
+    built = writer(parent_model, precision, ctx, threads)  # in ctx.workdir: the study's build cache is reused
+    logits = np.concatenate([built.variant.predict(x) for x, _ in data.val_loader])
+    artifact_acc = float((logits.argmax(1) == data.val_labels).mean())
+    for name, src in built.files.items():
+        atomic.write_with(out / name, _copy_from(src))
     atomic.write_with(out / "validation_inputs.npy", lambda t: np.save(t, data.val_images_raw.astype(np.float32)))
     atomic.write_with(out / "validation_labels.npy", lambda t: np.save(t, data.val_labels.astype(np.int64)))
     manifest = _manifest(out, built, row, data, config_point, int(logits.shape[1]), artifact_acc)
@@ -202,7 +200,8 @@ def export_recommended(out: Path, selection: Selection, sweep: Sweep) -> Exporte
     level = chosen.point.pruning_level
     try:
         manifest = export_artifact(out / "model", sweep.parent(level), chosen.row(), sweep.data,
-                                   sweep.build_context(level, workdir=out / "model", calibration=chosen.point.calibration), goals_met=selection.goals_met,
+                                   sweep.build_context(level, calibration=chosen.point.calibration),
+                                   goals_met=selection.goals_met,
                                    failed_goals=failed, config_point=point, threads=sweep.cfg.threads)
     except Exception as exc:  # noqa: BLE001 — a failed export is reported, the study outputs still land
         return ExportedArtifact(point, None, f"artifact export failed: {type(exc).__name__}: {exc}")
