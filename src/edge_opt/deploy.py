@@ -39,7 +39,7 @@ from .metrics import ModelLike, as_variant
 from .results import ConfigPoint
 from .runner import Sweep, point_key, stable_hash
 from .store import StudyStore
-from .variants.backends import Variant, build_variant
+from .variants.backends import Variant, VariantBuildError, build_variant
 
 __all__ = [
     "SCENARIOS", "DeploymentSettings", "DeploymentTarget", "deployment_cache_key", "deployment_rows",
@@ -356,8 +356,11 @@ def _fewer_threads_run(sweep: Sweep, target: DeploymentTarget, host: dict[str, A
     if fewer >= cfg.threads:
         return {"skipped": f"threads={cfg.threads}: no fewer threads to run with on this host"}
     p = target.point
-    variant = build_variant(p.backend, sweep.parent(p.pruning_level), p.precision,
-                            sweep.build_context(p.pruning_level, threads=fewer, calibration=p.calibration))
+    try:
+        variant = build_variant(p.backend, sweep.parent(p.pruning_level), p.precision,
+                                sweep.build_context(p.pruning_level, threads=fewer, calibration=p.calibration))
+    except VariantBuildError as exc:  # e.g. a runtime whose thread pool is fixed per process
+        return {"skipped": f"{p.backend} with {fewer} threads: {exc}"}
     settings = DeploymentSettings(min_queries=256, min_duration_s=min(cfg.deployment.min_duration_s, 2.0),
                                   power_watts=cfg.power_watts, threads=fewer)
     ss = deployment_simulation(variant, sweep.data.val_loader, "cpu", 1.0, ["single_stream"],
