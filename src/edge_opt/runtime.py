@@ -5,15 +5,20 @@ ONNX Runtime and OpenVINO artifacts run without importing torch; an ExecuTorch `
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["MANIFEST_KEYS", "RUNTIMES", "ArtifactError", "load_manifest", "normalise", "predict", "sha256_file"]
+__all__ = ["MANIFEST_KEYS", "RUNTIMES", "muted_native_stderr", "ArtifactError", "load_manifest", "normalise", "predict", "sha256_file"]
 
 
 class ArtifactError(ValueError):
@@ -161,6 +166,29 @@ def predict(model_dir: str | Path, images: np.ndarray, batch_size: int = 256, sc
 RUNTIMES = ("onnxruntime", "openvino", "executorch")
 
 
+@contextlib.contextmanager
+def muted_native_stderr() -> Iterator[None]:
+    """Keep what native code writes to file descriptor 2 (C++ runtime logs, CPU probes) off the console.
+
+    What it wrote is dropped unless the block fails; then its tail is added to the exception as a note.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except Exception as exc:
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace").strip()[-1000:]
+            if text:
+                exc.add_note(f"native log: {text}")
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _runner(model_dir: Path, manifest: dict[str, Any]) -> Any:
     """A function batch → logits with the runtime the manifest names, and that runtime alone."""
     runtime = manifest.get("runtime", "onnxruntime")
@@ -201,7 +229,9 @@ def _openvino_runner(path: str, manifest: dict[str, Any], threads: int) -> Any:
 
 def _executorch_runner(path: str) -> Any:
     import torch
-    from executorch.runtime import Runtime
 
-    method = Runtime.get().load_program(path).load_method("forward")
+    with muted_native_stderr():  # the runtime's C++ log (CPU probes) stays off the predictions' console
+        from executorch.runtime import Runtime
+
+        method = Runtime.get().load_program(path).load_method("forward")
     return lambda x: method.execute([torch.from_numpy(x)])[0].numpy()

@@ -11,16 +11,11 @@ Needs the optional extra: ``pip install 'edge-opt[executorch]'``.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
 import logging
-import os
-import sys
-import tempfile
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..runtime import muted_native_stderr
 from .backends import register_backend
 from .base import BuildContext, Variant, VariantBuildError
 from .precisions import add_hook, get_precision
@@ -41,30 +37,10 @@ STRUCTURAL_OPS = {"getitem", "Total"}
 _LOADED = False  # a method has been loaded in this process (its thread pool may no longer be reset)
 
 
-@contextlib.contextmanager
-def _native_log_muted() -> Iterator[None]:
-    """ExecuTorch's C++ runtime logs to file descriptor 2 (cpuinfo probes, thread-pool resets): kept out of the
-    study's console. What it wrote is dropped unless the call fails, then it is added to the error."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        except Exception as exc:
-            sink.seek(0)
-            text = sink.read().decode("utf-8", "replace").strip()[-1000:]
-            if text:
-                exc.add_note(f"ExecuTorch log: {text}")
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
 def _require() -> None:
     try:
-        import executorch  # noqa: F401
+        with muted_native_stderr():  # the runtime's first import probes the CPU and logs what it finds
+            import executorch.runtime  # noqa: F401
     except ImportError:
         raise VariantBuildError("backend 'executorch' needs ExecuTorch: pip install 'edge-opt[executorch]'") from None
 
@@ -97,12 +73,12 @@ def delegation_summary(frame: Any) -> dict[str, Any]:
 
 def lower_program(module: nn.Module, example: torch.Tensor, path: Path) -> LoweredProgram:
     """Export ``module`` at ``example``'s (static) shape, lower it to XNNPACK and write the ``.pte``."""
-    with _native_log_muted():
+    with muted_native_stderr():
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.devtools.backend_debug import get_delegation_info
         from executorch.exir import to_edge_transform_and_lower
 
-    with warnings.catch_warnings(), _native_log_muted():
+    with warnings.catch_warnings(), muted_native_stderr():
         warnings.simplefilter("ignore")
         edge = to_edge_transform_and_lower(torch.export.export(module, (example,)), partitioner=[XnnpackPartitioner()])
         info = delegation_summary(get_delegation_info(edge.exported_program().graph_module)
@@ -120,7 +96,7 @@ def load_method(path: str | Path) -> Any:
 
     global _LOADED
     logging.getLogger("executorch").setLevel(logging.ERROR)
-    with _native_log_muted():
+    with muted_native_stderr():
         method = Runtime.get().load_program(str(path)).load_method("forward")
     _LOADED = True
     return method
@@ -196,7 +172,7 @@ def _set_threads(threads: int) -> None:
     methods are loaded, and only when the size differs (a study uses one ``threads`` for every variant).
     """
     try:
-        with _native_log_muted():  # importing the runtime probes the CPU and logs it
+        with muted_native_stderr():  # importing the runtime probes the CPU and logs it
             from executorch.extension.pybindings import portable_lib
 
         current = portable_lib._threadpool_get_thread_count()
@@ -205,7 +181,7 @@ def _set_threads(threads: int) -> None:
         if _LOADED:
             raise VariantBuildError(f"ExecuTorch's XNNPACK thread pool is process-wide and already runs loaded "
                                     f"programs with {current} threads; cannot switch to {threads} in this process.")
-        with _native_log_muted():
+        with muted_native_stderr():
             portable_lib._unsafe_reset_threadpool(threads)
     except (ImportError, AttributeError):  # an ExecuTorch without the call runs its default pool
         pass
