@@ -257,8 +257,10 @@ class Sweep:
     def skip_reason(self, point: ConfigPoint) -> str | None:
         """Why ``point`` does not apply to this model (None when it does)."""
         if self.source is not None and self.source.torch_free:
-            if BACKEND_KINDS.get(point.backend) in ("torch", "executorch"):
-                return f"the {point.backend} backend needs a PyTorch model (the model is an ONNX file)"
+            if BACKEND_KINDS.get(point.backend) == "torch":
+                return "the torch backends need a PyTorch model (the model is an ONNX file)"
+            if BACKEND_KINDS.get(point.backend) == "executorch":
+                return "the executorch backend needs a PyTorch model for torch.export (the model is an ONNX file)"
             if point.pruning_level > 0:
                 return "pruning needs a PyTorch model (the model is an ONNX file)"
         if (point.calibration and BACKEND_KINDS.get(point.backend) != "onnx"
