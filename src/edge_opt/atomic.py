@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TEMP_PREFIX", "FolderBusy", "FolderLock", "OutputJournal", "atomic_path", "temp_names", "write_json",
+__all__ = ["TEMP_PREFIX", "FolderBusy", "FolderLock", "OutputJournal", "atomic_path", "note_written", "temp_names", "write_json",
            "write_text", "write_with"]
 
 _JOURNALS: list[OutputJournal] = []
@@ -85,6 +85,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def note_written(path: str | Path) -> None:
+    """Tell the active output journals about a file another library wrote itself (e.g. LoadGen's logs)."""
+    for journal in _JOURNALS:
+        journal.note(Path(path))
 
 
 def write_text(path: str | Path, text: str) -> Path:

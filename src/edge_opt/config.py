@@ -207,19 +207,22 @@ LEGACY_QUANTIZATION_KEYS = {"calibration_method": "calibration_method", "calibra
                             "quantization_backend": "engine"}
 
 
-Scenario = Literal["single_stream", "server", "offline", "batch"]
-SCENARIO_NAMES: tuple[Scenario, ...] = ("single_stream", "server", "offline", "batch")
+Scenario = Literal["single_stream", "multi_stream", "server", "offline", "batch"]
+SCENARIO_NAMES: tuple[Scenario, ...] = ("single_stream", "multi_stream", "server", "offline", "batch")
 
 
 class DeploymentConfig(BaseModel):
-    """Deployment simulation settings (MLPerf-LoadGen-style scenarios)."""
+    """Deployment scenarios, run by MLPerf LoadGen: ``min_queries`` / ``min_duration_s`` are LoadGen's
+    min_query_count / min_duration of each run (early stopping judges whether enough queries ran)."""
 
     model_config = _STRICT
     scenarios: list[Scenario] = Field(default_factory=lambda: list(SCENARIO_NAMES), min_length=1)
-    min_queries: int = Field(default=1024, ge=1, le=10_000_000)
-    min_duration_s: float = Field(default=2.0, gt=0, le=3600)
+    min_queries: int = Field(default=64, ge=1, le=10_000_000)
+    min_duration_s: float = Field(default=1.0, gt=0, le=3600)
     server_target_qps: float | None = Field(default=None, gt=0)
-    server_search_steps: int = Field(default=6, ge=1, le=50)
+    server_search_steps: int = Field(default=5, ge=1, le=50)
+    multi_stream_samples_per_query: int = Field(default=8, ge=1, le=4096)
+    performance_sample_count: int = Field(default=1024, ge=1, le=10_000_000)
     latency_model: Literal["linear", "roofline"] = "roofline"
     offline_batch_size: int = Field(default=256, ge=1, le=1_000_000)
 

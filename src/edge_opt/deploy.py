@@ -1,26 +1,34 @@
-"""Deployment simulation with MLPerf-LoadGen-style scenarios and a slower simulated CPU clock.
+"""Deployment scenarios run by MLPerf LoadGen, then scaled to a slower simulated CPU clock.
 
-Scenarios (host measurements, then scaled to the simulated device):
+Scenarios (``edge_opt.loadgen`` drives them; every number comes from LoadGen's logs, kept under
+``OUTPUT_DIR/deployment/<model>/<scenario>/``):
 
-- ``single_stream``: one-sample queries issued back to back until both ``min_queries`` and
-  ``min_duration_s`` are reached; p50/p90 (MLPerf's metric)/p95/p99/mean and queries/s.
-- ``server``: Poisson arrivals (seeded) into one worker; a query's latency includes its wait.
-  Service times are the single-stream run's measured service times in order (the real model
-  ran them; no distribution is sampled). Also searches the highest arrival rate whose p99
-  stays within the latency bound.
-- ``offline``: all evaluation samples in large batches; samples/s.
-- ``batch``: the reference's batch latency/throughput at the loader's batch size and a
-  stream of 128 single items (``batch_latency_ms`` …).
+- ``single_stream``: one-sample queries back to back; LoadGen's p50/p90 (MLPerf's metric)/p95/p99/mean,
+  QPS and early-stopping estimates, and its VALID/INVALID verdict with the reason.
+- ``multi_stream``: queries of ``multi_stream_samples_per_query`` samples; per-query p99 (MLPerf's metric).
+- ``server``: LoadGen's Poisson arrivals at ``server_target_qps`` (default: half the single-stream
+  capacity) with a latency bound (``latency_budget_ms`` scaled to the host, else 5 × the single-stream
+  p90); and the highest rate whose run meets the bound, by bisection, each step a LoadGen run.
+- ``offline``: all samples at once, run in batches of ``offline_batch_size``; samples/s.
+- ``batch``: the reference's batch latency/throughput at the loader's batch size and a stream of
+  128 single items (``batch_latency_ms`` …), timed with ``torch.utils.benchmark``.
+- accuracy: ``loadgen_accuracy`` runs LoadGen's AccuracyOnly mode on a variant and computes the
+  accuracy from its accuracy log.
+
+These are not official MLPerf runs: durations are short and LoadGen's early stopping judges them.
 
 Slower CPU: the device runs at ``s = cpu_frequency_scale`` × the host clock.
 ``latency_model="linear"`` stretches all time by 1/s; ``"roofline"`` stretches only the
 compute-bound share of the model's roofline time (from the layer analysis) and leaves the
-memory-bound share. Energy: RAPL when readable (package-wide), else ``power_watts × busy
+memory-bound share. The device figures are LoadGen's host figures × that factor (QPS ÷ it),
+labelled ``simulated``. Energy: RAPL when readable (package-wide), else ``power_watts × busy
 time`` labelled ``proxy``; on the device, power is assumed to scale as ``power_watts × s``.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -35,6 +43,7 @@ from torch.utils.benchmark import Timer
 from . import atomic
 from .config import SCENARIO_NAMES, StudyConfig
 from .energy import RaplReader, measure_energy
+from .loadgen import LoadGenRun, LoadGenSettings, run_loadgen
 from .metrics import ModelLike, as_variant
 from .results import ConfigPoint
 from .runner import Sweep, point_key, stable_hash
@@ -43,61 +52,10 @@ from .variants.backends import Variant, VariantBuildError, build_variant
 
 __all__ = [
     "SCENARIOS", "DeploymentSettings", "DeploymentTarget", "deployment_cache_key", "deployment_rows",
-    "deployment_simulation", "device_latency_factor", "max_rate_within", "scale_layer_times",
-    "simulate_deployment", "simulate_server",
+    "deployment_simulation", "device_latency_factor", "loadgen_accuracy", "scale_layer_times", "simulate_deployment",
 ]
 
 SCENARIOS = SCENARIO_NAMES
-
-
-def _pcts(lat_ms: Sequence[float]) -> dict[str, float]:
-    a = np.asarray(lat_ms, dtype=float)
-    if a.size == 0:
-        return {k: math.nan for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms")}
-    return {"p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)),
-            "p95_ms": float(np.percentile(a, 95)), "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean())}
-
-
-def simulate_server(service_ms: Sequence[float] | np.ndarray, rate_qps: float, seed: int = 0) -> np.ndarray:
-    """Latencies (ms) of a single-worker FIFO queue with Poisson arrivals at ``rate_qps``.
-
-    Args:
-        service_ms: measured service time of each query, in issue order.
-        rate_qps: arrival rate.
-        seed: seeds the arrival generator.
-    Returns:
-        Per-query latency = wait + service.
-    """
-    if rate_qps <= 0:
-        raise ValueError(f"The 'rate_qps' parameter must be > 0. Got {rate_qps!r} instead.")
-    service = np.asarray(service_ms, dtype=float)
-    gaps = np.random.default_rng(seed).exponential(1e3 / rate_qps, size=service.size)
-    arrivals = np.cumsum(gaps)
-    lat = np.empty_like(service)
-    free_at = 0.0
-    for i, (arr, svc) in enumerate(zip(arrivals, service)):
-        start = max(arr, free_at)
-        free_at = start + svc
-        lat[i] = free_at - arr
-    return lat
-
-
-def max_rate_within(service_ms: Sequence[float], bound_ms: float, steps: int = 8, seed: int = 0) -> dict[str, Any]:
-    """Bisection (``steps`` rounds) for the highest Poisson rate whose p99 latency ≤ ``bound_ms``."""
-    service = np.asarray(service_ms, dtype=float)
-    capacity = 1e3 / service.mean()
-    if np.percentile(service, 99) > bound_ms:
-        return {"max_rate_qps": 0.0, "p99_at_max_ms": math.nan, "latency_bound_ms": bound_ms, "steps": 0}
-    lo, hi = 0.0, capacity
-    best_p99 = math.nan
-    for _ in range(steps):
-        mid = (lo + hi) / 2 if lo > 0 else hi / 2
-        p99 = float(np.percentile(simulate_server(service, mid, seed), 99))
-        if p99 <= bound_ms:
-            lo, best_p99 = mid, p99
-        else:
-            hi = mid
-    return {"max_rate_qps": lo, "p99_at_max_ms": best_p99, "latency_bound_ms": bound_ms, "steps": steps}
 
 
 def device_latency_factor(cpu_frequency_scale: float, latency_model: str = "linear",
@@ -141,11 +99,11 @@ def _samples(loader: Iterable) -> torch.Tensor:
 class DeploymentSettings:
     """How the scenarios run (see ``deployment_simulation``)."""
 
-    min_queries: int = 1024
-    min_duration_s: float = 10.0
+    min_queries: int = 64
+    min_duration_s: float = 1.0
     latency_budget_ms: float | None = None
     server_target_qps: float | None = None
-    server_search_steps: int = 8
+    server_search_steps: int = 5
     latency_model: str = "linear"
     compute_bound_fraction: float | None = None
     power_watts: float = 15.0
@@ -153,6 +111,9 @@ class DeploymentSettings:
     threads: int = 1
     offline_batch_size: int = 256
     stream_items: int = 128
+    multi_stream_samples_per_query: int = 8
+    performance_sample_count: int = 1024
+    log_dir: Path | None = None  # where LoadGen's logs go (None: a temporary folder)
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,69 +127,127 @@ class _Run:
     scale: float
     s: DeploymentSettings
     reader: RaplReader
+    log_dir: Path
+    expected_ms: float  # a first estimate of one query's latency (LoadGen's expected latency / QPS hints)
 
 
-def _single_stream(run: _Run) -> tuple[dict[str, Any], list[float]]:
-    service: list[float] = []
-    s, fn = run.s, run.variant.run
-
-    def stream() -> int:
-        start = time.perf_counter()
-        i = 0
-        while i < s.min_queries or time.perf_counter() - start < s.min_duration_s:
-            t0 = time.perf_counter()  # scheduled = issued right after the previous completion
-            fn(run.singles[i % len(run.singles)])
-            service.append((time.perf_counter() - t0) * 1e3)
-            i += 1
-        return i
-
-    energy, elapsed, n = measure_energy(stream, power_watts=s.power_watts, reader=run.reader)
-    host = {**_pcts(service), "queries": n, "duration_s": elapsed, "qps": n / elapsed,
-            "energy_per_query_j": energy.joules, "energy_source": energy.source}
-    proxy = energy.source == "proxy"
-    dev = {**_pcts([v * run.factor for v in service]), "queries": n, "qps": n / (elapsed * run.factor),
-           "energy_per_query_j": energy.joules * run.scale * run.factor if proxy else math.nan,
-           "energy_source": energy.source if proxy else "not modelled"}
-    return {"host": host, "device": dev}, service
+_KEYS = {"p50_ms": "50.00 percentile latency (ns)", "p90_ms": "90.00 percentile latency (ns)",
+         "p95_ms": "95.00 percentile latency (ns)", "p99_ms": "99.00 percentile latency (ns)",
+         "mean_ms": "Mean latency (ns)", "early_stopping_p90_ms": "Early stopping 90.0th percentile estimate",
+         "early_stopping_p99_ms": "Early stopping 99.0th percentile estimate"}
 
 
-def _server(run: _Run, service: list[float]) -> dict[str, Any]:
+def _lg_settings(run: _Run, **over: Any) -> LoadGenSettings:
     s = run.s
-    bound, bound_src = s.latency_budget_ms, "latency_budget_ms"
-    if bound is None:
-        bound = 5 * _pcts(service)["p90_ms"] * run.factor
-        bound_src = "5 × device single-stream p90 (no latency_budget_ms configured)"
-    res: dict[str, Any] = {}
-    for label, svc in (("host", service), ("device", [v * run.factor for v in service])):
-        cap = 1e3 / float(np.mean(svc))
-        rate = s.server_target_qps if s.server_target_qps else 0.5 * cap
-        lat = simulate_server(svc, rate, s.seed)
-        search = max_rate_within(svc, bound, s.server_search_steps, s.seed)
-        res[label] = {**_pcts(list(lat)), "target_qps": rate, "achieved_qps": len(lat) / max(len(svc) / rate, 1e-12),
-                      "capacity_qps": cap, "queries": len(lat), "fraction_over_bound": float(np.mean(lat > bound)),
-                      "busy_fraction": min(1.0, rate / cap), **{f"search_{k}": v for k, v in search.items()}}
-    res["latency_bound_ms"] = bound
-    res["latency_bound_source"] = bound_src
-    return res
+    base = {"min_query_count": s.min_queries, "min_duration_ms": int(s.min_duration_s * 1e3), "seed": s.seed,
+            "multi_stream_samples_per_query": s.multi_stream_samples_per_query,
+            "offline_batch_size": s.offline_batch_size, "performance_sample_count": s.performance_sample_count,
+            "expected_latency_ms": 0.8 * run.expected_ms}
+    return LoadGenSettings(**{**base, **over})
 
 
-def _offline(run: _Run) -> dict[str, Any]:
-    s, fn, n = run.s, run.variant.run, len(run.data)
-    batches = [run.variant.prepare(run.data[i:i + s.offline_batch_size]) for i in range(0, n, s.offline_batch_size)]
-    fn(batches[0])
+def _loadgen(run: _Run, scenario: str, settings: LoadGenSettings, sub: str = "") -> tuple[LoadGenRun, Any]:
+    """One LoadGen run with its energy (RAPL or proxy); logs in ``run.log_dir/<scenario>[/<sub>]``."""
+    folder = run.log_dir / scenario / sub if sub else run.log_dir / scenario
+    held: dict[str, LoadGenRun] = {}
 
-    def offline() -> int:
-        for b in batches:
-            fn(b)
-        return 1
+    def test() -> int:
+        held["run"] = run_loadgen(run.variant, run.data, scenario, settings, folder)
+        return held["run"].samples_run
 
-    energy, elapsed, _ = measure_energy(offline, power_watts=s.power_watts, reader=run.reader)
-    sps = n / elapsed
+    energy, _, _ = measure_energy(test, power_watts=run.s.power_watts, reader=run.reader)  # joules per sample
+    for path in sorted(folder.glob("mlperf_log_*")):
+        atomic.note_written(path)  # LoadGen writes its own files: they join the study's outputs
+    return held["run"], energy
+
+
+def _figures(r: LoadGenRun, energy: Any, run: _Run, rate_key: str) -> dict[str, Any]:
+    """Host figures from the LoadGen run's summary, and the simulated device's (× the clock factor)."""
+    host: dict[str, Any] = {k: r.ns_to_ms(v) for k, v in _KEYS.items()}
+    rate = r.number(rate_key)
+    host.update({"qps": rate, "loadgen_verdict": r.verdict, "loadgen_reason": r.reason,
+                 "loadgen_log": str(r.log_dir), "loadgen_metric": rate_key})
     proxy = energy.source == "proxy"
-    return {"host": {"samples": n, "batch_size": s.offline_batch_size, "duration_s": elapsed, "throughput_sps": sps,
-                     "energy_per_sample_j": energy.joules / n, "energy_source": energy.source},
-            "device": {"throughput_sps": sps / run.factor,
-                       "energy_per_sample_j": energy.joules * run.scale * run.factor / n if proxy else math.nan}}
+    per_query = energy.joules  # per sample processed in the LoadGen run
+    host.update(energy_per_query_j=per_query, energy_source=energy.source)
+    device = {k: host[k] * run.factor for k in _KEYS}
+    device.update({"qps": rate / run.factor, "loadgen_verdict": r.verdict, "simulated": True,
+                   "energy_per_query_j": per_query * run.scale * run.factor if proxy else math.nan,
+                   "energy_source": energy.source if proxy else "not modelled"})
+    return {"host": host, "device": device}
+
+
+def _single_stream(run: _Run) -> dict[str, Any]:
+    r, energy = _loadgen(run, "single_stream", _lg_settings(run))
+    return _figures(r, energy, run, "QPS w/ loadgen overhead")
+
+
+def _multi_stream(run: _Run) -> dict[str, Any]:
+    k = run.s.multi_stream_samples_per_query
+    batch = run.variant.prepare(run.data[:k])
+    t0 = time.perf_counter()
+    for _ in range(8):
+        run.variant.run(batch)
+    per_sample_ms = (time.perf_counter() - t0) * 1e3 / (8 * k)  # LoadGen scales the expected latency by k
+    r, energy = _loadgen(run, "multi_stream", _lg_settings(run, expected_latency_ms=0.8 * per_sample_ms))
+    out = _figures(r, energy, run, "")
+    for part, f in (("host", 1.0), ("device", run.factor)):
+        out[part]["qps"] = 1e3 / out[part]["mean_ms"] if out[part]["mean_ms"] > 0 else math.nan  # queries/s
+        out[part].update(samples_per_query=k, p99_per_query_ms=r.ns_to_ms("99.0th percentile latency (ns)") * f)
+    return out
+
+
+def _server_bound(run: _Run, single: dict[str, Any] | None) -> tuple[float, str]:
+    """The server's latency bound on the device: the latency budget, else 5 × the device single-stream p90."""
+    if run.s.latency_budget_ms is not None:
+        return run.s.latency_budget_ms, "latency_budget_ms"
+    p90 = single["device"]["p90_ms"] if single else run.expected_ms * run.factor
+    return 5 * p90, "5 × device single-stream p90 (no latency_budget_ms configured)"
+
+
+def _server(run: _Run, single: dict[str, Any] | None) -> dict[str, Any]:
+    bound, source = _server_bound(run, single)
+    host_bound = bound / run.factor  # the device at rate q / factor behaves as the host at rate q, times the factor
+    capacity = 1e3 / (single["host"]["mean_ms"] if single else run.expected_ms)
+    target = run.s.server_target_qps or 0.5 * capacity
+    cap = int(2 * capacity * run.s.min_duration_s) + run.s.min_queries  # twice what the host could serve
+    r, energy = _loadgen(run, "server", _lg_settings(run, server_target_qps=target, server_target_latency_ms=host_bound,
+                                                     max_server_queries=cap))
+    out = _figures(r, energy, run, "Completed samples per second")
+    search = _max_valid_rate(run, capacity, host_bound)
+    for part, f in (("host", 1.0), ("device", run.factor)):
+        out[part].update(target_qps=target / f, capacity_qps=capacity / f, latency_bound_ms=host_bound * f,
+                         search_max_rate_qps=search["max_rate_qps"] / f, search_steps=search["steps"])
+    out["latency_bound_ms"], out["latency_bound_source"] = bound, source
+    return out
+
+
+def _max_valid_rate(run: _Run, capacity: float, host_bound_ms: float) -> dict[str, Any]:
+    """Bisection over the target QPS for the highest rate whose LoadGen server run meets the latency bound."""
+    lo, hi = 0.0, capacity
+    steps = run.s.server_search_steps
+    short = max(200, int(run.s.min_duration_s * 1e3 / 2))
+    for i in range(steps):
+        mid = (lo + hi) / 2 if lo > 0 else hi / 2
+        r, _ = _loadgen(run, "server", _lg_settings(run, server_target_qps=mid, server_target_latency_ms=host_bound_ms,
+                                                    min_duration_ms=short, max_server_queries=int(4 * mid * short / 1e3)
+                                                    + run.s.min_queries), sub=f"search_{i}")
+        if r.summary.get("Performance constraints satisfied", "Yes").lower() == "yes":
+            lo = mid
+        else:
+            hi = mid
+    return {"max_rate_qps": lo, "steps": steps}
+
+
+def _offline(run: _Run, single: dict[str, Any] | None) -> dict[str, Any]:
+    expected = 4 * (single["host"]["qps"] if single else 1e3 / run.expected_ms)
+    r, energy = _loadgen(run, "offline", _lg_settings(run, offline_expected_qps=expected))
+    if r.summary.get("Min duration satisfied", "Yes").lower() == "no" and math.isfinite(r.number("Samples per second")):
+        r, energy = _loadgen(run, "offline", _lg_settings(run, offline_expected_qps=1.2 * r.number("Samples per second")))
+    out = _figures(r, energy, run, "Samples per second")
+    for part in ("host", "device"):
+        out[part].update(throughput_sps=out[part]["qps"], batch_size=run.s.offline_batch_size)
+    return out
 
 
 def _batch(run: _Run, first: torch.Tensor) -> dict[str, Any]:
@@ -252,22 +271,24 @@ def deployment_simulation(model_or_variant: ModelLike, loader: Iterable, device:
                           cpu_frequency_scale: float = 1.0, scenarios: Sequence[str] = SCENARIOS,
                           settings: DeploymentSettings | None = None, *, rapl: RaplReader | None = None,
                           **setting_kwargs: Any) -> dict[str, Any]:
-    """Simulate deployment scenarios for a model or variant on this host and on the slower device.
+    """Run the deployment scenarios for a model or variant with MLPerf LoadGen on this host, and scale them to
+    the slower device.
 
     Args:
         model_or_variant: torch module (run as it is: fp32, ``.half()`` or quantized) or a backend ``Variant``.
-        loader: evaluation data (queries cycle through its samples).
+        loader: evaluation data (LoadGen's Query Sample Library is built from its samples).
         device: device of a plain torch module (CPU measurements).
         cpu_frequency_scale: s in (0, 1]: device clock / host clock.
-        scenarios: any of single_stream, server, offline, batch.
+        scenarios: any of single_stream, multi_stream, server, offline, batch.
         settings: ``DeploymentSettings``; or give its fields as keywords: min_queries / min_duration_s
-            (single-stream minimum run, both must be met), latency_budget_ms (server latency bound,
+            (LoadGen's min_query_count / min_duration of each run), latency_budget_ms (server latency bound,
             default 5 × single-stream p90 on the device, labelled), server_target_qps (default half the
-            single-worker capacity), server_search_steps, latency_model ("linear" or "roofline", which
-            needs compute_bound_fraction), power_watts, seed, threads, offline_batch_size, stream_items.
+            single-stream capacity), server_search_steps, multi_stream_samples_per_query,
+            performance_sample_count, latency_model ("linear" or "roofline", which needs
+            compute_bound_fraction), power_watts, seed, threads, offline_batch_size, stream_items, log_dir.
     Returns:
-        dict with ``scenarios`` (per scenario: ``host`` and ``device`` figures), the reference's
-        batch keys at top level, the latency model and factor, energy source.
+        dict with ``scenarios`` (per scenario: ``host`` and simulated ``device`` figures, LoadGen's verdict
+        and log folder), the reference's batch keys at top level, the latency model and factor, energy source.
     Raises:
         ValueError: empty loader ("No batches"), unknown scenario, bad scale.
     """
@@ -284,14 +305,15 @@ def deployment_simulation(model_or_variant: ModelLike, loader: Iterable, device:
                            "kernel_precision": variant.kernel_precision, "cpu_frequency_scale": cpu_frequency_scale,
                            "latency_model": s.latency_model, "device_latency_factor": factor,
                            "compute_bound_fraction": s.compute_bound_fraction, "threads": s.threads,
-                           "device_power_w": s.power_watts * cpu_frequency_scale,
+                           "device_power_w": s.power_watts * cpu_frequency_scale, "driver": "mlperf_loadgen",
                            "power_assumption": "device power = power_watts × cpu_frequency_scale", "scenarios": {}}
     try:
-        singles = [variant.prepare(data[i:i + 1]) for i in range(min(len(data), 256))]
-        run = _Run(variant, data, singles, factor, cpu_frequency_scale, s, rapl if rapl is not None else RaplReader())
-        for x in singles[:8]:
-            variant.run(x)
-        out["scenarios"] = _run_scenarios(run, scenarios, loader)
+        with contextlib.ExitStack() as stack:
+            log_dir = s.log_dir if s.log_dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            singles = [variant.prepare(data[i:i + 1]) for i in range(min(len(data), 256))]
+            run = _Run(variant, data, singles, factor, cpu_frequency_scale, s,
+                       rapl if rapl is not None else RaplReader(), log_dir, _warm_latency_ms(variant, singles))
+            out["scenarios"] = _run_scenarios(run, scenarios, loader)
         if "batch" in out["scenarios"]:
             out.update(out["scenarios"]["batch"]["device"])  # the reference's top-level keys: the device's figures
     finally:
@@ -299,19 +321,42 @@ def deployment_simulation(model_or_variant: ModelLike, loader: Iterable, device:
     return out
 
 
+def _warm_latency_ms(variant: Variant, singles: list[Any]) -> float:
+    """Warm the variant up and give the median latency of one single-sample query (LoadGen's hints start from it:
+    LoadGen pre-generates its queries from the expected latency, so an estimate too high ends a run short)."""
+    times = []
+    for x in (singles * 64)[:64]:
+        t0 = time.perf_counter()
+        variant.run(x)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return max(float(np.median(times[16:])), 1e-3)
+
+
 def _run_scenarios(run: _Run, scenarios: Sequence[str], loader: Iterable) -> dict[str, Any]:
     res: dict[str, Any] = {}
-    if any(x in scenarios for x in ("single_stream", "server")):
-        stream, service = _single_stream(run)
-        if "single_stream" in scenarios:
-            res["single_stream"] = stream
-        if "server" in scenarios:
-            res["server"] = _server(run, service)
+    single = _single_stream(run) if any(x in scenarios for x in ("single_stream", "server", "offline")) else None
+    if "single_stream" in scenarios:
+        res["single_stream"] = single
+    if "multi_stream" in scenarios:
+        res["multi_stream"] = _multi_stream(run)
+    if "server" in scenarios:
+        res["server"] = _server(run, single)
     if "offline" in scenarios:
-        res["offline"] = _offline(run)
+        res["offline"] = _offline(run, single)
     if "batch" in scenarios:
         res["batch"] = _batch(run, next(iter(loader))[0])
     return res
+
+
+def loadgen_accuracy(variant: Variant, loader: Iterable, labels: np.ndarray, log_dir: Path) -> LoadGenRun:
+    """LoadGen's AccuracyOnly run of ``variant`` over every sample; its accuracy is read from LoadGen's accuracy log."""
+    data = _samples(loader)
+    run = run_loadgen(variant, data, "single_stream", LoadGenSettings(min_query_count=1, min_duration_ms=0,
+                                                                      performance_sample_count=len(data)),
+                      log_dir, mode="accuracy", labels=np.asarray(labels))
+    for path in sorted(log_dir.glob("mlperf_log_*")):
+        atomic.note_written(path)
+    return run
 
 
 def deployment_rows(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
@@ -337,7 +382,7 @@ class DeploymentTarget:
     hardware: dict[str, Any]
 
 
-def _settings(cfg: StudyConfig, cbf: float | None, threads: int) -> DeploymentSettings:
+def _settings(cfg: StudyConfig, cbf: float | None, threads: int, log_dir: Path | None = None) -> DeploymentSettings:
     d = cfg.deployment
     # the roofline clock model needs the layer analysis; without one (an ONNX model) the linear model runs,
     # and the result says so (latency_model)
@@ -346,7 +391,9 @@ def _settings(cfg: StudyConfig, cbf: float | None, threads: int) -> DeploymentSe
                               latency_budget_ms=cfg.latency_budget_ms, server_target_qps=d.server_target_qps,
                               server_search_steps=d.server_search_steps, latency_model=model,
                               compute_bound_fraction=cbf, power_watts=cfg.power_watts, seed=cfg.seed,
-                              threads=threads, offline_batch_size=d.offline_batch_size)
+                              threads=threads, offline_batch_size=d.offline_batch_size,
+                              multi_stream_samples_per_query=d.multi_stream_samples_per_query,
+                              performance_sample_count=d.performance_sample_count, log_dir=log_dir)
 
 
 def _fewer_threads_run(sweep: Sweep, target: DeploymentTarget, host: dict[str, Any]) -> dict[str, Any]:
@@ -380,25 +427,36 @@ def deployment_cache_key(cfg: StudyConfig, target: DeploymentTarget) -> str:
         "seed": cfg.seed})
 
 
-def _simulate_target(sweep: Sweep, target: DeploymentTarget) -> dict[str, Any]:
+def _simulate_target(sweep: Sweep, target: DeploymentTarget, out: Path) -> dict[str, Any]:
     cfg, p = sweep.cfg, target.point
     variant = build_variant(p.backend, sweep.parent(p.pruning_level), p.precision,
                             sweep.build_context(p.pruning_level, calibration=p.calibration))
+    settings = _settings(cfg, target.hardware.get("compute_bound_fraction"), cfg.threads,
+                         out / DEPLOYMENT_DIR / target.label)
     res = deployment_simulation(variant, sweep.data.val_loader, "cpu", cfg.cpu_frequency_scale,
-                                cfg.deployment.scenarios,
-                                _settings(cfg, target.hardware.get("compute_bound_fraction"), cfg.threads))
+                                cfg.deployment.scenarios, settings)
     res["hardware"] = target.hardware
     res["measured_fewer_threads"] = _fewer_threads_run(sweep, target, res)
     return res
 
 
+DEPLOYMENT_DIR = "deployment"  # LoadGen's logs: deployment/<model>/<scenario>/
+
+
+def _logs_present(result: dict[str, Any]) -> bool:
+    """A stored simulation is reused only with its LoadGen logs still in the folder."""
+    logs = [parts.get("host", {}).get("loadgen_log") for parts in result.get("scenarios", {}).values()]
+    return all(Path(log, "mlperf_log_summary.txt").is_file() for log in logs if log)
+
+
 def simulate_deployment(sweep: Sweep, targets: Sequence[DeploymentTarget], store: StudyStore | None,
                         out: Path) -> tuple[dict[str, Any], list[str]]:
-    """Stage: the scenarios for each target (reused from the store when the same study ran them),
-    written to ``deployment.csv``.
+    """Stage: the LoadGen scenarios for each target (reused from the store when the same study ran them and
+    their logs are still there), written to ``deployment.csv``; then LoadGen's accuracy run on the exported
+    artifact (``out/model``), when there is one.
 
     Returns:
-        ({label: simulation result or {"error": …}}, warnings)
+        ({label: simulation result or {"error": …}, "loadgen_accuracy": …}, warnings)
     """
     results: dict[str, Any] = {}
     warnings: list[str] = []
@@ -408,11 +466,11 @@ def simulate_deployment(sweep: Sweep, targets: Sequence[DeploymentTarget], store
             break
         key = deployment_cache_key(sweep.cfg, target)
         cached = store.get_meta(key) if store is not None else None
-        if cached is not None:
+        if cached is not None and _logs_present(cached):
             results[target.label] = cached
             continue
         try:
-            results[target.label] = _simulate_target(sweep, target)
+            results[target.label] = _simulate_target(sweep, target, out)
         except Exception as exc:  # noqa: BLE001 — a failed simulation is reported, the study outputs still land
             results[target.label] = {"error": f"{type(exc).__name__}: {exc}"}
             warnings.append(f"deployment simulation of {target.label} failed: {exc}")
@@ -422,4 +480,30 @@ def simulate_deployment(sweep: Sweep, targets: Sequence[DeploymentTarget], store
     frame = deployment_rows({k: v for k, v in results.items() if "scenarios" in v})
     if len(frame):
         atomic.write_with(out / "deployment.csv", lambda t: frame.to_csv(t, index=False, encoding="utf-8"))
+    accuracy, warning = _artifact_accuracy(out, sweep)
+    if accuracy:
+        results["loadgen_accuracy"] = accuracy
+    warnings += [warning] if warning else []
     return results, warnings
+
+
+def _artifact_accuracy(out: Path, sweep: Sweep) -> tuple[dict[str, Any] | None, str | None]:
+    """LoadGen's AccuracyOnly run on the exported artifact (its files, its runtime), vs the manifest's accuracy."""
+    from .runtime import ArtifactError, artifact_runner, load_manifest
+
+    model = out / "model"
+    if sweep.should_stop() or not (model / "manifest.json").is_file():
+        return None, None
+    try:
+        manifest = load_manifest(model)
+        runner = artifact_runner(model, manifest)
+        variant = Variant(backend=str(manifest.get("runtime", "onnxruntime")), precision=str(manifest["precision"]),
+                          kernel_precision=str(manifest.get("kernel_precision")), parameter_bytes=0, metadata={},
+                          prepare=lambda x: np.ascontiguousarray(x.float().numpy()), run=runner,
+                          to_logits=lambda o: np.asarray(o, dtype=np.float32))
+        run = loadgen_accuracy(variant, sweep.data.val_loader, sweep.data.val_labels, out / DEPLOYMENT_DIR / "accuracy")
+    except (ArtifactError, OSError, RuntimeError, ValueError) as exc:
+        return None, f"LoadGen accuracy run on the artifact failed: {type(exc).__name__}: {exc}"
+    return {"accuracy": run.accuracy, "manifest_accuracy": manifest.get("artifact_accuracy"),
+            "runtime": manifest.get("runtime", "onnxruntime"), "samples": len(sweep.data.val_labels),
+            "loadgen_log": str(run.log_dir), "mode": "AccuracyOnly"}, None

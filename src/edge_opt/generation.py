@@ -170,14 +170,15 @@ def begin_generation(out: str | Path, new_hash: str, keep: Iterable[str] | None 
                      exclude: tuple[str, ...] = CACHE_FILES) -> tuple[atomic.OutputJournal, list[str]]:
     """Remove the previous generation and start the journal of the next one.
 
-    ``keep`` (default: the exported model, ``model/``, when reusable for ``new_hash``) survives and
+    ``keep`` (default: the exported model and LoadGen's logs, ``model/`` and ``deployment/``, when reusable
+    for ``new_hash``) survives and
     becomes part of the new generation.
 
     Returns:
         (the journal to write under, the kept files)
     """
     out = Path(out)
-    kept = list(keep) if keep is not None else (reusable_files(out, new_hash, ("model/",)) or [])
+    kept = list(keep) if keep is not None else (reusable_files(out, new_hash, ("model/", "deployment/")) or [])
     clear_outputs(out, keep=kept)
     journal = atomic.OutputJournal(out, JOURNAL_FILE, exclude=exclude)
     for rel in kept:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MANIFEST_KEYS", "RUNTIMES", "muted_native_stderr", "ArtifactError", "load_manifest", "normalise", "predict", "sha256_file"]
+__all__ = ["MANIFEST_KEYS", "RUNTIMES", "artifact_runner", "muted_native_stderr", "ArtifactError", "load_manifest", "normalise", "predict", "sha256_file"]
 
 
 class ArtifactError(ValueError):
@@ -157,7 +157,7 @@ def predict(model_dir: str | Path, images: np.ndarray, batch_size: int = 256, sc
         bad = int((~np.isfinite(x)).reshape(len(x), -1).any(1).sum())
         raise ArtifactError(f"Input holds NaN or infinite values in {bad} of {len(x)} images; refusing to predict.")
     x = normalise(x, manifest["normalisation"])
-    run = _runner(Path(model_dir), manifest)
+    run = artifact_runner(model_dir, manifest)
     step = 1 if manifest.get("runtime") == "executorch" else batch_size  # a .pte has a static batch of 1
     out = [run(np.ascontiguousarray(x[i:i + step])).argmax(1) for i in range(0, len(x), step)]
     return np.concatenate(out) if out else np.zeros((0,), dtype=np.int64)
@@ -189,8 +189,11 @@ def muted_native_stderr() -> Iterator[None]:
             os.close(saved)
 
 
-def _runner(model_dir: Path, manifest: dict[str, Any]) -> Any:
-    """A function batch → logits with the runtime the manifest names, and that runtime alone."""
+def artifact_runner(model_dir: str | Path, manifest: dict[str, Any] | None = None) -> Any:
+    """A function (normalised float32 NCHW batch) → logits, with the runtime the manifest names and that runtime
+    alone (an ExecuTorch ``.pte`` takes one sample at a time)."""
+    model_dir = Path(model_dir)
+    manifest = manifest if manifest is not None else load_manifest(model_dir)
     runtime = manifest.get("runtime", "onnxruntime")
     path = str(_inside(model_dir, manifest["model_file"]))
     threads = int(manifest.get("session_options", {}).get("intra_op_num_threads",
