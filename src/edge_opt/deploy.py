@@ -155,10 +155,19 @@ def _loadgen(run: _Run, scenario: str, settings: LoadGenSettings, sub: str = "")
         held["run"] = run_loadgen(run.variant, run.data, scenario, settings, folder)
         return held["run"].samples_run
 
+    _note_logs(folder)
     energy, _, _ = measure_energy(test, power_watts=run.s.power_watts, reader=run.reader)  # joules per sample
-    for path in sorted(folder.glob("mlperf_log_*")):
-        atomic.note_written(path)  # LoadGen writes its own files: they join the study's outputs
     return held["run"], energy
+
+
+LOADGEN_LOGS = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json", "mlperf_log_trace.json")
+
+
+def _note_logs(folder: Path) -> None:
+    """LoadGen writes its own files: they join the study's outputs, noted before they are written (a kill
+    mid-run leaves nothing the output journal does not list)."""
+    for name in LOADGEN_LOGS:
+        atomic.note_written(folder / name)
 
 
 def _figures(r: LoadGenRun, energy: Any, run: _Run, rate_key: str) -> dict[str, Any]:
@@ -351,12 +360,10 @@ def _run_scenarios(run: _Run, scenarios: Sequence[str], loader: Iterable) -> dic
 def loadgen_accuracy(variant: Variant, loader: Iterable, labels: np.ndarray, log_dir: Path) -> LoadGenRun:
     """LoadGen's AccuracyOnly run of ``variant`` over every sample; its accuracy is read from LoadGen's accuracy log."""
     data = _samples(loader)
-    run = run_loadgen(variant, data, "single_stream", LoadGenSettings(min_query_count=1, min_duration_ms=0,
-                                                                      performance_sample_count=len(data)),
-                      log_dir, mode="accuracy", labels=np.asarray(labels))
-    for path in sorted(log_dir.glob("mlperf_log_*")):
-        atomic.note_written(path)
-    return run
+    _note_logs(log_dir)
+    return run_loadgen(variant, data, "single_stream", LoadGenSettings(min_query_count=1, min_duration_ms=0,
+                                                                       performance_sample_count=len(data)),
+                       log_dir, mode="accuracy", labels=np.asarray(labels))
 
 
 def deployment_rows(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
