@@ -39,9 +39,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 
-# Two workers (one per core here); a test file stays on one worker, so its module fixtures run once.
+# Two workers (one per core here), tests dealt out one by one (a module fixture may run once per worker).
 test: $(EXTRAS_STAMP) browser lint
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist load
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

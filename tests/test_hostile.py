@@ -240,6 +240,7 @@ def test_3_report_keeps_the_run_only_outputs_of_an_intact_generation(study_a):
     after = json.loads((out / "summary.json").read_text())
     assert after["recommended"] == before["recommended"] and (out / "model" / "model.onnx").exists()
     assert after["deployment"] == before["deployment"] and (out / "deployment.csv").exists()
+    assert (out / "deployment" / "recommended" / "single_stream" / "mlperf_log_summary.txt").exists()  # LoadGen's
     assert_one_generation(out)
 
 

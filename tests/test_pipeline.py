@@ -40,7 +40,7 @@ def test_outputs_written(tiny_study):
     summary = json.loads((out / "summary.json").read_text())
     dep = summary["deployment"]
     for label in ("baseline", "recommended"):
-        assert set(dep[label]["scenarios"]) == {"single_stream", "server", "offline", "batch"}
+        assert set(dep[label]["scenarios"]) == {"single_stream", "multi_stream", "server", "offline", "batch"}
     for k in ("batch_latency_ms", "batch_throughput_sps", "stream_avg_latency_ms", "stream_throughput_sps",
               "hardware_summary"):
         assert k in dep

@@ -496,7 +496,7 @@ def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: EventFn | None
 
 
 # What only a run can produce (the model, the hardware and deployment stages): kept by a rebuild when intact.
-RUN_ONLY_OUTPUTS = ("model/", "deployment.csv", "hardware_summary.csv", "layerwise_breakdown.csv",
+RUN_ONLY_OUTPUTS = ("model/", "deployment.csv", "deployment/", "hardware_summary.csv", "layerwise_breakdown.csv",
                     "roofline_points.csv", "precision_tradeoffs.csv", "reproducibility.json")
 
 
