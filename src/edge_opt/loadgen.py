@@ -23,7 +23,8 @@ import torch
 
 from .variants.backends import Variant
 
-__all__ = ["LOADGEN_SCENARIOS", "LoadGenRun", "LoadGenSettings", "parse_summary", "run_loadgen"]
+__all__ = ["LOADGEN_SCENARIOS", "LoadGenRun", "LoadGenSettings", "parse_summary", "performance_samples",
+           "run_loadgen"]
 
 LOADGEN_SCENARIOS = {"single_stream": "SingleStream", "multi_stream": "MultiStream", "server": "Server",
                      "offline": "Offline"}
@@ -110,7 +111,7 @@ def _settings(lg: Any, scenario: str, mode: str, s: LoadGenSettings, samples: in
     t.offline_expected_qps = s.offline_expected_qps
     if scenario == "server":  # an unattainable target would otherwise schedule target × duration queries
         t.max_query_count = max(s.min_query_count, int(s.max_server_queries))
-    t.performance_sample_count_override = min(samples, s.performance_sample_count)
+    t.performance_sample_count_override = samples
     return t
 
 
@@ -160,6 +161,18 @@ class _SystemUnderTest:
         """Nothing is queued: every query is answered inside ``issue``."""
 
 
+def performance_samples(samples: torch.Tensor, settings: LoadGenSettings) -> int:
+    """How many samples LoadGen keeps loaded: the setting, at most the data, and what fits in a quarter of memory."""
+    import os
+
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        memory = 8 << 30
+    per_sample = max(int(samples[:1].numel()) * 4, 1) * 2  # the raw sample and its prepared copy
+    return max(1, min(len(samples), settings.performance_sample_count, int(memory // 4 // per_sample)))
+
+
 def run_loadgen(variant: Variant, samples: torch.Tensor, scenario: str, settings: LoadGenSettings, log_dir: Path,
                 mode: str = "performance", labels: np.ndarray | None = None) -> LoadGenRun:
     """Run one LoadGen test of ``variant`` on ``samples`` and read its logs (kept in ``log_dir``).
@@ -174,14 +187,14 @@ def run_loadgen(variant: Variant, samples: torch.Tensor, scenario: str, settings
     batch = settings.multi_stream_samples_per_query if scenario == "multi_stream" else settings.offline_batch_size
     sut_impl = _SystemUnderTest(lg, library, scenario, batch)
     sut = lg.ConstructSUT(sut_impl.issue, sut_impl.flush)
-    qsl = lg.ConstructQSL(len(samples), min(len(samples), settings.performance_sample_count), library.load,
-                          library.unload)
+    qsl = lg.ConstructQSL(len(samples), performance_samples(samples, settings), library.load, library.unload)
     log = lg.LogSettings()
     log.log_output.outdir = str(log_dir)
     log.log_output.copy_summary_to_stdout = False
     log.enable_trace = False
     try:
-        lg.StartTestWithLogSettings(sut, qsl, _settings(lg, scenario, mode, settings, len(samples)), log)
+        lg.StartTestWithLogSettings(sut, qsl, _settings(lg, scenario, mode, settings,
+                                                        performance_samples(samples, settings)), log)
     finally:
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
