@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 
 from conftest import PYTHON, ROOT, cli_env
 from edge_opt import atomic
@@ -65,6 +67,12 @@ def assert_one_generation(out: Path) -> str:
             assert json.loads((out / rel).read_text())["config_hash"] == want, rel
     if "report.html" in gen.files:
         assert f'name="edge-opt-config-hash" content="{want}"' in (out / "report.html").read_text()
+    for rel in gen.files:  # every CSV has the column, every PNG the text chunk
+        if rel.endswith(".csv") and (out / rel).stat().st_size > 1:
+            assert set(pd.read_csv(out / rel)["config_hash"]) == {want}, rel
+        if rel.endswith(".png"):
+            with Image.open(out / rel) as image:
+                assert image.text.get("config_hash") == want, rel
     owned = {*gen.files, GENERATION_FILE, *STORE_FILES, *CACHE_FILES}
     for path in out.rglob("*"):
         rel = path.relative_to(out).as_posix()

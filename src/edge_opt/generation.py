@@ -29,9 +29,9 @@ from typing import Any
 from . import atomic
 
 __all__ = [
-    "CACHE_DIRS", "CACHE_FILES", "GENERATION_FILE", "JOURNAL_FILE", "LEGACY_OUTPUTS", "STORE_FILES", "Generation",
+    "HASH_KEY", "CACHE_DIRS", "CACHE_FILES", "GENERATION_FILE", "JOURNAL_FILE", "LEGACY_OUTPUTS", "STORE_FILES", "Generation",
     "begin_generation", "changed_files", "clear_outputs", "commit_generation", "config_hash", "foreign_entries",
-    "read_generation", "remove_study", "reusable_files", "verify_generation",
+    "read_generation", "remove_study", "reusable_files", "stamp_outputs", "verify_generation",
 ]
 
 GENERATION_FILE = "generation.json"
@@ -184,6 +184,54 @@ def begin_generation(out: str | Path, new_hash: str, keep: Iterable[str] | None 
     for rel in kept:
         journal.note(out / rel)
     return journal, kept
+
+
+HASH_KEY = "config_hash"
+
+
+def stamp_outputs(out: str | Path, files: Iterable[str], new_hash: str) -> list[str]:
+    """Write the config hash into every derived file that can hold it: a ``config_hash`` column in each CSV, a
+    ``config_hash`` key in each JSON object, a ``config_hash`` text chunk in each PNG (HTML pages carry a
+    ``<meta>``). Values are kept as written (CSV cells are copied as text). Returns the files stamped."""
+    out = Path(out)
+    stamped = []
+    for rel in files:
+        path = out / rel
+        if path.is_file() and _stamp(path, new_hash):
+            stamped.append(rel)
+    return stamped
+
+
+def _stamp(path: Path, new_hash: str) -> bool:
+    if path.suffix == ".csv":
+        import pandas as pd
+
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except pd.errors.EmptyDataError:
+            return False
+        frame[HASH_KEY] = new_hash
+        atomic.write_with(path, lambda t: frame.to_csv(t, index=False, encoding="utf-8"))
+        return True
+    if path.suffix == ".json":
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        if not isinstance(doc, dict) or doc.get(HASH_KEY) == new_hash:
+            return isinstance(doc, dict)
+        atomic.write_text(path, json.dumps({**doc, HASH_KEY: new_hash}, indent=2, ensure_ascii=False) + "\n")
+        return True
+    if path.suffix == ".png":
+        from PIL import Image, PngImagePlugin
+
+        info = PngImagePlugin.PngInfo()
+        info.add_text(HASH_KEY, new_hash)
+        with Image.open(path) as image:
+            image.load()
+        atomic.write_with(path, lambda t: image.save(t, format="PNG", pnginfo=info))
+        return True
+    return False
 
 
 def commit_generation(out: str | Path, new_hash: str, journal: atomic.OutputJournal,

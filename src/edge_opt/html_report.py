@@ -40,8 +40,8 @@ def _table(df: pd.DataFrame, table_id: str) -> str:
 
 def _read_csv(path: Path) -> pd.DataFrame:
     """A CSV of the study, or an empty table when it is missing or has no columns."""
-    try:
-        return pd.read_csv(path)
+    try:  # the page carries the config hash once, in its <meta>, not in every table
+        return pd.read_csv(path).drop(columns=["config_hash"], errors="ignore")
     except (FileNotFoundError, pd.errors.EmptyDataError):
         return pd.DataFrame()
 

@@ -25,7 +25,14 @@ from .artifact import ExportedArtifact, export_recommended
 from .config import ConfigError, StudyConfig, load_config
 from .data import DATASETS, DataBundle, RawDataset, load_study_data
 from .deploy import DeploymentTarget, simulate_deployment
-from .generation import begin_generation, commit_generation, foreign_entries, remove_study, reusable_files
+from .generation import (
+    begin_generation,
+    commit_generation,
+    foreign_entries,
+    remove_study,
+    reusable_files,
+    stamp_outputs,
+)
 from .hardware import precision_tradeoff_table, rebuild_hardware_plots
 from .html_report import write_html_report
 from .models import MODELS, model_param_errors
@@ -479,6 +486,7 @@ def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: EventFn | None
             outcome = _analyse(sweep, store, out, interrupted, emit, clock, warnings)
             emit("stage", name="report", detail=str(out))
             report = write_study_report(out, outcome, data, command)
+            stamp_outputs(out, list(journal.files), cfg.config_hash)
         commit_generation(out, cfg.config_hash, journal, outcome.interrupted)
         clock.lap("report")
         warnings = [*outcome.warnings, *_track(cfg, outcome, report, emit)]
@@ -532,6 +540,7 @@ def rebuild_report(output_dir: str | Path) -> Path:
             _rebuild_repro(out)
             write_sensitivity(out, cfg)
             path = write_html_report(out)
+            stamp_outputs(out, list(journal.files), cfg.config_hash)
         commit_generation(out, cfg.config_hash, journal, interrupted=bool(summary.get("interrupted")))
     return path
 
