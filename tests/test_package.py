@@ -22,7 +22,7 @@ LAYERS = [
      "variants.precisions", "variants.backends", "variants.layers", "variants.sensitivity",
      "variants.openvino_backend", "variants.executorch_backend"},
     {"metrics", "results", "runner", "executors"},
-    {"selection", "pareto", "hardware", "analysis", "deploy", "statistics", "benchmark", "loadgen"},
+    {"selection", "pareto", "hardware", "analysis", "deploy", "statistics", "benchmark", "loadgen", "roofs"},
     {"reporting", "html_report", "artifact", "report_stage", "tracking", "sweep", "compare", "sensitivity_report"},
     {"pipeline", "progress", "cli", "api", ""},
 ]

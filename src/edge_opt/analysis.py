@@ -8,6 +8,7 @@ artifacts (``layerwise_breakdown.csv``, ``precision_tradeoffs.csv``, ``hardware_
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +27,11 @@ from .hardware import (
     summarize_hardware,
 )
 from .results import VariantResult
+from .roofs import place
 from .selection import Assessment, Selection, to_frame
 from .variants.precisions import get_precision
 
-__all__ = ["HardwareAnalysis", "analyse_hardware", "layer_table"]
+__all__ = ["HardwareAnalysis", "analyse_hardware", "layer_table", "placed_summary", "working_set_bytes"]
 
 
 @dataclass(frozen=True)
@@ -38,12 +40,15 @@ class HardwareAnalysis:
 
     Attributes:
         summaries: ``summarize_hardware`` of the baseline, the recommended variant, and the recommended
-            variant at the loader's batch (``recommended_batch``), plus the ``machine`` calibration.
+            variant at the loader's batch (``recommended_batch``), each placed against its own roofs, plus
+            the ``machine`` calibration.
         machine: the roofs (measured or configured).
+        warnings: variants faster than their roof even after the roofs were measured again.
     """
 
     summaries: dict[str, Any] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
     def compute_bound_fraction(self, label: str) -> float | None:
         """Compute-bound share of the roofline time of ``label`` (baseline / recommended)."""
@@ -58,8 +63,36 @@ def layer_table(model: nn.Module, precision: str, batch: int, input_shape: tuple
     return df
 
 
+def working_set_bytes(layers: pd.DataFrame) -> float:
+    """What must stay close to the core while the model runs: all weights plus the largest activation."""
+    return float(layers["parameter_bytes"].sum() + (layers["activation_bytes"].max() if len(layers) else 0))
+
+
+def placed_summary(layers: pd.DataFrame, latency_ms: float, ci95_ms: float, kernel_precision: str | None,
+                   machine: dict[str, Any]) -> dict[str, Any]:
+    """``summarize_hardware`` against the roofs this variant runs under (its kernels' compute roof, its working
+    set's memory level), with ``roof_exceeded`` when even the slow end of its latency CI beats the roofline."""
+    ws = working_set_bytes(layers)
+    roofs = place(kernel_precision, ws, machine)
+    s = summarize_hardware(layers, latency_ms, roofs["memory_roof_gbps"], roofs["compute_roof_gmacs"])
+    slow_end = latency_ms + (ci95_ms if ci95_ms == ci95_ms else 0.0)
+    exceeded = bool(s["attainable_latency_ms"] > slow_end) if s["attainable_latency_ms"] == s["attainable_latency_ms"] \
+        else False
+    return {**s, **roofs, "working_set_bytes": ws, "roof_exceeded": exceeded,
+            "roof_note": _exceeded_cause(s, roofs) if exceeded else None}
+
+
+def _exceeded_cause(s: dict[str, Any], roofs: dict[str, Any]) -> str:
+    roof = (f"the {roofs['compute_roof_precision']} compute roof ({roofs['compute_roof_gmacs']:.1f} GMAC/s)"
+            if s["bound_regime"] == "compute-bound" else
+            f"the {roofs['memory_level']} memory roof ({roofs['memory_roof_gbps']:.1f} GB/s)")
+    return (f"faster than {roof} even at the slow end of its latency CI (efficiency {s['roofline_efficiency']:.2f}): "
+            "its kernels do fewer multiplications or move fewer bytes than the layers' nominal count "
+            "(Winograd/FFT convolution, fused layers kept in registers), or the roof is under-measured")
+
+
 def _roofline_points(assessed: Sequence[Assessment], parent: Callable[[float], nn.Module], batch: int,
-                     input_shape: tuple[int, ...], bw: float, peak: float) -> pd.DataFrame:
+                     input_shape: tuple[int, ...], machine: dict[str, Any]) -> pd.DataFrame:
     cache: dict[tuple[float, str], pd.DataFrame] = {}
     rows = []
     for a in assessed:
@@ -68,43 +101,86 @@ def _roofline_points(assessed: Sequence[Assessment], parent: Callable[[float], n
         k = (a.point.pruning_level, a.point.precision)
         if k not in cache:
             cache[k] = layer_table(parent(k[0]), k[1], batch, input_shape)
-        s = summarize_hardware(cache[k], a.metrics.latency_ms, bw, peak)
+        kernel = a.result.measurement.kernel_precision if a.result.measurement is not None else None
+        s = placed_summary(cache[k], a.metrics.latency_ms, a.metrics.latency_ci95_ms, kernel, machine)
         rows.append({"backend": a.point.backend, "precision": a.point.precision, "pruning_level": k[0],
-                     "arithmetic_intensity": s["arithmetic_intensity"], "achieved_gmacs": s["achieved_gmacs"]})
+                     "kernel_precision": kernel, "arithmetic_intensity": s["arithmetic_intensity"],
+                     "achieved_gmacs": s["achieved_gmacs"], "roofline_efficiency": s["roofline_efficiency"],
+                     "compute_roof_gmacs": s["compute_roof_gmacs"], "compute_roof_precision": s["compute_roof_precision"],
+                     "memory_roof_gbps": s["memory_roof_gbps"], "memory_level": s["memory_level"],
+                     "working_set_bytes": s["working_set_bytes"], "roof_exceeded": s["roof_exceeded"],
+                     "roof_note": s["roof_note"]})
     return pd.DataFrame(rows)
+
+
+def _summaries(cfg: StudyConfig, parent: Callable[[float], nn.Module], input_shape: tuple[int, ...],
+               baseline: VariantResult, selection: Selection, machine: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
+    base_m = baseline.metrics
+    if base_m is None:
+        raise ValueError("The hardware analysis needs a measured baseline. Got a baseline without measurement.")
+    bw, peak, lb = machine["memory_bandwidth_gbps"], machine["peak_compute_gmacs"], cfg.latency_batch_size
+    base_table = layer_table(parent(0.0), "fp32", lb, input_shape)
+    base_kernel = baseline.measurement.kernel_precision if baseline.measurement is not None else "fp32"
+    summaries = {"baseline": placed_summary(base_table, base_m.latency_ms, base_m.latency_ci95_ms, base_kernel,
+                                            machine)}
+    layers = add_layer_roofline(base_table, bw, peak)
+    chosen = selection.chosen
+    if chosen is not None:
+        level, precision = chosen.point.pruning_level, chosen.point.precision
+        rec = chosen.result.measurement
+        kernel = rec.kernel_precision if rec is not None else None
+        table = layer_table(parent(level), precision, lb, input_shape)
+        summaries["recommended"] = placed_summary(table, chosen.metrics.latency_ms, chosen.metrics.latency_ci95_ms,
+                                                  kernel, machine)
+        r = summaries["recommended"]
+        layers = add_layer_roofline(table, r["memory_roof_gbps"], r["compute_roof_gmacs"])
+        loader_batch = rec.batch_latency.batch_size if rec is not None else lb
+        big = layer_table(parent(level), precision, loader_batch, input_shape)
+        summaries["recommended_batch"] = placed_summary(big, chosen.metrics.batch_latency_ms, math.nan, kernel, machine)
+    return summaries, layers
 
 
 def analyse_hardware(out: Path, cfg: StudyConfig, parent: Callable[[float], nn.Module], input_shape: tuple[int, ...],
                      baseline: VariantResult, selection: Selection,
                      assessed: Sequence[Assessment]) -> tuple[HardwareAnalysis, pd.DataFrame]:
-    """Stage: roofline analysis of the baseline and the chosen variant; writes the hardware artifacts.
+    """Stage: roofline analysis of the baseline, the chosen variant and every measured variant, each against the
+    roofs it runs under; writes the hardware artifacts.
+
+    A variant faster than its roofline (even at the slow end of its latency CI) makes the stage measure the
+    roofs once more; what still exceeds is flagged (``roof_exceeded`` with its cause) and warned about.
 
     Returns:
         The analysis and the chosen variant's (else the baseline's) layer table with roofline columns.
     """
     machine = machine_calibration(out, cfg.threads, cfg.memory_bandwidth_gbps, cfg.peak_compute_gmacs)
-    bw, peak, lb = machine["memory_bandwidth_gbps"], machine["peak_compute_gmacs"], cfg.latency_batch_size
-    base_m = baseline.metrics
-    if base_m is None:
-        raise ValueError("The hardware analysis needs a measured baseline. Got a baseline without measurement.")
-    base_layers = add_layer_roofline(layer_table(parent(0.0), "fp32", lb, input_shape), bw, peak)
-    summaries: dict[str, Any] = {"baseline": summarize_hardware(base_layers, base_m.latency_ms, bw, peak)}
-    layers = base_layers
-    chosen = selection.chosen
-    if chosen is not None:
-        level, precision = chosen.point.pruning_level, chosen.point.precision
-        layers = add_layer_roofline(layer_table(parent(level), precision, lb, input_shape), bw, peak)
-        summaries["recommended"] = summarize_hardware(layers, chosen.metrics.latency_ms, bw, peak)
-        rec = chosen.result.measurement
-        loader_batch = rec.batch_latency.batch_size if rec is not None else lb
-        big = add_layer_roofline(layer_table(parent(level), precision, loader_batch, input_shape), bw, peak)
-        summaries["recommended_batch"] = summarize_hardware(big, chosen.metrics.batch_latency_ms, bw, peak)
+    summaries, layers = _summaries(cfg, parent, input_shape, baseline, selection, machine)
+    points = _roofline_points(assessed, parent, cfg.latency_batch_size, input_shape, machine)
+    if _any_exceeded(summaries, points) and machine.get("peak_source") == "measured":
+        machine = machine_calibration(out, cfg.threads, cfg.memory_bandwidth_gbps, cfg.peak_compute_gmacs,
+                                      remeasure=True)
+        summaries, layers = _summaries(cfg, parent, input_shape, baseline, selection, machine)
+        points = _roofline_points(assessed, parent, cfg.latency_batch_size, input_shape, machine)
     summaries["machine"] = machine
-    points = _roofline_points(assessed, parent, lb, input_shape, bw, peak)
+    chosen = selection.chosen
     frame = to_frame(assessed)
     ptable = precision_tradeoff_table(frame) if len(assessed) else pd.DataFrame()
     hw_summary = {**summaries["recommended" if chosen is not None else "baseline"],
                   "bandwidth_source": machine["bandwidth_source"], "peak_source": machine["peak_source"],
-                  "peak_compute_gmacs_int8": machine.get("peak_compute_gmacs_int8")}
-    save_hardware_artifacts(out, layers, ptable, hw_summary, points)
-    return HardwareAnalysis(summaries, machine), layers
+                  "peak_compute_gmacs_int8": machine.get("peak_compute_gmacs_int8"),
+                  "nominal_peak_gmacs": machine.get("nominal_peak_gmacs")}
+    save_hardware_artifacts(out, layers, ptable, hw_summary, points, machine)
+    return HardwareAnalysis(summaries, machine, _exceeded_warnings(summaries, points)), layers
+
+
+def _any_exceeded(summaries: dict[str, Any], points: pd.DataFrame) -> bool:
+    return any(s.get("roof_exceeded") for s in summaries.values()) or bool(
+        len(points) and points["roof_exceeded"].any())
+
+
+def _exceeded_warnings(summaries: dict[str, Any], points: pd.DataFrame) -> tuple[str, ...]:
+    flagged = points[points["roof_exceeded"]] if len(points) else points
+    out = [f"roofline: {r['backend']} {r['precision']} p{r['pruning_level']:g} is {r['roof_note']}"
+           for _, r in flagged.iterrows()]
+    out += [f"roofline: {label} is {s['roof_note']}" for label, s in summaries.items()
+            if isinstance(s, dict) and s.get("roof_exceeded")]
+    return tuple(out)

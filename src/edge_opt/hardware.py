@@ -23,6 +23,7 @@ from torch.utils.benchmark import Timer
 
 from . import atomic
 from .env import cpu_model
+from .roofs import measure_roofs
 
 __all__ = [
     "CALIBRATION_FILE", "HARDWARE_DPI", "LayerEstimate", "add_layer_roofline", "estimate_layerwise_stats",
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 HARDWARE_DPI = 180
+CALIBRATION_VERSION = 2  # 2: compute roofs per precision, memory roofs per cache level
 
 
 @dataclass(frozen=True)
@@ -191,12 +193,18 @@ def measure_machine(threads: int = 1, gemm_n: int = 2048, copy_mb: int = 128, mi
         copy_s = tc.blocked_autorange(min_run_time=min_run_time).median
     finally:
         torch.set_num_threads(prev)
+    roofs = measure_roofs(threads, min_run_time=min(min_run_time, 0.1))
+    fp32 = max(gemm_n**3 / gemm_s / 1e9, roofs["compute_roofs_gmacs"]["fp32"])
+    roofs["compute_roofs_gmacs"]["fp32"] = fp32
     return {
-        "peak_compute_gmacs": gemm_n**3 / gemm_s / 1e9,
-        "peak_compute_gmacs_int8": int8,
+        **roofs,
+        "peak_compute_gmacs": fp32,
+        "peak_compute_gmacs_int8": max(int8 or 0.0, roofs["compute_roofs_gmacs"].get("int8") or 0.0) or None,
         "memory_bandwidth_gbps": 2 * n * 4 / copy_s / 1e9,
+        "calibration_version": CALIBRATION_VERSION,
         "threads": threads,
-        "peak_method": f"torch.matmul fp32 {gemm_n}x{gemm_n}x{gemm_n}, median of blocked_autorange",
+        "peak_method": "best of torch.matmul fp32 over several large shapes and ONNX Runtime's MatMul (median of "
+                       "blocked_autorange each)",
         "int8_method": "torch._int_mm int8 GEMM" if int8 else "not available",
         "bandwidth_method": f"tensor copy of {copy_mb} MB (read + write)",
         "hostname": socket.gethostname(),
@@ -207,22 +215,28 @@ def measure_machine(threads: int = 1, gemm_n: int = 2048, copy_mb: int = 128, mi
 
 
 def machine_calibration(output_dir: str | Path, threads: int = 1, memory_bandwidth_gbps: float | None = None,
-                        peak_compute_gmacs: float | None = None) -> dict[str, Any]:
-    """Measured machine figures, cached per host in ``output_dir``; configured values override.
+                        peak_compute_gmacs: float | None = None, remeasure: bool = False) -> dict[str, Any]:
+    """Measured machine figures, cached per host in ``output_dir``; configured values override (both given:
+    nothing is measured). ``remeasure`` ignores the cache (a variant beat its roof: measure once more).
 
     Returns:
         dict with memory_bandwidth_gbps, peak_compute_gmacs, peak_compute_gmacs_int8 and
         ``bandwidth_source`` / ``peak_source`` = "measured" or "configured".
     """
+    if memory_bandwidth_gbps and peak_compute_gmacs:  # both roofs given: nothing to measure
+        return {"memory_bandwidth_gbps": float(memory_bandwidth_gbps), "peak_compute_gmacs": float(peak_compute_gmacs),
+                "peak_compute_gmacs_int8": None, "bandwidth_source": "configured", "peak_source": "configured",
+                "threads": threads}
     path = Path(output_dir) / CALIBRATION_FILE
-    ident = {"hostname": socket.gethostname(), "cpu_model": cpu_model(), "threads": threads, "torch": torch.__version__}
+    ident = {"hostname": socket.gethostname(), "cpu_model": cpu_model(), "threads": threads, "torch": torch.__version__,
+             "calibration_version": CALIBRATION_VERSION}
     cached: dict[str, Any] = {}
     if path.exists():
         try:
             cached = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             cached = {}
-    if any(cached.get(k) != v for k, v in ident.items()):
+    if remeasure or any(cached.get(k) != v for k, v in ident.items()):
         cached = measure_machine(threads)
         atomic.write_json(path, cached)
     out = dict(cached)
@@ -320,6 +334,19 @@ def precision_tradeoff_table(sweep_df: pd.DataFrame) -> pd.DataFrame:
     return out[[*keys, "accuracy_mean", "latency_ms_mean", "memory_mb_mean", "energy_proxy_j_mean", "accepted_ratio"]]
 
 
+def _draw_ceilings(ax: Any, xs: np.ndarray, ceilings: Mapping[str, Any], fp32: float, int8: float | None) -> None:
+    top = max([fp32, *(v for v in ceilings.get("compute", {}).values() if v)])
+    for name, gmacs in ceilings.get("compute", {}).items():
+        if name != "int8" or not int8:
+            ax.axhline(gmacs, color="tab:purple", ls="--", lw=0.8)
+            ax.annotate(f"{name} {gmacs:.0f}", (xs[0], gmacs), fontsize=6, color="tab:purple", va="bottom")
+    for level, gbps in ceilings.get("memory", []):
+        ax.plot(xs, np.minimum(top, xs * gbps), color="tab:brown", ls="-.", lw=0.8)
+        knee = top / gbps
+        ax.annotate(f"{level} {gbps:.0f} GB/s", (max(xs[0], knee / 30), knee / 30 * gbps), fontsize=6,
+                    color="tab:brown", rotation=30)
+
+
 def _bar(path: Path, labels: Sequence[str], values: Sequence[float], ylabel: str, title: str) -> None:
     fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(labels) + 2), 4))
     ax.bar(range(len(values)), values, color="tab:blue")
@@ -333,10 +360,14 @@ def _bar(path: Path, labels: Sequence[str], values: Sequence[float], ylabel: str
 
 
 def plot_roofline(path: str | Path, peak_compute_gmacs: float, memory_bandwidth_gbps: float,
-                  points: pd.DataFrame, peak_int8_gmacs: float | None = None) -> Path:
-    """The machine's roof (fp32, and int8 when measured) and each variant at (arithmetic intensity, achieved GMAC/s).
+                  points: pd.DataFrame, peak_int8_gmacs: float | None = None,
+                  ceilings: Mapping[str, Any] | None = None) -> Path:
+    """The machine's roof (fp32 × DRAM, and int8 when measured), every other measured ceiling (``ceilings``:
+    ``compute`` {precision: GMAC/s}, ``memory`` [(cache level, GB/s)]) and each variant at (arithmetic
+    intensity, achieved GMAC/s); variants that beat their roof are ringed in red.
 
-    ``points`` columns: arithmetic_intensity, achieved_gmacs and optionally backend, precision, pruning_level, label.
+    ``points`` columns: arithmetic_intensity, achieved_gmacs and optionally backend, precision, pruning_level,
+    roof_exceeded.
     """
     fig, ax = plt.subplots(figsize=(7.5, 5))
     knee = peak_compute_gmacs / memory_bandwidth_gbps
@@ -348,16 +379,19 @@ def plot_roofline(path: str | Path, peak_compute_gmacs: float, memory_bandwidth_
     ax.plot(xs, np.minimum(peak_compute_gmacs, xs * memory_bandwidth_gbps), "k-", lw=2, label="fp32 roof (measured)")
     if peak_int8_gmacs:
         ax.plot(xs, np.minimum(peak_int8_gmacs, xs * memory_bandwidth_gbps), "k--", lw=1, label="int8 roof (measured)")
+    _draw_ceilings(ax, xs, ceilings or {}, peak_compute_gmacs, peak_int8_gmacs)
     ax.axvline(knee, color="grey", ls=":", lw=1)
-    colors = {"fp32": "tab:blue", "fp16": "tab:orange", "int8": "tab:green"}
-    markers = {"torch": "o", "onnxruntime": "s", "torch_channels_last": "^"}
+    colors = {"fp32": "tab:blue", "fp16": "tab:orange", "int8": "tab:green", "bf16": "tab:red"}
+    markers = {"torch": "o", "onnxruntime": "s", "torch_channels_last": "^", "openvino": "P", "executorch": "X"}
     seen = set()
     for _, r in ok.iterrows():
         prec, backend = str(r.get("precision", "")), str(r.get("backend", ""))
         label = f"{backend} {prec}" if (backend, prec) not in seen else None
         seen.add((backend, prec))
+        flagged = bool(r.get("roof_exceeded", False)) is True
         ax.scatter(r["arithmetic_intensity"], r["achieved_gmacs"], s=36, c=colors.get(prec, "tab:grey"),
-                   marker=markers.get(backend, "D"), edgecolors="k", linewidths=0.4, label=label)
+                   marker=markers.get(backend, "D"), edgecolors="red" if flagged else "k",
+                   linewidths=1.5 if flagged else 0.4, label=label)
         if "pruning_level" in r and r["pruning_level"] == r["pruning_level"]:
             ax.annotate(f"p{float(r['pruning_level']):g}", (r["arithmetic_intensity"], r["achieved_gmacs"]),
                         fontsize=6, textcoords="offset points", xytext=(3, 2))
@@ -375,7 +409,8 @@ def plot_roofline(path: str | Path, peak_compute_gmacs: float, memory_bandwidth_
 
 
 def save_hardware_artifacts(output_dir: str | Path, layerwise_df: pd.DataFrame, precision_df: pd.DataFrame,
-                            summary: Mapping[str, Any], roofline_points: pd.DataFrame | None = None) -> dict[str, Path]:
+                            summary: Mapping[str, Any], roofline_points: pd.DataFrame | None = None,
+                            machine: Mapping[str, Any] | None = None) -> dict[str, Path]:
     """Write layerwise_breakdown.csv, precision_tradeoffs.csv, hardware_summary.csv,
     layerwise_activation_memory.png, layerwise_macs.png (180 DPI, tight layout, UTF-8), and
     roofline.png when the summary has a peak and a bandwidth.
@@ -413,10 +448,20 @@ def save_hardware_artifacts(output_dir: str | Path, layerwise_df: pd.DataFrame, 
         paths["roofline_points"] = atomic.write_with(out / "roofline_points.csv", lambda t: roofline_points.to_csv(
             t, index=False, encoding="utf-8"))
     if bw and peak and peak == peak:
-        paths["roofline"] = plot_roofline(out / "roofline.png", peak, bw,
+        fp32, dram = (machine["peak_compute_gmacs"], machine["memory_bandwidth_gbps"]) if machine else (peak, bw)
+        paths["roofline"] = plot_roofline(out / "roofline.png", fp32, dram,
                                           roofline_points if roofline_points is not None else pd.DataFrame(),
-                                          summary.get("peak_compute_gmacs_int8"))
+                                          summary.get("peak_compute_gmacs_int8"), ceilings=_ceilings(machine))
     return paths
+
+
+def _ceilings(machine: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Every measured roof of the machine: compute per precision, memory per cache level."""
+    if not machine:
+        return {}
+    compute = {k: v for k, v in (machine.get("compute_roofs_gmacs") or {}).items() if v and k != "fp32"}
+    memory = [(m["level"], m["gbps"]) for m in machine.get("memory_roofs") or [] if m["level"] != "DRAM"]
+    return {"compute": compute, "memory": memory}
 
 
 def rebuild_hardware_plots(output_dir: str | Path) -> list[Path]:

@@ -359,8 +359,10 @@ def _hardware(sweep: Sweep, out: Path, baseline: VariantResult, selection: Selec
     if why is None:
         on_event("stage", name="hardware analysis", detail="machine calibration + layer tables")
         try:
-            return analyse_hardware(out, sweep.cfg, _torch_parent(sweep), sweep.data.input_shape, baseline,
-                                    selection, assessed)[0]
+            analysis = analyse_hardware(out, sweep.cfg, _torch_parent(sweep), sweep.data.input_shape, baseline,
+                                        selection, assessed)[0]
+            warnings += analysis.warnings
+            return analysis
         except ValueError as exc:
             why = str(exc).rstrip(".")
     warnings.append(f"hardware analysis skipped: {why}; the deployment simulation uses the linear clock model")

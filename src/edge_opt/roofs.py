@@ -1,0 +1,172 @@
+"""The machine's roofs, measured with the best kernels the installed libraries have.
+
+Compute roofs per precision: fp32 is the best of ``torch.matmul`` over several large shapes and
+ONNX Runtime's MatMul; int8 is ``torch._int_mm`` (the VNNI/AMX path where the CPU has it); bf16 and
+fp16 are ``torch.matmul`` in that dtype (reported only when faster than fp32, i.e. when the CPU has
+native kernels). Memory roofs per cache level: a copy of a working set sized to half of each cache
+level the host reports (``/sys/devices/system/cpu/cpu0/cache``), and of a set 4× the last level for
+DRAM. The CPU's nominal fp32 peak (cores × SIMD lanes × 2 FMA units × clock) is reported beside the
+measured one. A variant is placed against the compute roof of the precision its kernels run and the
+memory roof of the smallest level its working set (weights + largest activation) fits in.
+"""
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.benchmark import Timer
+
+__all__ = ["DRAM_SET", "GEMM_SHAPES", "MAX_LEVEL_SET", "cache_levels", "measure_roofs", "nominal_peak_gmacs", "place"]
+
+GEMM_SHAPES = ((1024, 1024, 1024), (2048, 2048, 2048), (512, 4096, 512))  # (m, k, n)
+MAX_LEVEL_SET = 32 << 20  # a virtual machine may report a huge shared cache; its copy set stays bounded
+DRAM_SET = 256 << 20
+_CACHE = Path("/sys/devices/system/cpu/cpu0/cache")
+
+
+def _size(text: str) -> int:
+    m = re.match(r"(\d+)\s*([KMG]?)", text.strip())
+    if not m:
+        return 0
+    return int(m.group(1)) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2)]
+
+
+def cache_levels(root: Path = _CACHE) -> list[tuple[str, int]]:
+    """(name, bytes) of the data/unified cache levels the host reports, smallest first (empty when unknown)."""
+    levels = []
+    for index in sorted(root.glob("index*")):
+        try:
+            kind = (index / "type").read_text().strip()
+            level = (index / "level").read_text().strip()
+            size = _size((index / "size").read_text())
+        except OSError:
+            continue
+        if kind in ("Data", "Unified") and size > 0:
+            levels.append((f"L{level}" + ("d" if kind == "Data" else ""), size))
+    return sorted(levels, key=lambda t: t[1])
+
+
+def nominal_peak_gmacs(threads: int) -> dict[str, Any]:
+    """The CPU's nominal fp32 MAC rate: threads × SIMD fp32 lanes × 2 FMA units × clock (from /proc/cpuinfo)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"nominal_peak_gmacs": math.nan, "nominal_method": "unknown (/proc/cpuinfo unreadable)"}
+    found = re.search(r"^flags\s*:\s*(.*)$", info, re.M)
+    flags = set(found.group(1).split()) if found else set()
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    mhz = re.search(r"^cpu MHz\s*:\s*([\d.]+)", info, re.M)
+    ghz = float(mhz.group(1)) / 1e3 if mhz else math.nan
+    return {"nominal_peak_gmacs": threads * lanes * 2 * ghz,
+            "nominal_method": f"{threads} thread(s) × {lanes} fp32 lanes × 2 FMA units × {ghz:.2f} GHz (reported clock)"}
+
+
+def _rate(stmt: str, env: dict[str, Any], macs: float, threads: int, min_run_time: float) -> float:
+    t = Timer(stmt, globals=env, num_threads=threads).blocked_autorange(min_run_time=min_run_time)
+    return macs / t.median / 1e9
+
+
+def _torch_gemm(dtype: torch.dtype, threads: int, min_run_time: float,
+                shapes: tuple[tuple[int, int, int], ...] = GEMM_SHAPES) -> float:
+    best = 0.0
+    for m, k, n in shapes:
+        if dtype == torch.int8:
+            a, b = torch.randint(-64, 64, (m, k), dtype=dtype), torch.randint(-64, 64, (k, n), dtype=dtype)
+            stmt = "torch._int_mm(a, b)"
+        else:
+            a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+            stmt = "torch.matmul(a, b)"
+        best = max(best, _rate(stmt, {"torch": torch, "a": a, "b": b}, m * k * n, threads, min_run_time))
+    return best
+
+
+def _ort_gemm(threads: int, min_run_time: float, n: int = 2048) -> float:
+    """ONNX Runtime's MatMul on an n×n×n fp32 product (its MLAS kernels)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    b = numpy_helper.from_array(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32), "b")
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])], [b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "gemm.onnx"
+        onnx.save(model, str(path))
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        a = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
+        return _rate("sess.run(None, {'a': a})", {"sess": sess, "a": a}, n**3, threads, min_run_time)
+
+
+def _copy_gbps(nbytes: int, threads: int, min_run_time: float) -> float:
+    n = max(nbytes // 2 // 4, 256)  # source and destination together fill the working set
+    src, dst = torch.randn(n), torch.empty(n)
+    t = Timer("dst.copy_(src)", globals={"src": src, "dst": dst}, num_threads=threads)
+    return 2 * n * 4 / t.blocked_autorange(min_run_time=min_run_time).median / 1e9
+
+
+def _gemm_at(dtype: torch.dtype, threads: int, min_run_time: float) -> Callable[[], float]:
+    """The GEMM rate of a reduced-precision dtype on the first shape (an emulated dtype is slow: one shape)."""
+    return lambda: _torch_gemm(dtype, threads, min_run_time, GEMM_SHAPES[:1])
+
+
+def _measured(fn: Callable[[], float]) -> float | None:
+    try:
+        value = fn()
+    except (RuntimeError, ImportError, ValueError, OSError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def measure_roofs(threads: int = 1, min_run_time: float = 0.1) -> dict[str, Any]:
+    """Compute roofs per precision, memory roofs per cache level and DRAM, the nominal fp32 peak."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch_fp32 = _torch_gemm(torch.float32, threads, min_run_time)
+        ort_fp32 = _measured(lambda: _ort_gemm(threads, min_run_time)) or 0.0
+        compute: dict[str, float | None] = {"fp32": max(torch_fp32, ort_fp32)}
+        compute["int8"] = _measured(lambda: _torch_gemm(torch.int8, threads, min_run_time))
+        for name, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+            rate = _measured(_gemm_at(dtype, threads, min_run_time))
+            compute[name] = rate if rate and rate > torch_fp32 else None  # no native kernels: no roof
+        memory = [{"level": name, "size_bytes": size, "working_set_bytes": min(size // 2, MAX_LEVEL_SET),
+                   "gbps": _copy_gbps(min(size // 2, MAX_LEVEL_SET), threads, min_run_time)}
+                  for name, size in cache_levels()]
+        memory.append({"level": "DRAM", "size_bytes": None, "working_set_bytes": DRAM_SET,
+                       "gbps": _copy_gbps(DRAM_SET, threads, min_run_time)})
+    finally:
+        torch.set_num_threads(prev)
+    return {"compute_roofs_gmacs": compute, "memory_roofs": memory,
+            "fp32_peak_sources": {"torch.matmul best of shapes": torch_fp32, "onnxruntime MatMul 2048³": ort_fp32},
+            **nominal_peak_gmacs(threads)}
+
+
+def place(kernel_precision: str | None, working_set_bytes: float, machine: dict[str, Any]) -> dict[str, Any]:
+    """The roofs a variant runs against: the highest compute roof among its kernels' precisions (fp32 + int8
+    runs against the int8 roof, the conservative choice for an efficiency ≤ 1) and the memory roof of the
+    smallest level its working set fits in (the machine's single roofs when no per-level ones were measured)."""
+    compute = machine.get("compute_roofs_gmacs") or {}
+    roofs = {"fp32": float(machine["peak_compute_gmacs"])}
+    roofs.update({k: float(v) for k, v in compute.items() if k != "fp32" and v})
+    kernels = [k for k in str(kernel_precision or "fp32").split("+") if k in roofs] or ["fp32"]
+    roof_precision = max(kernels, key=lambda k: roofs[k])
+    out = {"compute_roof_gmacs": roofs[roof_precision], "compute_roof_precision": roof_precision}
+    if machine.get("bandwidth_source") == "configured" or not machine.get("memory_roofs"):
+        return {**out, "memory_roof_gbps": float(machine["memory_bandwidth_gbps"]), "memory_level": "DRAM"}
+    levels = machine["memory_roofs"]  # smallest first, DRAM last
+    first = next((i for i, m in enumerate(levels) if m["size_bytes"] and working_set_bytes <= m["size_bytes"]),
+                 len(levels) - 1)
+    # data that fits a level fits every larger one too: its roof is the fastest of those (a small copy's call
+    # overhead can make a measured L1 figure lower than L2's)
+    best = max(levels[first:], key=lambda m: m["gbps"])
+    return {**out, "memory_roof_gbps": float(best["gbps"]), "memory_level": levels[first]["level"]}

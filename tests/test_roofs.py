@@ -1,0 +1,101 @@
+"""The machine's roofs: per precision and cache level, each variant placed under its own, exceeding flagged."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from edge_opt.analysis import placed_summary, working_set_bytes
+from edge_opt.roofs import cache_levels, nominal_peak_gmacs, place
+
+MACHINE = {
+    "peak_compute_gmacs": 50.0, "memory_bandwidth_gbps": 10.0, "bandwidth_source": "measured",
+    "compute_roofs_gmacs": {"fp32": 50.0, "int8": 200.0, "bf16": 120.0, "fp16": None},
+    "memory_roofs": [{"level": "L1d", "size_bytes": 32 << 10, "gbps": 30.0},
+                     {"level": "L2", "size_bytes": 2 << 20, "gbps": 80.0},
+                     {"level": "L3", "size_bytes": 32 << 20, "gbps": 40.0},
+                     {"level": "DRAM", "size_bytes": None, "gbps": 10.0}],
+}
+
+
+@pytest.mark.parametrize("kernels,roof", [("fp32", 50.0), ("int8", 200.0), ("fp32+int8", 200.0), ("bf16", 120.0),
+                                          ("fp16", 50.0), (None, 50.0)])
+def test_compute_roof_is_that_of_the_precision_the_kernels_run(kernels, roof):
+    assert place(kernels, 1 << 10, MACHINE)["compute_roof_gmacs"] == roof
+
+
+@pytest.mark.parametrize("working_set,level,gbps", [(16 << 10, "L1d", 80.0), (1 << 20, "L2", 80.0),
+                                                    (8 << 20, "L3", 40.0), (1 << 30, "DRAM", 10.0)])
+def test_memory_roof_is_the_level_the_working_set_fits_in(working_set, level, gbps):
+    placed = place("fp32", working_set, MACHINE)
+    # data that fits L1 fits L2 too: the faster L2 copy bounds it (a small copy's overhead lowers the L1 figure)
+    assert placed["memory_level"] == level and placed["memory_roof_gbps"] == gbps
+
+
+def test_configured_bandwidth_is_one_roof_for_every_working_set():
+    machine = {**MACHINE, "bandwidth_source": "configured"}
+    assert place("fp32", 16 << 10, machine)["memory_roof_gbps"] == 10.0
+
+
+def _layers(macs: float, params: int, activation: int) -> pd.DataFrame:
+    return pd.DataFrame({"layer": ["a", "b"], "macs": [macs / 2, macs / 2], "parameter_bytes": [params // 2, params // 2],
+                         "activation_bytes": [activation, activation // 4]})
+
+
+def test_a_variant_faster_than_its_roof_is_flagged_with_the_cause():
+    layers = _layers(macs=5e9, params=1 << 20, activation=1 << 10)  # compute-bound: 100 ms at 50 GMAC/s
+    assert working_set_bytes(layers) == (1 << 20) + (1 << 10)
+    fine = placed_summary(layers, latency_ms=150.0, ci95_ms=1.0, kernel_precision="fp32", machine=MACHINE)
+    assert not fine["roof_exceeded"] and fine["roofline_efficiency"] <= 1.0 and fine["roof_note"] is None
+    fast = placed_summary(layers, latency_ms=50.0, ci95_ms=1.0, kernel_precision="fp32", machine=MACHINE)
+    assert fast["roof_exceeded"] and fast["roofline_efficiency"] > 1.0
+    assert "fp32 compute roof (50.0 GMAC/s)" in fast["roof_note"] and "Winograd" in fast["roof_note"]
+    # the same latency is fine for int8 kernels: their roof is 4× higher
+    assert not placed_summary(layers, 50.0, 1.0, "int8", MACHINE)["roof_exceeded"]
+    # within its CI: the slow end of the interval reaches the roofline
+    assert not placed_summary(layers, 95.0, 10.0, "fp32", MACHINE)["roof_exceeded"]
+
+
+def test_cache_levels_from_sysfs(tmp_path):
+    for i, (kind, level, size) in enumerate([("Data", 1, "48K"), ("Instruction", 1, "32K"), ("Unified", 2, "2048K"),
+                                             ("Unified", 3, "32M")]):
+        d = tmp_path / f"index{i}"
+        d.mkdir()
+        (d / "type").write_text(kind)
+        (d / "level").write_text(str(level))
+        (d / "size").write_text(size)
+    assert cache_levels(tmp_path) == [("L1d", 48 << 10), ("L2", 2 << 20), ("L3", 32 << 20)]
+
+
+def test_nominal_peak_is_reported_with_its_method():
+    nominal = nominal_peak_gmacs(1)
+    assert "FMA" in nominal["nominal_method"]
+    assert math.isnan(nominal["nominal_peak_gmacs"]) or nominal["nominal_peak_gmacs"] > 0
+
+
+@pytest.mark.slow
+def test_a_study_remeasures_once_then_flags_and_warns(tmp_path, monkeypatch):
+    import edge_opt.analysis as analysis
+    from edge_opt.config import config_from_dict
+    from edge_opt.pipeline import run_study
+
+    calls = []
+
+    def tiny_roofs(out, threads, bw=None, peak=None, remeasure=False):  # a machine far slower than the variants
+        calls.append(remeasure)
+        return {"peak_compute_gmacs": 1e-3, "memory_bandwidth_gbps": 1e-3, "peak_compute_gmacs_int8": None,
+                "bandwidth_source": "measured", "peak_source": "measured", "threads": threads}
+
+    monkeypatch.setattr(analysis, "machine_calibration", tiny_roofs)
+    d = {"dataset": "digits", "image_size": 8, "epochs": 1, "fine_tune_epochs": 0, "batch_size": 64,
+         "model": {"name": "small_cnn", "params": {"conv1_channels": 4, "conv2_channels": 8}},
+         "pruning_levels": [0.0], "precisions": ["fp32"], "backends": ["onnxruntime"], "max_accuracy_drop": 0.9,
+         "memory_budgets_mb": [1.0], "active_memory_budget_mb": 1.0, "output_dir": str(tmp_path / "out"),
+         "deployment": {"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01}}
+    res = run_study(config_from_dict(d))
+    assert calls == [False, True]  # measured once more before anything is flagged
+    assert res.summary["hardware"]["recommended"]["roof_exceeded"] is True
+    assert any(w.startswith("roofline: ") and "faster than" in w for w in res.warnings)
+    points = pd.read_csv(tmp_path / "out" / "roofline_points.csv")
+    assert points["roof_exceeded"].all() and points["roof_note"].str.contains("under-measured").all()
