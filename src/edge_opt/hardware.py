@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.benchmark import Timer
 
 from . import atomic
 from .env import cpu_model
@@ -161,52 +160,33 @@ def estimate_layerwise_stats(model: nn.Module, batch_size: int, input_shape: Seq
 CALIBRATION_FILE = "machine_calibration.json"
 
 
-def measure_machine(threads: int = 1, gemm_n: int = 2048, copy_mb: int = 128, min_run_time: float = 0.25) -> dict[str, Any]:
-    """Measure this host's peak fp32 (and int8) GEMM rate and memory bandwidth with torch.
+def measure_machine(threads: int = 1, gemm_n: int = 2048, copy_mb: int = 128, min_run_time: float = 0.1) -> dict[str, Any]:
+    """Measure this host's roofs (``edge_opt.roofs.measure_roofs``) in the calibration's record.
 
-    Peak: ``torch.matmul`` of two gemm_n² fp32 matrices (MAC/s = n³ / t). int8: ``torch._int_mm``
-    where this torch offers it. Bandwidth: ``dst.copy_(src)`` of ``copy_mb`` MB, counting the read
-    and the write (2 × bytes / t).
+    Peak: the best fp32 GEMM rate (``torch.matmul`` over several large shapes, ONNX Runtime's MatMul);
+    int8: ``torch._int_mm``; bandwidth: the DRAM copy (read + write); plus the per-precision compute
+    roofs, the per-cache-level memory roofs and the CPU's nominal peak. ``gemm_n`` and ``copy_mb`` are
+    kept for callers of earlier releases (the shapes and working sets are now fixed sweeps).
 
     Returns:
         dict with peak_compute_gmacs, peak_compute_gmacs_int8 (None if unavailable),
-        memory_bandwidth_gbps, threads, how each was measured, host identity.
+        memory_bandwidth_gbps, compute_roofs_gmacs, memory_roofs, nominal_peak_gmacs, threads, how each
+        was measured, host identity.
     """
-    prev = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        a, b = torch.randn(gemm_n, gemm_n), torch.randn(gemm_n, gemm_n)
-        t = Timer("torch.matmul(a, b)", globals={"torch": torch, "a": a, "b": b}, num_threads=threads)
-        gemm_s = t.blocked_autorange(min_run_time=min_run_time).median
-        int8 = None
-        if hasattr(torch, "_int_mm"):
-            try:
-                ai = torch.randint(-128, 127, (gemm_n, gemm_n), dtype=torch.int8)
-                bi = torch.randint(-128, 127, (gemm_n, gemm_n), dtype=torch.int8)
-                ti = Timer("torch._int_mm(a, b)", globals={"torch": torch, "a": ai, "b": bi}, num_threads=threads)
-                int8 = gemm_n**3 / ti.blocked_autorange(min_run_time=min_run_time).median / 1e9
-            except RuntimeError:
-                int8 = None
-        n = copy_mb * 1_000_000 // 4
-        src, dst = torch.randn(n), torch.empty(n)
-        tc = Timer("dst.copy_(src)", globals={"src": src, "dst": dst}, num_threads=threads)
-        copy_s = tc.blocked_autorange(min_run_time=min_run_time).median
-    finally:
-        torch.set_num_threads(prev)
-    roofs = measure_roofs(threads, min_run_time=min(min_run_time, 0.1))
-    fp32 = max(gemm_n**3 / gemm_s / 1e9, roofs["compute_roofs_gmacs"]["fp32"])
-    roofs["compute_roofs_gmacs"]["fp32"] = fp32
+    roofs = measure_roofs(threads, min_run_time=min_run_time)
+    compute = roofs["compute_roofs_gmacs"]
+    dram = next(m for m in roofs["memory_roofs"] if m["level"] == "DRAM")
     return {
         **roofs,
-        "peak_compute_gmacs": fp32,
-        "peak_compute_gmacs_int8": max(int8 or 0.0, roofs["compute_roofs_gmacs"].get("int8") or 0.0) or None,
-        "memory_bandwidth_gbps": 2 * n * 4 / copy_s / 1e9,
+        "peak_compute_gmacs": compute["fp32"],
+        "peak_compute_gmacs_int8": compute.get("int8"),
+        "memory_bandwidth_gbps": dram["gbps"],
         "calibration_version": CALIBRATION_VERSION,
         "threads": threads,
         "peak_method": "best of torch.matmul fp32 over several large shapes and ONNX Runtime's MatMul (median of "
                        "blocked_autorange each)",
-        "int8_method": "torch._int_mm int8 GEMM" if int8 else "not available",
-        "bandwidth_method": f"tensor copy of {copy_mb} MB (read + write)",
+        "int8_method": "torch._int_mm int8 GEMM" if compute.get("int8") else "not available",
+        "bandwidth_method": f"tensor copy of {dram['working_set_bytes'] // 1_000_000} MB (read + write)",
         "hostname": socket.gethostname(),
         "cpu_model": cpu_model(),
         "torch": torch.__version__,
