@@ -85,7 +85,8 @@ def test_a_study_remeasures_once_then_flags_and_warns(tmp_path, monkeypatch):
     def tiny_roofs(out, threads, bw=None, peak=None, remeasure=False):  # a machine far slower than the variants
         calls.append(remeasure)
         return {"peak_compute_gmacs": 1e-3, "memory_bandwidth_gbps": 1e-3, "peak_compute_gmacs_int8": None,
-                "bandwidth_source": "measured", "peak_source": "measured", "threads": threads}
+                "bandwidth_source": "measured", "peak_source": "measured", "threads": threads,
+                "remeasured": remeasure}
 
     monkeypatch.setattr(analysis, "machine_calibration", tiny_roofs)
     d = {"dataset": "digits", "image_size": 8, "epochs": 1, "fine_tune_epochs": 0, "batch_size": 64,
@@ -99,3 +100,22 @@ def test_a_study_remeasures_once_then_flags_and_warns(tmp_path, monkeypatch):
     assert any(w.startswith("roofline: ") and "faster than" in w for w in res.warnings)
     points = pd.read_csv(tmp_path / "out" / "roofline_points.csv")
     assert points["roof_exceeded"].all() and points["roof_note"].str.contains("under-measured").all()
+
+
+def test_a_remeasurement_is_kept_for_the_host(tmp_path, monkeypatch):
+    import edge_opt.hardware as hardware
+
+    count = []
+
+    def fake(threads):
+        count.append(threads)
+        return {"peak_compute_gmacs": 10.0 + len(count), "memory_bandwidth_gbps": 5.0, "hostname": __import__(
+            "socket").gethostname(), "cpu_model": hardware.cpu_model(), "threads": threads,
+            "torch": hardware.torch.__version__, "calibration_version": hardware.CALIBRATION_VERSION}
+
+    monkeypatch.setattr(hardware, "measure_machine", fake)
+    first = hardware.machine_calibration(tmp_path)
+    again = hardware.machine_calibration(tmp_path, remeasure=True)
+    later = hardware.machine_calibration(tmp_path)  # a re-run: the re-measured roofs, no third measurement
+    assert len(count) == 2 and not first["remeasured"] and again["remeasured"] and later["remeasured"]
+    assert later["peak_compute_gmacs"] == again["peak_compute_gmacs"] == 12.0

@@ -147,7 +147,9 @@ def analyse_hardware(out: Path, cfg: StudyConfig, parent: Callable[[float], nn.M
     roofs it runs under; writes the hardware artifacts.
 
     A variant faster than its roofline (even at the slow end of its latency CI) makes the stage measure the
-    roofs once more; what still exceeds is flagged (``roof_exceeded`` with its cause) and warned about.
+    roofs once more (once per host: the cached calibration records it, so a re-run keeps the same roofs and
+    reuses its deployment results); what still exceeds is flagged (``roof_exceeded`` with its cause) and
+    warned about.
 
     Returns:
         The analysis and the chosen variant's (else the baseline's) layer table with roofline columns.
@@ -155,7 +157,7 @@ def analyse_hardware(out: Path, cfg: StudyConfig, parent: Callable[[float], nn.M
     machine = machine_calibration(out, cfg.threads, cfg.memory_bandwidth_gbps, cfg.peak_compute_gmacs)
     summaries, layers = _summaries(cfg, parent, input_shape, baseline, selection, machine)
     points = _roofline_points(assessed, parent, cfg.latency_batch_size, input_shape, machine)
-    if _any_exceeded(summaries, points) and machine.get("peak_source") == "measured":
+    if _any_exceeded(summaries, points) and machine.get("peak_source") == "measured" and not machine.get("remeasured"):
         machine = machine_calibration(out, cfg.threads, cfg.memory_bandwidth_gbps, cfg.peak_compute_gmacs,
                                       remeasure=True)
         summaries, layers = _summaries(cfg, parent, input_shape, baseline, selection, machine)

@@ -217,7 +217,7 @@ def machine_calibration(output_dir: str | Path, threads: int = 1, memory_bandwid
         except (OSError, ValueError):
             cached = {}
     if remeasure or any(cached.get(k) != v for k, v in ident.items()):
-        cached = measure_machine(threads)
+        cached = {**measure_machine(threads), "remeasured": remeasure}  # re-measured once per host, not per run
         atomic.write_json(path, cached)
     out = dict(cached)
     out["bandwidth_source"] = "configured" if memory_bandwidth_gbps else "measured"
