@@ -13,7 +13,8 @@ from typing import Any
 __all__ = ["PACKAGES", "cpu_model", "environment", "git_commit", "package_versions"]
 
 PACKAGES = ("torch", "onnxruntime", "onnx", "onnxscript", "numpy", "pandas", "scipy", "scikit-learn",
-            "torch-pruning", "pydantic", "matplotlib", "rich", "edge-opt")
+            "torch-pruning", "pydantic", "matplotlib", "rich", "edge-opt", "mlcommons-loadgen", "openvino", "nncf",
+            "executorch")
 
 
 @functools.lru_cache(maxsize=1)

@@ -64,6 +64,8 @@ def load_manifest(model_dir: str | Path) -> dict[str, Any]:
     if digest != manifest["sha256"]:
         raise ArtifactError(f"SHA-256 of {str(model_file)!r} is {digest}, the manifest says {manifest['sha256']}.")
     for name, want in (manifest.get("files") or {}).items():  # e.g. OpenVINO's weights next to its graph
+        if name == manifest["model_file"]:
+            continue  # hashed above
         other = _inside(d, name)
         if not other.is_file() or sha256_file(other) != want:
             raise ArtifactError(f"The artifact file {str(other)!r} named in the manifest is missing or changed.")
@@ -196,9 +198,8 @@ def artifact_runner(model_dir: str | Path, manifest: dict[str, Any] | None = Non
     manifest = manifest if manifest is not None else load_manifest(model_dir)
     runtime = manifest.get("runtime", "onnxruntime")
     path = str(_inside(model_dir, manifest["model_file"]))
-    threads = int(manifest.get("session_options", {}).get("intra_op_num_threads",
-                                                          manifest.get("session_options", {}).get(
-                                                              "INFERENCE_NUM_THREADS", 1)))
+    options = manifest.get("session_options") or {}  # ORT's session options, or OpenVINO's compile config
+    threads = int(options.get("intra_op_num_threads", options.get("INFERENCE_NUM_THREADS", 1)))
     if runtime == "onnxruntime":
         import onnxruntime as ort
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..env import package_versions
 from ..runtime import muted_native_stderr
 from .backends import register_backend
 from .base import BuildContext, Variant, VariantBuildError
@@ -156,15 +157,6 @@ def _kernel_precision(precision: str, delegation: dict[str, Any]) -> str:
     return ("int8" if quantized else "fp32") + ("+fp32" if quantized and on_cpu else "")
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("executorch")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def _set_threads(threads: int) -> None:
     """XNNPACK's thread pool to the study's ``threads`` (process-wide in ExecuTorch's Python runtime).
 
@@ -230,7 +222,7 @@ def executorch_backend(model: nn.Module | None, precision: str, ctx: BuildContex
     runner = _Runner(programs)
     meta = {"pte_files": {str(p.batch): p.path.name for p in programs}, "delegate": "XnnpackPartitioner",
             "xnnpack_delegated_ops": first["delegated_ops"], "portable_ops": first["portable_ops"],
-            "delegated_fraction": first["delegated_fraction"], "executorch_version": _version(),
+            "delegated_fraction": first["delegated_fraction"], "executorch_version": package_versions()["executorch"] or "unknown",
             "static_batches": [p.batch for p in programs], "threads": ctx.threads,
             **({"quantizer": "PT2E XNNPACKQuantizer (per-channel symmetric weights)",
                 "calibration_batches": len(ctx.calibration)} if precision == "int8" else {})}
