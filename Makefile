@@ -1,7 +1,7 @@
 # make run   — set up .venv from the lock and run the default study
 # make test  — set up .venv from the lock; lint (ruff), type check (mypy), then the test suite
 # make lint  — ruff + mypy only
-# make bench — performance record (benchmarks/results/latest.json)
+# make bench — performance record (benchmarks/results/latest.json); RUNS=3 also writes a dated min/median/max record
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -46,8 +46,9 @@ test: $(EXTRAS_STAMP) browser lint
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-bench: $(STAMP)
-	$(PY) benchmarks/run_benchmarks.py
+RUNS ?= 1
+bench: $(EXTRAS_STAMP)
+	$(PY) benchmarks/run_benchmarks.py --runs $(RUNS)
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -63,3 +63,9 @@ def cli_env() -> dict:
 
 
 PYTHON = sys.executable
+
+
+@pytest.fixture(autouse=True)
+def _own_host_cache(tmp_path_factory, monkeypatch):
+    """Each test gets its own per-host cache (machine roofs), so no test reads another's or the user's."""
+    monkeypatch.setenv("EDGE_OPT_CACHE_DIR", str(tmp_path_factory.mktemp("host_cache")))

@@ -102,3 +102,42 @@ def test_plain_modules_at_every_precision(trained_small, digits8):
     assert measure_latency(half, x[:1], runs=3, warmup=1) > 0  # input cast to the module's dtype
     with pytest.raises(ValueError, match="'precision'"):
         evaluate_accuracy(trained_small, digits8.val_loader, precision="int4")
+
+
+def test_variants_measured_together_take_their_samples_in_interleaved_rounds(trained_small, digits8):
+    from dataclasses import replace
+
+    from edge_opt.metrics import BenchmarkSettings, measure_variants
+    from edge_opt.variants.backends import wrap_torch_module
+
+    x = next(iter(digits8.val_loader))[0][:1]
+    order: list[str] = []
+    variants = []
+    for name in ("a", "b"):
+        v = wrap_torch_module(trained_small, "fp32", [x])
+        inner = v.run
+
+        def run(p, _inner=inner, _name=name):
+            order.append(_name)
+            return _inner(p)
+
+        variants.append(replace(v, run=run))
+    s = BenchmarkSettings(repeats=8, trials=2, warmup=1, rounds=4, target_rel_ci=0.0, max_extra_rounds=0)
+    a, b = measure_variants(variants, digits8.val_loader, s)
+    assert a.latency.n == b.latency.n == 8 and a.latency.rounds == b.latency.rounds == 4
+    switches = sum(1 for i in range(1, len(order)) if order[i] != order[i - 1])
+    assert switches >= 7  # a, b, b, a, a, b, b, a: every round visits both, not all of a then all of b
+    assert a.environment["interleaved_with"] == 2
+
+
+def test_measurement_is_pinned_and_affinity_restored(trained_small, digits8):
+    import os
+
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    before = os.sched_getaffinity(0)
+    rec = measure_variant(trained_small, digits8.val_loader, benchmark_repeats=3, benchmark_trials=2)
+    assert rec.environment["pinned_cores"] == sorted(before)[-1:]  # threads=1: the last allowed core
+    assert os.sched_getaffinity(0) == before
+    unpinned = measure_variant(trained_small, digits8.val_loader, benchmark_repeats=3, benchmark_trials=2, pin=False)
+    assert unpinned.environment["pinned_cores"] is None

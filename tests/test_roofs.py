@@ -119,3 +119,50 @@ def test_a_remeasurement_is_kept_for_the_host(tmp_path, monkeypatch):
     later = hardware.machine_calibration(tmp_path)  # a re-run: the re-measured roofs, no third measurement
     assert len(count) == 2 and not first["remeasured"] and again["remeasured"] and later["remeasured"]
     assert later["peak_compute_gmacs"] == again["peak_compute_gmacs"] == 12.0
+
+
+def _counting_measure(monkeypatch):
+    import edge_opt.hardware as hardware
+
+    count: list[int] = []
+
+    def fake(threads):
+        count.append(threads)
+        return {"peak_compute_gmacs": 10.0 + len(count), "memory_bandwidth_gbps": 5.0, "hostname": __import__(
+            "socket").gethostname(), "cpu_model": hardware.cpu_model(), "threads": threads,
+            "torch": hardware.torch.__version__, "calibration_version": hardware.CALIBRATION_VERSION}
+
+    monkeypatch.setattr(hardware, "measure_machine", fake)
+    return hardware, count
+
+
+def test_roofs_are_cached_per_host_across_study_folders(tmp_path, monkeypatch):
+    hardware, count = _counting_measure(monkeypatch)
+    first = hardware.machine_calibration(tmp_path / "a")
+    other = hardware.machine_calibration(tmp_path / "b")  # a fresh study folder on the same host: no new sweep
+    assert len(count) == 1 and other["peak_compute_gmacs"] == first["peak_compute_gmacs"]
+    assert (tmp_path / "b" / hardware.CALIBRATION_FILE).is_file()  # the study still records the roofs it used
+    hardware.machine_calibration(tmp_path / "c", threads=2)  # other thread count: its own roofs
+    assert count == [1, 2]
+
+
+def test_an_empty_cache_dir_setting_turns_the_host_cache_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGE_OPT_CACHE_DIR", "")
+    hardware, count = _counting_measure(monkeypatch)
+    hardware.machine_calibration(tmp_path / "a")
+    hardware.machine_calibration(tmp_path / "b")
+    assert len(count) == 2
+
+
+def test_graph_runtimes_fuse_activations_into_the_producing_layer():
+    from edge_opt.analysis import layer_table
+    from edge_opt.models import create_model
+
+    model = create_model("small_cnn", (1, 28, 28), 10, conv1_channels=16, conv2_channels=32, hidden_units=64)
+    eager, graph = (layer_table(model, "fp32", 128, (1, 28, 28), b) for b in ("torch", "onnxruntime"))
+    relu = graph["layer_type"] == "ReLU"
+    assert relu.any() and graph.loc[relu, "fused"].all() and not eager["fused"].any()
+    assert (graph.loc[relu, "activation_bytes"] == 0).all() and (eager.loc[relu, "activation_bytes"] > 0).all()
+    assert graph["macs"].sum() == eager["macs"].sum()  # fusion changes the bytes, never the work
+    pool = graph["layer_type"] == "MaxPool2d"
+    assert not graph.loc[pool, "fused"].any()

@@ -21,6 +21,7 @@ from .config import StudyConfig
 from .hardware import (
     add_layer_roofline,
     estimate_layerwise_stats,
+    fuse_epilogues,
     machine_calibration,
     precision_tradeoff_table,
     save_hardware_artifacts,
@@ -29,9 +30,10 @@ from .hardware import (
 from .results import VariantResult
 from .roofs import place
 from .selection import Assessment, Selection, to_frame
+from .variants.backends import BACKEND_KINDS
 from .variants.precisions import get_precision
 
-__all__ = ["HardwareAnalysis", "analyse_hardware", "layer_table", "placed_summary", "working_set_bytes"]
+__all__ = ["HardwareAnalysis", "analyse_hardware", "fuses_epilogues", "layer_table", "placed_summary", "working_set_bytes"]
 
 
 @dataclass(frozen=True)
@@ -55,12 +57,22 @@ class HardwareAnalysis:
         return self.summaries.get(label, {}).get("compute_bound_fraction")
 
 
-def layer_table(model: nn.Module, precision: str, batch: int, input_shape: tuple[int, ...]) -> pd.DataFrame:
-    """Layer table of a float parent at ``precision``: activations and parameters at its bytes per value."""
+def layer_table(model: nn.Module, precision: str, batch: int, input_shape: tuple[int, ...],
+                backend: str = "torch") -> pd.DataFrame:
+    """Layer table of a float parent at ``precision`` as ``backend`` runs it: activations and parameters at the
+    precision's bytes per value; on a graph runtime the activations/normalisations it fuses into the preceding
+    convolution or linear layer move no bytes of their own (``fused`` column)."""
     bpv = get_precision(precision).bytes_per_value
     df = estimate_layerwise_stats(model, batch, input_shape, activation_bytes_per_value=bpv)
     df["parameter_bytes"] = (df["parameter_bytes"] * (bpv / 4)).astype(int)  # the parent is fp32
-    return df
+    return fuse_epilogues(df) if fuses_epilogues(backend) else df.assign(fused=False)
+
+
+def fuses_epilogues(backend: str) -> bool:
+    """Whether ``backend`` is a graph runtime (ONNX Runtime, OpenVINO, ExecuTorch/XNNPACK) that fuses an
+    element-wise activation or normalisation into the convolution/linear kernel before it; eager PyTorch
+    runs each layer as its own kernel."""
+    return BACKEND_KINDS.get(backend, "torch") != "torch"
 
 
 def working_set_bytes(layers: pd.DataFrame) -> float:
@@ -93,16 +105,16 @@ def _exceeded_cause(s: dict[str, Any], roofs: dict[str, Any]) -> str:
 
 def _roofline_points(assessed: Sequence[Assessment], parent: Callable[[float], nn.Module], batch: int,
                      input_shape: tuple[int, ...], machine: dict[str, Any]) -> pd.DataFrame:
-    cache: dict[tuple[float, str], pd.DataFrame] = {}
+    cache: dict[tuple[float, str, str], pd.DataFrame] = {}
     rows = []
     for a in assessed:
         if not a.ok:
             continue
         k = (a.point.pruning_level, a.point.precision)
-        if k not in cache:
-            cache[k] = layer_table(parent(k[0]), k[1], batch, input_shape)
+        if (*k, a.point.backend) not in cache:
+            cache[(*k, a.point.backend)] = layer_table(parent(k[0]), k[1], batch, input_shape, a.point.backend)
         kernel = a.result.measurement.kernel_precision if a.result.measurement is not None else None
-        s = placed_summary(cache[k], a.metrics.latency_ms, a.metrics.latency_ci95_ms, kernel, machine)
+        s = placed_summary(cache[(*k, a.point.backend)], a.metrics.latency_ms, a.metrics.latency_ci95_ms, kernel, machine)
         rows.append({"backend": a.point.backend, "precision": a.point.precision, "pruning_level": k[0],
                      "kernel_precision": kernel, "arithmetic_intensity": s["arithmetic_intensity"],
                      "achieved_gmacs": s["achieved_gmacs"], "roofline_efficiency": s["roofline_efficiency"],
@@ -119,7 +131,7 @@ def _summaries(cfg: StudyConfig, parent: Callable[[float], nn.Module], input_sha
     if base_m is None:
         raise ValueError("The hardware analysis needs a measured baseline. Got a baseline without measurement.")
     bw, peak, lb = machine["memory_bandwidth_gbps"], machine["peak_compute_gmacs"], cfg.latency_batch_size
-    base_table = layer_table(parent(0.0), "fp32", lb, input_shape)
+    base_table = layer_table(parent(0.0), "fp32", lb, input_shape, baseline.point.backend)
     base_kernel = baseline.measurement.kernel_precision if baseline.measurement is not None else "fp32"
     summaries = {"baseline": placed_summary(base_table, base_m.latency_ms, base_m.latency_ci95_ms, base_kernel,
                                             machine)}
@@ -129,14 +141,16 @@ def _summaries(cfg: StudyConfig, parent: Callable[[float], nn.Module], input_sha
         level, precision = chosen.point.pruning_level, chosen.point.precision
         rec = chosen.result.measurement
         kernel = rec.kernel_precision if rec is not None else None
-        table = layer_table(parent(level), precision, lb, input_shape)
+        backend = chosen.point.backend
+        table = layer_table(parent(level), precision, lb, input_shape, backend)
         summaries["recommended"] = placed_summary(table, chosen.metrics.latency_ms, chosen.metrics.latency_ci95_ms,
                                                   kernel, machine)
         r = summaries["recommended"]
         layers = add_layer_roofline(table, r["memory_roof_gbps"], r["compute_roof_gmacs"])
         loader_batch = rec.batch_latency.batch_size if rec is not None else lb
-        big = layer_table(parent(level), precision, loader_batch, input_shape)
-        summaries["recommended_batch"] = placed_summary(big, chosen.metrics.batch_latency_ms, math.nan, kernel, machine)
+        big = layer_table(parent(level), precision, loader_batch, input_shape, backend)
+        batch_ci = rec.batch_latency.ci95 if rec is not None else math.nan
+        summaries["recommended_batch"] = placed_summary(big, chosen.metrics.batch_latency_ms, batch_ci, kernel, machine)
     return summaries, layers
 
 

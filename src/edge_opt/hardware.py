@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -25,7 +26,7 @@ from .env import cpu_model
 from .roofs import measure_roofs
 
 __all__ = [
-    "CALIBRATION_FILE", "HARDWARE_DPI", "LayerEstimate", "add_layer_roofline", "estimate_layerwise_stats",
+    "CALIBRATION_FILE", "HARDWARE_DPI", "LayerEstimate", "add_layer_roofline", "estimate_layerwise_stats", "fuse_epilogues", "host_cache_dir",
     "machine_calibration", "measure_machine", "plot_roofline", "precision_tradeoff_table",
     "rebuild_hardware_plots", "save_hardware_artifacts", "summarize_hardware",
 ]
@@ -194,10 +195,39 @@ def measure_machine(threads: int = 1, gemm_n: int = 2048, copy_mb: int = 128, mi
     }
 
 
+def host_cache_dir() -> Path | None:
+    """Where per-host measurements (the machine's roofs) are kept across studies: ``$EDGE_OPT_CACHE_DIR``
+    (empty: no host cache), else ``$XDG_CACHE_HOME/edge_opt`` or ``~/.cache/edge_opt``."""
+    env = os.environ.get("EDGE_OPT_CACHE_DIR")
+    if env is not None:
+        return Path(env) if env else None
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edge_opt"
+
+
+def _read_calibration(path: Path | None, ident: dict[str, Any]) -> dict[str, Any] | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and all(doc.get(k) == v for k, v in ident.items()) else None
+
+
+def _keep_for_host(path: Path | None, doc: dict[str, Any]) -> None:
+    if path is None:
+        return
+    try:
+        atomic.write_json(path, doc)
+    except OSError:  # an unwritable cache only costs a later study the measurement
+        pass
+
+
 def machine_calibration(output_dir: str | Path, threads: int = 1, memory_bandwidth_gbps: float | None = None,
                         peak_compute_gmacs: float | None = None, remeasure: bool = False) -> dict[str, Any]:
-    """Measured machine figures, cached per host in ``output_dir``; configured values override (both given:
-    nothing is measured). ``remeasure`` ignores the cache (a variant beat its roof: measure once more).
+    """Measured machine figures, cached per host (``host_cache_dir()``, copied into ``output_dir``); configured
+    values override (both given: nothing is measured). ``remeasure`` measures again unless the host's figures
+    already are a re-measurement (a variant beat its roof: measure once more, once per host).
 
     Returns:
         dict with memory_bandwidth_gbps, peak_compute_gmacs, peak_compute_gmacs_int8 and
@@ -210,15 +240,20 @@ def machine_calibration(output_dir: str | Path, threads: int = 1, memory_bandwid
     path = Path(output_dir) / CALIBRATION_FILE
     ident = {"hostname": socket.gethostname(), "cpu_model": cpu_model(), "threads": threads, "torch": torch.__version__,
              "calibration_version": CALIBRATION_VERSION}
-    cached: dict[str, Any] = {}
-    if path.exists():
-        try:
-            cached = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            cached = {}
-    if remeasure or any(cached.get(k) != v for k, v in ident.items()):
+    cache_dir = host_cache_dir()
+    host_path = cache_dir / f"machine_calibration-{threads}t.json" if cache_dir is not None else None
+    local, host = _read_calibration(path, ident), _read_calibration(host_path, ident)
+    cached = max((d for d in (local, host) if d is not None), key=lambda d: bool(d.get("remeasured")), default=None)
+    if cached is None or (remeasure and not cached.get("remeasured")):
         cached = {**measure_machine(threads), "remeasured": remeasure}  # re-measured once per host, not per run
+        _keep_for_host(host_path, cached)
+    if cached != local:
         atomic.write_json(path, cached)
+    return _with_overrides(cached, memory_bandwidth_gbps, peak_compute_gmacs)
+
+
+def _with_overrides(cached: dict[str, Any], memory_bandwidth_gbps: float | None,
+                    peak_compute_gmacs: float | None) -> dict[str, Any]:
     out = dict(cached)
     out["bandwidth_source"] = "configured" if memory_bandwidth_gbps else "measured"
     out["peak_source"] = "configured" if peak_compute_gmacs else "measured"
@@ -230,6 +265,29 @@ def machine_calibration(output_dir: str | Path, threads: int = 1, memory_bandwid
 
 
 # --- roofline -----------------------------------------------------------------------------
+
+
+_EPILOGUES = {"ReLU", "ReLU6", "GELU", "SiLU", "Tanh", "Sigmoid", "LeakyReLU", "Hardswish", "BatchNorm1d",
+              "BatchNorm2d"}
+
+
+def fuse_epilogues(layerwise_df: pd.DataFrame) -> pd.DataFrame:
+    """The layer table as a fusing runtime runs it: an activation or batch norm right after a convolution/linear
+    layer (or after another fused one) runs in that layer's kernel, so it moves no bytes (``fused`` = True)."""
+    df = layerwise_df.copy()
+    fused, prev = [], None
+    for kind in df["layer_type"]:
+        fused.append(kind in _EPILOGUES and prev is not None)
+        prev = kind if (kind in _EPILOGUES and prev is not None) or _producer(kind) else None
+    df["fused"] = fused
+    for col in ("parameter_bytes", "activation_bytes", "input_bytes"):
+        if col in df:
+            df.loc[df["fused"], col] = 0
+    return df
+
+
+def _producer(kind: str) -> bool:
+    return "Conv" in kind or "Linear" in kind
 
 
 def add_layer_roofline(layerwise_df: pd.DataFrame, memory_bandwidth_gbps: float, peak_compute_gmacs: float) -> pd.DataFrame:

@@ -10,9 +10,11 @@ their real dtype, energy in J per inference of ``latency_batch_size`` samples.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,15 +25,15 @@ from torch import nn
 from torch.utils.benchmark import Timer
 from torch.utils.data import DataLoader
 
-from .energy import EnergyEstimate, RaplReader, measure_energy
+from .energy import EnergyEstimate, RaplReader, measure_energy, proxy_energy
 from .env import environment
 from .variants.backends import PRECISIONS, Variant, state_dict_bytes, torch_kernel_precision, wrap_torch_module
 
 __all__ = [
     "BenchmarkSettings", "LatencySamples", "MeasurementRecord", "ModelLike", "PerfMetrics", "as_variant",
     "calls_per_sample", "collect_metrics", "evaluate_accuracy", "evaluate_predictions", "latency_differs",
-    "latency_samples", "measure_latency", "measure_latency_distribution", "measure_variant", "memory_violations",
-    "model_memory_mb",
+    "latency_samples", "measure_latency", "measure_latency_distribution", "measure_variant", "measure_variants",
+    "memory_violations", "model_memory_mb", "pinned",
 ]
 
 ModelLike = nn.Module | Variant
@@ -77,6 +79,7 @@ class LatencySamples:
     batch_size: int
     samples_ms: tuple[float, ...]
     runs_per_sample: int = 1
+    rounds: int = 1  # interleaved rounds the samples were taken in
 
     @property
     def n(self) -> int:
@@ -154,7 +157,8 @@ class MeasurementRecord:
         return cls(
             backend=d["backend"], precision=d["precision"], kernel_precision=d["kernel_precision"],
             parameter_bytes=int(d["parameter_bytes"]),
-            latency=LatencySamples(int(lat["batch_size"]), tuple(lat["samples_ms"]), int(lat["runs_per_sample"])),
+            latency=LatencySamples(int(lat["batch_size"]), tuple(lat["samples_ms"]), int(lat["runs_per_sample"]),
+                                   int(lat.get("rounds", 1))),
             batch_latency=LatencySamples(int(batch["batch_size"]), tuple(batch["samples_ms"]),
                                          int(batch["runs_per_sample"])),
             correct=tuple(bool(c) for c in d["correct"]),
@@ -303,7 +307,10 @@ class BenchmarkSettings:
         threads: intra-op threads while measuring.
         min_sample_ms: calls per sample grow until a sample lasts this long.
         target_rel_ci: add rounds of samples while the 95 % CI is wider than this fraction of the mean.
-        max_extra_rounds: at most this many extra rounds.
+        max_extra_rounds: at most this many extra sets of ``repeats`` samples.
+        rounds: the ``repeats`` samples are taken in this many interleaved rounds (every variant measured
+            together gets a share of samples in each round, so drift on a shared host spreads over all of them).
+        pin: run the timed calls on fixed cores when the host allows it.
         throughput_min_time_s: minimum run time of the batch (throughput) measurement.
     """
 
@@ -314,8 +321,10 @@ class BenchmarkSettings:
     threads: int = 1
     min_sample_ms: float = 0.0
     target_rel_ci: float = 0.0
-    max_extra_rounds: int = 2
-    throughput_min_time_s: float = 0.2
+    max_extra_rounds: int = 4
+    throughput_min_time_s: float = 0.1
+    rounds: int = 4
+    pin: bool = True
 
     @classmethod
     def from_kwargs(cls, benchmark_repeats: int = 20, benchmark_trials: int = 10, benchmark_warmup: int = 5,
@@ -324,18 +333,92 @@ class BenchmarkSettings:
         return cls(repeats=benchmark_repeats, trials=benchmark_trials, warmup=benchmark_warmup, **rest)
 
 
-def _sample_latency(variant: Variant, single: Any, s: BenchmarkSettings) -> tuple[list[float], int]:
-    """Latency samples (ms) of one prepared batch, extended pyperf-style while the CI is too wide."""
+def _task_ids() -> list[int]:
+    try:
+        return [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        return [0]
+
+
+@contextlib.contextmanager
+def pinned(threads: int, enabled: bool = True) -> Iterator[tuple[int, ...] | None]:
+    """Pin every thread of this process to the last ``threads`` cores it may use (core 0 takes most interrupts)
+    for the duration; yields those cores, or None when the host does not allow pinning (then nothing changes)."""
+    get, set_ = getattr(os, "sched_getaffinity", None), getattr(os, "sched_setaffinity", None)
+    if not enabled or get is None or set_ is None:
+        yield None
+        return
+    before = {tid: get(tid) for tid in _task_ids()}
+    cores = tuple(sorted(get(0))[-max(threads, 1):])
+    try:
+        for tid in before:
+            set_(tid, cores)
+    except OSError:
+        cores = ()
+    try:
+        yield cores or None
+    finally:
+        for tid, mask in before.items():
+            with contextlib.suppress(OSError):
+                set_(tid, mask)
+
+
+@dataclass
+class _Timing:
+    """One variant's latency samples while several are measured in interleaved rounds."""
+
+    variant: Variant
+    single: Any
+    runs: int
+    samples: list[float] = field(default_factory=list)
+    rounds: int = 0
+    joules: float = math.nan
+    calls: int = 0
+
+    def ci_too_wide(self, s: BenchmarkSettings) -> bool:
+        return s.target_rel_ci > 0 and LatencySamples(1, tuple(self.samples)).ci95 > s.target_rel_ci * float(
+            np.mean(self.samples))
+
+
+def _start_timing(variant: Variant, x: torch.Tensor, s: BenchmarkSettings) -> _Timing:
+    single = variant.prepare(x)
     for _ in range(s.warmup):
         variant.run(single)
-    runs = calls_per_sample(variant.run, single, s.trials, s.min_sample_ms / 1e3)
-    collected = latency_samples(variant.run, single, repeats=s.repeats, runs=runs, warmup=0, threads=s.threads)
-    rounds = 0
-    while (s.target_rel_ci > 0 and rounds < s.max_extra_rounds
-           and LatencySamples(1, tuple(collected)).ci95 > s.target_rel_ci * float(np.mean(collected))):
-        collected += latency_samples(variant.run, single, repeats=s.repeats, runs=runs, warmup=0, threads=s.threads)
-        rounds += 1
-    return collected, runs
+    return _Timing(variant, single, calls_per_sample(variant.run, single, s.trials, s.min_sample_ms / 1e3))
+
+
+
+def _round(t: _Timing, n: int, s: BenchmarkSettings, reader: RaplReader) -> None:
+    """``n`` more samples of one variant, after one untimed sample's worth of calls (the previous variant may
+    have evicted this one's data from the caches)."""
+    for _ in range(t.runs):
+        t.variant.run(t.single)
+    holder: dict[str, list[float]] = {}
+
+    def timed() -> int:
+        holder["s"] = latency_samples(t.variant.run, t.single, repeats=n, runs=t.runs, warmup=0, threads=s.threads)
+        return n * t.runs
+
+    energy, _, calls = measure_energy(timed, power_watts=0.0, reader=reader, min_window_s=0.02)
+    t.samples += holder["s"]
+    t.rounds += 1
+    if energy.source == "rapl":
+        t.joules = (0.0 if math.isnan(t.joules) else t.joules) + energy.joules * calls
+        t.calls += calls
+
+
+def _interleaved(timings: Sequence[_Timing], s: BenchmarkSettings, reader: RaplReader) -> None:
+    """``repeats`` samples per variant in ``rounds`` interleaved rounds (order reversed every other round), then
+    more rounds for the variants whose CI is still wider than the target, up to ``max_extra_rounds`` × repeats."""
+    per_round = max(1, math.ceil(s.repeats / max(s.rounds, 1)))
+    budget = s.repeats * (1 + s.max_extra_rounds)
+    pending, i = list(timings), 0
+    while pending:
+        for t in (pending if i % 2 == 0 else pending[::-1]):
+            _round(t, min(per_round, budget - len(t.samples)), s, reader)
+        i += 1
+        pending = [t for t in timings if len(t.samples) < budget
+                   and (len(t.samples) < s.repeats or t.ci_too_wide(s))]
 
 
 def _batch_latency(variant: Variant, x_batch: torch.Tensor, s: BenchmarkSettings) -> LatencySamples:
@@ -350,7 +433,7 @@ def measure_variant(model: ModelLike, loader: DataLoader, settings: BenchmarkSet
                     device: Any = "cpu", power_watts: float = 15.0, precision: str = "fp32",
                     latency_multiplier: float = 1.0, rapl: RaplReader | None = None,
                     **setting_kwargs: Any) -> MeasurementRecord:
-    """Measure a model or variant and keep the raw samples.
+    """Measure a model or variant and keep the raw samples (``measure_variants`` of one).
 
     Args:
         settings: the sampling rules; or give ``collect_metrics``' keywords (``benchmark_repeats`` …).
@@ -358,30 +441,50 @@ def measure_variant(model: ModelLike, loader: DataLoader, settings: BenchmarkSet
         latency_multiplier: host → device factor stored with the record (``device_latency_ms``).
     """
     s = settings if settings is not None else BenchmarkSettings.from_kwargs(**setting_kwargs)
+    return measure_variants([model], loader, s, device=device, power_watts=power_watts, precision=precision,
+                            latency_multiplier=latency_multiplier, rapl=rapl)[0]
+
+
+def measure_variants(models: Sequence[ModelLike], loader: DataLoader, settings: BenchmarkSettings, *,
+                     device: Any = "cpu", power_watts: float = 15.0, precision: str = "fp32",
+                     latency_multiplier: float = 1.0, rapl: RaplReader | None = None) -> list[MeasurementRecord]:
+    """Measure several models or variants together: accuracy of each, then their latency samples in interleaved
+    rounds on pinned cores (``settings.rounds``, ``settings.pin``), then each one's batch latency.
+
+    The records' environment says which cores were pinned (``pinned_cores``, None when the host does not allow
+    it) and how many variants were interleaved; ``latency.rounds`` how many rounds each one's samples took.
+    """
+    s = settings
     x_batch, _ = _first_batch(loader)
-    variant = as_variant(model, precision, loader, device)
+    variants = [as_variant(m, precision, loader, device) for m in models]
+    reader = rapl if rapl is not None else RaplReader()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(s.threads)
     try:
-        correct, finite = evaluate_predictions(variant, loader)
-        single = variant.prepare(x_batch[:s.latency_batch_size])
-        holder: dict[str, Any] = {}
-
-        def timed() -> int:
-            holder["samples"], holder["runs"] = _sample_latency(variant, single, s)
-            return len(holder["samples"]) * holder["runs"]
-
-        energy, _, _ = measure_energy(timed, power_watts=power_watts, reader=rapl)
-        lat = LatencySamples(len(x_batch[:s.latency_batch_size]), tuple(holder["samples"]), holder["runs"])
-        if energy.source == "proxy":  # the seed's definition: power × latency of one inference
-            energy = EnergyEstimate(power_watts * lat.mean / 1e3, "proxy", energy.detail)
-        batch = _batch_latency(variant, x_batch, s)
+        with pinned(s.threads, s.pin) as cores:
+            evaluated = [evaluate_predictions(v, loader) for v in variants]
+            timings = [_start_timing(v, x_batch[:s.latency_batch_size], s) for v in variants]
+            _interleaved(timings, s, reader)
+            batches = [_batch_latency(v, x_batch, s) for v in variants]
     finally:
         torch.set_num_threads(previous_threads)
+    env = {**environment(s.threads), "pinned_cores": list(cores) if cores else None, "interleaved_with": len(variants)}
+    return [_record(t, ev, b, env, power_watts, latency_multiplier, len(x_batch[:s.latency_batch_size]))
+            for t, ev, b in zip(timings, evaluated, batches, strict=True)]
+
+
+def _record(t: _Timing, evaluated: tuple[tuple[bool, ...], bool], batch: LatencySamples, env: dict[str, Any],
+            power_watts: float, latency_multiplier: float, batch_size: int) -> MeasurementRecord:
+    lat = LatencySamples(batch_size, tuple(t.samples), t.runs, t.rounds)
+    if t.calls and t.joules == t.joules:
+        energy = EnergyEstimate(t.joules / t.calls, "rapl", "package-wide RAPL counters")
+    else:  # the seed's definition: power × latency of one inference
+        energy = proxy_energy(power_watts, lat.mean / 1e3)
+    v = t.variant
     return MeasurementRecord(
-        backend=variant.backend, precision=variant.precision, kernel_precision=variant.kernel_precision,
-        parameter_bytes=variant.parameter_bytes, latency=lat, batch_latency=batch, correct=correct, energy=energy,
-        environment=environment(s.threads), latency_multiplier=latency_multiplier, logits_finite=finite)
+        backend=v.backend, precision=v.precision, kernel_precision=v.kernel_precision,
+        parameter_bytes=v.parameter_bytes, latency=lat, batch_latency=batch, correct=evaluated[0], energy=energy,
+        environment=env, latency_multiplier=latency_multiplier, logits_finite=evaluated[1])
 
 
 def collect_metrics(

@@ -131,7 +131,8 @@ class VariantResult:
                 "parameter_bytes": rec.parameter_bytes, "runtime_memory_mb": runtime / 1e6,
                 "latency_batch_size": rec.latency.batch_size, "batch_size": rec.batch_latency.batch_size,
                 "n_eval": len(rec.correct), "latency_samples": rec.latency.n,
-                "calls_per_sample": rec.latency.runs_per_sample,
+                "calls_per_sample": rec.latency.runs_per_sample, "latency_rounds": rec.latency.rounds,
+                "pinned_cores": _cores(rec.environment.get("pinned_cores")),
                 "latency_samples_ms": list(rec.latency.samples_ms),
                 "batch_latency_samples_ms": list(rec.batch_latency.samples_ms),
                 "hostname": self.hostname, "cpu_model": self.cpu_model, "threads": self.threads,
@@ -182,3 +183,8 @@ class VariantResult:
                    model_source=d.get("model_source"), model_sha256=d.get("model_sha256"),
                    float_layers=tuple(d["float_layers"]) if d.get("float_layers") is not None else None,
                    int8_mac_fraction=d.get("int8_mac_fraction"), pruning=d.get("pruning"))
+
+
+def _cores(cores: Any) -> str | None:
+    """``"1"`` / ``"2,3"``: the cores the timed calls were pinned to (None: not pinned)."""
+    return ",".join(str(c) for c in cores) if cores else None

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import math
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -30,7 +31,7 @@ from torch import nn
 from . import atomic
 from .config import QuantizationConfig, StudyConfig
 from .data import DataBundle
-from .metrics import BenchmarkSettings, measure_variant
+from .metrics import BenchmarkSettings, MeasurementRecord, measure_variants
 from .results import ConfigPoint, VariantResult
 from .sources import ModelSource, file_sha256, source_digest, state_dict_sha256
 from .store import StudyStore
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 # Bump when the measuring code changes what a stored number means: invalidates stored points.
-MEASURE_VERSION = "2"
+MEASURE_VERSION = "3"
 BASELINE_POINT = ConfigPoint(0.0, "fp32", "torch")
 ONNX_BASELINE_POINT = ConfigPoint(0.0, "fp32", "onnxruntime")
 
@@ -182,7 +183,13 @@ class StudyInterrupted(Exception):
 def measure_point(variant: Variant, point: ConfigPoint, key: str, data: DataBundle,
                   cfg: StudyConfig) -> tuple[VariantResult, dict[str, Any]]:
     """Measure one built variant; returns the result and its metadata document."""
-    rec = measure_variant(variant, data.val_loader, benchmark_settings(cfg), power_watts=cfg.power_watts)
+    rec = measure_variants([variant], data.val_loader, benchmark_settings(cfg), power_watts=cfg.power_watts)[0]
+    return point_result(variant, rec, point, key, cfg)
+
+
+def point_result(variant: Variant, rec: MeasurementRecord, point: ConfigPoint, key: str,
+                 cfg: StudyConfig) -> tuple[VariantResult, dict[str, Any]]:
+    """The result and metadata document of a measured variant (non-finite figures make it an error row)."""
     m = rec.metrics
     bad = [c for c, v in (("accuracy", m.accuracy), ("latency_ms", m.latency_ms), ("memory_mb", m.memory_mb),
                           ("energy_proxy_j", m.energy_proxy_j)) if not math.isfinite(v)]
@@ -379,27 +386,61 @@ class Sweep:
 
     def compute(self, point: ConfigPoint) -> tuple[VariantResult, dict[str, Any]]:
         """Build and measure ``point`` (nothing stored); any failure is an error result, never a crash."""
+        return self.compute_group([point])[0]
+
+    def compute_group(self, points: Sequence[ConfigPoint]) -> list[tuple[VariantResult, dict[str, Any]]]:
+        """Build every point, then measure the built variants together (interleaved rounds, see
+        ``measure_variants``); a point that cannot be built or measured is an error/skip result."""
+        built = [self._build(p) for p in points]
+        ready = [(p, b) for p, b in zip(points, built, strict=True) if isinstance(b, tuple)]
+        t0 = time.perf_counter()
+        measured = self._measure_together([v for _, (v, _) in ready], [p for p, _ in ready])
+        share = (time.perf_counter() - t0) / max(len(ready), 1)
+        out: dict[ConfigPoint, tuple[VariantResult, dict[str, Any]]] = {}
+        for (p, (_, timings)), (result, meta) in zip(ready, measured, strict=True):
+            info = self._info() | ({"timings": {**timings, "measurement": share},
+                                    "pruning": self._pruning_info(p.pruning_level)} if meta else {})
+            out[p] = (result.with_info(**info), meta)
+        return [out[p] if isinstance(b, tuple) else (b, {}) for p, b in zip(points, built, strict=True)]
+
+    def _info(self) -> dict[str, Any]:
+        return {"threads": self.cfg.threads, "model_source": self.model_source, "model_sha256": self.model_sha256}
+
+    def _build(self, point: ConfigPoint) -> tuple[Variant, dict[str, float]] | VariantResult:
         key = point_key(self.cfg, point)
-        info = {"threads": self.cfg.threads, "model_source": self.model_source, "model_sha256": self.model_sha256}
         reason = self.skip_reason(point)
         if reason is not None:
-            return VariantResult.skip(point, key, reason, **info), {}
+            return VariantResult.skip(point, key, reason, **self._info())
         try:
             t0 = time.perf_counter()
             model = self.parent(point.pruning_level)
             t1 = time.perf_counter()
             variant = build_variant(point.backend, model, point.precision,
                                     self.build_context(point.pruning_level, calibration=point.calibration))
-            t2 = time.perf_counter()
-            result, meta = measure_point(variant, point, key, self.data, self.cfg)
-            timings = {"pruning_and_fine_tuning": t1 - t0, "variant_building": t2 - t1,
-                       "measurement": time.perf_counter() - t2}
-            return result.with_info(timings=timings, pruning=self._pruning_info(point.pruning_level), **info), meta
+            return variant, {"pruning_and_fine_tuning": t1 - t0, "variant_building": time.perf_counter() - t1}
         except PruningUnsupported as exc:
-            return VariantResult.skip(point, key, str(exc), **info), {}
+            return VariantResult.skip(point, key, str(exc), **self._info())
         except Exception as exc:  # noqa: BLE001 — any failure becomes an error row, never a crash or a fake number
-            return VariantResult.failed(point, key, f"{type(exc).__name__}: {exc}",
-                                        traceback=traceback.format_exc(limit=8), **info), {}
+            return self._failed(point, exc)
+
+    def _failed(self, point: ConfigPoint, exc: BaseException) -> VariantResult:
+        return VariantResult.failed(point, point_key(self.cfg, point), f"{type(exc).__name__}: {exc}",
+                                    traceback=traceback.format_exc(limit=8), **self._info())
+
+    def _measure_together(self, variants: list[Variant],
+                          points: list[ConfigPoint]) -> list[tuple[VariantResult, dict[str, Any]]]:
+        """Measure the variants together; when that fails, each alone, so only the failing one is an error row."""
+        if not variants:
+            return []
+        try:
+            recs = measure_variants(variants, self.data.val_loader, benchmark_settings(self.cfg),
+                                    power_watts=self.cfg.power_watts)
+            return [point_result(v, r, p, point_key(self.cfg, p), self.cfg)
+                    for v, r, p in zip(variants, recs, points, strict=True)]
+        except Exception:  # noqa: BLE001 — isolate the variant that fails
+            if len(variants) == 1:
+                return [(self._failed(points[0], sys.exc_info()[1] or RuntimeError("measurement failed")), {})]
+            return [m for v, p in zip(variants, points, strict=True) for m in self._measure_together([v], [p])]
 
     def commit(self, result: VariantResult, meta: dict[str, Any]) -> VariantResult:
         """Write the metadata file, store the result and count its timings (the same for every executor)."""
@@ -434,15 +475,33 @@ class LocalExecutor:
     """One point at a time in this process, so measurements never share cores."""
 
     def map(self, sweep: Sweep, points: Sequence[ConfigPoint]) -> list[VariantResult]:
-        """Run the points in order; stops between points when ``sweep.should_stop()``."""
-        out = []
-        for i, point in enumerate(points):
+        """Run the points in order, the new points of one parent (pruning level) built first and then measured
+        together in interleaved rounds; stops between parents when ``sweep.should_stop()``."""
+        out: list[VariantResult] = []
+        for group in _by_parent(points):
             if sweep.should_stop():
-                raise StudyInterrupted(f"stopped after {i} of {len(points)} variants")
-            sweep.on_event("variant", index=i + 1, total=len(points), point=point)
-            out.append(sweep.run_point(point))
-            sweep.on_event("variant_done", index=i + 1, total=len(points), point=point, row=out[-1].row())
+                raise StudyInterrupted(f"stopped after {len(out)} of {len(points)} variants")
+            hits = {p: sweep.lookup(p) for p in group}
+            todo = [p for p in group if hits[p] is None]
+            for p in todo:
+                sweep.on_event("variant", index=len(out) + 1, total=len(points), point=p)
+            computed = dict(zip(todo, sweep.compute_group(todo), strict=True)) if todo else {}
+            for p in group:
+                hit = hits[p]
+                out.append(hit if hit is not None else sweep.commit(*computed[p]))
+                sweep.on_event("variant_done", index=len(out), total=len(points), point=p, row=out[-1].row())
         return out
+
+
+def _by_parent(points: Sequence[ConfigPoint]) -> list[list[ConfigPoint]]:
+    """Consecutive points of the same pruning level (one parent) as groups, in order."""
+    groups: list[list[ConfigPoint]] = []
+    for p in points:
+        if groups and groups[-1][-1].pruning_level == p.pruning_level:
+            groups[-1].append(p)
+        else:
+            groups.append([p])
+    return groups
 
 
 def model_factory(cfg: StudyConfig, data: DataBundle,

@@ -34,7 +34,8 @@ _ONNX_FLOAT_NAMES = {1: "fp32", 10: "fp16", 16: "bf16", 11: "fp64"}
 
 
 def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path) -> Path:
-    """Export with ``torch.onnx.export(dynamo=True)``, one input ``input`` with a dynamic batch dimension."""
+    """Export with ``torch.onnx.export(dynamo=True)``, one input ``input`` with a dynamic batch dimension; the
+    exporter's own graph optimisation is off (every runtime optimises the graph when it loads it)."""
     from torch.export import Dim
 
     path = Path(path)
@@ -44,7 +45,7 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            m, (x,), str(path), dynamo=True, external_data=False, verbose=False,
+            m, (x,), str(path), dynamo=True, external_data=False, verbose=False, optimize=False,
             input_names=["input"], output_names=["logits"], dynamic_shapes=({0: Dim("batch", min=1)},),
         )
     return path
