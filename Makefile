@@ -20,7 +20,7 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 
 # The test suite also exercises the optional extras (MLflow tracking, Ray executor, OpenVINO, ExecuTorch).
 $(EXTRAS_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,mlflow,ray,openvino,executorch]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,mlflow,ray,openvino,executorch,agent]'
 	touch $(EXTRAS_STAMP)
 
 setup: $(STAMP)

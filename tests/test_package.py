@@ -14,7 +14,8 @@ MODULES = sorted(SRC.rglob("*.py"))
 
 # Pipeline stages, left to right; a module may import only from its own layer or layers to its left.
 LAYERS = [
-    {"registry", "atomic", "env", "energy", "runtime", "store", "config", "importing", "generation"},
+    {"registry", "atomic", "env", "energy", "runtime", "store", "config", "importing", "generation", "timing", "agent",
+     "remote", "vendor_logs"},
     {"data", "readers"},
     {"models", "sources"},
     {"training"},
@@ -22,9 +23,11 @@ LAYERS = [
      "variants.precisions", "variants.backends", "variants.layers", "variants.sensitivity",
      "variants.openvino_backend", "variants.executorch_backend"},
     {"metrics", "results", "runner", "executors"},
-    {"selection", "pareto", "hardware", "analysis", "deploy", "statistics", "benchmark", "loadgen", "roofs"},
-    {"reporting", "html_report", "artifact", "report_stage", "tracking", "sweep", "compare", "sensitivity_report"},
-    {"pipeline", "progress", "cli", "api", ""},
+    {"selection", "pareto", "hardware", "analysis", "deploy", "statistics", "benchmark", "loadgen", "roofs",
+     "search"},
+    {"reporting", "html_report", "artifact", "report_stage", "tracking", "sweep", "compare", "sensitivity_report",
+     "targets"},
+    {"pipeline", "progress", "cli", "api", "targets_import", ""},
 ]
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 

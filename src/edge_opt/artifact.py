@@ -30,7 +30,7 @@ from .variants.backends import (
 from .variants.onnx_tools import onnx_input_name
 from .variants.precisions import get_precision
 
-__all__ = ["ARTIFACT_WRITERS", "MANIFEST_METRICS", "MODEL_FILE", "ExportedArtifact", "export_artifact", "export_recommended"]
+__all__ = ["ARTIFACT_WRITERS", "MANIFEST_METRICS", "MODEL_FILE", "ExportedArtifact", "artifact_files", "export_artifact", "export_recommended"]
 
 MODEL_FILE = "model.onnx"
 MANIFEST_METRICS = MANIFEST_COLUMNS  # columns of the measured row copied into the manifest
@@ -74,6 +74,15 @@ def _executorch_artifact(parent: nn.Module | None, precision: str, ctx: BuildCon
 
 # The runtime a measured backend ships with: its own files when it has them, else ONNX for onnxruntime.
 ARTIFACT_WRITERS = {"openvino": _openvino_artifact, "executorch": _executorch_artifact}
+
+
+def artifact_files(parent_model: nn.Module | None, backend: str, precision: str, ctx: BuildContext,
+                   threads: int = 1) -> tuple[dict[str, Path], str, dict[str, Any]]:
+    """The files a runtime loads for a point of ``backend`` (in ``ctx.workdir``; the first one is the model file),
+    the runtime's name and its build settings (e.g. OpenVINO's precision hint)."""
+    writer = ARTIFACT_WRITERS.get(backend, _onnx_artifact)
+    built = writer(parent_model, precision, ctx, threads)
+    return dict(built.files), built.runtime, dict(built.meta)
 
 
 def export_artifact(out_dir: str | Path, parent_model: nn.Module | None, row: Mapping[str, Any], data: DataBundle,

@@ -88,11 +88,79 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("dir_b")
     cp.add_argument("--output", help="folder for comparison.csv/.html (default: DIR_B/compare)")
 
+    _device_commands(sub)
+    return p
+
+
+def _device_commands(sub: Any) -> None:
+    """The ``status``, ``import-bench`` and ``agent`` sub-commands."""
     st = sub.add_parser("status", help="list finished and missing points of a study",
                         epilog="example: edge-opt status outputs")
     st.add_argument("output_dir")
     st.add_argument("--config", help="config to compare against (default: the one recorded in the folder)")
-    return p
+
+    ib = sub.add_parser("import-bench", help="add a vendor tool's measurement (OpenVINO benchmark_app JSON report, "
+                        "LiteRT benchmark_model log) to a study as a row of a named target",
+                        epilog="example: edge-opt import-bench benchmark_report.json --study outputs --target board "
+                               "--point backend=openvino,precision=int8,pruning_level=0.5")
+    ib.add_argument("file")
+    ib.add_argument("--study", required=True, help="the study folder")
+    ib.add_argument("--target", required=True, help="the device the tool ran on (the rows' measured_on)")
+    ib.add_argument("--point", required=True,
+                    help="the config point the artifact was: backend=…,precision=…,pruning_level=…[,calibration=…]")
+
+    ag = sub.add_parser("agent", help="serve measurements on this device (runs with a runtime alone, no torch "
+                        "for ONNX Runtime / OpenVINO artifacts)",
+                        epilog="example: edge-opt agent --port 8765 --token-file ~/.edge_opt_token "
+                               "(reach it through: ssh -L 8765:127.0.0.1:8765 device)")
+    ag.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: reach it by SSH tunnel)")
+    ag.add_argument("--port", type=int, default=8765)
+    ag.add_argument("--token-file", required=True, help="file whose first line is the token clients must send")
+    ag.add_argument("--cache-dir", default=None, help="where sent artifacts are kept (default ~/.cache/edge_opt/agent)")
+    ag.add_argument("--max-artifact-mb", type=float, default=512.0, help="largest file accepted (MB)")
+    ag.add_argument("--cores", default=None, help="pin the agent to these cores, e.g. 1 or 2,3")
+
+
+def _cmd_import_bench(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .targets_import import import_vendor_log
+
+    try:
+        row = import_vendor_log(args.study, args.file, args.target, args.point)
+    except ConfigError as exc:
+        return _print_errors(exc.errors)
+    print(f"imported {row['source']} on {args.target}: {row['backend']} {row['precision']} "
+          f"pruning={row['pruning_level']:g} latency={row['latency_ms']:.4f} ms -> {args.study}")
+    return EXIT_OK
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from .agent import serve
+
+    errors = []
+    try:
+        token = Path(args.token_file).read_text(encoding="utf-8").splitlines()[0].strip()
+    except (OSError, IndexError, UnicodeDecodeError) as exc:
+        token = ""
+        errors.append(f"--token-file {args.token_file!r} is not readable or empty ({type(exc).__name__})")
+    if not errors and len(token) < 16:
+        errors.append("--token-file: the token must be at least 16 characters")
+    if not 1 <= args.port <= 65535:
+        errors.append(f"--port must be in [1, 65535]; got {args.port}")
+    if not 0 < args.max_artifact_mb <= 65536:
+        errors.append(f"--max-artifact-mb must be in (0, 65536]; got {args.max_artifact_mb}")
+    cores = None
+    if args.cores:
+        try:
+            cores = [int(c) for c in args.cores.split(",")]
+        except ValueError:
+            errors.append(f"--cores must be core numbers separated by commas; got {args.cores!r}")
+    if errors:
+        return _print_errors(errors)
+    cache = Path(args.cache_dir) if args.cache_dir else Path.home() / ".cache" / "edge_opt" / "agent"
+    print(f"edge-opt agent on http://{args.host}:{args.port} (cache {cache})", flush=True)
+    serve(args.host, args.port, token, cache, args.max_artifact_mb, cores)
+    return EXIT_OK
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -337,6 +405,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from .config import ConfigError
     from .pipeline import load_study_config
     from .runner import stored_results, sweep_points
+    from .search import load_search
     from .store import StudyStore
     from .sweep import load_stored_study
 
@@ -346,16 +415,31 @@ def _cmd_status(args: argparse.Namespace) -> int:
         cfg = load_study_config(args.config) if args.config else study.cfg
     except ConfigError as exc:
         return _print_errors(exc.errors)
+    search = study.search if not args.config else load_search(cfg, out)
     with StudyStore(out / "study.sqlite") as store:
-        points = sweep_points(cfg)
-        found = {r.point: r for r in stored_results(store, cfg, points)[0]}
+        points = search.points if search is not None else sweep_points(cfg)
+        found = {r.point: r for r in stored_results(store, cfg, points, untimed=search is not None)[0]}
     for p in points:
         hit = found.get(p)
         state = "missing" if hit is None else ("skipped" if hit.skipped else "error" if hit.error else "finished")
         why = f"  ({hit.skipped})" if hit is not None and hit.skipped else ""
         print(f"{state:8s} {p.backend:20s} {p.precision:5s} pruning={p.pruning_level:g}{why}")
-    print(f"{len(found)} of {len(points)} points finished")
+    if search is None:
+        print(f"{len(found)} of {len(points)} points finished")
+        return EXIT_OK
+    print(_search_status(search))
     return EXIT_OK
+
+
+def _search_status(search: Any) -> str:
+    budget = f"{search.n_trials}" if search.n_trials is not None else "no n_trials"
+    best = search.best
+    best_text = ("best so far: none meets every budget" if best is None else
+                 f"best so far: trial {best.number} {best.point.backend} {best.point.precision} "
+                 f"pruning={best.point.pruning_level:g} accuracy={best.accuracy:.4f} "
+                 f"device latency={best.latency_ms:.4f} ms")
+    return (f"search {search.strategy}: {len(search.trials)} trials done, {len(search.points)} of {budget} distinct "
+            f"points (space: {search.space_size} points; timeout_s={search.timeout_s}); {best_text}")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -389,7 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``edge-opt`` console script."""
     args = _parser().parse_args(argv)
     handlers = {"run": _cmd_run, "predict": _cmd_predict, "status": _cmd_status, "bench": _cmd_bench, "report": _cmd_report,
-                "compare": _cmd_compare}
+                "compare": _cmd_compare, "agent": _cmd_agent,
+                "import-bench": _cmd_import_bench}
     return handlers[args.command](args)
 
 

@@ -7,6 +7,7 @@ so that this module stays at the bottom of the stack.
 """
 from __future__ import annotations
 
+import math
 import reprlib
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = [
     "CONFIG_RELATIVE_KEYS",
     "LEGACY_QUANTIZATION_KEYS", "SCENARIO_NAMES", "ConfigError", "DeploymentConfig", "MlflowConfig", "ModelConfig",
-    "QuantizationConfig", "RayConfig", "Scenario", "StudyConfig", "TrackingConfig", "config_from_dict",
+    "QuantizationConfig", "RayConfig", "Scenario", "SearchConfig", "SearchObjective", "StudyConfig", "TargetConfig", "TrackingConfig",
+    "config_from_dict",
     "config_from_yaml", "format_validation_error", "load_config", "short_repr",
 ]
 
@@ -254,6 +256,60 @@ class RayConfig(BaseModel):
     max_retries: int = Field(default=2, ge=0, le=100)
 
 
+class TargetConfig(BaseModel):
+    """A device running ``edge-opt agent``: where it listens and which environment variable holds its token."""
+
+    model_config = _STRICT
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2000)
+    token_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    timeout_s: float = Field(default=120.0, gt=0, le=86_400)
+
+    @field_validator("name")
+    @classmethod
+    def _not_host(cls, v: str) -> str:
+        if v == "host":
+            raise ValueError("'host' names the machine running the study; give the target another name")
+        return v
+
+
+SearchObjective = Literal["accuracy", "latency", "memory"]
+DEFAULT_OBJECTIVES: tuple[SearchObjective, ...] = ("accuracy", "latency")
+
+
+class SearchConfig(BaseModel):
+    """How config points are chosen: every point of the grid (default), or an Optuna search over the same space
+    (NSGA-II or TPE) that stops after ``n_trials`` distinct points, ``timeout_s`` seconds, or — with
+    ``stop_when: goals_met`` — once a point meets every budget and no better one was found for ``patience`` trials."""
+
+    model_config = _STRICT
+    strategy: Literal["grid", "nsga2", "tpe"] = "grid"
+    n_trials: int | None = Field(default=None, ge=1, le=1_000_000)
+    timeout_s: float | None = Field(default=None, gt=0, le=30 * 24 * 3600)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    objectives: list[SearchObjective] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES), min_length=2)
+    stop_when: Literal["budget", "goals_met"] = "budget"
+    patience: int = Field(default=0, ge=0, le=1_000_000)
+    population_size: int | None = Field(default=None, ge=2, le=10_000)
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("must not repeat an objective")
+        missing = [o for o in ("accuracy", "latency") if o not in v]
+        if missing:
+            raise ValueError(f"must include 'accuracy' and 'latency' (memory is optional); missing {missing}")
+        return v
+
+    @model_validator(mode="after")
+    def _budget(self) -> SearchConfig:
+        if self.strategy != "grid" and self.n_trials is None and self.timeout_s is None:
+            raise ValueError(f"search strategy {self.strategy!r} needs 'n_trials' or 'timeout_s' (or both); "
+                             "got neither")
+        return self
+
+
 class StudyConfig(BaseModel):
     """All keys of a study. Unknown keys are errors."""
 
@@ -280,6 +336,9 @@ class StudyConfig(BaseModel):
     device: Literal["cpu", "cuda", "mps", "auto"] = "cpu"
     power_watts: float = Field(default=15.0, gt=0, le=100_000)
     pruning_levels: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75], min_length=1, max_length=1000)
+    # [low, high] with pruning_step: the levels low, low + step, … ≤ high (instead of listing pruning_levels)
+    pruning_range: tuple[float, float] | None = None
+    pruning_step: float = Field(default=0.05, gt=0, lt=1)
     fine_tune_epochs: int = Field(default=2, ge=0, le=10_000)
     precisions: list[str] = Field(default_factory=lambda: ["fp32", "fp16", "int8"], min_length=1, max_length=100)
     backends: list[str] = Field(default_factory=lambda: ["torch", "onnxruntime"], min_length=1, max_length=100)
@@ -304,6 +363,10 @@ class StudyConfig(BaseModel):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     executor: Literal["local", "ray"] = "local"
     ray: RayConfig = Field(default_factory=RayConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    targets: list[TargetConfig] = Field(default_factory=list, max_length=64)
+    measure_on: list[str] = Field(default_factory=lambda: ["host"], min_length=1, max_length=65)
+    recommend_for: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -350,6 +413,59 @@ class StudyConfig(BaseModel):
         if len(set(v)) != len(v):
             raise ValueError("must not repeat an entry")
         return v
+
+    @model_validator(mode="after")
+    def _range(self) -> StudyConfig:
+        """``pruning_range`` + ``pruning_step`` become the listed levels (giving both forms is an error)."""
+        if self.pruning_range is None:
+            return self
+        low, high = self.pruning_range
+        if not 0.0 <= low <= high < 1.0:
+            raise ValueError(f"'pruning_range' must be [low, high] with 0 <= low <= high < 1; got {[low, high]}")
+        n = int(math.floor((high - low) / self.pruning_step + 1e-9)) + 1
+        if n > 1000:
+            raise ValueError(f"'pruning_range' with 'pruning_step' {self.pruning_step} gives {n} levels; at most 1000")
+        levels = [round(low + i * self.pruning_step, 6) for i in range(n)]
+        # a recorded config holds both (the levels expanded): fine when they agree
+        if "pruning_levels" in self.model_fields_set and self.pruning_levels != levels:
+            raise ValueError("give either 'pruning_levels' or 'pruning_range' (+ 'pruning_step'), not both")
+        object.__setattr__(self, "pruning_levels", levels)
+        return self
+
+    @model_validator(mode="after")
+    def _targets(self) -> StudyConfig:
+        names = [t.name for t in self.targets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"'targets' must not repeat a name; got {names}")
+        allowed = ["host", *names]
+        bad = [m for m in self.measure_on if m not in allowed]
+        if bad or len(set(self.measure_on)) != len(self.measure_on) or "host" not in self.measure_on:
+            raise ValueError(f"'measure_on' must list distinct names among {allowed}, 'host' included (every "
+                             f"variant is built and checked here); got {self.measure_on}")
+        if self.recommend_for is not None and self.recommend_for not in self.measure_on:
+            raise ValueError(f"'recommend_for' must be one of measure_on {self.measure_on}; "
+                             f"got {self.recommend_for!r}")
+        return self
+
+    @property
+    def recommendation_target(self) -> str:
+        """Whose numbers choose the artifact: ``recommend_for``, else the first target measured on, else the host."""
+        if self.recommend_for is not None:
+            return self.recommend_for
+        return next((m for m in self.measure_on if m != "host"), "host")
+
+    @property
+    def agent_targets(self) -> list[TargetConfig]:
+        """The targets measured on, in ``measure_on`` order."""
+        by_name = {t.name: t for t in self.targets}
+        return [by_name[m] for m in self.measure_on if m != "host"]
+
+    @model_validator(mode="after")
+    def _search_executor(self) -> StudyConfig:
+        if self.search.strategy != "grid" and self.executor != "local":
+            raise ValueError(f"search strategy {self.search.strategy!r} runs its trials one after another on the "
+                             f"local executor; got executor {self.executor!r} (use strategy 'grid' with Ray)")
+        return self
 
     @model_validator(mode="after")
     def _batches(self) -> StudyConfig:

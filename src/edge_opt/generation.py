@@ -36,7 +36,7 @@ __all__ = [
 
 GENERATION_FILE = "generation.json"
 JOURNAL_FILE = ".generation.partial"
-STORE_FILES = ("study.sqlite", "study.sqlite-wal", "study.sqlite-shm")
+STORE_FILES = ("study.sqlite", "study.sqlite-wal", "study.sqlite-shm", "search.sqlite")  # search.sqlite: Optuna's trials
 CACHE_DIRS = ("checkpoints", "onnx", "variants", "sensitivity")
 CACHE_FILES = ("machine_calibration.json",)
 # What releases before generations wrote (removed only from a folder that holds a study and no generation record).

@@ -91,6 +91,7 @@ def write_html_report(output_dir: str | Path) -> Path:
         deployment_table=Markup(_table(read("deployment.csv"), "deployment")),
         sensitivity_table=Markup(_table(read("sensitivity.csv"), "sensitivity")),
         mixed_table=Markup(_table(read("mixed_precision.csv"), "mixed")),
+        search_table=Markup(_table(read("search_history.csv"), "search")),
         config_text=yaml.safe_dump(repro.get("config", {}), sort_keys=False),
         repro_text=json.dumps({k: v for k, v in repro.items() if k != "config"}, indent=2),
     )

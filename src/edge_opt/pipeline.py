@@ -36,7 +36,15 @@ from .generation import (
 from .hardware import precision_tradeoff_table, rebuild_hardware_plots
 from .html_report import write_html_report
 from .models import MODELS, model_param_errors
-from .report_stage import StudyOutcome, StudyReport, frontiers, reproducibility_record, write_study_report
+from .report_stage import (
+    StudyOutcome,
+    StudyReport,
+    frontiers,
+    reproducibility_record,
+    with_vendor_rows,
+    write_search_history,
+    write_study_report,
+)
 from .reporting import build_summary, to_frame, write_outputs, write_plots
 from .results import VariantResult
 from .runner import (
@@ -50,10 +58,12 @@ from .runner import (
     sweep_points,
     train_baseline,
 )
+from .search import SearchOutcome, judge_with, run_search, search_space
 from .selection import Assessment, Selection, assess_results, select_recommendation, study_warnings
 from .sensitivity_report import write_sensitivity
 from .sources import ModelSource, ModelSourceError, check_model_fits, load_model_source, onnx_input_spec
 from .store import StoreFormatError, StudyStore
+from .targets import TargetRun, measure_on_targets, stored_vendor_rows
 from .training import StopRequested, resolve_device, set_deterministic
 from .variants.backends import BACKENDS, PRECISIONS
 
@@ -258,7 +268,8 @@ def _open_store(out: Path, fresh: bool) -> StudyStore:
 
 
 def _measure(cfg: StudyConfig, data: DataBundle, source: ModelSource, out: Path, store: StudyStore,
-             on_event: EventFn, should_stop: Callable[[], bool], clock: _Clock) -> tuple[Sweep, bool, list[str]]:
+             on_event: EventFn, should_stop: Callable[[], bool],
+             clock: _Clock) -> tuple[Sweep, bool, list[str], SearchOutcome | None]:
     """Stages baseline + variants: train (or reload) the baseline, then map ``run_point`` over the grid."""
     device, dev_warning = resolve_device(cfg.device)
     warnings = ([dev_warning] if dev_warning else []) + input_warnings(cfg, data)
@@ -270,7 +281,7 @@ def _measure(cfg: StudyConfig, data: DataBundle, source: ModelSource, out: Path,
         raise ConfigError([str(exc)]) from None
     except StopRequested:  # stopped while training: the report covers the points stored before
         sweep = Sweep(None, data, cfg, out, store, on_event=on_event, should_stop=should_stop, source=source)
-        return sweep, True, warnings
+        return sweep, True, warnings, None
     if cached:
         on_event("log", message="baseline checkpoint reused")
     if cfg.fine_tune_epochs and data.train_loader is None and any(lv > 0 for lv in cfg.pruning_levels):
@@ -278,6 +289,10 @@ def _measure(cfg: StudyConfig, data: DataBundle, source: ModelSource, out: Path,
     clock.lap("training")
     sweep = Sweep(baseline, data, cfg, out, store, model_factory=model_factory(cfg, data, source), on_event=on_event,
                   should_stop=should_stop, source=source)
+    if cfg.search.strategy != "grid":
+        outcome, interrupted = _search(cfg, sweep, out, on_event, should_stop)
+        clock.lap("variants")
+        return sweep, interrupted, warnings, outcome
     points = sweep_points(cfg)
     on_event("stage", name="variants", detail=f"{len(points)} config points")
     interrupted = False
@@ -289,7 +304,23 @@ def _measure(cfg: StudyConfig, data: DataBundle, source: ModelSource, out: Path,
     except (StudyInterrupted, StopRequested):
         interrupted = True
     clock.lap("variants")
-    return sweep, interrupted, warnings
+    return sweep, interrupted, warnings, None
+
+
+def _search(cfg: StudyConfig, sweep: Sweep, out: Path, on_event: EventFn,
+            should_stop: Callable[[], bool]) -> tuple[SearchOutcome | None, bool]:
+    """Stage variants as an Optuna search: the baseline first (the accuracy-drop budget needs it), then the trials."""
+    space = search_space(cfg)
+    s = cfg.search
+    on_event("stage", name="variants", detail=f"{s.strategy} search over {space.size} config points "
+             f"(n_trials={s.n_trials}, timeout_s={s.timeout_s}, stop_when={s.stop_when})")
+    try:
+        baseline = LocalExecutor().map(sweep, [baseline_point(cfg)])[0]
+        outcome = run_search(cfg, lambda p: sweep.run_point_within(p, cfg.active_memory_budget_mb),
+                             judge_with(cfg, baseline), out, should_stop, on_event)
+    except (StudyInterrupted, StopRequested):
+        return None, True
+    return outcome, outcome.stopped_by == "interrupted"
 
 
 def _executor(cfg: StudyConfig) -> Any:
@@ -321,16 +352,24 @@ def _export(out: Path, selection: Selection, sweep: Sweep, on_event: EventFn,
 
 
 def _analyse(sweep: Sweep, store: StudyStore, out: Path, interrupted: bool, on_event: EventFn, clock: _Clock,
-             warnings: list[str]) -> StudyOutcome:
+             warnings: list[str], search: SearchOutcome | None = None) -> StudyOutcome:
     """Stages assess → select → artifact → hardware → deployment, over the stored records of the grid."""
     cfg = sweep.cfg
-    points = sweep_points(cfg)
-    results, baseline = stored_results(store, cfg, points)  # outputs describe every finished point of this config
+    points = search.points if search is not None else sweep_points(cfg)
+    # outputs describe every finished point of this config's grid, or the points its search evaluated
+    results, baseline = stored_results(store, cfg, points, untimed=search is not None)
     skipped = tuple(r for r in results if r.skipped is not None)
     assessed = tuple(assess_results([r for r in results if r.skipped is None], cfg, baseline))
-    selection = select_recommendation(assessed, baseline, cfg)
+    host_selection = select_recommendation(assessed, baseline, cfg)
     warnings += study_warnings(assessed)
     clock.lap("analysis")
+    runs: list[TargetRun] = []
+    if cfg.agent_targets and not interrupted:
+        runs, target_warnings = measure_on_targets(sweep, store, results, out, sweep.should_stop, on_event)
+        warnings += target_warnings
+        clock.lap("targets")
+    on_target = {run.name: _assess_on_target(cfg, run, baseline) for run in runs}
+    selection = _recommendation(cfg, host_selection, on_target, baseline, warnings)
     interrupted = interrupted or sweep.should_stop()  # a stop asked for after the last variant ends here too
     artifact = None if interrupted else _export(out, selection, sweep, on_event, warnings)
     clock.lap("artifact")
@@ -338,18 +377,42 @@ def _analyse(sweep: Sweep, store: StudyStore, out: Path, interrupted: bool, on_e
     hardware: HardwareAnalysis | None = None
     deployment: dict[str, Any] = {}
     if not interrupted and baseline is not None and baseline.ok:
-        hardware = _hardware(sweep, out, baseline, selection, assessed, on_event, warnings)
+        hardware = _hardware(sweep, out, baseline, host_selection, assessed, on_event, warnings)
         clock.lap("hardware")
         interrupted = sweep.should_stop()
     if not interrupted and baseline is not None and baseline.ok:
         on_event("stage", name="deployment simulation", detail=f"cpu_frequency_scale={cfg.cpu_frequency_scale}")
-        deployment, dep_warnings = simulate_deployment(sweep, _deployment_targets(cfg, selection, hardware), store,
-                                                       out)
+        deployment, dep_warnings = simulate_deployment(sweep, _deployment_targets(cfg, host_selection, hardware),
+                                                       store, out)
         warnings += dep_warnings
         clock.lap("deployment")
         interrupted = sweep.should_stop()
+    total = search.space_size if search is not None else len(points)
+    if search is not None:
+        warnings.append(f"search ({search.strategy}) stopped by {search.stopped_by} after {len(search.trials)} trials "
+                        f"({len(search.points)} distinct points of {search.space_size})")
     return StudyOutcome(cfg, assessed, baseline, selection, artifact, hardware, deployment, tuple(warnings),
-                        len(points), interrupted, skipped)
+                        total, interrupted, skipped, search, tuple(runs), on_target, host_selection,
+                        tuple(stored_vendor_rows(store)))
+
+
+def _assess_on_target(cfg: StudyConfig, run: TargetRun, baseline: VariantResult | None) -> tuple[Assessment, ...]:
+    """A target's rows against the budgets, its measured latency being the device latency (no clock model)."""
+    measured = cfg.model_copy(update={"cpu_frequency_scale": 1.0})
+    return tuple(assess_results([r for r in run.results if r.skipped is None], measured, baseline))
+
+
+def _recommendation(cfg: StudyConfig, host: Selection, on_target: dict[str, tuple[Assessment, ...]],
+                    baseline: VariantResult | None, warnings: list[str]) -> Selection:
+    """The selection of the target whose numbers choose the artifact (``recommend_for``; else the host's)."""
+    name = cfg.recommendation_target
+    if name == "host":
+        return host
+    if not any(a.ok for a in on_target.get(name, ())):
+        warnings.append(f"recommend_for {name!r}: no successful measurement from that target in this run; the "
+                        "host's numbers chose (run again when the target is back: only its failed points are measured)")
+        return host
+    return select_recommendation(on_target[name], baseline, cfg.model_copy(update={"cpu_frequency_scale": 1.0}))
 
 
 def _hardware(sweep: Sweep, out: Path, baseline: VariantResult, selection: Selection,
@@ -481,11 +544,11 @@ def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: EventFn | None
         store.set_meta("config", cfg.model_dump(mode="json"))  # the last run's config: what report/status read
         # as text: the record keeps its key order (the store sorts the keys of what it keeps)
         store.set_meta("reproducibility", json.dumps(reproducibility_record(cfg, data, command), default=str))
-        sweep, interrupted, warnings = _measure(cfg, data, source, out, store, emit, should_stop or (lambda: False),
-                                                clock)
+        sweep, interrupted, warnings, search = _measure(cfg, data, source, out, store, emit,
+                                                        should_stop or (lambda: False), clock)
         journal, _ = begin_generation(out, cfg.config_hash)  # the previous outputs go before any new one is written
         with journal:
-            outcome = _analyse(sweep, store, out, interrupted, emit, clock, warnings)
+            outcome = _analyse(sweep, store, out, interrupted, emit, clock, warnings, search)
             emit("stage", name="report", detail=str(out))
             report = write_study_report(out, outcome, data, command)
             stamp_outputs(out, list(journal.files), cfg.config_hash)
@@ -562,14 +625,16 @@ def _old_summary(out: Path) -> dict[str, Any]:
 def _rebuild_tables(out: Path, cfg: StudyConfig, study: Any, old: dict[str, Any]) -> dict[str, Any]:
     """Sweep table, frontiers, plots and precision table from the stored records; the summary to write."""
     measured = [r for r in study.results if r.skipped is None]
-    frame = to_frame(assess_results(measured, cfg, study.baseline))
+    frame = with_vendor_rows(to_frame(assess_results(measured, cfg, study.baseline)), study.vendor_rows)
     frontier_lat, frontier_en = frontiers(frame, cfg.pareto_use_ci)
     fresh = build_summary(old.get("baseline", {}), cfg.memory_budgets_mb, cfg.active_memory_budget_mb,
                           cfg.cpu_frequency_scale, cfg.latency_multiplier, frame, old.get("deployment", {}))
-    total = len(sweep_points(cfg))
+    total = study.search.space_size if study.search is not None else len(sweep_points(cfg))
     summary = {**old, **fresh, "config_hash": cfg.config_hash, "finished_points": len(study.results),
                "total_points": total}
-    summary.setdefault("interrupted", len(study.results) < total)
+    if study.search is not None:
+        write_search_history(out, study.search)
+    summary.setdefault("interrupted", study.search is None and len(study.results) < total)
     write_outputs(out, frame, frontier_lat, frontier_en, summary)
     if measured:
         write_plots(out, frame, frontier_lat, frontier_en, recommended_key=(summary.get("recommended") or {}).get("key"))

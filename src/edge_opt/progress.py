@@ -51,6 +51,8 @@ class Reporter:
             label = f"variant {info['index']}/{info['total']}: {p.backend} {p.precision} pruning={p.pruning_level:g}"
             if self._progress is not None:
                 self._progress.update(self._task, total=info["total"], description=label)
+        elif kind == "trial":
+            self._trial(info)
         elif kind == "variant_done":
             p, row = info["point"], info["row"]
             if self._variant_start is not None:
@@ -89,6 +91,20 @@ class Reporter:
                                   TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
         self._progress.start()
         self._task = self._progress.add_task("variants", total=None)
+
+    def _trial(self, info: dict[str, Any]) -> None:
+        """One search trial: its point, values and feasibility, and the budget used."""
+        r = info["record"]
+        p = r.point
+        budget = f"/{info['budget']}" if info.get("budget") else ""
+        values = (f"acc={r.accuracy:.4f} device latency={r.latency_ms:.4f}ms" if r.accuracy == r.accuracy else
+                  (r.reason or "no numbers"))
+        if self._progress is not None:
+            self._progress.update(self._task, total=info.get("budget"), completed=info["distinct"],
+                                  description=f"trial {r.number}: {p.backend} {p.precision} p{p.pruning_level:g}")
+        if self._progress is None or self.verbose:
+            self._line(f"trial {r.number} ({info['distinct']}{budget} points) {p.backend} {p.precision} "
+                       f"pruning={p.pruning_level:g} [{r.how}]: {values}{'' if r.feasible else ' (infeasible)'}")
 
     def _stop_bar(self) -> None:
         if self._progress is not None:

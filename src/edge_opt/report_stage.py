@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,12 @@ from .html_report import write_html_report
 from .pareto import pareto_frontier
 from .reporting import build_summary, write_outputs, write_plots
 from .results import VariantResult
-from .selection import BASELINE_COLUMNS, BASELINE_POINT, Assessment, Selection, to_frame
+from .search import SearchOutcome, history_rows
+from .selection import BASELINE_COLUMNS, BASELINE_POINT, Assessment, Selection, select_recommendation, to_frame
 from .sensitivity_report import mixed_comparison, write_sensitivity
+from .targets import TargetRun, simulation_gap
 
-__all__ = ["BASELINE_KEYS", "LATENCY_NOTE", "StudyOutcome", "StudyReport", "frontiers", "recommendation_summary",
+__all__ = ["BASELINE_KEYS", "LATENCY_NOTE", "SEARCH_HISTORY", "StudyOutcome", "StudyReport", "frontiers", "recommendation_summary", "with_vendor_rows", "write_search_history",
            "skipped_summary",
            "reproducibility_record", "write_study_report"]
 
@@ -54,6 +56,16 @@ class StudyOutcome:
     total_points: int = 0
     interrupted: bool = False
     skipped: tuple[VariantResult, ...] = ()
+    search: SearchOutcome | None = None  # the Optuna search that chose the points (None: the grid)
+    targets: tuple[TargetRun, ...] = ()  # the devices measured on besides the host
+    on_target: Mapping[str, tuple[Assessment, ...]] = field(default_factory=dict)
+    host_selection: Selection | None = None  # the host's choice when a target's numbers chose the artifact
+    vendor_rows: tuple[dict[str, Any], ...] = ()  # rows imported from vendor benchmark reports
+
+    @property
+    def all_assessed(self) -> tuple[Assessment, ...]:
+        """Host rows, then each target's rows."""
+        return self.assessed + tuple(a for rows in self.on_target.values() for a in rows)
 
 
 @dataclass(frozen=True)
@@ -113,7 +125,29 @@ def _summary(o: StudyOutcome, frame: pd.DataFrame) -> dict[str, Any]:
         warnings=sorted(set(o.warnings)), latency_note=LATENCY_NOTE, finished_points=len(o.assessed) + len(o.skipped),
         total_points=o.total_points, interrupted=o.interrupted, skipped=skipped_summary(o.skipped),
         int8_mixed=mixed_comparison(o.assessed).to_dict("records"),
-        model_source=model_source, model_sha256=model_sha256, config_hash=cfg.config_hash)
+        model_source=model_source, model_sha256=model_sha256, config_hash=cfg.config_hash,
+        search=o.search.summary() if o.search is not None else {"strategy": "grid"},
+        measured_on=list(cfg.measure_on), recommend_for=cfg.recommendation_target, targets=_targets_summary(o))
+
+
+def _targets_summary(o: StudyOutcome) -> dict[str, Any]:
+    """Per target: its rows, errors, fingerprint, its own recommendation and how far the simulation was."""
+    hosts = [a.result for a in o.assessed]
+    out: dict[str, Any] = {}
+    for run in o.targets:
+        rows = o.on_target.get(run.name, ())
+        sel = select_recommendation(rows, o.baseline, o.cfg.model_copy(update={"cpu_frequency_scale": 1.0}))
+        best = sel.chosen
+        out[run.name] = {
+            "rows": len(run.results), "measured_now": run.measured,
+            "errors": [{**asdict(r.point), "error": r.error} for r in run.results if r.error],
+            "skipped": len([r for r in run.results if r.skipped]), "fingerprint": run.fingerprint,
+            "recommended": None if best is None else {**asdict(best.point), "key": best.result.key,
+                                                      "accuracy": best.metrics.accuracy,
+                                                      "latency_ms": best.metrics.latency_ms,
+                                                      "latency_ci95_ms": best.metrics.latency_ci95_ms},
+            "simulation_vs_measured": simulation_gap(o.cfg, hosts, run)}
+    return out
 
 
 def skipped_summary(skipped: Sequence[VariantResult]) -> list[dict[str, Any]]:
@@ -143,26 +177,52 @@ def reproducibility_record(cfg: StudyConfig, data: DataBundle, command: Sequence
 
 
 def frontiers(frame: pd.DataFrame, use_ci: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The latency–accuracy and energy–accuracy Pareto frontiers of the sweep table."""
+    """The latency–accuracy and energy–accuracy Pareto frontiers of the sweep table (one per ``measured_on``:
+    the host's and each target's, never mixed)."""
     if frame.empty or "latency_ms" not in frame.columns:
         return frame, frame
-    return pareto_frontier(frame, "latency_ms", use_ci), pareto_frontier(frame, "energy_proxy_j", use_ci)
+    groups = [g for _, g in frame.groupby("measured_on", sort=False)] if "measured_on" in frame.columns else [frame]
+    lat = [pareto_frontier(g, "latency_ms", use_ci) for g in groups]
+    en = [pareto_frontier(g, "energy_proxy_j", use_ci) for g in groups]
+    return pd.concat(lat, ignore_index=True), pd.concat(en, ignore_index=True)
 
 
 def write_study_report(out: Path, o: StudyOutcome, data: DataBundle, command: Sequence[str] | None) -> StudyReport:
     """Stage: write the sweep table, frontiers, summary.json, plots, reproducibility.json and report.html."""
-    frame = to_frame(o.assessed)
+    frame = with_vendor_rows(to_frame(o.all_assessed), o.vendor_rows)
     has_rows = len(o.assessed) > 0
     frontier_lat, frontier_en = frontiers(frame, o.cfg.pareto_use_ci)
     summary = _summary(o, frame)
     write_outputs(out, frame, frontier_lat, frontier_en, summary)
     if has_rows:
         chosen = o.selection.chosen
-        write_plots(out, frame, frontier_lat, frontier_en, recommended_key=chosen.result.key if chosen else None)
+        who = o.cfg.recommendation_target if o.on_target else "host"  # the plots show the rows that chose
+        write_plots(out, _rows_of(frame, who), _rows_of(frontier_lat, who), _rows_of(frontier_en, who),
+                    recommended_key=chosen.result.key if chosen else None)
     atomic.write_json(out / "reproducibility.json", reproducibility_record(o.cfg, data, command))
     write_sensitivity(out, o.cfg)
     mixed = mixed_comparison(o.assessed)
     if len(mixed):
         atomic.write_with(out / "mixed_precision.csv", lambda t: mixed.to_csv(t, index=False, encoding="utf-8"))
+    if o.search is not None:
+        write_search_history(out, o.search)
     write_html_report(out)
     return StudyReport(out, frame, summary, frontier_lat, frontier_en)
+
+
+def with_vendor_rows(frame: pd.DataFrame, rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """The sweep table with the imported vendor rows appended (they keep their own ``measured_on``)."""
+    return pd.concat([frame, pd.DataFrame(list(rows))], ignore_index=True) if rows else frame
+
+
+def _rows_of(frame: pd.DataFrame, measured_on: str) -> pd.DataFrame:
+    return frame[frame["measured_on"] == measured_on] if "measured_on" in frame.columns and len(frame) else frame
+
+
+SEARCH_HISTORY = "search_history.csv"
+
+
+def write_search_history(out: Path, search: SearchOutcome) -> None:
+    """``search_history.csv``: every trial of the search (number, config point, values, feasibility, wall time)."""
+    frame = pd.DataFrame(history_rows(search))
+    atomic.write_with(out / SEARCH_HISTORY, lambda t: frame.to_csv(t, index=False, encoding="utf-8"))

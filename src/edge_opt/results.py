@@ -66,6 +66,9 @@ class VariantResult:
         int8_mac_fraction: quantized builds: the share of the layers' MACs that runs int8 kernels.
         pruning: what pruning really removed from the parent (``param_fraction`` kept, ``kept_channels`` as
             "layer kept/original; …"), None for a model that cannot be pruned.
+        measured_on: ``host`` (the machine running the study) or the name of the target (device agent or
+            vendor tool) whose measurement this is.
+        source: how a target's figures were obtained (``edge-opt agent``, ``openvino benchmark_app`` …).
     """
 
     point: ConfigPoint
@@ -84,6 +87,8 @@ class VariantResult:
     float_layers: tuple[str, ...] | None = None
     int8_mac_fraction: float | None = None
     pruning: Mapping[str, Any] | None = None
+    measured_on: str = "host"
+    source: str | None = None
 
     @classmethod
     def skip(cls, point: ConfigPoint, key: str, reason: str, **info: Any) -> VariantResult:
@@ -119,7 +124,8 @@ class VariantResult:
 
     def row(self) -> dict[str, Any]:
         """The raw columns of this result (no budgets, no comparisons): the sweep table's measured part."""
-        row: dict[str, Any] = {"key": self.key, **asdict(self.point), "error": self.error}
+        row: dict[str, Any] = {"key": self.key, **asdict(self.point), "measured_on": self.measured_on,
+                               "source": self.source, "error": self.error}
         m, rec = self.metrics, self.measurement
         if m is None or rec is None:
             row.update({"kernel_precision": None, **{c: math.nan for c in METRIC_FIELDS}, "energy_source": None,
@@ -161,7 +167,8 @@ class VariantResult:
                 "model_source": self.model_source, "model_sha256": self.model_sha256,
                 "float_layers": list(self.float_layers) if self.float_layers is not None else None,
                 "int8_mac_fraction": self.int8_mac_fraction,
-                "pruning": dict(self.pruning) if self.pruning is not None else None}
+                "pruning": dict(self.pruning) if self.pruning is not None else None,
+                "measured_on": self.measured_on, "source": self.source}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> VariantResult:
@@ -182,7 +189,8 @@ class VariantResult:
                    traceback=d.get("traceback"), timings=dict(d.get("timings") or {}), skipped=d.get("skipped"),
                    model_source=d.get("model_source"), model_sha256=d.get("model_sha256"),
                    float_layers=tuple(d["float_layers"]) if d.get("float_layers") is not None else None,
-                   int8_mac_fraction=d.get("int8_mac_fraction"), pruning=d.get("pruning"))
+                   int8_mac_fraction=d.get("int8_mac_fraction"), pruning=d.get("pruning"),
+                   measured_on=str(d.get("measured_on") or "host"), source=d.get("source"))
 
 
 def _cores(cores: Any) -> str | None:

@@ -48,13 +48,15 @@ from .variants.prune import (
 )
 
 __all__ = [
-    "MEASURE_VERSION", "BASELINE_POINT", "ONNX_BASELINE_POINT", "ConfigPoint", "PruningUnsupported", "baseline_point", "Executor", "LocalExecutor", "StudyInterrupted", "Sweep",
+    "MEASURE_VERSION", "UNTIMED_PREFIX", "BASELINE_POINT", "ONNX_BASELINE_POINT", "ConfigPoint", "PruningUnsupported", "baseline_point", "Executor", "LocalExecutor", "StudyInterrupted", "Sweep",
     "baseline_fingerprint", "benchmark_settings", "measure_point", "metadata_name", "model_factory", "parent_key",
     "folder_digest", "point_key", "quantization_choice", "runtime_versions", "stable_hash", "stored_results", "sweep_points", "train_baseline",
 ]
 
 # Bump when the measuring code changes what a stored number means: invalidates stored points.
 MEASURE_VERSION = "3"
+# Store key prefix of a point a search built but did not time (its memory broke the active budget).
+UNTIMED_PREFIX = "untimed:"
 BASELINE_POINT = ConfigPoint(0.0, "fp32", "torch")
 ONNX_BASELINE_POINT = ConfigPoint(0.0, "fp32", "onnxruntime")
 
@@ -455,6 +457,37 @@ class Sweep:
             self.store.put(result.key, result.to_dict())
         return result
 
+    def run_point_within(self, point: ConfigPoint, memory_budget_mb: float | None) -> tuple[VariantResult, str]:
+        """Stored result of ``point``, or build it and measure it only when its runtime memory fits
+        ``memory_budget_mb``: a point over the budget is recorded (under ``UNTIMED_PREFIX``, so a grid still
+        measures it) as skipped without being timed. Returns the result and how it was obtained: "stored",
+        "measured", "untimed" (built, over the budget) or "not built" (skipped or failed while building)."""
+        hit = self.lookup(point)
+        if hit is None and self.store is not None:
+            doc = self.store.get(UNTIMED_PREFIX + point_key(self.cfg, point))
+            hit = VariantResult.from_dict(doc) if doc is not None else None
+        if hit is not None:
+            return hit, "stored"
+        built = self._build(point)
+        if isinstance(built, VariantResult):
+            return self.commit(built, {}), "not built"
+        variant, timings = built
+        memory_mb = variant.metadata.get("runtime_parameter_bytes", variant.parameter_bytes) / 1e6
+        if memory_budget_mb is not None and memory_mb > memory_budget_mb:
+            result = VariantResult.skip(point, point_key(self.cfg, point),
+                                        f"infeasible: runtime memory {memory_mb:.3f} MB breaks the active budget "
+                                        f"{memory_budget_mb:g} MB (built, not timed)",
+                                        timings={**timings, "measurement": 0.0}, **self._info())
+            if self.store is not None:
+                self.store.put(UNTIMED_PREFIX + result.key, result.to_dict(), kind="untimed")
+            self.computed += 1
+            return result, "untimed"
+        t0 = time.perf_counter()
+        result, meta = self._measure_together([variant], [point])[0]
+        timings = {**timings, "measurement": time.perf_counter() - t0}
+        info = self._info() | ({"timings": timings, "pruning": self._pruning_info(point.pruning_level)} if meta else {})
+        return self.commit(result.with_info(**info), meta), "measured"
+
     def run_point(self, point: ConfigPoint) -> VariantResult:
         """Stored result of ``point`` or a freshly built and measured one (committed to the store)."""
         hit = self.lookup(point)
@@ -551,11 +584,14 @@ def train_baseline(cfg: StudyConfig, data: DataBundle, out: Path, device: Any, o
     return model, False
 
 
-def stored_results(store: StudyStore, cfg: StudyConfig,
-                   points: Sequence[ConfigPoint]) -> tuple[list[VariantResult], VariantResult | None]:
-    """The stored results of ``points`` in grid order (missing ones left out) and the stored baseline."""
+def stored_results(store: StudyStore, cfg: StudyConfig, points: Sequence[ConfigPoint],
+                   untimed: bool = False) -> tuple[list[VariantResult], VariantResult | None]:
+    """The stored results of ``points`` in grid order (missing ones left out) and the stored baseline;
+    ``untimed``: a point a search built but did not time counts too."""
     def get(p: ConfigPoint) -> VariantResult | None:
         doc = store.get(point_key(cfg, p))
+        if doc is None and untimed:
+            doc = store.get(UNTIMED_PREFIX + point_key(cfg, p))
         return VariantResult.from_dict(doc) if doc is not None else None
 
     return [r for r in (get(p) for p in points) if r is not None], get(baseline_point(cfg))

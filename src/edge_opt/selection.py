@@ -28,7 +28,7 @@ __all__ = [
 BASELINE_POINT = ConfigPoint(0.0, "fp32", "torch")
 
 COLUMN_ORDER = (
-    "pruning_level", "precision", "backend", "calibration", "kernel_precision", "accepted", "error", "rejected_reason",
+    "measured_on", "source", "pruning_level", "precision", "backend", "calibration", "kernel_precision", "accepted", "error", "rejected_reason",
     "accuracy", "accuracy_drop", "latency_ms", "latency_median_ms", "latency_std_ms", "latency_p95_ms",
     "latency_ci95_ms", "device_latency_ms", "batch_latency_ms", "throughput_sps", "memory_mb", "runtime_memory_mb",
     "energy_proxy_j", "energy_ci95_j", "energy_source", "active_budget_mb", "latency_budget_ms",
@@ -40,7 +40,7 @@ DETAIL_COLUMNS = frozenset({"error", "rejected_reason", "latency_median_ms", "la
                             "energy_ci95_j", "active_budget_mb", "latency_budget_ms", "slower_than_fp32_p",
                             "precision_mismatch"})
 REPORT_COLUMNS = (*(c for c in COLUMN_ORDER if c not in DETAIL_COLUMNS), "error")
-TEXT_COLUMNS = frozenset({"precision", "backend", "kernel_precision", "energy_source", "error", "accepted",
+TEXT_COLUMNS = frozenset({"measured_on", "source", "precision", "backend", "kernel_precision", "energy_source", "error", "accepted",
                           "slower_than_fp32", "hostname", "cpu_model"})
 # The baseline's entries in summary.json and the measured row's entries in an artifact's manifest.
 BASELINE_COLUMNS = ("accuracy", "latency_ms", "latency_std_ms", "latency_p95_ms", "latency_ci95_ms", "throughput_sps",

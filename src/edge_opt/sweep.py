@@ -30,8 +30,10 @@ from .runner import (
     stored_results,
     sweep_points,
 )
+from .search import SearchOutcome, load_search
 from .selection import assess_results, best_effort, recommend, to_frame
 from .store import StudyStore
+from .targets import stored_vendor_rows
 
 __all__ = [
     "BASELINE_POINT", "MEASURE_VERSION", "ConfigPoint", "StoredStudy", "StudyInterrupted", "Sweep", "VariantResult",
@@ -70,6 +72,8 @@ class StoredStudy:
     cfg: StudyConfig
     results: tuple[VariantResult, ...]
     baseline: VariantResult | None
+    search: SearchOutcome | None = None  # the search's trials when the config searched instead of gridding
+    vendor_rows: tuple[dict[str, Any], ...] = ()  # rows imported from vendor benchmark reports
 
 
 def load_stored_study(folder: str | Path) -> StoredStudy:
@@ -89,11 +93,14 @@ def load_stored_study(folder: str | Path) -> StoredStudy:
         raise ConfigError([str(problem)])
     with StudyStore(db) as store:
         cfg = _study_config(out, store.get_meta("config"))
+        search = load_search(cfg, out)
+        points = search.points if search is not None else sweep_points(cfg)
         try:
-            results, baseline = stored_results(store, cfg, sweep_points(cfg))
+            results, baseline = stored_results(store, cfg, points, untimed=search is not None)
         except ValueError as exc:  # ResultFormatError: documents of another release
             raise ConfigError([f"{str(db)!r}: {exc}; run again with --fresh."]) from None
-    return StoredStudy(cfg, tuple(results), baseline)
+        vendor = tuple(stored_vendor_rows(store))
+    return StoredStudy(cfg, tuple(results), baseline, search, vendor)
 
 
 def _study_config(out: Path, stored: Any) -> StudyConfig:

@@ -1,0 +1,77 @@
+"""The latency measurement rules without torch (for the device agent, which runs with a runtime alone):
+warm-up calls, calls per sample sized to a minimum sample time, and more samples while the 95 % CI is wider
+than a target — the rules ``edge_opt.metrics`` applies in a study."""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TimingRules", "ci95_half_width", "time_calls"]
+
+
+@dataclass(frozen=True)
+class TimingRules:
+    """``repeats`` samples of at least ``trials`` calls each, lasting at least ``min_sample_ms``; up to
+    ``max_extra_rounds`` × ``repeats`` more while the CI is wider than ``target_rel_ci`` of the mean."""
+
+    warmup: int = 5
+    trials: int = 10
+    repeats: int = 20
+    min_sample_ms: float = 5.0
+    target_rel_ci: float = 0.02
+    max_extra_rounds: int = 4
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TimingRules:
+        """From a request's ``settings`` (unknown keys and out-of-range values are a ValueError)."""
+        bounds = {"warmup": (0, 10_000), "trials": (1, 1_000_000), "repeats": (2, 10_000),
+                  "min_sample_ms": (0.0, 60_000.0), "target_rel_ci": (0.0, 1.0), "max_extra_rounds": (0, 100)}
+        unknown = sorted(set(d) - set(bounds))
+        if unknown:
+            raise ValueError(f"unknown measurement settings {unknown}; allowed: {sorted(bounds)}")
+        out: dict[str, Any] = {}
+        for key, value in d.items():
+            low, high = bounds[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+                raise ValueError(f"setting {key!r} must be a number in [{low}, {high}]; got {value!r}")
+            out[key] = type(low)(value)
+        return cls(**out)
+
+
+def ci95_half_width(samples: list[float]) -> float:
+    """t-based 95 % half-width of the mean (NaN below two samples)."""
+    n = len(samples)
+    if n < 2:
+        return math.nan
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, n - 1) * np.std(samples, ddof=1) / math.sqrt(n))
+
+
+def _sample(run: Callable[[], Any], calls: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        run()
+    return (time.perf_counter() - t0) / calls * 1e3
+
+
+def time_calls(run: Callable[[], Any], rules: TimingRules) -> tuple[list[float], int, int]:
+    """Latency samples (ms per call) of ``run`` under ``rules``: (samples, calls per sample, rounds)."""
+    for _ in range(rules.warmup):
+        run()
+    t0 = time.perf_counter()
+    run()
+    one = max(time.perf_counter() - t0, 1e-7)
+    calls = max(rules.trials, int(math.ceil(rules.min_sample_ms / 1e3 / one)))
+    samples = [_sample(run, calls) for _ in range(rules.repeats)]
+    rounds = 1
+    while (rules.target_rel_ci > 0 and rounds <= rules.max_extra_rounds
+           and ci95_half_width(samples) > rules.target_rel_ci * float(np.mean(samples))):
+        samples += [_sample(run, calls) for _ in range(rules.repeats)]
+        rounds += 1
+    return samples, calls, rounds

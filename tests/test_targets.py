@@ -1,0 +1,157 @@
+"""A study measured on the host and on a device agent (started on 127.0.0.1): target rows with raw samples,
+CI and fingerprint; the target's numbers choose; wrong token and a killed agent give error rows; a resume
+re-measures only the failed points; vendor benchmark logs imported as rows of a named target."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import cli_env, tiny_config_dict
+from edge_opt.config import ConfigError, config_from_dict
+from edge_opt.vendor_logs import VendorLogError, parse_benchmark_model_log, read_vendor_log
+from test_agent import TOKEN, start_agent
+
+DATA = Path(__file__).parent / "data"
+
+
+def _cfg(out: Path, url: str, **over):
+    d = tiny_config_dict(out, pruning_levels=[0.0], precisions=["fp32", "int8"], backends=["torch", "onnxruntime"],
+                         targets=[{"name": "local-agent", "url": url, "token_env": "EDGE_OPT_TEST_TOKEN",
+                                   "timeout_s": 20}],
+                         measure_on=["host", "local-agent"], **over)
+    return config_from_dict(d)
+
+
+def test_target_settings_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match="measure_on"):
+        config_from_dict(tiny_config_dict(tmp_path, measure_on=["host", "nowhere"]))
+    with pytest.raises(ConfigError, match="recommend_for"):
+        config_from_dict(tiny_config_dict(tmp_path, recommend_for="nowhere"))
+    with pytest.raises(ConfigError, match="targets"):
+        config_from_dict(tiny_config_dict(tmp_path, targets=[{"name": "host", "url": "http://x", "token_env": "T"}]))
+    cfg = config_from_dict(tiny_config_dict(tmp_path, targets=[{"name": "pi", "url": "http://x:1", "token_env": "T"}],
+                                            measure_on=["host", "pi"]))
+    assert cfg.recommendation_target == "pi"  # the first target by default
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_study_on_host_and_agent(tmp_path, monkeypatch):
+    from edge_opt.pipeline import run_study
+
+    monkeypatch.setenv("EDGE_OPT_TEST_TOKEN", TOKEN)
+    proc, url = start_agent(tmp_path / "agent")
+    try:
+        res = run_study(_cfg(tmp_path / "out", url, recommend_for="local-agent"))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    df = res.sweep
+    on_agent = df[df["measured_on"] == "local-agent"]
+    assert len(on_agent) == 2 and (on_agent["backend"] == "onnxruntime").all()  # torch rows cannot run there
+    assert on_agent["error"].isna().all() and (on_agent["latency_ci95_ms"] > 0).all()
+    assert (on_agent["latency_samples"] >= 3).all()
+    target = res.summary["targets"]["local-agent"]
+    assert target["fingerprint"]["cpu_model"] and target["fingerprint"]["torch_imported"] is False
+    assert target["simulation_vs_measured"]["points"] == 2
+    rec = res.summary["recommended"]
+    assert rec["backend"] == "onnxruntime" and res.summary["recommend_for"] == "local-agent"
+    assert rec["key"].endswith("@local-agent")
+    assert "local-agent" in (tmp_path / "out" / "report.html").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_wrong_token_then_dead_agent_then_resume(tmp_path, monkeypatch):
+    from edge_opt.pipeline import run_study
+
+    proc, url = start_agent(tmp_path / "agent")
+    try:
+        monkeypatch.setenv("EDGE_OPT_TEST_TOKEN", "not-the-token-at-all")
+        res = run_study(_cfg(tmp_path / "out", url))
+        on_agent = res.sweep[res.sweep["measured_on"] == "local-agent"]
+        assert len(on_agent) == 2 and on_agent["error"].str.contains("401 unauthorized").all()
+        assert any("target local-agent" in w and "401" in w for w in res.warnings)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    monkeypatch.setenv("EDGE_OPT_TEST_TOKEN", TOKEN)
+    res = run_study(_cfg(tmp_path / "out", url))  # the agent is gone: connection refused, the study completes
+    on_agent = res.sweep[res.sweep["measured_on"] == "local-agent"]
+    assert on_agent["error"].str.contains("connection refused").all() and res.summary["recommended"] is not None
+    proc, url2 = start_agent(tmp_path / "agent2")
+    try:
+        res = run_study(_cfg(tmp_path / "out", url2))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    on_agent = res.sweep[res.sweep["measured_on"] == "local-agent"]
+    assert on_agent["error"].isna().all()
+    assert res.summary["targets"]["local-agent"]["measured_now"] == 2 and res.computed == 0  # host points reused
+
+
+# --- vendor logs ------------------------------------------------------------------------------------------------
+
+
+def test_benchmark_app_report_keeps_only_what_the_tool_gives():
+    m = read_vendor_log(DATA / "benchmark_app_report.json")
+    assert m.source == "openvino benchmark_app" and m.latency_mean_ms == pytest.approx(0.41)
+    assert m.latency_median_ms == pytest.approx(0.39) and m.count == 14562
+    assert m.latency_ci95_ms != m.latency_ci95_ms  # no spread reported: no CI invented
+
+
+def test_benchmark_model_log_gives_a_ci_from_its_std_and_count():
+    m = read_vendor_log(DATA / "benchmark_model.log")
+    assert m.source == "litert benchmark_model" and m.count == 150
+    assert m.latency_mean_ms == pytest.approx(1.21447) and m.latency_std_ms == pytest.approx(0.083)
+    assert 0 < m.latency_ci95_ms < m.latency_std_ms
+
+
+def test_a_log_of_neither_tool_is_refused(tmp_path):
+    (tmp_path / "x.log").write_text("hello\n")
+    with pytest.raises(VendorLogError, match="not a benchmark_model log"):
+        read_vendor_log(tmp_path / "x.log")
+    with pytest.raises(VendorLogError, match="execution_results"):
+        read_vendor_log(_json(tmp_path, {"a": 1}))
+    with pytest.raises(VendorLogError, match="statistics line"):
+        parse_benchmark_model_log("INFO: STARTING!\n")
+
+
+def _json(tmp_path: Path, doc) -> Path:
+    (tmp_path / "r.json").write_text(json.dumps(doc))
+    return tmp_path / "r.json"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_import_bench_adds_rows_under_their_target(tmp_path):
+    from edge_opt.pipeline import run_study
+
+    cfg = config_from_dict(tiny_config_dict(tmp_path / "out", pruning_levels=[0.0], precisions=["fp32"],
+                                            backends=["onnxruntime"]))
+    run_study(cfg)
+    for target, log in (("board-ov", "benchmark_app_report.json"), ("pixel", "benchmark_model.log")):
+        shutil.copy(DATA / log, tmp_path / log)
+        r = subprocess.run([sys.executable, "-m", "edge_opt.cli", "import-bench", str(tmp_path / log), "--study",
+                            str(tmp_path / "out"), "--target", target, "--point",
+                            "backend=onnxruntime,precision=fp32,pruning_level=0"],
+                           capture_output=True, text=True, env=cli_env())
+        assert r.returncode == 0, r.stderr
+    df = pd.read_csv(tmp_path / "out" / "sweep_results.csv")
+    ov = df[df["measured_on"] == "board-ov"].iloc[0]
+    assert ov["source"] == "openvino benchmark_app" and ov["latency_ms"] == pytest.approx(0.41)
+    assert pd.isna(ov["latency_ci95_ms"])
+    px = df[df["measured_on"] == "pixel"].iloc[0]
+    assert px["source"] == "litert benchmark_model" and px["latency_ci95_ms"] > 0
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "board-ov" in html and "pixel" in html
+    bad = subprocess.run([sys.executable, "-m", "edge_opt.cli", "import-bench", str(tmp_path / log), "--study",
+                          str(tmp_path / "out"), "--target", "pixel", "--point", "backend=onnxruntime,precision=int4"],
+                         capture_output=True, text=True, env=cli_env())
+    assert bad.returncode == 2 and bad.stderr.startswith("error:")
