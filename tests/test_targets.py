@@ -20,10 +20,10 @@ from test_agent import TOKEN, start_agent
 DATA = Path(__file__).parent / "data"
 
 
-def _cfg(out: Path, url: str, **over):
+def _cfg(out: Path, url: str, timeout_s: float = 20, **over):
     d = tiny_config_dict(out, pruning_levels=[0.0], precisions=["fp32", "int8"], backends=["torch", "onnxruntime"],
                          targets=[{"name": "local-agent", "url": url, "token_env": "EDGE_OPT_TEST_TOKEN",
-                                   "timeout_s": 20}],
+                                   "timeout_s": timeout_s}],
                          measure_on=["host", "local-agent"], **over)
     return config_from_dict(d)
 
@@ -60,6 +60,7 @@ def test_a_study_on_host_and_agent(tmp_path, monkeypatch):
     target = res.summary["targets"]["local-agent"]
     assert target["fingerprint"]["cpu_model"] and target["fingerprint"]["torch_imported"] is False
     assert target["simulation_vs_measured"]["points"] == 2
+    assert len(target["skipped"]) == 2 and all("torch" in s["reason"] for s in target["skipped"])
     rec = res.summary["recommended"]
     assert rec["backend"] == "onnxruntime" and res.summary["recommend_for"] == "local-agent"
     assert rec["key"].endswith("@local-agent")
@@ -68,7 +69,10 @@ def test_a_study_on_host_and_agent(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_wrong_token_then_dead_agent_then_resume(tmp_path, monkeypatch):
+def test_wrong_token_then_an_agent_dying_mid_study_then_resume(tmp_path, monkeypatch):
+    import os
+    import signal
+
     from edge_opt.pipeline import run_study
 
     proc, url = start_agent(tmp_path / "agent")
@@ -78,22 +82,35 @@ def test_wrong_token_then_dead_agent_then_resume(tmp_path, monkeypatch):
         on_agent = res.sweep[res.sweep["measured_on"] == "local-agent"]
         assert len(on_agent) == 2 and on_agent["error"].str.contains("401 unauthorized").all()
         assert any("target local-agent" in w and "401" in w for w in res.warnings)
+        monkeypatch.setenv("EDGE_OPT_TEST_TOKEN", TOKEN)
+        hung = []
+
+        def stop_the_agent_after_its_first_point(kind, **info):
+            if kind == "target_point" and not hung:  # the device hangs mid-study
+                os.kill(proc.pid, signal.SIGSTOP)
+                hung.append(True)
+
+        res = run_study(_cfg(tmp_path / "out", url, timeout_s=3), on_event=stop_the_agent_after_its_first_point)
+        on_agent = res.sweep[res.sweep["measured_on"] == "local-agent"]
+        assert hung and on_agent["error"].isna().sum() == 1  # the study completed with the point measured before
+        assert on_agent["error"].str.contains("timeout after 3 s").sum() == 1
+        assert res.summary["recommended"] is not None
     finally:
-        proc.terminate()
+        proc.kill()
         proc.wait(timeout=20)
-    monkeypatch.setenv("EDGE_OPT_TEST_TOKEN", TOKEN)
-    res = run_study(_cfg(tmp_path / "out", url))  # the agent is gone: connection refused, the study completes
-    on_agent = res.sweep[res.sweep["measured_on"] == "local-agent"]
-    assert on_agent["error"].str.contains("connection refused").all() and res.summary["recommended"] is not None
-    proc, url2 = start_agent(tmp_path / "agent2")
+    proc, url2 = start_agent(tmp_path / "agent2")  # the device is back (at another port)
     try:
         res = run_study(_cfg(tmp_path / "out", url2))
     finally:
         proc.terminate()
         proc.wait(timeout=20)
     on_agent = res.sweep[res.sweep["measured_on"] == "local-agent"]
-    assert on_agent["error"].isna().all()
-    assert res.summary["targets"]["local-agent"]["measured_now"] == 2 and res.computed == 0  # host points reused
+    assert on_agent["error"].isna().all() and len(on_agent) == 2
+    assert res.summary["targets"]["local-agent"]["measured_now"] == 1  # only the failed point
+    assert res.computed == 0  # the host points are reused
+    proc_dead_url = url  # the first agent is gone: a refused connection is its own reason
+    res = run_study(_cfg(tmp_path / "dead", proc_dead_url))
+    assert res.sweep.loc[res.sweep["measured_on"] == "local-agent", "error"].str.contains("connection refused").all()
 
 
 # --- vendor logs ------------------------------------------------------------------------------------------------

@@ -141,7 +141,8 @@ def _targets_summary(o: StudyOutcome) -> dict[str, Any]:
         out[run.name] = {
             "rows": len(run.results), "measured_now": run.measured,
             "errors": [{**asdict(r.point), "error": r.error} for r in run.results if r.error],
-            "skipped": len([r for r in run.results if r.skipped]), "fingerprint": run.fingerprint,
+            "skipped": [{**asdict(r.point), "reason": r.skipped} for r in run.results if r.skipped],
+            "fingerprint": run.fingerprint,
             "recommended": None if best is None else {**asdict(best.point), "key": best.result.key,
                                                       "accuracy": best.metrics.accuracy,
                                                       "latency_ms": best.metrics.latency_ms,
