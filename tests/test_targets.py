@@ -64,7 +64,9 @@ def test_a_study_on_host_and_agent(tmp_path, monkeypatch):
     rec = res.summary["recommended"]
     assert rec["backend"] == "onnxruntime" and res.summary["recommend_for"] == "local-agent"
     assert rec["key"].endswith("@local-agent")
-    assert "local-agent" in (tmp_path / "out" / "report.html").read_text()
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Targets (measured on the device)" in html and 'id="target-local-agent"' in html
+    assert "Simulation vs measurement" in html
 
 
 @pytest.mark.slow
