@@ -60,6 +60,8 @@ def write_html_report(output_dir: str | Path) -> Path:
     if "hostname" in sweep.columns and sweep[["hostname", "cpu_model"]].drop_duplicates().shape[0] > 1:
         cols = ["hostname", "cpu_model", *cols]  # several nodes: group the table by node
         sweep = sweep.sort_values(["hostname", "pruning_level", "precision", "backend"], kind="mergesort")
+    if "measured_on" in sweep.columns and sweep["measured_on"].nunique() > 1:  # group the rows by where measured
+        sweep = sweep.assign(_host=sweep["measured_on"] != "host").sort_values(["_host", "measured_on"], kind="mergesort")
     rows = []
     for _, r in sweep.iterrows():
         d: dict[str, Any] = {c: _fmt(r.get(c)) for c in cols}
