@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from conftest import cli_env
 from edge_opt.agent import RequestError, parse_measure_request
-from edge_opt.remote import AgentClient, AgentError, file_sha256
+from edge_opt.remote import AgentClient, AgentError
+from edge_opt.runtime import sha256_file
 
 TOKEN = "t0ken-for-the-tests-0123456789"
 SHA = "a" * 64
@@ -181,7 +182,7 @@ def test_a_measurement_returns_raw_samples_a_ci_accuracy_and_the_fingerprint(age
     assert 0.0 <= out["accuracy"] <= 1.0 and out["n_eval"] == 20
     assert out["fingerprint"]["hostname"] and out["fingerprint"]["torch_imported"] is False
     # sent once: the second measurement finds the file cached
-    assert client._call("HEAD", f"/blobs/{file_sha256(tiny_onnx)}")[0] == 200
+    assert client._call("HEAD", f"/blobs/{sha256_file(tiny_onnx)}")[0] == 200
 
 
 def test_an_unreachable_agent_is_connection_refused():

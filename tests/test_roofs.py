@@ -102,25 +102,6 @@ def test_a_study_remeasures_once_then_flags_and_warns(tmp_path, monkeypatch):
     assert points["roof_exceeded"].all() and points["roof_note"].str.contains("under-measured").all()
 
 
-def test_a_remeasurement_is_kept_for_the_host(tmp_path, monkeypatch):
-    import edge_opt.hardware as hardware
-
-    count = []
-
-    def fake(threads):
-        count.append(threads)
-        return {"peak_compute_gmacs": 10.0 + len(count), "memory_bandwidth_gbps": 5.0, "hostname": __import__(
-            "socket").gethostname(), "cpu_model": hardware.cpu_model(), "threads": threads,
-            "torch": hardware.torch.__version__, "calibration_version": hardware.CALIBRATION_VERSION}
-
-    monkeypatch.setattr(hardware, "measure_machine", fake)
-    first = hardware.machine_calibration(tmp_path)
-    again = hardware.machine_calibration(tmp_path, remeasure=True)
-    later = hardware.machine_calibration(tmp_path)  # a re-run: the re-measured roofs, no third measurement
-    assert len(count) == 2 and not first["remeasured"] and again["remeasured"] and later["remeasured"]
-    assert later["peak_compute_gmacs"] == again["peak_compute_gmacs"] == 12.0
-
-
 def _counting_measure(monkeypatch):
     import edge_opt.hardware as hardware
 
@@ -134,6 +115,15 @@ def _counting_measure(monkeypatch):
 
     monkeypatch.setattr(hardware, "measure_machine", fake)
     return hardware, count
+
+
+def test_a_remeasurement_is_kept_for_the_host(tmp_path, monkeypatch):
+    hardware, count = _counting_measure(monkeypatch)
+    first = hardware.machine_calibration(tmp_path)
+    again = hardware.machine_calibration(tmp_path, remeasure=True)
+    later = hardware.machine_calibration(tmp_path)  # a re-run: the re-measured roofs, no third measurement
+    assert len(count) == 2 and not first["remeasured"] and again["remeasured"] and later["remeasured"]
+    assert later["peak_compute_gmacs"] == again["peak_compute_gmacs"] == 12.0
 
 
 def test_roofs_are_cached_per_host_across_study_folders(tmp_path, monkeypatch):

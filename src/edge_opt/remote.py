@@ -3,7 +3,6 @@ and turn every failure into an ``AgentError`` whose text says what happened (``c
 ``timeout after N s``, ``401 unauthorized``, the agent's own refusal)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import socket
 import urllib.error
@@ -12,19 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AgentClient", "AgentError", "file_sha256"]
+from .runtime import sha256_file
+
+__all__ = ["AgentClient", "AgentError"]
 
 
 class AgentError(RuntimeError):
     """The agent could not be reached or refused the request; the text is the reason for the error row."""
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -66,7 +59,7 @@ class AgentClient:
 
     def send(self, path: str | Path) -> str:
         """Upload a file unless the agent has it already; returns its SHA-256."""
-        sha = file_sha256(path)
+        sha = sha256_file(path)
         size = Path(path).stat().st_size
         if size > 1 << 20:  # a large file: check the agent's bound before sending it
             bound = self.info().get("max_blob_bytes")

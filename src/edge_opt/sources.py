@@ -24,6 +24,7 @@ from torch import nn
 from .config import ModelConfig, StudyConfig
 from .importing import CallableImportError, import_callable
 from .models import create_model
+from .runtime import sha256_file
 
 __all__ = [
     "ExportedModule", "ModelSource", "ModelSourceError", "check_model_fits", "check_model_size", "file_sha256",
@@ -65,11 +66,7 @@ class ModelSource:
 
 @functools.lru_cache(maxsize=64)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def file_sha256(path: str | Path) -> str:

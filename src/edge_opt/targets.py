@@ -109,7 +109,8 @@ def _one_target(sweep: Sweep, store: StudyStore | None, hosts: Sequence[VariantR
         doc = store.get(key) if store is not None else None
         if doc is not None:
             rows.append(VariantResult.from_dict(doc))
-            fingerprint = fingerprint or dict(rows[-1].measurement.environment) if rows[-1].measurement else {}
+            if not fingerprint and rows[-1].measurement is not None:
+                fingerprint = dict(rows[-1].measurement.environment)
             continue
         info = {"measured_on": target.name, "source": "edge-opt agent", "threads": sweep.cfg.threads}
         if host.point.backend not in AGENT_BACKENDS:
