@@ -188,3 +188,33 @@ def test_a_measurement_returns_raw_samples_a_ci_accuracy_and_the_fingerprint(age
 def test_an_unreachable_agent_is_connection_refused():
     with pytest.raises(AgentError, match="connection refused"):
         AgentClient(f"http://127.0.0.1:{_free_port()}", TOKEN, 5).info()
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--cores", "99999"], "--cores must be among"),
+    (["--cores", "x"], "--cores must be core numbers"),
+    (["--port", "0"], "--port must be in"),
+    (["--max-artifact-mb", "0"], "--max-artifact-mb"),
+])
+def test_bad_agent_arguments_exit_2_naming_the_option(tmp_path, capsys, extra, needle):
+    from edge_opt.cli import main
+
+    (tmp_path / "token").write_text(TOKEN)
+    assert main(["agent", "--token-file", str(tmp_path / "token"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and needle in err
+
+
+def test_an_agent_token_that_is_short_missing_or_a_port_in_use_exit_2(tmp_path, capsys):
+    from edge_opt.cli import main
+
+    (tmp_path / "short").write_text("abc\n")
+    assert main(["agent", "--token-file", str(tmp_path / "short")]) == 2
+    assert main(["agent", "--token-file", str(tmp_path)]) == 2  # a folder, not a file
+    (tmp_path / "token").write_text(TOKEN)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        assert main(["agent", "--token-file", str(tmp_path / "token"), "--port", str(busy.getsockname()[1])]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert "at least 16 characters" in err[0] and "not readable" in err[1] and "cannot listen" in err[2]

@@ -140,6 +140,10 @@ def test_a_log_of_neither_tool_is_refused(tmp_path):
         read_vendor_log(_json(tmp_path, {"a": 1}))
     with pytest.raises(VendorLogError, match="statistics line"):
         parse_benchmark_model_log("INFO: STARTING!\n")
+    with pytest.raises(VendorLogError, match="positive 'avg latency'"):
+        read_vendor_log(_json(tmp_path, {"execution_results": {"avg latency": "-3"}}))
+    with pytest.raises(VendorLogError, match="out of range"):
+        parse_benchmark_model_log("count=5 first=1 curr=1 min=1 max=1 avg=0 std=0")
 
 
 def _json(tmp_path: Path, doc) -> Path:
@@ -162,6 +166,16 @@ def test_import_bench_adds_rows_under_their_target(tmp_path):
                             "backend=onnxruntime,precision=fp32,pruning_level=0"],
                            capture_output=True, text=True, env=cli_env())
         assert r.returncode == 0, r.stderr
+    from edge_opt.atomic import FolderLock
+
+    db = tmp_path / "out" / "study.sqlite"
+    before = db.read_bytes()
+    with FolderLock(tmp_path / "out", command="a running study"):  # a study holds the folder: refused, untouched
+        busy = subprocess.run([sys.executable, "-m", "edge_opt.cli", "import-bench", str(DATA / log), "--study",
+                               str(tmp_path / "out"), "--target", "other", "--point",
+                               "backend=onnxruntime,precision=fp32,pruning_level=0"],
+                              capture_output=True, text=True, env=cli_env())
+    assert busy.returncode == 2 and "in use" in busy.stderr and db.read_bytes() == before
     df = pd.read_csv(tmp_path / "out" / "sweep_results.csv")
     ov = df[df["measured_on"] == "board-ov"].iloc[0]
     assert ov["source"] == "openvino benchmark_app" and ov["latency_ms"] == pytest.approx(0.41)

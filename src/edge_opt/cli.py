@@ -7,6 +7,7 @@ SIGINT; 143 stopped by SIGTERM.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -134,6 +135,19 @@ def _cmd_import_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _bind_errors(host: str, port: int) -> list[str]:
+    """Whether the agent could listen at host:port (an address in use or not of this machine is an error)."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as exc:
+        return [f"--host/--port: cannot listen on {host}:{port} ({exc.strerror or exc})"]
+    return []
+
+
 def _cmd_agent(args: argparse.Namespace) -> int:
     from .agent import serve
 
@@ -155,6 +169,11 @@ def _cmd_agent(args: argparse.Namespace) -> int:
             cores = [int(c) for c in args.cores.split(",")]
         except ValueError:
             errors.append(f"--cores must be core numbers separated by commas; got {args.cores!r}")
+        allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        if cores is not None and allowed is not None and not set(cores) <= set(allowed):
+            errors.append(f"--cores must be among the cores this process may use {allowed}; got {args.cores!r}")
+    if not errors:
+        errors += _bind_errors(args.host, args.port)
     if errors:
         return _print_errors(errors)
     cache = Path(args.cache_dir) if args.cache_dir else Path.home() / ".cache" / "edge_opt" / "agent"

@@ -573,8 +573,9 @@ RUN_ONLY_OUTPUTS = ("model/", "deployment.csv", "deployment/", "hardware_summary
                     "roofline_points.csv", "precision_tradeoffs.csv", "reproducibility.json")
 
 
-def rebuild_report(output_dir: str | Path) -> Path:
-    """Rebuild every table, plot and the HTML of a study from its store, re-running nothing.
+def rebuild_report(output_dir: str | Path, before: Callable[[], None] | None = None) -> Path:
+    """Rebuild every table, plot and the HTML of a study from its store, re-running nothing (``before``: a
+    change to the store made first, while the folder is held, e.g. an imported measurement).
 
     The study is the folder's last run (its config is kept in the store). The sweep rows, frontiers,
     plots and precision table are recomputed from ``study.sqlite``. What only a run produces (the
@@ -591,6 +592,8 @@ def rebuild_report(output_dir: str | Path) -> Path:
     if not (out / "study.sqlite").is_file():
         raise ConfigError([f"{str(out)!r} holds no study (no study.sqlite)."])
     with _lock(out):
+        if before is not None:
+            before()
         study = load_stored_study(out)
         cfg = study.cfg
         keep = reusable_files(out, cfg.config_hash, RUN_ONLY_OUTPUTS, required=("summary.json",))

@@ -54,7 +54,10 @@ def import_vendor_log(study_dir: str | Path, file: str | Path, target: str, poin
     except VendorLogError as exc:
         raise ConfigError([str(exc)]) from None
     row = vendor_row(study.cfg, host, measurement, target)
-    with StudyStore(Path(study_dir) / "study.sqlite") as store:
-        store.put(row["key"], row, kind=VENDOR_KIND)
-    rebuild_report(study_dir)
+
+    def store_row() -> None:  # under the folder's lock: a running study refuses the import, nothing written
+        with StudyStore(Path(study_dir) / "study.sqlite") as store:
+            store.put(row["key"], row, kind=VENDOR_KIND)
+
+    rebuild_report(study_dir, before=store_row)
     return row

@@ -58,8 +58,9 @@ def parse_benchmark_app_json(doc: Any) -> VendorMeasurement:
     r = doc["execution_results"]
     median_key = next((k for k in r if str(k).startswith("latency (")), None)
     mean = _num(r.get("avg latency"))
-    if not math.isfinite(mean):
-        raise VendorLogError("benchmark_app report without an 'avg latency' (a MULTI-device run reports none)")
+    if not (math.isfinite(mean) and mean > 0):
+        raise VendorLogError("benchmark_app report without a positive 'avg latency' (a MULTI-device run reports "
+                             f"none); got {str(r.get('avg latency'))[:20]!r}")
     iterations = _num(r.get("total number of iterations"))
     setup = doc.get("configuration_setup") or {}
     opts = doc.get("cmd_options") or {}
@@ -85,6 +86,8 @@ def parse_benchmark_model_log(text: str) -> VendorMeasurement:
         raise VendorLogError("not a benchmark_model log: no 'count=… avg=… std=…' statistics line")
     count, _first, _curr, lo, hi, avg, std = stats[-1]
     n, mean_us, std_us = int(count), float(avg), float(std)
+    if not (n >= 1 and math.isfinite(mean_us) and mean_us > 0 and math.isfinite(std_us) and std_us >= 0):
+        raise VendorLogError(f"benchmark_model statistics out of range: count={count} avg={avg} std={std}")
     timing = _TIMINGS.search(text.replace("\n", " "))
     ci = math.nan
     if n >= 2:
