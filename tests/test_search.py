@@ -199,3 +199,29 @@ def test_a_searched_study_writes_its_history_and_a_grid_reuses_its_points(tmp_pa
     grid = run_study(cfg.model_copy(update={"search": cfg.search.model_copy(update={"strategy": "grid"})}))
     assert grid.reused >= measured and grid.reused + grid.computed == 12  # the untimed points are measured now
     assert math.isfinite(grid.sweep["latency_ms"].min())
+
+
+class _Killed(BaseException):
+    """Stands for a kill in the middle of a trial (nothing after it runs)."""
+
+
+@pytest.mark.parametrize("cut_at", [3, 10, 25])
+def test_a_trial_cut_off_mid_way_is_finished_first_and_the_search_continues_as_if_never_stopped(tmp_path, cut_at):
+    from edge_opt.results import VariantResult
+    from edge_opt.search import run_search
+
+    values, calls = table(), []
+    cfg = replay_config(tmp_path / "cut", "nsga2", 1)
+
+    def evaluate(p):
+        calls.append(p)
+        if len(calls) == cut_at:
+            raise _Killed  # the trial stays RUNNING in search.sqlite, as after a SIGKILL
+        return VariantResult(point=p, key="replay"), "stored"
+
+    with pytest.raises(_Killed):
+        run_search(cfg, evaluate, lambda r: values[r.point], tmp_path / "cut")
+    resumed = replay_search(tmp_path / "cut", "nsga2", 1)
+    straight = replay_search(tmp_path / "straight", "nsga2", 1)
+    assert resumed.points == straight.points and [t.number for t in resumed.trials] == [
+        t.number for t in straight.trials]

@@ -7,7 +7,7 @@ the study store: a point measured by a grid is reused by a search and the other 
 latency, accuracy drop) are Optuna constraints, so a point that breaks one is infeasible whatever its values.
 
 Optuna keeps its trials in ``search.sqlite`` (RDB storage) in the study folder: a killed search resumes, a
-finished trial is never run again, and a trial the kill interrupted is asked again first. The sampler is seeded
+finished trial is never run again, and a trial the kill interrupted is finished first, under its own number. The sampler is seeded
 per trial from ``search.seed`` and the number of finished trials, so a resumed search proposes what an
 uninterrupted one with the same seed would have.
 
@@ -240,14 +240,13 @@ def _open_study(cfg: StudyConfig, folder: Path, space: SearchSpace) -> Any:
                                directions=directions, load_if_exists=True)
 
 
-def _recover(study: Any) -> None:
-    """Trials a kill left running are marked failed and their parameters asked again first (the caller holds
-    the study folder's lock, so no other process runs a trial of this storage)."""
-    from optuna.trial import TrialState
+def _unfinished(study: Any) -> list[Any]:
+    """The trials a kill left running, to be finished first under their own numbers (so the storage ends as an
+    uninterrupted search's would; the caller holds the study folder's lock: no other process runs them)."""
+    from optuna.trial import Trial, TrialState
 
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        study.enqueue_trial(dict(t.params), skip_if_exists=False)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return [Trial(study, t._trial_id) for t in sorted(running, key=lambda t: t.number)]
 
 
 def _finished(study: Any) -> list[TrialRecord]:
@@ -314,21 +313,20 @@ def run_search(cfg: StudyConfig, evaluate: Evaluate, judge: Judge, folder: str |
     """
     space = search_space(cfg)
     study = _open_study(cfg, Path(folder), space)
-    _recover(study)
+    pending = _unfinished(study)
     records = _finished(study)
     resumed = len(records)
     seen = {r.point: r for r in records if r.how != "duplicate"}
-    started, in_a_row = time.perf_counter(), 0
-    while (stopped := _why_stop(records, cfg, started, space.size, should_stop, in_a_row)) is None:
+    started, in_a_row, stopped = time.perf_counter(), 0, None
+    while pending or (stopped := _why_stop(records, cfg, started, space.size, should_stop, in_a_row)) is None:
         study.sampler = _sampler(cfg, len(records))
-        trial = study.ask()
+        trial = pending.pop(0) if pending else study.ask()
         record, j = _trial(trial, space, evaluate, judge, seen)
         judged = j or _as_judgement(record)
         for name, value in zip(CONSTRAINTS, judged.constraints, strict=True):
             trial.set_constraint(name, float(value))  # Optuna's constraints: feasible when every value <= 0
         trial.set_user_attr("record", record.to_dict())
-        values = judged.values(cfg.search.objectives)
-        study.tell(trial, values)
+        study.tell(trial, judged.values(cfg.search.objectives))
         records.append(record)
         seen.setdefault(record.point, record)
         in_a_row = in_a_row + 1 if record.how == "duplicate" else 0
