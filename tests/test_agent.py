@@ -218,3 +218,25 @@ def test_an_agent_token_that_is_short_missing_or_a_port_in_use_exit_2(tmp_path, 
         assert main(["agent", "--token-file", str(tmp_path / "token"), "--port", str(busy.getsockname()[1])]) == 2
     err = capsys.readouterr().err.splitlines()
     assert "at least 16 characters" in err[0] and "not readable" in err[1] and "cannot listen" in err[2]
+
+
+def test_the_agent_sets_an_interrupted_sample_aside_and_takes_another():
+    from edge_opt.timing import TimingRules, time_calls
+
+    calls = {"n": 0}
+
+    def run():
+        calls["n"] += 1
+        if calls["n"] == 30:  # inside the timed samples (2 warm-up + 1 sizing call before them)
+            time.sleep(0.03)
+        sum(range(200))
+
+    rules = TimingRules(warmup=2, trials=5, repeats=10, min_sample_ms=0.0, target_rel_ci=0.0, max_extra_rounds=1)
+    kept, per_sample, rounds, interrupted = time_calls(run, rules)
+    assert len(interrupted) >= 1 and max(interrupted) > 1.0 and len(kept) == 10 and per_sample == 5  # 30 ms / 5 calls
+    assert interrupted[0] > 1.5 * float(np.median(kept)) and max(kept) <= 1.5 * float(np.median(kept + interrupted))
+    everything = TimingRules(warmup=2, trials=5, repeats=10, min_sample_ms=0.0, target_rel_ci=0.0,
+                             max_extra_rounds=1, interrupted_factor=0.0)
+    calls["n"] = 0
+    kept, _, _, interrupted = time_calls(run, everything)
+    assert interrupted == [] and len(kept) == 10 and max(kept) > 1.5 * float(np.median(kept))

@@ -36,6 +36,9 @@ def _err(data) -> list[str]:
     ("latency_budget_ms", -3, "greater than 0"),
     ("device", "tpu", "cpu"),
     ("epochs", -1, "greater than or equal to 0"),
+    ("onnx_exporter", "onnx2", "torchscript"),
+    ("benchmark_interrupted_factor", 0.8, "above 1"),
+    ("benchmark_group_size", 0, "greater than or equal to 1"),
 ])
 def test_invalid_value_names_key_allowed_and_given(key, value, needle):
     errors = _err({key: value})

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -122,7 +123,8 @@ def test_variants_measured_together_take_their_samples_in_interleaved_rounds(tra
             return _inner(p)
 
         variants.append(replace(v, run=run))
-    s = BenchmarkSettings(repeats=8, trials=2, warmup=1, rounds=4, target_rel_ci=0.0, max_extra_rounds=0)
+    s = BenchmarkSettings(repeats=8, trials=2, warmup=1, rounds=4, target_rel_ci=0.0, max_extra_rounds=0,
+                          interrupted_factor=0.0)
     a, b = measure_variants(variants, digits8.val_loader, s)
     assert a.latency.n == b.latency.n == 8 and a.latency.rounds == b.latency.rounds == 4
     switches = sum(1 for i in range(1, len(order)) if order[i] != order[i - 1])
@@ -142,3 +144,70 @@ def test_measurement_is_pinned_and_affinity_restored(trained_small, digits8):
         assert rec.environment["pinned_cores"] is None
     unpinned = measure_variant(trained_small, digits8.val_loader, benchmark_repeats=3, benchmark_trials=2, pin=False)
     assert unpinned.environment["pinned_cores"] is None
+
+
+def _counting_variant(model, x, slow_call: int | None = None, sleep_s: float = 0.02):
+    """A torch variant whose single-input calls (the latency phase; accuracy and throughput run batches) number
+    ``slow_call`` to ``slow_call`` + 4 are each held up for ``sleep_s``, as when another process takes the core
+    (five calls in a row: at least one timed sample is hit, whatever untimed calls lie between samples)."""
+    import time
+    from dataclasses import replace
+
+    from edge_opt.variants.backends import wrap_torch_module
+
+    v = wrap_torch_module(model, "fp32", [x])
+    calls = {"n": 0}
+    inner = v.run
+
+    def run(p):
+        calls["n"] += len(p) == 1
+        if len(p) == 1 and slow_call is not None and slow_call <= calls["n"] < slow_call + 5:
+            time.sleep(sleep_s)
+        return inner(p)
+
+    return replace(v, run=run), calls
+
+
+def test_by_default_each_round_takes_one_sample_of_every_variant(trained_small, digits8):
+    from edge_opt.metrics import BenchmarkSettings, measure_variants
+
+    x = next(iter(digits8.val_loader))[0][:1]
+    (a, _), (b, _) = _counting_variant(trained_small, x), _counting_variant(trained_small, x)
+    s = BenchmarkSettings(repeats=6, trials=2, warmup=1, target_rel_ci=0.0, max_extra_rounds=0, interrupted_factor=0.0)
+    ra, rb = measure_variants([a, b], digits8.val_loader, s)
+    assert ra.latency.n == rb.latency.n == 6
+    assert ra.latency.rounds == rb.latency.rounds == 6  # one sample per round: the samples span the whole window
+
+
+def test_an_interrupted_sample_is_set_aside_and_retaken(trained_small, digits8):
+    from edge_opt.metrics import BenchmarkSettings, measure_variants
+
+    x = next(iter(digits8.val_loader))[0][:1]
+    s = BenchmarkSettings(repeats=8, trials=4, warmup=1, target_rel_ci=0.0, max_extra_rounds=1)
+    probe, calls = _counting_variant(trained_small, x)
+    measure_variants([probe], digits8.val_loader, s)
+    timed_from = calls["n"] // 2  # a call well inside the timed samples
+    variant, _ = _counting_variant(trained_small, x, slow_call=timed_from, sleep_s=0.01)
+    rec = measure_variants([variant], digits8.val_loader, s)[0]
+    assert 1 <= len(rec.latency.interrupted_ms) <= 2
+    assert min(rec.latency.interrupted_ms) > 1.5 * rec.latency.median
+    assert rec.latency.n == 8  # the interrupted sample was replaced, not just dropped
+    every = [*rec.latency.samples_ms, *rec.latency.interrupted_ms]
+    assert max(rec.latency.samples_ms) <= 1.5 * float(np.median(every))  # the limit is 1.5 × the median of all
+    kept_all = BenchmarkSettings(repeats=8, trials=4, warmup=1, target_rel_ci=0.0, max_extra_rounds=1,
+                                 interrupted_factor=0.0)
+    variant, _ = _counting_variant(trained_small, x, slow_call=timed_from, sleep_s=0.01)
+    rec = measure_variants([variant], digits8.val_loader, kept_all)[0]
+    assert rec.latency.interrupted_ms == () and rec.latency.n == 8
+    assert max(rec.latency.samples_ms) > 1.5 * rec.latency.median  # factor 0: every sample counts
+
+
+def test_interrupted_samples_survive_the_record_round_trip():
+    from edge_opt.energy import EnergyEstimate
+    from edge_opt.metrics import MeasurementRecord
+
+    lat = LatencySamples(1, (1.0, 1.1, 0.9), 10, 3, (4.0,))
+    rec = MeasurementRecord("torch", "fp32", "fp32", 10, lat, LatencySamples(8, (2.0,)), (True,),
+                            EnergyEstimate(0.1, "proxy"))
+    back = MeasurementRecord.from_dict(rec.to_dict())
+    assert back.latency.interrupted_ms == (4.0,) and back.metrics.latency_ms == pytest.approx(1.0)

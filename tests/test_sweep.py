@@ -98,3 +98,22 @@ def test_point_key_changes_only_with_what_matters(tmp_path):
     # the flat keys of earlier releases mean the same as the quantization section
     assert point_key(config_from_dict({"calibration_batches": 3}), p) == point_key(
         config_from_dict({"quantization": {"calibration_batches": 3}}), p)
+
+
+def test_the_onnx_exporter_is_part_of_the_key_of_onnx_built_points_only(tmp_path):
+    base = config_from_dict({"output_dir": str(tmp_path)})
+    dynamo = config_from_dict({"output_dir": str(tmp_path), "onnx_exporter": "dynamo"})
+    assert point_key(base, ConfigPoint(0.5, "fp32", "onnxruntime")) != point_key(
+        dynamo, ConfigPoint(0.5, "fp32", "onnxruntime"))
+    assert point_key(base, ConfigPoint(0.5, "fp32", "torch")) == point_key(dynamo, ConfigPoint(0.5, "fp32", "torch"))
+
+
+def test_a_group_spans_pruning_levels_and_its_variants_are_timed_together(trained_small, digits8, tmp_path):
+    cfg = config_from_dict(tiny_config_dict(tmp_path, benchmark_group_size=8))
+    points = sweep_points(cfg)
+    s = Sweep(trained_small, digits8, cfg, tmp_path)
+    results = s.run()
+    together = [r.measurement.environment["interleaved_with"] for r in results if r.measurement is not None]
+    levels = sorted({p.pruning_level for p in points[:8]})
+    assert len(levels) > 1  # the first group holds points of two parents
+    assert len(results) == len(points) == 12 and together == [8] * 8 + [4] * 4  # the last group: what is left

@@ -123,3 +123,18 @@ def test_int8_builds_report_float_layers_and_int8_mac_share(tmp_path):
     assert tq["int8_mac_fraction"] == 1.0 and tq["float_layers"] == []
     assert sum(tq["layer_macs"].values()) == sum(meta["layer_macs"].values())  # one layer naming on both backends
     assert "float_layers" not in build_variant("onnxruntime", m, "fp32", ctx).metadata
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_either_exporter_gives_the_same_logits_and_says_which_made_the_file(exporter, trained_small, digits8,
+                                                                             tmp_path):
+    ort = build_variant("onnxruntime", trained_small, "fp32", _ctx(digits8, tmp_path, onnx_exporter=exporter))
+    assert ort.metadata["exporter"] == f"torch.onnx.export(dynamo={exporter == 'dynamo'})"
+    x, _ = next(iter(digits8.val_loader))
+    with torch.no_grad():
+        np.testing.assert_allclose(ort.predict(x), trained_small(x).numpy(), atol=1e-4, rtol=0)
+    q = build_variant("onnxruntime", trained_small, "int8", _ctx(digits8, tmp_path / "q", onnx_exporter=exporter))
+    from edge_opt.variants.layers import torch_layers
+
+    # layers keep their module names through either exporter (no folding renames a weight)
+    assert set(q.metadata["layer_precisions"]) == {layer.name for layer in torch_layers(trained_small, x[:1])}

@@ -276,8 +276,8 @@ def measure(state: AgentState, req: MeasureRequest) -> dict[str, Any]:
         run = _runner(_materialise(state, req), req)
         x = np.random.default_rng(0).standard_normal(req.input_shape).astype(np.float32)
         load_s = time.perf_counter() - t0
-        samples, calls, rounds = time_calls(lambda: run(x), req.rules)
-        out = {"samples_ms": samples, "runs_per_sample": calls, "rounds": rounds,
+        samples, calls, rounds, interrupted = time_calls(lambda: run(x), req.rules)
+        out = {"samples_ms": samples, "runs_per_sample": calls, "rounds": rounds, "interrupted_ms": interrupted,
                "mean_ms": float(np.mean(samples)), "ci95_ms": ci95_half_width(samples),
                "batch_size": req.input_shape[0], **_accuracy(state, run, req),
                "load_s": load_s, "measure_s": time.perf_counter() - t0 - load_s,

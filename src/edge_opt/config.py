@@ -355,6 +355,12 @@ class StudyConfig(BaseModel):
     benchmark_min_sample_ms: float = Field(default=5.0, ge=0, le=10_000)
     benchmark_target_rel_ci: float = Field(default=0.02, ge=0, le=1)
     latency_batch_size: int = Field(default=1, ge=1, le=65536)
+    # a latency sample longer than this × the variant's median was interrupted: set aside and retaken (0: keep all)
+    benchmark_interrupted_factor: float = Field(default=1.5, ge=0, le=100)
+    # at most this many new variants are built, then measured together in interleaved rounds, then stored
+    benchmark_group_size: int = Field(default=32, ge=1, le=100_000)
+    # how a PyTorch parent becomes the ONNX file the ONNX-based runtimes load (see variants.onnx_tools.export_onnx)
+    onnx_exporter: Literal["torchscript", "dynamo"] = "torchscript"
     memory_bandwidth_gbps: float | None = Field(default=None, gt=0)
     peak_compute_gmacs: float | None = Field(default=None, gt=0)
     pareto_use_ci: bool = False
@@ -397,6 +403,13 @@ class StudyConfig(BaseModel):
             raise ValueError(f"must be a list of floats in [0, 1) ({bad} out of range)")
         if len(set(v)) != len(v):
             raise ValueError("must not repeat a level")
+        return v
+
+    @field_validator("benchmark_interrupted_factor")
+    @classmethod
+    def _interrupted_factor(cls, v: float) -> float:
+        if 0 < v <= 1:
+            raise ValueError(f"must be 0 (keep every sample) or above 1 (got {v}: it would set aside typical samples)")
         return v
 
     @field_validator("memory_budgets_mb")

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.ticker import FuncFormatter
 from torch import nn
 
 from . import atomic
@@ -26,12 +27,13 @@ from .env import cpu_model
 from .roofs import measure_roofs
 
 __all__ = [
-    "CALIBRATION_FILE", "HARDWARE_DPI", "LayerEstimate", "add_layer_roofline", "estimate_layerwise_stats", "fuse_epilogues", "host_cache_dir",
+    "CALIBRATION_FILE", "HARDWARE_DPI", "LayerEstimate", "add_layer_roofline", "decade_axes", "estimate_layerwise_stats",
+    "fuse_epilogues", "host_cache_dir",
     "machine_calibration", "measure_machine", "plot_roofline", "precision_tradeoff_table",
     "rebuild_hardware_plots", "save_hardware_artifacts", "summarize_hardware",
 ]
 
-HARDWARE_DPI = 180
+HARDWARE_DPI = 180  # the hardware seed's contract: 180 DPI, tight layout
 CALIBRATION_VERSION = 2  # 2: compute roofs per precision, memory roofs per cache level
 
 
@@ -392,9 +394,44 @@ def _bar(path: Path, labels: Sequence[str], values: Sequence[float], ylabel: str
     ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    fig.tight_layout()
     atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=HARDWARE_DPI, format="png", bbox_inches="tight"))
     plt.close(fig)
+
+
+def decade_axes(ax: Any, which: str) -> None:
+    """Log axes ticked and labelled at whole decades in plain numbers (0.1, 1, 10), their limits widened to whole
+    decades so at least two are labelled; no minor ticks (the default scientific labels are typeset by mathtext
+    and minor ticks on log axes cost more to draw than the rest of a plot)."""
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    for name in which:
+        axis = ax.xaxis if name == "x" else ax.yaxis
+        low, high = ax.get_xlim() if name == "x" else ax.get_ylim()
+        if low > 0 and high > low:
+            lims = (10 ** math.floor(math.log10(low)), 10 ** math.ceil(math.log10(high)))
+            (ax.set_xlim if name == "x" else ax.set_ylim)(*lims)
+        axis.set_major_formatter(plain)
+    ax.minorticks_off()
+
+
+def _scatter_points(ax: Any, ok: pd.DataFrame, colors: Mapping[str, str], markers: Mapping[str, str]) -> None:
+    """One scatter per (backend, precision), the points that beat their roof ringed in red, each labelled by
+    its pruning level."""
+    if not len(ok):
+        return
+    frame = ok.assign(backend=ok.get("backend", pd.Series("", index=ok.index)).astype(str),
+                      precision=ok.get("precision", pd.Series("", index=ok.index)).astype(str))
+    for (backend, prec), grp in frame.groupby(["backend", "precision"], sort=False):
+        flagged = (grp["roof_exceeded"].fillna(False).astype(bool) if "roof_exceeded" in grp
+                   else pd.Series(False, index=grp.index))
+        ax.scatter(grp["arithmetic_intensity"].astype(float), grp["achieved_gmacs"].astype(float), s=36,
+                   c=colors.get(prec, "tab:grey"), marker=markers.get(backend, "D"),
+                   edgecolors=["red" if f else "k" for f in flagged],
+                   linewidths=[1.5 if f else 0.4 for f in flagged], label=f"{backend} {prec}")
+        if "pruning_level" not in grp:
+            continue
+        for x, y, level in zip(grp["arithmetic_intensity"], grp["achieved_gmacs"], grp["pruning_level"], strict=True):
+            if level == level:
+                ax.annotate(f"p{float(level):g}", (x, y), fontsize=6, textcoords="offset points", xytext=(3, 2))
 
 
 def plot_roofline(path: str | Path, peak_compute_gmacs: float, memory_bandwidth_gbps: float,
@@ -421,26 +458,15 @@ def plot_roofline(path: str | Path, peak_compute_gmacs: float, memory_bandwidth_
     ax.axvline(knee, color="grey", ls=":", lw=1)
     colors = {"fp32": "tab:blue", "fp16": "tab:orange", "int8": "tab:green", "bf16": "tab:red"}
     markers = {"torch": "o", "onnxruntime": "s", "torch_channels_last": "^", "openvino": "P", "executorch": "X"}
-    seen = set()
-    for _, r in ok.iterrows():
-        prec, backend = str(r.get("precision", "")), str(r.get("backend", ""))
-        label = f"{backend} {prec}" if (backend, prec) not in seen else None
-        seen.add((backend, prec))
-        flagged = bool(r.get("roof_exceeded", False)) is True
-        ax.scatter(r["arithmetic_intensity"], r["achieved_gmacs"], s=36, c=colors.get(prec, "tab:grey"),
-                   marker=markers.get(backend, "D"), edgecolors="red" if flagged else "k",
-                   linewidths=1.5 if flagged else 0.4, label=label)
-        if "pruning_level" in r and r["pruning_level"] == r["pruning_level"]:
-            ax.annotate(f"p{float(r['pruning_level']):g}", (r["arithmetic_intensity"], r["achieved_gmacs"]),
-                        fontsize=6, textcoords="offset points", xytext=(3, 2))
+    _scatter_points(ax, ok, colors, markers)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    decade_axes(ax, "xy")
     ax.set_xlabel("arithmetic intensity (MAC / byte)")
     ax.set_ylabel("GMAC/s")
     ax.set_title(f"roofline: fp32 peak {peak_compute_gmacs:.1f} GMAC/s, {memory_bandwidth_gbps:.1f} GB/s")
-    ax.grid(alpha=0.3, which="both")
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
     atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=HARDWARE_DPI, format="png", bbox_inches="tight"))
     plt.close(fig)
     return Path(path)

@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.benchmark import Timer
 from torch.utils.data import DataLoader
 
-from .energy import EnergyEstimate, RaplReader, measure_energy, proxy_energy
+from .energy import EnergyEstimate, RaplReader, proxy_energy
 from .env import environment
 from .variants.backends import PRECISIONS, Variant, state_dict_bytes, torch_kernel_precision, wrap_torch_module
 
@@ -80,6 +80,9 @@ class LatencySamples:
     samples_ms: tuple[float, ...]
     runs_per_sample: int = 1
     rounds: int = 1  # interleaved rounds the samples were taken in
+    # samples set aside as interrupted (longer than BenchmarkSettings.interrupted_factor × the median): kept here,
+    # out of every statistic
+    interrupted_ms: tuple[float, ...] = ()
 
     @property
     def n(self) -> int:
@@ -158,7 +161,7 @@ class MeasurementRecord:
             backend=d["backend"], precision=d["precision"], kernel_precision=d["kernel_precision"],
             parameter_bytes=int(d["parameter_bytes"]),
             latency=LatencySamples(int(lat["batch_size"]), tuple(lat["samples_ms"]), int(lat["runs_per_sample"]),
-                                   int(lat.get("rounds", 1))),
+                                   int(lat.get("rounds", 1)), tuple(lat.get("interrupted_ms") or ())),
             batch_latency=LatencySamples(int(batch["batch_size"]), tuple(batch["samples_ms"]),
                                          int(batch["runs_per_sample"])),
             correct=tuple(bool(c) for c in d["correct"]),
@@ -309,9 +312,13 @@ class BenchmarkSettings:
         target_rel_ci: add rounds of samples while the 95 % CI is wider than this fraction of the mean.
         max_extra_rounds: at most this many extra sets of ``repeats`` samples.
         rounds: the ``repeats`` samples are taken in this many interleaved rounds (every variant measured
-            together gets a share of samples in each round, so drift on a shared host spreads over all of them).
+            together gets a share of samples in each round, so drift on a shared host spreads over all of them);
+            None = one sample per variant per round (``repeats`` rounds), the finest spread.
         pin: run the timed calls on fixed cores when the host allows it.
         throughput_min_time_s: minimum run time of the batch (throughput) measurement.
+        interrupted_factor: a latency sample longer than this × the median of the variant's samples was
+            interrupted (another process took the core for a large part of it): it is set aside (recorded, out of
+            the mean, CI and percentiles) and another one taken; 0 keeps every sample.
     """
 
     repeats: int = 20
@@ -323,8 +330,9 @@ class BenchmarkSettings:
     target_rel_ci: float = 0.0
     max_extra_rounds: int = 4
     throughput_min_time_s: float = 0.1
-    rounds: int = 4
+    rounds: int | None = None
     pin: bool = True
+    interrupted_factor: float = 1.5
 
     @classmethod
     def from_kwargs(cls, benchmark_repeats: int = 20, benchmark_trials: int = 10, benchmark_warmup: int = 5,
@@ -370,55 +378,72 @@ class _Timing:
     variant: Variant
     single: Any
     runs: int
+    timer: Timer
     samples: list[float] = field(default_factory=list)
     rounds: int = 0
-    joules: float = math.nan
+    joules: float = 0.0
+    energy_s: float = 0.0
     calls: int = 0
 
+    def split(self, factor: float) -> tuple[list[float], list[float]]:
+        """(kept samples, interrupted samples): longer than ``factor`` × the median is interrupted (0: none)."""
+        if factor <= 0 or not self.samples:
+            return list(self.samples), []
+        limit = factor * float(np.median(self.samples))
+        return [x for x in self.samples if x <= limit], [x for x in self.samples if x > limit]
+
     def ci_too_wide(self, s: BenchmarkSettings) -> bool:
-        return s.target_rel_ci > 0 and LatencySamples(1, tuple(self.samples)).ci95 > s.target_rel_ci * float(
-            np.mean(self.samples))
+        kept = self.split(s.interrupted_factor)[0]
+        return s.target_rel_ci > 0 and LatencySamples(1, tuple(kept)).ci95 > s.target_rel_ci * float(np.mean(kept))
+
+
+_RAPL_MIN_WINDOW_S = 0.02  # the counters update about every millisecond
 
 
 def _start_timing(variant: Variant, x: torch.Tensor, s: BenchmarkSettings) -> _Timing:
     single = variant.prepare(x)
     for _ in range(s.warmup):
         variant.run(single)
-    return _Timing(variant, single, calls_per_sample(variant.run, single, s.trials, s.min_sample_ms / 1e3))
+    timer = Timer(stmt="run(x)", globals={"run": variant.run, "x": single}, num_threads=s.threads)
+    return _Timing(variant, single, calls_per_sample(variant.run, single, s.trials, s.min_sample_ms / 1e3), timer)
 
 
-
-def _round(t: _Timing, n: int, s: BenchmarkSettings, reader: RaplReader) -> None:
-    """``n`` more samples of one variant, after one untimed sample's worth of calls (the previous variant may
-    have evicted this one's data from the caches)."""
-    for _ in range(t.runs):
+def _round(t: _Timing, n: int, reader: RaplReader) -> None:
+    """``n`` more samples of one variant, after a quarter sample's worth of untimed calls (the previous variant
+    may have evicted this one's weights from the caches); package energy is summed over the samples when the
+    host has RAPL counters."""
+    for _ in range(max(1, t.runs // 4)):
         t.variant.run(t.single)
-    holder: dict[str, list[float]] = {}
-
-    def timed() -> int:
-        holder["s"] = latency_samples(t.variant.run, t.single, repeats=n, runs=t.runs, warmup=0, threads=s.threads)
-        return n * t.runs
-
-    energy, _, calls = measure_energy(timed, power_watts=0.0, reader=reader, min_window_s=0.02)
-    t.samples += holder["s"]
+    start = reader.read_uj() if reader.available else None
+    t0 = time.perf_counter()
+    t.samples += [t.timer.timeit(t.runs).mean * 1e3 for _ in range(n)]
+    if start is not None:
+        t.joules += reader.delta_j(start, reader.read_uj())
+        t.energy_s += time.perf_counter() - t0
+        t.calls += n * t.runs
     t.rounds += 1
-    if energy.source == "rapl":
-        t.joules = (0.0 if math.isnan(t.joules) else t.joules) + energy.joules * calls
-        t.calls += calls
 
 
 def _interleaved(timings: Sequence[_Timing], s: BenchmarkSettings, reader: RaplReader) -> None:
-    """``repeats`` samples per variant in ``rounds`` interleaved rounds (order reversed every other round), then
-    more rounds for the variants whose CI is still wider than the target, up to ``max_extra_rounds`` × repeats."""
-    per_round = max(1, math.ceil(s.repeats / max(s.rounds, 1)))
+    """``repeats`` samples per variant spread over ``rounds`` interleaved rounds (the order reversed every other
+    round), then, while a variant's CI is wider than the target, more rounds for those variants in steps of a
+    quarter of ``repeats`` samples, up to ``max_extra_rounds`` × ``repeats`` more samples each."""
+    per_round = 1 if s.rounds is None else max(1, math.ceil(s.repeats / max(s.rounds, 1)))
     budget = s.repeats * (1 + s.max_extra_rounds)
+
+    def short(t: _Timing, goal: int) -> int:  # samples still to take: kept ones count, within the budget
+        return min(goal - len(t.split(s.interrupted_factor)[0]), budget - len(t.samples))
+
     pending, i = list(timings), 0
     while pending:
-        for t in (pending if i % 2 == 0 else pending[::-1]):
-            _round(t, min(per_round, budget - len(t.samples)), s, reader)
-        i += 1
-        pending = [t for t in timings if len(t.samples) < budget
-                   and (len(t.samples) < s.repeats or t.ci_too_wide(s))]
+        goal = {id(t): max(s.repeats, len(t.split(s.interrupted_factor)[0]) + max(per_round, s.repeats // 4))
+                for t in pending}
+        while any(short(t, goal[id(t)]) > 0 for t in pending):
+            for t in (pending if i % 2 == 0 else pending[::-1]):
+                if short(t, goal[id(t)]) > 0:
+                    _round(t, min(per_round, short(t, goal[id(t)])), reader)
+            i += 1
+        pending = [t for t in timings if len(t.samples) < budget and t.ci_too_wide(s)]
 
 
 def _batch_latency(variant: Variant, x_batch: torch.Tensor, s: BenchmarkSettings) -> LatencySamples:
@@ -469,14 +494,17 @@ def measure_variants(models: Sequence[ModelLike], loader: DataLoader, settings: 
     finally:
         torch.set_num_threads(previous_threads)
     env = {**environment(s.threads), "pinned_cores": list(cores) if cores else None, "interleaved_with": len(variants)}
-    return [_record(t, ev, b, env, power_watts, latency_multiplier, len(x_batch[:s.latency_batch_size]))
+    return [_record(t, ev, b, env, power_watts, latency_multiplier, len(x_batch[:s.latency_batch_size]),
+                    s.interrupted_factor)
             for t, ev, b in zip(timings, evaluated, batches, strict=True)]
 
 
 def _record(t: _Timing, evaluated: tuple[tuple[bool, ...], bool], batch: LatencySamples, env: dict[str, Any],
-            power_watts: float, latency_multiplier: float, batch_size: int) -> MeasurementRecord:
-    lat = LatencySamples(batch_size, tuple(t.samples), t.runs, t.rounds)
-    if t.calls and t.joules == t.joules:
+            power_watts: float, latency_multiplier: float, batch_size: int,
+            interrupted_factor: float) -> MeasurementRecord:
+    kept, interrupted = t.split(interrupted_factor)
+    lat = LatencySamples(batch_size, tuple(kept), t.runs, t.rounds, tuple(interrupted))
+    if t.calls and math.isfinite(t.joules) and t.energy_s >= _RAPL_MIN_WINDOW_S:
         energy = EnergyEstimate(t.joules / t.calls, "rapl", "package-wide RAPL counters")
     else:  # the seed's definition: power × latency of one inference
         energy = proxy_energy(power_watts, lat.mean / 1e3)

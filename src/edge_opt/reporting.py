@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from . import atomic
+from .hardware import decade_axes
 from .selection import RAW_SAMPLE_COLUMNS, to_frame
 
 __all__ = [
@@ -136,12 +137,13 @@ def plot_tradeoff(path: str | Path, sweep_df: pd.DataFrame, x_col: str, x_label:
                         textcoords="offset points", xytext=(8, -12), fontsize=8)
     if len(df) and (df[x_col].astype(float) > 0).all() and df[x_col].astype(float).max() / max(df[x_col].astype(float).min(), 1e-30) > 20:
         ax.set_xscale("log")
+        decade_axes(ax, "x")
     ax.set_xlabel(x_label)
     ax.set_ylabel("accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(f"accuracy vs {x_label}")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.11, top=0.93)  # fixed margins: no layout pass
     atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
     plt.close(fig)
     return Path(path)

@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 # Bump when the measuring code changes what a stored number means: invalidates stored points.
-MEASURE_VERSION = "3"
+MEASURE_VERSION = "4"
 # Store key prefix of a point a search built but did not time (its memory broke the active budget).
 UNTIMED_PREFIX = "untimed:"
 BASELINE_POINT = ConfigPoint(0.0, "fp32", "torch")
@@ -121,9 +121,17 @@ def point_key(cfg: StudyConfig, point: ConfigPoint) -> str:
         **_precision_key_fields(cfg, point),
         "threads": cfg.threads, "bench": [cfg.benchmark_repeats, cfg.benchmark_trials, cfg.benchmark_warmup,
                                           cfg.latency_batch_size, cfg.benchmark_min_sample_ms,
-                                          cfg.benchmark_target_rel_ci], "power_watts": cfg.power_watts,
+                                          cfg.benchmark_target_rel_ci, cfg.benchmark_interrupted_factor],
+        "power_watts": cfg.power_watts,
         "measure_version": MEASURE_VERSION, "runtimes": runtime_versions(),
+        **({"onnx_exporter": cfg.onnx_exporter} if _reads_onnx(cfg, point) else {}),
     })
+
+
+def _reads_onnx(cfg: StudyConfig, point: ConfigPoint) -> bool:
+    """Whether the point's build starts from the parent's ONNX export (not a torch/ExecuTorch build, and not
+    an ONNX model, which is its own export)."""
+    return cfg.model.kind != "onnx" and BACKEND_KINDS.get(point.backend) not in ("torch", "executorch")
 
 
 def _precision_key_fields(cfg: StudyConfig, point: ConfigPoint) -> dict[str, Any]:
@@ -175,7 +183,8 @@ def benchmark_settings(cfg: StudyConfig) -> BenchmarkSettings:
     """The config's measurement rules."""
     return BenchmarkSettings(repeats=cfg.benchmark_repeats, trials=cfg.benchmark_trials, warmup=cfg.benchmark_warmup,
                              latency_batch_size=cfg.latency_batch_size, threads=cfg.threads,
-                             min_sample_ms=cfg.benchmark_min_sample_ms, target_rel_ci=cfg.benchmark_target_rel_ci)
+                             min_sample_ms=cfg.benchmark_min_sample_ms, target_rel_ci=cfg.benchmark_target_rel_ci,
+                             interrupted_factor=cfg.benchmark_interrupted_factor)
 
 
 class StudyInterrupted(Exception):
@@ -312,7 +321,8 @@ class Sweep:
                             validation=self.validation, max_accuracy_drop=self.cfg.max_accuracy_drop,
                             max_float_mac_fraction=self.cfg.quantization.max_float_mac_fraction,
                             sensitivity_dir=self.workdir / "sensitivity",
-                            batch_sizes=tuple(sorted({self.cfg.latency_batch_size, self.cfg.batch_size})))
+                            batch_sizes=tuple(sorted({self.cfg.latency_batch_size, self.cfg.batch_size})),
+                            onnx_exporter=self.cfg.onnx_exporter)
 
     def adopt_parent(self, level: float, model: nn.Module | None) -> None:
         """Use ``model`` as the float parent of ``level`` (a Ray task receives it from the driver)."""
@@ -395,6 +405,8 @@ class Sweep:
         ``measure_variants``); a point that cannot be built or measured is an error/skip result."""
         built = [self._build(p) for p in points]
         ready = [(p, b) for p, b in zip(points, built, strict=True) if isinstance(b, tuple)]
+        if len(ready) > 1:
+            self.on_event("log", message=f"measuring {len(ready)} built variants together in interleaved rounds")
         t0 = time.perf_counter()
         measured = self._measure_together([v for _, (v, _) in ready], [p for p, _ in ready])
         share = (time.perf_counter() - t0) / max(len(ready), 1)
@@ -508,10 +520,13 @@ class LocalExecutor:
     """One point at a time in this process, so measurements never share cores."""
 
     def map(self, sweep: Sweep, points: Sequence[ConfigPoint]) -> list[VariantResult]:
-        """Run the points in order, the new points of one parent (pruning level) built first and then measured
-        together in interleaved rounds; stops between parents when ``sweep.should_stop()``."""
+        """Run the points in order, in groups of ``benchmark_group_size``: a group's new points are built, then
+        measured together in interleaved rounds (host drift spreads over all of them), then stored; stops between
+        groups when ``sweep.should_stop()`` (a crash loses at most one group's measurement)."""
         out: list[VariantResult] = []
-        for group in _by_parent(points):
+        size = sweep.cfg.benchmark_group_size
+        for start in range(0, len(points), size):
+            group = list(points[start:start + size])
             if sweep.should_stop():
                 raise StudyInterrupted(f"stopped after {len(out)} of {len(points)} variants")
             hits = {p: sweep.lookup(p) for p in group}
@@ -524,17 +539,6 @@ class LocalExecutor:
                 out.append(hit if hit is not None else sweep.commit(*computed[p]))
                 sweep.on_event("variant_done", index=len(out), total=len(points), point=p, row=out[-1].row())
         return out
-
-
-def _by_parent(points: Sequence[ConfigPoint]) -> list[list[ConfigPoint]]:
-    """Consecutive points of the same pruning level (one parent) as groups, in order."""
-    groups: list[list[ConfigPoint]] = []
-    for p in points:
-        if groups and groups[-1][-1].pruning_level == p.pruning_level:
-            groups[-1].append(p)
-        else:
-            groups.append([p])
-    return groups
 
 
 def model_factory(cfg: StudyConfig, data: DataBundle,

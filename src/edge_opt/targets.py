@@ -66,7 +66,8 @@ def _validation_arrays(sweep: Sweep, out: Path) -> tuple[Path, Path]:
 
 def _settings(cfg: StudyConfig) -> dict[str, Any]:
     return {"warmup": cfg.benchmark_warmup, "trials": cfg.benchmark_trials, "repeats": max(cfg.benchmark_repeats, 2),
-            "min_sample_ms": cfg.benchmark_min_sample_ms, "target_rel_ci": cfg.benchmark_target_rel_ci}
+            "min_sample_ms": cfg.benchmark_min_sample_ms, "target_rel_ci": cfg.benchmark_target_rel_ci,
+            "interrupted_factor": cfg.benchmark_interrupted_factor}
 
 
 def _measure_one(sweep: Sweep, client: AgentClient, host: VariantResult, target: TargetConfig,
@@ -81,7 +82,7 @@ def _measure_one(sweep: Sweep, client: AgentClient, host: VariantResult, target:
     rec = host.measurement
     assert rec is not None
     lat = LatencySamples(batch, tuple(float(v) for v in ans["samples_ms"]), int(ans["runs_per_sample"]),
-                         int(ans.get("rounds", 1)))
+                         int(ans.get("rounds", 1)), tuple(float(v) for v in ans.get("interrupted_ms") or ()))
     measured = MeasurementRecord(
         backend=p.backend, precision=p.precision, kernel_precision=rec.kernel_precision,
         parameter_bytes=rec.parameter_bytes, latency=lat, batch_latency=LatencySamples(batch, ()),

@@ -11,13 +11,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TimingRules", "ci95_half_width", "time_calls"]
+__all__ = ["TimingRules", "ci95_half_width", "split_interrupted", "time_calls"]
 
 
 @dataclass(frozen=True)
 class TimingRules:
     """``repeats`` samples of at least ``trials`` calls each, lasting at least ``min_sample_ms``; up to
-    ``max_extra_rounds`` × ``repeats`` more while the CI is wider than ``target_rel_ci`` of the mean."""
+    ``max_extra_rounds`` × ``repeats`` more while the CI is wider than ``target_rel_ci`` of the mean; a sample
+    longer than ``interrupted_factor`` × the median is set aside and retaken (0: keep every sample)."""
 
     warmup: int = 5
     trials: int = 10
@@ -25,12 +26,14 @@ class TimingRules:
     min_sample_ms: float = 5.0
     target_rel_ci: float = 0.02
     max_extra_rounds: int = 4
+    interrupted_factor: float = 1.5
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TimingRules:
         """From a request's ``settings`` (unknown keys and out-of-range values are a ValueError)."""
         bounds = {"warmup": (0, 10_000), "trials": (1, 1_000_000), "repeats": (2, 10_000),
-                  "min_sample_ms": (0.0, 60_000.0), "target_rel_ci": (0.0, 1.0), "max_extra_rounds": (0, 100)}
+                  "min_sample_ms": (0.0, 60_000.0), "target_rel_ci": (0.0, 1.0), "max_extra_rounds": (0, 100),
+                  "interrupted_factor": (0.0, 100.0)}
         unknown = sorted(set(d) - set(bounds))
         if unknown:
             raise ValueError(f"unknown measurement settings {unknown}; allowed: {sorted(bounds)}")
@@ -60,18 +63,35 @@ def _sample(run: Callable[[], Any], calls: int) -> float:
     return (time.perf_counter() - t0) / calls * 1e3
 
 
-def time_calls(run: Callable[[], Any], rules: TimingRules) -> tuple[list[float], int, int]:
-    """Latency samples (ms per call) of ``run`` under ``rules``: (samples, calls per sample, rounds)."""
+def split_interrupted(samples: list[float], factor: float) -> tuple[list[float], list[float]]:
+    """(kept, interrupted): a sample longer than ``factor`` × the median was interrupted (``factor`` 0: none)."""
+    if factor <= 0 or not samples:
+        return list(samples), []
+    limit = factor * float(np.median(samples))
+    return [x for x in samples if x <= limit], [x for x in samples if x > limit]
+
+
+def time_calls(run: Callable[[], Any], rules: TimingRules) -> tuple[list[float], int, int, list[float]]:
+    """Latency samples (ms per call) of ``run`` under ``rules``: (kept samples, calls per sample, rounds,
+    interrupted samples)."""
     for _ in range(rules.warmup):
         run()
     t0 = time.perf_counter()
     run()
     one = max(time.perf_counter() - t0, 1e-7)
     calls = max(rules.trials, int(math.ceil(rules.min_sample_ms / 1e3 / one)))
-    samples = [_sample(run, calls) for _ in range(rules.repeats)]
-    rounds = 1
-    while (rules.target_rel_ci > 0 and rounds <= rules.max_extra_rounds
-           and ci95_half_width(samples) > rules.target_rel_ci * float(np.mean(samples))):
-        samples += [_sample(run, calls) for _ in range(rules.repeats)]
+    budget = rules.repeats * (1 + rules.max_extra_rounds)
+    samples: list[float] = []
+    goal, rounds = rules.repeats, 0
+    while True:
+        kept, _ = split_interrupted(samples, rules.interrupted_factor)
+        if len(kept) < goal and len(samples) < budget:
+            samples.append(_sample(run, calls))
+            continue
         rounds += 1
-    return samples, calls, rounds
+        if not (rules.target_rel_ci > 0 and len(samples) < budget
+                and ci95_half_width(kept) > rules.target_rel_ci * float(np.mean(kept))):
+            break
+        goal = len(kept) + rules.repeats
+    kept, interrupted = split_interrupted(samples, rules.interrupted_factor)
+    return kept, calls, rounds, interrupted

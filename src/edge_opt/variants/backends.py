@@ -20,7 +20,14 @@ from ..registry import Registry
 from . import sensitivity as _sensitivity  # noqa: F401 — registers the int8_mixed precision
 from .base import BuildContext, Variant, VariantBuildError, state_dict_bytes, torch_kernel_precision
 from .layers import LayerInfo, onnx_layers
-from .onnx_tools import export_onnx, fp32_onnx_path, onnx_initializer_bytes, onnx_variant, optimized_graph_ops
+from .onnx_tools import (
+    export_onnx,
+    exporter_label,
+    fp32_onnx_path,
+    onnx_initializer_bytes,
+    onnx_variant,
+    optimized_graph_ops,
+)
 from .precisions import PRECISIONS, PrecisionSpec, get_precision, list_precisions
 
 __all__ = [
@@ -138,12 +145,12 @@ def build_onnx_file(model: nn.Module | None, precision: str, ctx: BuildContext,
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     fp32 = fp32_onnx_path(model, ctx)
     path, meta = hook(fp32, ctx)
-    return path, {"exporter": "torch.onnx.export(dynamo=True)", "dynamic_batch": True, **meta}
+    return path, {"exporter": exporter_label(ctx.onnx_exporter), "dynamic_batch": True, **meta}
 
 
 @register_backend("onnxruntime", kind="onnx")
 def onnxruntime_backend(model: nn.Module | None, precision: str, ctx: BuildContext) -> Variant:
-    """ONNX Runtime (CPU execution provider) on a dynamo-exported graph."""
+    """ONNX Runtime (CPU execution provider) on the parent's exported graph."""
     path, meta = build_onnx_file(model, precision, ctx)
     layers = parent_onnx_layers(model, ctx) if get_precision(precision).quantized else None
     return onnx_variant(path, precision, ctx.threads, meta, layers=layers,

@@ -39,6 +39,7 @@ class BuildContext:
         max_float_mac_fraction: the most MACs such a search may leave in float.
         sensitivity_dir: where per-layer sensitivity results are kept (reused on resume).
         batch_sizes: the batch sizes the study runs (runtimes with static shapes build one program each).
+        onnx_exporter: how the parent's ONNX file is made (``torchscript`` or ``dynamo``, see ``export_onnx``).
     """
 
     calibration: Sequence[torch.Tensor]
@@ -54,6 +55,7 @@ class BuildContext:
     max_float_mac_fraction: float = 0.5
     sensitivity_dir: Path | None = None
     batch_sizes: tuple[int, ...] = (1,)
+    onnx_exporter: str = "torchscript"
 
 
 @dataclass(frozen=True, eq=False)

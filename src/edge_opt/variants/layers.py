@@ -1,6 +1,6 @@
 """Quantizable layers (Conv, Linear/Gemm/MatMul) of a model and what each really runs in.
 
-A layer is named by its PyTorch module name, which the dynamo ONNX export keeps in the weight's
+A layer is named by its PyTorch module name, which the ONNX export (either exporter, no constant folding) keeps in the weight's
 initializer name (``conv1.weight``), so one name means the same layer on every backend. After a build,
 ``torch_layer_precisions`` / ``ort_layer_precisions`` read, per layer, what the built module or ORT's
 optimised graph computes in: ``int8`` (a quantized kernel), ``fp32`` or ``fp32 (int8 QDQ emulated)``

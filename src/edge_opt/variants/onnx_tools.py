@@ -18,8 +18,8 @@ from .base import BuildContext, Variant, VariantBuildError
 from .layers import LayerInfo, layer_report, ort_layer_precisions
 
 __all__ = [
-    "QDQ_OPS", "QUANT_COMPUTE_OPS", "CalibrationReader", "export_onnx", "fp32_onnx_path", "onnx_initializer_bytes",
-    "onnx_input_name", "optimized_graph",
+    "ONNX_EXPORTERS", "QDQ_OPS", "QUANT_COMPUTE_OPS", "CalibrationReader", "export_onnx", "exporter_label",
+    "fp32_onnx_path", "onnx_initializer_bytes", "onnx_input_name", "optimized_graph",
     "onnx_variant", "optimized_graph_ops", "ort_kernel_precision", "ort_session_options",
 ]
 
@@ -33,22 +33,45 @@ _COMPUTE_OPS = frozenset({"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "F
 _ONNX_FLOAT_NAMES = {1: "fp32", 10: "fp16", 16: "bf16", 11: "fp64"}
 
 
-def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path) -> Path:
-    """Export with ``torch.onnx.export(dynamo=True)``, one input ``input`` with a dynamic batch dimension; the
-    exporter's own graph optimisation is off (every runtime optimises the graph when it loads it)."""
-    from torch.export import Dim
+ONNX_EXPORTERS = ("torchscript", "dynamo")
 
+
+def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path,
+                exporter: str = "torchscript") -> Path:
+    """Export ``model`` to ONNX with one input ``input`` (dynamic batch dimension) and one output ``logits``.
+
+    ``exporter``: ``torchscript`` traces the module (``torch.onnx.export(dynamo=False)``, ~0.02 s for the default
+    CNN); ``dynamo`` captures it with ``torch.export`` (``dynamo=True``) — it handles what tracing cannot but
+    costs ~1.5 s per export here, most of it rebuilding its op registry from torchlib each time. Both leave the
+    graph unoptimised (no constant folding, BatchNorm not fused: every runtime optimises the graph when it loads
+    it), so weight initializers keep their module names (``conv1.weight``). A failing export raises; nothing
+    falls back to the other exporter.
+    """
+    if exporter not in ONNX_EXPORTERS:
+        raise ValueError(f"exporter must be one of {list(ONNX_EXPORTERS)}; got {exporter!r}")
     path = Path(path)
     m = copy.deepcopy(model).float().eval()
     x = example_input[:2].float() if len(example_input) >= 2 else torch.cat([example_input.float()] * 2)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            m, (x,), str(path), dynamo=True, external_data=False, verbose=False, optimize=False,
-            input_names=["input"], output_names=["logits"], dynamic_shapes=({0: Dim("batch", min=1)},),
-        )
+        if exporter == "torchscript":
+            torch.onnx.export(m, (x,), str(path), dynamo=False, do_constant_folding=False,
+                              input_names=["input"], output_names=["logits"],
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        else:
+            from torch.export import Dim
+
+            torch.onnx.export(
+                m, (x,), str(path), dynamo=True, external_data=False, verbose=False, optimize=False,
+                input_names=["input"], output_names=["logits"], dynamic_shapes=({0: Dim("batch", min=1)},),
+            )
     return path
+
+
+def exporter_label(exporter: str) -> str:
+    """How the parent's ONNX file was made, as recorded in a variant's metadata."""
+    return f"torch.onnx.export(dynamo={exporter == 'dynamo'})"
 
 
 def ort_session_options(threads: int) -> Any:
@@ -64,16 +87,22 @@ def ort_session_options(threads: int) -> Any:
     return so
 
 
-def optimized_graph(model_path: str | Path, threads: int = 1) -> tuple[Any, int]:
-    """The graph ORT really runs (after ORT_ENABLE_ALL optimisation) and the bytes of its initializers."""
+def optimized_session(model_path: str | Path, threads: int = 1) -> tuple[Any, tuple[Any, int]]:
+    """An ORT session with the fixed options, and the graph it really runs (after ORT_ENABLE_ALL
+    optimisation, written out by this same session) with the bytes of that graph's initializers."""
     import onnx
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:
         so = ort_session_options(threads)
         so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
-        return onnx.load(so.optimized_model_filepath).graph, onnx_initializer_bytes(so.optimized_model_filepath)
+        sess = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+        return sess, (onnx.load(so.optimized_model_filepath).graph, onnx_initializer_bytes(so.optimized_model_filepath))
+
+
+def optimized_graph(model_path: str | Path, threads: int = 1) -> tuple[Any, int]:
+    """The graph ORT really runs (after ORT_ENABLE_ALL optimisation) and the bytes of its initializers."""
+    return optimized_session(model_path, threads)[1]
 
 
 def optimized_graph_ops(model_path: str | Path, threads: int = 1,
@@ -140,7 +169,8 @@ def fp32_onnx_path(model: nn.Module | None, ctx: BuildContext) -> Path:
         if model is None:
             raise VariantBuildError("no PyTorch model to export and no ONNX file for this parent.")
         ctx.workdir.mkdir(parents=True, exist_ok=True)
-        ctx.cache[key] = export_onnx(model, ctx.example_input, ctx.workdir / f"{ctx.parent_key}_fp32.onnx")
+        ctx.cache[key] = export_onnx(model, ctx.example_input, ctx.workdir / f"{ctx.parent_key}_fp32.onnx",
+                                     ctx.onnx_exporter)
     return Path(ctx.cache[key])
 
 
@@ -159,7 +189,7 @@ def onnx_variant(path: str | Path, precision: str, threads: int = 1, metadata: d
     import onnxruntime as ort
 
     path = Path(path)
-    graph = optimized_graph(path, threads)
+    sess, graph = optimized_session(path, threads)
     ops, weight_types, runtime_bytes = optimized_graph_ops(path, threads, graph)
     kernel = ort_kernel_precision(ops, weight_types)
     quant_ops = sorted({op for op in ops if op in QUANT_COMPUTE_OPS | QDQ_OPS})
@@ -167,8 +197,6 @@ def onnx_variant(path: str | Path, precision: str, threads: int = 1, metadata: d
         raise VariantBuildError(
             f"int8 requested but the optimised ONNX graph holds no quantized op (ops: {sorted(set(ops))})."
         )
-    so = ort_session_options(threads)
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     meta = dict(metadata or {})
     if layers and quant_ops:
         meta.update(layer_report(layers, ort_layer_precisions(graph[0].node, layers), must_be_float))

@@ -135,7 +135,7 @@ def _onnx_report(fp32: Path, ctx: BuildContext) -> SensitivityReport:
     layers = onnx_layers(fp32)
     with tempfile.TemporaryDirectory() as tmp:
         def logits_of(layer: LayerInfo) -> np.ndarray:
-            out = Path(tmp) / f"{layer.node}.onnx"
+            out = Path(tmp) / f"{hashlib.sha256(str(layer.node).encode()).hexdigest()[:16]}.onnx"  # names hold /
             int8_onnx_file(fp32, ctx, out, include=[str(layer.node)])
             return _ort_logits(out, x)
 
