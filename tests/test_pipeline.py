@@ -127,7 +127,8 @@ def _wait_for_points(db, n, proc, timeout=120):
 
 
 def test_sigkill_then_resume_recomputes_nothing_finished(tmp_path):
-    cfg_path = _write_cfg(tmp_path)
+    # groups of 6 points (one pruning level each): results are stored per group, so a kill can fall between two
+    cfg_path = _write_cfg(tmp_path, benchmark_group_size=6)
     db = tmp_path / "out" / "study.sqlite"
     proc = _run_cli(cfg_path)
     assert _wait_for_points(db, 1, proc), proc.communicate()
@@ -143,7 +144,7 @@ def test_sigkill_then_resume_recomputes_nothing_finished(tmp_path):
     resumed = pd.read_csv(tmp_path / "out" / "sweep_results.csv")
     fresh_dir = tmp_path / "fresh"
     fresh_dir.mkdir()
-    proc = _run_cli(_write_cfg(fresh_dir))
+    proc = _run_cli(_write_cfg(fresh_dir, benchmark_group_size=6))
     proc.communicate(timeout=300)
     fresh = pd.read_csv(fresh_dir / "out" / "sweep_results.csv")
     keep = [c for c in resumed.columns if not any(t in c for t in ("latency", "throughput", "energy", "speedup",
