@@ -30,14 +30,19 @@ def cpu_model() -> str:
 
 
 def package_versions() -> dict[str, str | None]:
-    """Installed versions of the packages that shape the numbers."""
-    out: dict[str, str | None] = {}
+    """Installed versions of the packages that shape the numbers (read once per process)."""
+    return dict(_package_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _package_versions() -> tuple[tuple[str, str | None], ...]:
+    out: list[tuple[str, str | None]] = []
     for name in PACKAGES:
         try:
-            out[name] = metadata.version(name)
+            out.append((name, metadata.version(name)))
         except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+            out.append((name, None))
+    return tuple(out)
 
 
 def git_commit(path: str | Path = ".") -> str | None:

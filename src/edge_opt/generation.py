@@ -16,11 +16,13 @@ in three groups:
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
 import shutil
 import time
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,15 +206,7 @@ def stamp_outputs(out: str | Path, files: Iterable[str], new_hash: str) -> list[
 
 def _stamp(path: Path, new_hash: str) -> bool:
     if path.suffix == ".csv":
-        import pandas as pd
-
-        try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except pd.errors.EmptyDataError:
-            return False
-        frame[HASH_KEY] = new_hash
-        atomic.write_with(path, lambda t: frame.to_csv(t, index=False, encoding="utf-8"))
-        return True
+        return _stamp_csv(path, new_hash)
     if path.suffix == ".json":
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
@@ -223,15 +217,59 @@ def _stamp(path: Path, new_hash: str) -> bool:
         atomic.write_text(path, json.dumps({**doc, HASH_KEY: new_hash}, indent=2, ensure_ascii=False) + "\n")
         return True
     if path.suffix == ".png":
-        from PIL import Image, PngImagePlugin
-
-        info = PngImagePlugin.PngInfo()
-        info.add_text(HASH_KEY, new_hash)
-        with Image.open(path) as image:
-            image.load()
-        atomic.write_with(path, lambda t: image.save(t, format="PNG", pnginfo=info))
-        return True
+        return _stamp_png(path, new_hash)
     return False
+
+
+def _stamp_csv(path: Path, new_hash: str) -> bool:
+    """Set the ``config_hash`` column of a CSV (added, or its cells replaced); every other cell is copied as
+    text (the csv module, no type inference)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    if not rows or not rows[0]:
+        return False
+    header = rows[0]
+    col = header.index(HASH_KEY) if HASH_KEY in header else len(header)
+    for i, row in enumerate(rows):
+        value = HASH_KEY if i == 0 else new_hash
+        if col < len(row):
+            row[col] = value
+        else:
+            row.extend([""] * (col - len(row)) + [value])
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh, lineterminator="\n").writerows(rows)
+
+    atomic.write_with(path, write)
+    return True
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _stamp_png(path: Path, new_hash: str) -> bool:
+    """Put a ``config_hash`` tEXt chunk right after the PNG's header chunk (replacing an earlier one); the
+    image data is copied byte for byte, not decoded and re-encoded."""
+    data = path.read_bytes()
+    if not data.startswith(_PNG_SIGNATURE):
+        return False
+    chunks, pos = [], len(_PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        if not (kind == b"tEXt" and body.split(b"\0", 1)[0] == HASH_KEY.encode()):
+            chunks.append(data[pos:pos + 12 + length])
+        pos += 12 + length
+    if not chunks or chunks[0][4:8] != b"IHDR":
+        return False
+    body = HASH_KEY.encode() + b"\0" + new_hash.encode("latin-1")
+    text = len(body).to_bytes(4, "big") + b"tEXt" + body + zlib.crc32(b"tEXt" + body).to_bytes(4, "big")
+    atomic.write_with(path, lambda t: t.write_bytes(_PNG_SIGNATURE + chunks[0] + text + b"".join(chunks[1:])))
+    return True
 
 
 def commit_generation(out: str | Path, new_hash: str, journal: atomic.OutputJournal,

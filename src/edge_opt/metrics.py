@@ -11,6 +11,7 @@ their real dtype, energy in J per inference of ``latency_batch_size`` samples.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import time
@@ -128,9 +129,10 @@ class MeasurementRecord:
     latency_multiplier: float = 1.0
     logits_finite: bool = True
 
-    @property
+    @functools.cached_property
     def metrics(self) -> PerfMetrics:
-        """Statistics of the raw samples (host figures; ``device_latency_ms`` scaled)."""
+        """Statistics of the raw samples (host figures; ``device_latency_ms`` scaled); computed once per record
+        (the record is immutable)."""
         batch_med = self.batch_latency.median
         return PerfMetrics(
             accuracy=float(np.mean(self.correct)) if self.correct else math.nan,
