@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / "latest.json").write_text(_dump(runs[-1]) + "\n", encoding="utf-8")
     if args.runs > 1:
         slug = "".join(c if c.isalnum() else "-" for c in cpu_model().lower()).strip("-")
-        record = RESULTS / f"{time.strftime('%Y-%m-%d')}_{slug}-{os.cpu_count()}core_{args.runs}runs.json"
+        record = RESULTS / f"{time.strftime('%Y-%m-%d-%H%M')}_{slug}-{os.cpu_count()}core_{args.runs}runs.json"
         summary = headline(runs)
         record.write_text(_dump({"runs": runs, "headline": summary}) + "\n", encoding="utf-8")
         print("| figure | min | median | max |\n|---|---|---|---|")
