@@ -43,6 +43,7 @@ def test_a_valid_request_parses():
     ({"input": {"shape": [1, 3], "dtype": "int8"}}, "'input'"),
     ({"settings": {"repeats": 10**9}}, "setting 'repeats'"),
     ({"settings": {"exec": "rm"}}, "unknown measurement settings"),
+    ({"settings": {"interrupted_factor": 0.5}}, "setting 'interrupted_factor' must be 0 or above 1"),
     ({"command": "ls"}, "unknown keys"),
 ])
 def test_bad_requests_are_refused_with_the_reason(change, needle):

@@ -211,3 +211,11 @@ def test_interrupted_samples_survive_the_record_round_trip():
                             EnergyEstimate(0.1, "proxy"))
     back = MeasurementRecord.from_dict(rec.to_dict())
     assert back.latency.interrupted_ms == (4.0,) and back.metrics.latency_ms == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("factor", [0.5, 1.0, -1.0, float("nan"), float("inf")])
+def test_an_interrupted_factor_that_would_set_aside_typical_samples_is_refused(factor):
+    from edge_opt.metrics import BenchmarkSettings
+
+    with pytest.raises(ValueError, match="'interrupted_factor'"):
+        BenchmarkSettings(interrupted_factor=factor)

@@ -336,6 +336,12 @@ class BenchmarkSettings:
     pin: bool = True
     interrupted_factor: float = 1.5
 
+    def __post_init__(self) -> None:
+        f = self.interrupted_factor
+        if not (f == 0 or (math.isfinite(f) and f > 1)):
+            raise ValueError("The 'interrupted_factor' parameter must be 0 (keep every sample) or a finite number "
+                             f"above 1. Got {f!r} instead.")
+
     @classmethod
     def from_kwargs(cls, benchmark_repeats: int = 20, benchmark_trials: int = 10, benchmark_warmup: int = 5,
                     **rest: Any) -> BenchmarkSettings:

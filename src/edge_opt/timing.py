@@ -43,6 +43,8 @@ class TimingRules:
             if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
                 raise ValueError(f"setting {key!r} must be a number in [{low}, {high}]; got {value!r}")
             out[key] = type(low)(value)
+        if 0 < out.get("interrupted_factor", 0) <= 1:
+            raise ValueError(f"setting 'interrupted_factor' must be 0 or above 1; got {out['interrupted_factor']!r}")
         return cls(**out)
 
 
