@@ -117,3 +117,15 @@ def test_a_group_spans_pruning_levels_and_its_variants_are_timed_together(traine
     levels = sorted({p.pruning_level for p in points[:8]})
     assert len(levels) > 1  # the first group holds points of two parents
     assert len(results) == len(points) == 12 and together == [8] * 8 + [4] * 4  # the last group: what is left
+
+
+def test_progress_names_each_variant_as_it_is_built(trained_small, digits8, tmp_path):
+    cfg = config_from_dict(tiny_config_dict(tmp_path))
+    events: list[tuple[str, object]] = []
+    s = Sweep(trained_small, digits8, cfg, tmp_path,
+              on_event=lambda kind, **info: events.append((kind, info.get("index", info.get("level")))))
+    s.run()
+    kinds = [k for k, _ in events if k in ("variant", "prune")]
+    first_pruned = next(i for i, (k, _) in enumerate(events) if k == "variant" and _ == 7)  # the first p0.5 point
+    assert kinds.count("variant") == 12 and events[first_pruned + 1][0] == "prune"  # pruned while it is built
+    assert [i for k, i in events if k == "variant"] == list(range(1, 13))

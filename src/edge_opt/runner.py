@@ -400,10 +400,16 @@ class Sweep:
         """Build and measure ``point`` (nothing stored); any failure is an error result, never a crash."""
         return self.compute_group([point])[0]
 
-    def compute_group(self, points: Sequence[ConfigPoint]) -> list[tuple[VariantResult, dict[str, Any]]]:
-        """Build every point, then measure the built variants together (interleaved rounds, see
-        ``measure_variants``); a point that cannot be built or measured is an error/skip result."""
-        built = [self._build(p) for p in points]
+    def compute_group(self, points: Sequence[ConfigPoint], announce: Callable[[ConfigPoint], None] | None = None,
+                      ) -> list[tuple[VariantResult, dict[str, Any]]]:
+        """Build every point (``announce(point)`` just before each build), then measure the built variants
+        together (interleaved rounds, see ``measure_variants``); a point that cannot be built or measured is an
+        error/skip result."""
+        built = []
+        for p in points:
+            if announce is not None:
+                announce(p)
+            built.append(self._build(p))
         ready = [(p, b) for p, b in zip(points, built, strict=True) if isinstance(b, tuple)]
         if len(ready) > 1:
             self.on_event("log", message=f"measuring {len(ready)} built variants together in interleaved rounds")
@@ -531,9 +537,12 @@ class LocalExecutor:
                 raise StudyInterrupted(f"stopped after {len(out)} of {len(points)} variants")
             hits = {p: sweep.lookup(p) for p in group}
             todo = [p for p in group if hits[p] is None]
-            for p in todo:
-                sweep.on_event("variant", index=len(out) + 1, total=len(points), point=p)
-            computed = dict(zip(todo, sweep.compute_group(todo), strict=True)) if todo else {}
+
+            def announce(p: ConfigPoint, first: int = start, members: list[ConfigPoint] = group) -> None:
+                # the progress line names the variant being built
+                sweep.on_event("variant", index=first + members.index(p) + 1, total=len(points), point=p)
+
+            computed = dict(zip(todo, sweep.compute_group(todo, announce), strict=True)) if todo else {}
             for p in group:
                 hit = hits[p]
                 out.append(hit if hit is not None else sweep.commit(*computed[p]))
