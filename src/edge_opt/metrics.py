@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from .energy import EnergyEstimate, RaplReader, proxy_energy
 from .env import environment
+from .timing import split_interrupted
 from .variants.backends import PRECISIONS, Variant, state_dict_bytes, torch_kernel_precision, wrap_torch_module
 
 __all__ = [
@@ -394,11 +395,8 @@ class _Timing:
     calls: int = 0
 
     def split(self, factor: float) -> tuple[list[float], list[float]]:
-        """(kept samples, interrupted samples): longer than ``factor`` × the median is interrupted (0: none)."""
-        if factor <= 0 or not self.samples:
-            return list(self.samples), []
-        limit = factor * float(np.median(self.samples))
-        return [x for x in self.samples if x <= limit], [x for x in self.samples if x > limit]
+        """(kept samples, interrupted samples): the agent's rule, ``timing.split_interrupted``."""
+        return split_interrupted(self.samples, factor)
 
     def ci_too_wide(self, s: BenchmarkSettings) -> bool:
         kept = self.split(s.interrupted_factor)[0]
