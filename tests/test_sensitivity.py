@@ -108,3 +108,56 @@ def test_torch_sensitivity_and_mixed_build(planted, digits8, tmp_path):
     v = build_variant("torch", planted, "int8_mixed", _ctx(digits8, tmp_path, max_accuracy_drop=0.05))
     assert v.kernel_precision == "int8" and 0 < v.metadata["int8_mac_fraction"] <= 1
     assert set(v.metadata["requested_float_layers"]) == set(v.metadata["float_layers"])  # verified per module
+
+
+def test_one_torch_calibration_serves_int8_and_every_mixed_search_conversion(planted, digits8, tmp_path, monkeypatch):
+    from edge_opt.variants import precisions
+    from edge_opt.variants.quantize import calibrate_torch_int8, convert_torch_int8, quantize_torch_int8
+
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return calibrate_torch_int8(*args, **kwargs)
+
+    monkeypatch.setattr(precisions, "calibrate_torch_int8", counting)
+    ctx = _ctx(digits8, tmp_path, max_accuracy_drop=0.05)
+    build_variant("torch", planted, "int8", ctx)
+    mixed = build_variant("torch", planted, "int8_mixed", ctx)  # 5 layers alone + the search's steps
+    assert len(calls) == 1 and len(mixed.metadata["mixed_search"]) >= 2
+    # a conversion of the shared calibration keeping layers float is the same model as calibrating for it
+    calibration = [b.float() for b in ctx.calibration]
+    shared = calibrate_torch_int8(planted, calibration)
+    x = torch.cat([b[0] for b in digits8.val_loader])
+    with torch.inference_mode():
+        for floats in (["c2", "c3"], ["fc"], []):
+            torch.testing.assert_close(convert_torch_int8(shared, float_layers=floats)(x),
+                                       quantize_torch_int8(planted, calibration, float_layers=floats)(x),
+                                       rtol=0, atol=0)
+
+
+def test_one_ort_calibration_per_parent_and_options(planted, digits8, tmp_path, monkeypatch):
+    import dataclasses
+    import importlib
+
+    from edge_opt.config import QuantizationConfig
+    from edge_opt.variants.onnx_tools import fp32_onnx_path
+    from edge_opt.variants.precisions import int8_onnx_file, ort_calibration_cache
+
+    ort_quantize = importlib.import_module("onnxruntime.quantization.quantize")  # the module, not its function
+    made = []
+    real = ort_quantize.create_calibrator
+    monkeypatch.setattr(ort_quantize, "create_calibrator", lambda *a, **k: made.append(1) or real(*a, **k))
+    ctx = _ctx(digits8, tmp_path, max_accuracy_drop=0.05)
+    build_variant("onnxruntime", planted, "int8", ctx)
+    first = next(tmp_path.glob("planted_int8_*.onnx")).read_bytes()
+    build_variant("onnxruntime", planted, "int8_mixed", ctx)  # 5 layers alone + the search's steps
+    assert len(made) == 1
+    fp32 = fp32_onnx_path(planted, ctx)
+    again = int8_onnx_file(fp32, ctx, tmp_path / "again.onnx")  # ranges read back from the cache file
+    assert (tmp_path / "again.onnx").read_bytes() == first and len(made) == 1 and again["quantization_parameters"]
+    # other options or other calibration data are calibrated anew, never served stale ranges
+    other = {ort_calibration_cache(fp32, c) for c in (
+        ctx, dataclasses.replace(ctx, quantization=QuantizationConfig(calibration_method="entropy")),
+        dataclasses.replace(ctx, calibration=digits8.calibration_batches(2)))}
+    assert len(other) == 3

@@ -10,6 +10,8 @@ one ``register_precision`` call here; the backends that support it need nothing 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 import warnings
 from collections.abc import Callable, Sequence
@@ -25,11 +27,17 @@ from ..registry import Registry
 from .base import BuildContext, VariantBuildError
 from .layers import layer_report, torch_layer_precisions, torch_layers
 from .onnx_tools import CalibrationReader, onnx_input_name
-from .quantize import is_quantized_module, quantization_metadata, quantize_torch_int8
+from .quantize import (
+    CalibratedInt8,
+    calibrate_torch_int8,
+    convert_torch_int8,
+    is_quantized_module,
+    quantization_metadata,
+)
 
 __all__ = [
     "PRECISIONS", "Precision", "add_hook", "PrecisionSpec", "TorchBuild", "int8_onnx_file", "from_seed_name", "get_precision", "list_precisions",
-    "register_precision", "seed_names", "to_seed_name",
+    "ort_calibration_cache", "register_precision", "seed_names", "to_seed_name", "torch_int8_calibration",
 ]
 
 
@@ -181,13 +189,29 @@ def _calibration_meta(ctx: BuildContext) -> dict[str, Any]:
             "calibration_samples": int(sum(len(b) for b in ctx.calibration))}
 
 
+def torch_int8_calibration(model: nn.Module, ctx: BuildContext, channels_last: bool = False) -> CalibratedInt8:
+    """The parent's FX int8 calibration with the point's quantization options, shared by int8, the per-layer
+    sensitivity pass and int8_mixed's search of that parent. One slot in ``ctx.cache`` (the latest parent's):
+    a study builds a parent's variants together, and a large model's observed copies are not kept around."""
+    q = ctx.quantization
+    key = (ctx.parent_key, q.model_dump_json(), channels_last)
+    slot = ctx.cache.get("torch_int8_calibration")
+    if slot is None or slot[0] != key or slot[2] is not ctx.calibration:
+        base = copy.deepcopy(model).float().eval()
+        if channels_last:
+            base = base.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        calib = [_channels_last(b.float(), channels_last) for b in ctx.calibration]
+        slot = (key, calibrate_torch_int8(base, calib, q.engine, q.channelwise), ctx.calibration)
+        ctx.cache["torch_int8_calibration"] = slot
+    found: CalibratedInt8 = slot[1]
+    return found
+
+
 def _int8_torch(model: nn.Module, ctx: BuildContext, channels_last: bool) -> TorchBuild:
     q = ctx.quantization
     calib = [_channels_last(b.float(), channels_last) for b in ctx.calibration]
     base = copy.deepcopy(model).float().eval()
-    if channels_last:
-        base = base.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    m = quantize_torch_int8(base, calib, q.engine, q.channelwise)
+    m = convert_torch_int8(torch_int8_calibration(model, ctx, channels_last))
     qtypes = sorted({type(mod).__name__ for mod in m.modules() if is_quantized_module(mod)})
     if not qtypes:
         raise VariantBuildError("int8 requested but the converted torch model holds no quantized module.")
@@ -198,10 +222,23 @@ def _int8_torch(model: nn.Module, ctx: BuildContext, channels_last: bool) -> Tor
     return TorchBuild(m, lambda x: _channels_last(x.float(), channels_last), meta)
 
 
+def ort_calibration_cache(fp32: Path, ctx: BuildContext) -> Path:
+    """Where ORT keeps the tensor ranges calibrated on ``fp32`` with the point's options
+    (``quantize_static``'s ``calibration_cache_path``): one calibration of a parent serves int8, every layer
+    of the sensitivity pass and every step of int8_mixed's search. Named by the file (path, size, mtime),
+    the options, the op types quantized and the calibration batches, so a changed input is calibrated anew."""
+    st = fp32.stat()
+    batches = [(tuple(b.shape), round(float(b.double().sum()), 6)) for b in ctx.calibration]
+    text = json.dumps([str(fp32.resolve()), st.st_size, st.st_mtime_ns, ctx.quantization.model_dump_json(),
+                       ctx.ort_op_types_to_quantize, batches], default=str)
+    return ctx.workdir / "calibration" / f"{fp32.stem}_{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+
+
 def int8_onnx_file(fp32: Path, ctx: BuildContext, out: Path, exclude: Sequence[str] = (),
                    include: Sequence[str] | None = None) -> dict[str, Any]:
     """ORT static QDQ int8 of ``fp32`` into ``out`` (``exclude``/``include``: ONNX node names kept float /
-    the only ones quantized); returns the build's metadata."""
+    the only ones quantized), calibrated once per parent and options (``ort_calibration_cache``); returns the
+    build's metadata."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     q = ctx.quantization
@@ -223,7 +260,8 @@ def int8_onnx_file(fp32: Path, ctx: BuildContext, out: Path, exclude: Sequence[s
             quantize_static(str(fp32), str(out), CalibrationReader(ctx.calibration, onnx_input_name(fp32)),
                             quant_format=QuantFormat.QDQ, per_channel=q.channelwise,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=methods[q.method], **kwargs)
+                            calibrate_method=methods[q.method],
+                            calibration_cache_path=ort_calibration_cache(fp32, ctx), **kwargs)
     finally:
         root.setLevel(level)
     meta = {"quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ", "per_channel": q.channelwise,

@@ -1,26 +1,148 @@
-"""Post-training static int8 quantization for PyTorch, behind one function.
+"""Post-training static int8 quantization for PyTorch, behind one module.
 
 torch.ao's FX flow still works in torch 2.13 but warns that it is deprecated; the
-warnings are silenced here and only here. Swap this function for PT2E later
-without touching callers.
+warnings are silenced here and only here. Calibrating and converting are separate steps, so one
+calibration serves every conversion of a parent (plain int8, each layer alone, each step of a
+mixed-precision search). Swap these functions for PT2E later without touching callers.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from torch.fx import GraphModule
 
-__all__ = ["is_quantized_module", "quantization_metadata", "quantize_torch_int8"]
+__all__ = ["CalibratedInt8", "calibrate_torch_int8", "convert_torch_int8", "is_quantized_module",
+           "quantization_metadata", "quantize_torch_int8"]
+
+
+@dataclass(frozen=True)
+class CalibratedInt8:
+    """A float model observed on its calibration batches with every layer quantizable (FX ``prepare_fx`` and
+    the batches run once), ready to be converted with any set of layers kept in float. Calibrating is most
+    of a conversion's cost; a per-layer sensitivity pass or a mixed-precision search converts one
+    calibration many times."""
+
+    float_model: nn.Module
+    prepared: GraphModule
+    calibration: tuple[torch.Tensor, ...]
+    backend: str
+    per_channel: bool
+
+
+@contextlib.contextmanager
+def _silenced() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated.*")
+        warnings.filterwarnings("ignore", message=r".*reduce_range will be deprecated.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.ao\..*")
+        warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*deprecated.*")
+        yield
+
+
+def _mapping(backend: str, per_channel: bool, float_layers: Sequence[str] = (),
+             only_layers: Sequence[str] | None = None) -> Any:
+    from torch.ao.quantization import QConfig, default_weight_observer, get_default_qconfig_mapping
+
+    mapping = get_default_qconfig_mapping(backend)
+    default = mapping.global_qconfig
+    if not per_channel and default is not None:
+        default = QConfig(activation=default.activation, weight=default_weight_observer)
+        mapping = mapping.set_global(default)
+    if only_layers is not None:
+        mapping = mapping.set_global(None)
+        for name in only_layers:
+            mapping = mapping.set_module_name(name, default)
+    for name in float_layers:
+        mapping = mapping.set_module_name(name, None)
+    return mapping
+
+
+def _observers(gm: GraphModule) -> dict[str, nn.Module]:
+    """The activation observers of a prepared model, by the graph node each one observes."""
+    found = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and "activation_post_process" in str(node.target) and node.args:
+            found[str(getattr(node.args[0], "name", node.args[0]))] = gm.get_submodule(str(node.target))
+    return found
+
+
+def _prepare(calibrated: CalibratedInt8, mapping: Any) -> GraphModule:
+    """The float model prepared with ``mapping``, its observers holding the full calibration's statistics:
+    calibration runs in float, so a tensor observed under any mapping sees the same values, and each tensor
+    is quantized with the ranges the full int8 model uses for it (where the full model shares one observer
+    across an op that keeps quantization parameters — a max-pool's input and output — both tensors'
+    values count, as they do for the full model)."""
+    from torch.ao.quantization.quantize_fx import prepare_fx
+
+    prepared = prepare_fx(copy.deepcopy(calibrated.float_model), mapping, (calibrated.calibration[0][:1],))
+    full, observers = _observers(calibrated.prepared), _observers(prepared)
+    if all(node in full and type(full[node]) is type(obs) for node, obs in observers.items()):
+        for node, observer in observers.items():
+            observer.load_state_dict(full[node].state_dict())
+    else:  # a tensor the full calibration did not observe: observe this layout itself
+        with torch.inference_mode():
+            for batch in calibrated.calibration:
+                prepared(batch)
+    return prepared
+
+
+def calibrate_torch_int8(model: nn.Module, calibration: Sequence[torch.Tensor], backend: str = "x86",
+                         per_channel: bool = True) -> CalibratedInt8:
+    """Insert the engine's observers into a copy of ``model`` (every layer quantizable) and run all
+    ``calibration`` batches through it once.
+
+    Raises:
+        RuntimeError: the engine is not available in this torch build.
+        ValueError: no calibration batch.
+    """
+    if backend not in torch.backends.quantized.supported_engines:
+        raise RuntimeError(
+            f"quantization_backend {backend!r} is not supported by this torch build "
+            f"(supported: {torch.backends.quantized.supported_engines})."
+        )
+    if not calibration:
+        raise ValueError("int8 calibration needs at least one batch; got none.")
+    torch.backends.quantized.engine = backend
+    float_model = copy.deepcopy(model).eval().float()
+    with _silenced():
+        from torch.ao.quantization.quantize_fx import prepare_fx
+
+        prepared = prepare_fx(copy.deepcopy(float_model), _mapping(backend, per_channel), (calibration[0][:1],))
+        with torch.inference_mode():
+            for batch in calibration:
+                prepared(batch)
+    return CalibratedInt8(float_model, prepared, tuple(calibration), backend, per_channel)
+
+
+def convert_torch_int8(calibrated: CalibratedInt8, float_layers: Sequence[str] = (),
+                       only_layers: Sequence[str] | None = None) -> nn.Module:
+    """Convert a calibrated model to int8 kernels, keeping ``float_layers`` in float (or quantizing only
+    ``only_layers``). The layer choice is made at FX prepare time, as if calibrated for it alone (a float
+    layer's fused activation stays float too); the observers take the stored calibration's statistics."""
+    torch.backends.quantized.engine = calibrated.backend
+    with _silenced():
+        from torch.ao.quantization.quantize_fx import convert_fx
+
+        if not float_layers and only_layers is None:
+            prepared = copy.deepcopy(calibrated.prepared)
+        else:
+            prepared = _prepare(calibrated, _mapping(calibrated.backend, calibrated.per_channel, float_layers,
+                                                     only_layers))
+        return convert_fx(prepared).eval()
 
 
 def quantize_torch_int8(model: nn.Module, calibration: Sequence[torch.Tensor], backend: str = "x86",
                         per_channel: bool = True, float_layers: Sequence[str] = (),
                         only_layers: Sequence[str] | None = None) -> nn.Module:
-    """Static PTQ: observe ``calibration`` batches, convert to int8 kernels.
+    """Static PTQ: observe ``calibration`` batches, convert to int8 kernels (``calibrate_torch_int8`` then
+    ``convert_torch_int8``).
 
     Args:
         model: float model (copied, not modified).
@@ -35,39 +157,8 @@ def quantize_torch_int8(model: nn.Module, calibration: Sequence[torch.Tensor], b
     Raises:
         RuntimeError: the engine is not available in this torch build.
     """
-    if backend not in torch.backends.quantized.supported_engines:
-        raise RuntimeError(
-            f"quantization_backend {backend!r} is not supported by this torch build "
-            f"(supported: {torch.backends.quantized.supported_engines})."
-        )
-    if not calibration:
-        raise ValueError("int8 calibration needs at least one batch; got none.")
-    torch.backends.quantized.engine = backend
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated.*")
-        warnings.filterwarnings("ignore", message=r".*reduce_range will be deprecated.*")
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.ao\..*")
-        warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*deprecated.*")
-        from torch.ao.quantization import QConfig, default_weight_observer, get_default_qconfig_mapping
-        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
-        mapping = get_default_qconfig_mapping(backend)
-        default = mapping.global_qconfig
-        if not per_channel and default is not None:
-            default = QConfig(activation=default.activation, weight=default_weight_observer)
-            mapping = mapping.set_global(default)
-        if only_layers is not None:
-            mapping = mapping.set_global(None)
-            for name in only_layers:
-                mapping = mapping.set_module_name(name, default)
-        for name in float_layers:
-            mapping = mapping.set_module_name(name, None)
-        float_model = copy.deepcopy(model).eval().float()
-        prepared = prepare_fx(float_model, mapping, (calibration[0][:1],))
-        with torch.inference_mode():
-            for batch in calibration:
-                prepared(batch)
-        return convert_fx(prepared).eval()
+    return convert_torch_int8(calibrate_torch_int8(model, calibration, backend, per_channel), float_layers,
+                              only_layers)
 
 
 def is_quantized_module(m: nn.Module) -> bool:

@@ -27,8 +27,8 @@ from torch import nn
 
 from .base import BuildContext, VariantBuildError
 from .layers import LayerInfo, layer_report, onnx_layers, torch_layer_precisions, torch_layers
-from .precisions import Precision, TorchBuild, int8_onnx_file, register_precision
-from .quantize import quantize_torch_int8
+from .precisions import Precision, TorchBuild, int8_onnx_file, register_precision, torch_int8_calibration
+from .quantize import convert_torch_int8
 
 __all__ = ["LayerSensitivity", "SensitivityReport", "layer_sensitivity", "mixed_search", "sqnr_db"]
 
@@ -120,11 +120,10 @@ def _torch_report(model: nn.Module, ctx: BuildContext) -> SensitivityReport:
     x, y = _validation(ctx)
     base = copy.deepcopy(model).float().eval()
     layers = torch_layers(base, x)
-    q = ctx.quantization
-    calib = [b.float() for b in ctx.calibration]
+    calibrated = torch_int8_calibration(model, ctx)
 
     def logits_of(layer: LayerInfo) -> np.ndarray:
-        return _torch_logits(quantize_torch_int8(base, calib, q.engine, q.channelwise, only_layers=[layer.name]), x)
+        return _torch_logits(convert_torch_int8(calibrated, only_layers=[layer.name]), x)
 
     float_acc, rows = _measure(layers, logits_of, _torch_logits(base, x), y)
     return _rank("torch", ctx.parent_key, float_acc, rows)
@@ -200,11 +199,11 @@ def _mixed_torch(model: nn.Module, ctx: BuildContext, channels_last: bool) -> To
     x, y = _validation(ctx)
     q = ctx.quantization
     base = copy.deepcopy(model).float().eval()
-    calib = [b.float() for b in ctx.calibration]
+    calibrated = torch_int8_calibration(model, ctx)
     built: dict[tuple[str, ...], nn.Module] = {}
 
     def accuracy(floats: list[str]) -> float:
-        built[tuple(floats)] = quantize_torch_int8(base, calib, q.engine, q.channelwise, float_layers=floats)
+        built[tuple(floats)] = convert_torch_int8(calibrated, float_layers=floats)
         return float((_torch_logits(built[tuple(floats)], x).argmax(1) == y).mean())
 
     floats, steps = mixed_search(report, accuracy, ctx.max_accuracy_drop, ctx.max_float_mac_fraction)
