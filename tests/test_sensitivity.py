@@ -139,6 +139,7 @@ def test_one_torch_calibration_serves_int8_and_every_mixed_search_conversion(pla
 def test_one_ort_calibration_per_parent_and_options(planted, digits8, tmp_path, monkeypatch):
     import dataclasses
     import importlib
+    import json
 
     from edge_opt.config import QuantizationConfig
     from edge_opt.variants.onnx_tools import fp32_onnx_path
@@ -161,3 +162,7 @@ def test_one_ort_calibration_per_parent_and_options(planted, digits8, tmp_path, 
         ctx, dataclasses.replace(ctx, quantization=QuantizationConfig(calibration_method="entropy")),
         dataclasses.replace(ctx, calibration=digits8.calibration_batches(2)))}
     assert len(other) == 3
+    cache = ort_calibration_cache(fp32, ctx)
+    cache.write_text('{"truncated', encoding="utf-8")  # damaged on disk: calibrated again, same file out
+    int8_onnx_file(fp32, ctx, tmp_path / "repaired.onnx")
+    assert (tmp_path / "repaired.onnx").read_bytes() == first and len(made) == 2 and json.loads(cache.read_text())

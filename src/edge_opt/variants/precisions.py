@@ -226,12 +226,19 @@ def ort_calibration_cache(fp32: Path, ctx: BuildContext) -> Path:
     """Where ORT keeps the tensor ranges calibrated on ``fp32`` with the point's options
     (``quantize_static``'s ``calibration_cache_path``): one calibration of a parent serves int8, every layer
     of the sensitivity pass and every step of int8_mixed's search. Named by the file (path, size, mtime),
-    the options, the op types quantized and the calibration batches, so a changed input is calibrated anew."""
+    the options, the op types quantized and the calibration batches, so a changed input is calibrated anew; a
+    file that no longer reads as JSON is removed, so the next build calibrates again."""
     st = fp32.stat()
     batches = [(tuple(b.shape), round(float(b.double().sum()), 6)) for b in ctx.calibration]
     text = json.dumps([str(fp32.resolve()), st.st_size, st.st_mtime_ns, ctx.quantization.model_dump_json(),
                        ctx.ort_op_types_to_quantize, batches], default=str)
-    return ctx.workdir / "calibration" / f"{fp32.stem}_{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+    path = ctx.workdir / "calibration" / f"{fp32.stem}_{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+    try:
+        if path.is_file():
+            json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # damaged on disk (ORT writes it atomically): calibrate again in its place
+        path.unlink(missing_ok=True)
+    return path
 
 
 def int8_onnx_file(fp32: Path, ctx: BuildContext, out: Path, exclude: Sequence[str] = (),
