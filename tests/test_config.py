@@ -39,6 +39,8 @@ def _err(data) -> list[str]:
     ("onnx_exporter", "onnx2", "torchscript"),
     ("benchmark_interrupted_factor", 0.8, "above 1"),
     ("benchmark_group_size", 0, "greater than or equal to 1"),
+    ("benchmark_instances", 0, "greater than or equal to 1"),
+    ("benchmark_instances", 65, "less than or equal to 64"),
 ])
 def test_invalid_value_names_key_allowed_and_given(key, value, needle):
     errors = _err({key: value})

@@ -122,7 +122,7 @@ def test_variants_measured_together_take_their_samples_in_interleaved_rounds(tra
             order.append(_name)
             return _inner(p)
 
-        variants.append(replace(v, run=run))
+        variants.append(replace(v, run=run, replicate=None))  # timed as built
     s = BenchmarkSettings(repeats=8, trials=2, warmup=1, rounds=4, target_rel_ci=0.0, max_extra_rounds=0,
                           interrupted_factor=0.0)
     a, b = measure_variants(variants, digits8.val_loader, s)
@@ -165,7 +165,7 @@ def _counting_variant(model, x, slow_call: int | None = None, sleep_s: float = 0
             time.sleep(sleep_s)
         return inner(p)
 
-    return replace(v, run=run), calls
+    return replace(v, run=run, replicate=None), calls  # timed as built: the counting run itself
 
 
 def test_by_default_each_round_takes_one_sample_of_every_variant(trained_small, digits8):
@@ -200,6 +200,63 @@ def test_an_interrupted_sample_is_set_aside_and_retaken(trained_small, digits8):
     rec = measure_variants([variant], digits8.val_loader, kept_all)[0]
     assert rec.latency.interrupted_ms == () and rec.latency.n == 8
     assert max(rec.latency.samples_ms) > 1.5 * rec.latency.median  # factor 0: every sample counts
+
+
+def test_the_rounds_rotate_over_fresh_instances_of_each_variant(trained_small, digits8):
+    from dataclasses import replace
+
+    from edge_opt.metrics import BenchmarkSettings, MeasurementRecord, measure_variants
+    from edge_opt.variants.backends import wrap_torch_module
+
+    x = next(iter(digits8.val_loader))[0][:1]
+    v = wrap_torch_module(trained_small, "fp32", [x])
+    built_calls, made = {"after": 0}, []
+    built = v.run
+
+    def built_run(p):
+        built_calls["after"] += bool(made)  # a call once the timed instances exist
+        return built(p)
+
+    def replicate():
+        fresh, counter = v.replicate(), {"n": 0}
+        made.append(counter)
+
+        def run(p):
+            counter["n"] += 1
+            return fresh(p)
+        return run
+
+    s = BenchmarkSettings(repeats=12, trials=2, warmup=1, target_rel_ci=0.0, max_extra_rounds=0, interrupted_factor=0.0,
+                          instances=3)
+    rec = measure_variants([replace(v, run=built_run, replicate=replicate)], digits8.val_loader, s)[0]
+    assert len(made) == 3 and rec.latency.instances == 3 and rec.latency.n == 12
+    assert built_calls["after"] == 0  # the built object answers the accuracy pass only
+    counts = [c["n"] for c in made]  # the first also sizes the samples and times the batch throughput
+    assert counts[1] == counts[2] > 0 and counts[0] > counts[1]  # every instance timed, the same rounds each
+    assert MeasurementRecord.from_dict(rec.to_dict()).latency.instances == 3
+    alone = measure_variants([replace(v, run=built_run, replicate=None)], digits8.val_loader, s)[0]
+    assert alone.latency.instances == 1 and built_calls["after"] > 0  # no replicate: the built one is timed
+
+
+def test_a_large_variant_gets_fewer_instances_than_asked():
+    from dataclasses import replace
+
+    from edge_opt.metrics import INSTANCE_BYTES_BUDGET, instance_count
+    from edge_opt.variants.backends import wrap_torch_module
+
+    v = wrap_torch_module(torch.nn.Linear(4, 2), "fp32")
+    assert instance_count(v, 4) == 4
+    assert instance_count(replace(v, parameter_bytes=INSTANCE_BYTES_BUDGET // 2), 4) == 2
+    assert instance_count(replace(v, parameter_bytes=INSTANCE_BYTES_BUDGET * 3), 4) == 1
+    assert instance_count(replace(v, replicate=None), 4) == 1
+
+
+@pytest.mark.parametrize("instances", [0, -1, 65])
+def test_an_instance_count_out_of_range_is_refused(instances):
+    from edge_opt.metrics import BenchmarkSettings
+
+    with pytest.raises(ValueError, match="'instances'"):
+        BenchmarkSettings(instances=instances)
 
 
 def test_interrupted_samples_survive_the_record_round_trip():

@@ -117,6 +117,16 @@ def test_a_group_spans_pruning_levels_and_its_variants_are_timed_together(traine
     levels = sorted({p.pruning_level for p in points[:8]})
     assert len(levels) > 1  # the first group holds points of two parents
     assert len(results) == len(points) == 12 and together == [8] * 8 + [4] * 4  # the last group: what is left
+    assert {r.measurement.latency.instances for r in results if r.measurement is not None} == {4}  # the default
+
+
+def test_the_instance_count_is_part_of_the_point_key_and_of_each_row(trained_small, digits8, tmp_path):
+    base = config_from_dict({"output_dir": str(tmp_path)})
+    two = config_from_dict({"output_dir": str(tmp_path), "benchmark_instances": 2})
+    assert point_key(base, ConfigPoint(0.5, "fp32", "torch")) != point_key(two, ConfigPoint(0.5, "fp32", "torch"))
+    cfg = config_from_dict(tiny_config_dict(tmp_path, benchmark_instances=2, pruning_levels=[0.0]))
+    rows = [r.row() for r in Sweep(trained_small, digits8, cfg, tmp_path).run()]
+    assert rows and {row["latency_instances"] for row in rows if row.get("error") is None} == {2}
 
 
 def test_progress_names_each_variant_as_it_is_built(trained_small, digits8, tmp_path):

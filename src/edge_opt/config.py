@@ -357,6 +357,8 @@ class StudyConfig(BaseModel):
     latency_batch_size: int = Field(default=1, ge=1, le=65536)
     # a latency sample longer than this × the variant's median was interrupted: set aside and retaken (0: keep all)
     benchmark_interrupted_factor: float = Field(default=1.5, ge=0, le=100)
+    # latency rounds rotate over this many independent instances of each variant (runtime sessions, module copies)
+    benchmark_instances: int = Field(default=4, ge=1, le=64)
     # at most this many new variants are built, then measured together in interleaved rounds, then stored
     benchmark_group_size: int = Field(default=32, ge=1, le=100_000)
     # how a PyTorch parent becomes the ONNX file the ONNX-based runtimes load (see variants.onnx_tools.export_onnx)

@@ -15,7 +15,7 @@ import functools
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -32,8 +32,8 @@ from .timing import split_interrupted
 from .variants.backends import PRECISIONS, Variant, state_dict_bytes, torch_kernel_precision, wrap_torch_module
 
 __all__ = [
-    "BenchmarkSettings", "LatencySamples", "MeasurementRecord", "ModelLike", "PerfMetrics", "as_variant",
-    "calls_per_sample", "collect_metrics", "evaluate_accuracy", "evaluate_predictions", "latency_differs",
+    "INSTANCE_BYTES_BUDGET", "BenchmarkSettings", "LatencySamples", "MeasurementRecord", "ModelLike", "PerfMetrics", "as_variant",
+    "calls_per_sample", "collect_metrics", "evaluate_accuracy", "evaluate_predictions", "instance_count", "latency_differs",
     "latency_samples", "measure_latency", "measure_latency_distribution", "measure_variant", "measure_variants",
     "memory_violations", "model_memory_mb", "pinned",
 ]
@@ -85,6 +85,7 @@ class LatencySamples:
     # samples set aside as interrupted (longer than BenchmarkSettings.interrupted_factor × the median): kept here,
     # out of every statistic
     interrupted_ms: tuple[float, ...] = ()
+    instances: int = 1  # independent instances of the build (sessions, module copies) the rounds rotated over
 
     @property
     def n(self) -> int:
@@ -164,7 +165,8 @@ class MeasurementRecord:
             backend=d["backend"], precision=d["precision"], kernel_precision=d["kernel_precision"],
             parameter_bytes=int(d["parameter_bytes"]),
             latency=LatencySamples(int(lat["batch_size"]), tuple(lat["samples_ms"]), int(lat["runs_per_sample"]),
-                                   int(lat.get("rounds", 1)), tuple(lat.get("interrupted_ms") or ())),
+                                   int(lat.get("rounds", 1)), tuple(lat.get("interrupted_ms") or ()),
+                                   int(lat.get("instances", 1))),
             batch_latency=LatencySamples(int(batch["batch_size"]), tuple(batch["samples_ms"]),
                                          int(batch["runs_per_sample"])),
             correct=tuple(bool(c) for c in d["correct"]),
@@ -322,6 +324,9 @@ class BenchmarkSettings:
         interrupted_factor: a latency sample longer than this × the median of the variant's samples was
             interrupted (another process took the core for a large part of it): it is set aside (recorded, out of
             the mean, CI and percentiles) and another one taken; 0 keeps every sample.
+        instances: the rounds rotate over this many independent instances of each variant (its ``replicate``:
+            a new runtime session, a module copy), so a row does not rest on one instance's memory placement;
+            fewer for a variant without ``replicate`` or whose copies would pass ``INSTANCE_BYTES_BUDGET``.
     """
 
     repeats: int = 20
@@ -336,8 +341,11 @@ class BenchmarkSettings:
     rounds: int | None = None
     pin: bool = True
     interrupted_factor: float = 1.5
+    instances: int = 1
 
     def __post_init__(self) -> None:
+        if not 1 <= self.instances <= 64:
+            raise ValueError(f"The 'instances' parameter must be an int in [1, 64]. Got {self.instances!r} instead.")
         f = self.interrupted_factor
         if not (f == 0 or (math.isfinite(f) and f > 1)):
             raise ValueError("The 'interrupted_factor' parameter must be 0 (keep every sample) or a finite number "
@@ -385,9 +393,8 @@ class _Timing:
     """One variant's latency samples while several are measured in interleaved rounds."""
 
     variant: Variant
-    single: Any
     runs: int
-    timer: Timer
+    instances: list[tuple[Callable[[Any], Any], Any, Timer]]  # (run, prepared input, timer) of each instance
     samples: list[float] = field(default_factory=list)
     rounds: int = 0
     joules: float = 0.0
@@ -406,23 +413,48 @@ class _Timing:
 _RAPL_MIN_WINDOW_S = 0.02  # the counters update about every millisecond
 
 
-def _start_timing(variant: Variant, x: torch.Tensor, s: BenchmarkSettings) -> _Timing:
-    single = variant.prepare(x)
+INSTANCE_BYTES_BUDGET = 256 * 2**20  # extra instances of a variant are made while all of them stay within this
+
+
+def instance_count(variant: Variant, wanted: int) -> int:
+    """How many instances of ``variant`` its latency rounds rotate over: ``wanted``, or 1 without
+    ``replicate`` (the built one), or fewer when that many copies of its parameters would pass
+    ``INSTANCE_BYTES_BUDGET`` (at least one copy is made whatever its size)."""
+    if variant.replicate is None:
+        return 1
+    return max(1, min(wanted, INSTANCE_BYTES_BUDGET // max(variant.parameter_bytes, 1)))
+
+
+def _instance(run: Callable[[Any], Any], variant: Variant, x: torch.Tensor,
+              s: BenchmarkSettings) -> tuple[Callable[[Any], Any], Any, Timer]:
+    single = variant.prepare(x.clone())  # its own input buffer too
     for _ in range(s.warmup):
-        variant.run(single)
-    timer = Timer(stmt="run(x)", globals={"run": variant.run, "x": single}, num_threads=s.threads)
-    return _Timing(variant, single, calls_per_sample(variant.run, single, s.trials, s.min_sample_ms / 1e3), timer)
+        run(single)
+    return run, single, Timer(stmt="run(x)", globals={"run": run, "x": single}, num_threads=s.threads)
+
+
+def _start_timing(variant: Variant, x: torch.Tensor, s: BenchmarkSettings) -> _Timing:
+    """The instances a variant is timed on: fresh ones from ``replicate`` (allocated as a deployment that loads
+    the build allocates them, apart from the built object the accuracy pass just ran on the whole validation
+    split — in one study here three built torch int8 modules ran 20–25 % slower than fresh copies of
+    themselves), else the built one."""
+    make = variant.replicate
+    runs = [make() for _ in range(instance_count(variant, s.instances))] if make else [variant.run]
+    instances = [_instance(run, variant, x, s) for run in runs]
+    first = instances[0]
+    return _Timing(variant, calls_per_sample(first[0], first[1], s.trials, s.min_sample_ms / 1e3), instances)
 
 
 def _round(t: _Timing, n: int, reader: RaplReader) -> None:
-    """``n`` more samples of one variant, after a quarter sample's worth of untimed calls (the previous variant
-    may have evicted this one's weights from the caches); package energy is summed over the samples when the
-    host has RAPL counters."""
+    """``n`` more samples of one variant on its next instance, after a quarter sample's worth of untimed calls
+    (the previous variant may have evicted this one's weights from the caches); package energy is summed over
+    the samples when the host has RAPL counters."""
+    run, single, timer = t.instances[t.rounds % len(t.instances)]
     for _ in range(max(1, t.runs // 4)):
-        t.variant.run(t.single)
+        run(single)
     start = reader.read_uj() if reader.available else None
     t0 = time.perf_counter()
-    t.samples += [t.timer.timeit(t.runs).mean * 1e3 for _ in range(n)]
+    t.samples += [timer.timeit(t.runs).mean * 1e3 for _ in range(n)]
     if start is not None:
         t.joules += reader.delta_j(start, reader.read_uj())
         t.energy_s += time.perf_counter() - t0
@@ -452,10 +484,11 @@ def _interleaved(timings: Sequence[_Timing], s: BenchmarkSettings, reader: RaplR
         pending = [t for t in timings if len(t.samples) < budget and t.ci_too_wide(s)]
 
 
-def _batch_latency(variant: Variant, x_batch: torch.Tensor, s: BenchmarkSettings) -> LatencySamples:
+def _batch_latency(t: _Timing, x_batch: torch.Tensor, s: BenchmarkSettings) -> LatencySamples:
+    run, variant = t.instances[0][0], t.variant  # the first instance the latency rounds timed
     prepared = variant.prepare(x_batch)
-    variant.run(prepared)
-    timer = Timer(stmt="run(x)", globals={"run": variant.run, "x": prepared}, num_threads=s.threads)
+    run(prepared)
+    timer = Timer(stmt="run(x)", globals={"run": run, "x": prepared}, num_threads=s.threads)
     m = timer.blocked_autorange(min_run_time=s.throughput_min_time_s)
     return LatencySamples(len(x_batch), tuple(t * 1e3 for t in m.times), m.number_per_run)
 
@@ -496,7 +529,7 @@ def measure_variants(models: Sequence[ModelLike], loader: DataLoader, settings: 
             evaluated = [evaluate_predictions(v, loader) for v in variants]
             timings = [_start_timing(v, x_batch[:s.latency_batch_size], s) for v in variants]
             _interleaved(timings, s, reader)
-            batches = [_batch_latency(v, x_batch, s) for v in variants]
+            batches = [_batch_latency(t, x_batch, s) for t in timings]
     finally:
         torch.set_num_threads(previous_threads)
     env = {**environment(s.threads), "pinned_cores": list(cores) if cores else None, "interleaved_with": len(variants)}
@@ -509,7 +542,7 @@ def _record(t: _Timing, evaluated: tuple[tuple[bool, ...], bool], batch: Latency
             power_watts: float, latency_multiplier: float, batch_size: int,
             interrupted_factor: float) -> MeasurementRecord:
     kept, interrupted = t.split(interrupted_factor)
-    lat = LatencySamples(batch_size, tuple(kept), t.runs, t.rounds, tuple(interrupted))
+    lat = LatencySamples(batch_size, tuple(kept), t.runs, t.rounds, tuple(interrupted), len(t.instances))
     if t.calls and math.isfinite(t.joules) and t.energy_s >= _RAPL_MIN_WINDOW_S:
         energy = EnergyEstimate(t.joules / t.calls, "rapl", "package-wide RAPL counters")
     else:  # the seed's definition: power × latency of one inference

@@ -138,7 +138,7 @@ class VariantResult:
                 "latency_batch_size": rec.latency.batch_size, "batch_size": rec.batch_latency.batch_size,
                 "n_eval": len(rec.correct), "latency_samples": rec.latency.n,
                 "calls_per_sample": rec.latency.runs_per_sample, "latency_rounds": rec.latency.rounds,
-                "latency_interrupted": len(rec.latency.interrupted_ms),
+                "latency_interrupted": len(rec.latency.interrupted_ms), "latency_instances": rec.latency.instances,
                 "pinned_cores": _cores(rec.environment.get("pinned_cores")),
                 "latency_samples_ms": list(rec.latency.samples_ms),
                 "batch_latency_samples_ms": list(rec.batch_latency.samples_ms),

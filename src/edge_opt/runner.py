@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 # Bump when the measuring code changes what a stored number means: invalidates stored points.
-MEASURE_VERSION = "4"
+MEASURE_VERSION = "5"
 # Store key prefix of a point a search built but did not time (its memory broke the active budget).
 UNTIMED_PREFIX = "untimed:"
 BASELINE_POINT = ConfigPoint(0.0, "fp32", "torch")
@@ -121,7 +121,8 @@ def point_key(cfg: StudyConfig, point: ConfigPoint) -> str:
         **_precision_key_fields(cfg, point),
         "threads": cfg.threads, "bench": [cfg.benchmark_repeats, cfg.benchmark_trials, cfg.benchmark_warmup,
                                           cfg.latency_batch_size, cfg.benchmark_min_sample_ms,
-                                          cfg.benchmark_target_rel_ci, cfg.benchmark_interrupted_factor],
+                                          cfg.benchmark_target_rel_ci, cfg.benchmark_interrupted_factor,
+                                          cfg.benchmark_instances],
         "power_watts": cfg.power_watts,
         "measure_version": MEASURE_VERSION, "runtimes": runtime_versions(),
         **({"onnx_exporter": cfg.onnx_exporter} if _reads_onnx(cfg, point) else {}),
@@ -184,7 +185,7 @@ def benchmark_settings(cfg: StudyConfig) -> BenchmarkSettings:
     return BenchmarkSettings(repeats=cfg.benchmark_repeats, trials=cfg.benchmark_trials, warmup=cfg.benchmark_warmup,
                              latency_batch_size=cfg.latency_batch_size, threads=cfg.threads,
                              min_sample_ms=cfg.benchmark_min_sample_ms, target_rel_ci=cfg.benchmark_target_rel_ci,
-                             interrupted_factor=cfg.benchmark_interrupted_factor)
+                             interrupted_factor=cfg.benchmark_interrupted_factor, instances=cfg.benchmark_instances)
 
 
 class StudyInterrupted(Exception):

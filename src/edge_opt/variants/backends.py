@@ -9,6 +9,7 @@ behaviour lives in ``edge_opt.variants.precisions``, not here.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from .precisions import PRECISIONS, PrecisionSpec, get_precision, list_precision
 
 __all__ = [
     "BACKENDS", "BACKEND_KINDS", "PRECISIONS", "BuildContext", "PrecisionSpec", "Variant", "VariantBuildError",
-    "backend_supports", "build_onnx_file", "build_variant", "parent_onnx_layers", "export_onnx", "list_backends", "list_precisions", "onnx_initializer_bytes",
+    "backend_supports", "build_onnx_file", "build_variant", "parent_onnx_layers", "export_onnx", "list_backends", "list_precisions", "module_runner", "onnx_initializer_bytes",
     "onnx_variant", "optimized_graph_ops", "register_backend", "state_dict_bytes", "torch_kernel_precision",
     "wrap_torch_module",
 ]
@@ -83,13 +84,19 @@ def _torch_variant(model: nn.Module | None, precision: str, ctx: BuildContext, c
     m = build.module
     meta = {"memory_format": "channels_last" if channels_last else "contiguous", **build.metadata}
 
+    return Variant(backend=name, precision=precision, kernel_precision=torch_kernel_precision(m),
+                   parameter_bytes=state_dict_bytes(m), metadata=meta, prepare=build.prepare, run=module_runner(m),
+                   to_logits=lambda out: out.float().numpy(), module=m,
+                   replicate=lambda: module_runner(copy.deepcopy(m)))
+
+
+def module_runner(m: nn.Module) -> Callable[[Any], torch.Tensor]:
+    """``run`` of a torch module: one prepared batch under inference mode."""
     def run(x: Any) -> torch.Tensor:
         with torch.inference_mode():
             return m(x)
 
-    return Variant(backend=name, precision=precision, kernel_precision=torch_kernel_precision(m),
-                   parameter_bytes=state_dict_bytes(m), metadata=meta, prepare=build.prepare, run=run,
-                   to_logits=lambda out: out.float().numpy(), module=m)
+    return run
 
 
 def wrap_torch_module(model: nn.Module, precision: str | None = None,
@@ -111,13 +118,10 @@ def wrap_torch_module(model: nn.Module, precision: str | None = None,
     if kernel == precision and precision != "fp32":
         dtype = get_precision(precision).torch_dtype or torch.float32
 
-        def run(x: Any) -> torch.Tensor:
-            with torch.inference_mode():
-                return model(x)
-
         return Variant(backend="torch", precision=precision, kernel_precision=kernel,
                        parameter_bytes=state_dict_bytes(model), metadata={"wrapped": True},
-                       prepare=lambda x: x.to(dtype), run=run, to_logits=lambda out: out.float().numpy(), module=model)
+                       prepare=lambda x: x.to(dtype), run=module_runner(model), to_logits=lambda out: out.float().numpy(),
+                       module=model, replicate=lambda: module_runner(copy.deepcopy(model)))
     if get_precision(precision).quantized and not calibration:
         raise ValueError(f"The 'precision' parameter {precision!r} needs calibration batches for a float module "
                          "(or pass an already quantized module).")

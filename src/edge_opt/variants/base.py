@@ -64,6 +64,10 @@ class Variant:
 
     ``prepare`` converts a float32 NCHW tensor to the backend's native input once, outside
     any timed region; ``run`` executes one prepared batch; ``predict`` returns float32 logits.
+    ``replicate`` (None where a backend cannot) returns the ``run`` of an independent instance of the same
+    build (a new runtime session over the same file, a copy of the module): latency is measured over
+    several, since one instance's memory placement can make it several % faster or slower than another's.
+    A copy made with another ``run`` (``dataclasses.replace``) should replace or clear ``replicate`` too.
     """
 
     backend: str
@@ -76,6 +80,7 @@ class Variant:
     to_logits: Callable[[Any], np.ndarray]
     module: nn.Module | None = None
     onnx_path: Path | None = None
+    replicate: Callable[[], Callable[[Any], Any]] | None = None
 
     def predict(self, x: torch.Tensor) -> np.ndarray:
         """Float32 logits for a float32 NCHW batch."""

@@ -6,7 +6,7 @@ import copy
 import logging
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -210,8 +210,15 @@ def onnx_variant(path: str | Path, precision: str, threads: int = 1, metadata: d
                             "providers": ["CPUExecutionProvider"]},
         "onnxruntime_version": ort.__version__,
     })
-    run_ = sess.run
     input_name = sess.get_inputs()[0].name
+
+    def session_runner(session: Any) -> Callable[[Any], Any]:
+        return lambda x: session.run(None, {input_name: x})[0]
+
+    def replicate() -> Callable[[Any], Any]:
+        return session_runner(ort.InferenceSession(str(path), ort_session_options(threads),
+                                                   providers=["CPUExecutionProvider"]))
+
     return Variant(
         backend=backend,
         precision=precision,
@@ -219,7 +226,8 @@ def onnx_variant(path: str | Path, precision: str, threads: int = 1, metadata: d
         parameter_bytes=onnx_initializer_bytes(path),
         metadata=meta,
         prepare=lambda x: np.ascontiguousarray(x.float().numpy()),
-        run=lambda x: run_(None, {input_name: x})[0],
+        run=session_runner(sess),
         to_logits=lambda out: np.asarray(out, dtype=np.float32),
         onnx_path=path,
+        replicate=replicate,
     )
