@@ -484,8 +484,8 @@ def _interleaved(timings: Sequence[_Timing], s: BenchmarkSettings, reader: RaplR
         pending = [t for t in timings if len(t.samples) < budget and t.ci_too_wide(s)]
 
 
-def _batch_latency(t: _Timing, x_batch: torch.Tensor, s: BenchmarkSettings) -> LatencySamples:
-    run, variant = t.instances[0][0], t.variant  # the first instance the latency rounds timed
+def _batch_latency(timing: _Timing, x_batch: torch.Tensor, s: BenchmarkSettings) -> LatencySamples:
+    run, variant = timing.instances[0][0], timing.variant  # the first instance the latency rounds timed
     prepared = variant.prepare(x_batch)
     run(prepared)
     timer = Timer(stmt="run(x)", globals={"run": run, "x": prepared}, num_threads=s.threads)
