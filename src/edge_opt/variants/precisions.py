@@ -197,9 +197,9 @@ def torch_int8_calibration(model: nn.Module, ctx: BuildContext, channels_last: b
     key = (ctx.parent_key, q.model_dump_json(), channels_last)
     slot = ctx.cache.get("torch_int8_calibration")
     if slot is None or slot[0] != key or slot[2] is not ctx.calibration:
-        base = copy.deepcopy(model).float().eval()
+        base = model  # calibrate_torch_int8 works on float copies of its own; Module.to is in place, hence a copy here
         if channels_last:
-            base = base.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            base = copy.deepcopy(model).float().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         calib = [_channels_last(b.float(), channels_last) for b in ctx.calibration]
         slot = (key, calibrate_torch_int8(base, calib, q.engine, q.channelwise), ctx.calibration)
         ctx.cache["torch_int8_calibration"] = slot
