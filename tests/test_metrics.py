@@ -238,6 +238,28 @@ def test_the_rounds_rotate_over_fresh_instances_of_each_variant(trained_small, d
     assert alone.latency.instances == 1 and built_calls["after"] > 0  # no replicate: the built one is timed
 
 
+def test_a_copy_with_another_run_is_timed_through_that_run_not_the_original_runtime(trained_small, digits8):
+    from dataclasses import replace
+
+    from edge_opt.metrics import BenchmarkSettings, measure_variants
+    from edge_opt.variants.backends import wrap_torch_module
+
+    x = next(iter(digits8.val_loader))[0][:1]
+    v = wrap_torch_module(trained_small, "fp32", [x])
+    assert v.replicas is v.replicate  # the backend's own replicas copy its own run
+    calls = {"n": 0}
+
+    def counting(p):
+        calls["n"] += len(p) == 1  # the latency phase's single inputs (accuracy and throughput run batches)
+        return v.run(p)
+
+    copy = replace(v, run=counting)  # replicate left as it was
+    assert copy.replicas is None
+    s = BenchmarkSettings(repeats=6, trials=2, warmup=1, max_extra_rounds=0, interrupted_factor=0.0, instances=3)
+    rec = measure_variants([copy], digits8.val_loader, s)[0]
+    assert rec.latency.instances == 1 and calls["n"] >= 6 * 2  # every timed sample went through `counting`
+
+
 def test_a_large_variant_gets_fewer_instances_than_asked():
     from dataclasses import replace
 

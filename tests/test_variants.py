@@ -75,6 +75,21 @@ def test_ort_int8_verified_and_close_to_fp32(trained_small, digits8, tmp_path):
     assert abs(evaluate_accuracy(int8, digits8.val_loader) - evaluate_accuracy(fp32, digits8.val_loader)) <= 0.02
 
 
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_ort_histogram_calibration_prints_nothing_on_the_study_display(method, trained_small, digits8, tmp_path,
+                                                                        capsys, caplog):
+    import logging
+
+    from edge_opt.config import QuantizationConfig
+
+    ctx = _ctx(digits8, tmp_path, quantization=QuantizationConfig(calibration_method=method))
+    with caplog.at_level(logging.DEBUG, logger="edge_opt.variants.precisions"):
+        v = build_variant("onnxruntime", trained_small, "int8", ctx)
+    assert v.kernel_precision == "int8" and v.metadata["calibration_method"] == method
+    assert capsys.readouterr().out == ""  # ORT prints "Collecting tensor data …" for these calibrators
+    assert "histogram" in caplog.text  # kept, for whoever turns on debug logging
+
+
 def test_ort_int8_without_quantized_ops_is_an_error(trained_small, digits8, tmp_path):
     ctx = _ctx(digits8, tmp_path, ort_op_types_to_quantize=["LSTM"])  # nothing in the graph matches
     with pytest.raises(VariantBuildError, match="no quantized op"):

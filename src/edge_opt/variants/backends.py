@@ -19,7 +19,7 @@ from torch import nn
 
 from ..registry import Registry
 from . import sensitivity as _sensitivity  # noqa: F401 — registers the int8_mixed precision
-from .base import BuildContext, Variant, VariantBuildError, state_dict_bytes, torch_kernel_precision
+from .base import BuildContext, Replicas, Variant, VariantBuildError, state_dict_bytes, torch_kernel_precision
 from .layers import LayerInfo, onnx_layers
 from .onnx_tools import (
     export_onnx,
@@ -84,10 +84,11 @@ def _torch_variant(model: nn.Module | None, precision: str, ctx: BuildContext, c
     m = build.module
     meta = {"memory_format": "channels_last" if channels_last else "contiguous", **build.metadata}
 
+    run = module_runner(m)
     return Variant(backend=name, precision=precision, kernel_precision=torch_kernel_precision(m),
-                   parameter_bytes=state_dict_bytes(m), metadata=meta, prepare=build.prepare, run=module_runner(m),
+                   parameter_bytes=state_dict_bytes(m), metadata=meta, prepare=build.prepare, run=run,
                    to_logits=lambda out: out.float().numpy(), module=m,
-                   replicate=lambda: module_runner(copy.deepcopy(m)))
+                   replicate=Replicas(run, lambda: module_runner(copy.deepcopy(m))))
 
 
 def module_runner(m: nn.Module) -> Callable[[Any], torch.Tensor]:
@@ -118,10 +119,11 @@ def wrap_torch_module(model: nn.Module, precision: str | None = None,
     if kernel == precision and precision != "fp32":
         dtype = get_precision(precision).torch_dtype or torch.float32
 
+        run = module_runner(model)
         return Variant(backend="torch", precision=precision, kernel_precision=kernel,
                        parameter_bytes=state_dict_bytes(model), metadata={"wrapped": True},
-                       prepare=lambda x: x.to(dtype), run=module_runner(model), to_logits=lambda out: out.float().numpy(),
-                       module=model, replicate=lambda: module_runner(copy.deepcopy(model)))
+                       prepare=lambda x: x.to(dtype), run=run, to_logits=lambda out: out.float().numpy(),
+                       module=model, replicate=Replicas(run, lambda: module_runner(copy.deepcopy(model))))
     if get_precision(precision).quantized and not calibration:
         raise ValueError(f"The 'precision' parameter {precision!r} needs calibration batches for a float module "
                          "(or pass an already quantized module).")

@@ -14,7 +14,7 @@ from torch import nn
 from ..config import QuantizationConfig
 from .quantize import is_quantized_module
 
-__all__ = ["BuildContext", "Variant", "VariantBuildError", "state_dict_bytes", "torch_kernel_precision"]
+__all__ = ["BuildContext", "Replicas", "Variant", "VariantBuildError", "state_dict_bytes", "torch_kernel_precision"]
 
 
 class VariantBuildError(RuntimeError):
@@ -29,7 +29,9 @@ class BuildContext:
         calibration: exactly the batches int8 calibration uses.
         example_input: one input batch (shape and dtype reference).
         workdir: where files (ONNX graphs, metadata) go.
-        parent_key: identifies the float parent (pruning level etc.) so exports are shared.
+        parent_key: identifies the float parent (pruning level etc.): its ONNX export, int8 calibrations and
+            sensitivity results are shared under it, so one context serves one model per key (build another
+            model with ``dataclasses.replace(ctx, parent_key=...)``).
         quantization: the int8 options.
         threads: intra-op threads of the runtime session.
         ort_op_types_to_quantize: None = ORT's default set; used by tests to force an unquantized graph.
@@ -59,6 +61,19 @@ class BuildContext:
 
 
 @dataclass(frozen=True, eq=False)
+class Replicas:
+    """Makes independent instances of one ``run`` (``of``): each call of ``make`` returns the ``run`` of a new
+    runtime session over the same file, or of a copy of the module. A ``Variant`` uses it only while its
+    ``run`` is still ``of``, so a copy made with another ``run`` is not timed through the original runtime."""
+
+    of: Callable[[Any], Any]
+    make: Callable[[], Callable[[Any], Any]]
+
+    def __call__(self) -> Callable[[Any], Any]:
+        return self.make()
+
+
+@dataclass(frozen=True, eq=False)
 class Variant:
     """A runnable, self-describing build of one config point.
 
@@ -67,7 +82,9 @@ class Variant:
     ``replicate`` (None where a backend cannot) returns the ``run`` of an independent instance of the same
     build (a new runtime session over the same file, a copy of the module): latency is measured over
     several, since one instance's memory placement can make it several % faster or slower than another's.
-    A copy made with another ``run`` (``dataclasses.replace``) should replace or clear ``replicate`` too.
+    The backends give a ``Replicas`` bound to their ``run``: a copy made with another ``run``
+    (``dataclasses.replace``) keeps it but ``replicas`` is then None, and that ``run`` itself is timed;
+    a plain callable given as ``replicate`` is trusted to copy whatever ``run`` is.
     """
 
     backend: str
@@ -81,6 +98,13 @@ class Variant:
     module: nn.Module | None = None
     onnx_path: Path | None = None
     replicate: Callable[[], Callable[[Any], Any]] | None = None
+
+    @property
+    def replicas(self) -> Callable[[], Callable[[Any], Any]] | None:
+        """What makes fresh instances of this variant's ``run``: ``replicate``, unless it is a ``Replicas``
+        of another ``run`` (a copy with a replaced ``run``), or None."""
+        r = self.replicate
+        return None if isinstance(r, Replicas) and r.of is not self.run else r
 
     def predict(self, x: torch.Tensor) -> np.ndarray:
         """Float32 logits for a float32 NCHW batch."""

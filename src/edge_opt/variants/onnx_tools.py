@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import BuildContext, Variant, VariantBuildError
+from .base import BuildContext, Replicas, Variant, VariantBuildError
 from .layers import LayerInfo, layer_report, ort_layer_precisions
 
 __all__ = [
@@ -219,6 +219,7 @@ def onnx_variant(path: str | Path, precision: str, threads: int = 1, metadata: d
         return session_runner(ort.InferenceSession(str(path), ort_session_options(threads),
                                                    providers=["CPUExecutionProvider"]))
 
+    run = session_runner(sess)
     return Variant(
         backend=backend,
         precision=precision,
@@ -226,8 +227,8 @@ def onnx_variant(path: str | Path, precision: str, threads: int = 1, metadata: d
         parameter_bytes=onnx_initializer_bytes(path),
         metadata=meta,
         prepare=lambda x: np.ascontiguousarray(x.float().numpy()),
-        run=session_runner(sess),
+        run=run,
         to_logits=lambda out: np.asarray(out, dtype=np.float32),
         onnx_path=path,
-        replicate=replicate,
+        replicate=Replicas(run, replicate),
     )

@@ -9,8 +9,10 @@ one ``register_precision`` call here; the backends that support it need nothing 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
+import io
 import json
 import logging
 import warnings
@@ -261,8 +263,9 @@ def int8_onnx_file(fp32: Path, ctx: BuildContext, out: Path, exclude: Sequence[s
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # ORT logs its "consider pre-processing" notice on the root logger
+    chatter = io.StringIO()  # ORT's histogram calibrators print their progress: kept off the study's display
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
             warnings.simplefilter("ignore")
             quantize_static(str(fp32), str(out), CalibrationReader(ctx.calibration, onnx_input_name(fp32)),
                             quant_format=QuantFormat.QDQ, per_channel=q.channelwise,
@@ -271,6 +274,8 @@ def int8_onnx_file(fp32: Path, ctx: BuildContext, out: Path, exclude: Sequence[s
                             calibration_cache_path=ort_calibration_cache(fp32, ctx), **kwargs)
     finally:
         root.setLevel(level)
+        if chatter.getvalue():
+            logging.getLogger(__name__).debug("onnxruntime calibration: %s", chatter.getvalue().strip())
     meta = {"quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ", "per_channel": q.channelwise,
             "activation_type": "QInt8", "weight_type": "QInt8", "calibration_method": q.method,
             **_calibration_meta(ctx), "quantization_parameters": _qdq_parameters(out)}
