@@ -36,6 +36,7 @@ WORK = RESULTS / "tmp_bench"
 
 
 def study_throughput(cfg) -> dict:
+    threads = torch.get_num_threads()  # training and building use the process's threads (measuring: cfg.threads)
     t0 = time.perf_counter()
     res = run_study(cfg, fresh=True)
     wall = time.perf_counter() - t0
@@ -48,6 +49,7 @@ def study_throughput(cfg) -> dict:
     return {"wall_s": wall, "stages_s": tm, "training_s": training, "timed_inference_s": inference,
             "overhead_s": overhead, "overhead_fraction": overhead / wall, "variants": variants,
             "per_variant_s": per_variant, "variants_stage_per_variant_s": tm.get("variants", 0) / variants,
+            "torch_threads": threads,
             "goal_overhead_fraction": 0.12, "goal_wall_s": 40.0, "goal_per_variant_s": 0.8,
             "met": overhead / wall <= 0.12 and wall <= 40.0 and per_variant <= 0.8}, res
 
@@ -79,6 +81,17 @@ def speedups(res) -> dict:
     return out
 
 
+def _int8_vs_fp32(backend: str, model, ctx, x128, threads: int) -> dict:
+    lat = {}
+    for precision in ("fp32", "int8"):
+        v = build_variant(backend, model, precision, ctx)
+        for bs, x in (("batch1", x128[:1]), ("batch128", x128)):
+            runs = 20 if bs == "batch1" else 2
+            s = latency_samples(v.run, v.prepare(x), repeats=10, runs=runs, warmup=3, threads=threads)
+            lat[(precision, bs)] = float(np.median(s))
+    return lat
+
+
 def int8_wide_cnn(threads: int = 1) -> dict:
     data = load_data("digits", image_size=28, batch_size=128, dataloader_seed=0)
     torch.manual_seed(0)
@@ -88,15 +101,13 @@ def int8_wide_cnn(threads: int = 1) -> dict:
                        threads=threads)
     x128 = next(iter(data.val_loader))[0]
     out = {}
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    for backend in ("torch", "onnxruntime"):
-        lat = {}
-        for precision in ("fp32", "int8"):
-            v = build_variant(backend, model, precision, ctx)
-            for bs, x in (("batch1", x128[:1]), ("batch128", x128)):
-                runs = 20 if bs == "batch1" else 2
-                s = latency_samples(v.run, v.prepare(x), repeats=10, runs=runs, warmup=3, threads=threads)
-                lat[(precision, bs)] = float(np.median(s))
+    try:
+        lats = {backend: _int8_vs_fp32(backend, model, ctx, x128, threads) for backend in ("torch", "onnxruntime")}
+    finally:  # the next run's studies train and build with the process's own threads, as the first run's did
+        torch.set_num_threads(before)
+    for backend, lat in lats.items():
         out[backend] = {f"{p}_{b}_ms": t for (p, b), t in lat.items()}
         out[backend]["int8_speedup_batch1"] = lat[("fp32", "batch1")] / lat[("int8", "batch1")]
         out[backend]["int8_speedup_batch128"] = lat[("fp32", "batch128")] / lat[("int8", "batch128")]
