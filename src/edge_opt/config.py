@@ -349,7 +349,7 @@ class StudyConfig(BaseModel):
     max_accuracy_drop: float = Field(default=0.01, ge=0, le=1)
     cpu_frequency_scale: float = Field(default=0.5, ge=0.001, le=1)
     threads: int = Field(default=1, ge=1, le=1024)
-    benchmark_repeats: int = Field(default=30, ge=2, le=100_000)
+    benchmark_repeats: int = Field(default=40, ge=2, le=100_000)
     benchmark_trials: int = Field(default=10, ge=1, le=100_000)
     benchmark_warmup: int = Field(default=5, ge=0, le=100_000)
     benchmark_min_sample_ms: float = Field(default=5.0, ge=0, le=10_000)
