@@ -52,6 +52,19 @@ def test_torch_int8_is_really_quantized_and_smaller(trained_small, digits8, tmp_
     assert "output_scale" in layer and "weight_scales" in layer
 
 
+def test_the_fx_flow_records_no_stack_traces_and_restores_the_setting(trained_small, digits8):
+    import torch.fx.config as fx_config
+
+    from edge_opt.variants.quantize import calibrate_torch_int8, convert_torch_int8
+
+    before = fx_config.do_not_emit_stack_traces
+    calibrated = calibrate_torch_int8(trained_small, digits8.calibration_batches(2))
+    converted = convert_torch_int8(calibrated, float_layers=["fc"] if hasattr(trained_small, "fc") else ())
+    nodes = [*calibrated.prepared.graph.nodes, *converted.graph.nodes]
+    assert nodes and all(not n.stack_trace for n in nodes)  # FX would otherwise record one per node
+    assert fx_config.do_not_emit_stack_traces == before  # the user's setting is left as it was
+
+
 def test_torch_fp16_halves_memory(trained_small, digits8, tmp_path):
     fp32 = build_variant("torch", trained_small, "fp32", _ctx(digits8, tmp_path))
     fp16 = build_variant("torch", trained_small, "fp16", _ctx(digits8, tmp_path))
