@@ -68,6 +68,57 @@ def test_cache_levels_from_sysfs(tmp_path):
     assert cache_levels(tmp_path) == [("L1d", 48 << 10), ("L2", 2 << 20), ("L3", 32 << 20)]
 
 
+_LEVELS = [("L1d", 48 << 10), ("L2", 2 << 20), ("L3", 480 << 20)]  # a VM reporting a huge shared L3
+
+
+def _copy_model(overhead_s: float, l1_gbps: float | None):
+    """Seconds of a copy on a machine with a fixed call overhead and one bandwidth per level (None: L1 copies
+    cost nothing beyond the call)."""
+    taken: list[int] = []
+
+    def seconds(nbytes, threads, min_run_time):
+        taken.append(nbytes)
+        if nbytes <= 48 << 10:
+            return overhead_s + (nbytes / (l1_gbps * 1e9) if l1_gbps else 0.0)
+        gbps = 100.0 if nbytes <= 2 << 20 else 30.0 if nbytes <= 32 << 20 else 14.0
+        return overhead_s + nbytes / (gbps * 1e9)
+
+    return seconds, taken
+
+
+def test_the_copy_sweep_takes_the_call_overhead_off_every_point(monkeypatch):
+    import edge_opt.roofs as roofs
+
+    seconds, taken = _copy_model(overhead_s=0.6e-6, l1_gbps=400.0)
+    monkeypatch.setattr(roofs, "_copy_seconds", seconds)
+    levels = roofs.copy_sweep(1, 0.1, _LEVELS)
+    assert [m["level"] for m in levels] == ["L1d", "L2", "L3", "DRAM"]
+    gbps = {m["level"]: m["gbps"] for m in levels}
+    # a 24 KB copy alone reads 24 KB / 0.66 µs = 37 GB/s, below L2: the overhead taken off, 400
+    assert gbps == pytest.approx({"L1d": 400.0, "L2": 100.0, "L3": 30.0, "DRAM": 14.0}, rel=0.01)
+    assert gbps["L1d"] > gbps["L2"] > gbps["L3"] > gbps["DRAM"]
+    # the sweep: 1 KB of call overhead first, then a quarter and a half of each level (L3 capped), then DRAM
+    assert taken == [roofs.COPY_BASE_BYTES, 12 << 10, 24 << 10, 512 << 10, 1 << 20, 16 << 20, 32 << 20,
+                     roofs.DRAM_SET]
+    assert [[p["working_set_bytes"] for p in m["sweep"]] for m in levels][:3] == [[12 << 10, 24 << 10],
+                                                                                   [512 << 10, 1 << 20],
+                                                                                   [16 << 20, 32 << 20]]
+    assert all(m["method"] == "copy time less a 1 KB copy's" for m in levels)
+
+
+def test_a_copy_not_told_from_the_call_overhead_is_a_lower_bound_and_says_so(monkeypatch):
+    import edge_opt.roofs as roofs
+
+    seconds, _ = _copy_model(overhead_s=0.6e-6, l1_gbps=None)  # L1 copies all overhead: nothing to subtract
+    monkeypatch.setattr(roofs, "_copy_seconds", seconds)
+    l1 = roofs.copy_sweep(1, 0.1, _LEVELS)[0]
+    assert "lower bound" in l1["method"] and l1["gbps"] == pytest.approx((24 << 10) / 0.6e-6 / 1e9)
+    # placed against the faster L2 roof all the same
+    machine = {"peak_compute_gmacs": 50.0, "memory_bandwidth_gbps": 14.0,
+               "memory_roofs": roofs.copy_sweep(1, 0.1, _LEVELS)}
+    assert roofs.place("fp32", 16 << 10, machine)["memory_roof_gbps"] == pytest.approx(100.0, rel=0.01)
+
+
 def test_nominal_peak_is_reported_with_its_method():
     nominal = nominal_peak_gmacs(1)
     assert "FMA" in nominal["nominal_method"]

@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 HARDWARE_DPI = 180  # the hardware seed's contract: 180 DPI, tight layout
-CALIBRATION_VERSION = 2  # 2: compute roofs per precision, memory roofs per cache level
+CALIBRATION_VERSION = 3  # 2: compute roofs per precision, memory roofs per cache level; 3: copy sweep less call overhead
 
 
 @dataclass(frozen=True)

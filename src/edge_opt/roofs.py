@@ -3,9 +3,11 @@
 Compute roofs per precision: fp32 is the best of ``torch.matmul`` over several large shapes and
 ONNX Runtime's MatMul; int8 is ``torch._int_mm`` (the VNNI/AMX path where the CPU has it); bf16 and
 fp16 are ``torch.matmul`` in that dtype (reported only when faster than fp32, i.e. when the CPU has
-native kernels). Memory roofs per cache level: a copy of a working set sized to half of each cache
-level the host reports (``/sys/devices/system/cpu/cpu0/cache``), and of a set 4× the last level for
-DRAM. The CPU's nominal fp32 peak (cores × SIMD lanes × 2 FMA units × clock) is reported beside the
+native kernels). Memory roofs per cache level: a sweep of copies whose working sets (source + destination)
+are a quarter and a half of each cache level the host reports (``/sys/devices/system/cpu/cpu0/cache``), and
+a 256 MB set for DRAM. A copy's time less that of a 1 KB copy (the call's fixed overhead, about 0.6 µs with
+torch here) is the time its bytes took; without that subtraction an L1-sized copy is mostly call overhead
+and read 37 GB/s here where the difference reads about 400. A level's roof is the best of its sweep points. The CPU's nominal fp32 peak (cores × SIMD lanes × 2 FMA units × clock) is reported beside the
 measured one. A variant is placed against the compute roof of the precision its kernels run and the
 memory roof of the smallest level its working set (weights + largest activation) fits in.
 """
@@ -22,11 +24,13 @@ import numpy as np
 import torch
 from torch.utils.benchmark import Timer
 
-__all__ = ["DRAM_SET", "GEMM_SHAPES", "MAX_LEVEL_SET", "cache_levels", "measure_roofs", "nominal_peak_gmacs", "place"]
+__all__ = ["COPY_BASE_BYTES", "DRAM_SET", "GEMM_SHAPES", "MAX_LEVEL_SET", "cache_levels", "copy_sweep", "measure_roofs", "nominal_peak_gmacs", "place"]
 
 GEMM_SHAPES = ((1024, 1024, 1024), (2048, 2048, 2048), (512, 4096, 512))  # (m, k, n)
 MAX_LEVEL_SET = 32 << 20  # a virtual machine may report a huge shared cache; its copy set stays bounded
 DRAM_SET = 256 << 20
+COPY_BASE_BYTES = 1 << 10  # a copy this small is all call overhead: its time is taken off every sweep point
+_RESOLVABLE = 0.05  # a copy whose own bytes take less than this share of its time gives only a lower bound
 _CACHE = Path("/sys/devices/system/cpu/cpu0/cache")
 
 
@@ -107,11 +111,49 @@ def _ort_gemm(threads: int, min_run_time: float, n: int = 2048) -> float:
         return _rate("sess.run(None, {'a': a})", {"sess": sess, "a": a}, n**3, threads, min_run_time)
 
 
-def _copy_gbps(nbytes: int, threads: int, min_run_time: float) -> float:
-    n = max(nbytes // 2 // 4, 256)  # source and destination together fill the working set
+def _copy_seconds(nbytes: int, threads: int, min_run_time: float) -> float:
+    """Median seconds of one ``dst.copy_(src)`` where source and destination together fill ``nbytes``."""
+    n = max(nbytes // 2 // 4, 16)
     src, dst = torch.randn(n), torch.empty(n)
     t = Timer("dst.copy_(src)", globals={"src": src, "dst": dst}, num_threads=threads)
-    return 2 * n * 4 / t.blocked_autorange(min_run_time=min_run_time).median / 1e9
+    return float(t.blocked_autorange(min_run_time=min_run_time).median)
+
+
+def _sweep_point(nbytes: int, seconds: float, base_seconds: float) -> dict[str, Any]:
+    """One working set's bandwidth: its bytes over its time less the call overhead (a 1 KB copy's time); when
+    that difference is too small to resolve, the whole time (a lower bound, and said so)."""
+    extra = seconds - base_seconds
+    if extra > _RESOLVABLE * seconds:
+        return {"working_set_bytes": nbytes, "seconds": seconds,
+                "gbps": (nbytes - COPY_BASE_BYTES) / extra / 1e9, "method": "copy time less a 1 KB copy's"}
+    return {"working_set_bytes": nbytes, "seconds": seconds, "gbps": nbytes / seconds / 1e9,
+            "method": "whole copy time (call overhead not separable): a lower bound"}
+
+
+def _level_sets(levels: list[tuple[str, int]]) -> list[tuple[str, int | None, tuple[int, ...]]]:
+    """(level, size, working sets of its sweep): a quarter and a half of each level (above the level below it,
+    at most ``MAX_LEVEL_SET``), then DRAM."""
+    out: list[tuple[str, int | None, tuple[int, ...]]] = []
+    below = 0
+    for name, size in levels:
+        top = min(size // 2, MAX_LEVEL_SET)
+        out.append((name, size, tuple(sorted({w for w in (top // 2, top) if w > below} or {top}))))
+        below = size
+    return [*out, ("DRAM", None, (DRAM_SET,))]
+
+
+def copy_sweep(threads: int, min_run_time: float,
+               levels: list[tuple[str, int]] | None = None) -> list[dict[str, Any]]:
+    """Memory roofs, smallest level first and DRAM last: each level's best sweep point (``level``,
+    ``size_bytes``, ``working_set_bytes``, ``gbps``, ``method``) with every point it took (``sweep``)."""
+    base = _copy_seconds(COPY_BASE_BYTES, threads, min_run_time)
+    roofs = []
+    for name, size, sets in _level_sets(cache_levels() if levels is None else levels):
+        points = [_sweep_point(w, _copy_seconds(w, threads, min_run_time), base) for w in sets]
+        best = max(points, key=lambda p: p["gbps"])
+        roofs.append({"level": name, "size_bytes": size, "working_set_bytes": best["working_set_bytes"],
+                      "gbps": best["gbps"], "method": best["method"], "sweep": points})
+    return roofs
 
 
 def _gemm_at(dtype: torch.dtype, threads: int, min_run_time: float) -> Callable[[], float]:
@@ -139,11 +181,7 @@ def measure_roofs(threads: int = 1, min_run_time: float = 0.1) -> dict[str, Any]
         for name, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
             rate = _measured(_gemm_at(dtype, threads, min_run_time))
             compute[name] = rate if rate and rate > torch_fp32 else None  # no native kernels: no roof
-        memory = [{"level": name, "size_bytes": size, "working_set_bytes": min(size // 2, MAX_LEVEL_SET),
-                   "gbps": _copy_gbps(min(size // 2, MAX_LEVEL_SET), threads, min_run_time)}
-                  for name, size in cache_levels()]
-        memory.append({"level": "DRAM", "size_bytes": None, "working_set_bytes": DRAM_SET,
-                       "gbps": _copy_gbps(DRAM_SET, threads, min_run_time)})
+        memory = copy_sweep(threads, min_run_time)
     finally:
         torch.set_num_threads(prev)
     return {"compute_roofs_gmacs": compute, "memory_roofs": memory,
@@ -166,7 +204,7 @@ def place(kernel_precision: str | None, working_set_bytes: float, machine: dict[
     levels = machine["memory_roofs"]  # smallest first, DRAM last
     first = next((i for i, m in enumerate(levels) if m["size_bytes"] and working_set_bytes <= m["size_bytes"]),
                  len(levels) - 1)
-    # data that fits a level fits every larger one too: its roof is the fastest of those (a small copy's call
-    # overhead can make a measured L1 figure lower than L2's)
+    # data that fits a level fits every larger one too: its roof is the fastest of those (a level whose copy
+    # time could not be told from the call overhead has only a lower bound, which may sit below L2's)
     best = max(levels[first:], key=lambda m: m["gbps"])
     return {**out, "memory_roof_gbps": float(best["gbps"]), "memory_level": levels[first]["level"]}
