@@ -5,6 +5,7 @@ import math
 
 import pandas as pd
 import pytest
+import torch
 
 from edge_opt.analysis import placed_summary, working_set_bytes
 from edge_opt.roofs import cache_levels, nominal_peak_gmacs, place
@@ -117,6 +118,27 @@ def test_a_copy_not_told_from_the_call_overhead_is_a_lower_bound_and_says_so(mon
     machine = {"peak_compute_gmacs": 50.0, "memory_bandwidth_gbps": 14.0,
                "memory_roofs": roofs.copy_sweep(1, 0.1, _LEVELS)}
     assert roofs.place("fp32", 16 << 10, machine)["memory_roof_gbps"] == pytest.approx(100.0, rel=0.01)
+
+
+@pytest.mark.parametrize("ort_int8,roof", [(1200.0, 1200.0), (600.0, 800.0), (None, 800.0)])
+def test_the_int8_roof_is_the_best_of_torch_and_onnxruntime_int8_kernels(monkeypatch, ort_int8, roof):
+    import edge_opt.roofs as roofs
+
+    def torch_gemm(dtype, threads, min_run_time, shapes=roofs.GEMM_SHAPES):
+        return {torch.int8: 800.0, torch.float32: 100.0}.get(dtype, 50.0)
+
+    def ort_gemm(threads, min_run_time, n=2048, op="MatMul"):
+        if op == "MatMulInteger" and ort_int8 is None:
+            raise ImportError("no onnxruntime")
+        return {"MatMul": 90.0, "MatMulInteger": ort_int8}[op]
+
+    monkeypatch.setattr(roofs, "_torch_gemm", torch_gemm)
+    monkeypatch.setattr(roofs, "_ort_gemm", ort_gemm)
+    monkeypatch.setattr(roofs, "copy_sweep", lambda threads, min_run_time: [])
+    measured = roofs.measure_roofs(1)
+    assert measured["compute_roofs_gmacs"]["int8"] == roof and measured["compute_roofs_gmacs"]["fp32"] == 100.0
+    assert measured["int8_peak_sources"] == {"torch._int_mm best of shapes": 800.0,
+                                             "onnxruntime MatMulInteger uint8 × int8 2048³": ort_int8}
 
 
 def test_nominal_peak_is_reported_with_its_method():

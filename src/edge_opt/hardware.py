@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 HARDWARE_DPI = 180  # the hardware seed's contract: 180 DPI, tight layout
-CALIBRATION_VERSION = 3  # 2: compute roofs per precision, memory roofs per cache level; 3: copy sweep less call overhead
+CALIBRATION_VERSION = 4  # 2: roofs per precision and cache level; 3: copy sweep less call overhead; 4: ORT int8
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ def measure_machine(threads: int = 1, gemm_n: int = 2048, copy_mb: int = 128, mi
     """Measure this host's roofs (``edge_opt.roofs.measure_roofs``) in the calibration's record.
 
     Peak: the best fp32 GEMM rate (``torch.matmul`` over several large shapes, ONNX Runtime's MatMul);
-    int8: ``torch._int_mm``; bandwidth: the DRAM copy (read + write); plus the per-precision compute
+    int8: the best of ``torch._int_mm`` and ONNX Runtime's MatMulInteger; bandwidth: the DRAM copy (read + write); plus the per-precision compute
     roofs, the per-cache-level memory roofs and the CPU's nominal peak. ``gemm_n`` and ``copy_mb`` are
     kept for callers of earlier releases (the shapes and working sets are now fixed sweeps).
 
@@ -188,7 +188,8 @@ def measure_machine(threads: int = 1, gemm_n: int = 2048, copy_mb: int = 128, mi
         "threads": threads,
         "peak_method": "best of torch.matmul fp32 over several large shapes and ONNX Runtime's MatMul (median of "
                        "blocked_autorange each)",
-        "int8_method": "torch._int_mm int8 GEMM" if compute.get("int8") else "not available",
+        "int8_method": ("best of torch._int_mm over several large shapes and ONNX Runtime's MatMulInteger (uint8 × "
+                        "int8)") if compute.get("int8") else "not available",
         "bandwidth_method": f"tensor copy of {dram['working_set_bytes'] // 1_000_000} MB (read + write)",
         "hostname": socket.gethostname(),
         "cpu_model": cpu_model(),

@@ -1,14 +1,15 @@
 """The machine's roofs, measured with the best kernels the installed libraries have.
 
 Compute roofs per precision: fp32 is the best of ``torch.matmul`` over several large shapes and
-ONNX Runtime's MatMul; int8 is ``torch._int_mm`` (the VNNI/AMX path where the CPU has it); bf16 and
+ONNX Runtime's MatMul; int8 the best of ``torch._int_mm`` over those shapes and ONNX Runtime's
+MatMulInteger with uint8 activations × int8 weights (the VNNI/AMX paths where the CPU has them); bf16 and
 fp16 are ``torch.matmul`` in that dtype (reported only when faster than fp32, i.e. when the CPU has
 native kernels). Memory roofs per cache level: a sweep of copies whose working sets (source + destination)
 are a quarter and a half of each cache level the host reports (``/sys/devices/system/cpu/cpu0/cache``), and
 a 256 MB set for DRAM. A copy's time less that of a 1 KB copy (the call's fixed overhead, about 0.6 µs with
 torch here) is the time its bytes took; without that subtraction an L1-sized copy is mostly call overhead
-and read 37 GB/s here where the difference reads about 400. A level's roof is the best of its sweep points. The CPU's nominal fp32 peak (cores × SIMD lanes × 2 FMA units × clock) is reported beside the
-measured one. A variant is placed against the compute roof of the precision its kernels run and the
+and read 37 GB/s here where the difference reads about 300. A level's roof is the best of its sweep points.
+The CPU's nominal fp32 peak (cores × SIMD lanes × 2 FMA units × clock) is reported beside the measured one. A variant is placed against the compute roof of the precision its kernels run and the
 memory roof of the smallest level its working set (weights + largest activation) fits in.
 """
 from __future__ import annotations
@@ -90,16 +91,22 @@ def _torch_gemm(dtype: torch.dtype, threads: int, min_run_time: float,
     return best
 
 
-def _ort_gemm(threads: int, min_run_time: float, n: int = 2048) -> float:
-    """ONNX Runtime's MatMul on an n×n×n fp32 product (its MLAS kernels)."""
+def _ort_gemm(threads: int, min_run_time: float, n: int = 2048, op: str = "MatMul") -> float:
+    """ONNX Runtime's MLAS kernels on an n×n×n product: ``MatMul`` in fp32, or ``MatMulInteger`` with uint8
+    activations and int8 weights (the layout its x86 int8 kernels take, VNNI/AMX where the CPU has them)."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    b = numpy_helper.from_array(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32), "b")
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
-                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
-                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])], [b])
+    rng = np.random.default_rng(0)
+    integer = op == "MatMulInteger"
+    w = rng.integers(-64, 64, (n, n)).astype(np.int8) if integer else rng.standard_normal((n, n)).astype(np.float32)
+    a = rng.integers(0, 128, (n, n)).astype(np.uint8) if integer else rng.standard_normal((n, n)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node(op, ["a", "b"], ["c"])], "gemm",
+                              [helper.make_tensor_value_info("a", TensorProto.UINT8 if integer else TensorProto.FLOAT,
+                                                             [n, n])],
+                              [helper.make_tensor_value_info("c", TensorProto.INT32 if integer else TensorProto.FLOAT,
+                                                             [n, n])], [numpy_helper.from_array(w, "b")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gemm.onnx"
@@ -107,7 +114,6 @@ def _ort_gemm(threads: int, min_run_time: float, n: int = 2048) -> float:
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        a = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
         return _rate("sess.run(None, {'a': a})", {"sess": sess, "a": a}, n**3, threads, min_run_time)
 
 
@@ -176,8 +182,10 @@ def measure_roofs(threads: int = 1, min_run_time: float = 0.1) -> dict[str, Any]
     try:
         torch_fp32 = _torch_gemm(torch.float32, threads, min_run_time)
         ort_fp32 = _measured(lambda: _ort_gemm(threads, min_run_time)) or 0.0
-        compute: dict[str, float | None] = {"fp32": max(torch_fp32, ort_fp32)}
-        compute["int8"] = _measured(lambda: _torch_gemm(torch.int8, threads, min_run_time))
+        torch_int8 = _measured(lambda: _torch_gemm(torch.int8, threads, min_run_time))
+        ort_int8 = _measured(lambda: _ort_gemm(threads, min_run_time, op="MatMulInteger"))
+        compute: dict[str, float | None] = {"fp32": max(torch_fp32, ort_fp32),
+                                            "int8": max((r for r in (torch_int8, ort_int8) if r), default=None)}
         for name, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
             rate = _measured(_gemm_at(dtype, threads, min_run_time))
             compute[name] = rate if rate and rate > torch_fp32 else None  # no native kernels: no roof
@@ -186,6 +194,8 @@ def measure_roofs(threads: int = 1, min_run_time: float = 0.1) -> dict[str, Any]
         torch.set_num_threads(prev)
     return {"compute_roofs_gmacs": compute, "memory_roofs": memory,
             "fp32_peak_sources": {"torch.matmul best of shapes": torch_fp32, "onnxruntime MatMul 2048³": ort_fp32},
+            "int8_peak_sources": {"torch._int_mm best of shapes": torch_int8,
+                                  "onnxruntime MatMulInteger uint8 × int8 2048³": ort_int8},
             **nominal_peak_gmacs(threads)}
 
 
