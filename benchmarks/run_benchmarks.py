@@ -168,7 +168,7 @@ def roofline_check(res, folder: Path) -> dict:
             "flagged_summaries": [k for k, v in summ.items() if v.get("roof_exceeded")],
             "fp32_peak_gmacs": machine.get("peak_compute_gmacs"), "fp32_peak_sources": machine.get("fp32_peak_sources"),
             "nominal_peak_gmacs": machine.get("nominal_peak_gmacs"), "nominal_method": machine.get("nominal_method"),
-            "int8_roof_gmacs": machine.get("peak_compute_gmacs_int8"),
+            "int8_roof_gmacs": machine.get("peak_compute_gmacs_int8"), "int8_peak_sources": machine.get("int8_peak_sources"),
             "int8_points_on_int8_roof": bool((pts.loc[pts["precision"] == "int8", "compute_roof_precision"]
                                               == "int8").all()),
             "met": int(pts["roof_exceeded"].sum()) == 0 and not any(v.get("roof_exceeded") for v in summ.values())
@@ -339,6 +339,7 @@ def markdown(o: dict) -> str:
         f"| max roofline efficiency, wide 64/128 CNN study ({o['wide_cnn_study']['max_point']}) / flagged | {o['wide_cnn_study']['max_point_efficiency']:.3f} / {o['wide_cnn_study']['flagged_points']} | ≤ 1.0, none | {_ok(o['wide_cnn_study']['met'])} |",
         f"| roofline efficiency, recommended at batch 128 | {(o['roofline']['recommended_batch128_efficiency'] or float('nan')):.3f} | ≤ 1.0 | — |",
         f"| fp32 roof measured / nominal | {o['roofline']['fp32_peak_gmacs']:.1f} / {o['roofline']['nominal_peak_gmacs']:.1f} GMAC/s | — | — |",
+        f"| int8 roof (torch._int_mm / ORT MatMulInteger) | {o['roofline']['int8_roof_gmacs'] or float('nan'):.0f} ({' / '.join(f'{v:.0f}' if v else '—' for v in (o['roofline']['int8_peak_sources'] or {}).values())}) GMAC/s | — | — |",
         f"| cached re-run / first run | {100 * cr['fraction_of_first']:.1f} % ({cr['wall_s']:.1f} s) | ≤ 10 % | {_ok(cr['met'])} |",
         f"| scaling: sweep time per variant (2/4/8 levels) | {per_variant} s; R² {sc['r2']:.3f} | linear | {_ok(sc['linear'])} |",
         f"| machine calibration (first / cached) | {o['machine_calibration']['first_s']:.1f} s / {o['machine_calibration']['cached_s']:.3f} s | ≤ 10 s | {_ok(o['machine_calibration']['met'])} |",
