@@ -189,7 +189,9 @@ def test_an_interrupted_sample_is_set_aside_and_retaken(trained_small, digits8):
     timed_from = calls["n"] // 2  # a call well inside the timed samples
     variant, _ = _counting_variant(trained_small, x, slow_call=timed_from, sleep_s=0.01)
     rec = measure_variants([variant], digits8.val_loader, s)[0]
-    assert 1 <= len(rec.latency.interrupted_ms) <= 2
+    # the injected 10 ms call makes its 4-call sample last at least 2.5 ms; a busy host may interrupt a
+    # 0.06 ms sample or two of its own (1 ms each here): those are set aside too
+    assert len([ms for ms in rec.latency.interrupted_ms if ms >= 10.0 / s.trials]) == 1
     assert min(rec.latency.interrupted_ms) > 1.5 * rec.latency.median
     assert rec.latency.n == 8  # the interrupted sample was replaced, not just dropped
     every = [*rec.latency.samples_ms, *rec.latency.interrupted_ms]
