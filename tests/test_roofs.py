@@ -217,6 +217,23 @@ def test_an_empty_cache_dir_setting_turns_the_host_cache_off(tmp_path, monkeypat
     assert len(count) == 2
 
 
+@pytest.mark.parametrize("damage", [{"memory_roofs": "garbage"}, {"peak_compute_gmacs": "x"},
+                                    {"memory_bandwidth_gbps": -1.0}, {"memory_roofs": [{"level": "L1d"}]},
+                                    {"compute_roofs_gmacs": {"int8": float("nan")}}, {"peak_compute_gmacs_int8": 0}])
+def test_a_damaged_stored_calibration_is_measured_again_and_replaced(tmp_path, monkeypatch, damage):
+    import json
+
+    monkeypatch.setenv("EDGE_OPT_CACHE_DIR", str(tmp_path / "host"))
+    hardware, count = _counting_measure(monkeypatch)
+    good = hardware.machine_calibration(tmp_path / "a")
+    host_file = tmp_path / "host" / "machine_calibration-1t.json"
+    for path in (host_file, tmp_path / "a" / hardware.CALIBRATION_FILE):  # same host, same version: only damaged
+        path.write_text(json.dumps({**json.loads(path.read_text()), **damage}))
+    again = hardware.machine_calibration(tmp_path / "a")
+    assert len(count) == 2 and again["peak_compute_gmacs"] == 12.0 != good["peak_compute_gmacs"]
+    assert json.loads(host_file.read_text())["peak_compute_gmacs"] == 12.0  # the host's copy is replaced too
+
+
 def test_graph_runtimes_fuse_activations_into_the_producing_layer():
     from edge_opt.analysis import layer_table
     from edge_opt.models import create_model

@@ -207,14 +207,33 @@ def host_cache_dir() -> Path | None:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edge_opt"
 
 
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _usable(doc: dict[str, Any]) -> bool:
+    """A stored calibration holds the figures a study reads: positive fp32 peak and DRAM bandwidth, optional
+    int8 peak, compute roofs by precision, memory roofs each with a level and a positive bandwidth."""
+    compute, memory = doc.get("compute_roofs_gmacs", {}), doc.get("memory_roofs", [])
+    return (_positive(doc.get("peak_compute_gmacs")) and _positive(doc.get("memory_bandwidth_gbps"))
+            and (doc.get("peak_compute_gmacs_int8") is None or _positive(doc.get("peak_compute_gmacs_int8")))
+            and isinstance(compute, dict) and all(v is None or _positive(v) for v in compute.values())
+            and isinstance(memory, list)
+            and all(isinstance(m, dict) and isinstance(m.get("level"), str) and _positive(m.get("gbps"))
+                    and (m.get("size_bytes") is None or _positive(m.get("size_bytes"))) for m in memory))
+
+
 def _read_calibration(path: Path | None, ident: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored calibration of this host, or None when absent, of another host/version, or damaged (it is then
+    measured again and rewritten)."""
     if path is None or not path.is_file():
         return None
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return doc if isinstance(doc, dict) and all(doc.get(k) == v for k, v in ident.items()) else None
+    ok = isinstance(doc, dict) and all(doc.get(k) == v for k, v in ident.items()) and _usable(doc)
+    return doc if ok else None
 
 
 def _keep_for_host(path: Path | None, doc: dict[str, Any]) -> None:
