@@ -193,7 +193,9 @@ def test_an_interrupted_sample_is_set_aside_and_retaken(trained_small, digits8):
     # 0.06 ms sample or two of its own (1 ms each here): those are set aside too
     assert len([ms for ms in rec.latency.interrupted_ms if ms >= 10.0 / s.trials]) == 1
     assert min(rec.latency.interrupted_ms) > 1.5 * rec.latency.median
-    assert rec.latency.n == 8  # the interrupted sample was replaced, not just dropped
+    # the interrupted sample was replaced, not just dropped (a 9th can stay kept on a busy host: a sample set
+    # aside against the median of fewer samples counts again once the median of all of them is higher)
+    assert rec.latency.n >= 8
     every = [*rec.latency.samples_ms, *rec.latency.interrupted_ms]
     assert max(rec.latency.samples_ms) <= 1.5 * float(np.median(every))  # the limit is 1.5 × the median of all
     kept_all = BenchmarkSettings(repeats=8, trials=4, warmup=1, target_rel_ci=0.0, max_extra_rounds=1,
