@@ -167,8 +167,8 @@ def measure_machine(threads: int = 1, gemm_n: int = 2048, copy_mb: int = 128, mi
     """Measure this host's roofs (``edge_opt.roofs.measure_roofs``) in the calibration's record.
 
     Peak: the best fp32 GEMM rate (``torch.matmul`` over several large shapes, ONNX Runtime's MatMul);
-    int8: the best of ``torch._int_mm`` and ONNX Runtime's MatMulInteger; bandwidth: the DRAM copy (read + write); plus the per-precision compute
-    roofs, the per-cache-level memory roofs and the CPU's nominal peak. ``gemm_n`` and ``copy_mb`` are
+    int8: the best of ``torch._int_mm`` and ONNX Runtime's MatMulInteger; bandwidth: the DRAM copy (read +
+    write); plus the per-precision compute roofs, the per-cache-level memory roofs and the CPU's nominal peak. ``gemm_n`` and ``copy_mb`` are
     kept for callers of earlier releases (the shapes and working sets are now fixed sweeps).
 
     Returns:

@@ -9,8 +9,9 @@ are a quarter and a half of each cache level the host reports (``/sys/devices/sy
 a 256 MB set for DRAM. A copy's time less that of a 1 KB copy (the call's fixed overhead, about 0.6 µs with
 torch here) is the time its bytes took; without that subtraction an L1-sized copy is mostly call overhead
 and read 37 GB/s here where the difference reads about 300. A level's roof is the best of its sweep points.
-The CPU's nominal fp32 peak (cores × SIMD lanes × 2 FMA units × clock) is reported beside the measured one. A variant is placed against the compute roof of the precision its kernels run and the
-memory roof of the smallest level its working set (weights + largest activation) fits in.
+The CPU's nominal fp32 peak (cores × SIMD lanes × 2 FMA units × clock) is reported beside the measured one.
+A variant is placed against the compute roof of the precision its kernels run and the memory roof of the
+smallest level its working set (weights + largest activation) fits in.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ import numpy as np
 import torch
 from torch.utils.benchmark import Timer
 
-__all__ = ["COPY_BASE_BYTES", "DRAM_SET", "GEMM_SHAPES", "MAX_LEVEL_SET", "cache_levels", "copy_sweep", "measure_roofs", "nominal_peak_gmacs", "place"]
+__all__ = ["COPY_BASE_BYTES", "DRAM_SET", "GEMM_SHAPES", "MAX_LEVEL_SET", "cache_levels", "copy_sweep", "measure_roofs",
+           "nominal_peak_gmacs", "place"]
 
 GEMM_SHAPES = ((1024, 1024, 1024), (2048, 2048, 2048), (512, 4096, 512))  # (m, k, n)
 MAX_LEVEL_SET = 32 << 20  # a virtual machine may report a huge shared cache; its copy set stays bounded
