@@ -149,6 +149,34 @@ def test_unwritable_output_dir_fails_before_training(tmp_path, capsys):
     assert "'output_dir'" in capsys.readouterr().err
 
 
+def test_an_output_dir_under_a_file_is_reported_with_the_other_keys_problems(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"output_dir": str(blocker / "sub"), "threads": "x", "bogus": 1}))
+    assert main(["run", "--config", str(p)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+    (line,) = [e for e in err if "The 'output_dir' parameter" in e]
+    assert f"{str(blocker)!r} is not a folder" in line and str(blocker / "sub") in line
+    assert main(["run", "--config", str(p), "--output-dir", str(blocker)]) == 2  # the option given is named
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and any("The '--output-dir' parameter" in e and "is not a folder" in e for e in err)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["c.yaml", "file"]
+
+
+@pytest.mark.parametrize("value,needle", [("a\x00b", "NUL"), ("x" * 300, "too long")])
+def test_an_output_dir_no_folder_can_have_is_a_config_error(value, needle):
+    (msg,) = _err({"output_dir": value})
+    assert "'output_dir'" in msg and needle in msg
+
+
+def test_an_output_dir_that_is_or_could_be_a_folder_is_valid(tmp_path):
+    assert config_from_dict({"output_dir": str(tmp_path)}).output_dir == str(tmp_path)
+    assert config_from_dict({"output_dir": str(tmp_path / "new" / "deeper")}).output_dir.endswith("deeper")
+    assert not (tmp_path / "new").exists()  # checking writes nothing
+
+
 def test_config_is_immutable():
     cfg = config_from_dict({})
     with pytest.raises(pydantic.ValidationError, match="frozen"):

@@ -246,6 +246,11 @@ def _seeds_root(root: Path) -> list[str]:
     return []
 
 
+def _option_named(errors: list[str], args: argparse.Namespace) -> list[str]:
+    """A config's errors, the output folder named as the ``--output-dir`` option when that gave it."""
+    return [e.replace("'output_dir'", "'--output-dir'") for e in errors] if args.output_dir else errors
+
+
 def _cmd_run_seeds(args: argparse.Namespace) -> int:
     from .config import ConfigError
     from .pipeline import load_study_config
@@ -253,7 +258,7 @@ def _cmd_run_seeds(args: argparse.Namespace) -> int:
     try:
         base = load_study_config(args.config, {"output_dir": args.output_dir} if args.output_dir else None)
     except ConfigError as exc:
-        return _print_errors(exc.errors)
+        return _print_errors(_option_named(exc.errors, args))
     root = Path(base.output_dir)
     errors = _seed_errors(args.seeds) or _seeds_root(root)
     if errors:
@@ -356,7 +361,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         cfg = load_study_config(args.config, {"output_dir": args.output_dir} if args.output_dir else None)
     except ConfigError as exc:
-        return _print_errors(exc.errors)
+        return _print_errors(_option_named(exc.errors, args))
     reporter = Reporter(quiet=args.quiet, verbose=args.verbose)
     with _StopSignals() as stop:
         try:

@@ -20,7 +20,7 @@ __all__ = [
     "LEGACY_QUANTIZATION_KEYS", "SCENARIO_NAMES", "ConfigError", "DeploymentConfig", "MlflowConfig", "ModelConfig",
     "QuantizationConfig", "RayConfig", "Scenario", "SearchConfig", "SearchObjective", "StudyConfig", "TargetConfig", "TrackingConfig",
     "config_from_dict",
-    "config_from_yaml", "format_validation_error", "load_config", "short_repr",
+    "config_from_yaml", "format_validation_error", "load_config", "nearest_existing", "short_repr",
 ]
 
 
@@ -38,6 +38,14 @@ _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_
 MODEL_SOURCES = ("name", "onnx", "factory", "exported", "python")
 MAX_PARAM_VALUES = 10_000
 MAX_CONFIG_VALUES = 100_000
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` when it exists, else its nearest parent that does (the root when none does)."""
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    return probe
 
 
 def _count_values(value: Any, budget: int) -> int:
@@ -405,6 +413,22 @@ class StudyConfig(BaseModel):
             raise ValueError(f"must be a list of floats in [0, 1) ({bad} out of range)")
         if len(set(v)) != len(v):
             raise ValueError("must not repeat a level")
+        return v
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_folder(cls, v: str) -> str:
+        """Reported with the other keys' problems (read only: the study proves the folder writable when it
+        starts): the folder, or the nearest part of its path that exists, must not be a file."""
+        if "\x00" in v:
+            raise ValueError("must name a writable folder (a path cannot hold a NUL character)")
+        try:
+            probe = nearest_existing(Path(v))
+            blocked = probe.exists() and not probe.is_dir()
+        except OSError as exc:  # a name too long, a folder on the way that may not be searched
+            raise ValueError(f"must name a writable folder ({exc.strerror or exc})") from None
+        if blocked:
+            raise ValueError(f"must name a writable folder ({str(probe)!r} is not a folder)")
         return v
 
     @field_validator("benchmark_interrupted_factor")

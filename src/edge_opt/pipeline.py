@@ -22,7 +22,7 @@ import torch
 from . import atomic
 from .analysis import HardwareAnalysis, analyse_hardware
 from .artifact import ExportedArtifact, export_recommended
-from .config import ConfigError, StudyConfig, load_config
+from .config import ConfigError, StudyConfig, load_config, nearest_existing
 from .data import DATASETS, DataBundle, RawDataset, load_study_data
 from .deploy import DeploymentTarget, simulate_deployment
 from .generation import (
@@ -162,11 +162,7 @@ def check_output_dir(path: str | Path, create: bool = True) -> Path:
                             f"instead ({reason})."])
 
     if not create:
-        probe = out
-        while not probe.exists():
-            if probe.parent == probe:
-                break
-            probe = probe.parent
+        probe = nearest_existing(out)
         if probe.exists() and not probe.is_dir():
             raise fail(f"{str(probe)!r} is not a folder")
         try:  # a real probe (access() says yes to root even on read-only file systems); removed at once
