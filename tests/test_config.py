@@ -162,6 +162,7 @@ def test_an_output_dir_under_a_file_is_reported_with_the_other_keys_problems(tmp
     assert main(["run", "--config", str(p), "--output-dir", str(blocker)]) == 2  # the option given is named
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and any("The '--output-dir' parameter" in e and "is not a folder" in e for e in err)
+    assert any(e.startswith("error: Unknown key 'bogus'") and "'output_dir'" in e for e in err)  # the allowed keys
     assert sorted(f.name for f in tmp_path.iterdir()) == ["c.yaml", "file"]
 
 

@@ -247,8 +247,11 @@ def _seeds_root(root: Path) -> list[str]:
 
 
 def _option_named(errors: list[str], args: argparse.Namespace) -> list[str]:
-    """A config's errors, the output folder named as the ``--output-dir`` option when that gave it."""
-    return [e.replace("'output_dir'", "'--output-dir'") for e in errors] if args.output_dir else errors
+    """A config's errors, the output folder's own line naming the ``--output-dir`` option when that gave it
+    (an unknown key's list of allowed keys still says ``output_dir``)."""
+    mine = "The 'output_dir' parameter"
+    return [e.replace(mine, "The '--output-dir' parameter", 1) if e.startswith(mine) else e
+            for e in errors] if args.output_dir else errors
 
 
 def _cmd_run_seeds(args: argparse.Namespace) -> int:
