@@ -18,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from edge_opt.device.remote import AgentClient, AgentError  # noqa: E402
 from edge_opt.pipeline import load_study_config, run_study  # noqa: E402
-from edge_opt.remote import AgentClient, AgentError  # noqa: E402
 
 TOKEN = "agent-overhead-token-0123456789"
 

@@ -23,13 +23,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from edge_opt.data import load_data  # noqa: E402
-from edge_opt.env import cpu_model, package_versions  # noqa: E402
-from edge_opt.hardware import machine_calibration  # noqa: E402
-from edge_opt.metrics import latency_samples  # noqa: E402
-from edge_opt.models import create_model  # noqa: E402
+from edge_opt.core.env import cpu_model, package_versions  # noqa: E402
+from edge_opt.hardware.tables import machine_calibration  # noqa: E402
+from edge_opt.inputs.data import load_data  # noqa: E402
+from edge_opt.inputs.models import create_model  # noqa: E402
+from edge_opt.measure.metrics import latency_samples  # noqa: E402
 from edge_opt.pipeline import load_study_config, run_study  # noqa: E402
-from edge_opt.variants.backends import BuildContext, build_variant  # noqa: E402
+from edge_opt.variants import BuildContext, build_variant  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 WORK = RESULTS / "tmp_bench"

@@ -7,7 +7,7 @@ score NSGA-II and TPE searches against it (issue: multi-objective search).
 The fixture keeps what a search sees of each point (accuracy, device latency, run-time memory, feasibility and
 the reason), read from the grid study's store. Hypervolume: accuracy (maximised) × device latency
 (minimised) over the feasible points, reference point = (lowest accuracy, highest device latency) of all
-feasible points of the exhaustive grid — see ``edge_opt.search.hypervolume_2d``.
+feasible points of the exhaustive grid — see ``edge_opt.study.search.hypervolume_2d``.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from edge_opt.config import config_from_dict  # noqa: E402
 from edge_opt.pipeline import run_study  # noqa: E402
-from edge_opt.search import judge_with, search_space  # noqa: E402
+from edge_opt.study.search import judge_with, search_space  # noqa: E402
 from search_fixture import FIXTURE, SPACE_CONFIG, replay_search, score  # noqa: E402
 
 

@@ -23,11 +23,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from edge_opt.data import load_data  # noqa: E402
-from edge_opt.metrics import measure_variants  # noqa: E402
+from edge_opt.inputs.data import load_data  # noqa: E402
+from edge_opt.measure.metrics import measure_variants  # noqa: E402
 from edge_opt.pipeline import load_study_config, run_study  # noqa: E402
-from edge_opt.runner import baseline_fingerprint, benchmark_settings, model_factory, parent_key  # noqa: E402
-from edge_opt.variants.backends import BuildContext, build_variant  # noqa: E402
+from edge_opt.study.runner import baseline_fingerprint, benchmark_settings, model_factory, parent_key  # noqa: E402
+from edge_opt.variants import BuildContext, build_variant  # noqa: E402
 from edge_opt.variants.prune import load_checkpoint  # noqa: E402
 
 WORK = ROOT / "benchmarks" / "results" / "tmp_window"

@@ -39,15 +39,15 @@ def tiny_cfg(tmp_path):
 
 @pytest.fixture(scope="session")
 def digits8():
-    from edge_opt.data import load_data
+    from edge_opt.inputs.data import load_data
 
     return load_data("digits", image_size=8, batch_size=64, dataloader_seed=0)
 
 
 @pytest.fixture(scope="session")
 def trained_small(digits8):
-    from edge_opt.models import create_model
-    from edge_opt.training import train_model
+    from edge_opt.inputs.models import create_model
+    from edge_opt.inputs.training import train_model
 
     torch.manual_seed(0)
     m = create_model("small_cnn", digits8.input_shape, digits8.num_classes, conv1_channels=8, conv2_channels=16,

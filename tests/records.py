@@ -1,9 +1,9 @@
 """Synthetic measurement records for tests of the analyse and report stages (no model runs)."""
 from __future__ import annotations
 
-from edge_opt.energy import EnergyEstimate
-from edge_opt.metrics import LatencySamples, MeasurementRecord
-from edge_opt.results import ConfigPoint, VariantResult
+from edge_opt.measure.energy import EnergyEstimate
+from edge_opt.measure.metrics import LatencySamples, MeasurementRecord
+from edge_opt.measure.records import ConfigPoint, VariantResult
 
 
 def fake_result(key: str, level: float, precision: str, backend: str, *, accuracy: float, latency_ms: list[float],

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_opt.config import StudyConfig, config_from_dict
-from edge_opt.results import ConfigPoint, VariantResult
-from edge_opt.search import Judgement, SearchOutcome, hypervolume_2d, run_search, search_space
+from edge_opt.measure.records import ConfigPoint, VariantResult
+from edge_opt.study.search import Judgement, SearchOutcome, hypervolume_2d, run_search, search_space
 
 FIXTURE = Path(__file__).parent / "data" / "search_space.json"
 

@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import cli_env
-from edge_opt.agent import RequestError, parse_measure_request
-from edge_opt.remote import AgentClient, AgentError
-from edge_opt.runtime import sha256_file
+from edge_opt.core.runtime import sha256_file
+from edge_opt.device.agent import RequestError, parse_measure_request
+from edge_opt.device.remote import AgentClient, AgentError
 
 TOKEN = "t0ken-for-the-tests-0123456789"
 SHA = "a" * 64
@@ -222,7 +222,7 @@ def test_an_agent_token_that_is_short_missing_or_a_port_in_use_exit_2(tmp_path, 
 
 
 def test_the_agent_sets_an_interrupted_sample_aside_and_takes_another():
-    from edge_opt.timing import TimingRules, time_calls
+    from edge_opt.core.stats import TimingRules, time_calls
 
     calls = {"n": 0}
 

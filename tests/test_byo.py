@@ -284,7 +284,7 @@ def test_missing_npz_and_not_an_npz(tmp_path, capsys):
 
 
 def test_layout_detection_and_override():
-    from edge_opt.readers import to_nchw
+    from edge_opt.inputs.readers import to_nchw
 
     assert to_nchw(np.zeros((5, 8, 8, 3)), "auto", "x")[1] == "NHWC"
     assert to_nchw(np.zeros((5, 3, 8, 8)), "auto", "x")[1] == "NCHW"
@@ -308,12 +308,12 @@ def test_image_folder_errors(tmp_path, capsys):
 
 
 def test_predict_refuses_nan_inputs(tmp_path, capsys):
-    from edge_opt.runtime import predict
+    from edge_opt.core.runtime import predict
 
     model = tmp_path / "m"
     model.mkdir()
     shutil.copy(EXAMPLES / "model.onnx", model / "model.onnx")
-    from edge_opt.runtime import sha256_file
+    from edge_opt.core.runtime import sha256_file
 
     (model / "manifest.json").write_text(json.dumps({
         "model_file": "model.onnx", "sha256": sha256_file(model / "model.onnx"),
@@ -328,7 +328,7 @@ def test_predict_refuses_nan_inputs(tmp_path, capsys):
 
 def test_dataset_callable_route(tmp_path):
     from edge_opt.config import config_from_dict
-    from edge_opt.data import load_study_data
+    from edge_opt.inputs.data import load_study_data
 
     (tmp_path / "mydata.py").write_text(
         "import torch\n"
@@ -344,7 +344,7 @@ def test_dataset_callable_route(tmp_path):
     data = load_study_data(cfg)
     assert (data.n_train, data.n_val, data.num_classes, data.input_shape) == (30, 10, 4, (1, 8, 8))
     assert "callable mydata:make" in data.source
-    from edge_opt.data import DataError
+    from edge_opt.inputs.data import DataError
 
     with pytest.raises(DataError, match="must return \\(train_dataset, val_dataset\\)"):
         load_study_data(config_from_dict({"dataset": "mydata:broken", "config_dir": str(tmp_path)}))
@@ -354,7 +354,7 @@ def test_dataset_callable_route(tmp_path):
 
 def test_calibration_data_path_feeds_int8_calibration(tmp_path):
     from edge_opt.config import config_from_dict
-    from edge_opt.data import load_study_data
+    from edge_opt.inputs.data import load_study_data
 
     z = _npz()
     calib = tmp_path / "calib.npz"
@@ -373,8 +373,8 @@ def test_calibration_data_path_feeds_int8_calibration(tmp_path):
 
 
 def test_preprocess_per_channel_matches_predict_normalisation():
-    from edge_opt.data import Preprocess
-    from edge_opt.runtime import normalise
+    from edge_opt.core.runtime import normalise
+    from edge_opt.inputs.data import Preprocess
 
     raw = np.random.default_rng(0).integers(0, 256, (4, 3, 5, 5)).astype(np.float32)
     pre = Preprocess(1 / 255, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))

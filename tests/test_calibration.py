@@ -10,8 +10,8 @@ import torch
 from conftest import tiny_config_dict
 from edge_opt.config import config_from_dict
 from edge_opt.pipeline import run_study
-from edge_opt.runner import Sweep, point_key, sweep_points
-from edge_opt.variants.backends import BuildContext, build_variant
+from edge_opt.study.runner import Sweep, point_key, sweep_points
+from edge_opt.variants import BuildContext, build_variant
 
 
 def test_listed_calibration_options_become_config_points(trained_small, digits8, tmp_path):
@@ -34,7 +34,7 @@ def test_listed_calibration_options_become_config_points(trained_small, digits8,
 
 
 def test_percentile_calibration_loses_less_than_minmax_on_spiky_data(trained_small, digits8, tmp_path):
-    from edge_opt.metrics import evaluate_accuracy
+    from edge_opt.measure.metrics import evaluate_accuracy
 
     rng = np.random.default_rng(0)
     calib = []

@@ -4,8 +4,8 @@ import struct
 import numpy as np
 import pytest
 
-from edge_opt.data import DataError, RawDataset, list_datasets, load_data, make_loaders, read_idx
-from edge_opt.registry import UnknownNameError
+from edge_opt.core.registry import UnknownNameError
+from edge_opt.inputs.data import DataError, RawDataset, list_datasets, load_data, make_loaders, read_idx
 
 
 def _write_idx(path, arr, dtype_code=0x08, gz=False):

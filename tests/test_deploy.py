@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from edge_opt.deploy import deployment_simulation, device_latency_factor, scale_layer_times
+from edge_opt.deploy.scenarios import deployment_simulation, device_latency_factor, scale_layer_times
 
 
 def test_empty_loader():
@@ -14,7 +14,7 @@ def test_empty_loader():
 
 
 def _summary_value(folder, key):
-    from edge_opt.loadgen import parse_summary
+    from edge_opt.deploy.loadgen import parse_summary
 
     return parse_summary((folder / "mlperf_log_summary.txt").read_text())[key]
 
@@ -59,8 +59,8 @@ def test_unattainable_server_target_is_invalid_with_loadgens_reason(trained_smal
 
 
 def test_accuracy_mode_reads_loadgens_accuracy_log(trained_small, digits8, tmp_path):
-    from edge_opt.deploy import loadgen_accuracy
-    from edge_opt.metrics import as_variant
+    from edge_opt.deploy.scenarios import loadgen_accuracy
+    from edge_opt.measure.metrics import as_variant
 
     variant = as_variant(trained_small, None, [(next(iter(digits8.val_loader))[0][:2], None)], "cpu")
     run = loadgen_accuracy(variant, digits8.val_loader, digits8.val_labels, tmp_path)
@@ -85,7 +85,7 @@ def test_study_deployment_is_loadgens(tmp_path):
     import json
 
     from edge_opt.config import config_from_dict
-    from edge_opt.loadgen import parse_summary
+    from edge_opt.deploy.loadgen import parse_summary
     from edge_opt.pipeline import run_study
 
     d = {"dataset": "digits", "image_size": 8, "epochs": 2, "fine_tune_epochs": 0, "batch_size": 64,

@@ -14,7 +14,7 @@ from conftest import ROOT
 from edge_opt.cli import main
 from edge_opt.config import config_from_dict
 from edge_opt.pipeline import run_study
-from edge_opt.variants.backends import BuildContext, build_variant
+from edge_opt.variants import BuildContext, build_variant
 
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="edge-opt[openvino] not installed"),

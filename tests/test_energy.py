@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from edge_opt.energy import RaplReader, measure_energy, proxy_energy
+from edge_opt.measure.energy import RaplReader, measure_energy, proxy_energy
 
 
 def _zone(root, name, energy, max_range=1_000_000):

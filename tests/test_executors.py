@@ -19,7 +19,7 @@ COLS = ["pruning_level", "precision", "backend", "accuracy", "memory_mb"]
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
-    from edge_opt.executors import PID_DIR_ENV
+    from edge_opt.study.executors import PID_DIR_ENV
 
     pid_dir = tmp_path_factory.mktemp("pids")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,

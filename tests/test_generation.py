@@ -3,7 +3,7 @@ import csv
 import numpy as np
 from PIL import Image
 
-from edge_opt.generation import stamp_outputs
+from edge_opt.core.generation import stamp_outputs
 
 
 def test_a_csv_gets_the_config_hash_column_and_keeps_every_cell_as_written(tmp_path):

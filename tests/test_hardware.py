@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from edge_opt.hardware import (
+from edge_opt.hardware.tables import (
     CALIBRATION_FILE,
     estimate_layerwise_stats,
     machine_calibration,
@@ -16,7 +16,7 @@ from edge_opt.hardware import (
     save_hardware_artifacts,
     summarize_hardware,
 )
-from edge_opt.models import create_model
+from edge_opt.inputs.models import create_model
 
 MODELS = [
     ("small_cnn", {"conv1_channels": 16, "conv2_channels": 32}),

@@ -25,10 +25,10 @@ from conftest import PYTHON, ROOT, cli_env
 from edge_opt import atomic
 from edge_opt.cli import main
 from edge_opt.config import ConfigError, config_from_dict, config_from_yaml
-from edge_opt.generation import CACHE_DIRS, CACHE_FILES, GENERATION_FILE, STORE_FILES, verify_generation
+from edge_opt.core.generation import CACHE_DIRS, CACHE_FILES, GENERATION_FILE, STORE_FILES, verify_generation
 from edge_opt.pipeline import rebuild_report, run_study
-from edge_opt.runner import StudyInterrupted
-from edge_opt.store import StudyStore
+from edge_opt.study.runner import StudyInterrupted
+from edge_opt.study.store import StudyStore
 
 
 def hostile_dict(out: Path, **over) -> dict:
@@ -193,8 +193,8 @@ class Killed(BaseException):
 
 def _kill_at(monkeypatch, stage: str) -> None:
     import edge_opt.pipeline as pipeline
-    import edge_opt.report_stage as report_stage
-    from edge_opt.runner import Sweep
+    import edge_opt.report.stage as report_stage
+    from edge_opt.study.runner import Sweep
 
     def die(*a, **k):
         raise Killed(stage)
@@ -501,7 +501,7 @@ def test_9_nested_aliases_give_a_short_error(tmp_path, capsys):
 
 
 def test_9_unknown_model_param_value_is_shortened():
-    from edge_opt.models import model_param_errors
+    from edge_opt.inputs.models import model_param_errors
 
     (line,) = model_param_errors("small_cnn", {"foo": list(range(100_000))})
     assert len(line) < 400
@@ -534,7 +534,7 @@ def test_10_suspicious_inputs_are_warned(tmp_path, digits8):
     assert "threads" in text and "cores" in text
     assert "calibration_batches" in text and "holds" in text
     small = config_from_dict(hostile_dict(tmp_path, val_subset=1))
-    from edge_opt.data import load_study_data
+    from edge_opt.inputs.data import load_study_data
 
     assert any("1 validation image" in w for w in input_warnings(small, load_study_data(small)))
 
@@ -558,7 +558,7 @@ def test_10_run_line_counts_the_grid_and_the_extra_baseline(study_a, tmp_path, c
 def test_10_readme_agrees_with_the_code():
     import inspect
 
-    from edge_opt.models import small_cnn
+    from edge_opt.inputs.models import small_cnn
 
     readme = (ROOT / "README.md").read_text()
     defaults = {k: p.default for k, p in inspect.signature(small_cnn).parameters.items()

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from edge_opt.metrics import (
+from edge_opt.inputs.models import create_model
+from edge_opt.measure.metrics import (
     LatencySamples,
     PerfMetrics,
     collect_metrics,
@@ -17,7 +18,6 @@ from edge_opt.metrics import (
     memory_violations,
     model_memory_mb,
 )
-from edge_opt.models import create_model
 
 
 def _empty_loader():
@@ -108,8 +108,8 @@ def test_plain_modules_at_every_precision(trained_small, digits8):
 def test_variants_measured_together_take_their_samples_in_interleaved_rounds(trained_small, digits8):
     from dataclasses import replace
 
-    from edge_opt.metrics import BenchmarkSettings, measure_variants
-    from edge_opt.variants.backends import wrap_torch_module
+    from edge_opt.measure.metrics import BenchmarkSettings, measure_variants
+    from edge_opt.variants.torch_backend import wrap_torch_module
 
     x = next(iter(digits8.val_loader))[0][:1]
     order: list[str] = []
@@ -153,7 +153,7 @@ def _counting_variant(model, x, slow_call: int | None = None, sleep_s: float = 0
     import time
     from dataclasses import replace
 
-    from edge_opt.variants.backends import wrap_torch_module
+    from edge_opt.variants.torch_backend import wrap_torch_module
 
     v = wrap_torch_module(model, "fp32", [x])
     calls = {"n": 0}
@@ -169,7 +169,7 @@ def _counting_variant(model, x, slow_call: int | None = None, sleep_s: float = 0
 
 
 def test_by_default_each_round_takes_one_sample_of_every_variant(trained_small, digits8):
-    from edge_opt.metrics import BenchmarkSettings, measure_variants
+    from edge_opt.measure.metrics import BenchmarkSettings, measure_variants
 
     x = next(iter(digits8.val_loader))[0][:1]
     (a, _), (b, _) = _counting_variant(trained_small, x), _counting_variant(trained_small, x)
@@ -180,7 +180,7 @@ def test_by_default_each_round_takes_one_sample_of_every_variant(trained_small, 
 
 
 def test_an_interrupted_sample_is_set_aside_and_retaken(trained_small, digits8):
-    from edge_opt.metrics import BenchmarkSettings, measure_variants
+    from edge_opt.measure.metrics import BenchmarkSettings, measure_variants
 
     x = next(iter(digits8.val_loader))[0][:1]
     s = BenchmarkSettings(repeats=8, trials=4, warmup=1, target_rel_ci=0.0, max_extra_rounds=1)
@@ -209,8 +209,8 @@ def test_an_interrupted_sample_is_set_aside_and_retaken(trained_small, digits8):
 def test_the_rounds_rotate_over_fresh_instances_of_each_variant(trained_small, digits8):
     from dataclasses import replace
 
-    from edge_opt.metrics import BenchmarkSettings, MeasurementRecord, measure_variants
-    from edge_opt.variants.backends import wrap_torch_module
+    from edge_opt.measure.metrics import BenchmarkSettings, MeasurementRecord, measure_variants
+    from edge_opt.variants.torch_backend import wrap_torch_module
 
     x = next(iter(digits8.val_loader))[0][:1]
     v = wrap_torch_module(trained_small, "fp32", [x])
@@ -245,8 +245,8 @@ def test_the_rounds_rotate_over_fresh_instances_of_each_variant(trained_small, d
 def test_a_copy_with_another_run_is_timed_through_that_run_not_the_original_runtime(trained_small, digits8):
     from dataclasses import replace
 
-    from edge_opt.metrics import BenchmarkSettings, measure_variants
-    from edge_opt.variants.backends import wrap_torch_module
+    from edge_opt.measure.metrics import BenchmarkSettings, measure_variants
+    from edge_opt.variants.torch_backend import wrap_torch_module
 
     x = next(iter(digits8.val_loader))[0][:1]
     v = wrap_torch_module(trained_small, "fp32", [x])
@@ -267,8 +267,8 @@ def test_a_copy_with_another_run_is_timed_through_that_run_not_the_original_runt
 def test_a_large_variant_gets_fewer_instances_than_asked():
     from dataclasses import replace
 
-    from edge_opt.metrics import INSTANCE_BYTES_BUDGET, instance_count
-    from edge_opt.variants.backends import wrap_torch_module
+    from edge_opt.measure.metrics import INSTANCE_BYTES_BUDGET, instance_count
+    from edge_opt.variants.torch_backend import wrap_torch_module
 
     v = wrap_torch_module(torch.nn.Linear(4, 2), "fp32")
     assert instance_count(v, 4) == 4
@@ -279,15 +279,15 @@ def test_a_large_variant_gets_fewer_instances_than_asked():
 
 @pytest.mark.parametrize("instances", [0, -1, 65])
 def test_an_instance_count_out_of_range_is_refused(instances):
-    from edge_opt.metrics import BenchmarkSettings
+    from edge_opt.measure.metrics import BenchmarkSettings
 
     with pytest.raises(ValueError, match="'instances'"):
         BenchmarkSettings(instances=instances)
 
 
 def test_interrupted_samples_survive_the_record_round_trip():
-    from edge_opt.energy import EnergyEstimate
-    from edge_opt.metrics import MeasurementRecord
+    from edge_opt.measure.energy import EnergyEstimate
+    from edge_opt.measure.metrics import MeasurementRecord
 
     lat = LatencySamples(1, (1.0, 1.1, 0.9), 10, 3, (4.0,))
     rec = MeasurementRecord("torch", "fp32", "fp32", 10, lat, LatencySamples(8, (2.0,)), (True,),
@@ -298,7 +298,7 @@ def test_interrupted_samples_survive_the_record_round_trip():
 
 @pytest.mark.parametrize("factor", [0.5, 1.0, -1.0, float("nan"), float("inf")])
 def test_an_interrupted_factor_that_would_set_aside_typical_samples_is_refused(factor):
-    from edge_opt.metrics import BenchmarkSettings
+    from edge_opt.measure.metrics import BenchmarkSettings
 
     with pytest.raises(ValueError, match="'interrupted_factor'"):
         BenchmarkSettings(interrupted_factor=factor)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from edge_opt.models import create_model, list_models
-from edge_opt.registry import Registry, UnknownNameError
+from edge_opt.core.registry import Registry, UnknownNameError
+from edge_opt.inputs.models import create_model, list_models
 from edge_opt.variants.prune import layer_shapes, load_checkpoint, prune_model, save_checkpoint
 
 SHAPE = (1, 16, 16)
@@ -73,7 +73,7 @@ def test_registry_duplicate_and_listing():
 def test_resolve_device_falls_back_with_warning():
     import warnings
 
-    from edge_opt.training import resolve_device
+    from edge_opt.inputs.training import resolve_device
 
     assert resolve_device("cpu") == (torch.device("cpu"), None)
     if not torch.cuda.is_available():
@@ -88,7 +88,7 @@ def test_resolve_device_falls_back_with_warning():
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_quantizes_to_int8_on_both_backends(name, backend, tmp_path):
-    from edge_opt.variants.backends import BuildContext, build_variant
+    from edge_opt.variants import BuildContext, build_variant
 
     torch.manual_seed(0)
     m = create_model(name, SHAPE, 10)

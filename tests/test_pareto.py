@@ -3,7 +3,7 @@ import math
 import pandas as pd
 import pytest
 
-from edge_opt.pareto import pareto_frontier
+from edge_opt.study.pareto import pareto_frontier
 
 
 def _df(rows):

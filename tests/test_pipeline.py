@@ -11,9 +11,9 @@ import yaml
 
 from conftest import PYTHON, ROOT, cli_env, tiny_config_dict
 from edge_opt.config import config_from_dict
+from edge_opt.core.runtime import sha256_file
 from edge_opt.pipeline import run_study
-from edge_opt.runtime import sha256_file
-from edge_opt.store import StudyStore
+from edge_opt.study.store import StudyStore
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ def test_artifact_manifest_and_predict(tiny_study):
     model_dir = res.output_dir / "model"
     manifest = json.loads((model_dir / "manifest.json").read_text())
     assert manifest["sha256"] == sha256_file(model_dir / "model.onnx")
-    code = ("import sys, numpy as np\nfrom edge_opt.runtime import predict\n"
+    code = ("import sys, numpy as np\nfrom edge_opt.core.runtime import predict\n"
             f"ids = predict({str(model_dir)!r}, np.load({str(model_dir / 'validation_inputs.npy')!r}))\n"
             f"y = np.load({str(model_dir / 'validation_labels.npy')!r})\n"
             "assert 'torch' not in sys.modules, 'predict imported torch'\nprint(float((ids == y).mean()))")
@@ -282,7 +282,7 @@ def test_mlflow_tracking_sqlite(tmp_path):
 
 
 def test_mlflow_missing_is_config_error(monkeypatch, tmp_path):
-    import edge_opt.tracking as tr
+    import edge_opt.report.tracking as tr
     from edge_opt.pipeline import registry_errors
 
     monkeypatch.setattr(tr, "mlflow_available", lambda: False)

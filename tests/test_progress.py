@@ -1,7 +1,7 @@
 import io
 
-from edge_opt.progress import Reporter
-from edge_opt.sweep import ConfigPoint
+from edge_opt.report.progress import Reporter
+from edge_opt.study.sweep import ConfigPoint
 
 
 def _feed(rep):

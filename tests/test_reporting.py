@@ -2,7 +2,7 @@ import json
 
 import pandas as pd
 
-from edge_opt.reporting import build_summary, write_outputs, write_plots
+from edge_opt.report.files import build_summary, write_outputs, write_plots
 
 SEED_KEYS = ["baseline", "memory_budgets_mb", "active_memory_budget_mb", "cpu_frequency_scale", "latency_multiplier",
              "study_rows", "accepted_rows", "rejected_rows", "best_accuracy_accepted", "lowest_latency_ms_accepted",

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from edge_opt.analysis import placed_summary, working_set_bytes
-from edge_opt.roofs import cache_levels, nominal_peak_gmacs, place
+from edge_opt.hardware.analysis import placed_summary, working_set_bytes
+from edge_opt.hardware.roofs import cache_levels, nominal_peak_gmacs, place
 
 MACHINE = {
     "peak_compute_gmacs": 50.0, "memory_bandwidth_gbps": 10.0, "bandwidth_source": "measured",
@@ -88,7 +88,7 @@ def _copy_model(overhead_s: float, l1_gbps: float | None):
 
 
 def test_the_copy_sweep_takes_the_call_overhead_off_every_point(monkeypatch):
-    import edge_opt.roofs as roofs
+    import edge_opt.hardware.roofs as roofs
 
     seconds, taken = _copy_model(overhead_s=0.6e-6, l1_gbps=400.0)
     monkeypatch.setattr(roofs, "_copy_seconds", seconds)
@@ -108,7 +108,7 @@ def test_the_copy_sweep_takes_the_call_overhead_off_every_point(monkeypatch):
 
 
 def test_a_copy_not_told_from_the_call_overhead_is_a_lower_bound_and_says_so(monkeypatch):
-    import edge_opt.roofs as roofs
+    import edge_opt.hardware.roofs as roofs
 
     seconds, _ = _copy_model(overhead_s=0.6e-6, l1_gbps=None)  # L1 copies all overhead: nothing to subtract
     monkeypatch.setattr(roofs, "_copy_seconds", seconds)
@@ -122,7 +122,7 @@ def test_a_copy_not_told_from_the_call_overhead_is_a_lower_bound_and_says_so(mon
 
 @pytest.mark.parametrize("ort_int8,roof", [(1200.0, 1200.0), (600.0, 800.0), (None, 800.0)])
 def test_the_int8_roof_is_the_best_of_torch_and_onnxruntime_int8_kernels(monkeypatch, ort_int8, roof):
-    import edge_opt.roofs as roofs
+    import edge_opt.hardware.roofs as roofs
 
     def torch_gemm(dtype, threads, min_run_time, shapes=roofs.GEMM_SHAPES):
         return {torch.int8: 800.0, torch.float32: 100.0}.get(dtype, 50.0)
@@ -149,7 +149,7 @@ def test_nominal_peak_is_reported_with_its_method():
 
 @pytest.mark.slow
 def test_a_study_remeasures_once_then_flags_and_warns(tmp_path, monkeypatch):
-    import edge_opt.analysis as analysis
+    import edge_opt.hardware.analysis as analysis
     from edge_opt.config import config_from_dict
     from edge_opt.pipeline import run_study
 
@@ -176,7 +176,7 @@ def test_a_study_remeasures_once_then_flags_and_warns(tmp_path, monkeypatch):
 
 
 def _counting_measure(monkeypatch):
-    import edge_opt.hardware as hardware
+    import edge_opt.hardware.tables as hardware
 
     count: list[int] = []
 
@@ -235,8 +235,8 @@ def test_a_damaged_stored_calibration_is_measured_again_and_replaced(tmp_path, m
 
 
 def test_graph_runtimes_fuse_activations_into_the_producing_layer():
-    from edge_opt.analysis import layer_table
-    from edge_opt.models import create_model
+    from edge_opt.hardware.analysis import layer_table
+    from edge_opt.inputs.models import create_model
 
     model = create_model("small_cnn", (1, 28, 28), 10, conv1_channels=16, conv2_channels=32, hidden_units=64)
     eager, graph = (layer_table(model, "fp32", 128, (1, 28, 28), b) for b in ("torch", "onnxruntime"))

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import cli_env, tiny_config_dict
 from edge_opt.config import ConfigError, config_from_dict
-from edge_opt.search import SEARCH_FILE, hypervolume_2d, search_space
+from edge_opt.study.search import SEARCH_FILE, hypervolume_2d, search_space
 from search_fixture import reference, replay_config, replay_search, score, table
 
 HERE = Path(__file__).resolve().parent
@@ -207,8 +207,8 @@ class _Killed(BaseException):
 
 @pytest.mark.parametrize("cut_at", [3, 10, 25])
 def test_a_trial_cut_off_mid_way_is_finished_first_and_the_search_continues_as_if_never_stopped(tmp_path, cut_at):
-    from edge_opt.results import VariantResult
-    from edge_opt.search import run_search
+    from edge_opt.measure.records import VariantResult
+    from edge_opt.study.search import run_search
 
     values, calls = table(), []
     cfg = replay_config(tmp_path / "cut", "nsga2", 1)

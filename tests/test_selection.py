@@ -3,8 +3,8 @@ import math
 import pytest
 
 from edge_opt.config import config_from_dict
-from edge_opt.results import ConfigPoint, VariantResult
-from edge_opt.selection import (
+from edge_opt.measure.records import ConfigPoint, VariantResult
+from edge_opt.study.selection import (
     COLUMN_ORDER,
     assess_results,
     best_effort,

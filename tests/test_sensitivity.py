@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from edge_opt.variants.backends import BuildContext, VariantBuildError, build_variant
+from edge_opt.variants import BuildContext, VariantBuildError, build_variant
 from edge_opt.variants.layers import onnx_layers, ort_layer_precisions
 from edge_opt.variants.onnx_tools import optimized_graph
 
@@ -34,7 +34,7 @@ class Planted(nn.Module):
 
 @pytest.fixture(scope="module")
 def planted(digits8):
-    from edge_opt.training import train_model
+    from edge_opt.inputs.training import train_model
 
     torch.manual_seed(0)
     m = Planted()
@@ -60,7 +60,7 @@ def _ctx(digits8, tmp_path, **over):
 
 
 def _acc(v, digits8) -> float:
-    from edge_opt.metrics import evaluate_accuracy
+    from edge_opt.measure.metrics import evaluate_accuracy
 
     return evaluate_accuracy(v, digits8.val_loader)
 

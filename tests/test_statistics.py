@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from edge_opt.benchmark import benchmark_one_setup
+from edge_opt.bench.repeated import aggregate_multi_seed, bootstrap_ci, ci95, pareto_modes, run_repeated_benchmarks
+from edge_opt.bench.setup import benchmark_one_setup
 from edge_opt.cli import main
-from edge_opt.statistics import aggregate_multi_seed, bootstrap_ci, ci95, pareto_modes, run_repeated_benchmarks
 
 SEED_KEYS = ["precision_mode", "repeats"] + [f"{m}_{s}" for m in ("train_time", "latency", "memory", "accuracy", "energy")
                                              for s in ("mean", "std", "ci95")]

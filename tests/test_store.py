@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from edge_opt.cli import main
-from edge_opt.store import STORE_FORMAT, StoreFormatError, StudyStore
+from edge_opt.study.store import STORE_FORMAT, StoreFormatError, StudyStore
 
 
 def _legacy_store(folder):

@@ -5,11 +5,11 @@ import pytest
 
 from conftest import tiny_config_dict
 from edge_opt.config import config_from_dict
-from edge_opt.results import VariantResult
-from edge_opt.selection import assess_results, recommend
-from edge_opt.store import StudyStore
-from edge_opt.sweep import ConfigPoint, Sweep, point_key, run_sweep, sweep_points
-from edge_opt.variants.backends import BACKENDS, Variant
+from edge_opt.measure.records import VariantResult
+from edge_opt.study.selection import assess_results, recommend
+from edge_opt.study.store import StudyStore
+from edge_opt.study.sweep import ConfigPoint, Sweep, point_key, run_sweep, sweep_points
+from edge_opt.variants import BACKENDS, Variant
 
 
 def test_bad_precision_is_error_row_others_complete(trained_small, digits8, tmp_path):

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import cli_env, tiny_config_dict
 from edge_opt.config import ConfigError, config_from_dict
-from edge_opt.vendor_logs import VendorLogError, parse_benchmark_model_log, read_vendor_log
+from edge_opt.device.vendor_logs import VendorLogError, parse_benchmark_model_log, read_vendor_log
 from test_agent import TOKEN, start_agent
 
 DATA = Path(__file__).parent / "data"
@@ -166,7 +166,7 @@ def test_import_bench_adds_rows_under_their_target(tmp_path):
                             "backend=onnxruntime,precision=fp32,pruning_level=0"],
                            capture_output=True, text=True, env=cli_env())
         assert r.returncode == 0, r.stderr
-    from edge_opt.atomic import FolderLock
+    from edge_opt.core.atomic import FolderLock
 
     db = tmp_path / "out" / "study.sqlite"
     before = db.read_bytes()

@@ -2,17 +2,17 @@ import numpy as np
 import pytest
 import torch
 
-from edge_opt.metrics import evaluate_accuracy, model_memory_mb
-from edge_opt.registry import UnknownNameError
-from edge_opt.variants.backends import (
+from edge_opt.core.registry import UnknownNameError
+from edge_opt.measure.metrics import evaluate_accuracy, model_memory_mb
+from edge_opt.variants import (
     BuildContext,
     VariantBuildError,
     backend_supports,
     build_variant,
     list_backends,
     list_precisions,
-    optimized_graph_ops,
 )
+from edge_opt.variants.onnx_tools import optimized_graph_ops
 from edge_opt.variants.quantize import is_quantized_module
 
 
@@ -135,7 +135,7 @@ def test_unknown_backend_or_precision(trained_small, digits8, tmp_path):
 
 
 def test_int8_builds_report_float_layers_and_int8_mac_share(tmp_path):
-    from edge_opt.models import create_model
+    from edge_opt.inputs.models import create_model
 
     torch.manual_seed(0)
     m = create_model("mobilenetv2_tiny", (1, 16, 16), 10).eval()

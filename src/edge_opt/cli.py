@@ -123,8 +123,8 @@ def _device_commands(sub: Any) -> None:
 
 
 def _cmd_import_bench(args: argparse.Namespace) -> int:
+    from .api import import_vendor_log
     from .config import ConfigError
-    from .targets_import import import_vendor_log
 
     try:
         row = import_vendor_log(args.study, args.file, args.target, args.point)
@@ -149,7 +149,7 @@ def _bind_errors(host: str, port: int) -> list[str]:
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
-    from .agent import serve
+    from .device import serve
 
     errors = []
     try:
@@ -185,8 +185,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .benchmark import PRECISION_MODES
-    from .statistics import run_repeated_benchmarks
+    from .bench import PRECISION_MODES, run_repeated_benchmarks
 
     bad = [p for p in args.precisions if p not in PRECISION_MODES]
     if bad or args.repeats < 1 or args.epochs < 1 or args.batch_size < 1 or args.samples < 8:
@@ -232,7 +231,7 @@ def _seed_errors(seeds: Sequence[int]) -> list[str]:
 def _seeds_root(root: Path) -> list[str]:
     """Errors for the root folder of a multi-seed run (checked before any seed runs; nothing written)."""
     from .config import ConfigError
-    from .generation import foreign_entries
+    from .core import foreign_entries
     from .pipeline import check_output_dir
 
     try:
@@ -271,13 +270,13 @@ def _cmd_run_seeds(args: argparse.Namespace) -> int:
 
 
 def _run_seeds(args: argparse.Namespace, base: Any, root: Path, stop: _StopSignals) -> int:
-    from . import atomic
+    from .bench import aggregate_multi_seed
     from .config import ConfigError
-    from .data import DataError
+    from .core import atomic
+    from .inputs import DataError
     from .pipeline import run_study
-    from .progress import Reporter
-    from .runner import StudyInterrupted
-    from .statistics import aggregate_multi_seed
+    from .report import Reporter
+    from .study import StudyInterrupted
 
     frames = {}
     for seed in args.seeds:
@@ -356,10 +355,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.seeds:
         return _cmd_run_seeds(args)
     from .config import ConfigError
-    from .data import DataError
+    from .inputs import DataError
     from .pipeline import load_study_config, run_study
-    from .progress import Reporter
-    from .runner import StudyInterrupted
+    from .report import Reporter
+    from .study import StudyInterrupted
 
     try:
         cfg = load_study_config(args.config, {"output_dir": args.output_dir} if args.output_dir else None)
@@ -409,7 +408,7 @@ def _report_result(args: argparse.Namespace, result: Any) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .runtime import ArtifactError, predict
+    from .core import ArtifactError, predict
 
     try:
         x = np.load(args.input, allow_pickle=False)
@@ -431,10 +430,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from .config import ConfigError
     from .pipeline import load_study_config
-    from .runner import stored_results, sweep_points
-    from .search import load_search
-    from .store import StudyStore
-    from .sweep import load_stored_study
+    from .study import StudyStore, load_search, load_stored_study, stored_results, sweep_points
 
     out = Path(args.output_dir)
     try:
@@ -482,8 +478,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare_studies
     from .config import ConfigError
+    from .report import compare_studies
 
     try:
         table, warnings = compare_studies(args.dir_a, args.dir_b, args.output, with_warnings=True)

@@ -525,7 +525,7 @@ class StudyConfig(BaseModel):
     @property
     def config_hash(self) -> str:
         """What identifies the study (not where it lives): recorded in every derived output."""
-        from .generation import config_hash
+        from .core import config_hash
 
         return config_hash(self.model_dump(mode="json"))
 

@@ -19,13 +19,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import atomic
-from .analysis import HardwareAnalysis, analyse_hardware
-from .artifact import ExportedArtifact, export_recommended
 from .config import ConfigError, StudyConfig, load_config, nearest_existing
-from .data import DATASETS, DataBundle, RawDataset, load_study_data
-from .deploy import DeploymentTarget, simulate_deployment
-from .generation import (
+from .core import (
+    atomic,
     begin_generation,
     commit_generation,
     foreign_entries,
@@ -33,39 +29,71 @@ from .generation import (
     reusable_files,
     stamp_outputs,
 )
-from .hardware import precision_tradeoff_table, rebuild_hardware_plots
-from .html_report import write_html_report
-from .models import MODELS, model_param_errors
-from .report_stage import (
+from .deploy import (
+    DeploymentTarget,
+    ExportedArtifact,
+    TargetRun,
+    export_recommended,
+    measure_on_targets,
+    simulate_deployment,
+)
+from .hardware import HardwareAnalysis, analyse_hardware, precision_tradeoff_table, rebuild_hardware_plots
+from .inputs import (
+    DATASETS,
+    MODELS,
+    DataBundle,
+    ModelSource,
+    ModelSourceError,
+    RawDataset,
+    StopRequested,
+    check_model_fits,
+    load_model_source,
+    load_study_data,
+    model_param_errors,
+    onnx_input_spec,
+    resolve_device,
+    set_deterministic,
+)
+from .measure import VariantResult
+from .report import (
     StudyOutcome,
     StudyReport,
+    build_summary,
     frontiers,
     reproducibility_record,
     with_vendor_rows,
+    write_html_report,
+    write_outputs,
+    write_plots,
     write_search_history,
+    write_sensitivity,
     write_study_report,
 )
-from .reporting import build_summary, to_frame, write_outputs, write_plots
-from .results import VariantResult
-from .runner import (
+from .study import (
+    Assessment,
     LocalExecutor,
+    SearchOutcome,
+    Selection,
+    StoreFormatError,
     StudyInterrupted,
+    StudyStore,
     Sweep,
+    assess_results,
     baseline_point,
     folder_digest,
+    judge_with,
     model_factory,
+    run_search,
+    search_space,
+    select_recommendation,
     stored_results,
+    stored_vendor_rows,
+    study_warnings,
     sweep_points,
+    to_frame,
     train_baseline,
 )
-from .search import SearchOutcome, judge_with, run_search, search_space
-from .selection import Assessment, Selection, assess_results, select_recommendation, study_warnings
-from .sensitivity_report import write_sensitivity
-from .sources import ModelSource, ModelSourceError, check_model_fits, load_model_source, onnx_input_spec
-from .store import StoreFormatError, StudyStore
-from .targets import TargetRun, measure_on_targets, stored_vendor_rows
-from .training import StopRequested, resolve_device, set_deterministic
-from .variants.backends import BACKENDS, PRECISIONS
+from .variants import BACKENDS, PRECISIONS
 
 __all__ = ["StudyResult", "check_output_dir", "check_study_folder", "input_warnings", "load_study_config", "rebuild_report", "registry_errors", "run_study"]
 
@@ -88,7 +116,7 @@ def registry_errors(cfg: StudyConfig) -> list[str]:
     if bad_p:
         errors.append(f"The 'precisions' parameter must contain names from {PRECISIONS.names()}. Got {bad_p} instead.")
     errors += _extra_errors(cfg)
-    from .tracking import check_tracking
+    from .report import check_tracking
 
     errors += check_tracking(cfg)
     if cfg.executor == "ray" and cfg.model.kind == "python":
@@ -321,7 +349,7 @@ def _search(cfg: StudyConfig, sweep: Sweep, out: Path, on_event: EventFn,
 
 def _executor(cfg: StudyConfig) -> Any:
     if cfg.executor == "ray":
-        from .executors import RayExecutor
+        from .study import RayExecutor
 
         return RayExecutor()
     return LocalExecutor()
@@ -442,7 +470,7 @@ def _track(cfg: StudyConfig, outcome: StudyOutcome, report: StudyReport, on_even
     """Stage tracking (MLflow, when configured): never loses the study's own outputs."""
     if cfg.tracking.mlflow is None or outcome.interrupted:
         return []
-    from .tracking import log_study_mlflow
+    from .report import log_study_mlflow
 
     on_event("stage", name="tracking", detail=f"MLflow {cfg.tracking.mlflow.uri}")
     try:
@@ -582,7 +610,7 @@ def rebuild_report(output_dir: str | Path, before: Callable[[], None] | None = N
     Raises:
         ConfigError: the folder holds no study, is locked by a run, or its store is not readable.
     """
-    from .sweep import load_stored_study
+    from .study import load_stored_study
 
     out = Path(output_dir)
     if not (out / "study.sqlite").is_file():

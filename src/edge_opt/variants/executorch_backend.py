@@ -24,11 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..env import package_versions
-from ..runtime import muted_native_stderr
-from .backends import register_backend
+from ..core import muted_native_stderr, package_versions
 from .base import BuildContext, Variant, VariantBuildError
 from .precisions import add_hook, get_precision
+from .registry import register_backend
 
 __all__ = ["EXTRA", "LoweredProgram", "delegation_summary", "executorch_backend", "load_method", "lower_program"]
 

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backends import register_backend
 from .base import BuildContext, Variant, VariantBuildError
 from .onnx_tools import fp32_onnx_path
 from .precisions import add_hook, get_precision
+from .registry import register_backend
 
 __all__ = ["EXTRA", "compile_ir", "ir_kernel_precision", "openvino_backend", "openvino_runtime_ops", "save_ir"]
 

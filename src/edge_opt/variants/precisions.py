@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..config import QuantizationConfig
-from ..registry import Registry
+from ..core import Registry
 from .base import BuildContext, VariantBuildError
 from .layers import layer_report, torch_layer_precisions, torch_layers
 from .onnx_tools import CalibrationReader, onnx_input_name

@@ -1,0 +1,513 @@
+"""Deployment scenarios run by MLPerf LoadGen, then scaled to a slower simulated CPU clock.
+
+Scenarios (``edge_opt.deploy.loadgen`` drives them; every number comes from LoadGen's logs, kept under
+``OUTPUT_DIR/deployment/<model>/<scenario>/``):
+
+- ``single_stream``: one-sample queries back to back; LoadGen's p50/p90 (MLPerf's metric)/p95/p99/mean,
+  QPS and early-stopping estimates, and its VALID/INVALID verdict with the reason.
+- ``multi_stream``: queries of ``multi_stream_samples_per_query`` samples; per-query p99 (MLPerf's metric).
+- ``server``: LoadGen's Poisson arrivals at ``server_target_qps`` (default: half the single-stream
+  capacity) with a latency bound (``latency_budget_ms`` scaled to the host, else 5 × the single-stream
+  p90); and the highest rate whose run meets the bound, by bisection, each step a LoadGen run.
+- ``offline``: all samples at once, run in batches of ``offline_batch_size``; samples/s.
+- ``batch``: the reference's batch latency/throughput at the loader's batch size and a stream of
+  128 single items (``batch_latency_ms`` …), timed with ``torch.utils.benchmark``.
+- accuracy: ``loadgen_accuracy`` runs LoadGen's AccuracyOnly mode on a variant and computes the
+  accuracy from its accuracy log.
+
+These are not official MLPerf runs: durations are short and LoadGen's early stopping judges them.
+
+Slower CPU: the device runs at ``s = cpu_frequency_scale`` × the host clock.
+``latency_model="linear"`` stretches all time by 1/s; ``"roofline"`` stretches only the
+compute-bound share of the model's roofline time (from the layer analysis) and leaves the
+memory-bound share. The device figures are LoadGen's host figures × that factor (QPS ÷ it),
+labelled ``simulated``. Energy: RAPL when readable (package-wide), else ``power_watts × busy
+time`` labelled ``proxy``; on the device, power is assumed to scale as ``power_watts × s``.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.benchmark import Timer
+
+from ..config import SCENARIO_NAMES, StudyConfig
+from ..core import atomic
+from ..measure import ConfigPoint, ModelLike, RaplReader, as_variant, measure_energy
+from ..study import StudyStore, Sweep, point_key, stable_hash
+from ..variants import Variant, VariantBuildError, build_variant
+from .loadgen import LoadGenRun, LoadGenSettings, run_loadgen
+
+__all__ = [
+    "SCENARIOS", "DeploymentSettings", "DeploymentTarget", "deployment_cache_key", "deployment_rows",
+    "deployment_simulation", "device_latency_factor", "loadgen_accuracy", "scale_layer_times", "simulate_deployment",
+]
+
+SCENARIOS = SCENARIO_NAMES
+
+
+def device_latency_factor(cpu_frequency_scale: float, latency_model: str = "linear",
+                          compute_bound_fraction: float | None = None) -> float:
+    """Host → device latency factor.
+
+    linear: 1/s. roofline: c/s + (1 − c), with c the compute-bound share of the model's roofline time.
+    """
+    s = float(cpu_frequency_scale)
+    if not 0 < s <= 1:
+        raise ValueError(f"The 'cpu_frequency_scale' parameter must be in (0, 1]. Got {s!r} instead.")
+    if latency_model == "linear":
+        return 1.0 / s
+    if latency_model == "roofline":
+        c = compute_bound_fraction
+        if c is None or not math.isfinite(c):
+            raise ValueError("latency_model='roofline' needs the compute-bound fraction from the hardware analysis.")
+        return c / s + (1.0 - c)
+    raise ValueError(f"The 'latency_model' parameter must be one of ['linear', 'roofline']. Got {latency_model!r} instead.")
+
+
+def scale_layer_times(layer_df: pd.DataFrame, cpu_frequency_scale: float) -> pd.DataFrame:
+    """Per-layer device time under the roofline model: compute-bound layers stretch by 1/s, memory-bound ones do not.
+
+    ``layer_df`` needs ``roofline_time_ms`` and ``bound_regime`` (see ``hardware.add_layer_roofline``).
+    """
+    df = layer_df.copy()
+    stretch = np.where(df["bound_regime"] == "compute-bound", 1.0 / cpu_frequency_scale, 1.0)
+    df["device_time_ms"] = df["roofline_time_ms"] * stretch
+    return df
+
+
+def _samples(loader: Iterable) -> torch.Tensor:
+    xs = [x for x, _ in loader]
+    if not xs:
+        raise ValueError("No batches in the loader: the deployment simulation needs evaluation data.")
+    return torch.cat(xs)
+
+
+@dataclass(frozen=True)
+class DeploymentSettings:
+    """How the scenarios run (see ``deployment_simulation``)."""
+
+    min_queries: int = 64
+    min_duration_s: float = 1.0
+    latency_budget_ms: float | None = None
+    server_target_qps: float | None = None
+    server_search_steps: int = 5
+    latency_model: str = "linear"
+    compute_bound_fraction: float | None = None
+    power_watts: float = 15.0
+    seed: int = 0
+    threads: int = 1
+    offline_batch_size: int = 256
+    stream_items: int = 128
+    multi_stream_samples_per_query: int = 8
+    performance_sample_count: int = 1024
+    log_dir: Path | None = None  # where LoadGen's logs go (None: a temporary folder)
+
+
+@dataclass(frozen=True, eq=False)
+class _Run:
+    """One simulation's fixed inputs."""
+
+    variant: Variant
+    data: torch.Tensor
+    singles: list[Any]
+    factor: float
+    scale: float
+    s: DeploymentSettings
+    reader: RaplReader
+    log_dir: Path
+    expected_ms: float  # a first estimate of one query's latency (LoadGen's expected latency / QPS hints)
+
+
+_KEYS = {"p50_ms": "50.00 percentile latency (ns)", "p90_ms": "90.00 percentile latency (ns)",
+         "p95_ms": "95.00 percentile latency (ns)", "p99_ms": "99.00 percentile latency (ns)",
+         "mean_ms": "Mean latency (ns)", "early_stopping_p90_ms": "Early stopping 90.0th percentile estimate",
+         "early_stopping_p99_ms": "Early stopping 99.0th percentile estimate"}
+
+
+def _lg_settings(run: _Run, **over: Any) -> LoadGenSettings:
+    s = run.s
+    base = {"min_query_count": s.min_queries, "min_duration_ms": int(s.min_duration_s * 1e3), "seed": s.seed,
+            "multi_stream_samples_per_query": s.multi_stream_samples_per_query,
+            "offline_batch_size": s.offline_batch_size, "performance_sample_count": s.performance_sample_count,
+            "expected_latency_ms": 0.8 * run.expected_ms}
+    return LoadGenSettings(**{**base, **over})
+
+
+def _loadgen(run: _Run, scenario: str, settings: LoadGenSettings, sub: str = "") -> tuple[LoadGenRun, Any]:
+    """One LoadGen run with its energy (RAPL or proxy); logs in ``run.log_dir/<scenario>[/<sub>]``."""
+    folder = run.log_dir / scenario / sub if sub else run.log_dir / scenario
+    held: dict[str, LoadGenRun] = {}
+
+    def test() -> int:
+        held["run"] = run_loadgen(run.variant, run.data, scenario, settings, folder)
+        return held["run"].samples_run
+
+    _note_logs(folder)
+    energy, _, _ = measure_energy(test, power_watts=run.s.power_watts, reader=run.reader)  # joules per sample
+    return held["run"], energy
+
+
+LOADGEN_LOGS = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json", "mlperf_log_trace.json")
+
+
+def _note_logs(folder: Path) -> None:
+    """LoadGen writes its own files: they join the study's outputs, noted before they are written (a kill
+    mid-run leaves nothing the output journal does not list)."""
+    for name in LOADGEN_LOGS:
+        atomic.note_written(folder / name)
+
+
+def _figures(r: LoadGenRun, energy: Any, run: _Run, rate_key: str) -> dict[str, Any]:
+    """Host figures from the LoadGen run's summary, and the simulated device's (× the clock factor)."""
+    host: dict[str, Any] = {k: r.ns_to_ms(v) for k, v in _KEYS.items()}
+    rate = r.number(rate_key)
+    host.update({"qps": rate, "loadgen_verdict": r.verdict, "loadgen_reason": r.reason,
+                 "loadgen_log": str(r.log_dir), "loadgen_metric": rate_key})
+    proxy = energy.source == "proxy"
+    per_query = energy.joules  # per sample processed in the LoadGen run
+    host.update(energy_per_query_j=per_query, energy_source=energy.source)
+    device = {k: host[k] * run.factor for k in _KEYS}
+    device.update({"qps": rate / run.factor, "loadgen_verdict": r.verdict, "simulated": True,
+                   "energy_per_query_j": per_query * run.scale * run.factor if proxy else math.nan,
+                   "energy_source": energy.source if proxy else "not modelled"})
+    return {"host": host, "device": device}
+
+
+def _single_stream(run: _Run) -> dict[str, Any]:
+    r, energy = _loadgen(run, "single_stream", _lg_settings(run))
+    return _figures(r, energy, run, "QPS w/ loadgen overhead")
+
+
+def _multi_stream(run: _Run) -> dict[str, Any]:
+    k = run.s.multi_stream_samples_per_query
+    batch = run.variant.prepare(run.data[:k])
+    t0 = time.perf_counter()
+    for _ in range(8):
+        run.variant.run(batch)
+    per_sample_ms = (time.perf_counter() - t0) * 1e3 / (8 * k)  # LoadGen scales the expected latency by k
+    r, energy = _loadgen(run, "multi_stream", _lg_settings(run, expected_latency_ms=0.8 * per_sample_ms))
+    out = _figures(r, energy, run, "")
+    for part, f in (("host", 1.0), ("device", run.factor)):
+        out[part]["qps"] = 1e3 / out[part]["mean_ms"] if out[part]["mean_ms"] > 0 else math.nan  # queries/s
+        out[part].update(samples_per_query=k, p99_per_query_ms=r.ns_to_ms("99.0th percentile latency (ns)") * f)
+    return out
+
+
+def _server_bound(run: _Run, single: dict[str, Any] | None) -> tuple[float, str]:
+    """The server's latency bound on the device: the latency budget, else 5 × the device single-stream p90."""
+    if run.s.latency_budget_ms is not None:
+        return run.s.latency_budget_ms, "latency_budget_ms"
+    p90 = single["device"]["p90_ms"] if single else run.expected_ms * run.factor
+    return 5 * p90, "5 × device single-stream p90 (no latency_budget_ms configured)"
+
+
+def _server(run: _Run, single: dict[str, Any] | None) -> dict[str, Any]:
+    bound, source = _server_bound(run, single)
+    host_bound = bound / run.factor  # the device at rate q / factor behaves as the host at rate q, times the factor
+    capacity = 1e3 / (single["host"]["mean_ms"] if single else run.expected_ms)
+    target = run.s.server_target_qps or 0.5 * capacity
+    cap = int(2 * capacity * run.s.min_duration_s) + run.s.min_queries  # twice what the host could serve
+    r, energy = _loadgen(run, "server", _lg_settings(run, server_target_qps=target, server_target_latency_ms=host_bound,
+                                                     max_server_queries=cap))
+    out = _figures(r, energy, run, "Completed samples per second")
+    search = _max_valid_rate(run, capacity, host_bound)
+    for part, f in (("host", 1.0), ("device", run.factor)):
+        out[part].update(target_qps=target / f, capacity_qps=capacity / f, latency_bound_ms=host_bound * f,
+                         search_max_rate_qps=search["max_rate_qps"] / f, search_steps=search["steps"])
+    out["latency_bound_ms"], out["latency_bound_source"] = bound, source
+    return out
+
+
+def _max_valid_rate(run: _Run, capacity: float, host_bound_ms: float) -> dict[str, Any]:
+    """Bisection over the target QPS for the highest rate whose LoadGen server run meets the latency bound."""
+    lo, hi = 0.0, capacity
+    steps = run.s.server_search_steps
+    short = max(200, int(run.s.min_duration_s * 1e3 / 2))
+    for i in range(steps):
+        mid = (lo + hi) / 2 if lo > 0 else hi / 2
+        r, _ = _loadgen(run, "server", _lg_settings(run, server_target_qps=mid, server_target_latency_ms=host_bound_ms,
+                                                    min_duration_ms=short, max_server_queries=int(4 * mid * short / 1e3)
+                                                    + run.s.min_queries), sub=f"search_{i}")
+        if r.summary.get("Performance constraints satisfied", "Yes").lower() == "yes":
+            lo = mid
+        else:
+            hi = mid
+    return {"max_rate_qps": lo, "steps": steps}
+
+
+def _offline(run: _Run, single: dict[str, Any] | None) -> dict[str, Any]:
+    expected = 4 * (single["host"]["qps"] if single else 1e3 / run.expected_ms)
+    r, energy = _loadgen(run, "offline", _lg_settings(run, offline_expected_qps=expected))
+    if r.summary.get("Min duration satisfied", "Yes").lower() == "no" and math.isfinite(r.number("Samples per second")):
+        r, energy = _loadgen(run, "offline", _lg_settings(run, offline_expected_qps=1.2 * r.number("Samples per second")))
+    out = _figures(r, energy, run, "Samples per second")
+    for part in ("host", "device"):
+        out[part].update(throughput_sps=out[part]["qps"], batch_size=run.s.offline_batch_size)
+    return out
+
+
+def _batch(run: _Run, first: torch.Tensor) -> dict[str, Any]:
+    fn, k = run.variant.run, run.factor
+    xb = run.variant.prepare(first)
+    m = Timer("run(x)", globals={"run": fn, "x": xb}, num_threads=run.s.threads).blocked_autorange(min_run_time=0.2)
+    batch_ms = m.median * 1e3
+    t0 = time.perf_counter()
+    for i in range(run.s.stream_items):
+        fn(run.singles[i % len(run.singles)])
+    stream_ms = (time.perf_counter() - t0) * 1e3 / run.s.stream_items
+    figures = {}
+    for where, f in (("host", 1.0), ("device", k)):
+        figures[where] = {"batch_size": len(first), "batch_latency_ms": batch_ms * f,
+                          "batch_throughput_sps": len(first) / (batch_ms * f / 1e3),
+                          "stream_avg_latency_ms": stream_ms * f, "stream_throughput_sps": 1e3 / (stream_ms * f)}
+    return figures
+
+
+def deployment_simulation(model_or_variant: ModelLike, loader: Iterable, device: Any = "cpu",
+                          cpu_frequency_scale: float = 1.0, scenarios: Sequence[str] = SCENARIOS,
+                          settings: DeploymentSettings | None = None, *, rapl: RaplReader | None = None,
+                          **setting_kwargs: Any) -> dict[str, Any]:
+    """Run the deployment scenarios for a model or variant with MLPerf LoadGen on this host, and scale them to
+    the slower device.
+
+    Args:
+        model_or_variant: torch module (run as it is: fp32, ``.half()`` or quantized) or a backend ``Variant``.
+        loader: evaluation data (LoadGen's Query Sample Library is built from its samples).
+        device: device of a plain torch module (CPU measurements).
+        cpu_frequency_scale: s in (0, 1]: device clock / host clock.
+        scenarios: any of single_stream, multi_stream, server, offline, batch.
+        settings: ``DeploymentSettings``; or give its fields as keywords: min_queries / min_duration_s
+            (LoadGen's min_query_count / min_duration of each run), latency_budget_ms (server latency bound,
+            default 5 × single-stream p90 on the device, labelled), server_target_qps (default half the
+            single-stream capacity), server_search_steps, multi_stream_samples_per_query,
+            performance_sample_count, latency_model ("linear" or "roofline", which needs
+            compute_bound_fraction), power_watts, seed, threads, offline_batch_size, stream_items, log_dir.
+    Returns:
+        dict with ``scenarios`` (per scenario: ``host`` and simulated ``device`` figures, LoadGen's verdict
+        and log folder), the reference's batch keys at top level, the latency model and factor, energy source.
+    Raises:
+        ValueError: empty loader ("No batches"), unknown scenario, bad scale.
+    """
+    s = settings if settings is not None else DeploymentSettings(**setting_kwargs)
+    unknown = [x for x in scenarios if x not in SCENARIOS]
+    if unknown:
+        raise ValueError(f"The 'scenarios' parameter must contain names from {list(SCENARIOS)}. Got {unknown} instead.")
+    data = _samples(loader)
+    factor = device_latency_factor(cpu_frequency_scale, s.latency_model, s.compute_bound_fraction)
+    variant = as_variant(model_or_variant, None, [(data[:2], None)], device)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(s.threads)
+    out: dict[str, Any] = {"backend": variant.backend, "precision": variant.precision,
+                           "kernel_precision": variant.kernel_precision, "cpu_frequency_scale": cpu_frequency_scale,
+                           "latency_model": s.latency_model, "device_latency_factor": factor,
+                           "compute_bound_fraction": s.compute_bound_fraction, "threads": s.threads,
+                           "device_power_w": s.power_watts * cpu_frequency_scale, "driver": "mlperf_loadgen",
+                           "power_assumption": "device power = power_watts × cpu_frequency_scale", "scenarios": {}}
+    try:
+        with contextlib.ExitStack() as stack:
+            log_dir = s.log_dir if s.log_dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            singles = [variant.prepare(data[i:i + 1]) for i in range(min(len(data), 256))]
+            run = _Run(variant, data, singles, factor, cpu_frequency_scale, s,
+                       rapl if rapl is not None else RaplReader(), log_dir, _warm_latency_ms(variant, singles))
+            out["scenarios"] = _run_scenarios(run, scenarios, loader)
+        if "batch" in out["scenarios"]:
+            out.update(out["scenarios"]["batch"]["device"])  # the reference's top-level keys: the device's figures
+    finally:
+        torch.set_num_threads(prev)
+    return out
+
+
+def _warm_latency_ms(variant: Variant, singles: list[Any]) -> float:
+    """Warm the variant up and give the median latency of one single-sample query (LoadGen's hints start from it:
+    LoadGen pre-generates its queries from the expected latency, so an estimate too high ends a run short)."""
+    times = []
+    for x in (singles * 64)[:64]:
+        t0 = time.perf_counter()
+        variant.run(x)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return max(float(np.median(times[16:])), 1e-3)
+
+
+def _run_scenarios(run: _Run, scenarios: Sequence[str], loader: Iterable) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    single = _single_stream(run) if any(x in scenarios for x in ("single_stream", "server", "offline")) else None
+    if "single_stream" in scenarios:
+        res["single_stream"] = single
+    if "multi_stream" in scenarios:
+        res["multi_stream"] = _multi_stream(run)
+    if "server" in scenarios:
+        res["server"] = _server(run, single)
+    if "offline" in scenarios:
+        res["offline"] = _offline(run, single)
+    if "batch" in scenarios:
+        res["batch"] = _batch(run, next(iter(loader))[0])
+    return res
+
+
+def loadgen_accuracy(variant: Variant, loader: Iterable, labels: np.ndarray, log_dir: Path) -> LoadGenRun:
+    """LoadGen's AccuracyOnly run of ``variant`` over every sample; its accuracy is read from LoadGen's accuracy log."""
+    data = _samples(loader)
+    _note_logs(log_dir)
+    return run_loadgen(variant, data, "single_stream", LoadGenSettings(min_query_count=1, min_duration_ms=0,
+                                                                       performance_sample_count=len(data)),
+                       log_dir, mode="accuracy", labels=np.asarray(labels))
+
+
+def deployment_rows(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Flatten {label: deployment_simulation result} into one row per label × scenario × (host|device)."""
+    rows = []
+    for label, res in results.items():
+        for scen, parts in res.get("scenarios", {}).items():
+            for where in ("host", "device"):
+                if where in parts:
+                    rows.append({"model": label, "scenario": scen, "where": where,
+                                 "backend": res.get("backend"), "precision": res.get("precision"),
+                                 "cpu_frequency_scale": res.get("cpu_frequency_scale"),
+                                 "latency_model": res.get("latency_model"), **parts[where]})
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class DeploymentTarget:
+    """A variant to run the scenarios on: a label (baseline / recommended), its point and hardware summary."""
+
+    label: str
+    point: ConfigPoint
+    hardware: dict[str, Any]
+
+
+def _settings(cfg: StudyConfig, cbf: float | None, threads: int, log_dir: Path | None = None) -> DeploymentSettings:
+    d = cfg.deployment
+    # the roofline clock model needs the layer analysis; without one (an ONNX model) the linear model runs,
+    # and the result says so (latency_model)
+    model = d.latency_model if cbf is not None else "linear"
+    return DeploymentSettings(min_queries=d.min_queries, min_duration_s=d.min_duration_s,
+                              latency_budget_ms=cfg.latency_budget_ms, server_target_qps=d.server_target_qps,
+                              server_search_steps=d.server_search_steps, latency_model=model,
+                              compute_bound_fraction=cbf, power_watts=cfg.power_watts, seed=cfg.seed,
+                              threads=threads, offline_batch_size=d.offline_batch_size,
+                              multi_stream_samples_per_query=d.multi_stream_samples_per_query,
+                              performance_sample_count=d.performance_sample_count, log_dir=log_dir)
+
+
+def _fewer_threads_run(sweep: Sweep, target: DeploymentTarget, host: dict[str, Any]) -> dict[str, Any]:
+    """Measured (not modelled) slow-down: single-stream with round(threads × cpu_frequency_scale) threads."""
+    cfg = sweep.cfg
+    fewer = max(1, int(round(cfg.threads * cfg.cpu_frequency_scale)))
+    if fewer >= cfg.threads:
+        return {"skipped": f"threads={cfg.threads}: no fewer threads to run with on this host"}
+    p = target.point
+    try:
+        variant = build_variant(p.backend, sweep.parent(p.pruning_level), p.precision,
+                                sweep.build_context(p.pruning_level, threads=fewer, calibration=p.calibration))
+    except VariantBuildError as exc:  # e.g. a runtime whose thread pool is fixed per process
+        return {"skipped": f"{p.backend} with {fewer} threads: {exc}"}
+    settings = DeploymentSettings(min_queries=256, min_duration_s=min(cfg.deployment.min_duration_s, 2.0),
+                                  power_watts=cfg.power_watts, threads=fewer)
+    ss = deployment_simulation(variant, sweep.data.val_loader, "cpu", 1.0, ["single_stream"],
+                               settings)["scenarios"]["single_stream"]["host"]
+    base = host.get("scenarios", {}).get("single_stream", {}).get("host", {})
+    return {"threads": fewer, "host_threads": cfg.threads, "p50_ms": ss["p50_ms"], "p90_ms": ss["p90_ms"],
+            "measured_slowdown_p90": ss["p90_ms"] / base["p90_ms"] if base.get("p90_ms") else None,
+            "modelled_factor": host.get("device_latency_factor")}
+
+
+def deployment_cache_key(cfg: StudyConfig, target: DeploymentTarget) -> str:
+    """Store key of a target's simulation: everything that shapes its numbers."""
+    cbf = target.hardware.get("compute_bound_fraction") or 0
+    return "deployment:" + stable_hash({
+        "label": target.label, "point": point_key(cfg, target.point), "deployment": cfg.deployment.model_dump(),
+        "scale": cfg.cpu_frequency_scale, "budget": cfg.latency_budget_ms, "cbf": round(float(cbf), 6),
+        "seed": cfg.seed})
+
+
+def _simulate_target(sweep: Sweep, target: DeploymentTarget, out: Path) -> dict[str, Any]:
+    cfg, p = sweep.cfg, target.point
+    variant = build_variant(p.backend, sweep.parent(p.pruning_level), p.precision,
+                            sweep.build_context(p.pruning_level, calibration=p.calibration))
+    settings = _settings(cfg, target.hardware.get("compute_bound_fraction"), cfg.threads,
+                         out / DEPLOYMENT_DIR / target.label)
+    res = deployment_simulation(variant, sweep.data.val_loader, "cpu", cfg.cpu_frequency_scale,
+                                cfg.deployment.scenarios, settings)
+    res["hardware"] = target.hardware
+    res["measured_fewer_threads"] = _fewer_threads_run(sweep, target, res)
+    return res
+
+
+DEPLOYMENT_DIR = "deployment"  # LoadGen's logs: deployment/<model>/<scenario>/
+
+
+def _logs_present(result: dict[str, Any]) -> bool:
+    """A stored simulation is reused only with its LoadGen logs still in the folder."""
+    logs = [parts.get("host", {}).get("loadgen_log") for parts in result.get("scenarios", {}).values()]
+    return all(Path(log, "mlperf_log_summary.txt").is_file() for log in logs if log)
+
+
+def simulate_deployment(sweep: Sweep, targets: Sequence[DeploymentTarget], store: StudyStore | None,
+                        out: Path) -> tuple[dict[str, Any], list[str]]:
+    """Stage: the LoadGen scenarios for each target (reused from the store when the same study ran them and
+    their logs are still there), written to ``deployment.csv``; then LoadGen's accuracy run on the exported
+    artifact (``out/model``), when there is one.
+
+    Returns:
+        ({label: simulation result or {"error": …}, "loadgen_accuracy": …}, warnings)
+    """
+    results: dict[str, Any] = {}
+    warnings: list[str] = []
+    for target in targets:
+        if sweep.should_stop():  # a stop asked for: the targets not yet simulated are left out
+            warnings.append(f"deployment simulation stopped before {target.label}")
+            break
+        key = deployment_cache_key(sweep.cfg, target)
+        cached = store.get_meta(key) if store is not None else None
+        if cached is not None and _logs_present(cached):
+            results[target.label] = cached
+            continue
+        try:
+            results[target.label] = _simulate_target(sweep, target, out)
+        except Exception as exc:  # noqa: BLE001 — a failed simulation is reported, the study outputs still land
+            results[target.label] = {"error": f"{type(exc).__name__}: {exc}"}
+            warnings.append(f"deployment simulation of {target.label} failed: {exc}")
+            continue
+        if store is not None:
+            store.set_meta(key, results[target.label])  # a re-run of the same study reuses the simulation
+    frame = deployment_rows({k: v for k, v in results.items() if "scenarios" in v})
+    if len(frame):
+        atomic.write_with(out / "deployment.csv", lambda t: frame.to_csv(t, index=False, encoding="utf-8"))
+    accuracy, warning = _artifact_accuracy(out, sweep)
+    if accuracy:
+        results["loadgen_accuracy"] = accuracy
+    warnings += [warning] if warning else []
+    return results, warnings
+
+
+def _artifact_accuracy(out: Path, sweep: Sweep) -> tuple[dict[str, Any] | None, str | None]:
+    """LoadGen's AccuracyOnly run on the exported artifact (its files, its runtime), vs the manifest's accuracy."""
+    from ..core import ArtifactError, artifact_runner, load_manifest
+
+    model = out / "model"
+    if sweep.should_stop() or not (model / "manifest.json").is_file():
+        return None, None
+    try:
+        manifest = load_manifest(model)
+        runner = artifact_runner(model, manifest)
+        variant = Variant(backend=str(manifest.get("runtime", "onnxruntime")), precision=str(manifest["precision"]),
+                          kernel_precision=str(manifest.get("kernel_precision")), parameter_bytes=0, metadata={},
+                          prepare=lambda x: np.ascontiguousarray(x.float().numpy()), run=runner,
+                          to_logits=lambda o: np.asarray(o, dtype=np.float32))
+        run = loadgen_accuracy(variant, sweep.data.val_loader, sweep.data.val_labels, out / DEPLOYMENT_DIR / "accuracy")
+    except (ArtifactError, OSError, RuntimeError, ValueError) as exc:
+        return None, f"LoadGen accuracy run on the artifact failed: {type(exc).__name__}: {exc}"
+    return {"accuracy": run.accuracy, "manifest_accuracy": manifest.get("artifact_accuracy"),
+            "runtime": manifest.get("runtime", "onnxruntime"), "samples": len(sweep.data.val_labels),
+            "loadgen_log": str(run.log_dir), "mode": "AccuracyOnly"}, None

@@ -1,0 +1,199 @@
+"""Stage targets: measure the study's variants on the devices named in ``measure_on`` (each running
+``edge-opt agent``), and compare the simulated device latency with what the device measured.
+
+Each finished host point whose backend has an artifact a device runs (ONNX Runtime, OpenVINO, ExecuTorch)
+is sent to every target: its files once (content-addressed), then a measurement with the study's rules and
+the validation arrays for the accuracy there. A target's result is its own row (``measured_on`` = the target,
+key ``<point key>@<target>``), stored so a resume re-measures only what failed. An unreachable, hanging or
+refusing target turns its points into error rows saying why (``connection refused``, ``timeout after N s``,
+``401 unauthorized``); after two failures in a row the target's remaining points are not tried.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import StudyConfig, TargetConfig
+from ..core import atomic
+from ..device import AgentClient, AgentError, VendorMeasurement
+from ..measure import LatencySamples, MeasurementRecord, VariantResult, proxy_energy
+from ..study import StudyStore, Sweep
+from .artifact import artifact_files
+
+__all__ = ["AGENT_BACKENDS", "TARGET_DIR", "TargetRun", "measure_on_targets", "simulation_gap",
+           "target_key", "vendor_row"]
+
+TARGET_DIR = "targets"
+AGENT_BACKENDS = {"onnxruntime": "onnxruntime", "openvino": "openvino", "executorch": "executorch"}
+_FAILURES_BEFORE_GIVING_UP = 2
+
+
+def target_key(host_key: str, target: str) -> str:
+    """Store key of a point's measurement on a target."""
+    return f"{host_key}@{target}"
+
+
+@dataclass(frozen=True)
+class TargetRun:
+    """One target's rows and what the agent said about itself."""
+
+    name: str
+    results: tuple[VariantResult, ...]
+    fingerprint: dict[str, Any]
+    measured: int  # points measured in this run (the rest were stored, skipped or failed)
+
+
+def _validation_arrays(sweep: Sweep, out: Path) -> tuple[Path, Path]:
+    """The normalised validation inputs and labels the agents compute their accuracy on (written once)."""
+    folder = out / TARGET_DIR
+    xs, ys = zip(*[(x.float().numpy(), y.numpy()) for x, y in sweep.data.val_loader], strict=True)
+    x_path, y_path = folder / "validation_inputs.npy", folder / "validation_labels.npy"
+    atomic.write_with(x_path, lambda t: np.save(t, np.concatenate(xs).astype(np.float32)))
+    atomic.write_with(y_path, lambda t: np.save(t, np.concatenate(ys).astype(np.int64)))
+    return x_path, y_path
+
+
+def _settings(cfg: StudyConfig) -> dict[str, Any]:
+    return {"warmup": cfg.benchmark_warmup, "trials": cfg.benchmark_trials, "repeats": max(cfg.benchmark_repeats, 2),
+            "min_sample_ms": cfg.benchmark_min_sample_ms, "target_rel_ci": cfg.benchmark_target_rel_ci,
+            "interrupted_factor": cfg.benchmark_interrupted_factor}
+
+
+def _measure_one(sweep: Sweep, client: AgentClient, host: VariantResult, target: TargetConfig,
+                 validation: tuple[Path, Path]) -> VariantResult:
+    cfg, p = sweep.cfg, host.point
+    t0 = time.perf_counter()
+    files, runtime, meta = artifact_files(sweep.parent(p.pruning_level), p.backend, p.precision,
+                                          sweep.build_context(p.pruning_level, calibration=p.calibration), cfg.threads)
+    batch = 1 if runtime == "executorch" else cfg.latency_batch_size
+    ans = client.measure(runtime, files, next(iter(files)), (batch, *sweep.data.input_shape), _settings(cfg),
+                         cfg.threads, str(meta.get("inference_precision_hint", "f32")), validation)
+    rec = host.measurement
+    assert rec is not None
+    lat = LatencySamples(batch, tuple(float(v) for v in ans["samples_ms"]), int(ans["runs_per_sample"]),
+                         int(ans.get("rounds", 1)), tuple(float(v) for v in ans.get("interrupted_ms") or ()))
+    measured = MeasurementRecord(
+        backend=p.backend, precision=p.precision, kernel_precision=rec.kernel_precision,
+        parameter_bytes=rec.parameter_bytes, latency=lat, batch_latency=LatencySamples(batch, ()),
+        correct=tuple(c == "1" for c in ans.get("correct", "")), energy=proxy_energy(cfg.power_watts, lat.mean / 1e3),
+        environment={**ans.get("fingerprint", {}), "measured_on": target.name, "agent_url": target.url,
+                     "load_s": ans.get("load_s"), "measure_s": ans.get("measure_s")}, latency_multiplier=1.0)
+    return VariantResult(point=p, key=target_key(host.key, target.name), measurement=measured,
+                         runtime_parameter_bytes=host.runtime_parameter_bytes, threads=cfg.threads,
+                         model_source=host.model_source, model_sha256=host.model_sha256, measured_on=target.name,
+                         source="edge-opt agent", timings={"target_s": time.perf_counter() - t0})
+
+
+def _one_target(sweep: Sweep, store: StudyStore | None, hosts: Sequence[VariantResult], target: TargetConfig,
+                validation: tuple[Path, Path], should_stop: Callable[[], bool],
+                on_event: Callable[..., None]) -> TargetRun:
+    token = os.environ.get(target.token_env)
+    client = AgentClient(target.url, token or "", target.timeout_s)
+    rows: list[VariantResult] = []
+    failures, down, measured = 0, None, 0
+    fingerprint: dict[str, Any] = {}
+    for host in hosts:
+        if should_stop():
+            break
+        key = target_key(host.key, target.name)
+        doc = store.get(key) if store is not None else None
+        if doc is not None:
+            rows.append(VariantResult.from_dict(doc))
+            if not fingerprint and rows[-1].measurement is not None:
+                fingerprint = dict(rows[-1].measurement.environment)
+            continue
+        info = {"measured_on": target.name, "source": "edge-opt agent", "threads": sweep.cfg.threads}
+        if host.point.backend not in AGENT_BACKENDS:
+            rows.append(VariantResult.skip(host.point, key, f"the {host.point.backend} backend runs where torch "
+                                           "does; an agent runs ONNX Runtime, OpenVINO and ExecuTorch artifacts",
+                                           **info))
+            continue
+        reason = (f"environment variable {target.token_env} (token_env) is not set" if token is None else
+                  f"{down} (not tried: the target failed {failures} times in a row)" if down else None)
+        if reason is None:
+            try:
+                result = _measure_one(sweep, client, host, target, validation)
+            except AgentError as exc:
+                reason, failures = f"{target.name}: {exc}", failures + 1
+                down = reason if failures >= _FAILURES_BEFORE_GIVING_UP else None
+            except Exception as exc:  # noqa: BLE001 — building the files failed: an error row, never a crash
+                reason = f"{target.name}: {type(exc).__name__}: {exc}"
+            else:
+                failures, measured = 0, measured + 1
+                fingerprint = dict(result.measurement.environment) if result.measurement else fingerprint
+                if store is not None:
+                    store.put(key, result.to_dict(), kind="target")
+                rows.append(result)
+                on_event("target_point", target=target.name, point=host.point, row=result.row())
+                continue
+        rows.append(VariantResult.failed(host.point, key, reason, **info))  # not stored: a resume tries again
+    return TargetRun(target.name, tuple(rows), fingerprint, measured)
+
+
+def measure_on_targets(sweep: Sweep, store: StudyStore | None, hosts: Sequence[VariantResult], out: Path,
+                       should_stop: Callable[[], bool] = lambda: False,
+                       on_event: Callable[..., None] = lambda kind, **info: None) -> tuple[list[TargetRun], list[str]]:
+    """Measure every measured host row on each target of ``measure_on``; returns the runs and warnings."""
+    targets = sweep.cfg.agent_targets
+    if not targets:
+        return [], []
+    validation = _validation_arrays(sweep, out)
+    measurable = [h for h in hosts if h.ok and h.skipped is None and h.measurement is not None]
+    runs, warnings = [], []
+    for target in targets:
+        on_event("stage", name="targets", detail=f"{target.name} ({target.url})")
+        run = _one_target(sweep, store, measurable, target, validation, should_stop, on_event)
+        errors = [r for r in run.results if r.error]
+        if errors:
+            warnings.append(f"target {target.name}: {len(errors)} of {len(run.results)} points failed "
+                            f"({errors[0].error}); run the study again to re-measure only those")
+        runs.append(run)
+    return runs, warnings
+
+
+def simulation_gap(cfg: StudyConfig, hosts: Sequence[VariantResult], run: TargetRun) -> dict[str, Any]:
+    """How far the simulated device latency (host × ``latency_multiplier``) was from the target's measurement,
+    per point both measured: ratio simulated / measured (1 = the simulation was right)."""
+    host_by_point = {h.point: h for h in hosts if h.metrics is not None and h.error is None}
+    pairs: list[dict[str, Any]] = []
+    for r in run.results:
+        h = host_by_point.get(r.point)
+        if h is None or h.metrics is None or r.metrics is None or r.error is not None or not r.metrics.latency_ms > 0:
+            continue
+        simulated = h.metrics.latency_ms * cfg.latency_multiplier
+        pairs.append({"backend": r.point.backend, "precision": r.point.precision,
+                      "pruning_level": r.point.pruning_level, "calibration": r.point.calibration,
+                      "simulated_ms": simulated, "measured_ms": r.metrics.latency_ms,
+                      "ratio": simulated / r.metrics.latency_ms})
+    ratios = [float(p["ratio"]) for p in pairs]
+    return {"points": len(pairs), "median_ratio": float(np.median(ratios)) if ratios else math.nan,
+            "min_ratio": min(ratios) if ratios else math.nan, "max_ratio": max(ratios) if ratios else math.nan,
+            "per_point": pairs}
+
+
+
+
+def vendor_row(cfg: StudyConfig, host: VariantResult, m: VendorMeasurement, target: str) -> dict[str, Any]:
+    """A sweep-table row for a vendor tool's measurement of ``host``'s point on ``target``: the tool's
+    statistics (NaN where it reports none), the host's accuracy and memory (the same model, not re-evaluated)."""
+    hm = host.metrics
+    return {
+        "key": target_key(host.key, target), **asdict(host.point), "measured_on": target, "source": m.source,
+        "error": None, "accuracy": hm.accuracy if hm is not None else math.nan, "accuracy_source": "host",
+        "latency_ms": m.latency_mean_ms, "latency_median_ms": m.latency_median_ms,
+        "latency_std_ms": m.latency_std_ms, "latency_ci95_ms": m.latency_ci95_ms,
+        "latency_p95_ms": math.nan, "device_latency_ms": m.latency_mean_ms, "latency_samples": m.count,
+        "throughput_sps": m.throughput_fps, "memory_mb": hm.memory_mb if hm is not None else math.nan,
+        "runtime_memory_mb": (host.runtime_parameter_bytes or 0) / 1e6 if host.runtime_parameter_bytes else math.nan,
+        "accepted": False, "rejected_reason": "imported vendor measurement (not part of the selection)",
+        "vendor": m.to_dict(),
+    }
+
+

@@ -1,0 +1,374 @@
+"""``edge-opt agent``: a small HTTP server that runs on the edge device and measures artifacts there.
+
+It needs only what a runtime needs (Starlette + uvicorn, numpy, and ONNX Runtime / OpenVINO / the ExecuTorch
+runtime for the artifacts it is sent) — never torch for ONNX or OpenVINO artifacts. It does one thing: load an
+artifact in a runtime and time it with the study's rules (``edge_opt.core.stats``), optionally computing the
+accuracy on validation arrays sent with it, and return the raw samples with a fingerprint of the device.
+
+Protocol (every request needs ``Authorization: Bearer <token>``, compared in constant time):
+
+- ``GET /info`` → the device fingerprint.
+- ``HEAD /blobs/<sha256>`` → 200 when the file is cached, else 404 (a file is sent once).
+- ``PUT /blobs/<sha256>`` with the file as the body → stored when its SHA-256 matches, else 400.
+- ``POST /measure`` with a JSON request (``parse_measure_request``) → samples, CI, accuracy, fingerprint.
+
+Bodies are bounded (``max_blob_bytes``; 1 MB for JSON); the server binds to 127.0.0.1 unless told otherwise.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core import TimingRules, ci95_half_width, time_calls
+
+__all__ = ["AGENT_RUNTIMES", "MAX_JSON_BYTES", "AgentState", "MeasureRequest", "RequestError", "create_app",
+           "device_fingerprint", "parse_measure_request", "serve"]
+
+AGENT_RUNTIMES = ("onnxruntime", "openvino", "executorch")
+MAX_JSON_BYTES = 1 << 20
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class RequestError(ValueError):
+    """A request the agent refuses (400), with the reason."""
+
+
+@dataclass(frozen=True)
+class MeasureRequest:
+    """A validated ``POST /measure`` request."""
+
+    runtime: str
+    files: dict[str, str]  # file name → SHA-256 of a stored blob
+    model_file: str
+    input_shape: tuple[int, ...]
+    rules: TimingRules
+    threads: int = 1
+    precision_hint: str = "f32"
+    validation: dict[str, str] | None = None  # {"inputs": sha, "labels": sha} of .npy blobs
+    batch_size: int = 256
+
+
+def _sha(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _SHA.match(value):
+        raise RequestError(f"{where} must be a lowercase hex SHA-256 (64 characters)")
+    return value
+
+
+def _files(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not 1 <= len(value) <= 8:
+        raise RequestError("'files' must map 1 to 8 file names to their SHA-256")
+    out = {}
+    for name, sha in value.items():
+        if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+            raise RequestError(f"file name {str(name)[:40]!r} must be a plain name (letters, digits, . _ -)")
+        out[name] = _sha(sha, f"files[{name!r}]")
+    return out
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    if (not isinstance(value, list) or not 1 <= len(value) <= 6
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= 65536 for d in value)
+            or math.prod(value) > 64 << 20):
+        raise RequestError("'input.shape' must be 1 to 6 positive integers (at most 64 Mi values in all)")
+    return tuple(value)
+
+
+def _int(d: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    v = d.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+        raise RequestError(f"{key!r} must be an integer in [{low}, {high}]; got {str(v)[:40]!r}")
+    return v
+
+
+_KEYS = {"runtime", "files", "model_file", "input", "settings", "threads", "precision_hint", "validation",
+         "batch_size"}
+
+
+def parse_measure_request(body: bytes) -> MeasureRequest:
+    """Validate a ``POST /measure`` body; any problem is a ``RequestError`` naming it (never another exception)."""
+    if len(body) > MAX_JSON_BYTES:
+        raise RequestError(f"request body over {MAX_JSON_BYTES} bytes")
+    try:
+        d = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise RequestError("request body is not JSON") from None
+    if not isinstance(d, dict):
+        raise RequestError("request body must be a JSON object")
+    unknown = sorted(str(k)[:40] for k in set(d) - _KEYS)
+    if unknown:
+        raise RequestError(f"unknown keys {unknown}; allowed: {sorted(_KEYS)}")
+    runtime = d.get("runtime")
+    if not isinstance(runtime, str) or runtime not in AGENT_RUNTIMES:
+        raise RequestError(f"'runtime' must be one of {list(AGENT_RUNTIMES)}; got {str(runtime)[:40]!r}")
+    files = _files(d.get("files"))
+    model_file = d.get("model_file")
+    if not isinstance(model_file, str) or model_file not in files:
+        raise RequestError("'model_file' must be one of the names in 'files'")
+    inp = d.get("input")
+    if not isinstance(inp, dict) or inp.get("dtype", "float32") != "float32":
+        raise RequestError("'input' must be {shape: [...], dtype: float32}")
+    settings = d.get("settings", {})
+    if not isinstance(settings, dict):
+        raise RequestError("'settings' must be an object")
+    try:
+        rules = TimingRules.from_dict(settings)
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
+    hint = d.get("precision_hint", "f32")
+    if not isinstance(hint, str) or hint not in ("f32", "bf16", "f16"):
+        raise RequestError(f"'precision_hint' must be f32, bf16 or f16; got {str(hint)[:20]!r}")
+    val = d.get("validation")
+    if val is not None and (not isinstance(val, dict) or set(val) != {"inputs", "labels"}):
+        raise RequestError("'validation' must be {inputs: sha256, labels: sha256}")
+    validation = {k: _sha(v, f"validation.{k}") for k, v in val.items()} if val is not None else None
+    return MeasureRequest(runtime, files, model_file, _shape(inp.get("shape")), rules,
+                          _int(d, "threads", 1, 1, 256), hint, validation, _int(d, "batch_size", 256, 1, 65536))
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+
+
+def _cpu_model() -> str:
+    for line in (_read("/proc/cpuinfo") or "").splitlines():
+        if line.lower().startswith(("model name", "hardware", "processor")) and ":" in line:
+            value = line.split(":", 1)[1].strip()
+            if value and not value.isdigit():
+                return value
+    return platform.processor() or platform.machine()
+
+
+def _temperature_c() -> float | None:
+    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*/temp")):
+        raw = _read(str(zone))
+        if raw and raw.lstrip("-").isdigit():
+            return int(raw) / 1000.0
+    return None
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def device_fingerprint() -> dict[str, Any]:
+    """What the device is and how it runs right now (fields it cannot read are None)."""
+    freq = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
+    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "hostname": socket.gethostname(), "cpu_model": _cpu_model(), "cores": os.cpu_count(),
+        "cores_allowed": affinity, "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "clock_mhz": int(freq) / 1000.0 if freq and freq.isdigit() else None, "temperature_c": _temperature_c(),
+        "os": platform.platform(), "python": platform.python_version(),
+        "runtimes": {r: _version(r) for r in ("onnxruntime", "openvino", "executorch")},
+        "torch_imported": "torch" in sys.modules, "pid": os.getpid(),
+    }
+
+
+@dataclass
+class AgentState:
+    """The agent's settings and its content-addressed blob cache."""
+
+    token: str
+    cache_dir: Path
+    max_blob_bytes: int = 512 << 20
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def authorised(self, header: str | None) -> bool:
+        given = (header or "").removeprefix("Bearer ").encode()
+        return hmac.compare_digest(given, self.token.encode())
+
+    def blob(self, sha: str) -> Path:
+        return self.cache_dir / "blobs" / sha
+
+    def store(self, sha: str, chunks: Any) -> None:
+        """Write a blob from ``chunks`` (bytes), refusing it when over the bound or of another SHA-256."""
+        folder = self.cache_dir / "blobs"
+        folder.mkdir(parents=True, exist_ok=True)
+        digest, size = hashlib.sha256(), 0
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload.")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                for chunk in chunks:
+                    size += len(chunk)
+                    if size > self.max_blob_bytes:
+                        raise RequestError(f"blob over the bound of {self.max_blob_bytes} bytes")
+                    digest.update(chunk)
+                    fh.write(chunk)
+            if digest.hexdigest() != sha:
+                raise RequestError(f"SHA-256 mismatch: the body hashes to {digest.hexdigest()}, not {sha}")
+            os.replace(tmp, self.blob(sha))
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _materialise(state: AgentState, req: MeasureRequest) -> Path:
+    missing = [n for n, sha in req.files.items() if not state.blob(sha).is_file()]
+    if missing:
+        raise RequestError(f"files not uploaded yet: {missing} (PUT /blobs/<sha256> first)")
+    key = hashlib.sha256(json.dumps(sorted(req.files.items())).encode()).hexdigest()[:24]
+    folder = state.cache_dir / "models" / key
+    if not folder.is_dir():
+        tmp = Path(tempfile.mkdtemp(dir=state.cache_dir, prefix=".model."))
+        for name, sha in req.files.items():
+            shutil.copyfile(state.blob(sha), tmp / name)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # made meanwhile by another request
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _runner(folder: Path, req: MeasureRequest) -> Any:
+    from ..core import artifact_runner
+
+    manifest = {"runtime": req.runtime, "model_file": req.model_file,
+                "session_options": {"intra_op_num_threads": req.threads, "INFERENCE_NUM_THREADS": req.threads},
+                "export": {"inference_precision_hint": req.precision_hint}}
+    return artifact_runner(folder, manifest)
+
+
+def _accuracy(state: AgentState, run: Any, req: MeasureRequest) -> dict[str, Any]:
+    if req.validation is None:
+        return {}
+    try:
+        x = np.load(state.blob(req.validation["inputs"]), allow_pickle=False).astype(np.float32)
+        y = np.load(state.blob(req.validation["labels"]), allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise RequestError(f"validation arrays unreadable: {exc}") from None
+    step = 1 if req.runtime == "executorch" else req.batch_size
+    hits: list[np.ndarray] = []
+    for i in range(0, len(x), step):
+        hits.append(np.asarray(run(np.ascontiguousarray(x[i:i + step]))).argmax(1) == y[i:i + step])
+    correct = np.concatenate(hits) if hits else np.zeros(0, dtype=bool)
+    return {"accuracy": float(correct.mean()) if len(correct) else math.nan, "n_eval": int(len(correct)),
+            "correct": "".join("1" if c else "0" for c in correct)}
+
+
+def measure(state: AgentState, req: MeasureRequest) -> dict[str, Any]:
+    """Load the artifact and time it (one measurement at a time on this device)."""
+    with state.lock:
+        t0 = time.perf_counter()
+        run = _runner(_materialise(state, req), req)
+        x = np.random.default_rng(0).standard_normal(req.input_shape).astype(np.float32)
+        load_s = time.perf_counter() - t0
+        samples, calls, rounds, interrupted = time_calls(lambda: run(x), req.rules)
+        out = {"samples_ms": samples, "runs_per_sample": calls, "rounds": rounds, "interrupted_ms": interrupted,
+               "mean_ms": float(np.mean(samples)), "ci95_ms": ci95_half_width(samples),
+               "batch_size": req.input_shape[0], **_accuracy(state, run, req),
+               "load_s": load_s, "measure_s": time.perf_counter() - t0 - load_s,
+               "fingerprint": device_fingerprint()}
+    return out
+
+
+async def _body(request: Any, limit: int) -> bytes:
+    """The request body, refused once it passes ``limit`` bytes (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise RequestError(f"body over the bound of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(f"body over the bound of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _Routes:
+    """The agent's endpoints (each checks the token first)."""
+
+    def __init__(self, state: AgentState) -> None:
+        self.state = state
+
+    def _denied(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        if not self.state.authorised(request.headers.get("authorization")):
+            return JSONResponse({"error": "unauthorized"}, status_code=401)
+        return None
+
+    async def info(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        return self._denied(request) or JSONResponse({**device_fingerprint(),
+                                                      "max_blob_bytes": self.state.max_blob_bytes})
+
+    async def blob(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse, Response
+
+        sha = request.path_params["sha"]
+        if (refused := self._denied(request)) is not None:
+            return refused
+        if not _SHA.match(sha):
+            return JSONResponse({"error": "not a SHA-256"}, status_code=400)
+        if request.method == "HEAD":
+            return Response(status_code=200 if self.state.blob(sha).is_file() else 404)
+        self.state.store(sha, [await _body(request, self.state.max_blob_bytes)])
+        return JSONResponse({"stored": sha})
+
+    async def measure(self, request: Any) -> Any:
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import JSONResponse
+
+        if (refused := self._denied(request)) is not None:
+            return refused
+        req = parse_measure_request(await _body(request, MAX_JSON_BYTES))
+        try:
+            return JSONResponse(await run_in_threadpool(measure, self.state, req))
+        except RequestError:
+            raise
+        except Exception as exc:  # noqa: BLE001 — a runtime that cannot load or run the artifact
+            return JSONResponse({"error": f"{type(exc).__name__}: {str(exc)[:500]}"}, status_code=422)
+
+
+async def _refused(request: Any, exc: Exception) -> Any:
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": str(exc)[:500]}, status_code=413 if "over the bound" in str(exc) else 400)
+
+
+def create_app(state: AgentState) -> Any:
+    """The Starlette application of the agent."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    r = _Routes(state)
+    routes = [Route("/info", r.info), Route("/blobs/{sha}", r.blob, methods=["HEAD", "PUT"]),
+              Route("/measure", r.measure, methods=["POST"])]
+    return Starlette(routes=routes, exception_handlers={RequestError: _refused})
+
+
+def serve(host: str, port: int, token: str, cache_dir: Path, max_blob_mb: float = 512.0,
+          cores: list[int] | None = None) -> None:
+    """Run the agent until interrupted (``cores``: pin the process to these cores first)."""
+    import uvicorn
+
+    if cores and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(cores))
+    state = AgentState(token, cache_dir, int(max_blob_mb * (1 << 20)))
+    uvicorn.run(create_app(state), host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,399 @@
+"""Data stage: offline data sets behind a registry, a deterministic split, loaders.
+
+``digits`` (scikit-learn's bundled 8×8 handwritten digits, upsampled) needs no
+download; ``mnist`` / ``fashion-mnist`` read the standard IDX files (raw or .gz)
+from ``data_dir``; ``synthetic`` is a seeded toy problem for tests.
+"""
+from __future__ import annotations
+
+import gzip
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from ..config import StudyConfig
+from ..core import Registry
+from . import readers
+from .raw import DataError, RawDataset, resize_images
+
+__all__ = [
+    "DATASETS", "DataBundle", "Preprocess", "digits_dataset", "fit_preprocess",
+    "list_datasets", "load_data", "load_raw", "load_study_data", "make_loaders", "read_idx", "register_dataset",
+    "synthetic_dataset", "validate_raw",
+]
+
+
+DatasetFactory = Callable[..., RawDataset]
+DATASETS: Registry[DatasetFactory] = Registry("dataset", "dataset")
+register_dataset = DATASETS.register
+
+
+def list_datasets() -> list[str]:
+    """Names of the registered data sets."""
+    return DATASETS.names()
+
+
+@register_dataset("digits")
+def digits_dataset(data_dir: str = "", image_size: int = 28, seed: int = 0) -> RawDataset:
+    """scikit-learn's bundled 8×8 digits, upsampled to ``image_size`` (no download)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = (d.images.astype(np.float32) / 16.0)[:, None, :, :]
+    return RawDataset(resize_images(images, image_size), d.target.astype(np.int64), 10, "sklearn.datasets.load_digits (bundled)")
+
+
+@register_dataset("synthetic")
+def synthetic_dataset(data_dir: str = "", image_size: int = 8, seed: int = 0, n_samples: int = 512, num_classes: int = 4) -> RawDataset:
+    """Class-dependent blobs: learnable, seeded, tiny."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, size=n_samples).astype(np.int64)
+    protos = rng.random((num_classes, 1, image_size, image_size)).astype(np.float32)
+    images = protos[labels] + 0.15 * rng.standard_normal((n_samples, 1, image_size, image_size)).astype(np.float32)
+    return RawDataset(np.clip(images, 0, 1).astype(np.float32), labels, num_classes, f"synthetic(seed={seed})")
+
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (raw or gzip).
+
+    Raises:
+        DataError: naming the file, for a bad magic number, truncated data or a bad gzip stream.
+    """
+    path = Path(path)
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"IDX file {str(path)!r} could not be read: {exc}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
+        raise DataError(f"IDX file {str(path)!r} is corrupt: bad magic number {raw[:4].hex() or '(empty)'}.")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"IDX file {str(path)!r} is corrupt: header truncated.")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype: np.dtype[Any] = np.dtype(_IDX_DTYPES[raw[2]])  # type: ignore[call-overload]  # str | type mix
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise DataError(
+            f"IDX file {str(path)!r} is corrupt: dims {list(dims)} need {expected} data bytes, found {len(raw) - header}."
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+
+
+def _find(data_dir: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz"):
+        if (data_dir / name).is_file():
+            return data_dir / name
+    raise DataError(f"Data file {stem!r} (or {stem + '.gz'!r}) not found in folder {str(data_dir)!r}.")
+
+
+def _idx_dataset(data_dir: str, image_size: int, prefix: str, num_classes: int = 10) -> RawDataset:
+    folder = Path(data_dir)
+    parts = []
+    for split in ("train", "t10k"):
+        img_path, lbl_path = _find(folder, f"{split}-images-idx3-ubyte"), _find(folder, f"{split}-labels-idx1-ubyte")
+        imgs, lbls = read_idx(img_path), read_idx(lbl_path)
+        if imgs.ndim != 3:
+            raise DataError(f"IDX images {str(img_path)!r} must have shape (N, H, W); got {imgs.shape}.")
+        if lbls.ndim != 1 or len(lbls) != len(imgs):
+            raise DataError(
+                f"IDX labels {str(lbl_path)!r} must have shape ({len(imgs)},) to match the images; got {lbls.shape}."
+            )
+        parts.append((imgs, lbls, img_path, lbl_path))
+    images = np.concatenate([p[0] for p in parts]).astype(np.float32)[:, None] / 255.0
+    labels = np.concatenate([p[1] for p in parts]).astype(np.int64)
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if bad.size:
+        raise DataError(
+            f"Labels in {[str(p[3]) for p in parts]} must be in [0, {num_classes}); got {np.unique(bad)[:10].tolist()}."
+        )
+    return RawDataset(resize_images(images, image_size), labels, num_classes, f"{prefix} IDX files in {data_dir}")
+
+
+@register_dataset("mnist")
+def _mnist(data_dir: str = "data/mnist", image_size: int = 28, seed: int = 0) -> RawDataset:
+    return _idx_dataset(data_dir, image_size, "MNIST")
+
+
+@register_dataset("fashion-mnist")
+def _fashion(data_dir: str = "data/fashion-mnist", image_size: int = 28, seed: int = 0) -> RawDataset:
+    return _idx_dataset(data_dir, image_size, "Fashion-MNIST")
+
+
+def validate_raw(ds: RawDataset, name: str) -> None:
+    """Check a data set's shapes and labels.
+
+    Raises:
+        DataError: empty data, wrong image shape, labels out of range.
+    """
+    parts = [("", ds.images, ds.labels)]
+    if ds.val_images is not None:
+        parts.append((" (validation)", ds.val_images, ds.val_labels if ds.val_labels is not None else np.zeros(0)))
+    for what, images, labels in parts:
+        _validate_part(f"{name}{what}", images, labels, ds.num_classes, allow_empty=bool(what == "" and len(parts) > 1))
+    if ds.val_images is not None and ds.images.shape[1:] != ds.val_images.shape[1:] and len(ds.images):
+        raise DataError(f"Data set {name!r}: training images have shape {ds.images.shape[1:]} but validation images "
+                        f"{ds.val_images.shape[1:]}.")
+
+
+def _validate_part(name: str, images: np.ndarray, labels: np.ndarray, num_classes: int, allow_empty: bool) -> None:
+    if images.ndim != 4:
+        raise DataError(f"Data set {name!r}: images must have shape (N, C, H, W); got {images.shape}.")
+    if len(images) == 0 and not allow_empty:
+        raise DataError(f"Data set {name!r} is empty (0 samples).")
+    if labels.shape != (len(images),):
+        raise DataError(f"Data set {name!r}: labels must have shape ({len(images)},); got {labels.shape}.")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"Data set {name!r}: labels must be integers; got dtype {labels.dtype}.")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = np.unique(labels[(labels < 0) | (labels >= num_classes)])[:10].tolist()
+        raise DataError(f"Data set {name!r}: labels must be in [0, {num_classes}); got {bad}.")
+    if not np.isfinite(images).all():
+        raise DataError(f"Data set {name!r}: images contain NaN or inf values.")
+
+
+Stat = float | tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """``x = (raw × scale − mean) / std`` (mean/std per channel when tuples)."""
+
+    scale: float = 1.0
+    mean: Stat = 0.0
+    std: Stat = 1.0
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        """Preprocessed float32 copy of an (N, C, H, W) raw batch."""
+        mean = np.asarray(self.mean, dtype=np.float32).reshape(1, -1, 1, 1) if isinstance(self.mean, tuple) else self.mean
+        std = np.asarray(self.std, dtype=np.float32).reshape(1, -1, 1, 1) if isinstance(self.std, tuple) else self.std
+        return ((raw.astype(np.float32) * np.float32(self.scale) - mean) / std).astype(np.float32)
+
+    def as_dict(self) -> dict[str, Any]:
+        """For manifests: scale, mean, std and the formula."""
+        return {"scale": self.scale, "mean": _plain(self.mean), "std": _plain(self.std),
+                "formula": "(x * scale - mean) / std"}
+
+
+def _plain(v: Stat) -> float | list[float]:
+    return list(v) if isinstance(v, tuple) else float(v)
+
+
+@dataclass(frozen=True, eq=False)
+class DataBundle:
+    """Loaders and what downstream stages need to know about the data.
+
+    ``train_loader`` is None when only validation data was given (a trained model needs none);
+    ``calibration_set`` holds the ``calibration_data_path`` images when given.
+    """
+
+    train_loader: DataLoader | None
+    val_loader: DataLoader
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    preprocess: Preprocess
+    source: str
+    n_train: int
+    n_val: int
+    val_images_raw: np.ndarray = field(repr=False)  # un-normalised, for the exported artifact's check
+    val_labels: np.ndarray = field(repr=False)
+    calibration_set: TensorDataset | None = field(default=None, repr=False)
+
+    @property
+    def mean(self) -> Stat:
+        return self.preprocess.mean
+
+    @property
+    def std(self) -> Stat:
+        return self.preprocess.std
+
+    @property
+    def calibration_source(self) -> str:
+        """Where int8 calibration batches come from: calibration_data_path, the training split, else validation."""
+        if self.calibration_set is not None:
+            return "calibration_data_path"
+        return "training split" if self.train_loader is not None else "validation split (no training data given)"
+
+    @property
+    def calibration_images(self) -> int:
+        """How many images the calibration batches are drawn from."""
+        source = self.calibration_set if self.calibration_set is not None else (
+            self.train_loader.dataset if self.train_loader is not None else self.val_loader.dataset)
+        return len(source)  # type: ignore[arg-type]
+
+    def calibration_batches(self, n: int) -> list[torch.Tensor]:
+        """The first ``n`` calibration batches in a fixed order (no shuffling), inputs only."""
+        source = self.calibration_set if self.calibration_set is not None else (
+            self.train_loader.dataset if self.train_loader is not None else self.val_loader.dataset)
+        ordered = DataLoader(source, batch_size=self.val_loader.batch_size, shuffle=False)
+        out: list[torch.Tensor] = []
+        for batch in ordered:
+            if len(out) >= n:
+                break
+            out.append(batch[0])
+        return out
+
+
+def _split(ds: RawDataset, val_fraction: float, seed: int, train_subset: int | None,
+           val_subset: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_train, y_train, x_val, y_val): the given split, or a seeded split by ``val_fraction``."""
+    if ds.val_images is not None and ds.val_labels is not None:
+        xt, yt, xv, yv = ds.images, ds.labels, ds.val_images, ds.val_labels
+    else:
+        n = len(ds.images)
+        perm = np.random.default_rng(seed).permutation(n)
+        n_val = max(1, int(round(n * val_fraction)))
+        if n - n_val < 1:
+            raise DataError(f"Data set {ds.source!r} has {n} samples: too few to split into train and validation.")
+        val_idx, train_idx = perm[:n_val], perm[n_val:]
+        xt, yt, xv, yv = ds.images[train_idx], ds.labels[train_idx], ds.images[val_idx], ds.labels[val_idx]
+    if train_subset is not None:
+        xt, yt = xt[:train_subset], yt[:train_subset]
+    if val_subset is not None:
+        xv, yv = xv[:val_subset], yv[:val_subset]
+    return xt, yt, xv, yv
+
+
+def fit_preprocess(x_train: np.ndarray, scale: float, given: Any = None, fit: bool = True) -> Preprocess:
+    """The preprocessing: ``given`` (a config's ``preprocess``) where set; else mean/std of the scaled training
+    images when ``fit`` (a model the study trains), else none (a trained model gets its inputs as they are)."""
+    g_scale = getattr(given, "scale", None)
+    scale = float(g_scale) if g_scale is not None else scale
+    g_mean, g_std = getattr(given, "mean", None), getattr(given, "std", None)
+
+    def stat(v: Any) -> Stat:
+        return tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else float(v)
+
+    if fit and len(x_train) and (g_mean is None or g_std is None):
+        scaled = x_train.astype(np.float32) * np.float32(scale)
+        mean: Stat = stat(g_mean) if g_mean is not None else float(scaled.mean())
+        std: Stat = stat(g_std) if g_std is not None else (float(scaled.std()) or 1.0)
+        return Preprocess(scale, mean, std)
+    return Preprocess(scale, stat(g_mean) if g_mean is not None else 0.0, stat(g_std) if g_std is not None else 1.0)
+
+
+def make_loaders(
+    ds: RawDataset,
+    *,
+    batch_size: int,
+    dataloader_seed: int,
+    val_fraction: float = 0.25,
+    train_subset: int | None = None,
+    val_subset: int | None = None,
+    num_workers: int = 0,
+    preprocess: Any = None,
+    fit_normalisation: bool = True,
+    calibration_images: np.ndarray | None = None,
+) -> DataBundle:
+    """Split (the given split, else deterministically by ``dataloader_seed``), subset, preprocess, wrap in loaders.
+
+    Normalisation statistics come from the training split only (see ``fit_preprocess``).
+    """
+    validate_raw(ds, ds.source)
+    xt, yt, xv, yv = _split(ds, val_fraction, dataloader_seed, train_subset, val_subset)
+    pre = fit_preprocess(xt, ds.default_scale, preprocess, fit_normalisation)
+    if isinstance(pre.mean, tuple) and len(pre.mean) not in (1, xv.shape[1]):
+        raise DataError(f"The 'preprocess.mean' parameter has {len(pre.mean)} values for {xv.shape[1]}-channel images.")
+
+    def tensors(x: np.ndarray, y: np.ndarray) -> TensorDataset:
+        return TensorDataset(torch.from_numpy(pre.apply(x)), torch.from_numpy(y.astype(np.int64)))
+
+    gen = torch.Generator().manual_seed(dataloader_seed)
+    train_loader = DataLoader(tensors(xt, yt), batch_size=batch_size, shuffle=True, generator=gen,
+                              num_workers=num_workers) if len(xt) else None
+    val_loader = DataLoader(tensors(xv, yv), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    calib = None
+    if calibration_images is not None:
+        calib = TensorDataset(torch.from_numpy(pre.apply(calibration_images)))
+    return DataBundle(
+        train_loader=train_loader, val_loader=val_loader,
+        input_shape=(int(xv.shape[1]), int(xv.shape[2]), int(xv.shape[3])), num_classes=ds.num_classes,
+        preprocess=pre, source=ds.source, n_train=len(xt), n_val=len(xv), val_images_raw=xv, val_labels=yv,
+        calibration_set=calib,
+    )
+
+
+def load_data(
+    name: str,
+    *,
+    data_dir: str = "data",
+    image_size: int = 28,
+    batch_size: int = 128,
+    dataloader_seed: int = 0,
+    val_fraction: float = 0.25,
+    train_subset: int | None = None,
+    val_subset: int | None = None,
+    num_workers: int = 0,
+) -> DataBundle:
+    """Load a registered data set and build its loaders.
+
+    Args:
+        name: registered data set (see ``list_datasets()``).
+        data_dir: folder with the IDX files for mnist / fashion-mnist.
+        image_size: side length images are resized to.
+    Returns:
+        A ``DataBundle``.
+    Raises:
+        DataError: missing/corrupt files, empty data, bad shapes or labels.
+    """
+    factory = DATASETS.get(name)
+    raw = factory(data_dir=data_dir, image_size=image_size, seed=dataloader_seed)
+    validate_raw(raw, name)
+    return make_loaders(
+        raw,
+        batch_size=batch_size,
+        dataloader_seed=dataloader_seed,
+        val_fraction=val_fraction,
+        train_subset=train_subset,
+        val_subset=val_subset,
+        num_workers=num_workers,
+    )
+
+
+def load_raw(cfg: StudyConfig, channels: int | None = None) -> RawDataset:
+    """The study's raw data set: a registered one, ``npz``, ``image_folder`` or ``package.module:callable``.
+
+    ``channels``: what the model's input asks for (image folders read RGB or grayscale accordingly).
+    """
+    if cfg.dataset == "npz":
+        return readers.read_npz(cfg.data_path, cfg.layout, cfg.image_size)
+    if cfg.dataset == "python":
+        raise DataError("The 'dataset' value 'python' means arrays handed to edge_opt.optimize; a config file names "
+                        "a registered data set, 'npz', 'image_folder' or 'package.module:callable'.")
+    if cfg.dataset == "image_folder":
+        return readers.read_image_folder(cfg.data_dir, cfg.image_size, channels)
+    if ":" in cfg.dataset:
+        return readers.call_dataset(cfg.dataset, cfg.config_dir, cfg.image_size)
+    factory = DATASETS.get(cfg.dataset)
+    return factory(data_dir=cfg.data_dir, image_size=cfg.image_size or 28, seed=cfg.dataloader_seed)
+
+
+def load_study_data(cfg: StudyConfig, raw: RawDataset | None = None, channels: int | None = None,
+                    calibration: np.ndarray | None = None) -> DataBundle:
+    """The study's data, exactly as its config asks (every executor loads it through here).
+
+    Args:
+        raw: data handed over in memory (``edge_opt.optimize``) instead of the config's ``dataset``.
+        channels: the model's input channels, when known (image folders).
+        calibration: raw calibration images handed over in memory (else ``calibration_data_path``).
+    """
+    raw = raw if raw is not None else load_raw(cfg, channels)
+    validate_raw(raw, cfg.dataset)
+    shape = (raw.val_images if raw.val_images is not None else raw.images).shape[1:]
+    calib = calibration if calibration is not None else (
+        readers.read_calibration(cfg.calibration_data_path, cfg.layout, shape) if cfg.calibration_data_path else None)
+    return make_loaders(raw, batch_size=cfg.batch_size, dataloader_seed=cfg.dataloader_seed,
+                        val_fraction=cfg.val_fraction, train_subset=cfg.train_subset, val_subset=cfg.val_subset,
+                        num_workers=cfg.num_workers, preprocess=cfg.preprocess,
+                        fit_normalisation=not cfg.model.trained, calibration_images=calib)

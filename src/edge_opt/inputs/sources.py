@@ -1,0 +1,369 @@
+"""Model sources: where a study's model comes from, and what it can do.
+
+``name`` (the registry), ``factory`` (the user's code, with optional ``weights``), ``exported`` (a
+``torch.export`` program), ``onnx`` (a trained ONNX file), ``python`` (a module handed to
+``edge_opt.optimize``). Each loads into a ``ModelSource``: the float module (None for ONNX), the ONNX
+file (ONNX only), a ``rebuild`` that makes a fresh module of the same architecture (pruned checkpoints
+reload into it), the SHA-256 that identifies the input model, and whether it arrives trained.
+Every problem is a ``ModelSourceError`` naming the key and the file.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig, StudyConfig
+from ..core import CallableImportError, import_callable, sha256_file
+from .models import create_model
+
+__all__ = [
+    "ExportedModule", "ModelSource", "ModelSourceError", "check_model_fits", "check_model_size", "file_sha256",
+    "load_model_source", "onnx_input_spec", "source_digest", "state_dict_sha256",
+]
+
+
+class ModelSourceError(ValueError):
+    """The configured model cannot be loaded (names the key and the file)."""
+
+
+@dataclass(frozen=True, eq=False)
+class ModelSource:
+    """A loaded input model and what it can do.
+
+    Attributes:
+        kind: name, factory, exported, onnx or python.
+        label: ``model_source`` as rows and manifests show it (e.g. ``onnx:model.onnx``).
+        module: the float PyTorch module as given (None for an ONNX model).
+        onnx_path: the ONNX file (ONNX models only).
+        rebuild: a fresh module of the same architecture (None for ONNX).
+        trained: arrives trained (no baseline training unless ``epochs`` is set).
+        file_sha256: SHA-256 of the model file (None for modules built by code).
+    """
+
+    kind: str
+    label: str
+    module: nn.Module | None
+    onnx_path: Path | None
+    rebuild: Callable[[], nn.Module] | None
+    trained: bool
+    file_sha256: str | None = None
+
+    @property
+    def torch_free(self) -> bool:
+        """No PyTorch module: torch backends and pruning do not apply."""
+        return self.module is None
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file (memoised by path, size and modification time)."""
+    st = Path(path).stat()
+    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+def state_dict_sha256(model: nn.Module) -> str:
+    """SHA-256 over a module's state dict (names, dtypes, shapes and bytes, in order)."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        if isinstance(t, torch.Tensor):
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _file(key: str, path: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        what = "is a folder, not a file" if p.is_dir() else "does not exist"
+        raise ModelSourceError(f"The 'model.{key}' file {path!r} {what}.")
+    return p
+
+
+def source_digest(m: ModelConfig) -> str | None:
+    """SHA-256 of the model's file (onnx, exported, weights), or None: part of the baseline's key."""
+    for key in ("onnx", "exported", "weights"):
+        value = getattr(m, key)
+        if value is not None and Path(value).is_file():
+            return file_sha256(value)
+    return None
+
+
+def _call_factory(fn: Callable[..., Any], params: dict[str, Any], input_shape: tuple[int, ...],
+                  num_classes: int, spec: str) -> nn.Module:
+    sig = inspect.signature(fn)
+    kwargs = dict(params)
+    for name, value in (("input_shape", tuple(input_shape)), ("num_classes", int(num_classes))):
+        if name in sig.parameters and name not in kwargs:
+            kwargs[name] = value
+    try:
+        model = fn(**kwargs)
+    except Exception as exc:  # noqa: BLE001 — user code failing is a config error naming it
+        raise ModelSourceError(f"The 'model.factory' callable {spec!r} failed with params {params!r}: "
+                               f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise ModelSourceError(f"The 'model.factory' callable {spec!r} must return a torch.nn.Module. Got "
+                               f"{type(model).__name__} instead.")
+    return model.float().eval()
+
+
+def _load_weights(model: nn.Module, path: str) -> nn.Module:
+    p = _file("weights", path)
+    try:
+        blob = torch.load(p, weights_only=True, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 — a file torch cannot read safely is a config error
+        raise ModelSourceError(f"The 'model.weights' file {path!r} is not a state dict torch can load with "
+                               f"weights_only=True ({type(exc).__name__}: {str(exc)[:200]}).") from None
+    state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelSourceError(f"The 'model.weights' file {path!r} is not a state dict (a mapping of names to "
+                               "tensors).")
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ModelSourceError(f"The 'model.weights' file {path!r} does not fit the model: missing keys "
+                               f"{missing[:5]}{' …' if len(missing) > 5 else ''}, unexpected keys "
+                               f"{unexpected[:5]}{' …' if len(unexpected) > 5 else ''}.")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelSourceError(f"The 'model.weights' file {path!r} does not fit the model: "
+                               f"{str(exc).splitlines()[0][:300]}") from None
+    return model.eval()
+
+
+class ExportedModule(nn.Module):
+    """A ``torch.export`` program's module as an ordinary module: ``train()``/``eval()`` switch only this
+    wrapper's flag (the exported graph refuses them; it already runs in the mode it was exported in)."""
+
+    def __init__(self, graph_module: nn.Module) -> None:
+        super().__init__()
+        self.program = graph_module
+
+    def train(self, mode: bool = True) -> ExportedModule:
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.program(x)
+
+
+def _load_exported(path: str) -> nn.Module:
+    p = _file("exported", path)
+    try:
+        return ExportedModule(torch.export.load(str(p)).module())
+    except Exception as exc:  # noqa: BLE001 — anything torch.export cannot read is a config error
+        raise ModelSourceError(f"The 'model.exported' file {path!r} is not a program saved with "
+                               f"torch.export.save ({type(exc).__name__}: {str(exc)[:200]}).") from None
+
+
+def onnx_input_spec(path: str | Path) -> tuple[str, tuple[int | None, ...]]:
+    """(input name, shape with None for dynamic dims) of a one-input float ONNX model (read once per file version).
+
+    Raises:
+        ModelSourceError: not ONNX, several inputs, a non-float input, or several outputs.
+    """
+    p = Path(path)
+    st = p.stat()
+    return _onnx_input_spec(str(p.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _onnx_input_spec(path: str, size: int, mtime_ns: int) -> tuple[str, tuple[int | None, ...]]:
+    """(input name, shape with None for dynamic dims) of a one-input float ONNX model.
+
+    Raises:
+        ModelSourceError: not ONNX, several inputs, a non-float input, or several outputs.
+    """
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        onnx.checker.check_model(model)
+    except Exception as exc:  # noqa: BLE001 — anything onnx cannot read is a config error
+        raise ModelSourceError(f"The 'model.onnx' file {str(path)!r} is not an ONNX model "
+                               f"({type(exc).__name__}: {str(exc)[:200]}).") from None
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise ModelSourceError(f"The 'model.onnx' file {str(path)!r} must have one input (an image batch). Got "
+                               f"{len(inputs)}: {[i.name for i in inputs]}.")
+    tensor = inputs[0].type.tensor_type
+    if tensor.elem_type != onnx.TensorProto.FLOAT:
+        raise ModelSourceError(f"The 'model.onnx' file {str(path)!r} must take a float32 input. Got "
+                               f"{onnx.TensorProto.DataType.Name(tensor.elem_type)} for {inputs[0].name!r}.")
+    if len(model.graph.output) != 1:
+        raise ModelSourceError(f"The 'model.onnx' file {str(path)!r} must have one output (the logits). Got "
+                               f"{len(model.graph.output)}.")
+    dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+    if len(dims) != 4:
+        raise ModelSourceError(f"The 'model.onnx' file {str(path)!r} must take an (N, C, H, W) input. Got shape "
+                               f"{dims} for {inputs[0].name!r}.")
+    return inputs[0].name, dims
+
+
+def load_model_source(cfg: StudyConfig, input_shape: tuple[int, ...], num_classes: int,
+                      module: nn.Module | None = None) -> ModelSource:
+    """Load the configured model (``module``: the object handed to ``edge_opt.optimize``).
+
+    Raises:
+        ModelSourceError: a missing or unreadable file, a factory that does not import or does not return a
+            module, weights that do not fit, an ONNX model that is not a one-input float image model.
+    """
+    m = cfg.model
+    kind = m.kind
+    if kind == "onnx":
+        path = _file("onnx", str(m.onnx))
+        onnx_input_spec(path)
+        return ModelSource("onnx", f"onnx:{m.onnx}", None, path, None, True, file_sha256(path))
+    if kind == "exported":
+        path = _file("exported", str(m.exported))
+        first = _load_exported(str(path))
+        return ModelSource("exported", f"exported:{m.exported}", first,
+                           None, lambda: _load_exported(str(path)), True, file_sha256(path))
+    if kind == "python":
+        if module is None:
+            raise ModelSourceError("The 'model.python' source needs the module itself: use edge_opt.optimize.")
+        pristine = _copy(module)
+        return ModelSource("python", f"python:{m.python}", _copy(pristine), None, lambda: _copy(pristine), True)
+    rebuild = _rebuild(m, cfg, input_shape, num_classes)
+    check_model_size(rebuild, kind)
+    try:
+        model = rebuild()
+    except (ValueError, TypeError) as exc:
+        if kind != "name":
+            raise
+        raise ModelSourceError(f"The 'model.params' parameter is invalid for {m.name!r}: {_short(exc)}") from None
+    if m.weights is not None:
+        model = _load_weights(model, m.weights)
+    label = f"registry:{m.name}" if kind == "name" else f"factory:{m.factory}"
+    return ModelSource(kind, label, model, None, rebuild, m.trained,
+                       file_sha256(m.weights) if m.weights is not None else None)
+
+
+def _copy(module: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(module).float().eval()
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _memory_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 16 << 30
+
+
+# Training holds weights, gradients and two Adam moments (4 × fp32 per parameter) besides activations.
+TRAINING_BYTES_PER_PARAMETER = 16
+
+
+def check_model_size(rebuild: Callable[[], nn.Module], kind: str) -> int:
+    """Build the model on PyTorch's ``meta`` device (no memory) and refuse one that cannot be trained here.
+
+    Returns:
+        The parameter count (0 when the model could not be built on the meta device: the real build decides).
+    Raises:
+        ModelSourceError: invalid registry-model parameters, or a model whose training would need more
+            than half of this machine's memory.
+    """
+    try:
+        with torch.device("meta"):
+            probe = rebuild()
+    except (ValueError, TypeError) as exc:
+        if kind == "name":
+            raise ModelSourceError(f"The 'model.params' parameter is invalid: {_short(exc)}") from None
+        return 0
+    except Exception:  # noqa: BLE001 — a factory that cannot run on the meta device is built for real
+        return 0
+    n = sum(p.numel() for p in probe.parameters())
+    need, have = n * TRAINING_BYTES_PER_PARAMETER, _memory_bytes()
+    if need > have // 2:
+        raise ModelSourceError(f"The 'model.params' parameter gives a model of {n:,} parameters ({n * 4 / 1e9:.1f} GB "
+                               f"fp32); training it needs about {need / 1e9:.1f} GB, more than half of this "
+                               f"machine's {have / 1e9:.1f} GB. Give smaller layers.")
+    return n
+
+
+def _rebuild(m: ModelConfig, cfg: StudyConfig, input_shape: tuple[int, ...],
+             num_classes: int) -> Callable[[], nn.Module]:
+    if m.kind == "name":
+        name = str(m.name)
+        return lambda: create_model(name, input_shape, num_classes, **m.params)
+    spec = str(m.factory)
+    try:
+        fn = import_callable(spec, "model.factory", [cfg.config_dir])
+    except CallableImportError as exc:
+        raise ModelSourceError(str(exc)) from None
+    return lambda: _call_factory(fn, m.params, input_shape, num_classes, spec)
+
+
+def check_model_fits(source: ModelSource, input_shape: tuple[int, ...], num_classes: int,
+                     sample: torch.Tensor) -> int:
+    """Run the model on ``sample`` (two preprocessed images) and check that the data fits it.
+
+    Returns:
+        The number of model outputs (logits).
+    Raises:
+        ModelSourceError: the data's image shape does not fit the model's input (both shapes named), or the
+            labels reach beyond the model's outputs.
+    """
+    shape = tuple(int(s) for s in input_shape)
+    if source.onnx_path is not None:
+        _, dims = onnx_input_spec(source.onnx_path)
+        want = dims[1:]
+        if any(w is not None and w != s for w, s in zip(want, shape)):
+            raise ModelSourceError(f"The data's images have shape {shape} (C, H, W) but the 'model.onnx' file "
+                                   f"{str(source.onnx_path)!r} takes {tuple('?' if w is None else w for w in want)}.")
+        outputs = _onnx_outputs(source.onnx_path, sample)
+    else:
+        assert source.module is not None
+        try:
+            with torch.inference_mode():
+                logits = source.module.eval()(sample.float())
+        except Exception as exc:  # noqa: BLE001 — a shape the model cannot take is a data error naming both
+            raise ModelSourceError(f"The data's images have shape {shape} (C, H, W) but the model "
+                                   f"({source.label}) does not take them: {type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0][:200]}") from None
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+            raise ModelSourceError(f"The model ({source.label}) must return (N, classes) logits. Got "
+                                   f"{getattr(logits, 'shape', type(logits).__name__)}.")
+        outputs = int(logits.shape[1])
+    if num_classes > outputs:
+        raise ModelSourceError(f"The labels must be integers in [0, {outputs}) (the model's {outputs} outputs). Got "
+                               f"labels up to {num_classes - 1}.")
+    return outputs
+
+
+def _onnx_outputs(path: Path, sample: torch.Tensor) -> int:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        out = sess.run(None, {sess.get_inputs()[0].name: sample.float().numpy()})[0]
+    except Exception as exc:  # noqa: BLE001 — a model ORT cannot run on the data is a data error
+        raise ModelSourceError(f"The 'model.onnx' file {str(path)!r} does not run on the data's images "
+                               f"{tuple(sample.shape[1:])}: {type(exc).__name__}: {str(exc)[:200]}") from None
+    if out.ndim != 2:
+        raise ModelSourceError(f"The 'model.onnx' file {str(path)!r} must output (N, classes) logits. Got shape "
+                               f"{out.shape}.")
+    return int(out.shape[1])

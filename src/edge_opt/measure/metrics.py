@@ -1,0 +1,595 @@
+"""Measure stage (seed 003): accuracy, latency distribution, throughput, memory, energy.
+
+Every measurement keeps its raw samples (``LatencySamples``, per-sample correctness)
+and the environment in an immutable ``MeasurementRecord``; means, medians,
+percentiles and intervals are computed from those samples. ``collect_metrics``
+measures a torch model or any backend's ``Variant`` the same way.
+
+Units: latency in ms, memory in MB = 10^6 bytes of state-dict / initializer tensors at
+their real dtype, energy in J per inference of ``latency_batch_size`` samples.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+from torch import nn
+from torch.utils.benchmark import Timer
+from torch.utils.data import DataLoader
+
+from ..core import environment, split_interrupted
+from ..variants import PRECISIONS, Variant, state_dict_bytes, torch_kernel_precision, wrap_torch_module
+from .energy import EnergyEstimate, RaplReader, proxy_energy
+
+__all__ = [
+    "INSTANCE_BYTES_BUDGET", "BenchmarkSettings", "LatencySamples", "MeasurementRecord", "ModelLike", "PerfMetrics", "as_variant",
+    "calls_per_sample", "collect_metrics", "evaluate_accuracy", "evaluate_predictions", "instance_count", "latency_differs",
+    "latency_samples", "measure_latency", "measure_latency_distribution", "measure_variant", "measure_variants",
+    "memory_violations", "model_memory_mb", "pinned",
+]
+
+ModelLike = nn.Module | Variant
+
+
+@dataclass(frozen=True)
+class PerfMetrics:
+    """All performance metrics of one configuration (the seed's seven fields first).
+
+    Every latency here is a host measurement; ``device_latency_ms`` alone is scaled to the
+    simulated device (host latency × ``latency_multiplier``).
+
+    Attributes:
+        accuracy: fraction correct on the evaluation set.
+        latency_ms: mean host latency of one inference of ``latency_batch_size`` samples.
+        latency_std_ms: standard deviation of the latency samples.
+        latency_p95_ms: 95th percentile of the latency samples.
+        throughput_sps: samples/s at the loader's batch size.
+        memory_mb: parameter memory (state dict / initializers at their real dtype), 10^6 bytes.
+        energy_proxy_j: energy per inference in J (the seed's name); ``energy_source`` says whether it
+            came from RAPL package counters (``rapl``) or power_watts × host latency (``proxy``).
+        device_latency_ms: ``latency_ms`` × the latency multiplier (linear clock model of the device).
+    """
+
+    accuracy: float
+    latency_ms: float
+    latency_std_ms: float
+    latency_p95_ms: float
+    throughput_sps: float
+    memory_mb: float
+    energy_proxy_j: float
+    latency_median_ms: float = math.nan
+    latency_ci95_ms: float = math.nan
+    batch_latency_ms: float = math.nan
+    energy_source: str = "proxy"
+    device_latency_ms: float = math.nan
+
+
+@dataclass(frozen=True)
+class LatencySamples:
+    """Raw latency samples (ms), each the mean of ``runs_per_sample`` calls on a batch of ``batch_size``."""
+
+    batch_size: int
+    samples_ms: tuple[float, ...]
+    runs_per_sample: int = 1
+    rounds: int = 1  # interleaved rounds the samples were taken in
+    # samples set aside as interrupted (longer than BenchmarkSettings.interrupted_factor × the median): kept here,
+    # out of every statistic
+    interrupted_ms: tuple[float, ...] = ()
+    instances: int = 1  # independent instances of the build (sessions, module copies) the rounds rotated over
+
+    @property
+    def n(self) -> int:
+        return len(self.samples_ms)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.samples_ms)) if self.n else math.nan
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.samples_ms, ddof=1)) if self.n > 1 else math.nan
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.samples_ms)) if self.n else math.nan
+
+    @property
+    def p95(self) -> float:
+        return float(np.percentile(self.samples_ms, 95)) if self.n else math.nan
+
+    @property
+    def ci95(self) -> float:
+        """Half-width of the t-based 95 % interval of the mean (NaN for n < 2)."""
+        if self.n < 2:
+            return math.nan
+        return float(stats.t.ppf(0.975, self.n - 1) * self.std / math.sqrt(self.n))
+
+
+@dataclass(frozen=True)
+class MeasurementRecord:
+    """Everything one measurement produced; statistics come from the raw parts."""
+
+    backend: str
+    precision: str
+    kernel_precision: str
+    parameter_bytes: int
+    latency: LatencySamples
+    batch_latency: LatencySamples
+    correct: tuple[bool, ...]
+    energy: EnergyEstimate
+    environment: Mapping[str, Any] = field(default_factory=dict)
+    latency_multiplier: float = 1.0
+    logits_finite: bool = True
+
+    @functools.cached_property
+    def metrics(self) -> PerfMetrics:
+        """Statistics of the raw samples (host figures; ``device_latency_ms`` scaled); computed once per record
+        (the record is immutable)."""
+        batch_med = self.batch_latency.median
+        return PerfMetrics(
+            accuracy=float(np.mean(self.correct)) if self.correct else math.nan,
+            latency_ms=self.latency.mean,
+            latency_std_ms=self.latency.std,
+            latency_p95_ms=self.latency.p95,
+            throughput_sps=self.batch_latency.batch_size / (batch_med / 1e3) if batch_med > 0 else math.nan,
+            memory_mb=self.parameter_bytes / 1e6,
+            energy_proxy_j=self.energy.joules,
+            latency_median_ms=self.latency.median,
+            latency_ci95_ms=self.latency.ci95,
+            batch_latency_ms=batch_med,
+            energy_source=self.energy.source,
+            device_latency_ms=self.latency.mean * self.latency_multiplier,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form including raw samples."""
+        d = asdict(self)
+        d["environment"] = dict(self.environment)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MeasurementRecord:
+        """Inverse of ``to_dict``."""
+        lat, batch, energy = d["latency"], d["batch_latency"], d["energy"]
+        return cls(
+            backend=d["backend"], precision=d["precision"], kernel_precision=d["kernel_precision"],
+            parameter_bytes=int(d["parameter_bytes"]),
+            latency=LatencySamples(int(lat["batch_size"]), tuple(lat["samples_ms"]), int(lat["runs_per_sample"]),
+                                   int(lat.get("rounds", 1)), tuple(lat.get("interrupted_ms") or ()),
+                                   int(lat.get("instances", 1))),
+            batch_latency=LatencySamples(int(batch["batch_size"]), tuple(batch["samples_ms"]),
+                                         int(batch["runs_per_sample"])),
+            correct=tuple(bool(c) for c in d["correct"]),
+            energy=EnergyEstimate(float(energy["joules"]), energy["source"], energy.get("detail", "")),
+            environment=dict(d.get("environment") or {}), latency_multiplier=float(d.get("latency_multiplier", 1.0)),
+            logits_finite=bool(d.get("logits_finite", True)))
+
+
+def as_variant(model: ModelLike, precision: str | None, loader: Iterable, device: Any = "cpu",
+               calibration_batches: int = 4) -> Variant:
+    """A Variant as is, or a plain torch module wrapped at ``precision`` (None: what it computes in).
+
+    A float module asked for int8 is quantized with the first ``calibration_batches`` batches of ``loader``.
+    """
+    if isinstance(model, Variant):
+        return model
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"The 'model' parameter must be a torch.nn.Module or a Variant. Got {type(model).__name__}.")
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"The 'precision' parameter must be one of {PRECISIONS.names()}. Got {precision!r} instead.")
+    calib: list[torch.Tensor] = []
+    if precision is not None and PRECISIONS.get(precision).quantized and torch_kernel_precision(model) != "int8":
+        for x, *_ in loader:
+            if len(calib) >= calibration_batches:
+                break
+            calib.append(x.float())
+        if not calib:
+            raise ValueError("No batches in the loader: int8 calibration needs data.")
+    return wrap_torch_module(model, precision, calib)
+
+
+def _first_batch(loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
+    for batch in loader:
+        return batch[0], batch[1]
+    raise ValueError("No batches in the loader: the evaluation data set is empty.")
+
+
+def evaluate_predictions(model: ModelLike, loader: DataLoader, device: Any = "cpu",
+                         precision: str | None = "fp32") -> tuple[tuple[bool, ...], bool]:
+    """Per-sample correctness over ``loader`` and whether every logit was finite."""
+    variant = as_variant(model, precision, loader, device)
+    correct: list[bool] = []
+    finite = True
+    batches = 0
+    for x, y in loader:
+        logits = variant.predict(x)
+        finite &= bool(np.isfinite(logits).all())
+        correct.extend((logits.argmax(1) == y.numpy()).tolist())
+        batches += 1
+    if batches == 0:
+        raise ValueError("No batches in the loader: the evaluation data set is empty.")
+    return tuple(correct), finite
+
+
+def evaluate_accuracy(model: ModelLike, loader: DataLoader, device: Any = "cpu", precision: str | None = "fp32") -> float:
+    """Accuracy in [0, 1] of a model or variant on ``loader``.
+
+    ``precision``: fp32 / fp16 (a float module is converted) / int8 (a float module is quantized
+    with the loader's first batches; a quantized module runs as is); None = what the module computes in.
+
+    Raises:
+        ValueError: the loader yields no batches ("No batches").
+    """
+    correct, _ = evaluate_predictions(model, loader, device, precision)
+    return float(np.mean(correct))
+
+
+def _callable(model: ModelLike, sample_input: torch.Tensor) -> tuple[Any, Any]:
+    variant = model if isinstance(model, Variant) else wrap_torch_module(model, None, [sample_input])
+    return variant.run, variant.prepare(sample_input)
+
+
+def calls_per_sample(run: Any, prepared: Any, runs: int, min_sample_s: float) -> int:
+    """At least ``runs``, and enough calls that one sample lasts ``min_sample_s`` (short calls are
+    dominated by timer resolution and scheduler noise otherwise)."""
+    if min_sample_s <= 0:
+        return runs
+    t0 = time.perf_counter()
+    run(prepared)
+    one = max(time.perf_counter() - t0, 1e-7)
+    return max(runs, int(math.ceil(min_sample_s / one)))
+
+
+def latency_samples(run: Any, prepared: Any, *, repeats: int, runs: int, warmup: int,
+                    threads: int | None = None, min_sample_s: float = 0.0) -> list[float]:
+    """``repeats`` samples (ms), each the mean of ``runs`` timed calls (torch.utils.benchmark.Timer);
+    with ``min_sample_s`` > 0, ``runs`` grows so that each sample lasts at least that long."""
+    for _ in range(warmup):
+        run(prepared)
+    runs = calls_per_sample(run, prepared, runs, min_sample_s)
+    timer = Timer(stmt="run(x)", globals={"run": run, "x": prepared}, num_threads=threads or torch.get_num_threads())
+    return [_sample_ms(timer, runs) for _ in range(repeats)]
+
+
+def _sample_ms(timer: Timer, calls: int) -> float:
+    """One latency sample: the mean time (ms) of ``calls`` timed calls. Read from the measurement's raw time,
+    not its ``mean``, whose first use sorts the times and takes three quantiles (about 0.06 ms a sample here,
+    spent between the samples of a round)."""
+    m = timer.timeit(calls)
+    return math.fsum(m.times) / len(m.times) * 1e3
+
+
+def measure_latency(model: ModelLike, sample_input: torch.Tensor, runs: int = 50, warmup: int = 10) -> float:
+    """Mean latency (ms) of ``runs`` calls on ``sample_input`` after ``warmup`` calls."""
+    run, x = _callable(model, sample_input)
+    return latency_samples(run, x, repeats=1, runs=runs, warmup=warmup)[0]
+
+
+def measure_latency_distribution(model: ModelLike, sample_input: torch.Tensor, repeats: int = 20, runs: int = 10,
+                                 warmup: int = 5) -> tuple[float, float, float]:
+    """(mean, std, p95) in ms over ``repeats`` samples of ``runs`` calls each."""
+    run, x = _callable(model, sample_input)
+    s = LatencySamples(len(sample_input), tuple(latency_samples(run, x, repeats=repeats, runs=runs, warmup=warmup)), runs)
+    return s.mean, s.std, s.p95
+
+
+def latency_differs(a_ms: Sequence[float], b_ms: Sequence[float], min_effect: float = 0.03,
+                    alpha: float = 0.05) -> tuple[bool, float]:
+    """Whether two latency sample sets differ: Mann-Whitney U (two-sided) p < ``alpha`` *and* medians
+    differ by more than ``min_effect`` (relative), so tiny but "significant" gaps don't count.
+
+    Returns:
+        (differs, p_value); (False, nan) when either side has fewer than 2 samples.
+    """
+    if len(a_ms) < 2 or len(b_ms) < 2:
+        return False, math.nan
+    p = float(stats.mannwhitneyu(a_ms, b_ms, alternative="two-sided").pvalue)
+    ma, mb = float(np.median(a_ms)), float(np.median(b_ms))
+    effect = abs(ma - mb) / min(ma, mb) if min(ma, mb) > 0 else math.inf
+    return bool(p < alpha and effect > min_effect), p
+
+
+def model_memory_mb(model: nn.Module | Variant) -> float:
+    """Parameter memory in MB (10^6 bytes): state-dict tensors at their real dtype, packed int8 weights included."""
+    if isinstance(model, Variant):
+        return model.parameter_bytes / 1e6
+    return state_dict_bytes(model) / 1e6
+
+
+def memory_violations(memory_mb: float, budgets: Sequence[float]) -> dict[str, bool]:
+    """``{"violates_{budget}mb": memory_mb > budget}`` for every budget."""
+    return {f"violates_{b}mb": bool(memory_mb > b) for b in budgets}
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """How latency is sampled (one place for the measurement rules of every backend).
+
+    Attributes:
+        repeats: latency samples per round.
+        trials: minimum timed calls per sample.
+        warmup: untimed calls first.
+        latency_batch_size: samples per timed call.
+        threads: intra-op threads while measuring.
+        min_sample_ms: calls per sample grow until a sample lasts this long.
+        target_rel_ci: add rounds of samples while the 95 % CI is wider than this fraction of the mean.
+        max_extra_rounds: at most this many extra sets of ``repeats`` samples.
+        rounds: the ``repeats`` samples are taken in this many interleaved rounds (every variant measured
+            together gets a share of samples in each round, so drift on a shared host spreads over all of them);
+            None = one sample per variant per round (``repeats`` rounds), the finest spread.
+        pin: run the timed calls on fixed cores when the host allows it.
+        throughput_min_time_s: minimum run time of the batch (throughput) measurement.
+        interrupted_factor: a latency sample longer than this × the median of the variant's samples was
+            interrupted (another process took the core for a large part of it): it is set aside (recorded, out of
+            the mean, CI and percentiles) and another one taken; 0 keeps every sample.
+        instances: the rounds rotate over this many independent instances of each variant (its ``replicate``:
+            a new runtime session, a module copy), so a row does not rest on one instance's memory placement;
+            fewer for a variant without ``replicate`` or whose copies would pass ``INSTANCE_BYTES_BUDGET``.
+    """
+
+    repeats: int = 20
+    trials: int = 10
+    warmup: int = 5
+    latency_batch_size: int = 1
+    threads: int = 1
+    min_sample_ms: float = 0.0
+    target_rel_ci: float = 0.0
+    max_extra_rounds: int = 4
+    throughput_min_time_s: float = 0.1
+    rounds: int | None = None
+    pin: bool = True
+    interrupted_factor: float = 1.5
+    instances: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.instances <= 64:
+            raise ValueError(f"The 'instances' parameter must be an int in [1, 64]. Got {self.instances!r} instead.")
+        f = self.interrupted_factor
+        if not (f == 0 or (math.isfinite(f) and f > 1)):
+            raise ValueError("The 'interrupted_factor' parameter must be 0 (keep every sample) or a finite number "
+                             f"above 1. Got {f!r} instead.")
+
+    @classmethod
+    def from_kwargs(cls, benchmark_repeats: int = 20, benchmark_trials: int = 10, benchmark_warmup: int = 5,
+                    **rest: Any) -> BenchmarkSettings:
+        """From the keyword names of ``collect_metrics`` (``benchmark_repeats`` …)."""
+        return cls(repeats=benchmark_repeats, trials=benchmark_trials, warmup=benchmark_warmup, **rest)
+
+
+def _task_ids() -> list[int]:
+    try:
+        return [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        return [0]
+
+
+@contextlib.contextmanager
+def pinned(threads: int, enabled: bool = True) -> Iterator[tuple[int, ...] | None]:
+    """Pin every thread of this process to the last ``threads`` cores it may use (core 0 takes most interrupts)
+    for the duration; yields those cores, or None when the host does not allow pinning (then nothing changes)."""
+    get, set_ = getattr(os, "sched_getaffinity", None), getattr(os, "sched_setaffinity", None)
+    if not enabled or get is None or set_ is None:
+        yield None
+        return
+    before = {tid: get(tid) for tid in _task_ids()}
+    cores = tuple(sorted(get(0))[-max(threads, 1):])
+    try:
+        for tid in before:
+            set_(tid, cores)
+    except OSError:
+        cores = ()
+    try:
+        yield cores or None
+    finally:
+        for tid, mask in before.items():
+            with contextlib.suppress(OSError):
+                set_(tid, mask)
+
+
+@dataclass
+class _Timing:
+    """One variant's latency samples while several are measured in interleaved rounds."""
+
+    variant: Variant
+    runs: int
+    instances: list[tuple[Callable[[Any], Any], Any, Timer]]  # (run, prepared input, timer) of each instance
+    samples: list[float] = field(default_factory=list)
+    rounds: int = 0
+    joules: float = 0.0
+    energy_s: float = 0.0
+    calls: int = 0
+
+    def split(self, factor: float) -> tuple[list[float], list[float]]:
+        """(kept samples, interrupted samples): the agent's rule, ``timing.split_interrupted``."""
+        return split_interrupted(self.samples, factor)
+
+    def ci_too_wide(self, s: BenchmarkSettings) -> bool:
+        kept = self.split(s.interrupted_factor)[0]
+        return s.target_rel_ci > 0 and LatencySamples(1, tuple(kept)).ci95 > s.target_rel_ci * float(np.mean(kept))
+
+
+_RAPL_MIN_WINDOW_S = 0.02  # the counters update about every millisecond
+
+
+INSTANCE_BYTES_BUDGET = 256 * 2**20  # extra instances of a variant are made while all of them stay within this
+
+
+def instance_count(variant: Variant, wanted: int) -> int:
+    """How many instances of ``variant`` its latency rounds rotate over: ``wanted``, or 1 without
+    ``replicate`` (the built one), or fewer when that many copies of its parameters would pass
+    ``INSTANCE_BYTES_BUDGET`` (at least one copy is made whatever its size)."""
+    if variant.replicas is None:
+        return 1
+    return max(1, min(wanted, INSTANCE_BYTES_BUDGET // max(variant.parameter_bytes, 1)))
+
+
+def _instance(run: Callable[[Any], Any], variant: Variant, x: torch.Tensor,
+              s: BenchmarkSettings) -> tuple[Callable[[Any], Any], Any, Timer]:
+    single = variant.prepare(x.clone())  # its own input buffer too
+    for _ in range(s.warmup):
+        run(single)
+    return run, single, Timer(stmt="run(x)", globals={"run": run, "x": single}, num_threads=s.threads)
+
+
+def _start_timing(variant: Variant, x: torch.Tensor, s: BenchmarkSettings) -> _Timing:
+    """The instances a variant is timed on: fresh ones from ``replicate`` (allocated as a deployment that loads
+    the build allocates them, apart from the built object the accuracy pass just ran on the whole validation
+    split — in one study here three built torch int8 modules ran 20–25 % slower than fresh copies of
+    themselves), else the built one."""
+    make = variant.replicas
+    runs = [make() for _ in range(instance_count(variant, s.instances))] if make else [variant.run]
+    instances = [_instance(run, variant, x, s) for run in runs]
+    first = instances[0]
+    return _Timing(variant, calls_per_sample(first[0], first[1], s.trials, s.min_sample_ms / 1e3), instances)
+
+
+def _round(t: _Timing, n: int, reader: RaplReader) -> None:
+    """``n`` more samples of one variant on its next instance, after a quarter sample's worth of untimed calls
+    (the previous variant may have evicted this one's weights from the caches); package energy is summed over
+    the samples when the host has RAPL counters."""
+    run, single, timer = t.instances[t.rounds % len(t.instances)]
+    for _ in range(max(1, t.runs // 4)):
+        run(single)
+    start = reader.read_uj() if reader.available else None
+    t0 = time.perf_counter()
+    t.samples += [_sample_ms(timer, t.runs) for _ in range(n)]
+    if start is not None:
+        t.joules += reader.delta_j(start, reader.read_uj())
+        t.energy_s += time.perf_counter() - t0
+        t.calls += n * t.runs
+    t.rounds += 1
+
+
+def _interleaved(timings: Sequence[_Timing], s: BenchmarkSettings, reader: RaplReader) -> None:
+    """``repeats`` samples per variant spread over ``rounds`` interleaved rounds (the order reversed every other
+    round), then, while a variant's CI is wider than the target, more rounds for those variants in steps of a
+    quarter of ``repeats`` samples, up to ``max_extra_rounds`` × ``repeats`` more samples each."""
+    per_round = 1 if s.rounds is None else max(1, math.ceil(s.repeats / max(s.rounds, 1)))
+    budget = s.repeats * (1 + s.max_extra_rounds)
+
+    def short(t: _Timing, goal: int) -> int:  # samples still to take: kept ones count, within the budget
+        return min(goal - len(t.split(s.interrupted_factor)[0]), budget - len(t.samples))
+
+    pending, i = list(timings), 0
+    while pending:
+        goal = {id(t): max(s.repeats, len(t.split(s.interrupted_factor)[0]) + max(per_round, s.repeats // 4))
+                for t in pending}
+        while any(short(t, goal[id(t)]) > 0 for t in pending):
+            for t in (pending if i % 2 == 0 else pending[::-1]):
+                if short(t, goal[id(t)]) > 0:
+                    _round(t, min(per_round, short(t, goal[id(t)])), reader)
+            i += 1
+        pending = [t for t in timings if len(t.samples) < budget and t.ci_too_wide(s)]
+
+
+def _batch_latency(timing: _Timing, x_batch: torch.Tensor, s: BenchmarkSettings) -> LatencySamples:
+    run, variant = timing.instances[0][0], timing.variant  # the first instance the latency rounds timed
+    prepared = variant.prepare(x_batch)
+    run(prepared)
+    timer = Timer(stmt="run(x)", globals={"run": run, "x": prepared}, num_threads=s.threads)
+    m = timer.blocked_autorange(min_run_time=s.throughput_min_time_s)
+    return LatencySamples(len(x_batch), tuple(t * 1e3 for t in m.times), m.number_per_run)
+
+
+def measure_variant(model: ModelLike, loader: DataLoader, settings: BenchmarkSettings | None = None, *,
+                    device: Any = "cpu", power_watts: float = 15.0, precision: str = "fp32",
+                    latency_multiplier: float = 1.0, rapl: RaplReader | None = None,
+                    **setting_kwargs: Any) -> MeasurementRecord:
+    """Measure a model or variant and keep the raw samples (``measure_variants`` of one).
+
+    Args:
+        settings: the sampling rules; or give ``collect_metrics``' keywords (``benchmark_repeats`` …).
+        power_watts: for the energy proxy (power × host latency) when RAPL is unreadable.
+        latency_multiplier: host → device factor stored with the record (``device_latency_ms``).
+    """
+    s = settings if settings is not None else BenchmarkSettings.from_kwargs(**setting_kwargs)
+    return measure_variants([model], loader, s, device=device, power_watts=power_watts, precision=precision,
+                            latency_multiplier=latency_multiplier, rapl=rapl)[0]
+
+
+def measure_variants(models: Sequence[ModelLike], loader: DataLoader, settings: BenchmarkSettings, *,
+                     device: Any = "cpu", power_watts: float = 15.0, precision: str = "fp32",
+                     latency_multiplier: float = 1.0, rapl: RaplReader | None = None) -> list[MeasurementRecord]:
+    """Measure several models or variants together: accuracy of each, then their latency samples in interleaved
+    rounds on pinned cores (``settings.rounds``, ``settings.pin``), then each one's batch latency.
+
+    The records' environment says which cores were pinned (``pinned_cores``, None when the host does not allow
+    it) and how many variants were interleaved; ``latency.rounds`` how many rounds each one's samples took.
+    """
+    s = settings
+    x_batch, _ = _first_batch(loader)
+    variants = [as_variant(m, precision, loader, device) for m in models]
+    reader = rapl if rapl is not None else RaplReader()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(s.threads)
+    try:
+        with pinned(s.threads, s.pin) as cores:
+            evaluated = [evaluate_predictions(v, loader) for v in variants]
+            timings = [_start_timing(v, x_batch[:s.latency_batch_size], s) for v in variants]
+            _interleaved(timings, s, reader)
+            batches = [_batch_latency(t, x_batch, s) for t in timings]
+    finally:
+        torch.set_num_threads(previous_threads)
+    env = {**environment(s.threads), "pinned_cores": list(cores) if cores else None, "interleaved_with": len(variants)}
+    return [_record(t, ev, b, env, power_watts, latency_multiplier, len(x_batch[:s.latency_batch_size]),
+                    s.interrupted_factor)
+            for t, ev, b in zip(timings, evaluated, batches, strict=True)]
+
+
+def _record(t: _Timing, evaluated: tuple[tuple[bool, ...], bool], batch: LatencySamples, env: dict[str, Any],
+            power_watts: float, latency_multiplier: float, batch_size: int,
+            interrupted_factor: float) -> MeasurementRecord:
+    kept, interrupted = t.split(interrupted_factor)
+    lat = LatencySamples(batch_size, tuple(kept), t.runs, t.rounds, tuple(interrupted), len(t.instances))
+    if t.calls and math.isfinite(t.joules) and t.energy_s >= _RAPL_MIN_WINDOW_S:
+        energy = EnergyEstimate(t.joules / t.calls, "rapl", "package-wide RAPL counters")
+    else:  # the seed's definition: power × latency of one inference
+        energy = proxy_energy(power_watts, lat.mean / 1e3)
+    v = t.variant
+    return MeasurementRecord(
+        backend=v.backend, precision=v.precision, kernel_precision=v.kernel_precision,
+        parameter_bytes=v.parameter_bytes, latency=lat, batch_latency=batch, correct=evaluated[0], energy=energy,
+        environment=env, latency_multiplier=latency_multiplier, logits_finite=evaluated[1])
+
+
+def collect_metrics(
+    model: ModelLike,
+    loader: DataLoader,
+    device: Any = "cpu",
+    power_watts: float = 15.0,
+    precision: str = "fp32",
+    latency_multiplier: float = 1.0,
+    benchmark_repeats: int = 20,
+    **kwargs: Any,
+) -> PerfMetrics:
+    """Measure accuracy, latency distribution, throughput, memory and energy of a model or variant.
+
+    Args:
+        model: a torch module (built at ``precision``: fp32 or fp16) or a backend ``Variant``.
+        loader: evaluation data; its first batch is the latency/throughput input.
+        device: where a plain torch module runs (CPU measurements).
+        power_watts: device power for the energy proxy (used when RAPL is unreadable).
+        precision: "fp32" or "fp16" for a plain module; ignored for a Variant.
+        latency_multiplier: host → simulated-device factor; gives ``device_latency_ms`` (every other
+            latency stays a host figure).
+        benchmark_repeats: number of latency samples.
+        **kwargs: benchmark_trials (minimum calls per sample), benchmark_warmup, latency_batch_size, threads,
+            throughput_min_time_s, min_sample_ms (calls per sample grow until a sample lasts this long),
+            target_rel_ci / max_extra_rounds (add rounds of samples while the CI is wider than that).
+    Returns:
+        ``PerfMetrics``.
+    Raises:
+        ValueError: the loader yields no batches ("No batches").
+    """
+    return measure_variant(model, loader, device=device, power_watts=power_watts, precision=precision,
+                           latency_multiplier=latency_multiplier, benchmark_repeats=benchmark_repeats,
+                           **kwargs).metrics

@@ -1,0 +1,76 @@
+"""Report of the int8 sensitivity pass: ``sensitivity.csv``, ``sensitivity.png`` and the side-by-side table of
+float, full int8 and mixed int8 per parent and backend (for the HTML report)."""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from ..config import StudyConfig
+from ..core import atomic
+from ..study import Assessment, parent_key
+
+__all__ = ["SENSITIVITY_COLUMNS", "mixed_comparison", "sensitivity_table", "write_sensitivity"]
+
+SENSITIVITY_COLUMNS = ["pruning_level", "backend", "layer", "kind", "macs", "params", "drop", "sqnr_db", "rank"]
+
+
+def sensitivity_table(out: Path, cfg: StudyConfig) -> pd.DataFrame:
+    """Every kept sensitivity result of this study's parents (``out/sensitivity/*.json``), one row per layer."""
+    levels = {parent_key(cfg, float(lv)): float(lv) for lv in cfg.pruning_levels}
+    rows = []
+    for path in sorted((out / "sensitivity").glob("*.json")):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc["parent_key"] not in levels:
+            continue
+        rows += [{"pruning_level": levels[doc["parent_key"]], "backend": doc["backend"], **layer}
+                 for layer in doc["layers"]]
+    frame = pd.DataFrame(rows, columns=SENSITIVITY_COLUMNS)
+    return frame.sort_values(["pruning_level", "backend", "rank"], kind="mergesort").reset_index(drop=True)
+
+
+def _plot(path: Path, frame: pd.DataFrame) -> None:
+    groups = list(frame.groupby(["pruning_level", "backend"], sort=True))
+    fig, axes = plt.subplots(len(groups), 1, figsize=(7, 1.2 + 0.35 * len(frame) + 0.6 * len(groups)), squeeze=False)
+    for ax, ((level, backend), g) in zip(axes[:, 0], groups):
+        g = g.sort_values("rank", ascending=False)
+        ax.barh(g["layer"], 100 * g["drop"], color="tab:red")
+        ax.set_title(f"{backend}, pruning {level:g}: accuracy drop with that layer alone in int8", fontsize=9)
+        ax.set_xlabel("accuracy drop (points)")
+    fig.tight_layout()
+    atomic.write_with(path, lambda t: fig.savefig(t, dpi=140, format="png"))
+    plt.close(fig)
+
+
+def write_sensitivity(out: Path, cfg: StudyConfig) -> pd.DataFrame | None:
+    """Write ``sensitivity.csv`` and ``sensitivity.png`` when a sensitivity pass ran (int8_mixed); else None."""
+    frame = sensitivity_table(out, cfg)
+    if frame.empty:
+        return None
+    atomic.write_with(out / "sensitivity.csv", lambda t: frame.to_csv(t, index=False, encoding="utf-8"))
+    _plot(out / "sensitivity.png", frame)
+    return frame
+
+
+def mixed_comparison(assessed: Sequence[Assessment]) -> pd.DataFrame:
+    """Per parent and backend: accuracy drop and latency of fp32, int8 and int8_mixed side by side, with the
+    int8 MAC share and float layers of the quantized ones."""
+    rows = []
+    for a in assessed:
+        if not a.ok or a.point.precision not in ("fp32", "int8", "int8_mixed"):
+            continue
+        r = a.result
+        rows.append({"pruning_level": a.point.pruning_level, "backend": a.point.backend,
+                     "precision": a.point.precision, "accuracy_drop": a.accuracy_drop,
+                     "latency_ms": a.metrics.latency_ms, "int8_mac_fraction": r.int8_mac_fraction,
+                     "float_layers": ";".join(r.float_layers) if r.float_layers is not None else ""})
+    frame = pd.DataFrame(rows)
+    if frame.empty or "int8_mixed" not in set(frame["precision"]):
+        return pd.DataFrame()
+    return frame.sort_values(["pruning_level", "backend", "precision"], kind="mergesort").reset_index(drop=True)
