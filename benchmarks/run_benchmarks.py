@@ -4,6 +4,7 @@ Writes benchmarks/results/latest.json and prints a Markdown table. Every figure 
 time measured in this one run, so machine noise partly cancels. Goals are checked and reported,
 never hidden.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,20 +47,36 @@ def study_throughput(cfg) -> dict:
     overhead = wall - inference - training
     variants = len(res.sweep)
     per_variant = (tm.get("variants.variant_building", 0) + tm.get("variants.measurement", 0)) / variants
-    return {"wall_s": wall, "stages_s": tm, "training_s": training, "timed_inference_s": inference,
-            "overhead_s": overhead, "overhead_fraction": overhead / wall, "variants": variants,
-            "per_variant_s": per_variant, "variants_stage_per_variant_s": tm.get("variants", 0) / variants,
-            "torch_threads": threads,
-            "goal_overhead_fraction": 0.12, "goal_wall_s": 40.0, "goal_per_variant_s": 0.8,
-            "met": overhead / wall <= 0.12 and wall <= 40.0 and per_variant <= 0.8}, res
+    return {
+        "wall_s": wall,
+        "stages_s": tm,
+        "training_s": training,
+        "timed_inference_s": inference,
+        "overhead_s": overhead,
+        "overhead_fraction": overhead / wall,
+        "variants": variants,
+        "per_variant_s": per_variant,
+        "variants_stage_per_variant_s": tm.get("variants", 0) / variants,
+        "torch_threads": threads,
+        "goal_overhead_fraction": 0.12,
+        "goal_wall_s": 40.0,
+        "goal_per_variant_s": 0.8,
+        "met": overhead / wall <= 0.12 and wall <= 40.0 and per_variant <= 0.8,
+    }, res
 
 
 def cached_rerun(cfg, first_wall: float) -> dict:
     t0 = time.perf_counter()
     res = run_study(cfg)
     wall = time.perf_counter() - t0
-    return {"wall_s": wall, "fraction_of_first": wall / first_wall, "reused": res.reused, "computed": res.computed,
-            "goal_fraction": 0.10, "met": wall / first_wall <= 0.10}
+    return {
+        "wall_s": wall,
+        "fraction_of_first": wall / first_wall,
+        "reused": res.reused,
+        "computed": res.computed,
+        "goal_fraction": 0.10,
+        "met": wall / first_wall <= 0.10,
+    }
 
 
 def speedups(res) -> dict:
@@ -69,13 +86,17 @@ def speedups(res) -> dict:
     row = df[df["key"] == rec.get("key")].iloc[0] if rec else None
     out = {"recommended": {k: rec.get(k) for k in ("backend", "precision", "pruning_level")}}
     if row is not None:
-        out.update({
-            "batch1_speedup": base["latency_ms"] / row["latency_ms"],
-            "batch128_speedup": base["batch_latency_ms"] / row["batch_latency_ms"],
-            "accuracy_drop_points": 100 * (base["accuracy"] - row["accuracy"]),
-            "baseline_latency_ms": base["latency_ms"], "recommended_latency_ms": row["latency_ms"],
-            "baseline_batch128_ms": base["batch_latency_ms"], "recommended_batch128_ms": row["batch_latency_ms"],
-        })
+        out.update(
+            {
+                "batch1_speedup": base["latency_ms"] / row["latency_ms"],
+                "batch128_speedup": base["batch_latency_ms"] / row["batch_latency_ms"],
+                "accuracy_drop_points": 100 * (base["accuracy"] - row["accuracy"]),
+                "baseline_latency_ms": base["latency_ms"],
+                "recommended_latency_ms": row["latency_ms"],
+                "baseline_batch128_ms": base["batch_latency_ms"],
+                "recommended_batch128_ms": row["batch_latency_ms"],
+            }
+        )
         out["goal"] = ">= 3x at <= 1 point accuracy drop"
         out["met"] = min(out["batch1_speedup"], out["batch128_speedup"]) >= 3 and out["accuracy_drop_points"] <= 1
     return out
@@ -97,8 +118,9 @@ def int8_wide_cnn(threads: int = 1) -> dict:
     torch.manual_seed(0)
     model = create_model("small_cnn", data.input_shape, data.num_classes, conv1_channels=64, conv2_channels=128)
     calib = data.calibration_batches(4)
-    ctx = BuildContext(calibration=calib, example_input=calib[0][:2], workdir=WORK / "wide", parent_key="wide",
-                       threads=threads)
+    ctx = BuildContext(
+        calibration=calib, example_input=calib[0][:2], workdir=WORK / "wide", parent_key="wide", threads=threads
+    )
     x128 = next(iter(data.val_loader))[0]
     out = {}
     before = torch.get_num_threads()
@@ -111,10 +133,17 @@ def int8_wide_cnn(threads: int = 1) -> dict:
         out[backend] = {f"{p}_{b}_ms": t for (p, b), t in lat.items()}
         out[backend]["int8_speedup_batch1"] = lat[("fp32", "batch1")] / lat[("int8", "batch1")]
         out[backend]["int8_speedup_batch128"] = lat[("fp32", "batch128")] / lat[("int8", "batch128")]
-        out[backend]["int8_slower"] = min(out[backend]["int8_speedup_batch1"], out[backend]["int8_speedup_batch128"]) < 1
+        out[backend]["int8_slower"] = (
+            min(out[backend]["int8_speedup_batch1"], out[backend]["int8_speedup_batch128"]) < 1
+        )
     best = max(max(v["int8_speedup_batch1"], v["int8_speedup_batch128"]) for v in out.values())
-    return {"model": "small_cnn 64/128 global-pool, 28x28", "per_backend": out, "best_int8_speedup": best,
-            "goal": ">= 2x on at least one backend", "met": best >= 2}
+    return {
+        "model": "small_cnn 64/128 global-pool, 28x28",
+        "per_backend": out,
+        "best_int8_speedup": best,
+        "goal": ">= 2x on at least one backend",
+        "met": best >= 2,
+    }
 
 
 def _worst_ci(res) -> tuple[float, float, str]:
@@ -136,22 +165,37 @@ def measurement_quality(cfg, res) -> dict:
     w = label.loc[worst_key]
     ci1, med1, v1 = _worst_ci(res)
     ci2, med2, v2 = _worst_ci(second)
-    rows = [{"variant": f"{label.loc[k, 'backend']} {label.loc[k, 'precision']} p{label.loc[k, 'pruning_level']:g}",
-             "first_ms": float(a[k]), "second_ms": float(b[k]), "rel_diff": float(diff[k])} for k in both]
+    rows = [
+        {
+            "variant": f"{label.loc[k, 'backend']} {label.loc[k, 'precision']} p{label.loc[k, 'pruning_level']:g}",
+            "first_ms": float(a[k]),
+            "second_ms": float(b[k]),
+            "rel_diff": float(diff[k]),
+        }
+        for k in both
+    ]
     # diagnosis only (the goal is on the raw rows): how much of the difference the whole host moved between the
     # studies (the median row ratio), and what is left of each row once that common factor is divided out
     ratio = float((b[both] / a[both]).median())
     residual = ((b[both] / ratio - a[both]).abs() / a[both]).astype(float)
     rounds = res.sweep["latency_rounds"].dropna().astype(int)
-    return {"max_rel_ci95": max(ci1, ci2), "median_rel_ci95": med1, "worst_ci_variant": v1 if ci1 >= ci2 else v2,
-            "max_rel_ci95_per_study": [ci1, ci2], "back_to_back": rows, "rows_compared": len(both),
-            "max_back_to_back_rel_diff": float(diff.max()),
-            "median_second_over_first": ratio, "max_rel_diff_after_common_drift": float(residual.max()),
-            "worst_back_to_back_variant": f"{w['backend']} {w['precision']} p{w['pruning_level']:g}",
-            "rounds_min_median_max": [int(rounds.min()), int(rounds.median()), int(rounds.max())],
-            "pinned_cores": sorted({str(c) for c in res.sweep["pinned_cores"].dropna()}),
-            "goal_rel_ci95": 0.02, "goal_back_to_back": 0.05,
-            "met": max(ci1, ci2) <= 0.02 and float(diff.max()) <= 0.05}
+    return {
+        "max_rel_ci95": max(ci1, ci2),
+        "median_rel_ci95": med1,
+        "worst_ci_variant": v1 if ci1 >= ci2 else v2,
+        "max_rel_ci95_per_study": [ci1, ci2],
+        "back_to_back": rows,
+        "rows_compared": len(both),
+        "max_back_to_back_rel_diff": float(diff.max()),
+        "median_second_over_first": ratio,
+        "max_rel_diff_after_common_drift": float(residual.max()),
+        "worst_back_to_back_variant": f"{w['backend']} {w['precision']} p{w['pruning_level']:g}",
+        "rounds_min_median_max": [int(rounds.min()), int(rounds.median()), int(rounds.max())],
+        "pinned_cores": sorted({str(c) for c in res.sweep["pinned_cores"].dropna()}),
+        "goal_rel_ci95": 0.02,
+        "goal_back_to_back": 0.05,
+        "met": max(ci1, ci2) <= 0.02 and float(diff.max()) <= 0.05,
+    }
 
 
 def roofline_check(res, folder: Path) -> dict:
@@ -161,26 +205,38 @@ def roofline_check(res, folder: Path) -> dict:
     summ = {k: v for k, v in hw.items() if isinstance(v, dict) and "roofline_efficiency" in v}
     worst = pts.loc[pts["roofline_efficiency"].idxmax()]
     machine = hw.get("machine", {})
-    return {"max_point_efficiency": float(worst["roofline_efficiency"]),
-            "max_point": f"{worst['backend']} {worst['precision']} p{worst['pruning_level']:g}",
-            "summaries": {k: v["roofline_efficiency"] for k, v in summ.items()},
-            "flagged_points": int(pts["roof_exceeded"].sum()),
-            "flagged_summaries": [k for k, v in summ.items() if v.get("roof_exceeded")],
-            "fp32_peak_gmacs": machine.get("peak_compute_gmacs"), "fp32_peak_sources": machine.get("fp32_peak_sources"),
-            "nominal_peak_gmacs": machine.get("nominal_peak_gmacs"), "nominal_method": machine.get("nominal_method"),
-            "int8_roof_gmacs": machine.get("peak_compute_gmacs_int8"), "int8_peak_sources": machine.get("int8_peak_sources"),
-            "int8_points_on_int8_roof": bool((pts.loc[pts["precision"] == "int8", "compute_roof_precision"]
-                                              == "int8").all()),
-            "met": int(pts["roof_exceeded"].sum()) == 0 and not any(v.get("roof_exceeded") for v in summ.values())
-            and float(pts["roofline_efficiency"].max()) <= 1.0}
+    return {
+        "max_point_efficiency": float(worst["roofline_efficiency"]),
+        "max_point": f"{worst['backend']} {worst['precision']} p{worst['pruning_level']:g}",
+        "summaries": {k: v["roofline_efficiency"] for k, v in summ.items()},
+        "flagged_points": int(pts["roof_exceeded"].sum()),
+        "flagged_summaries": [k for k, v in summ.items() if v.get("roof_exceeded")],
+        "fp32_peak_gmacs": machine.get("peak_compute_gmacs"),
+        "fp32_peak_sources": machine.get("fp32_peak_sources"),
+        "nominal_peak_gmacs": machine.get("nominal_peak_gmacs"),
+        "nominal_method": machine.get("nominal_method"),
+        "int8_roof_gmacs": machine.get("peak_compute_gmacs_int8"),
+        "int8_peak_sources": machine.get("int8_peak_sources"),
+        "int8_points_on_int8_roof": bool(
+            (pts.loc[pts["precision"] == "int8", "compute_roof_precision"] == "int8").all()
+        ),
+        "met": int(pts["roof_exceeded"].sum()) == 0
+        and not any(v.get("roof_exceeded") for v in summ.values())
+        and float(pts["roofline_efficiency"].max()) <= 1.0,
+    }
 
 
 def wide_cnn_study(cfg) -> dict:
     """The default grid on the wide 64/128 CNN (only the single-stream deployment scenario): its roofline."""
     folder = WORK / "wide_study"
     params = {**cfg.model.params, "conv1_channels": 64, "conv2_channels": 128}
-    c = cfg.model_copy(update={"model": cfg.model.model_copy(update={"params": params}), "output_dir": str(folder),
-                               "deployment": cfg.deployment.model_copy(update={"scenarios": ["single_stream"]})})
+    c = cfg.model_copy(
+        update={
+            "model": cfg.model.model_copy(update={"params": params}),
+            "output_dir": str(folder),
+            "deployment": cfg.deployment.model_copy(update={"scenarios": ["single_stream"]}),
+        }
+    )
     t0 = time.perf_counter()
     res = run_study(c, fresh=True)
     return {"wall_s": time.perf_counter() - t0, **roofline_check(res, folder)}
@@ -193,9 +249,15 @@ def mixed_precision_cost(cfg, plain_wall_s: float) -> dict:
     res = run_study(c, fresh=True)
     wall = time.perf_counter() - t0
     mixed = res.sweep[res.sweep["precision"] == "int8_mixed"]
-    return {"wall_s": wall, "ratio_to_plain": wall / plain_wall_s, "rows": len(res.sweep),
-            "errors": int(res.sweep["error"].notna().sum()), "mixed_float_layers": mixed["float_layers"].tolist(),
-            "goal_ratio": 1.5, "met": wall / plain_wall_s <= 1.5}
+    return {
+        "wall_s": wall,
+        "ratio_to_plain": wall / plain_wall_s,
+        "rows": len(res.sweep),
+        "errors": int(res.sweep["error"].notna().sum()),
+        "mixed_float_layers": mixed["float_layers"].tolist(),
+        "goal_ratio": 1.5,
+        "met": wall / plain_wall_s <= 1.5,
+    }
 
 
 def calibration_time(threads: int) -> dict:
@@ -225,15 +287,28 @@ def scaling(cfg) -> dict:
     rows = []
     for n in (2, 4, 8):
         levels = [round(i / (n + 1), 3) for i in range(n)]
-        c = cfg.model_copy(update={"pruning_levels": levels, "backends": ["onnxruntime"], "precisions": ["fp32", "int8"],
-                                   "output_dir": str(WORK / f"scale_{n}"),
-                                   "deployment": cfg.deployment.model_copy(update={"scenarios": ["batch"]})})
+        c = cfg.model_copy(
+            update={
+                "pruning_levels": levels,
+                "backends": ["onnxruntime"],
+                "precisions": ["fp32", "int8"],
+                "output_dir": str(WORK / f"scale_{n}"),
+                "deployment": cfg.deployment.model_copy(update={"scenarios": ["batch"]}),
+            }
+        )
         t0 = time.perf_counter()
         res = run_study(c, fresh=True)
         wall = time.perf_counter() - t0
         sweep_s = res.timings.get("variants", 0)
-        rows.append({"pruning_levels": n, "variants": len(res.sweep), "study_s": wall, "sweep_s": sweep_s,
-                     "per_variant_s": sweep_s / len(res.sweep)})
+        rows.append(
+            {
+                "pruning_levels": n,
+                "variants": len(res.sweep),
+                "study_s": wall,
+                "sweep_s": sweep_s,
+                "per_variant_s": sweep_s / len(res.sweep),
+            }
+        )
     x = np.array([r["variants"] for r in rows], float)
     y = np.array([r["sweep_s"] for r in rows], float)
     slope, intercept = np.polyfit(x, y, 1)
@@ -245,10 +320,16 @@ def scaling(cfg) -> dict:
 def one_run(cfg) -> dict:
     t_all = time.perf_counter()
     shutil.rmtree(WORK, ignore_errors=True)
-    out: dict = {"machine": {"cpu_model": cpu_model(), "cores": os.cpu_count(),
-                             "platform": platform.platform(), "python": platform.python_version(),
-                             "versions": package_versions()},
-                 "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    out: dict = {
+        "machine": {
+            "cpu_model": cpu_model(),
+            "cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "versions": package_versions(),
+        },
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
     out["host_roofs"] = host_roofs(cfg.threads)
     out["study_throughput"], res = study_throughput(cfg)
     out["speedups"] = speedups(res)
@@ -278,8 +359,10 @@ HEADLINE = {
     "max roofline efficiency, wide CNN study": ("wide_cnn_study", "max_point_efficiency"),
     "cached re-run / first run": ("cached_rerun", "fraction_of_first"),
     "host drift between the two studies (median row ratio)": ("measurement_quality", "median_second_over_first"),
-    "worst back-to-back row difference after the common drift": ("measurement_quality",
-                                                                 "max_rel_diff_after_common_drift"),
+    "worst back-to-back row difference after the common drift": (
+        "measurement_quality",
+        "max_rel_diff_after_common_drift",
+    ),
     "default study + int8_mixed / plain study": ("mixed_precision", "ratio_to_plain"),
 }
 
@@ -324,37 +407,147 @@ def _ok(b) -> str:
 
 
 def markdown(o: dict) -> str:
-    st, sp, iq, mq, cr, sc = (o["study_throughput"], o["speedups"], o["int8_wide_cnn"], o["measurement_quality"],
-                              o["cached_rerun"], o["scaling"])
+    st, sp, iq, mq, cr, sc = (
+        o["study_throughput"],
+        o["speedups"],
+        o["int8_wide_cnn"],
+        o["measurement_quality"],
+        o["cached_rerun"],
+        o["scaling"],
+    )
     pb = iq["per_backend"]
     per_variant = ", ".join(f"{r['per_variant_s']:.2f}" for r in sc["runs"])
+    rf, wide, mc, mp = o["roofline"], o["wide_cnn_study"], o["machine_calibration"], o["mixed_precision"]
+    rec = sp["recommended"]
+    int8_sources = " / ".join(f"{v:.0f}" if v else "—" for v in (rf["int8_peak_sources"] or {}).values())
+    nan = float("nan")
+    rows = [
+        ("default study wall time", f"{st['wall_s']:.1f} s", "≤ 40 s", _ok(st["wall_s"] <= 40)),
+        (
+            "overhead (not training, not timed inference)",
+            f"{100 * st['overhead_fraction']:.1f} %",
+            "≤ 12 %",
+            _ok(st["overhead_fraction"] <= 0.12),
+        ),
+        (
+            "per-variant cost (building + measuring)",
+            f"{st['per_variant_s']:.2f} s",
+            "≤ 0.8 s",
+            _ok(st["per_variant_s"] <= 0.8),
+        ),
+        (
+            f"speed-up of recommended ({rec['backend']} {rec['precision']} p{rec['pruning_level']}) vs torch fp32,"
+            " batch 1",
+            f"{sp.get('batch1_speedup', nan):.2f}×",
+            "≥ 3×",
+            _ok(sp.get("batch1_speedup", 0) >= 3),
+        ),
+        ("same, batch 128", f"{sp.get('batch128_speedup', nan):.2f}×", "≥ 3×", _ok(sp.get("batch128_speedup", 0) >= 3)),
+        (
+            "accuracy drop of recommended",
+            f"{sp.get('accuracy_drop_points', nan):.2f} points",
+            "≤ 1",
+            _ok(sp.get("accuracy_drop_points", 9) <= 1),
+        ),
+        (
+            "int8 vs fp32, wide CNN, torch (b1 / b128)",
+            f"{pb['torch']['int8_speedup_batch1']:.2f}× / {pb['torch']['int8_speedup_batch128']:.2f}×",
+            "≥ 2× on one backend",
+            _ok(iq["met"]),
+        ),
+        (
+            "int8 vs fp32, wide CNN, onnxruntime (b1 / b128)",
+            f"{pb['onnxruntime']['int8_speedup_batch1']:.2f}× / {pb['onnxruntime']['int8_speedup_batch128']:.2f}×",
+            "",
+            "",
+        ),
+        (
+            f"worst relative 95 % CI of latency ({mq['worst_ci_variant']})",
+            f"{100 * mq['max_rel_ci95']:.2f} % (median {100 * mq['median_rel_ci95']:.2f} %)",
+            "≤ 2 %",
+            _ok(mq["max_rel_ci95"] <= 0.02),
+        ),
+        (
+            f"worst back-to-back row difference, two default studies ({mq['worst_back_to_back_variant']}, "
+            f"{mq['rows_compared']} rows)",
+            f"{100 * mq['max_back_to_back_rel_diff']:.2f} %",
+            "≤ 5 %",
+            _ok(mq["max_back_to_back_rel_diff"] <= 0.05),
+        ),
+        (
+            "(diagnosis) second study / first, median row; worst row once that is divided out",
+            f"{mq['median_second_over_first']:.3f}; {100 * mq['max_rel_diff_after_common_drift']:.2f} %",
+            "—",
+            "—",
+        ),
+        (
+            f"max roofline efficiency, default study ({rf['max_point']}) / flagged",
+            f"{rf['max_point_efficiency']:.3f} / {rf['flagged_points']}",
+            "≤ 1.0, none",
+            _ok(rf["met"]),
+        ),
+        (
+            f"max roofline efficiency, wide 64/128 CNN study ({wide['max_point']}) / flagged",
+            f"{wide['max_point_efficiency']:.3f} / {wide['flagged_points']}",
+            "≤ 1.0, none",
+            _ok(wide["met"]),
+        ),
+        (
+            "roofline efficiency, recommended at batch 128",
+            f"{(rf['recommended_batch128_efficiency'] or nan):.3f}",
+            "≤ 1.0",
+            "—",
+        ),
+        (
+            "fp32 roof measured / nominal",
+            f"{rf['fp32_peak_gmacs']:.1f} / {rf['nominal_peak_gmacs']:.1f} GMAC/s",
+            "—",
+            "—",
+        ),
+        (
+            "int8 roof (torch._int_mm / ORT MatMulInteger)",
+            f"{rf['int8_roof_gmacs'] or nan:.0f} ({int8_sources}) GMAC/s",
+            "—",
+            "—",
+        ),
+        (
+            "cached re-run / first run",
+            f"{100 * cr['fraction_of_first']:.1f} % ({cr['wall_s']:.1f} s)",
+            "≤ 10 %",
+            _ok(cr["met"]),
+        ),
+        (
+            "scaling: sweep time per variant (2/4/8 levels)",
+            f"{per_variant} s; R² {sc['r2']:.3f}",
+            "linear",
+            _ok(sc["linear"]),
+        ),
+        (
+            "machine calibration (first / cached)",
+            f"{mc['first_s']:.1f} s / {mc['cached_s']:.3f} s",
+            "≤ 10 s",
+            _ok(mc["met"]),
+        ),
+        (
+            "host roofs measured before the studies (0 once cached for the host)",
+            f"{o['host_roofs']['s']:.1f} s",
+            "—",
+            "—",
+        ),
+        (
+            "default study + int8_mixed / without",
+            f"{mp['ratio_to_plain']:.2f}× ({mp['wall_s']:.1f} s, {mp['errors']} errors)",
+            "≤ 1.5×",
+            _ok(mp["met"]),
+        ),
+        ("bench wall time", f"{o['bench_wall_s']:.0f} s", "< 600 s", _ok(o["bench_wall_s"] < 600)),
+    ]
     lines = [
         f"Machine: {o['machine']['cpu_model']} ({o['machine']['cores']} cores), {o['date']}",
         "",
         "| figure | value | goal | status |",
         "|---|---|---|---|",
-        f"| default study wall time | {st['wall_s']:.1f} s | ≤ 40 s | {_ok(st['wall_s'] <= 40)} |",
-        f"| overhead (not training, not timed inference) | {100 * st['overhead_fraction']:.1f} % | ≤ 12 % | {_ok(st['overhead_fraction'] <= 0.12)} |",
-        f"| per-variant cost (building + measuring) | {st['per_variant_s']:.2f} s | ≤ 0.8 s | {_ok(st['per_variant_s'] <= 0.8)} |",
-        f"| speed-up of recommended ({sp['recommended']['backend']} {sp['recommended']['precision']} p{sp['recommended']['pruning_level']}) vs torch fp32, batch 1 | {sp.get('batch1_speedup', float('nan')):.2f}× | ≥ 3× | {_ok(sp.get('batch1_speedup', 0) >= 3)} |",
-        f"| same, batch 128 | {sp.get('batch128_speedup', float('nan')):.2f}× | ≥ 3× | {_ok(sp.get('batch128_speedup', 0) >= 3)} |",
-        f"| accuracy drop of recommended | {sp.get('accuracy_drop_points', float('nan')):.2f} points | ≤ 1 | {_ok(sp.get('accuracy_drop_points', 9) <= 1)} |",
-        f"| int8 vs fp32, wide CNN, torch (b1 / b128) | {pb['torch']['int8_speedup_batch1']:.2f}× / {pb['torch']['int8_speedup_batch128']:.2f}× | ≥ 2× on one backend | {_ok(iq['met'])} |",
-        f"| int8 vs fp32, wide CNN, onnxruntime (b1 / b128) | {pb['onnxruntime']['int8_speedup_batch1']:.2f}× / {pb['onnxruntime']['int8_speedup_batch128']:.2f}× | | |",
-        f"| worst relative 95 % CI of latency ({mq['worst_ci_variant']}) | {100 * mq['max_rel_ci95']:.2f} % (median {100 * mq['median_rel_ci95']:.2f} %) | ≤ 2 % | {_ok(mq['max_rel_ci95'] <= 0.02)} |",
-        f"| worst back-to-back row difference, two default studies ({mq['worst_back_to_back_variant']}, {mq['rows_compared']} rows) | {100 * mq['max_back_to_back_rel_diff']:.2f} % | ≤ 5 % | {_ok(mq['max_back_to_back_rel_diff'] <= 0.05)} |",
-        f"| (diagnosis) second study / first, median row; worst row once that is divided out | {mq['median_second_over_first']:.3f}; {100 * mq['max_rel_diff_after_common_drift']:.2f} % | — | — |",
-        f"| max roofline efficiency, default study ({o['roofline']['max_point']}) / flagged | {o['roofline']['max_point_efficiency']:.3f} / {o['roofline']['flagged_points']} | ≤ 1.0, none | {_ok(o['roofline']['met'])} |",
-        f"| max roofline efficiency, wide 64/128 CNN study ({o['wide_cnn_study']['max_point']}) / flagged | {o['wide_cnn_study']['max_point_efficiency']:.3f} / {o['wide_cnn_study']['flagged_points']} | ≤ 1.0, none | {_ok(o['wide_cnn_study']['met'])} |",
-        f"| roofline efficiency, recommended at batch 128 | {(o['roofline']['recommended_batch128_efficiency'] or float('nan')):.3f} | ≤ 1.0 | — |",
-        f"| fp32 roof measured / nominal | {o['roofline']['fp32_peak_gmacs']:.1f} / {o['roofline']['nominal_peak_gmacs']:.1f} GMAC/s | — | — |",
-        f"| int8 roof (torch._int_mm / ORT MatMulInteger) | {o['roofline']['int8_roof_gmacs'] or float('nan'):.0f} ({' / '.join(f'{v:.0f}' if v else '—' for v in (o['roofline']['int8_peak_sources'] or {}).values())}) GMAC/s | — | — |",
-        f"| cached re-run / first run | {100 * cr['fraction_of_first']:.1f} % ({cr['wall_s']:.1f} s) | ≤ 10 % | {_ok(cr['met'])} |",
-        f"| scaling: sweep time per variant (2/4/8 levels) | {per_variant} s; R² {sc['r2']:.3f} | linear | {_ok(sc['linear'])} |",
-        f"| machine calibration (first / cached) | {o['machine_calibration']['first_s']:.1f} s / {o['machine_calibration']['cached_s']:.3f} s | ≤ 10 s | {_ok(o['machine_calibration']['met'])} |",
-        f"| host roofs measured before the studies (0 once cached for the host) | {o['host_roofs']['s']:.1f} s | — | — |",
-        f"| default study + int8_mixed / without | {o['mixed_precision']['ratio_to_plain']:.2f}× ({o['mixed_precision']['wall_s']:.1f} s, {o['mixed_precision']['errors']} errors) | ≤ 1.5× | {_ok(o['mixed_precision']['met'])} |",
-        f"| bench wall time | {o['bench_wall_s']:.0f} s | < 600 s | {_ok(o['bench_wall_s'] < 600)} |",
+        *("| " + " | ".join(cells) + " |" for cells in rows),
     ]
     return "\n".join(lines)
 

@@ -9,6 +9,7 @@ the reason), read from the grid study's store. Hypervolume: accuracy (maximised)
 (minimised) over the feasible points, reference point = (lowest accuracy, highest device latency) of all
 feasible points of the exhaustive grid — see ``edge_opt.study.search.hypervolume_2d``.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,14 +40,35 @@ def measure() -> None:
         points = []
         for a in outcome.assessed:
             j = judge(a.result)
-            points.append({**a.point.__dict__, "accuracy": j.accuracy, "latency_ms": j.latency_ms,
-                           "memory_mb": j.memory_mb, "feasible": j.feasible, "reason": j.reason,
-                           "constraints": list(j.constraints)})
+            points.append(
+                {
+                    **a.point.__dict__,
+                    "accuracy": j.accuracy,
+                    "latency_ms": j.latency_ms,
+                    "memory_mb": j.memory_mb,
+                    "feasible": j.feasible,
+                    "reason": j.reason,
+                    "constraints": list(j.constraints),
+                }
+            )
         for r in outcome.skipped:
-            points.append({**r.point.__dict__, "accuracy": None, "latency_ms": None, "memory_mb": None,
-                           "feasible": False, "reason": r.skipped, "constraints": [1.0, 1.0, 1.0]})
-    doc = {"config": SPACE_CONFIG, "measured_s": wall, "points": points,
-           "note": "measured once by benchmarks/search_replay.py measure; replayed by tests/test_search.py"}
+            points.append(
+                {
+                    **r.point.__dict__,
+                    "accuracy": None,
+                    "latency_ms": None,
+                    "memory_mb": None,
+                    "feasible": False,
+                    "reason": r.skipped,
+                    "constraints": [1.0, 1.0, 1.0],
+                }
+            )
+    doc = {
+        "config": SPACE_CONFIG,
+        "measured_s": wall,
+        "points": points,
+        "note": "measured once by benchmarks/search_replay.py measure; replayed by tests/test_search.py",
+    }
     FIXTURE.write_text(json.dumps(doc, indent=0) + "\n", encoding="utf-8")
     print(f"{len(points)} points in {wall:.0f} s -> {FIXTURE.relative_to(ROOT)}")
 
@@ -60,9 +82,12 @@ def main() -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 outcome = replay_search(Path(tmp), strategy, seed)
                 s = score(outcome)
-                print(f"{strategy} seed {seed}: {s['distinct']} of {s['space']} points ({s['trials']} trials): "
-                      f"hypervolume {s['fraction']:.3f} of the exhaustive frontier's; 90 % reached after "
-                      f"{s['trials_to_90']} distinct points", flush=True)
+                print(
+                    f"{strategy} seed {seed}: {s['distinct']} of {s['space']} points ({s['trials']} trials): "
+                    f"hypervolume {s['fraction']:.3f} of the exhaustive frontier's; 90 % reached after "
+                    f"{s['trials_to_90']} distinct points",
+                    flush=True,
+                )
     return 0
 
 

@@ -44,8 +44,14 @@ def built_variants(cfg) -> tuple[list, list[str], object]:
         key = parent_key(cfg, level)
         name = f"baseline_{baseline_fingerprint(cfg)}" if level == 0 else f"pruned_{key}"
         model = load_checkpoint(WORK / "checkpoints" / f"{name}.pt", fresh())[0]
-        ctx = BuildContext(calibration=calib, example_input=calib[0][:2], workdir=WORK / "window_onnx",
-                           parent_key=key, threads=cfg.threads, quantization=cfg.quantization)
+        ctx = BuildContext(
+            calibration=calib,
+            example_input=calib[0][:2],
+            workdir=WORK / "window_onnx",
+            parent_key=key,
+            threads=cfg.threads,
+            quantization=cfg.quantization,
+        )
         for backend in cfg.backends:
             for precision in cfg.precisions:
                 out.append(build_variant(backend, model, precision, ctx))
@@ -66,9 +72,9 @@ def main() -> None:
     means, cis, kept_means = [], [], []
     for w in range(args.windows):
         recs = measure_variants(variants + kept, data.val_loader, s)
-        means.append([r.latency.mean for r in recs[:len(variants)]])
-        cis.append([r.latency.ci95 / r.latency.mean for r in recs[:len(variants)]])
-        kept_means.append([r.latency.mean for r in recs[len(variants):]])
+        means.append([r.latency.mean for r in recs[: len(variants)]])
+        cis.append([r.latency.ci95 / r.latency.mean for r in recs[: len(variants)]])
+        kept_means.append([r.latency.mean for r in recs[len(variants) :]])
         print(f"window {w + 1}/{args.windows} done {time.strftime('%X')}", flush=True)
     rel = np.array(means) / np.mean(means, axis=0)
     kept_rel = np.array(kept_means) / np.mean(kept_means, axis=0)
@@ -78,11 +84,15 @@ def main() -> None:
         if j in torch_rows:
             k = kept_rel[:, torch_rows.index(j)]
             corr = f"  kept instance r={np.corrcoef(r, k)[0, 1]:.2f}"
-        print(f"{name:26s} {np.round(r, 3)}  range {100 * (r.max() - r.min()):.1f} %  "
-              f"CI {100 * np.median(np.array(cis)[:, j]):.1f} %{corr}")
+        print(
+            f"{name:26s} {np.round(r, 3)}  range {100 * (r.max() - r.min()):.1f} %  "
+            f"CI {100 * np.median(np.array(cis)[:, j]):.1f} %{corr}"
+        )
     sd = 100 * rel.std(axis=0, ddof=1)
-    print(f"between-window sd: median {np.median(sd):.2f} %, max {sd.max():.2f} %; "
-          f"within-window relative CI: median {100 * np.median(cis):.2f} %")
+    print(
+        f"between-window sd: median {np.median(sd):.2f} %, max {sd.max():.2f} %; "
+        f"within-window relative CI: median {100 * np.median(cis):.2f} %"
+    )
 
 
 if __name__ == "__main__":

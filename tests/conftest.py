@@ -1,4 +1,5 @@
 """Shared fixtures: tiny, fast configs and data on real code paths."""
+
 from __future__ import annotations
 
 import os
@@ -17,14 +18,27 @@ ROOT = Path(__file__).resolve().parents[1]
 def tiny_config_dict(output_dir: Path, **over) -> dict:
     """A study that runs in seconds: 8×8 digits, a narrow CNN, two pruning levels."""
     d = {
-        "dataset": "digits", "image_size": 8, "epochs": 2, "fine_tune_epochs": 1, "batch_size": 64,
+        "dataset": "digits",
+        "image_size": 8,
+        "epochs": 2,
+        "fine_tune_epochs": 1,
+        "batch_size": 64,
         "model": {"name": "small_cnn", "params": {"conv1_channels": 8, "conv2_channels": 16, "hidden_units": 32}},
-        "pruning_levels": [0.0, 0.5], "precisions": ["fp32", "fp16", "int8"], "backends": ["torch", "onnxruntime"],
-        "quantization": {"calibration_batches": 2}, "benchmark_repeats": 3, "benchmark_trials": 2, "benchmark_warmup": 1,
-        "memory_budgets_mb": [0.01, 0.1], "active_memory_budget_mb": 0.01, "max_accuracy_drop": 0.05,
-        "output_dir": str(output_dir), "learning_rate": 0.01,
+        "pruning_levels": [0.0, 0.5],
+        "precisions": ["fp32", "fp16", "int8"],
+        "backends": ["torch", "onnxruntime"],
+        "quantization": {"calibration_batches": 2},
+        "benchmark_repeats": 3,
+        "benchmark_trials": 2,
+        "benchmark_warmup": 1,
+        "memory_budgets_mb": [0.01, 0.1],
+        "active_memory_budget_mb": 0.01,
+        "max_accuracy_drop": 0.05,
+        "output_dir": str(output_dir),
+        "learning_rate": 0.01,
         "deployment": {"min_queries": 20, "min_duration_s": 0.05, "server_search_steps": 3},
-        "memory_bandwidth_gbps": 10.0, "peak_compute_gmacs": 50.0,
+        "memory_bandwidth_gbps": 10.0,
+        "peak_compute_gmacs": 50.0,
     }
     d.update(over)
     return d
@@ -50,8 +64,9 @@ def trained_small(digits8):
     from edge_opt.inputs.training import train_model
 
     torch.manual_seed(0)
-    m = create_model("small_cnn", digits8.input_shape, digits8.num_classes, conv1_channels=8, conv2_channels=16,
-                     hidden_units=32)
+    m = create_model(
+        "small_cnn", digits8.input_shape, digits8.num_classes, conv1_channels=8, conv2_channels=16, hidden_units=32
+    )
     train_model(m, digits8.train_loader, epochs=3, learning_rate=0.01, seed=0)
     return m
 

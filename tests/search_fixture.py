@@ -1,5 +1,6 @@
 """A measured search space replayed without measuring (tests/data/search_space.json, written once by
 ``benchmarks/search_replay.py measure``): its config, a search over it, and hypervolume scores."""
+
 from __future__ import annotations
 
 import json
@@ -17,16 +18,32 @@ FIXTURE = Path(__file__).parent / "data" / "search_space.json"
 
 # 19 pruning levels × (fp32, fp16, 4 int8 calibration choices) × 2 backends = 228 config points
 SPACE_CONFIG: dict[str, Any] = {
-    "dataset": "digits", "image_size": 8, "epochs": 3, "fine_tune_epochs": 1, "batch_size": 64,
+    "dataset": "digits",
+    "image_size": 8,
+    "epochs": 3,
+    "fine_tune_epochs": 1,
+    "batch_size": 64,
     "model": {"name": "small_cnn", "params": {"conv1_channels": 8, "conv2_channels": 16, "hidden_units": 32}},
-    "pruning_range": [0.0, 0.9], "pruning_step": 0.05,
-    "precisions": ["fp32", "fp16", "int8"], "backends": ["torch", "onnxruntime"],
-    "quantization": {"calibration_method": ["minmax", "percentile"], "per_channel": [True, False],
-                     "calibration_batches": 2},
-    "benchmark_repeats": 5, "benchmark_trials": 2, "benchmark_warmup": 1, "benchmark_min_sample_ms": 2.0,
-    "memory_budgets_mb": [0.005, 0.01], "active_memory_budget_mb": 0.01, "max_accuracy_drop": 0.08,
-    "learning_rate": 0.01, "deployment": {"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01},
-    "memory_bandwidth_gbps": 10.0, "peak_compute_gmacs": 50.0,
+    "pruning_range": [0.0, 0.9],
+    "pruning_step": 0.05,
+    "precisions": ["fp32", "fp16", "int8"],
+    "backends": ["torch", "onnxruntime"],
+    "quantization": {
+        "calibration_method": ["minmax", "percentile"],
+        "per_channel": [True, False],
+        "calibration_batches": 2,
+    },
+    "benchmark_repeats": 5,
+    "benchmark_trials": 2,
+    "benchmark_warmup": 1,
+    "benchmark_min_sample_ms": 2.0,
+    "memory_budgets_mb": [0.005, 0.01],
+    "active_memory_budget_mb": 0.01,
+    "max_accuracy_drop": 0.08,
+    "learning_rate": 0.01,
+    "deployment": {"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01},
+    "memory_bandwidth_gbps": 10.0,
+    "peak_compute_gmacs": 50.0,
 }
 
 
@@ -43,20 +60,38 @@ def table() -> dict[ConfigPoint, Judgement]:
     out = {}
     for e in fixture()["points"]:
         p = ConfigPoint(float(e["pruning_level"]), e["precision"], e["backend"], e["calibration"])
-        out[p] = Judgement(_num(e["accuracy"]), _num(e["latency_ms"]), _num(e["memory_mb"]), bool(e["feasible"]),
-                           e["reason"], tuple(float(c) for c in e["constraints"]))
+        out[p] = Judgement(
+            _num(e["accuracy"]),
+            _num(e["latency_ms"]),
+            _num(e["memory_mb"]),
+            bool(e["feasible"]),
+            e["reason"],
+            tuple(float(c) for c in e["constraints"]),
+        )
     return out
 
 
 def replay_config(folder: Path, strategy: str, seed: int, n_trials: int | None = None, **search: Any) -> StudyConfig:
     base = config_from_dict({**SPACE_CONFIG, "output_dir": str(folder)})
     budget = n_trials or math.ceil(0.25 * search_space(base).size)
-    return config_from_dict({**SPACE_CONFIG, "output_dir": str(folder),
-                             "search": {"strategy": strategy, "n_trials": budget, "seed": seed, **search}})
+    return config_from_dict(
+        {
+            **SPACE_CONFIG,
+            "output_dir": str(folder),
+            "search": {"strategy": strategy, "n_trials": budget, "seed": seed, **search},
+        }
+    )
 
 
-def replay_search(folder: Path, strategy: str, seed: int, n_trials: int | None = None, delay_s: float = 0.0,
-                  log: Path | None = None, **search: Any) -> SearchOutcome:
+def replay_search(
+    folder: Path,
+    strategy: str,
+    seed: int,
+    n_trials: int | None = None,
+    delay_s: float = 0.0,
+    log: Path | None = None,
+    **search: Any,
+) -> SearchOutcome:
     """Run a search whose every evaluation is read back from the fixture (``log``: one line per evaluation)."""
     cfg = replay_config(folder, strategy, seed, n_trials, **search)
     values = table()
@@ -93,5 +128,10 @@ def score(outcome: SearchOutcome) -> dict[str, Any]:
         if to_90 is None and hypervolume_2d(_feasible(seen), ref) >= 0.9 * full:
             to_90 = len(seen)
     got = hypervolume_2d(_feasible(seen), ref)
-    return {"fraction": got / full, "trials_to_90": to_90, "distinct": len(outcome.points),
-            "trials": len(outcome.trials), "space": len(values)}
+    return {
+        "fraction": got / full,
+        "trials_to_90": to_90,
+        "distinct": len(outcome.points),
+        "trials": len(outcome.trials),
+        "space": len(values),
+    }

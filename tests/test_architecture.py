@@ -4,6 +4,7 @@ Layers run left to right (ARCHITECTURE: config ─► inputs ─► variants ─
 report); a module imports only from its own package or from a package of a lower layer, and only what that
 package's ``__init__`` lists in ``__all__``. Lazy (function-level) imports count: they are imports all the same.
 """
+
 from __future__ import annotations
 
 import ast
@@ -68,8 +69,11 @@ def imports(path: Path) -> list[tuple[str, list[str]]]:
             else:
                 out.append((target, [a.name for a in node.names]))
         elif isinstance(node, ast.Import):
-            out += [(a.name.removeprefix("edge_opt").lstrip("."), []) for a in node.names
-                    if a.name == "edge_opt" or a.name.startswith("edge_opt.")]
+            out += [
+                (a.name.removeprefix("edge_opt").lstrip("."), [])
+                for a in node.names
+                if a.name == "edge_opt" or a.name.startswith("edge_opt.")
+            ]
     return out
 
 
@@ -85,11 +89,12 @@ def test_imports_run_one_way_through_public_faces(path):
     for target, names in imports(path):
         theirs = unit(target)
         if theirs == mine and me:
-            continue
+            continue  # inside one package: any of its modules (private names are checked below)
         if target == "__version__":
-            continue  # the version string, from the root (the top layer's modules only)  # inside one package: any module, but still no private name of another module
-        assert LEVEL[theirs] < LEVEL[mine], \
+            continue  # the version string, from the root (the top layer's modules only)
+        assert LEVEL[theirs] < LEVEL[mine], (
             f"{me or 'edge_opt'} (layer {LEVEL[mine]}) imports {target} (layer {LEVEL[theirs]})"
+        )
         assert target == theirs, f"{me} imports {target}, a private module of {theirs}: use its public face"
         face = importlib.import_module(f"edge_opt.{theirs}")
         hidden = [n for n in names if n not in face.__all__]
@@ -117,7 +122,7 @@ def test_no_import_cycle_between_modules():
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                raise AssertionError("import cycle: " + " → ".join([*trail[trail.index(nxt):], nxt]))
+                raise AssertionError("import cycle: " + " → ".join([*trail[trail.index(nxt) :], nxt]))
             if nxt not in state:
                 visit(nxt, [*trail, nxt])
         state[node] = 2
@@ -150,6 +155,9 @@ def test_no_name_is_exported_from_two_faces():
 
 @pytest.mark.parametrize("path", MODULES, ids=module_name)
 def test_functions_are_at_most_60_lines(path):
-    long = [(n.name, n.end_lineno - n.lineno + 1) for n in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 60]
+    long = [
+        (n.name, n.end_lineno - n.lineno + 1)
+        for n in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 60
+    ]
     assert not long, f"{module_name(path)}: {long}"

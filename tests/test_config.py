@@ -17,31 +17,34 @@ def _err(data) -> list[str]:
     return info.value.errors
 
 
-@pytest.mark.parametrize("key,value,needle", [
-    ("pruning_levels", [0.0, 1.2], "[0, 1)"),
-    ("pruning_levels", [-0.1], "[0, 1)"),
-    ("pruning_levels", [1.0], "[0, 1)"),
-    ("precisions", [], "at least 1"),
-    ("memory_budgets_mb", [1.0, 0.0], "positive"),
-    ("memory_budgets_mb", [-2.0], "positive"),
-    ("active_memory_budget_mb", 0, "greater than 0"),
-    ("active_memory_budget_mb", -1.5, "greater than 0"),
-    ("cpu_frequency_scale", 0, "greater than or equal to 0.001"),
-    ("cpu_frequency_scale", -0.5, "greater than or equal to 0.001"),
-    ("cpu_frequency_scale", 1.01, "less than or equal to 1"),
-    ("batch_size", 0, "greater than or equal to 1"),
-    ("batch_size", "many", "integer"),
-    ("power_watts", float("nan"), "finite"),
-    ("learning_rate", float("inf"), "finite"),
-    ("latency_budget_ms", -3, "greater than 0"),
-    ("device", "tpu", "cpu"),
-    ("epochs", -1, "greater than or equal to 0"),
-    ("onnx_exporter", "onnx2", "torchscript"),
-    ("benchmark_interrupted_factor", 0.8, "above 1"),
-    ("benchmark_group_size", 0, "greater than or equal to 1"),
-    ("benchmark_instances", 0, "greater than or equal to 1"),
-    ("benchmark_instances", 65, "less than or equal to 64"),
-])
+@pytest.mark.parametrize(
+    "key,value,needle",
+    [
+        ("pruning_levels", [0.0, 1.2], "[0, 1)"),
+        ("pruning_levels", [-0.1], "[0, 1)"),
+        ("pruning_levels", [1.0], "[0, 1)"),
+        ("precisions", [], "at least 1"),
+        ("memory_budgets_mb", [1.0, 0.0], "positive"),
+        ("memory_budgets_mb", [-2.0], "positive"),
+        ("active_memory_budget_mb", 0, "greater than 0"),
+        ("active_memory_budget_mb", -1.5, "greater than 0"),
+        ("cpu_frequency_scale", 0, "greater than or equal to 0.001"),
+        ("cpu_frequency_scale", -0.5, "greater than or equal to 0.001"),
+        ("cpu_frequency_scale", 1.01, "less than or equal to 1"),
+        ("batch_size", 0, "greater than or equal to 1"),
+        ("batch_size", "many", "integer"),
+        ("power_watts", float("nan"), "finite"),
+        ("learning_rate", float("inf"), "finite"),
+        ("latency_budget_ms", -3, "greater than 0"),
+        ("device", "tpu", "cpu"),
+        ("epochs", -1, "greater than or equal to 0"),
+        ("onnx_exporter", "onnx2", "torchscript"),
+        ("benchmark_interrupted_factor", 0.8, "above 1"),
+        ("benchmark_group_size", 0, "greater than or equal to 1"),
+        ("benchmark_instances", 0, "greater than or equal to 1"),
+        ("benchmark_instances", 65, "less than or equal to 64"),
+    ],
+)
 def test_invalid_value_names_key_allowed_and_given(key, value, needle):
     errors = _err({key: value})
     assert len(errors) == 1
@@ -50,12 +53,15 @@ def test_invalid_value_names_key_allowed_and_given(key, value, needle):
     assert "Got" in msg and (repr(value) in msg or (isinstance(value, float) and math.isnan(value) and "nan" in msg))
 
 
-@pytest.mark.parametrize("key,value,needle", [
-    ("calibration_method", "median", "minmax"),
-    ("engine", "tensorrt", "x86"),
-    ("calibration_batches", 0, "between 1 and 100000"),
-    ("per_channel", "sometimes", "boolean"),
-])
+@pytest.mark.parametrize(
+    "key,value,needle",
+    [
+        ("calibration_method", "median", "minmax"),
+        ("engine", "tensorrt", "x86"),
+        ("calibration_batches", 0, "between 1 and 100000"),
+        ("per_channel", "sometimes", "boolean"),
+    ],
+)
 def test_invalid_quantization_option_names_key_allowed_and_given(key, value, needle):
     errors = _err({"quantization": {key: value}})
     assert len(errors) == 1
@@ -63,10 +69,14 @@ def test_invalid_quantization_option_names_key_allowed_and_given(key, value, nee
 
 
 def test_flat_int8_keys_of_earlier_releases_move_into_quantization():
-    cfg = config_from_dict({"calibration_batches": 3, "calibration_method": "entropy", "quantization_backend": "fbgemm"})
+    cfg = config_from_dict(
+        {"calibration_batches": 3, "calibration_method": "entropy", "quantization_backend": "fbgemm"}
+    )
     assert cfg.quantization.calibration_batches == 3 and cfg.quantization.calibration_method == "entropy"
     assert cfg.quantization.engine == "fbgemm" and cfg.quantization.per_channel is True
-    assert config_from_dict({"quantization": {"calibration_batches": 3}}) == config_from_dict({"calibration_batches": 3})
+    assert config_from_dict({"quantization": {"calibration_batches": 3}}) == config_from_dict(
+        {"calibration_batches": 3}
+    )
     msg = _err({"calibration_method": "median"})[0]
     assert "'quantization.calibration_method'" in msg and "minmax" in msg and "'median'" in msg
     msg = _err({"calibration_batches": 3, "quantization": {"calibration_batches": 4}})[0]
@@ -93,13 +103,16 @@ def test_several_errors_one_line_each():
     assert len(_err({"batch_size": 0, "epochs": -1, "bogus": 1})) == 3
 
 
-@pytest.mark.parametrize("cfg,needle", [
-    ({"precisions": ["fp32", "int4"]}, "'precisions'"),
-    ({"backends": ["tensorrt"]}, "'backends'"),
-    ({"model": {"name": "resnet"}}, "'model.name'"),
-    ({"model": {"name": "small_cnn", "params": {"width": 3}}}, "model.params.width"),
-    ({"dataset": "imagenet"}, "'dataset'"),
-])
+@pytest.mark.parametrize(
+    "cfg,needle",
+    [
+        ({"precisions": ["fp32", "int4"]}, "'precisions'"),
+        ({"backends": ["tensorrt"]}, "'backends'"),
+        ({"model": {"name": "resnet"}}, "'model.name'"),
+        ({"model": {"name": "small_cnn", "params": {"width": 3}}}, "model.params.width"),
+        ({"dataset": "imagenet"}, "'dataset'"),
+    ],
+)
 def test_registry_names_checked(tmp_path, cfg, needle):
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(cfg))
@@ -113,12 +126,15 @@ def test_default_config_file_is_valid():
     assert cfg.model.name == "small_cnn" and cfg.active_memory_budget_mb > 0
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("- 1\n- 2\n", "mapping"),
-    ("!!python/object/apply:os.system ['echo hi']", "YAML"),
-    ("a: [1, 2\n", "YAML"),
-    ("just a string", "mapping"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("- 1\n- 2\n", "mapping"),
+        ("!!python/object/apply:os.system ['echo hi']", "YAML"),
+        ("a: [1, 2\n", "YAML"),
+        ("just a string", "mapping"),
+    ],
+)
 def test_bad_yaml_documents(text, needle):
     with pytest.raises(ConfigError) as info:
         config_from_yaml(text)
@@ -185,10 +201,18 @@ def test_config_is_immutable():
     assert cfg.seed == 0
 
 
-_scalar = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True, allow_infinity=True),
-                    st.text(max_size=8))
-_value = st.recursive(_scalar, lambda c: st.one_of(st.lists(c, max_size=5), st.dictionaries(st.text(max_size=6), c, max_size=4)),
-                      max_leaves=12)
+_scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+)
+_value = st.recursive(
+    _scalar,
+    lambda c: st.one_of(st.lists(c, max_size=5), st.dictionaries(st.text(max_size=6), c, max_size=4)),
+    max_leaves=12,
+)
 _keys = st.sampled_from(sorted(StudyConfig.model_fields) + ["unknown", "model.name", ""])
 
 
@@ -223,19 +247,22 @@ def test_load_config_reads_yaml(tmp_path):
     assert cfg.seed == 7 and cfg.pruning_levels == [0.0, 0.3]
 
 
-@pytest.mark.parametrize("text", [
-    "- just\n- a list\n",
-    "!!python/object/apply:os.system ['echo pwned']\n",
-    "seed: !!python/object/new:object {}\n",
-    "power_watts: .nan\n",
-    "learning_rate: .inf\n",
-    "pruning_levels: [" + ", ".join(["0.1"] * 5000) + "]\n",
-    "batch_size: 99999999999999999999999\n",
-    "model: [small_cnn]\n",
-    "unknown_key: 1\nseed: -4\n",
-    "{{{{",
-    "\x00\x01",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "- just\n- a list\n",
+        "!!python/object/apply:os.system ['echo pwned']\n",
+        "seed: !!python/object/new:object {}\n",
+        "power_watts: .nan\n",
+        "learning_rate: .inf\n",
+        "pruning_levels: [" + ", ".join(["0.1"] * 5000) + "]\n",
+        "batch_size: 99999999999999999999999\n",
+        "model: [small_cnn]\n",
+        "unknown_key: 1\nseed: -4\n",
+        "{{{{",
+        "\x00\x01",
+    ],
+)
 def test_cli_hostile_yaml_exits_2_without_traceback(tmp_path, capsys, text):
     p = tmp_path / "c.yaml"
     p.write_bytes(text.encode("utf-8", "surrogatepass"))

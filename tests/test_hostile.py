@@ -4,6 +4,7 @@
 7 exit 2 instead of a traceback · 8 predict answering wrong · 9 unbounded output · 10 accepted without a word.
 Every derived file of a folder must belong to one generation: ``assert_one_generation`` checks it.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,13 +35,25 @@ from edge_opt.study.store import StudyStore
 def hostile_dict(out: Path, **over) -> dict:
     """The cheapest real study: 8×8 digits, one epoch, ONNX Runtime fp32, two pruning levels."""
     d = {
-        "dataset": "digits", "image_size": 8, "epochs": 1, "fine_tune_epochs": 0, "batch_size": 64,
+        "dataset": "digits",
+        "image_size": 8,
+        "epochs": 1,
+        "fine_tune_epochs": 0,
+        "batch_size": 64,
         "model": {"name": "small_cnn", "params": {"conv1_channels": 8, "conv2_channels": 16, "hidden_units": 16}},
-        "pruning_levels": [0.0, 0.5], "precisions": ["fp32"], "backends": ["onnxruntime"],
-        "benchmark_repeats": 3, "benchmark_trials": 2, "benchmark_warmup": 1, "memory_budgets_mb": [0.1],
-        "active_memory_budget_mb": 0.1, "max_accuracy_drop": 0.5, "output_dir": str(out),
+        "pruning_levels": [0.0, 0.5],
+        "precisions": ["fp32"],
+        "backends": ["onnxruntime"],
+        "benchmark_repeats": 3,
+        "benchmark_trials": 2,
+        "benchmark_warmup": 1,
+        "memory_budgets_mb": [0.1],
+        "active_memory_budget_mb": 0.1,
+        "max_accuracy_drop": 0.5,
+        "output_dir": str(out),
         "deployment": {"scenarios": ["single_stream", "batch"], "min_queries": 10, "min_duration_s": 0.01},
-        "memory_bandwidth_gbps": 10.0, "peak_compute_gmacs": 50.0,
+        "memory_bandwidth_gbps": 10.0,
+        "peak_compute_gmacs": 50.0,
     }
     d.update(over)
     return d
@@ -106,6 +119,7 @@ def errors_of(capsys) -> list[str]:
 
 # 1 ─ data loss: --fresh deletes only what a study wrote, only in a study folder
 
+
 def test_1_fresh_on_a_folder_without_a_study_is_refused_and_touches_nothing(tmp_path, capsys):
     proj = tmp_path / "myproj"
     (proj / "model").mkdir(parents=True)
@@ -129,6 +143,7 @@ def test_1_fresh_in_a_study_folder_keeps_the_users_own_files(study_a):
 
 
 # 2 ─ one run per folder: a lock naming its holder, --wait, stale locks taken over
+
 
 def test_2_a_locked_folder_is_refused_naming_the_holder(study_a, tmp_path, capsys):
     out, d = study_a
@@ -166,8 +181,14 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> bool:
 
 
 def _cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([PYTHON, "-m", "edge_opt.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=cli_env(), cwd=ROOT)
+    return subprocess.Popen(
+        [PYTHON, "-m", "edge_opt.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+        cwd=ROOT,
+    )
 
 
 @pytest.mark.slow
@@ -176,7 +197,9 @@ def test_2_concurrent_runs_one_proceeds_the_other_exits_2(tmp_path, second):
     out = tmp_path / "out"
     first = _cli("run", "--config", str(write_cfg(tmp_path / "a.yaml", out)), "--quiet")
     assert _wait_for(out / atomic.FolderLock.FILE, first)
-    other = write_cfg(tmp_path / "b.yaml", out, pruning_levels=[0.0]) if second == "other_fresh" else tmp_path / "a.yaml"
+    other = (
+        write_cfg(tmp_path / "b.yaml", out, pruning_levels=[0.0]) if second == "other_fresh" else tmp_path / "a.yaml"
+    )
     late = _cli("run", "--config", str(other), "--quiet", *(["--fresh"] if second == "other_fresh" else []))
     _, err = late.communicate(timeout=120)
     first.communicate(timeout=300)
@@ -186,6 +209,7 @@ def test_2_concurrent_runs_one_proceeds_the_other_exits_2(tmp_path, second):
 
 
 # 3 ─ mixed studies: a kill at any stage boundary, then `edge-opt report`: one generation
+
 
 class Killed(BaseException):
     """Stands for SIGKILL at a stage boundary (nothing after it runs but the lock's release)."""
@@ -205,10 +229,15 @@ def _kill_at(monkeypatch, stage: str) -> None:
         def commit(self, result, meta):
             real(self, result, meta)
             raise Killed(stage)
+
         monkeypatch.setattr(Sweep, "commit", commit)
     else:
-        target = {"training": (pipeline, "train_baseline"), "analysis": (pipeline, "analyse_hardware"),
-                  "deployment": (pipeline, "simulate_deployment"), "report": (report_stage, "write_html_report")}
+        target = {
+            "training": (pipeline, "train_baseline"),
+            "analysis": (pipeline, "analyse_hardware"),
+            "deployment": (pipeline, "simulate_deployment"),
+            "report": (report_stage, "write_html_report"),
+        }
         monkeypatch.setattr(*target[stage], die)
 
 
@@ -258,6 +287,7 @@ def test_3_report_refuses_a_folder_without_a_study(tmp_path, capsys):
 
 # 4 ─ stale outputs: an interrupted re-run with another config keeps nothing of the old study
 
+
 def test_4_interrupted_rerun_with_a_changed_config_drops_the_old_outputs(study_a):
     out, d = study_a
     assert (out / "model" / "model.onnx").exists() and (out / "deployment.csv").exists()
@@ -272,6 +302,7 @@ def test_4_interrupted_rerun_with_a_changed_config_drops_the_old_outputs(study_a
 
 
 # 5 ─ pruning is verified: a level that prunes nothing is an error row, real kept channels are recorded
+
 
 def test_5_a_level_that_prunes_nothing_is_an_error_row(study_a):
     out, d = study_a
@@ -296,13 +327,15 @@ def test_5_a_prunable_layer_left_whole_is_named():
 
 # 6 ─ interrupts: every signal at every stage ends with 130/143, the resume hint and no traceback
 
+
 def _slow_training_cfg(tmp_path: Path) -> Path:
     return write_cfg(tmp_path / "c.yaml", tmp_path / "out", epochs=3000)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig,code,twice", [(signal.SIGINT, 130, False), (signal.SIGTERM, 143, False),
-                                            (signal.SIGINT, 130, True)])
+@pytest.mark.parametrize(
+    "sig,code,twice", [(signal.SIGINT, 130, False), (signal.SIGTERM, 143, False), (signal.SIGINT, 130, True)]
+)
 def test_6_signal_during_training(tmp_path, sig, code, twice):
     proc = _cli("run", "--config", str(_slow_training_cfg(tmp_path)))
     assert _wait_for(tmp_path / "out" / "study.sqlite", proc)
@@ -342,20 +375,27 @@ def test_6_stop_during_the_deployment_stage_interrupts_the_study(study_a):
 
 # 7 ─ exit 2 with one error line, nothing written
 
-@pytest.mark.parametrize("params,needle", [({"conv1_channels": "abc"}, "conv1_channels"),
-                                           ({"hidden_units": 100_000_000}, "parameters")])
+
+@pytest.mark.parametrize(
+    "params,needle", [({"conv1_channels": "abc"}, "conv1_channels"), ({"hidden_units": 100_000_000}, "parameters")]
+)
 def test_7_bad_model_params_exit_2_before_anything_is_written(tmp_path, capsys, params, needle):
     out = tmp_path / "out"
-    cfg = write_cfg(tmp_path / "c.yaml", out, image_size=28,
-                    model={"name": "small_cnn", "params": {"conv1_channels": 32, "conv2_channels": 64, **params}})
+    cfg = write_cfg(
+        tmp_path / "c.yaml",
+        out,
+        image_size=28,
+        model={"name": "small_cnn", "params": {"conv1_channels": 32, "conv2_channels": 64, **params}},
+    )
     assert main(["run", "--config", str(cfg)]) == 2
     lines = errors_of(capsys)
     assert len(lines) == 1 and needle in lines[0] and "'model.params'" in lines[0]
     assert not out.exists()
 
 
-@pytest.mark.parametrize("seeds,needle", [(["-1"], "[0, 4294967295]"), (["99999999999"], "[0, 4294967295]"),
-                                          (["3", "3"], "must not repeat")])
+@pytest.mark.parametrize(
+    "seeds,needle", [(["-1"], "[0, 4294967295]"), (["99999999999"], "[0, 4294967295]"), (["3", "3"], "must not repeat")]
+)
 def test_7_bad_seeds_exit_2(tmp_path, capsys, seeds, needle):
     cfg = write_cfg(tmp_path / "c.yaml", tmp_path / "out")
     assert main(["run", "--config", str(cfg), "--seeds", *seeds]) == 2
@@ -402,11 +442,15 @@ def test_7_predict_checks_the_labels_before_printing_anything(artifact, capsys):
     assert captured.out == "" and captured.err.startswith("error:") and "Traceback" not in captured.err
 
 
-@pytest.mark.parametrize("change,needle", [
-    ({"normalisation": None}, "lacks the key"), ({"normalisation": "x"}, "'normalisation'"),
-    ({"normalisation": {"mean": 0.0, "std": 0.0}}, "must be positive"),
-    ({"model_file": "../../x.onnx"}, "inside"),
-])
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        ({"normalisation": None}, "lacks the key"),
+        ({"normalisation": "x"}, "'normalisation'"),
+        ({"normalisation": {"mean": 0.0, "std": 0.0}}, "must be positive"),
+        ({"model_file": "../../x.onnx"}, "inside"),
+    ],
+)
 def test_7_8_bad_manifests_exit_2(artifact, capsys, change, needle):
     (artifact.parent.parent / "x.onnx").write_bytes((artifact / "model.onnx").read_bytes())
     _edit_manifest(artifact, **change)
@@ -464,6 +508,7 @@ def test_7_compare_of_a_zero_row_study_warns(study_a, tmp_path, capsys):
 
 # 8 ─ predict never answers wrong without saying so
 
+
 def test_8_integer_images_need_a_scale(artifact, tmp_path, capsys):
     x = np.load(artifact / "validation_inputs.npy")
     as_uint8 = tmp_path / "u8.npy"
@@ -489,9 +534,11 @@ def test_8_nan_input_is_refused(artifact, tmp_path, capsys):
 
 # 9 ─ bounded output
 
+
 def test_9_nested_aliases_give_a_short_error(tmp_path, capsys):
-    levels = ["a: &a [1,1,1,1,1,1,1,1,1]"] + [f"{c}: &{c} [{', '.join(['*' + p] * 9)}]"
-                                               for p, c in zip("abcdefg", "bcdefgh")]
+    levels = ["a: &a [1,1,1,1,1,1,1,1,1]"] + [
+        f"{c}: &{c} [{', '.join(['*' + p] * 9)}]" for p, c in zip("abcdefg", "bcdefgh")
+    ]
     text = "\n".join(levels) + "\nmodel: {name: small_cnn, params: {hidden_units: *h}}\n"
     cfg = tmp_path / "c.yaml"
     cfg.write_text(text)
@@ -509,6 +556,7 @@ def test_9_unknown_model_param_value_is_shortened():
 
 # 10 ─ accepted without a word: now an error, or a warning where the input is legal
 
+
 def test_10_duplicate_yaml_keys_are_an_error():
     with pytest.raises(ConfigError, match=r"repeats a key: 'seed' on line 3 \(first on line 1\)"):
         config_from_yaml("seed: 1\nepochs: 2\nseed: 3\n")
@@ -516,8 +564,10 @@ def test_10_duplicate_yaml_keys_are_an_error():
         config_from_yaml("model: {name: small_cnn, params: {conv1_channels: 4, conv1_channels: 8}}\n")
 
 
-@pytest.mark.parametrize("over,needle", [({"latency_batch_size": 65536}, "latency_batch_size"),
-                                         ({"cpu_frequency_scale": 5e-324}, "cpu_frequency_scale")])
+@pytest.mark.parametrize(
+    "over,needle",
+    [({"latency_batch_size": 65536}, "latency_batch_size"), ({"cpu_frequency_scale": 5e-324}, "cpu_frequency_scale")],
+)
 def test_10_out_of_range_values_are_errors(tmp_path, over, needle):
     with pytest.raises(ConfigError, match=needle):
         config_from_dict(hostile_dict(tmp_path, **over))
@@ -528,8 +578,14 @@ def test_10_suspicious_inputs_are_warned(tmp_path, digits8):
 
     from edge_opt.pipeline import input_warnings
 
-    cfg = config_from_dict(hostile_dict(tmp_path, threads=(os.cpu_count() or 1) + 1, precisions=["fp32", "int8"],
-                                        quantization={"calibration_batches": 1000}))
+    cfg = config_from_dict(
+        hostile_dict(
+            tmp_path,
+            threads=(os.cpu_count() or 1) + 1,
+            precisions=["fp32", "int8"],
+            quantization={"calibration_batches": 1000},
+        )
+    )
     text = " ".join(input_warnings(cfg, digits8))
     assert "threads" in text and "cores" in text
     assert "calibration_batches" in text and "holds" in text
@@ -542,8 +598,16 @@ def test_10_suspicious_inputs_are_warned(tmp_path, digits8):
 def test_10_compare_of_different_models_warns(study_a, tmp_path, capsys):
     out, d = study_a
     other = tmp_path / "other"
-    run_study(config_from_dict({**d, "output_dir": str(other), "pruning_levels": [0.0],
-                                "model": {"name": "small_cnn", "params": {"conv1_channels": 4}}}))
+    run_study(
+        config_from_dict(
+            {
+                **d,
+                "output_dir": str(other),
+                "pruning_levels": [0.0],
+                "model": {"name": "small_cnn", "params": {"conv1_channels": 4}},
+            }
+        )
+    )
     assert main(["compare", str(out), str(other), "--output", str(tmp_path / "cmp")]) == 0
     assert "differ in 'model'" in capsys.readouterr().err
 
@@ -561,7 +625,10 @@ def test_10_readme_agrees_with_the_code():
     from edge_opt.inputs.models import small_cnn
 
     readme = (ROOT / "README.md").read_text()
-    defaults = {k: p.default for k, p in inspect.signature(small_cnn).parameters.items()
-                if p.default is not inspect.Parameter.empty}
+    defaults = {
+        k: p.default
+        for k, p in inspect.signature(small_cnn).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
     assert f"conv1_channels={defaults['conv1_channels']}" in readme.replace(" ", "")
     assert "edge-opt compare" in readme.split("## Outputs")[0]

@@ -1,4 +1,5 @@
 """End-to-end: tiny studies through the real pipeline and CLI."""
+
 import json
 import signal
 import subprocess
@@ -30,10 +31,24 @@ def tiny_study(tmp_path_factory):
 def test_outputs_written(tiny_study):
     cfg, res = tiny_study
     out = res.output_dir
-    for name in ("sweep_results.csv", "pareto_frontier_latency.csv", "pareto_frontier_energy.csv", "summary.json",
-                 "accuracy_vs_latency.png", "accuracy_vs_energy.png", "accuracy_vs_memory.png", "reproducibility.json",
-                 "layerwise_breakdown.csv", "precision_tradeoffs.csv", "hardware_summary.csv", "roofline.png",
-                 "layerwise_macs.png", "layerwise_activation_memory.png", "deployment.csv", "study.sqlite"):
+    for name in (
+        "sweep_results.csv",
+        "pareto_frontier_latency.csv",
+        "pareto_frontier_energy.csv",
+        "summary.json",
+        "accuracy_vs_latency.png",
+        "accuracy_vs_energy.png",
+        "accuracy_vs_memory.png",
+        "reproducibility.json",
+        "layerwise_breakdown.csv",
+        "precision_tradeoffs.csv",
+        "hardware_summary.csv",
+        "roofline.png",
+        "layerwise_macs.png",
+        "layerwise_activation_memory.png",
+        "deployment.csv",
+        "study.sqlite",
+    ):
         assert (out / name).is_file(), name
     df = pd.read_csv(out / "sweep_results.csv")
     assert len(df) == 12 and set(df["backend"]) == {"torch", "onnxruntime"}
@@ -41,8 +56,13 @@ def test_outputs_written(tiny_study):
     dep = summary["deployment"]
     for label in ("baseline", "recommended"):
         assert set(dep[label]["scenarios"]) == {"single_stream", "multi_stream", "server", "offline", "batch"}
-    for k in ("batch_latency_ms", "batch_throughput_sps", "stream_avg_latency_ms", "stream_throughput_sps",
-              "hardware_summary"):
+    for k in (
+        "batch_latency_ms",
+        "batch_throughput_sps",
+        "stream_avg_latency_ms",
+        "stream_throughput_sps",
+        "hardware_summary",
+    ):
         assert k in dep
     assert "roofline_efficiency" in dep["hardware_summary"]
     repro = json.loads((out / "reproducibility.json").read_text())
@@ -55,8 +75,9 @@ def test_int8_rows_really_quantized(tiny_study):
     int8 = df[df["precision"] == "int8"]
     assert int8["error"].isna().all() and (int8["kernel_precision"] == "int8").all()
     for _, r in int8.iterrows():
-        fp32 = df[(df["precision"] == "fp32") & (df["backend"] == r["backend"]) &
-                  (df["pruning_level"] == r["pruning_level"])].iloc[0]
+        fp32 = df[
+            (df["precision"] == "fp32") & (df["backend"] == r["backend"]) & (df["pruning_level"] == r["pruning_level"])
+        ].iloc[0]
         assert r["memory_mb"] < 0.5 * fp32["memory_mb"]
         assert abs(r["accuracy"] - fp32["accuracy"]) <= 0.05
 
@@ -66,14 +87,29 @@ def test_artifact_manifest_and_predict(tiny_study):
     model_dir = res.output_dir / "model"
     manifest = json.loads((model_dir / "manifest.json").read_text())
     assert manifest["sha256"] == sha256_file(model_dir / "model.onnx")
-    code = ("import sys, numpy as np\nfrom edge_opt.core.runtime import predict\n"
-            f"ids = predict({str(model_dir)!r}, np.load({str(model_dir / 'validation_inputs.npy')!r}))\n"
-            f"y = np.load({str(model_dir / 'validation_labels.npy')!r})\n"
-            "assert 'torch' not in sys.modules, 'predict imported torch'\nprint(float((ids == y).mean()))")
+    code = (
+        "import sys, numpy as np\nfrom edge_opt.core.runtime import predict\n"
+        f"ids = predict({str(model_dir)!r}, np.load({str(model_dir / 'validation_inputs.npy')!r}))\n"
+        f"y = np.load({str(model_dir / 'validation_labels.npy')!r})\n"
+        "assert 'torch' not in sys.modules, 'predict imported torch'\nprint(float((ids == y).mean()))"
+    )
     out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env=cli_env(), check=True)
     assert float(out.stdout.strip()) == pytest.approx(manifest["artifact_accuracy"], abs=1e-9)
-    cli = subprocess.run([PYTHON, "-m", "edge_opt.cli", "predict", "--model", str(model_dir), "--input",
-                          str(model_dir / "validation_inputs.npy")], capture_output=True, text=True, env=cli_env())
+    cli = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "edge_opt.cli",
+            "predict",
+            "--model",
+            str(model_dir),
+            "--input",
+            str(model_dir / "validation_inputs.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+    )
     assert cli.returncode == 0
     ids = np.array(cli.stdout.split(), dtype=int)
     y = np.load(model_dir / "validation_labels.npy")
@@ -89,8 +125,15 @@ def test_same_config_twice_identical_accuracy(tiny_study, tmp_path):
 
 
 def test_budgets_reject_everything_still_export_best_effort(tmp_path):
-    cfg = config_from_dict(tiny_config_dict(tmp_path / "o", active_memory_budget_mb=1e-6, pruning_levels=[0.0],
-                                            precisions=["fp32", "int8"], backends=["onnxruntime"]))
+    cfg = config_from_dict(
+        tiny_config_dict(
+            tmp_path / "o",
+            active_memory_budget_mb=1e-6,
+            pruning_levels=[0.0],
+            precisions=["fp32", "int8"],
+            backends=["onnxruntime"],
+        )
+    )
     res = run_study(cfg)
     assert not res.recommended and res.sweep["accepted"].sum() == 0
     manifest = json.loads((tmp_path / "o" / "model" / "manifest.json").read_text())
@@ -106,8 +149,14 @@ def _write_cfg(tmp_path, **over):
 
 
 def _run_cli(cfg_path, *extra):
-    return subprocess.Popen([PYTHON, "-m", "edge_opt.cli", "run", "--config", str(cfg_path), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=ROOT)
+    return subprocess.Popen(
+        [PYTHON, "-m", "edge_opt.cli", "run", "--config", str(cfg_path), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+        cwd=ROOT,
+    )
 
 
 def _wait_for_points(db, n, proc, timeout=120):
@@ -147,13 +196,31 @@ def test_sigkill_then_resume_recomputes_nothing_finished(tmp_path):
     proc = _run_cli(_write_cfg(fresh_dir, benchmark_group_size=6))
     proc.communicate(timeout=300)
     fresh = pd.read_csv(fresh_dir / "out" / "sweep_results.csv")
-    keep = [c for c in resumed.columns if not any(t in c for t in ("latency", "throughput", "energy", "speedup",
-                                                                    "slower", "accepted", "rejected", "key",
-                                                                    "samples", "calls_per", "build_s"))]
+    keep = [
+        c
+        for c in resumed.columns
+        if not any(
+            t in c
+            for t in (
+                "latency",
+                "throughput",
+                "energy",
+                "speedup",
+                "slower",
+                "accepted",
+                "rejected",
+                "key",
+                "samples",
+                "calls_per",
+                "build_s",
+            )
+        )
+    ]
     assert "accuracy" in keep and "memory_mb" in keep
     order = ["pruning_level", "precision", "backend"]
-    pd.testing.assert_frame_equal(resumed.sort_values(order)[keep].reset_index(drop=True),
-                                  fresh.sort_values(order)[keep].reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        resumed.sort_values(order)[keep].reset_index(drop=True), fresh.sort_values(order)[keep].reset_index(drop=True)
+    )
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -178,16 +245,22 @@ def test_fresh_starts_over_and_status(tmp_path):
     again = _run_cli(cfg_path, "--fresh")
     out, _ = again.communicate(timeout=300)
     assert "reused 0 stored points, computed 1" in out
-    st = subprocess.run([PYTHON, "-m", "edge_opt.cli", "status", str(tmp_path / "out")], capture_output=True,
-                        text=True, env=cli_env())
+    st = subprocess.run(
+        [PYTHON, "-m", "edge_opt.cli", "status", str(tmp_path / "out")], capture_output=True, text=True, env=cli_env()
+    )
     assert st.returncode == 0 and "1 of 1 points finished" in st.stdout
 
 
 def test_multi_seed_study(tmp_path, capsys):
     from edge_opt.cli import main
 
-    cfg_path = _write_cfg(tmp_path, pruning_levels=[0.0], precisions=["fp32", "int8"], backends=["torch"],
-                          deployment={"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01})
+    cfg_path = _write_cfg(
+        tmp_path,
+        pruning_levels=[0.0],
+        precisions=["fp32", "int8"],
+        backends=["torch"],
+        deployment={"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01},
+    )
     assert main(["run", "--config", str(cfg_path), "--seeds", "1", "2", "--quiet"]) == 0
     out = tmp_path / "out"
     assert (out / "seed_1" / "sweep_results.csv").exists() and (out / "seed_2" / "sweep_results.csv").exists()
@@ -203,8 +276,14 @@ def test_html_report_self_contained(tiny_study):
     assert 'id="recommended"' in html and "data:image/png;base64," in html
     assert html.count('class="variant') == len(res.sweep)
     assert "<script" not in html and "http://" not in html and "https://" not in html
-    for section in ("Precision trade-offs", "Hardware", "Deployment scenarios", "Warnings", "Reproducibility",
-                    "Rejected variants"):
+    for section in (
+        "Precision trade-offs",
+        "Hardware",
+        "Deployment scenarios",
+        "Warnings",
+        "Reproducibility",
+        "Rejected variants",
+    ):
         assert section in html
 
 
@@ -213,11 +292,22 @@ def test_report_command_reproduces_csvs(tiny_study):
 
     _, res = tiny_study
     out = res.output_dir
-    names = ["sweep_results.csv", "pareto_frontier_latency.csv", "pareto_frontier_energy.csv", "precision_tradeoffs.csv"]
+    names = [
+        "sweep_results.csv",
+        "pareto_frontier_latency.csv",
+        "pareto_frontier_energy.csv",
+        "precision_tradeoffs.csv",
+    ]
     before = {n: (out / n).read_bytes() for n in names}
     html_before = (out / "report.html").read_text(encoding="utf-8")
-    plots = ["accuracy_vs_latency.png", "accuracy_vs_energy.png", "accuracy_vs_memory.png", "roofline.png",
-             "layerwise_macs.png", "layerwise_activation_memory.png"]
+    plots = [
+        "accuracy_vs_latency.png",
+        "accuracy_vs_energy.png",
+        "accuracy_vs_memory.png",
+        "roofline.png",
+        "layerwise_macs.png",
+        "layerwise_activation_memory.png",
+    ]
     for p in plots:
         (out / p).unlink()
     assert main(["report", str(out)]) == 0
@@ -237,22 +327,41 @@ def test_report_in_headless_browser(tiny_study, tmp_path):
     _, res = tiny_study
     shot = tmp_path / "shot.png"
     # --dump-dom after load: the DOM tells whether images decoded; the network is disabled by proxy flags.
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
-             f"--user-data-dir={tmp_path / 'profile'}"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--proxy-server=127.0.0.1:9",
+        "--proxy-bypass-list=<-loopback>",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
     url = (res.output_dir / "report.html").as_uri()
-    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1400,2000", url], capture_output=True,
-                   timeout=120)
+    subprocess.run(
+        [browser, *flags, f"--screenshot={shot}", "--window-size=1400,2000", url], capture_output=True, timeout=120
+    )
     assert shot.exists() and shot.stat().st_size > 10_000
     probe = tmp_path / "probe.html"
     probe.write_text(
-        (res.output_dir / "report.html").read_text(encoding="utf-8").replace(
-            "</body>", "<script>window.addEventListener('load', () => { const i = document.querySelector('img.frontier');"
-                       "document.title = 'W=' + i.naturalWidth + ';ROWS=' + document.querySelectorAll('tr.variant').length"
-                       " + ';REC=' + (document.getElementById('recommended') ? 1 : 0); });</script></body>"),
-        encoding="utf-8")
-    dom = subprocess.run([browser, *flags, "--dump-dom", "--virtual-time-budget=5000", probe.as_uri()],
-                         capture_output=True, text=True, timeout=120).stdout
+        (res.output_dir / "report.html")
+        .read_text(encoding="utf-8")
+        .replace(
+            "</body>",
+            "<script>window.addEventListener('load', () => { const i = document.querySelector('img.frontier');"
+            "document.title = 'W=' + i.naturalWidth + ';ROWS=' + document.querySelectorAll('tr.variant').length"
+            " + ';REC=' + (document.getElementById('recommended') ? 1 : 0); });</script></body>",
+        ),
+        encoding="utf-8",
+    )
+    dom = subprocess.run(
+        [browser, *flags, "--dump-dom", "--virtual-time-budget=5000", probe.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     import re
 
     m = re.search(r"<title>W=(\d+);ROWS=(\d+);REC=(\d)</title>", dom)
@@ -263,9 +372,16 @@ def test_report_in_headless_browser(tiny_study, tmp_path):
 def test_mlflow_tracking_sqlite(tmp_path):
     mlflow = pytest.importorskip("mlflow", reason="MLflow extra not installed (pip install 'edge-opt[mlflow]')")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = config_from_dict(tiny_config_dict(tmp_path / "o", pruning_levels=[0.0], precisions=["fp32", "int8"],
-                                            backends=["torch"], tracking={"mlflow": {"uri": uri, "experiment": "t"}},
-                                            deployment={"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01}))
+    cfg = config_from_dict(
+        tiny_config_dict(
+            tmp_path / "o",
+            pruning_levels=[0.0],
+            precisions=["fp32", "int8"],
+            backends=["torch"],
+            tracking={"mlflow": {"uri": uri, "experiment": "t"}},
+            deployment={"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01},
+        )
+    )
     res = run_study(cfg)
     client = mlflow.tracking.MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("t")
@@ -295,9 +411,17 @@ def test_default_study_path(tmp_path):
     """The default config's model, data and budgets (fewer levels/epochs and a short simulation for speed)."""
     from edge_opt.pipeline import load_study_config
 
-    cfg = load_study_config(ROOT / "configs" / "default.yaml", {
-        "output_dir": str(tmp_path / "o"), "epochs": 2, "fine_tune_epochs": 1, "pruning_levels": [0.0, 0.5],
-        "benchmark_repeats": 5, "deployment": {"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01}})
+    cfg = load_study_config(
+        ROOT / "configs" / "default.yaml",
+        {
+            "output_dir": str(tmp_path / "o"),
+            "epochs": 2,
+            "fine_tune_epochs": 1,
+            "pruning_levels": [0.0, 0.5],
+            "benchmark_repeats": 5,
+            "deployment": {"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01},
+        },
+    )
     res = run_study(cfg)
     df = res.sweep
     assert df["accepted"].any() and (~df["accepted"]).any()
@@ -328,13 +452,29 @@ def test_compare_two_studies(tiny_study, tmp_path):
 
 
 def test_fewer_threads_measured_slowdown(tmp_path):
-    cfg = config_from_dict(tiny_config_dict(tmp_path / "o", pruning_levels=[0.0], precisions=["fp32"],
-                                            backends=["torch"], threads=2, cpu_frequency_scale=0.5,
-                                            deployment={"scenarios": ["single_stream"], "min_queries": 50,
-                                                        "min_duration_s": 0.05}))
+    cfg = config_from_dict(
+        tiny_config_dict(
+            tmp_path / "o",
+            pruning_levels=[0.0],
+            precisions=["fp32"],
+            backends=["torch"],
+            threads=2,
+            cpu_frequency_scale=0.5,
+            deployment={"scenarios": ["single_stream"], "min_queries": 50, "min_duration_s": 0.05},
+        )
+    )
     res = run_study(cfg)
     m = res.summary["deployment"]["baseline"]["measured_fewer_threads"]
     assert m["threads"] == 1 and m["host_threads"] == 2 and m["measured_slowdown_p90"] > 0
-    one = run_study(config_from_dict(tiny_config_dict(tmp_path / "p", pruning_levels=[0.0], precisions=["fp32"],
-                                                      backends=["torch"], deployment={"scenarios": ["batch"]})))
+    one = run_study(
+        config_from_dict(
+            tiny_config_dict(
+                tmp_path / "p",
+                pruning_levels=[0.0],
+                precisions=["fp32"],
+                backends=["torch"],
+                deployment={"scenarios": ["batch"]},
+            )
+        )
+    )
     assert "skipped" in one.summary["deployment"]["baseline"]["measured_fewer_threads"]

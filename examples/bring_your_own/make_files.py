@@ -4,6 +4,7 @@ edge_opt reads a model — ``weights.pt`` (state dict), ``model.onnx``, ``model.
 
     python examples/bring_your_own/make_files.py      # from the repository root; ~10 s on a laptop CPU
 """
+
 from __future__ import annotations
 
 import sys
@@ -39,15 +40,23 @@ def main() -> None:
     for _ in range(15):
         for i in range(0, len(xt), 64):
             opt.zero_grad()
-            nn.functional.cross_entropy(model(xt[i:i + 64]), yt[i:i + 64]).backward()
+            nn.functional.cross_entropy(model(xt[i : i + 64]), yt[i : i + 64]).backward()
             opt.step()
     model.eval()
     torch.save(model.state_dict(), HERE / "weights.pt")
     example = xt[:2]
     batch = torch.export.Dim("batch", min=1)
     torch.export.save(torch.export.export(model, (example,), dynamic_shapes=({0: batch},)), str(HERE / "model.pt2"))
-    torch.onnx.export(model, (example,), str(HERE / "model.onnx"), dynamo=True, external_data=False,
-                      input_names=["image"], output_names=["logits"], dynamic_shapes=({0: batch},))
+    torch.onnx.export(
+        model,
+        (example,),
+        str(HERE / "model.onnx"),
+        dynamo=True,
+        external_data=False,
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_shapes=({0: batch},),
+    )
     xv = torch.from_numpy(x[val].transpose(0, 3, 1, 2).astype(np.float32) / 255)
     with torch.inference_mode():
         acc = float((model(xv).argmax(1).numpy() == y[val]).mean())

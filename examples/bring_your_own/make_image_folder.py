@@ -1,4 +1,5 @@
 """Write digits.npz's images as PNG files in the image-folder layout (train/<class>/, val/<class>/)."""
+
 from __future__ import annotations
 
 import sys

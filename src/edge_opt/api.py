@@ -1,6 +1,7 @@
 """The Python entry points: ``optimize`` (the whole study from a notebook, on a model and data already in memory)
 and ``import_vendor_log`` (``edge-opt import-bench``: a vendor tool's report read into a finished study as a row of
 a named target, then the study's tables and report rebuilt, nothing re-run)."""
+
 from __future__ import annotations
 
 import re
@@ -33,8 +34,9 @@ def _model_key(model: Any) -> dict[str, Any]:
             return {"onnx": str(model)}
         if suffix in (".pt2", ".ep"):
             return {"exported": str(model)}
-    raise ConfigError([f"The 'model' parameter must be a torch.nn.Module, an .onnx path or a .pt2 path. Got "
-                       f"{model!r} instead."])
+    raise ConfigError(
+        [f"The 'model' parameter must be a torch.nn.Module, an .onnx path or a .pt2 path. Got {model!r} instead."]
+    )
 
 
 def _numpy(v: Any) -> np.ndarray:
@@ -62,8 +64,9 @@ def _raw(val_data: Any, train_data: Any, layout: str) -> RawDataset:
     else:
         xt, yt = np.zeros((0, *xv.shape[1:]), np.float32), np.zeros(0, np.int64)
     classes = int(max(int(yv.max()), int(yt.max()) if len(yt) else 0) + 1)
-    return RawDataset(xt, yt, classes, "in-memory arrays (edge_opt.optimize)", val_images=xv, val_labels=yv,
-                      default_scale=scale)
+    return RawDataset(
+        xt, yt, classes, "in-memory arrays (edge_opt.optimize)", val_images=xv, val_labels=yv, default_scale=scale
+    )
 
 
 def _calibration(data: Any, layout: str) -> np.ndarray | None:
@@ -74,8 +77,14 @@ def _calibration(data: Any, layout: str) -> np.ndarray | None:
     return _pair(data, "calibration_data", layout)[0]
 
 
-def optimize(model: nn.Module | str | Path, val_data: Any, train_data: Any = None, calibration_data: Any = None,
-             output_dir: str | Path = "outputs", **config_overrides: Any) -> StudyResult:
+def optimize(
+    model: nn.Module | str | Path,
+    val_data: Any,
+    train_data: Any = None,
+    calibration_data: Any = None,
+    output_dir: str | Path = "outputs",
+    **config_overrides: Any,
+) -> StudyResult:
     """Run a study on your model and data and return its typed result.
 
     Args:
@@ -94,11 +103,17 @@ def optimize(model: nn.Module | str | Path, val_data: Any, train_data: Any = Non
         ConfigError: a bad key or value (one message per problem). DataError: data that does not fit.
     """
     layout = str(config_overrides.get("layout", "auto"))
-    cfg = config_from_dict({"dataset": IN_MEMORY, "output_dir": str(output_dir), **config_overrides,
-                            "model": _model_key(model)})
+    cfg = config_from_dict(
+        {"dataset": IN_MEMORY, "output_dir": str(output_dir), **config_overrides, "model": _model_key(model)}
+    )
     raw = _raw(val_data, train_data, layout)
-    return run_study(cfg, module=model if isinstance(model, nn.Module) else None, raw_data=raw,
-                     calibration_images=_calibration(calibration_data, layout), command=["edge_opt.optimize"])
+    return run_study(
+        cfg,
+        module=model if isinstance(model, nn.Module) else None,
+        raw_data=raw,
+        calibration_images=_calibration(calibration_data, layout),
+        command=["edge_opt.optimize"],
+    )
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -110,8 +125,9 @@ def parse_point(text: str) -> ConfigPoint:
     for part in text.split(","):
         key, sep, value = part.partition("=")
         if not sep or key.strip() not in ("backend", "precision", "pruning_level", "calibration"):
-            raise ConfigError([f"--point: {part.strip()[:40]!r} is not one of backend=, precision=, pruning_level=, "
-                               "calibration="])
+            raise ConfigError(
+                [f"--point: {part.strip()[:40]!r} is not one of backend=, precision=, pruning_level=, calibration="]
+            )
         fields[key.strip()] = value.strip()
     missing = [k for k in ("backend", "precision") if k not in fields]
     if missing:
@@ -131,8 +147,13 @@ def import_vendor_log(study_dir: str | Path, file: str | Path, target: str, poin
     study = load_stored_study(study_dir)
     host = next((r for r in study.results if r.point == point and r.ok and r.metrics is not None), None)
     if host is None:
-        have = sorted({f"backend={r.point.backend},precision={r.point.precision},pruning_level={r.point.pruning_level:g}"
-                       for r in study.results if r.ok})[:6]
+        have = sorted(
+            {
+                f"backend={r.point.backend},precision={r.point.precision},pruning_level={r.point.pruning_level:g}"
+                for r in study.results
+                if r.ok
+            }
+        )[:6]
         raise ConfigError([f"--point {point_text[:80]!r} is not a measured point of the study; measured: {have}"])
     try:
         measurement = read_vendor_log(file)

@@ -4,6 +4,7 @@ Exit codes: 0 ok; 1 the study ran but no configuration met every goal (a best-ef
 model is still exported); 2 bad input (config, data, arguments); 130 interrupted by
 SIGINT; 143 stopped by SIGTERM.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,56 +36,93 @@ exit codes: 0 ok, 1 study ran but recommended nothing (best effort exported),
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge-opt", description="Choose and export the compressed model to ship to an edge device.",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="edge-opt",
+        description="Choose and export the compressed model to ship to an edge device.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"edge-opt {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="run (or resume) a study", epilog="example: edge-opt run --config configs/default.yaml",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r = sub.add_parser(
+        "run",
+        help="run (or resume) a study",
+        epilog="example: edge-opt run --config configs/default.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     r.add_argument("--config", required=True, help="YAML study config")
     r.add_argument("--output-dir", help="override the config's output_dir")
-    r.add_argument("--fresh", action="store_true",
-                   help="delete what an earlier study wrote in the output folder (store, caches, outputs) and start "
-                        "over; refused in a folder that holds no study")
-    r.add_argument("--wait", action="store_true",
-                   help="wait for another run that holds the output folder's lock instead of refusing")
+    r.add_argument(
+        "--fresh",
+        action="store_true",
+        help="delete what an earlier study wrote in the output folder (store, caches, outputs) and start "
+        "over; refused in a folder that holds no study",
+    )
+    r.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for another run that holds the output folder's lock instead of refusing",
+    )
     r.add_argument("--quiet", action="store_true", help="only errors and the final line")
     r.add_argument("--verbose", action="store_true", help="also show per-variant metrics under the progress bar")
-    r.add_argument("--seeds", type=int, nargs="+", metavar="N",
-                   help="run the whole study once per seed into OUTPUT_DIR/seed_<n>/ and aggregate "
-                        "(summary_multi_seed.json/.csv)")
+    r.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="run the whole study once per seed into OUTPUT_DIR/seed_<n>/ and aggregate (summary_multi_seed.json/.csv)",
+    )
 
-    b = sub.add_parser("bench", help="repeated-run statistics of an MLP per precision mode (seed 002)",
-                       epilog="example: edge-opt bench --repeats 5 --seed 42 --precisions float32 int8",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    b = sub.add_parser(
+        "bench",
+        help="repeated-run statistics of an MLP per precision mode (seed 002)",
+        epilog="example: edge-opt bench --repeats 5 --seed 42 --precisions float32 int8",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     b.add_argument("--repeats", type=int, default=5, help="runs per precision mode (seeds seed..seed+repeats-1)")
     b.add_argument("--seed", type=int, default=42)
     b.add_argument("--layers", type=int, nargs="+", default=[64, 32, 10], help="MLP layer sizes")
     b.add_argument("--activations", nargs="+", default=["relu", "relu", "softmax"])
-    b.add_argument("--precisions", nargs="+", default=["float32", "float16", "int8"],
-                   help="float32 float16 bfloat16 int8")
+    b.add_argument(
+        "--precisions", nargs="+", default=["float32", "float16", "int8"], help="float32 float16 bfloat16 int8"
+    )
     b.add_argument("--epochs", type=int, default=2)
     b.add_argument("--batch-size", type=int, default=32)
     b.add_argument("--samples", type=int, default=256)
     b.add_argument("--output-dir", default="benchmarks/statistical")
 
-    pr = sub.add_parser("predict", help="run an exported model with onnxruntime alone and print class ids",
-                        epilog="example: edge-opt predict --model outputs/model --input images.npy")
-    pr.add_argument("--model", required=True,
-                    help="folder with manifest.json and the model it names (model.onnx, model.xml + .bin, model.pte)")
+    pr = sub.add_parser(
+        "predict",
+        help="run an exported model with onnxruntime alone and print class ids",
+        epilog="example: edge-opt predict --model outputs/model --input images.npy",
+    )
+    pr.add_argument(
+        "--model",
+        required=True,
+        help="folder with manifest.json and the model it names (model.onnx, model.xml + .bin, model.pte)",
+    )
     pr.add_argument("--input", required=True, help=".npy file of raw images in [0, 1], (N, C, H, W) or (N, H, W)")
     pr.add_argument("--labels", help="optional .npy of labels: also print the accuracy")
-    pr.add_argument("--scale", type=float,
-                    help="multiply integer inputs by this first (e.g. 1/255 for 0-255 pixels, if the model was "
-                         "trained on [0, 1] values); integer inputs are refused without it")
+    pr.add_argument(
+        "--scale",
+        type=float,
+        help="multiply integer inputs by this first (e.g. 1/255 for 0-255 pixels, if the model was "
+        "trained on [0, 1] values); integer inputs are refused without it",
+    )
 
-    rp = sub.add_parser("report", help="rebuild tables, plots and report.html of a finished study from its stored results (no re-run)",
-                        epilog="example: edge-opt report outputs")
+    rp = sub.add_parser(
+        "report",
+        help="rebuild tables, plots and report.html of a finished study from its stored results (no re-run)",
+        epilog="example: edge-opt report outputs",
+    )
     rp.add_argument("output_dir")
 
-    cp = sub.add_parser("compare", help="side-by-side comparison of two studies (matched config points)",
-                        epilog="example: edge-opt compare outputs_a outputs_b")
+    cp = sub.add_parser(
+        "compare",
+        help="side-by-side comparison of two studies (matched config points)",
+        epilog="example: edge-opt compare outputs_a outputs_b",
+    )
     cp.add_argument("dir_a")
     cp.add_argument("dir_b")
     cp.add_argument("--output", help="folder for comparison.csv/.html (default: DIR_B/compare)")
@@ -95,25 +133,35 @@ def _parser() -> argparse.ArgumentParser:
 
 def _device_commands(sub: Any) -> None:
     """The ``status``, ``import-bench`` and ``agent`` sub-commands."""
-    st = sub.add_parser("status", help="list finished and missing points of a study",
-                        epilog="example: edge-opt status outputs")
+    st = sub.add_parser(
+        "status", help="list finished and missing points of a study", epilog="example: edge-opt status outputs"
+    )
     st.add_argument("output_dir")
     st.add_argument("--config", help="config to compare against (default: the one recorded in the folder)")
 
-    ib = sub.add_parser("import-bench", help="add a vendor tool's measurement (OpenVINO benchmark_app JSON report, "
-                        "LiteRT benchmark_model log) to a study as a row of a named target",
-                        epilog="example: edge-opt import-bench benchmark_report.json --study outputs --target board "
-                               "--point backend=openvino,precision=int8,pruning_level=0.5")
+    ib = sub.add_parser(
+        "import-bench",
+        help="add a vendor tool's measurement (OpenVINO benchmark_app JSON report, "
+        "LiteRT benchmark_model log) to a study as a row of a named target",
+        epilog="example: edge-opt import-bench benchmark_report.json --study outputs --target board "
+        "--point backend=openvino,precision=int8,pruning_level=0.5",
+    )
     ib.add_argument("file")
     ib.add_argument("--study", required=True, help="the study folder")
     ib.add_argument("--target", required=True, help="the device the tool ran on (the rows' measured_on)")
-    ib.add_argument("--point", required=True,
-                    help="the config point the artifact was: backend=…,precision=…,pruning_level=…[,calibration=…]")
+    ib.add_argument(
+        "--point",
+        required=True,
+        help="the config point the artifact was: backend=…,precision=…,pruning_level=…[,calibration=…]",
+    )
 
-    ag = sub.add_parser("agent", help="serve measurements on this device (runs with a runtime alone, no torch "
-                        "for ONNX Runtime / OpenVINO artifacts)",
-                        epilog="example: edge-opt agent --port 8765 --token-file ~/.edge_opt_token "
-                               "(reach it through: ssh -L 8765:127.0.0.1:8765 device)")
+    ag = sub.add_parser(
+        "agent",
+        help="serve measurements on this device (runs with a runtime alone, no torch "
+        "for ONNX Runtime / OpenVINO artifacts)",
+        epilog="example: edge-opt agent --port 8765 --token-file ~/.edge_opt_token "
+        "(reach it through: ssh -L 8765:127.0.0.1:8765 device)",
+    )
     ag.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: reach it by SSH tunnel)")
     ag.add_argument("--port", type=int, default=8765)
     ag.add_argument("--token-file", required=True, help="file whose first line is the token clients must send")
@@ -130,8 +178,10 @@ def _cmd_import_bench(args: argparse.Namespace) -> int:
         row = import_vendor_log(args.study, args.file, args.target, args.point)
     except ConfigError as exc:
         return _print_errors(exc.errors)
-    print(f"imported {row['source']} on {args.target}: {row['backend']} {row['precision']} "
-          f"pruning={row['pruning_level']:g} latency={row['latency_ms']:.4f} ms -> {args.study}")
+    print(
+        f"imported {row['source']} on {args.target}: {row['backend']} {row['precision']} "
+        f"pruning={row['pruning_level']:g} latency={row['latency_ms']:.4f} ms -> {args.study}"
+    )
     return EXIT_OK
 
 
@@ -189,8 +239,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     bad = [p for p in args.precisions if p not in PRECISION_MODES]
     if bad or args.repeats < 1 or args.epochs < 1 or args.batch_size < 1 or args.samples < 8:
-        msg = (f"The '--precisions' parameter must contain names from {list(PRECISION_MODES)}. Got {bad} instead."
-               if bad else "--repeats, --epochs and --batch-size must be >= 1 and --samples >= 8.")
+        msg = (
+            f"The '--precisions' parameter must contain names from {list(PRECISION_MODES)}. Got {bad} instead."
+            if bad
+            else "--repeats, --epochs and --batch-size must be >= 1 and --samples >= 8."
+        )
         print(f"error: {msg}", file=sys.stderr)
         return EXIT_BAD_INPUT
     from .config import ConfigError
@@ -202,16 +255,36 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return _print_errors([e.replace("'output_dir'", "'--output-dir'") for e in exc.errors])
     try:
         rows = run_repeated_benchmarks(
-            args.layers, args.activations, args.precisions, args.batch_size, args.samples, args.epochs, args.repeats,
-            args.seed, args.output_dir,
-            on_run=lambda mode, repeat, row: print(f"{mode} repeat {repeat + 1}/{args.repeats}: "
-                                                   f"accuracy={row['accuracy']:.4f} latency={row['latency'] * 1e6:.2f} us/sample",
-                                                   flush=True))
+            args.layers,
+            args.activations,
+            args.precisions,
+            args.batch_size,
+            args.samples,
+            args.epochs,
+            args.repeats,
+            args.seed,
+            args.output_dir,
+            on_run=lambda mode, repeat, row: print(
+                f"{mode} repeat {repeat + 1}/{args.repeats}: "
+                f"accuracy={row['accuracy']:.4f} latency={row['latency'] * 1e6:.2f} us/sample",
+                flush=True,
+            ),
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    cols = ["precision_mode", "repeats", "accuracy_mean", "accuracy_ci95", "latency_mean", "latency_ci95",
-            "memory_mean", "energy_mean", "train_time_mean", "on_pareto_frontier"]
+    cols = [
+        "precision_mode",
+        "repeats",
+        "accuracy_mean",
+        "accuracy_ci95",
+        "latency_mean",
+        "latency_ci95",
+        "memory_mean",
+        "energy_mean",
+        "train_time_mean",
+        "on_pareto_frontier",
+    ]
     print(pd.DataFrame(rows)[cols].to_string(index=False))
     print(f"written to {args.output_dir} (95 % CIs use Student t)")
     return EXIT_OK
@@ -240,8 +313,10 @@ def _seeds_root(root: Path) -> list[str]:
         return exc.errors
     foreign = [f for f in foreign_entries(root, limit=50) if not f.startswith("summary_multi_seed.")]
     if foreign:
-        return [f"The 'output_dir' folder {str(root)!r} holds files that no edge_opt study wrote "
-                f"({', '.join(repr(f) for f in foreign[:3])}); give another output_dir for the seeds' studies."]
+        return [
+            f"The 'output_dir' folder {str(root)!r} holds files that no edge_opt study wrote "
+            f"({', '.join(repr(f) for f in foreign[:3])}); give another output_dir for the seeds' studies."
+        ]
     return []
 
 
@@ -249,8 +324,11 @@ def _option_named(errors: list[str], args: argparse.Namespace) -> list[str]:
     """A config's errors, the output folder's own line naming the ``--output-dir`` option when that gave it
     (an unknown key's list of allowed keys still says ``output_dir``)."""
     mine = "The 'output_dir' parameter"
-    return [e.replace(mine, "The '--output-dir' parameter", 1) if e.startswith(mine) else e
-            for e in errors] if args.output_dir else errors
+    return (
+        [e.replace(mine, "The '--output-dir' parameter", 1) if e.startswith(mine) else e for e in errors]
+        if args.output_dir
+        else errors
+    )
 
 
 def _cmd_run_seeds(args: argparse.Namespace) -> int:
@@ -284,24 +362,46 @@ def _run_seeds(args: argparse.Namespace, base: Any, root: Path, stop: _StopSigna
         print(f"== seed {seed} -> {cfg.output_dir}", flush=True)
         reporter = Reporter(quiet=args.quiet, verbose=args.verbose)
         try:
-            res = run_study(cfg, fresh=args.fresh, on_event=reporter, should_stop=lambda: stop.signal is not None,
-                            command=["edge-opt", *sys.argv[1:]], wait=args.wait)
+            res = run_study(
+                cfg,
+                fresh=args.fresh,
+                on_event=reporter,
+                should_stop=lambda: stop.signal is not None,
+                command=["edge-opt", *sys.argv[1:]],
+                wait=args.wait,
+            )
         except (ConfigError, DataError) as exc:
             reporter.close()
             return _print_errors(exc.errors if isinstance(exc, ConfigError) else [str(exc)])
         except (StudyInterrupted, KeyboardInterrupt):
             reporter.close()
-            print(f"interrupted during seed {seed}: the seeds before it are complete in {root}, its finished points "
-                  f"are kept. Resume with: {_resume_command(args)}", file=sys.stderr)
+            print(
+                f"interrupted during seed {seed}: the seeds before it are complete in {root}, its finished points "
+                f"are kept. Resume with: {_resume_command(args)}",
+                file=sys.stderr,
+            )
             return EXIT_SIGTERM if stop.signal == signal.SIGTERM else EXIT_SIGINT
         reporter.close()
         frames[seed] = res.sweep
     agg = aggregate_multi_seed(frames)
     atomic.write_with(root / "summary_multi_seed.csv", lambda t: agg.to_csv(t, index=False, encoding="utf-8"))
-    atomic.write_json(root / "summary_multi_seed.json", {"seeds": list(args.seeds),
-                                                          "ci_method": "Student t, 95 %", "rows": agg.to_dict("records")})
-    print(agg[["pruning_level", "precision", "backend", "accuracy_mean", "accuracy_ci95", "latency_ms_mean",
-               "latency_ms_ci95"]].to_string(index=False))
+    atomic.write_json(
+        root / "summary_multi_seed.json",
+        {"seeds": list(args.seeds), "ci_method": "Student t, 95 %", "rows": agg.to_dict("records")},
+    )
+    print(
+        agg[
+            [
+                "pruning_level",
+                "precision",
+                "backend",
+                "accuracy_mean",
+                "accuracy_ci95",
+                "latency_ms_mean",
+                "latency_ms_ci95",
+            ]
+        ].to_string(index=False)
+    )
     return EXIT_OK
 
 
@@ -325,8 +425,12 @@ class _StopSignals:
         if self.signal is not None:
             raise KeyboardInterrupt
         self.signal = signum
-        print(f"\n{signal.Signals(signum).name} received: stopping after the current variant or stage "
-              "(send again to abort now)", file=sys.stderr, flush=True)
+        print(
+            f"\n{signal.Signals(signum).name} received: stopping after the current variant or stage "
+            "(send again to abort now)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def __enter__(self) -> _StopSignals:
         self._old = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -346,8 +450,10 @@ def _print_errors(lines: Sequence[str]) -> int:
 def _interrupted(args: argparse.Namespace, out: str, exc: Exception, signum: int | None) -> int:
     res = exc.args[0] if exc.args else None
     done = f"{res.summary.get('finished_points')} of {res.summary.get('total_points')}" if res is not None else "some"
-    print(f"interrupted: {done} points finished and written to {out}. Resume with: {_resume_command(args)}",
-          file=sys.stderr)
+    print(
+        f"interrupted: {done} points finished and written to {out}. Resume with: {_resume_command(args)}",
+        file=sys.stderr,
+    )
     return EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
 
 
@@ -367,8 +473,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     reporter = Reporter(quiet=args.quiet, verbose=args.verbose)
     with _StopSignals() as stop:
         try:
-            result = run_study(cfg, fresh=args.fresh, on_event=reporter, should_stop=lambda: stop.signal is not None,
-                               command=["edge-opt", *sys.argv[1:]], wait=args.wait)
+            result = run_study(
+                cfg,
+                fresh=args.fresh,
+                on_event=reporter,
+                should_stop=lambda: stop.signal is not None,
+                command=["edge-opt", *sys.argv[1:]],
+                wait=args.wait,
+            )
         except ConfigError as exc:
             reporter.close()
             return _print_errors(exc.errors)
@@ -380,8 +492,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             return _interrupted(args, cfg.output_dir, exc, stop.signal)
         except KeyboardInterrupt:  # a second signal: stop at once; finished points are in the store
             reporter.close()
-            print(f"aborted: finished points are kept in {cfg.output_dir}/study.sqlite. Resume with: "
-                  f"{_resume_command(args)}", file=sys.stderr)
+            print(
+                f"aborted: finished points are kept in {cfg.output_dir}/study.sqlite. Resume with: "
+                f"{_resume_command(args)}",
+                file=sys.stderr,
+            )
             return EXIT_SIGTERM if stop.signal == signal.SIGTERM else EXIT_SIGINT
     reporter.close()
     return _report_result(args, result)
@@ -395,13 +510,18 @@ def _report_result(args: argparse.Namespace, result: Any) -> int:
     total = result.summary.get("total_points")
     extra = result.reused + result.computed - (total or 0)
     grid = f"{total} config points" + (" + the fp32 baseline the grid does not list" if extra > 0 else "")
-    print(f"reused {result.reused} stored points, computed {result.computed} (of {grid}); outputs in "
-          f"{result.output_dir}")
+    print(
+        f"reused {result.reused} stored points, computed {result.computed} (of {grid}); outputs in {result.output_dir}"
+    )
     if rec:
-        state = "recommended" if rec["goals_met"] else "best effort (goals not met: " + "; ".join(rec["failed_goals"]) + ")"
-        print(f"{state}: {rec['backend']} {rec['precision']} pruning={rec['pruning_level']:g} "
-              f"accuracy={rec['accuracy']:.4f} latency={rec['latency_ms']:.4f} ms memory={rec['memory_mb']:.3f} MB "
-              f"-> {result.output_dir / (rec.get('artifact') or 'model')}")
+        state = (
+            "recommended" if rec["goals_met"] else "best effort (goals not met: " + "; ".join(rec["failed_goals"]) + ")"
+        )
+        print(
+            f"{state}: {rec['backend']} {rec['precision']} pruning={rec['pruning_level']:g} "
+            f"accuracy={rec['accuracy']:.4f} latency={rec['latency_ms']:.4f} ms memory={rec['memory_mb']:.3f} MB "
+            f"-> {result.output_dir / (rec.get('artifact') or 'model')}"
+        )
     return EXIT_OK if result.recommended else EXIT_NO_RECOMMENDATION
 
 
@@ -418,8 +538,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if y is not None and y.shape != ids.shape:
-        print(f"error: The '--labels' parameter must hold {ids.shape[0]} labels (shape {ids.shape}). Got shape "
-              f"{y.shape} instead.", file=sys.stderr)
+        print(
+            f"error: The '--labels' parameter must hold {ids.shape[0]} labels (shape {ids.shape}). Got shape "
+            f"{y.shape} instead.",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     print(" ".join(str(int(i)) for i in ids))
     if y is not None:
@@ -457,12 +580,17 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _search_status(search: Any) -> str:
     budget = f"{search.n_trials}" if search.n_trials is not None else "no n_trials"
     best = search.best
-    best_text = ("best so far: none meets every budget" if best is None else
-                 f"best so far: trial {best.number} {best.point.backend} {best.point.precision} "
-                 f"pruning={best.point.pruning_level:g} accuracy={best.accuracy:.4f} "
-                 f"device latency={best.latency_ms:.4f} ms")
-    return (f"search {search.strategy}: {len(search.trials)} trials done, {len(search.points)} of {budget} distinct "
-            f"points (space: {search.space_size} points; timeout_s={search.timeout_s}); {best_text}")
+    best_text = (
+        "best so far: none meets every budget"
+        if best is None
+        else f"best so far: trial {best.number} {best.point.backend} {best.point.precision} "
+        f"pruning={best.point.pruning_level:g} accuracy={best.accuracy:.4f} "
+        f"device latency={best.latency_ms:.4f} ms"
+    )
+    return (
+        f"search {search.strategy}: {len(search.trials)} trials done, {len(search.points)} of {budget} distinct "
+        f"points (space: {search.space_size} points; timeout_s={search.timeout_s}); {best_text}"
+    )
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -487,7 +615,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         return _print_errors(exc.errors)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
-    cols = ["pruning_level", "precision", "backend", "accuracy_a", "accuracy_b", "latency_ratio_b_over_a", "significant"]
+    cols = [
+        "pruning_level",
+        "precision",
+        "backend",
+        "accuracy_a",
+        "accuracy_b",
+        "latency_ratio_b_over_a",
+        "significant",
+    ]
     print(table[cols].to_string(index=False) if len(table) else "no common config points")
     return EXIT_OK
 
@@ -495,9 +631,16 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``edge-opt`` console script."""
     args = _parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "predict": _cmd_predict, "status": _cmd_status, "bench": _cmd_bench, "report": _cmd_report,
-                "compare": _cmd_compare, "agent": _cmd_agent,
-                "import-bench": _cmd_import_bench}
+    handlers = {
+        "run": _cmd_run,
+        "predict": _cmd_predict,
+        "status": _cmd_status,
+        "bench": _cmd_bench,
+        "report": _cmd_report,
+        "compare": _cmd_compare,
+        "agent": _cmd_agent,
+        "import-bench": _cmd_import_bench,
+    }
     return handlers[args.command](args)
 
 

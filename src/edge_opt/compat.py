@@ -4,6 +4,7 @@ Only this module knows them: importing ``edge_opt.metrics`` (say) gives the ``ed
 itself, so a name is defined once and a test's ``monkeypatch`` on an old path patches the real function.
 ``importlib``'s meta-path protocol does the aliasing; installed by the package root, it imports nothing heavy.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -5,6 +5,7 @@ given, in scikit-learn's style. Names that live in registries (model, dataset,
 backends, precisions) are checked against them by ``edge_opt.pipeline.load_study_config``
 so that this module stays at the bottom of the stack.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,10 +18,26 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 __all__ = [
     "CONFIG_RELATIVE_KEYS",
-    "LEGACY_QUANTIZATION_KEYS", "SCENARIO_NAMES", "ConfigError", "DeploymentConfig", "MlflowConfig", "ModelConfig",
-    "QuantizationConfig", "RayConfig", "Scenario", "SearchConfig", "SearchObjective", "StudyConfig", "TargetConfig", "TrackingConfig",
+    "LEGACY_QUANTIZATION_KEYS",
+    "SCENARIO_NAMES",
+    "ConfigError",
+    "DeploymentConfig",
+    "MlflowConfig",
+    "ModelConfig",
+    "QuantizationConfig",
+    "RayConfig",
+    "Scenario",
+    "SearchConfig",
+    "SearchObjective",
+    "StudyConfig",
+    "TargetConfig",
+    "TrackingConfig",
     "config_from_dict",
-    "config_from_yaml", "format_validation_error", "load_config", "nearest_existing", "short_repr",
+    "config_from_yaml",
+    "format_validation_error",
+    "load_config",
+    "nearest_existing",
+    "short_repr",
 ]
 
 
@@ -90,8 +107,10 @@ class ModelConfig(BaseModel):
     def _one_source(self) -> ModelConfig:
         given = [k for k in MODEL_SOURCES if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"must give exactly one of the model sources {list(MODEL_SOURCES[:4])} (name with "
-                             f"params; onnx; factory with params and weights; exported); got {given or 'none'}")
+            raise ValueError(
+                f"must give exactly one of the model sources {list(MODEL_SOURCES[:4])} (name with "
+                f"params; onnx; factory with params and weights; exported); got {given or 'none'}"
+            )
         if self.params and self.kind not in ("name", "factory"):
             raise ValueError(f"'params' goes with 'name' or 'factory', not with '{self.kind}'")
         if self.weights is not None and self.kind not in ("name", "factory"):
@@ -177,12 +196,16 @@ class QuantizationConfig(BaseModel):
 
     def choices(self) -> list[QuantizationConfig]:
         """Every combination of the listed options, as single-valued configs (method outermost)."""
+
         def values(v: Any) -> list[Any]:
             return v if isinstance(v, list) else [v]
 
-        return [self.model_copy(update={"calibration_method": m, "per_channel": pc, "calibration_batches": b})
-                for m in values(self.calibration_method) for pc in values(self.per_channel)
-                for b in values(self.calibration_batches)]
+        return [
+            self.model_copy(update={"calibration_method": m, "per_channel": pc, "calibration_batches": b})
+            for m in values(self.calibration_method)
+            for pc in values(self.per_channel)
+            for b in values(self.calibration_batches)
+        ]
 
     def _one(self, name: str) -> Any:
         value = getattr(self, name)
@@ -208,13 +231,18 @@ class QuantizationConfig(BaseModel):
     @property
     def label(self) -> str:
         """A single choice's name in config points and rows: ``percentile99.999/per-tensor/8``."""
-        method = f"percentile{self.percentile:g}" if self.calibration_method == "percentile" else self.calibration_method
+        method = (
+            f"percentile{self.percentile:g}" if self.calibration_method == "percentile" else self.calibration_method
+        )
         return f"{method}/{'per-channel' if self.per_channel else 'per-tensor'}/{self.calibration_batches}"
 
 
 # Flat int8 keys of earlier releases → their place in the ``quantization:`` section.
-LEGACY_QUANTIZATION_KEYS = {"calibration_method": "calibration_method", "calibration_batches": "calibration_batches",
-                            "quantization_backend": "engine"}
+LEGACY_QUANTIZATION_KEYS = {
+    "calibration_method": "calibration_method",
+    "calibration_batches": "calibration_batches",
+    "quantization_backend": "engine",
+}
 
 
 Scenario = Literal["single_stream", "multi_stream", "server", "offline", "batch"]
@@ -313,8 +341,9 @@ class SearchConfig(BaseModel):
     @model_validator(mode="after")
     def _budget(self) -> SearchConfig:
         if self.strategy != "grid" and self.n_trials is None and self.timeout_s is None:
-            raise ValueError(f"search strategy {self.strategy!r} needs 'n_trials' or 'timeout_s' (or both); "
-                             "got neither")
+            raise ValueError(
+                f"search strategy {self.strategy!r} needs 'n_trials' or 'timeout_s' (or both); got neither"
+            )
         return self
 
 
@@ -399,8 +428,10 @@ class StudyConfig(BaseModel):
             if old not in data:
                 continue
             if new in section:
-                raise ValueError(f"'{old}' is the old spelling of 'quantization.{new}'; give only "
-                                 f"'quantization.{new}' (got {data[old]!r} and {section[new]!r})")
+                raise ValueError(
+                    f"'{old}' is the old spelling of 'quantization.{new}'; give only "
+                    f"'quantization.{new}' (got {data[old]!r} and {section[new]!r})"
+                )
             section[new] = data.pop(old)
         data["quantization"] = section
         return data
@@ -479,11 +510,12 @@ class StudyConfig(BaseModel):
         allowed = ["host", *names]
         bad = [m for m in self.measure_on if m not in allowed]
         if bad or len(set(self.measure_on)) != len(self.measure_on) or "host" not in self.measure_on:
-            raise ValueError(f"'measure_on' must list distinct names among {allowed}, 'host' included (every "
-                             f"variant is built and checked here); got {self.measure_on}")
+            raise ValueError(
+                f"'measure_on' must list distinct names among {allowed}, 'host' included (every "
+                f"variant is built and checked here); got {self.measure_on}"
+            )
         if self.recommend_for is not None and self.recommend_for not in self.measure_on:
-            raise ValueError(f"'recommend_for' must be one of measure_on {self.measure_on}; "
-                             f"got {self.recommend_for!r}")
+            raise ValueError(f"'recommend_for' must be one of measure_on {self.measure_on}; got {self.recommend_for!r}")
         return self
 
     @property
@@ -502,8 +534,10 @@ class StudyConfig(BaseModel):
     @model_validator(mode="after")
     def _search_executor(self) -> StudyConfig:
         if self.search.strategy != "grid" and self.executor != "local":
-            raise ValueError(f"search strategy {self.search.strategy!r} runs its trials one after another on the "
-                             f"local executor; got executor {self.executor!r} (use strategy 'grid' with Ray)")
+            raise ValueError(
+                f"search strategy {self.search.strategy!r} runs its trials one after another on the "
+                f"local executor; got executor {self.executor!r} (use strategy 'grid' with Ray)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -511,8 +545,10 @@ class StudyConfig(BaseModel):
         if self.benchmark_trials * self.benchmark_repeats > 10_000_000:
             raise ValueError("benchmark_repeats × benchmark_trials must be at most 10,000,000")
         if self.latency_batch_size > self.batch_size:
-            raise ValueError(f"'latency_batch_size' ({self.latency_batch_size}) must be at most 'batch_size' "
-                             f"({self.batch_size}): latency is timed on the first validation batch")
+            raise ValueError(
+                f"'latency_batch_size' ({self.latency_batch_size}) must be at most 'batch_size' "
+                f"({self.batch_size}): latency is timed on the first validation batch"
+            )
         return self
 
     @property
@@ -605,12 +641,20 @@ def config_from_dict(data: Any, allow_python: bool = True) -> StudyConfig:
         raise ConfigError([f"The config must be a mapping of keys to values. Got {type(data).__name__} instead."])
     model = data.get("model")
     if isinstance(model, dict) and model.get("python") is not None and not allow_python:
-        raise ConfigError(["The 'model.python' key is set by edge_opt.optimize for an in-memory module; a config "
-                           "file names its model with one of 'model.name', 'model.onnx', 'model.factory', "
-                           f"'model.exported'. Got {model['python']!r}."])
+        raise ConfigError(
+            [
+                "The 'model.python' key is set by edge_opt.optimize for an in-memory module; a config "
+                "file names its model with one of 'model.name', 'model.onnx', 'model.factory', "
+                f"'model.exported'. Got {model['python']!r}."
+            ]
+        )
     if _count_values(data, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
-        raise ConfigError([f"The config must hold at most {MAX_CONFIG_VALUES:,} values (YAML aliases count each time "
-                           "they are used). Got more instead."])
+        raise ConfigError(
+            [
+                f"The config must hold at most {MAX_CONFIG_VALUES:,} values (YAML aliases count each time "
+                "they are used). Got more instead."
+            ]
+        )
     bad_keys = [k for k in data if not isinstance(k, str)]
     if bad_keys:
         raise ConfigError([f"Config keys must be strings. Got {_short(bad_keys)} instead."])

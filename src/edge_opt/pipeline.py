@@ -4,6 +4,7 @@
 select → artifact → hardware → deployment → report → tracking. Each stage takes typed inputs
 and returns a frozen record; ``StudyResult`` keeps them (Olive's footprint idea).
 """
+
 from __future__ import annotations
 
 import json
@@ -95,7 +96,16 @@ from .study import (
 )
 from .variants import BACKENDS, PRECISIONS
 
-__all__ = ["StudyResult", "check_output_dir", "check_study_folder", "input_warnings", "load_study_config", "rebuild_report", "registry_errors", "run_study"]
+__all__ = [
+    "StudyResult",
+    "check_output_dir",
+    "check_study_folder",
+    "input_warnings",
+    "load_study_config",
+    "rebuild_report",
+    "registry_errors",
+    "run_study",
+]
 
 EventFn = Callable[..., None]
 
@@ -120,14 +130,18 @@ def registry_errors(cfg: StudyConfig) -> list[str]:
 
     errors += check_tracking(cfg)
     if cfg.executor == "ray" and cfg.model.kind == "python":
-        errors.append("The 'executor' parameter 'ray' cannot ship an in-memory module (edge_opt.optimize) to its "
-                      "workers; use executor 'local' or save the model (ONNX, .pt2, factory + weights). Got 'ray'.")
+        errors.append(
+            "The 'executor' parameter 'ray' cannot ship an in-memory module (edge_opt.optimize) to its "
+            "workers; use executor 'local' or save the model (ONNX, .pt2, factory + weights). Got 'ray'."
+        )
     if cfg.executor == "ray":
         try:
             import ray  # noqa: F401
         except ImportError:
-            errors.append("The 'executor' parameter 'ray' needs Ray: pip install 'edge-opt[ray]'. Got 'ray' with Ray "
-                          "not installed.")
+            errors.append(
+                "The 'executor' parameter 'ray' needs Ray: pip install 'edge-opt[ray]'. Got 'ray' with Ray "
+                "not installed."
+            )
     return errors
 
 
@@ -144,8 +158,10 @@ def _extra_errors(cfg: StudyConfig) -> list[str]:
         modules, extra = BACKEND_EXTRAS.get(backend, ((), ""))
         missing = [m for m in modules if importlib.util.find_spec(m) is None]
         if missing:
-            errors.append(f"The 'backends' parameter {backend!r} needs the optional extra: pip install "
-                          f"'edge-opt[{extra}]'. Got {backend!r} with {missing} not installed.")
+            errors.append(
+                f"The 'backends' parameter {backend!r} needs the optional extra: pip install "
+                f"'edge-opt[{extra}]'. Got {backend!r} with {missing} not installed."
+            )
     return errors
 
 
@@ -157,8 +173,10 @@ def _dataset_errors(cfg: StudyConfig) -> list[str]:
         return ["The 'data_path' parameter must name the .npz file of the 'npz' dataset. Got None instead."]
     if cfg.dataset in DATASETS or cfg.dataset in FILE_DATASETS or ":" in cfg.dataset:
         return []
-    return [f"The 'dataset' parameter must be one of {DATASETS.names() + list(FILE_DATASETS)} or "
-            f"'package.module:callable'. Got {cfg.dataset!r} instead."]
+    return [
+        f"The 'dataset' parameter must be one of {DATASETS.names() + list(FILE_DATASETS)} or "
+        f"'package.module:callable'. Got {cfg.dataset!r} instead."
+    ]
 
 
 def load_study_config(path: str | Path, overrides: dict | None = None) -> StudyConfig:
@@ -186,8 +204,9 @@ def check_output_dir(path: str | Path, create: bool = True) -> Path:
     out = Path(path)
 
     def fail(reason: str) -> ConfigError:
-        return ConfigError([f"The 'output_dir' parameter must name a writable folder. Got {str(path)!r} "
-                            f"instead ({reason})."])
+        return ConfigError(
+            [f"The 'output_dir' parameter must name a writable folder. Got {str(path)!r} instead ({reason})."]
+        )
 
     if not create:
         probe = nearest_existing(out)
@@ -232,10 +251,14 @@ class StudyResult:
     @property
     def paths(self) -> dict[str, Path]:
         """Where the main outputs are."""
-        names = {"sweep_results": "sweep_results.csv", "summary": "summary.json", "report": "report.html",
-                 "frontier_latency": "pareto_frontier_latency.csv",
-                 "model": str((self.recommendation or {}).get("artifact") or "model/model.onnx"),
-                 "manifest": "model/manifest.json"}
+        names = {
+            "sweep_results": "sweep_results.csv",
+            "summary": "summary.json",
+            "report": "report.html",
+            "frontier_latency": "pareto_frontier_latency.csv",
+            "model": str((self.recommendation or {}).get("artifact") or "model/model.onnx"),
+            "manifest": "model/manifest.json",
+        }
         return {k: self.output_dir / v for k, v in names.items() if (self.output_dir / v).exists()}
 
 
@@ -257,8 +280,12 @@ def _lock(out: Path, wait: bool = False, command: str = "") -> atomic.FolderLock
     try:
         return atomic.FolderLock(out, wait=wait, command=command)
     except atomic.FolderBusy as exc:
-        raise ConfigError([f"The 'output_dir' folder {str(out)!r} is in use by another edge-opt run ({exc}); wait "
-                           "for it to finish (or pass --wait) or give another output_dir."]) from None
+        raise ConfigError(
+            [
+                f"The 'output_dir' folder {str(out)!r} is in use by another edge-opt run ({exc}); wait "
+                "for it to finish (or pass --wait) or give another output_dir."
+            ]
+        ) from None
 
 
 def check_study_folder(out: Path, fresh: bool) -> None:
@@ -275,10 +302,14 @@ def check_study_folder(out: Path, fresh: bool) -> None:
         return
     foreign = foreign_entries(out)
     if foreign:
-        raise ConfigError([f"The 'output_dir' folder {str(out)!r} holds files that no edge_opt study wrote "
-                           f"({', '.join(repr(f) for f in foreign)}) and no study store; edge_opt writes (and "
-                           "--fresh deletes) only in a new or empty folder or one of its own studies. Give another "
-                           "output_dir."])
+        raise ConfigError(
+            [
+                f"The 'output_dir' folder {str(out)!r} holds files that no edge_opt study wrote "
+                f"({', '.join(repr(f) for f in foreign)}) and no study store; edge_opt writes (and "
+                "--fresh deletes) only in a new or empty folder or one of its own studies. Give another "
+                "output_dir."
+            ]
+        )
 
 
 def _open_store(out: Path, fresh: bool) -> StudyStore:
@@ -291,9 +322,16 @@ def _open_store(out: Path, fresh: bool) -> StudyStore:
         raise ConfigError([str(exc)]) from None
 
 
-def _measure(cfg: StudyConfig, data: DataBundle, source: ModelSource, out: Path, store: StudyStore,
-             on_event: EventFn, should_stop: Callable[[], bool],
-             clock: _Clock) -> tuple[Sweep, bool, list[str], SearchOutcome | None]:
+def _measure(
+    cfg: StudyConfig,
+    data: DataBundle,
+    source: ModelSource,
+    out: Path,
+    store: StudyStore,
+    on_event: EventFn,
+    should_stop: Callable[[], bool],
+    clock: _Clock,
+) -> tuple[Sweep, bool, list[str], SearchOutcome | None]:
     """Stages baseline + variants: train (or reload) the baseline, then map ``run_point`` over the grid."""
     device, dev_warning = resolve_device(cfg.device)
     warnings = ([dev_warning] if dev_warning else []) + input_warnings(cfg, data)
@@ -311,8 +349,17 @@ def _measure(cfg: StudyConfig, data: DataBundle, source: ModelSource, out: Path,
     if cfg.fine_tune_epochs and data.train_loader is None and any(lv > 0 for lv in cfg.pruning_levels):
         warnings.append("fine-tuning after pruning skipped: the data has no training split")
     clock.lap("training")
-    sweep = Sweep(baseline, data, cfg, out, store, model_factory=model_factory(cfg, data, source), on_event=on_event,
-                  should_stop=should_stop, source=source)
+    sweep = Sweep(
+        baseline,
+        data,
+        cfg,
+        out,
+        store,
+        model_factory=model_factory(cfg, data, source),
+        on_event=on_event,
+        should_stop=should_stop,
+        source=source,
+    )
     if cfg.search.strategy != "grid":
         outcome, interrupted = _search(cfg, sweep, out, on_event, should_stop)
         clock.lap("variants")
@@ -331,17 +378,28 @@ def _measure(cfg: StudyConfig, data: DataBundle, source: ModelSource, out: Path,
     return sweep, interrupted, warnings, None
 
 
-def _search(cfg: StudyConfig, sweep: Sweep, out: Path, on_event: EventFn,
-            should_stop: Callable[[], bool]) -> tuple[SearchOutcome | None, bool]:
+def _search(
+    cfg: StudyConfig, sweep: Sweep, out: Path, on_event: EventFn, should_stop: Callable[[], bool]
+) -> tuple[SearchOutcome | None, bool]:
     """Stage variants as an Optuna search: the baseline first (the accuracy-drop budget needs it), then the trials."""
     space = search_space(cfg)
     s = cfg.search
-    on_event("stage", name="variants", detail=f"{s.strategy} search over {space.size} config points "
-             f"(n_trials={s.n_trials}, timeout_s={s.timeout_s}, stop_when={s.stop_when})")
+    on_event(
+        "stage",
+        name="variants",
+        detail=f"{s.strategy} search over {space.size} config points "
+        f"(n_trials={s.n_trials}, timeout_s={s.timeout_s}, stop_when={s.stop_when})",
+    )
     try:
         baseline = LocalExecutor().map(sweep, [baseline_point(cfg)])[0]
-        outcome = run_search(cfg, lambda p: sweep.run_point_within(p, cfg.active_memory_budget_mb),
-                             judge_with(cfg, baseline), out, should_stop, on_event)
+        outcome = run_search(
+            cfg,
+            lambda p: sweep.run_point_within(p, cfg.active_memory_budget_mb),
+            judge_with(cfg, baseline),
+            out,
+            should_stop,
+            on_event,
+        )
     except (StudyInterrupted, StopRequested):
         return None, True
     return outcome, outcome.stopped_by == "interrupted"
@@ -355,8 +413,9 @@ def _executor(cfg: StudyConfig) -> Any:
     return LocalExecutor()
 
 
-def _deployment_targets(cfg: StudyConfig, selection: Selection,
-                        hardware: HardwareAnalysis | None) -> list[DeploymentTarget]:
+def _deployment_targets(
+    cfg: StudyConfig, selection: Selection, hardware: HardwareAnalysis | None
+) -> list[DeploymentTarget]:
     summaries = hardware.summaries if hardware is not None else {}
     targets = [DeploymentTarget("baseline", baseline_point(cfg), summaries.get("baseline", {}))]
     if selection.chosen is not None:
@@ -364,8 +423,9 @@ def _deployment_targets(cfg: StudyConfig, selection: Selection,
     return targets
 
 
-def _export(out: Path, selection: Selection, sweep: Sweep, on_event: EventFn,
-            warnings: list[str]) -> ExportedArtifact | None:
+def _export(
+    out: Path, selection: Selection, sweep: Sweep, on_event: EventFn, warnings: list[str]
+) -> ExportedArtifact | None:
     """Stage artifact (with its progress event and warning)."""
     if selection.chosen is not None:
         on_event("stage", name="artifact", detail=selection.chosen.point.label)
@@ -375,8 +435,16 @@ def _export(out: Path, selection: Selection, sweep: Sweep, on_event: EventFn,
     return artifact
 
 
-def _analyse(sweep: Sweep, store: StudyStore, out: Path, interrupted: bool, on_event: EventFn, clock: _Clock,
-             warnings: list[str], search: SearchOutcome | None = None) -> StudyOutcome:
+def _analyse(
+    sweep: Sweep,
+    store: StudyStore,
+    out: Path,
+    interrupted: bool,
+    on_event: EventFn,
+    clock: _Clock,
+    warnings: list[str],
+    search: SearchOutcome | None = None,
+) -> StudyOutcome:
     """Stages assess → select → artifact → hardware → deployment, over the stored records of the grid."""
     cfg = sweep.cfg
     points = search.points if search is not None else sweep_points(cfg)
@@ -406,18 +474,36 @@ def _analyse(sweep: Sweep, store: StudyStore, out: Path, interrupted: bool, on_e
         interrupted = sweep.should_stop()
     if not interrupted and baseline is not None and baseline.ok:
         on_event("stage", name="deployment simulation", detail=f"cpu_frequency_scale={cfg.cpu_frequency_scale}")
-        deployment, dep_warnings = simulate_deployment(sweep, _deployment_targets(cfg, host_selection, hardware),
-                                                       store, out)
+        deployment, dep_warnings = simulate_deployment(
+            sweep, _deployment_targets(cfg, host_selection, hardware), store, out
+        )
         warnings += dep_warnings
         clock.lap("deployment")
         interrupted = sweep.should_stop()
     total = search.space_size if search is not None else len(points)
     if search is not None:
-        warnings.append(f"search ({search.strategy}) stopped by {search.stopped_by} after {len(search.trials)} trials "
-                        f"({len(search.points)} distinct points of {search.space_size})")
-    return StudyOutcome(cfg, assessed, baseline, selection, artifact, hardware, deployment, tuple(warnings),
-                        total, interrupted, skipped, search, tuple(runs), on_target, host_selection,
-                        tuple(stored_vendor_rows(store)))
+        warnings.append(
+            f"search ({search.strategy}) stopped by {search.stopped_by} after {len(search.trials)} trials "
+            f"({len(search.points)} distinct points of {search.space_size})"
+        )
+    return StudyOutcome(
+        cfg,
+        assessed,
+        baseline,
+        selection,
+        artifact,
+        hardware,
+        deployment,
+        tuple(warnings),
+        total,
+        interrupted,
+        skipped,
+        search,
+        tuple(runs),
+        on_target,
+        host_selection,
+        tuple(stored_vendor_rows(store)),
+    )
 
 
 def _assess_on_target(cfg: StudyConfig, run: TargetRun, baseline: VariantResult | None) -> tuple[Assessment, ...]:
@@ -426,28 +512,43 @@ def _assess_on_target(cfg: StudyConfig, run: TargetRun, baseline: VariantResult 
     return tuple(assess_results([r for r in run.results if r.skipped is None], measured, baseline))
 
 
-def _recommendation(cfg: StudyConfig, host: Selection, on_target: dict[str, tuple[Assessment, ...]],
-                    baseline: VariantResult | None, warnings: list[str]) -> Selection:
+def _recommendation(
+    cfg: StudyConfig,
+    host: Selection,
+    on_target: dict[str, tuple[Assessment, ...]],
+    baseline: VariantResult | None,
+    warnings: list[str],
+) -> Selection:
     """The selection of the target whose numbers choose the artifact (``recommend_for``; else the host's)."""
     name = cfg.recommendation_target
     if name == "host":
         return host
     if not any(a.ok for a in on_target.get(name, ())):
-        warnings.append(f"recommend_for {name!r}: no successful measurement from that target in this run; the "
-                        "host's numbers chose (run again when the target is back: only its failed points are measured)")
+        warnings.append(
+            f"recommend_for {name!r}: no successful measurement from that target in this run; the "
+            "host's numbers chose (run again when the target is back: only its failed points are measured)"
+        )
         return host
     return select_recommendation(on_target[name], baseline, cfg.model_copy(update={"cpu_frequency_scale": 1.0}))
 
 
-def _hardware(sweep: Sweep, out: Path, baseline: VariantResult, selection: Selection,
-              assessed: Sequence[Assessment], on_event: EventFn, warnings: list[str]) -> HardwareAnalysis | None:
+def _hardware(
+    sweep: Sweep,
+    out: Path,
+    baseline: VariantResult,
+    selection: Selection,
+    assessed: Sequence[Assessment],
+    on_event: EventFn,
+    warnings: list[str],
+) -> HardwareAnalysis | None:
     """Stage hardware, when the model has layers to analyse (else a warning: the deployment uses the linear model)."""
     why = "the layer tables need a PyTorch model (the model is an ONNX file)" if sweep.baseline is None else None
     if why is None:
         on_event("stage", name="hardware analysis", detail="machine calibration + layer tables")
         try:
-            analysis = analyse_hardware(out, sweep.cfg, _torch_parent(sweep), sweep.data.input_shape, baseline,
-                                        selection, assessed)[0]
+            analysis = analyse_hardware(
+                out, sweep.cfg, _torch_parent(sweep), sweep.data.input_shape, baseline, selection, assessed
+            )[0]
             warnings += analysis.warnings
             return analysis
         except ValueError as exc:
@@ -485,25 +586,32 @@ def input_warnings(cfg: StudyConfig, data: DataBundle) -> list[str]:
     warnings = []
     cores = os.cpu_count() or 1
     if cfg.threads > cores:
-        warnings.append(f"threads={cfg.threads} is more than this machine's {cores} cores: the threads share cores and "
-                        "the latencies measure contention")
+        warnings.append(
+            f"threads={cfg.threads} is more than this machine's {cores} cores: the threads share cores and "
+            "the latencies measure contention"
+        )
     quantized = any(p in PRECISIONS and PRECISIONS.get(p).quantized for p in cfg.precisions)
     asked = max(c.batches for c in cfg.quantization.choices())
     batch = data.val_loader.batch_size or 1
     have = -(-data.calibration_images // batch)
     if quantized and asked > have:
-        warnings.append(f"quantization.calibration_batches={asked} asks for more than the calibration data holds "
-                        f"({data.calibration_images} images = {have} batches of {batch}, from the "
-                        f"{data.calibration_source}): int8 points calibrate on all {have}")
+        warnings.append(
+            f"quantization.calibration_batches={asked} asks for more than the calibration data holds "
+            f"({data.calibration_images} images = {have} batches of {batch}, from the "
+            f"{data.calibration_source}): int8 points calibrate on all {have}"
+        )
     if data.n_val < 10 or 1 / data.n_val > cfg.max_accuracy_drop:
-        warnings.append(f"the accuracy is measured on {data.n_val} validation image{'s' if data.n_val != 1 else ''}: "
-                        f"it moves in steps of {100 / data.n_val:.3g} points (max_accuracy_drop is "
-                        f"{100 * cfg.max_accuracy_drop:g} points)")
+        warnings.append(
+            f"the accuracy is measured on {data.n_val} validation image{'s' if data.n_val != 1 else ''}: "
+            f"it moves in steps of {100 / data.n_val:.3g} points (max_accuracy_drop is "
+            f"{100 * cfg.max_accuracy_drop:g} points)"
+        )
     return warnings
 
 
-def _load_inputs(cfg: StudyConfig, module: torch.nn.Module | None, raw: RawDataset | None,
-                 calibration: np.ndarray | None) -> tuple[DataBundle, ModelSource]:
+def _load_inputs(
+    cfg: StudyConfig, module: torch.nn.Module | None, raw: RawDataset | None, calibration: np.ndarray | None
+) -> tuple[DataBundle, ModelSource]:
     """Stages data + model: load both and check that they fit (every error before anything is written)."""
     channels = None
     if cfg.model.onnx is not None and Path(cfg.model.onnx).is_file():
@@ -520,8 +628,9 @@ def _load_inputs(cfg: StudyConfig, module: torch.nn.Module | None, raw: RawDatas
     return data, source
 
 
-def _take_folder(cfg: StudyConfig, fresh: bool, wait: bool,
-                 command: list[str] | None) -> tuple[Path, atomic.FolderLock, StudyStore]:
+def _take_folder(
+    cfg: StudyConfig, fresh: bool, wait: bool, command: list[str] | None
+) -> tuple[Path, atomic.FolderLock, StudyStore]:
     """Check, create and lock the output folder and open its store (``fresh``: after deleting the study's files)."""
     check_study_folder(Path(cfg.output_dir), fresh)
     out = check_output_dir(cfg.output_dir)
@@ -534,10 +643,18 @@ def _take_folder(cfg: StudyConfig, fresh: bool, wait: bool,
         raise
 
 
-def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: EventFn | None = None,
-              should_stop: Callable[[], bool] | None = None, command: list[str] | None = None,
-              module: torch.nn.Module | None = None, raw_data: RawDataset | None = None,
-              calibration_images: np.ndarray | None = None, wait: bool = False) -> StudyResult:
+def run_study(
+    cfg: StudyConfig,
+    *,
+    fresh: bool = False,
+    on_event: EventFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    command: list[str] | None = None,
+    module: torch.nn.Module | None = None,
+    raw_data: RawDataset | None = None,
+    calibration_images: np.ndarray | None = None,
+    wait: bool = False,
+) -> StudyResult:
     """Run (or resume) a study and write every output into ``cfg.output_dir``.
 
     Args:
@@ -568,8 +685,9 @@ def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: EventFn | None
         store.set_meta("config", cfg.model_dump(mode="json"))  # the last run's config: what report/status read
         # as text: the record keeps its key order (the store sorts the keys of what it keeps)
         store.set_meta("reproducibility", json.dumps(reproducibility_record(cfg, data, command), default=str))
-        sweep, interrupted, warnings, search = _measure(cfg, data, source, out, store, emit,
-                                                        should_stop or (lambda: False), clock)
+        sweep, interrupted, warnings, search = _measure(
+            cfg, data, source, out, store, emit, should_stop or (lambda: False), clock
+        )
         journal, _ = begin_generation(out, cfg.config_hash)  # the previous outputs go before any new one is written
         with journal:
             outcome = _analyse(sweep, store, out, interrupted, emit, clock, warnings, search)
@@ -583,18 +701,35 @@ def run_study(cfg: StudyConfig, *, fresh: bool = False, on_event: EventFn | None
         store.close()
         lock.release()
     interrupted = outcome.interrupted
-    result = StudyResult(out, report.frame, report.summary, sweep.reused, sweep.computed, interrupted,
-                         outcome.selection.goals_met, sorted(set(warnings)),
-                         {**clock.timings, **{f"variants.{k}": v for k, v in sweep.timings.items()}}, outcome,
-                         report.frontier_latency)
+    result = StudyResult(
+        out,
+        report.frame,
+        report.summary,
+        sweep.reused,
+        sweep.computed,
+        interrupted,
+        outcome.selection.goals_met,
+        sorted(set(warnings)),
+        {**clock.timings, **{f"variants.{k}": v for k, v in sweep.timings.items()}},
+        outcome,
+        report.frontier_latency,
+    )
     if interrupted:
         raise StudyInterrupted(result)
     return result
 
 
 # What only a run can produce (the model, the hardware and deployment stages): kept by a rebuild when intact.
-RUN_ONLY_OUTPUTS = ("model/", "deployment.csv", "deployment/", "hardware_summary.csv", "layerwise_breakdown.csv",
-                    "roofline_points.csv", "precision_tradeoffs.csv", "reproducibility.json")
+RUN_ONLY_OUTPUTS = (
+    "model/",
+    "deployment.csv",
+    "deployment/",
+    "hardware_summary.csv",
+    "layerwise_breakdown.csv",
+    "roofline_points.csv",
+    "precision_tradeoffs.csv",
+    "reproducibility.json",
+)
 
 
 def rebuild_report(output_dir: str | Path, before: Callable[[], None] | None = None) -> Path:
@@ -637,8 +772,10 @@ def rebuild_report(output_dir: str | Path, before: Callable[[], None] | None = N
     return path
 
 
-REBUILD_NOTE = ("the model, hardware and deployment outputs were not rebuilt (they belonged to another or an "
-                "unfinished run): run the study again (edge-opt run) to produce them")
+REBUILD_NOTE = (
+    "the model, hardware and deployment outputs were not rebuilt (they belonged to another or an "
+    "unfinished run): run the study again (edge-opt run) to produce them"
+)
 
 
 def _old_summary(out: Path) -> dict[str, Any]:
@@ -654,20 +791,36 @@ def _rebuild_tables(out: Path, cfg: StudyConfig, study: Any, old: dict[str, Any]
     measured = [r for r in study.results if r.skipped is None]
     frame = with_vendor_rows(to_frame(assess_results(measured, cfg, study.baseline)), study.vendor_rows)
     frontier_lat, frontier_en = frontiers(frame, cfg.pareto_use_ci)
-    fresh = build_summary(old.get("baseline", {}), cfg.memory_budgets_mb, cfg.active_memory_budget_mb,
-                          cfg.cpu_frequency_scale, cfg.latency_multiplier, frame, old.get("deployment", {}))
+    fresh = build_summary(
+        old.get("baseline", {}),
+        cfg.memory_budgets_mb,
+        cfg.active_memory_budget_mb,
+        cfg.cpu_frequency_scale,
+        cfg.latency_multiplier,
+        frame,
+        old.get("deployment", {}),
+    )
     total = study.search.space_size if study.search is not None else len(sweep_points(cfg))
-    summary = {**old, **fresh, "config_hash": cfg.config_hash, "finished_points": len(study.results),
-               "total_points": total}
+    summary = {
+        **old,
+        **fresh,
+        "config_hash": cfg.config_hash,
+        "finished_points": len(study.results),
+        "total_points": total,
+    }
     if study.search is not None:
         write_search_history(out, study.search)
     summary.setdefault("interrupted", study.search is None and len(study.results) < total)
     write_outputs(out, frame, frontier_lat, frontier_en, summary)
     if measured:
-        write_plots(out, frame, frontier_lat, frontier_en, recommended_key=(summary.get("recommended") or {}).get("key"))
+        write_plots(
+            out, frame, frontier_lat, frontier_en, recommended_key=(summary.get("recommended") or {}).get("key")
+        )
         if not (out / "precision_tradeoffs.csv").exists():
             ptable = precision_tradeoff_table(frame)
-            atomic.write_with(out / "precision_tradeoffs.csv", lambda t: ptable.to_csv(t, index=False, encoding="utf-8"))
+            atomic.write_with(
+                out / "precision_tradeoffs.csv", lambda t: ptable.to_csv(t, index=False, encoding="utf-8")
+            )
     rebuild_hardware_plots(out)
     return summary
 

@@ -5,6 +5,7 @@ repeated benchmarks per precision mode, their files and plots, and multi-seed ag
 is ~2.8× too narrow at n = 2 and ~1.4× at n = 5. n < 2 gives NaN. For latency the median and
 a seeded percentile-bootstrap interval of the mean are reported too.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,16 @@ from ..measure import latency_differs
 from .setup import benchmark_one_setup
 
 __all__ = [
-    "CI_NOTE", "METRICS", "STAT_DPI", "aggregate_multi_seed", "bootstrap_ci", "ci95", "latency_differs",
-    "pareto_modes", "run_repeated_benchmarks", "summarize_runs",
+    "CI_NOTE",
+    "METRICS",
+    "STAT_DPI",
+    "aggregate_multi_seed",
+    "bootstrap_ci",
+    "ci95",
+    "latency_differs",
+    "pareto_modes",
+    "run_repeated_benchmarks",
+    "summarize_runs",
 ]
 
 STAT_DPI = 140
@@ -62,8 +71,14 @@ def bootstrap_ci(values: Sequence[float], seed: int = 0, n_resamples: int = 2000
     a = np.asarray(values, dtype=float)
     if a.size < 2:
         return math.nan, math.nan
-    res = stats.bootstrap((a,), np.mean, confidence_level=0.95, n_resamples=n_resamples, method="percentile",
-                          random_state=np.random.default_rng(seed))
+    res = stats.bootstrap(
+        (a,),
+        np.mean,
+        confidence_level=0.95,
+        n_resamples=n_resamples,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
@@ -89,8 +104,11 @@ def summarize_runs(rows: Sequence[dict[str, Any]], precision_mode: str, seed: in
 
 def pareto_modes(summary_rows: Sequence[dict[str, Any]]) -> list[str]:
     """Precision modes not dominated on (latency_mean min, accuracy_mean max); ties do not dominate."""
-    pts = [(r["precision_mode"], r["latency_mean"], r["accuracy_mean"]) for r in summary_rows
-           if math.isfinite(r["latency_mean"]) and math.isfinite(r["accuracy_mean"])]
+    pts = [
+        (r["precision_mode"], r["latency_mean"], r["accuracy_mean"])
+        for r in summary_rows
+        if math.isfinite(r["latency_mean"]) and math.isfinite(r["accuracy_mean"])
+    ]
     keep = []
     for name, x, y in pts:
         if not any((x2 <= x and y2 >= y and (x2 < x or y2 > y)) for n2, x2, y2 in pts if n2 != name):
@@ -98,19 +116,37 @@ def pareto_modes(summary_rows: Sequence[dict[str, Any]]) -> list[str]:
     return keep
 
 
-def _scatter(path: Path, rows: Sequence[dict[str, Any]], metric: str, label: str, frontier: list[str] | None = None) -> None:
+def _scatter(
+    path: Path, rows: Sequence[dict[str, Any]], metric: str, label: str, frontier: list[str] | None = None
+) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for r in rows:
         on = frontier is not None and r["precision_mode"] in frontier
-        ax.errorbar(r[f"{metric}_mean"], r["accuracy_mean"], xerr=np.nan_to_num(r[f"{metric}_ci95"]),
-                    yerr=np.nan_to_num(r["accuracy_ci95"]), fmt="o", capsize=3,
-                    color="tab:blue" if on else "tab:grey")
-        ax.annotate(r["precision_mode"], (r[f"{metric}_mean"], r["accuracy_mean"]), textcoords="offset points",
-                    xytext=(5, 5), fontsize=8)
+        ax.errorbar(
+            r[f"{metric}_mean"],
+            r["accuracy_mean"],
+            xerr=np.nan_to_num(r[f"{metric}_ci95"]),
+            yerr=np.nan_to_num(r["accuracy_ci95"]),
+            fmt="o",
+            capsize=3,
+            color="tab:blue" if on else "tab:grey",
+        )
+        ax.annotate(
+            r["precision_mode"],
+            (r[f"{metric}_mean"], r["accuracy_mean"]),
+            textcoords="offset points",
+            xytext=(5, 5),
+            fontsize=8,
+        )
     if frontier:
         f = sorted([r for r in rows if r["precision_mode"] in frontier], key=lambda r: r[f"{metric}_mean"])
-        ax.plot([r[f"{metric}_mean"] for r in f], [r["accuracy_mean"] for r in f], "-", color="tab:blue",
-                label="Pareto frontier")
+        ax.plot(
+            [r[f"{metric}_mean"] for r in f],
+            [r["accuracy_mean"] for r in f],
+            "-",
+            color="tab:blue",
+            label="Pareto frontier",
+        )
         ax.legend(fontsize=8)
     ax.set_xlabel(label)
     ax.set_ylabel("accuracy (mean ± 95 % t-CI)")
@@ -120,10 +156,18 @@ def _scatter(path: Path, rows: Sequence[dict[str, Any]], metric: str, label: str
     plt.close(fig)
 
 
-def run_repeated_benchmarks(layer_sizes: Sequence[int], activations: Sequence[str], precision_modes: Sequence[str],
-                            batch_size: int, n_samples: int, epochs: int, repeats: int, seed: int,
-                            output_dir: str | Path | None = None,
-                            on_run: Callable[..., None] | None = None) -> list[dict[str, Any]]:
+def run_repeated_benchmarks(
+    layer_sizes: Sequence[int],
+    activations: Sequence[str],
+    precision_modes: Sequence[str],
+    batch_size: int,
+    n_samples: int,
+    epochs: int,
+    repeats: int,
+    seed: int,
+    output_dir: str | Path | None = None,
+    on_run: Callable[..., None] | None = None,
+) -> list[dict[str, Any]]:
     """Run ``benchmark_one_setup`` ``repeats`` times (seed + repeat index) per precision mode.
 
     Writes raw_runs.csv, summary_stats.csv (a plain CSV, header first), summary_stats.json (the list of the
@@ -157,11 +201,14 @@ def run_repeated_benchmarks(layer_sizes: Sequence[int], activations: Sequence[st
 
     # Plain files any reader takes: the CSV starts with its header, the JSON is the list of the same rows;
     # the interval method is each row's ci_method column, spelled out in summary_stats_meta.json.
-    atomic.write_with(out / "summary_stats.csv",
-                      lambda t: pd.DataFrame(summaries).to_csv(t, index=False, encoding="utf-8"))
+    atomic.write_with(
+        out / "summary_stats.csv", lambda t: pd.DataFrame(summaries).to_csv(t, index=False, encoding="utf-8")
+    )
     atomic.write_json(out / "summary_stats.json", summaries)
-    atomic.write_json(out / "summary_stats_meta.json", {"ci_method": "t", "ci_note": CI_NOTE,
-                                                        "files": ["summary_stats.csv", "summary_stats.json"]})
+    atomic.write_json(
+        out / "summary_stats_meta.json",
+        {"ci_method": "t", "ci_note": CI_NOTE, "files": ["summary_stats.csv", "summary_stats.json"]},
+    )
     _scatter(out / "accuracy_vs_latency.png", summaries, "latency", "latency per sample (s)")
     _scatter(out / "accuracy_vs_energy.png", summaries, "energy", "energy per epoch (J)")
     _scatter(out / "accuracy_vs_memory.png", summaries, "memory", "peak memory growth (MB)")

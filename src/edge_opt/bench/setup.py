@@ -1,5 +1,6 @@
 """One repeated-benchmark run (seed 002's ``benchmark_one_setup``): train an MLP in a precision
 mode and measure train time, latency, peak memory, accuracy and energy."""
+
 from __future__ import annotations
 
 import copy
@@ -32,7 +33,6 @@ __all__ = ["PRECISION_MODES", "benchmark_one_setup"]
 PRECISION_MODES = tuple(seed_names())
 
 
-
 def _rss_mb() -> float:
     """Resident set size of this process in MB (Linux /proc; NaN elsewhere)."""
     try:
@@ -51,8 +51,9 @@ def _mlp_data(classes: int, n_samples: int, seed: int) -> tuple[RawDataset, str]
     return synthetic_dataset(image_size=8, seed=seed, n_samples=n_samples, num_classes=classes), "synthetic"
 
 
-def _inference_model(model: torch.nn.Module, data: DataBundle, quantized: bool,
-                     autocast: torch.dtype | None) -> tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+def _inference_model(
+    model: torch.nn.Module, data: DataBundle, quantized: bool, autocast: torch.dtype | None
+) -> tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
     """The trained MLP as it runs inference in the mode: int8-quantized, cast to a float dtype, or as is."""
     if quantized:
         return quantize_torch_int8(model, data.calibration_batches(2)), (lambda x: x.float())
@@ -62,8 +63,9 @@ def _inference_model(model: torch.nn.Module, data: DataBundle, quantized: bool,
     return model, (lambda x: x)
 
 
-def _evaluate_and_time(infer: torch.nn.Module, prep: Callable[[torch.Tensor], torch.Tensor],
-                       data: DataBundle) -> tuple[int, int, Any, torch.Tensor]:
+def _evaluate_and_time(
+    infer: torch.nn.Module, prep: Callable[[torch.Tensor], torch.Tensor], data: DataBundle
+) -> tuple[int, int, Any, torch.Tensor]:
     """Validation hits and count, and a ``blocked_autorange`` measurement of one batch."""
     correct = total = 0
     with torch.inference_mode():
@@ -72,13 +74,22 @@ def _evaluate_and_time(infer: torch.nn.Module, prep: Callable[[torch.Tensor], to
             total += len(y)
         xb = prep(next(iter(data.val_loader))[0])
         m = Timer("f(x)", globals={"f": infer, "x": xb}, num_threads=torch.get_num_threads()).blocked_autorange(
-            min_run_time=0.1)
+            min_run_time=0.1
+        )
     return correct, total, m, xb
 
 
-def benchmark_one_setup(layer_sizes: Sequence[int], activations: Sequence[str], precision_mode: str, batch_size: int,
-                        n_samples: int, epochs: int, seed: int, power_watts: float = 15.0,
-                        rapl: RaplReader | None = None) -> dict[str, Any]:
+def benchmark_one_setup(
+    layer_sizes: Sequence[int],
+    activations: Sequence[str],
+    precision_mode: str,
+    batch_size: int,
+    n_samples: int,
+    epochs: int,
+    seed: int,
+    power_watts: float = 15.0,
+    rapl: RaplReader | None = None,
+) -> dict[str, Any]:
     """Train and measure one MLP in one precision mode.
 
     Data: scikit-learn's digits when the last layer has 10 outputs and ``n_samples`` ≤ 1797,
@@ -103,8 +114,9 @@ def benchmark_one_setup(layer_sizes: Sequence[int], activations: Sequence[str], 
     train_loader = data.train_loader
     if train_loader is None:
         raise ValueError(f"The 'n_samples' parameter leaves no training samples. Got {n_samples!r}.")
-    model = create_model("mlp", data.input_shape, data.num_classes, layer_sizes=list(layer_sizes),
-                         activations=list(activations))
+    model = create_model(
+        "mlp", data.input_shape, data.num_classes, layer_sizes=list(layer_sizes), activations=list(activations)
+    )
     rss0 = _rss_mb()
     spec = get_precision(precision)
     quantized = spec.quantized
@@ -113,8 +125,9 @@ def benchmark_one_setup(layer_sizes: Sequence[int], activations: Sequence[str], 
     holder: dict[str, Any] = {}
 
     def train() -> int:
-        holder["result"] = train_model(model, train_loader, epochs=epochs, learning_rate=1e-2, seed=seed,
-                                       autocast_dtype=autocast)
+        holder["result"] = train_model(
+            model, train_loader, epochs=epochs, learning_rate=1e-2, seed=seed, autocast_dtype=autocast
+        )
         return max(epochs, 1)
 
     energy, elapsed, _ = measure_energy(train, power_watts=power_watts, reader=rapl)
@@ -125,10 +138,18 @@ def benchmark_one_setup(layer_sizes: Sequence[int], activations: Sequence[str], 
     epoch_s = float(np.mean(result.epoch_seconds)) if result.epoch_seconds else math.nan
     joules = energy.joules if energy.source == "rapl" else power_watts * epoch_s  # proxy: power × epoch time
     return {
-        "precision_mode": precision_mode, "seed": seed, "dataset": dataset, "n_samples": n_samples,
-        "train_time": epoch_s, "latency": m.median / len(xb), "memory": peak, "accuracy": result.train_accuracy,
-        "val_accuracy": correct / total if total else math.nan, "energy": joules,
-        "energy_source": energy.source, "memory_method": "peak RSS growth during the run (/proc/self/statm)",
+        "precision_mode": precision_mode,
+        "seed": seed,
+        "dataset": dataset,
+        "n_samples": n_samples,
+        "train_time": epoch_s,
+        "latency": m.median / len(xb),
+        "memory": peak,
+        "accuracy": result.train_accuracy,
+        "val_accuracy": correct / total if total else math.nan,
+        "energy": joules,
+        "energy_source": energy.source,
+        "memory_method": "peak RSS growth during the run (/proc/self/statm)",
         "latency_method": "median of torch.utils.benchmark blocked_autorange on one batch, per sample",
         "quantized": quantized and any(is_quantized_module(q) for q in infer.modules()),
         "inference_dtype": "int8" if quantized else str(next(infer.parameters()).dtype).split(".")[-1],

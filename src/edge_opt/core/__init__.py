@@ -3,6 +3,7 @@ folder's generations, the torch-free statistics of timing, the artifact runner a
 
 Nothing here imports torch at import time: the device agent and ``edge-opt predict`` run on it alone.
 """
+
 from __future__ import annotations
 
 from . import atomic
@@ -21,4 +22,30 @@ from .registry import Registry
 from .runtime import ArtifactError, artifact_runner, load_manifest, muted_native_stderr, predict, sha256_file
 from .stats import TimingRules, ci95_half_width, split_interrupted, time_calls
 
-__all__ = ["ArtifactError", "CallableImportError", "Registry", "TimingRules", "artifact_runner", "atomic", "begin_generation", "ci95_half_width", "commit_generation", "config_hash", "cpu_model", "environment", "foreign_entries", "git_commit", "import_callable", "load_manifest", "muted_native_stderr", "package_versions", "predict", "remove_study", "reusable_files", "sha256_file", "split_interrupted", "stamp_outputs", "time_calls"]
+__all__ = [
+    "ArtifactError",
+    "CallableImportError",
+    "Registry",
+    "TimingRules",
+    "artifact_runner",
+    "atomic",
+    "begin_generation",
+    "ci95_half_width",
+    "commit_generation",
+    "config_hash",
+    "cpu_model",
+    "environment",
+    "foreign_entries",
+    "git_commit",
+    "import_callable",
+    "load_manifest",
+    "muted_native_stderr",
+    "package_versions",
+    "predict",
+    "remove_study",
+    "reusable_files",
+    "sha256_file",
+    "split_interrupted",
+    "stamp_outputs",
+    "time_calls",
+]

@@ -2,6 +2,7 @@
 
 A crash leaves the previous complete file or none, never a truncated one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -14,8 +15,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TEMP_PREFIX", "FolderBusy", "FolderLock", "OutputJournal", "atomic_path", "note_written", "temp_names", "write_json",
-           "write_text", "write_with"]
+__all__ = [
+    "TEMP_PREFIX",
+    "FolderBusy",
+    "FolderLock",
+    "OutputJournal",
+    "atomic_path",
+    "note_written",
+    "temp_names",
+    "write_json",
+    "write_text",
+    "write_with",
+]
 
 _JOURNALS: list[OutputJournal] = []
 _UMASK = os.umask(0)
@@ -156,8 +167,10 @@ class FolderLock:
             self._fh.close()
         self._fh.seek(0)
         self._fh.truncate()
-        self._fh.write(f"pid {os.getpid()} on host {socket.gethostname()} since "
-                       f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}" + (f" ({command[:200]})" if command else ""))
+        self._fh.write(
+            f"pid {os.getpid()} on host {socket.gethostname()} since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}" + (f" ({command[:200]})" if command else "")
+        )
         self._fh.flush()
 
     def _acquire(self, wait: bool) -> None:

@@ -1,4 +1,5 @@
 """Small shared helper: describe the machine and software a measurement ran on."""
+
 from __future__ import annotations
 
 import functools
@@ -12,9 +13,25 @@ from typing import Any
 
 __all__ = ["PACKAGES", "cpu_model", "environment", "git_commit", "package_versions"]
 
-PACKAGES = ("torch", "onnxruntime", "onnx", "onnxscript", "numpy", "pandas", "scipy", "scikit-learn",
-            "torch-pruning", "pydantic", "matplotlib", "rich", "edge-opt", "mlcommons-loadgen", "openvino", "nncf",
-            "executorch")
+PACKAGES = (
+    "torch",
+    "onnxruntime",
+    "onnx",
+    "onnxscript",
+    "numpy",
+    "pandas",
+    "scipy",
+    "scikit-learn",
+    "torch-pruning",
+    "pydantic",
+    "matplotlib",
+    "rich",
+    "edge-opt",
+    "mlcommons-loadgen",
+    "openvino",
+    "nncf",
+    "executorch",
+)
 
 
 @functools.lru_cache(maxsize=1)

@@ -14,6 +14,7 @@ in three groups:
   ``edge-opt report`` removes what the journal lists and rebuilds from the store.
 * nothing else: ``remove_study`` (``--fresh``) deletes only the files of these groups.
 """
+
 from __future__ import annotations
 
 import csv
@@ -31,24 +32,63 @@ from typing import Any
 from . import atomic
 
 __all__ = [
-    "HASH_KEY", "CACHE_DIRS", "CACHE_FILES", "GENERATION_FILE", "JOURNAL_FILE", "LEGACY_OUTPUTS", "STORE_FILES", "Generation",
-    "begin_generation", "changed_files", "clear_outputs", "commit_generation", "config_hash", "foreign_entries",
-    "read_generation", "remove_study", "reusable_files", "stamp_outputs", "verify_generation",
+    "HASH_KEY",
+    "CACHE_DIRS",
+    "CACHE_FILES",
+    "GENERATION_FILE",
+    "JOURNAL_FILE",
+    "LEGACY_OUTPUTS",
+    "STORE_FILES",
+    "Generation",
+    "begin_generation",
+    "changed_files",
+    "clear_outputs",
+    "commit_generation",
+    "config_hash",
+    "foreign_entries",
+    "read_generation",
+    "remove_study",
+    "reusable_files",
+    "stamp_outputs",
+    "verify_generation",
 ]
 
 GENERATION_FILE = "generation.json"
 JOURNAL_FILE = ".generation.partial"
-STORE_FILES = ("study.sqlite", "study.sqlite-wal", "study.sqlite-shm", "search.sqlite")  # search.sqlite: Optuna's trials
+STORE_FILES = (
+    "study.sqlite",
+    "study.sqlite-wal",
+    "study.sqlite-shm",
+    "search.sqlite",
+)  # search.sqlite: Optuna's trials
 CACHE_DIRS = ("checkpoints", "onnx", "variants", "sensitivity")
 CACHE_FILES = ("machine_calibration.json",)
 # What releases before generations wrote (removed only from a folder that holds a study and no generation record).
 LEGACY_OUTPUTS = (
-    "sweep_results.csv", "pareto_frontier_latency.csv", "pareto_frontier_energy.csv", "summary.json",
-    "reproducibility.json", "report.html", "precision_tradeoffs.csv", "deployment.csv", "hardware_summary.csv",
-    "layerwise_breakdown.csv", "roofline_points.csv", "sensitivity.csv", "mixed_precision.csv",
-    "accuracy_vs_latency.png", "accuracy_vs_memory.png", "accuracy_vs_energy.png", "roofline.png",
-    "layerwise_macs.png", "layerwise_activation_memory.png", "sensitivity.png", "model/model.onnx",
-    "model/manifest.json", "model/validation_inputs.npy", "model/validation_labels.npy",
+    "sweep_results.csv",
+    "pareto_frontier_latency.csv",
+    "pareto_frontier_energy.csv",
+    "summary.json",
+    "reproducibility.json",
+    "report.html",
+    "precision_tradeoffs.csv",
+    "deployment.csv",
+    "hardware_summary.csv",
+    "layerwise_breakdown.csv",
+    "roofline_points.csv",
+    "sensitivity.csv",
+    "mixed_precision.csv",
+    "accuracy_vs_latency.png",
+    "accuracy_vs_memory.png",
+    "accuracy_vs_energy.png",
+    "roofline.png",
+    "layerwise_macs.png",
+    "layerwise_activation_memory.png",
+    "sensitivity.png",
+    "model/model.onnx",
+    "model/manifest.json",
+    "model/validation_inputs.npy",
+    "model/validation_labels.npy",
 )
 _IGNORED_KEYS = ("output_dir", "config_dir")  # where a study lives is not what it is
 
@@ -81,16 +121,23 @@ def read_generation(out: str | Path) -> Generation | None:
     """The folder's generation record, or None (none written, or unreadable)."""
     try:
         doc = json.loads((Path(out) / GENERATION_FILE).read_text(encoding="utf-8"))
-        return Generation(str(doc["config_hash"]), {str(k): str(v) for k, v in doc["files"].items()},
-                          str(doc.get("created", "")), bool(doc.get("interrupted", False)))
+        return Generation(
+            str(doc["config_hash"]),
+            {str(k): str(v) for k, v in doc["files"].items()},
+            str(doc.get("created", "")),
+            bool(doc.get("interrupted", False)),
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
 def changed_files(out: str | Path, gen: Generation) -> list[str]:
     """The files of ``gen`` that are missing or no longer match their recorded SHA-256."""
-    return [rel for rel, digest in gen.files.items()
-            if not (Path(out) / rel).is_file() or _sha256(Path(out) / rel) != digest]
+    return [
+        rel
+        for rel, digest in gen.files.items()
+        if not (Path(out) / rel).is_file() or _sha256(Path(out) / rel) != digest
+    ]
 
 
 def verify_generation(out: str | Path) -> tuple[Generation | None, list[str]]:
@@ -153,8 +200,9 @@ def clear_outputs(out: str | Path, keep: Iterable[str] = ()) -> list[str]:
     return removed
 
 
-def reusable_files(out: str | Path, new_hash: str, prefixes: tuple[str, ...],
-                   required: tuple[str, ...] = ()) -> list[str] | None:
+def reusable_files(
+    out: str | Path, new_hash: str, prefixes: tuple[str, ...], required: tuple[str, ...] = ()
+) -> list[str] | None:
     """Files under ``prefixes`` of the folder's generation that a new generation of ``new_hash`` may keep.
 
     None unless the generation is of the same config, no run was stopped while writing, and the files
@@ -168,8 +216,9 @@ def reusable_files(out: str | Path, new_hash: str, prefixes: tuple[str, ...],
     return [rel for rel in gen.files if rel.startswith(prefixes)]
 
 
-def begin_generation(out: str | Path, new_hash: str, keep: Iterable[str] | None = None,
-                     exclude: tuple[str, ...] = CACHE_FILES) -> tuple[atomic.OutputJournal, list[str]]:
+def begin_generation(
+    out: str | Path, new_hash: str, keep: Iterable[str] | None = None, exclude: tuple[str, ...] = CACHE_FILES
+) -> tuple[atomic.OutputJournal, list[str]]:
     """Remove the previous generation and start the journal of the next one.
 
     ``keep`` (default: the exported model and LoadGen's logs, ``model/`` and ``deployment/``, when reusable
@@ -259,10 +308,10 @@ def _stamp_png(path: Path, new_hash: str) -> bool:
         return False
     chunks, pos = [], len(_PNG_SIGNATURE)
     while pos + 12 <= len(data):
-        length = int.from_bytes(data[pos:pos + 4], "big")
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
         if not (kind == b"tEXt" and body.split(b"\0", 1)[0] == HASH_KEY.encode()):
-            chunks.append(data[pos:pos + 12 + length])
+            chunks.append(data[pos : pos + 12 + length])
         pos += 12 + length
     if not chunks or chunks[0][4:8] != b"IHDR":
         return False
@@ -272,14 +321,17 @@ def _stamp_png(path: Path, new_hash: str) -> bool:
     return True
 
 
-def commit_generation(out: str | Path, new_hash: str, journal: atomic.OutputJournal,
-                      interrupted: bool = False) -> Generation:
+def commit_generation(
+    out: str | Path, new_hash: str, journal: atomic.OutputJournal, interrupted: bool = False
+) -> Generation:
     """Record the files the journal lists (with their SHA-256) as the folder's generation; end the journal."""
     out = Path(out)
     files = {rel: _sha256(out / rel) for rel in journal.files if (out / rel).is_file()}
     gen = Generation(new_hash, files, time.strftime("%Y-%m-%dT%H:%M:%S%z"), interrupted)
-    atomic.write_json(out / GENERATION_FILE, {"config_hash": gen.config_hash, "created": gen.created,
-                                              "interrupted": gen.interrupted, "files": gen.files})
+    atomic.write_json(
+        out / GENERATION_FILE,
+        {"config_hash": gen.config_hash, "created": gen.created, "interrupted": gen.interrupted, "files": gen.files},
+    )
     (out / JOURNAL_FILE).unlink(missing_ok=True)
     return gen
 

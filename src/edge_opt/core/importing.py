@@ -1,4 +1,5 @@
 """Import the user's ``package.module:callable`` (model factories, data set callables)."""
+
 from __future__ import annotations
 
 import importlib
@@ -27,8 +28,9 @@ def import_callable(spec: str, key: str, search: Sequence[str | Path | None] = (
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 — any import failure of user code is a config error
-        raise CallableImportError(f"The '{key}' callable {spec!r}: module {module_name!r} does not import "
-                                  f"({type(exc).__name__}: {exc}).") from None
+        raise CallableImportError(
+            f"The '{key}' callable {spec!r}: module {module_name!r} does not import ({type(exc).__name__}: {exc})."
+        ) from None
     finally:
         for p in added:
             if p in sys.path:

@@ -3,6 +3,7 @@
 A registry is a typed dict filled by a decorator; ``names()`` lists the keys and
 ``get`` fails with an error naming the unknown key and the known ones.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator

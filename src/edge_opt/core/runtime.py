@@ -3,6 +3,7 @@
 ONNX Runtime and OpenVINO artifacts run without importing torch; an ExecuTorch ``.pte`` runs in
 ``executorch.runtime`` (which passes torch tensors).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,7 +19,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MANIFEST_KEYS", "RUNTIMES", "artifact_runner", "muted_native_stderr", "ArtifactError", "load_manifest", "normalise", "predict", "sha256_file"]
+__all__ = [
+    "MANIFEST_KEYS",
+    "RUNTIMES",
+    "artifact_runner",
+    "muted_native_stderr",
+    "ArtifactError",
+    "load_manifest",
+    "normalise",
+    "predict",
+    "sha256_file",
+]
 
 
 class ArtifactError(ValueError):
@@ -45,7 +56,9 @@ def load_manifest(model_dir: str | Path) -> dict[str, Any]:
     d = Path(model_dir)
     mpath = d / "manifest.json"
     if not mpath.is_file():
-        raise ArtifactError(f"No manifest.json in {str(d)!r}: pass the folder written by 'edge-opt run' (outputs/model).")
+        raise ArtifactError(
+            f"No manifest.json in {str(d)!r}: pass the folder written by 'edge-opt run' (outputs/model)."
+        )
     try:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -78,32 +91,42 @@ def _inside(folder: Path, name: Any) -> Path:
         raise ArtifactError(f"The manifest's 'model_file' must be a file name. Got {str(name)[:80]!r} instead.")
     path = (folder / name).resolve()
     if folder.resolve() not in path.parents:
-        raise ArtifactError(f"The manifest's 'model_file' must name a file inside {str(folder)!r}. Got {name[:200]!r} "
-                            "instead; refusing to load a file from elsewhere.")
+        raise ArtifactError(
+            f"The manifest's 'model_file' must name a file inside {str(folder)!r}. Got {name[:200]!r} "
+            "instead; refusing to load a file from elsewhere."
+        )
     return path
 
 
 def _check_normalisation(norm: Any) -> None:
     if not isinstance(norm, dict) or "mean" not in norm or "std" not in norm:
-        raise ArtifactError("The manifest's 'normalisation' must be an object with 'mean' and 'std' (and optional "
-                            f"'scale'). Got {str(norm)[:80]!r} instead.")
+        raise ArtifactError(
+            "The manifest's 'normalisation' must be an object with 'mean' and 'std' (and optional "
+            f"'scale'). Got {str(norm)[:80]!r} instead."
+        )
     for key in ("scale", "mean", "std"):
         value = norm.get(key, 1.0)
         values = value if isinstance(value, list) else [value]
-        if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                                 for v in values):
-            raise ArtifactError(f"The manifest's 'normalisation.{key}' must be a finite number or a list of them. "
-                                f"Got {str(value)[:80]!r} instead.")
+        if not values or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+        ):
+            raise ArtifactError(
+                f"The manifest's 'normalisation.{key}' must be a finite number or a list of them. "
+                f"Got {str(value)[:80]!r} instead."
+            )
         if key in ("scale", "std") and not all(v > 0 for v in values):
-            raise ArtifactError(f"The manifest's 'normalisation.{key}' must be positive. Got {str(value)[:80]!r} "
-                                "instead.")
+            raise ArtifactError(
+                f"The manifest's 'normalisation.{key}' must be positive. Got {str(value)[:80]!r} instead."
+            )
 
 
 def _check_input(spec: Any) -> None:
     shape = spec.get("shape") if isinstance(spec, dict) else None
     if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(v, int) and v > 0 for v in shape[1:])):
-        raise ArtifactError("The manifest's 'input.shape' must be ['batch', C, H, W] with positive integers. Got "
-                            f"{str(shape)[:80]!r} instead.")
+        raise ArtifactError(
+            "The manifest's 'input.shape' must be ['batch', C, H, W] with positive integers. Got "
+            f"{str(shape)[:80]!r} instead."
+        )
 
 
 def _as_float(images: Any, scale: float | None) -> np.ndarray:
@@ -111,9 +134,11 @@ def _as_float(images: Any, scale: float | None) -> np.ndarray:
     x = np.asarray(images)
     if x.dtype.kind in "iub":
         if scale is None:
-            raise ArtifactError(f"Input is {x.dtype} (values {x.min() if x.size else 0}..{x.max() if x.size else 0}); "
-                                "the model takes float values as validation_inputs.npy holds them. Convert the "
-                                "images, or pass --scale (e.g. --scale 0.00392156862745098 for 0-255 pixels).")
+            raise ArtifactError(
+                f"Input is {x.dtype} (values {x.min() if x.size else 0}..{x.max() if x.size else 0}); "
+                "the model takes float values as validation_inputs.npy holds them. Convert the "
+                "images, or pass --scale (e.g. --scale 0.00392156862745098 for 0-255 pixels)."
+            )
         return x.astype(np.float32) * np.float32(scale)
     if x.dtype.kind != "f":
         raise ArtifactError(f"Input must be a numeric array. Got dtype {x.dtype} instead.")
@@ -124,6 +149,7 @@ def _as_float(images: Any, scale: float | None) -> np.ndarray:
 
 def normalise(x: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
     """``(x × scale − mean) / std`` as the manifest records it (per channel when mean/std are lists)."""
+
     def stat(v: Any) -> Any:
         return np.asarray(v, dtype=np.float32).reshape(1, -1, 1, 1) if isinstance(v, list) else np.float32(v)
 
@@ -153,15 +179,17 @@ def predict(model_dir: str | Path, images: np.ndarray, batch_size: int = 256, sc
     elif x.ndim == 3 and c == 1 and x.shape[1:] == (h, w):
         x = x[:, None]
     if x.ndim != 4 or x.shape[1:] != (c, h, w):
-        raise ArtifactError(f"Input must have shape (N, {c}, {h}, {w}) (or (N, {h}, {w}) for one channel). "
-                            f"Got {tuple(np.shape(images))} instead.")
+        raise ArtifactError(
+            f"Input must have shape (N, {c}, {h}, {w}) (or (N, {h}, {w}) for one channel). "
+            f"Got {tuple(np.shape(images))} instead."
+        )
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).reshape(len(x), -1).any(1).sum())
         raise ArtifactError(f"Input holds NaN or infinite values in {bad} of {len(x)} images; refusing to predict.")
     x = normalise(x, manifest["normalisation"])
     run = artifact_runner(model_dir, manifest)
     step = 1 if manifest.get("runtime") == "executorch" else batch_size  # a .pte has a static batch of 1
-    out = [run(np.ascontiguousarray(x[i:i + step])).argmax(1) for i in range(0, len(x), step)]
+    out = [run(np.ascontiguousarray(x[i : i + step])).argmax(1) for i in range(0, len(x), step)]
     return np.concatenate(out) if out else np.zeros((0,), dtype=np.int64)
 
 
@@ -215,8 +243,9 @@ def artifact_runner(model_dir: str | Path, manifest: dict[str, Any] | None = Non
         if runtime == "executorch":
             return _executorch_runner(path)
     except ImportError as exc:
-        raise ArtifactError(f"The artifact needs the {runtime} runtime: pip install 'edge-opt[{runtime}]' "
-                            f"({exc}).") from None
+        raise ArtifactError(
+            f"The artifact needs the {runtime} runtime: pip install 'edge-opt[{runtime}]' ({exc})."
+        ) from None
     raise ArtifactError(f"The manifest's 'runtime' must be one of {list(RUNTIMES)}. Got {str(runtime)[:80]!r} instead.")
 
 
@@ -225,8 +254,9 @@ def _openvino_runner(path: str, manifest: dict[str, Any], threads: int) -> Any:
 
     hint = manifest.get("export", {}).get("inference_precision_hint", "f32")
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(path), "CPU", {"INFERENCE_PRECISION_HINT": hint,
-                                                                 "INFERENCE_NUM_THREADS": threads})
+    compiled = core.compile_model(
+        core.read_model(path), "CPU", {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads}
+    )
     request = compiled.create_infer_request()
     return lambda x: np.array(request.infer({0: x})[0])
 

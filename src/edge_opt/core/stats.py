@@ -1,6 +1,7 @@
 """The latency measurement rules without torch (for the device agent, which runs with a runtime alone):
 warm-up calls, calls per sample sized to a minimum sample time, and more samples while the 95 % CI is wider
 than a target — the rules ``edge_opt.measure.metrics`` applies in a study."""
+
 from __future__ import annotations
 
 import math
@@ -31,9 +32,15 @@ class TimingRules:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TimingRules:
         """From a request's ``settings`` (unknown keys and out-of-range values are a ValueError)."""
-        bounds = {"warmup": (0, 10_000), "trials": (1, 1_000_000), "repeats": (2, 10_000),
-                  "min_sample_ms": (0.0, 60_000.0), "target_rel_ci": (0.0, 1.0), "max_extra_rounds": (0, 100),
-                  "interrupted_factor": (0.0, 100.0)}
+        bounds = {
+            "warmup": (0, 10_000),
+            "trials": (1, 1_000_000),
+            "repeats": (2, 10_000),
+            "min_sample_ms": (0.0, 60_000.0),
+            "target_rel_ci": (0.0, 1.0),
+            "max_extra_rounds": (0, 100),
+            "interrupted_factor": (0.0, 100.0),
+        }
         unknown = sorted(set(d) - set(bounds))
         if unknown:
             raise ValueError(f"unknown measurement settings {unknown}; allowed: {sorted(bounds)}")
@@ -91,8 +98,11 @@ def time_calls(run: Callable[[], Any], rules: TimingRules) -> tuple[list[float],
             samples.append(_sample(run, calls))
             continue
         rounds += 1
-        if not (rules.target_rel_ci > 0 and len(samples) < budget
-                and ci95_half_width(kept) > rules.target_rel_ci * float(np.mean(kept))):
+        if not (
+            rules.target_rel_ci > 0
+            and len(samples) < budget
+            and ci95_half_width(kept) > rules.target_rel_ci * float(np.mean(kept))
+        ):
             break
         goal = len(kept) + rules.repeats
     kept, interrupted = split_interrupted(samples, rules.interrupted_factor)

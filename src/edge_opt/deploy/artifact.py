@@ -1,4 +1,5 @@
 """Artifact stage: the recommended configuration as a deployable ONNX file with a manifest."""
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,15 @@ from ..variants import (
     parent_onnx_layers,
 )
 
-__all__ = ["ARTIFACT_WRITERS", "MANIFEST_METRICS", "MODEL_FILE", "ExportedArtifact", "artifact_files", "export_artifact", "export_recommended"]
+__all__ = [
+    "ARTIFACT_WRITERS",
+    "MANIFEST_METRICS",
+    "MODEL_FILE",
+    "ExportedArtifact",
+    "artifact_files",
+    "export_artifact",
+    "export_recommended",
+]
 
 MODEL_FILE = "model.onnx"
 MANIFEST_METRICS = MANIFEST_COLUMNS  # columns of the measured row copied into the manifest
@@ -49,32 +58,39 @@ def _onnx_artifact(parent: nn.Module | None, precision: str, ctx: BuildContext, 
 
     src, meta = build_onnx_file(parent, precision, ctx)
     layers = parent_onnx_layers(parent, ctx) if get_precision(precision).quantized else None
-    variant = onnx_variant(src, precision, threads, meta, layers=layers,
-                           must_be_float=meta.get("requested_float_layers", ()))
+    variant = onnx_variant(
+        src, precision, threads, meta, layers=layers, must_be_float=meta.get("requested_float_layers", ())
+    )
     return _Built({MODEL_FILE: src}, variant, "onnxruntime", ort.__version__, meta)
 
 
 def _openvino_artifact(parent: nn.Module | None, precision: str, ctx: BuildContext, threads: int) -> _Built:
     variant = build_variant("openvino", parent, precision, replace(ctx, threads=threads))
     xml = ctx.workdir / "openvino" / variant.metadata["ir_file"]
-    return _Built({"model.xml": xml, "model.bin": xml.with_suffix(".bin")}, variant, "openvino",
-                  variant.metadata["openvino_version"], {"inference_precision_hint":
-                                                         variant.metadata["inference_precision_hint"]})
+    return _Built(
+        {"model.xml": xml, "model.bin": xml.with_suffix(".bin")},
+        variant,
+        "openvino",
+        variant.metadata["openvino_version"],
+        {"inference_precision_hint": variant.metadata["inference_precision_hint"]},
+    )
 
 
 def _executorch_artifact(parent: nn.Module | None, precision: str, ctx: BuildContext, threads: int) -> _Built:
     variant = build_variant("executorch", parent, precision, replace(ctx, threads=threads, batch_sizes=(1,)))
     pte = ctx.workdir / "executorch" / variant.metadata["pte_files"]["1"]
-    return _Built({"model.pte": pte}, variant, "executorch", variant.metadata["executorch_version"],
-                  {"static_batch": 1})
+    return _Built(
+        {"model.pte": pte}, variant, "executorch", variant.metadata["executorch_version"], {"static_batch": 1}
+    )
 
 
 # The runtime a measured backend ships with: its own files when it has them, else ONNX for onnxruntime.
 ARTIFACT_WRITERS = {"openvino": _openvino_artifact, "executorch": _executorch_artifact}
 
 
-def artifact_files(parent_model: nn.Module | None, backend: str, precision: str, ctx: BuildContext,
-                   threads: int = 1) -> tuple[dict[str, Path], str, dict[str, Any]]:
+def artifact_files(
+    parent_model: nn.Module | None, backend: str, precision: str, ctx: BuildContext, threads: int = 1
+) -> tuple[dict[str, Path], str, dict[str, Any]]:
     """The files a runtime loads for a point of ``backend`` (in ``ctx.workdir``; the first one is the model file),
     the runtime's name and its build settings (e.g. OpenVINO's precision hint)."""
     writer = ARTIFACT_WRITERS.get(backend, _onnx_artifact)
@@ -82,9 +98,18 @@ def artifact_files(parent_model: nn.Module | None, backend: str, precision: str,
     return dict(built.files), built.runtime, dict(built.meta)
 
 
-def export_artifact(out_dir: str | Path, parent_model: nn.Module | None, row: Mapping[str, Any], data: DataBundle,
-                    ctx: BuildContext, *, goals_met: bool, failed_goals: Sequence[str], config_point: Mapping[str, Any],
-                    threads: int = 1) -> dict[str, Any]:
+def export_artifact(
+    out_dir: str | Path,
+    parent_model: nn.Module | None,
+    row: Mapping[str, Any],
+    data: DataBundle,
+    ctx: BuildContext,
+    *,
+    goals_met: bool,
+    failed_goals: Sequence[str],
+    config_point: Mapping[str, Any],
+    threads: int = 1,
+) -> dict[str, Any]:
     """Write what the row's runtime loads + ``manifest.json`` (+ the validation images and labels, un-normalised).
 
     A row measured on OpenVINO ships its IR (``model.xml`` + ``model.bin``), on ExecuTorch its ``.pte``
@@ -112,14 +137,22 @@ def export_artifact(out_dir: str | Path, parent_model: nn.Module | None, row: Ma
     return manifest
 
 
-def _manifest(out: Path, built: _Built, row: Mapping[str, Any], data: DataBundle, config_point: Mapping[str, Any],
-              classes: int, artifact_acc: float) -> dict[str, Any]:
+def _manifest(
+    out: Path,
+    built: _Built,
+    row: Mapping[str, Any],
+    data: DataBundle,
+    config_point: Mapping[str, Any],
+    classes: int,
+    artifact_acc: float,
+) -> dict[str, Any]:
     model_file = next(iter(built.files))
     c, h, w = data.input_shape
     variant = built.variant
     return {
         "config_hash": config_point.get("config_hash"),
-        "runtime": built.runtime, "runtime_version": built.runtime_version,
+        "runtime": built.runtime,
+        "runtime_version": built.runtime_version,
         "model_file": model_file,
         "sha256": sha256_file(out / model_file),
         "files": {name: sha256_file(out / name) for name in built.files},
@@ -134,9 +167,13 @@ def _manifest(out: Path, built: _Built, row: Mapping[str, Any], data: DataBundle
         "metrics": {k: row.get(k) for k in MANIFEST_METRICS},
         "artifact_accuracy": artifact_acc,
         "artifact_accuracy_note": f"accuracy of these files under {built.runtime} on validation_inputs.npy",
-        "input": {"name": _input_name(out / model_file, built.runtime), "shape": ["batch", c, h, w],
-                  "dtype": "float32", "layout": "NCHW",
-                  "range": "raw values (as validation_inputs.npy); normalisation turns them into the model's input"},
+        "input": {
+            "name": _input_name(out / model_file, built.runtime),
+            "shape": ["batch", c, h, w],
+            "dtype": "float32",
+            "layout": "NCHW",
+            "range": "raw values (as validation_inputs.npy); normalisation turns them into the model's input",
+        },
         "output": {"shape": ["batch", classes], "dtype": "float32"},
         "normalisation": data.preprocess.as_dict(),
         "model_source": row.get("model_source"),
@@ -173,13 +210,22 @@ class ExportedArtifact:
 
 def artifact_point(cfg: StudyConfig, point: ConfigPoint, key: str) -> dict[str, Any]:
     """The config point recorded in the manifest (and compared for reuse)."""
-    return {"pruning_level": point.pruning_level, "precision": point.precision, "backend": point.backend,
-            **({"calibration": point.calibration} if point.calibration else {}), "key": key,
-            "model": cfg.model.model_dump(), "dataset": cfg.dataset, "seed": cfg.seed, "config_hash": cfg.config_hash}
+    return {
+        "pruning_level": point.pruning_level,
+        "precision": point.precision,
+        "backend": point.backend,
+        **({"calibration": point.calibration} if point.calibration else {}),
+        "key": key,
+        "model": cfg.model.model_dump(),
+        "dataset": cfg.dataset,
+        "seed": cfg.seed,
+        "config_hash": cfg.config_hash,
+    }
 
 
-def cached_manifest(model_dir: Path, point: Mapping[str, Any], goals_met: bool,
-                    failed: Sequence[str]) -> dict[str, Any] | None:
+def cached_manifest(
+    model_dir: Path, point: Mapping[str, Any], goals_met: bool, failed: Sequence[str]
+) -> dict[str, Any] | None:
     """The existing artifact's manifest when it was exported for the same config point and is intact."""
     from ..core import ArtifactError, load_manifest
 
@@ -205,10 +251,17 @@ def export_recommended(out: Path, selection: Selection, sweep: Sweep) -> Exporte
         return ExportedArtifact(point, manifest)
     level = chosen.point.pruning_level
     try:
-        manifest = export_artifact(out / "model", sweep.parent(level), chosen.row(), sweep.data,
-                                   sweep.build_context(level, calibration=chosen.point.calibration),
-                                   goals_met=selection.goals_met,
-                                   failed_goals=failed, config_point=point, threads=sweep.cfg.threads)
+        manifest = export_artifact(
+            out / "model",
+            sweep.parent(level),
+            chosen.row(),
+            sweep.data,
+            sweep.build_context(level, calibration=chosen.point.calibration),
+            goals_met=selection.goals_met,
+            failed_goals=failed,
+            config_point=point,
+            threads=sweep.cfg.threads,
+        )
     except Exception as exc:  # noqa: BLE001 — a failed export is reported, the study outputs still land
         return ExportedArtifact(point, None, f"artifact export failed: {type(exc).__name__}: {exc}")
     return ExportedArtifact(point, manifest)

@@ -8,6 +8,7 @@ reads the numbers from LoadGen's own logs (``mlperf_log_summary.txt``, ``mlperf_
 ``mlperf_log_accuracy.json``), never from our timers. These are not official MLPerf runs: the
 durations are short and early stopping decides when enough queries ran.
 """
+
 from __future__ import annotations
 
 import array
@@ -23,11 +24,14 @@ import torch
 
 from ..variants import Variant
 
-__all__ = ["LOADGEN_SCENARIOS", "LoadGenRun", "LoadGenSettings", "parse_summary", "performance_samples",
-           "run_loadgen"]
+__all__ = ["LOADGEN_SCENARIOS", "LoadGenRun", "LoadGenSettings", "parse_summary", "performance_samples", "run_loadgen"]
 
-LOADGEN_SCENARIOS = {"single_stream": "SingleStream", "multi_stream": "MultiStream", "server": "Server",
-                     "offline": "Offline"}
+LOADGEN_SCENARIOS = {
+    "single_stream": "SingleStream",
+    "multi_stream": "MultiStream",
+    "server": "Server",
+    "offline": "Offline",
+}
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,7 @@ class _Library:
 
     def load(self, indices: Sequence[int]) -> None:
         for i in indices:
-            self.loaded[i] = self.variant.prepare(self.samples[i:i + 1])
+            self.loaded[i] = self.variant.prepare(self.samples[i : i + 1])
 
     def unload(self, indices: Sequence[int]) -> None:
         for i in indices:
@@ -145,8 +149,8 @@ class _SystemUnderTest:
                 self._complete([q], self.library.variant.to_logits(out))
             return
         for i in range(0, len(queries), self.batch):  # multi-stream query / offline: the samples as one batch
-            part = queries[i:i + self.batch]
-            x = torch.cat([self.library.samples[q.index:q.index + 1] for q in part])
+            part = queries[i : i + self.batch]
+            x = torch.cat([self.library.samples[q.index : q.index + 1] for q in part])
             out = self.library.variant.run(self.library.variant.prepare(x))
             self._complete(part, self.library.variant.to_logits(out))
 
@@ -173,8 +177,15 @@ def performance_samples(samples: torch.Tensor, settings: LoadGenSettings) -> int
     return max(1, min(len(samples), settings.performance_sample_count, int(memory // 4 // per_sample)))
 
 
-def run_loadgen(variant: Variant, samples: torch.Tensor, scenario: str, settings: LoadGenSettings, log_dir: Path,
-                mode: str = "performance", labels: np.ndarray | None = None) -> LoadGenRun:
+def run_loadgen(
+    variant: Variant,
+    samples: torch.Tensor,
+    scenario: str,
+    settings: LoadGenSettings,
+    log_dir: Path,
+    mode: str = "performance",
+    labels: np.ndarray | None = None,
+) -> LoadGenRun:
     """Run one LoadGen test of ``variant`` on ``samples`` and read its logs (kept in ``log_dir``).
 
     In ``mode="accuracy"`` every sample is run once and, with ``labels``, the accuracy is computed
@@ -193,8 +204,9 @@ def run_loadgen(variant: Variant, samples: torch.Tensor, scenario: str, settings
     log.log_output.copy_summary_to_stdout = False
     log.enable_trace = False
     try:
-        lg.StartTestWithLogSettings(sut, qsl, _settings(lg, scenario, mode, settings,
-                                                        performance_samples(samples, settings)), log)
+        lg.StartTestWithLogSettings(
+            sut, qsl, _settings(lg, scenario, mode, settings, performance_samples(samples, settings)), log
+        )
     finally:
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
@@ -202,8 +214,16 @@ def run_loadgen(variant: Variant, samples: torch.Tensor, scenario: str, settings
     summary = parse_summary(text)
     accuracy = _accuracy(log_dir / "mlperf_log_accuracy.json", labels) if mode == "accuracy" else None
     verdict = summary.get("Result is", "N/A" if mode == "accuracy" else "INVALID")
-    return LoadGenRun(scenario, mode, summary, verdict, _invalid_reason(text, summary) if mode != "accuracy" else None,
-                      log_dir, accuracy, sut_impl.samples_run)
+    return LoadGenRun(
+        scenario,
+        mode,
+        summary,
+        verdict,
+        _invalid_reason(text, summary) if mode != "accuracy" else None,
+        log_dir,
+        accuracy,
+        sut_impl.samples_run,
+    )
 
 
 def _accuracy(path: Path, labels: np.ndarray | None) -> float | None:

@@ -24,6 +24,7 @@ memory-bound share. The device figures are LoadGen's host figures × that factor
 labelled ``simulated``. Energy: RAPL when readable (package-wide), else ``power_watts × busy
 time`` labelled ``proxy``; on the device, power is assumed to scale as ``power_watts × s``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -48,15 +49,24 @@ from ..variants import Variant, VariantBuildError, build_variant
 from .loadgen import LoadGenRun, LoadGenSettings, run_loadgen
 
 __all__ = [
-    "SCENARIOS", "DeploymentSettings", "DeploymentTarget", "deployment_cache_key", "deployment_rows",
-    "deployment_simulation", "device_latency_factor", "loadgen_accuracy", "scale_layer_times", "simulate_deployment",
+    "SCENARIOS",
+    "DeploymentSettings",
+    "DeploymentTarget",
+    "deployment_cache_key",
+    "deployment_rows",
+    "deployment_simulation",
+    "device_latency_factor",
+    "loadgen_accuracy",
+    "scale_layer_times",
+    "simulate_deployment",
 ]
 
 SCENARIOS = SCENARIO_NAMES
 
 
-def device_latency_factor(cpu_frequency_scale: float, latency_model: str = "linear",
-                          compute_bound_fraction: float | None = None) -> float:
+def device_latency_factor(
+    cpu_frequency_scale: float, latency_model: str = "linear", compute_bound_fraction: float | None = None
+) -> float:
     """Host → device latency factor.
 
     linear: 1/s. roofline: c/s + (1 − c), with c the compute-bound share of the model's roofline time.
@@ -71,7 +81,9 @@ def device_latency_factor(cpu_frequency_scale: float, latency_model: str = "line
         if c is None or not math.isfinite(c):
             raise ValueError("latency_model='roofline' needs the compute-bound fraction from the hardware analysis.")
         return c / s + (1.0 - c)
-    raise ValueError(f"The 'latency_model' parameter must be one of ['linear', 'roofline']. Got {latency_model!r} instead.")
+    raise ValueError(
+        f"The 'latency_model' parameter must be one of ['linear', 'roofline']. Got {latency_model!r} instead."
+    )
 
 
 def scale_layer_times(layer_df: pd.DataFrame, cpu_frequency_scale: float) -> pd.DataFrame:
@@ -128,18 +140,28 @@ class _Run:
     expected_ms: float  # a first estimate of one query's latency (LoadGen's expected latency / QPS hints)
 
 
-_KEYS = {"p50_ms": "50.00 percentile latency (ns)", "p90_ms": "90.00 percentile latency (ns)",
-         "p95_ms": "95.00 percentile latency (ns)", "p99_ms": "99.00 percentile latency (ns)",
-         "mean_ms": "Mean latency (ns)", "early_stopping_p90_ms": "Early stopping 90.0th percentile estimate",
-         "early_stopping_p99_ms": "Early stopping 99.0th percentile estimate"}
+_KEYS = {
+    "p50_ms": "50.00 percentile latency (ns)",
+    "p90_ms": "90.00 percentile latency (ns)",
+    "p95_ms": "95.00 percentile latency (ns)",
+    "p99_ms": "99.00 percentile latency (ns)",
+    "mean_ms": "Mean latency (ns)",
+    "early_stopping_p90_ms": "Early stopping 90.0th percentile estimate",
+    "early_stopping_p99_ms": "Early stopping 99.0th percentile estimate",
+}
 
 
 def _lg_settings(run: _Run, **over: Any) -> LoadGenSettings:
     s = run.s
-    base = {"min_query_count": s.min_queries, "min_duration_ms": int(s.min_duration_s * 1e3), "seed": s.seed,
-            "multi_stream_samples_per_query": s.multi_stream_samples_per_query,
-            "offline_batch_size": s.offline_batch_size, "performance_sample_count": s.performance_sample_count,
-            "expected_latency_ms": 0.8 * run.expected_ms}
+    base = {
+        "min_query_count": s.min_queries,
+        "min_duration_ms": int(s.min_duration_s * 1e3),
+        "seed": s.seed,
+        "multi_stream_samples_per_query": s.multi_stream_samples_per_query,
+        "offline_batch_size": s.offline_batch_size,
+        "performance_sample_count": s.performance_sample_count,
+        "expected_latency_ms": 0.8 * run.expected_ms,
+    }
     return LoadGenSettings(**{**base, **over})
 
 
@@ -171,15 +193,28 @@ def _figures(r: LoadGenRun, energy: Any, run: _Run, rate_key: str) -> dict[str, 
     """Host figures from the LoadGen run's summary, and the simulated device's (× the clock factor)."""
     host: dict[str, Any] = {k: r.ns_to_ms(v) for k, v in _KEYS.items()}
     rate = r.number(rate_key)
-    host.update({"qps": rate, "loadgen_verdict": r.verdict, "loadgen_reason": r.reason,
-                 "loadgen_log": str(r.log_dir), "loadgen_metric": rate_key})
+    host.update(
+        {
+            "qps": rate,
+            "loadgen_verdict": r.verdict,
+            "loadgen_reason": r.reason,
+            "loadgen_log": str(r.log_dir),
+            "loadgen_metric": rate_key,
+        }
+    )
     proxy = energy.source == "proxy"
     per_query = energy.joules  # per sample processed in the LoadGen run
     host.update(energy_per_query_j=per_query, energy_source=energy.source)
     device = {k: host[k] * run.factor for k in _KEYS}
-    device.update({"qps": rate / run.factor, "loadgen_verdict": r.verdict, "simulated": True,
-                   "energy_per_query_j": per_query * run.scale * run.factor if proxy else math.nan,
-                   "energy_source": energy.source if proxy else "not modelled"})
+    device.update(
+        {
+            "qps": rate / run.factor,
+            "loadgen_verdict": r.verdict,
+            "simulated": True,
+            "energy_per_query_j": per_query * run.scale * run.factor if proxy else math.nan,
+            "energy_source": energy.source if proxy else "not modelled",
+        }
+    )
     return {"host": host, "device": device}
 
 
@@ -217,13 +252,21 @@ def _server(run: _Run, single: dict[str, Any] | None) -> dict[str, Any]:
     capacity = 1e3 / (single["host"]["mean_ms"] if single else run.expected_ms)
     target = run.s.server_target_qps or 0.5 * capacity
     cap = int(2 * capacity * run.s.min_duration_s) + run.s.min_queries  # twice what the host could serve
-    r, energy = _loadgen(run, "server", _lg_settings(run, server_target_qps=target, server_target_latency_ms=host_bound,
-                                                     max_server_queries=cap))
+    r, energy = _loadgen(
+        run,
+        "server",
+        _lg_settings(run, server_target_qps=target, server_target_latency_ms=host_bound, max_server_queries=cap),
+    )
     out = _figures(r, energy, run, "Completed samples per second")
     search = _max_valid_rate(run, capacity, host_bound)
     for part, f in (("host", 1.0), ("device", run.factor)):
-        out[part].update(target_qps=target / f, capacity_qps=capacity / f, latency_bound_ms=host_bound * f,
-                         search_max_rate_qps=search["max_rate_qps"] / f, search_steps=search["steps"])
+        out[part].update(
+            target_qps=target / f,
+            capacity_qps=capacity / f,
+            latency_bound_ms=host_bound * f,
+            search_max_rate_qps=search["max_rate_qps"] / f,
+            search_steps=search["steps"],
+        )
     out["latency_bound_ms"], out["latency_bound_source"] = bound, source
     return out
 
@@ -235,9 +278,18 @@ def _max_valid_rate(run: _Run, capacity: float, host_bound_ms: float) -> dict[st
     short = max(200, int(run.s.min_duration_s * 1e3 / 2))
     for i in range(steps):
         mid = (lo + hi) / 2 if lo > 0 else hi / 2
-        r, _ = _loadgen(run, "server", _lg_settings(run, server_target_qps=mid, server_target_latency_ms=host_bound_ms,
-                                                    min_duration_ms=short, max_server_queries=int(4 * mid * short / 1e3)
-                                                    + run.s.min_queries), sub=f"search_{i}")
+        r, _ = _loadgen(
+            run,
+            "server",
+            _lg_settings(
+                run,
+                server_target_qps=mid,
+                server_target_latency_ms=host_bound_ms,
+                min_duration_ms=short,
+                max_server_queries=int(4 * mid * short / 1e3) + run.s.min_queries,
+            ),
+            sub=f"search_{i}",
+        )
         if r.summary.get("Performance constraints satisfied", "Yes").lower() == "yes":
             lo = mid
         else:
@@ -249,7 +301,9 @@ def _offline(run: _Run, single: dict[str, Any] | None) -> dict[str, Any]:
     expected = 4 * (single["host"]["qps"] if single else 1e3 / run.expected_ms)
     r, energy = _loadgen(run, "offline", _lg_settings(run, offline_expected_qps=expected))
     if r.summary.get("Min duration satisfied", "Yes").lower() == "no" and math.isfinite(r.number("Samples per second")):
-        r, energy = _loadgen(run, "offline", _lg_settings(run, offline_expected_qps=1.2 * r.number("Samples per second")))
+        r, energy = _loadgen(
+            run, "offline", _lg_settings(run, offline_expected_qps=1.2 * r.number("Samples per second"))
+        )
     out = _figures(r, energy, run, "Samples per second")
     for part in ("host", "device"):
         out[part].update(throughput_sps=out[part]["qps"], batch_size=run.s.offline_batch_size)
@@ -267,16 +321,27 @@ def _batch(run: _Run, first: torch.Tensor) -> dict[str, Any]:
     stream_ms = (time.perf_counter() - t0) * 1e3 / run.s.stream_items
     figures = {}
     for where, f in (("host", 1.0), ("device", k)):
-        figures[where] = {"batch_size": len(first), "batch_latency_ms": batch_ms * f,
-                          "batch_throughput_sps": len(first) / (batch_ms * f / 1e3),
-                          "stream_avg_latency_ms": stream_ms * f, "stream_throughput_sps": 1e3 / (stream_ms * f)}
+        figures[where] = {
+            "batch_size": len(first),
+            "batch_latency_ms": batch_ms * f,
+            "batch_throughput_sps": len(first) / (batch_ms * f / 1e3),
+            "stream_avg_latency_ms": stream_ms * f,
+            "stream_throughput_sps": 1e3 / (stream_ms * f),
+        }
     return figures
 
 
-def deployment_simulation(model_or_variant: ModelLike, loader: Iterable, device: Any = "cpu",
-                          cpu_frequency_scale: float = 1.0, scenarios: Sequence[str] = SCENARIOS,
-                          settings: DeploymentSettings | None = None, *, rapl: RaplReader | None = None,
-                          **setting_kwargs: Any) -> dict[str, Any]:
+def deployment_simulation(
+    model_or_variant: ModelLike,
+    loader: Iterable,
+    device: Any = "cpu",
+    cpu_frequency_scale: float = 1.0,
+    scenarios: Sequence[str] = SCENARIOS,
+    settings: DeploymentSettings | None = None,
+    *,
+    rapl: RaplReader | None = None,
+    **setting_kwargs: Any,
+) -> dict[str, Any]:
     """Run the deployment scenarios for a model or variant with MLPerf LoadGen on this host, and scale them to
     the slower device.
 
@@ -307,18 +372,35 @@ def deployment_simulation(model_or_variant: ModelLike, loader: Iterable, device:
     variant = as_variant(model_or_variant, None, [(data[:2], None)], device)
     prev = torch.get_num_threads()
     torch.set_num_threads(s.threads)
-    out: dict[str, Any] = {"backend": variant.backend, "precision": variant.precision,
-                           "kernel_precision": variant.kernel_precision, "cpu_frequency_scale": cpu_frequency_scale,
-                           "latency_model": s.latency_model, "device_latency_factor": factor,
-                           "compute_bound_fraction": s.compute_bound_fraction, "threads": s.threads,
-                           "device_power_w": s.power_watts * cpu_frequency_scale, "driver": "mlperf_loadgen",
-                           "power_assumption": "device power = power_watts × cpu_frequency_scale", "scenarios": {}}
+    out: dict[str, Any] = {
+        "backend": variant.backend,
+        "precision": variant.precision,
+        "kernel_precision": variant.kernel_precision,
+        "cpu_frequency_scale": cpu_frequency_scale,
+        "latency_model": s.latency_model,
+        "device_latency_factor": factor,
+        "compute_bound_fraction": s.compute_bound_fraction,
+        "threads": s.threads,
+        "device_power_w": s.power_watts * cpu_frequency_scale,
+        "driver": "mlperf_loadgen",
+        "power_assumption": "device power = power_watts × cpu_frequency_scale",
+        "scenarios": {},
+    }
     try:
         with contextlib.ExitStack() as stack:
             log_dir = s.log_dir if s.log_dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            singles = [variant.prepare(data[i:i + 1]) for i in range(min(len(data), 256))]
-            run = _Run(variant, data, singles, factor, cpu_frequency_scale, s,
-                       rapl if rapl is not None else RaplReader(), log_dir, _warm_latency_ms(variant, singles))
+            singles = [variant.prepare(data[i : i + 1]) for i in range(min(len(data), 256))]
+            run = _Run(
+                variant,
+                data,
+                singles,
+                factor,
+                cpu_frequency_scale,
+                s,
+                rapl if rapl is not None else RaplReader(),
+                log_dir,
+                _warm_latency_ms(variant, singles),
+            )
             out["scenarios"] = _run_scenarios(run, scenarios, loader)
         if "batch" in out["scenarios"]:
             out.update(out["scenarios"]["batch"]["device"])  # the reference's top-level keys: the device's figures
@@ -358,9 +440,15 @@ def loadgen_accuracy(variant: Variant, loader: Iterable, labels: np.ndarray, log
     """LoadGen's AccuracyOnly run of ``variant`` over every sample; its accuracy is read from LoadGen's accuracy log."""
     data = _samples(loader)
     _note_logs(log_dir)
-    return run_loadgen(variant, data, "single_stream", LoadGenSettings(min_query_count=1, min_duration_ms=0,
-                                                                       performance_sample_count=len(data)),
-                       log_dir, mode="accuracy", labels=np.asarray(labels))
+    return run_loadgen(
+        variant,
+        data,
+        "single_stream",
+        LoadGenSettings(min_query_count=1, min_duration_ms=0, performance_sample_count=len(data)),
+        log_dir,
+        mode="accuracy",
+        labels=np.asarray(labels),
+    )
 
 
 def deployment_rows(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
@@ -370,10 +458,18 @@ def deployment_rows(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
         for scen, parts in res.get("scenarios", {}).items():
             for where in ("host", "device"):
                 if where in parts:
-                    rows.append({"model": label, "scenario": scen, "where": where,
-                                 "backend": res.get("backend"), "precision": res.get("precision"),
-                                 "cpu_frequency_scale": res.get("cpu_frequency_scale"),
-                                 "latency_model": res.get("latency_model"), **parts[where]})
+                    rows.append(
+                        {
+                            "model": label,
+                            "scenario": scen,
+                            "where": where,
+                            "backend": res.get("backend"),
+                            "precision": res.get("precision"),
+                            "cpu_frequency_scale": res.get("cpu_frequency_scale"),
+                            "latency_model": res.get("latency_model"),
+                            **parts[where],
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -391,13 +487,22 @@ def _settings(cfg: StudyConfig, cbf: float | None, threads: int, log_dir: Path |
     # the roofline clock model needs the layer analysis; without one (an ONNX model) the linear model runs,
     # and the result says so (latency_model)
     model = d.latency_model if cbf is not None else "linear"
-    return DeploymentSettings(min_queries=d.min_queries, min_duration_s=d.min_duration_s,
-                              latency_budget_ms=cfg.latency_budget_ms, server_target_qps=d.server_target_qps,
-                              server_search_steps=d.server_search_steps, latency_model=model,
-                              compute_bound_fraction=cbf, power_watts=cfg.power_watts, seed=cfg.seed,
-                              threads=threads, offline_batch_size=d.offline_batch_size,
-                              multi_stream_samples_per_query=d.multi_stream_samples_per_query,
-                              performance_sample_count=d.performance_sample_count, log_dir=log_dir)
+    return DeploymentSettings(
+        min_queries=d.min_queries,
+        min_duration_s=d.min_duration_s,
+        latency_budget_ms=cfg.latency_budget_ms,
+        server_target_qps=d.server_target_qps,
+        server_search_steps=d.server_search_steps,
+        latency_model=model,
+        compute_bound_fraction=cbf,
+        power_watts=cfg.power_watts,
+        seed=cfg.seed,
+        threads=threads,
+        offline_batch_size=d.offline_batch_size,
+        multi_stream_samples_per_query=d.multi_stream_samples_per_query,
+        performance_sample_count=d.performance_sample_count,
+        log_dir=log_dir,
+    )
 
 
 def _fewer_threads_run(sweep: Sweep, target: DeploymentTarget, host: dict[str, Any]) -> dict[str, Any]:
@@ -408,37 +513,64 @@ def _fewer_threads_run(sweep: Sweep, target: DeploymentTarget, host: dict[str, A
         return {"skipped": f"threads={cfg.threads}: no fewer threads to run with on this host"}
     p = target.point
     try:
-        variant = build_variant(p.backend, sweep.parent(p.pruning_level), p.precision,
-                                sweep.build_context(p.pruning_level, threads=fewer, calibration=p.calibration))
+        variant = build_variant(
+            p.backend,
+            sweep.parent(p.pruning_level),
+            p.precision,
+            sweep.build_context(p.pruning_level, threads=fewer, calibration=p.calibration),
+        )
     except VariantBuildError as exc:  # e.g. a runtime whose thread pool is fixed per process
         return {"skipped": f"{p.backend} with {fewer} threads: {exc}"}
-    settings = DeploymentSettings(min_queries=256, min_duration_s=min(cfg.deployment.min_duration_s, 2.0),
-                                  power_watts=cfg.power_watts, threads=fewer)
-    ss = deployment_simulation(variant, sweep.data.val_loader, "cpu", 1.0, ["single_stream"],
-                               settings)["scenarios"]["single_stream"]["host"]
+    settings = DeploymentSettings(
+        min_queries=256,
+        min_duration_s=min(cfg.deployment.min_duration_s, 2.0),
+        power_watts=cfg.power_watts,
+        threads=fewer,
+    )
+    ss = deployment_simulation(variant, sweep.data.val_loader, "cpu", 1.0, ["single_stream"], settings)["scenarios"][
+        "single_stream"
+    ]["host"]
     base = host.get("scenarios", {}).get("single_stream", {}).get("host", {})
-    return {"threads": fewer, "host_threads": cfg.threads, "p50_ms": ss["p50_ms"], "p90_ms": ss["p90_ms"],
-            "measured_slowdown_p90": ss["p90_ms"] / base["p90_ms"] if base.get("p90_ms") else None,
-            "modelled_factor": host.get("device_latency_factor")}
+    return {
+        "threads": fewer,
+        "host_threads": cfg.threads,
+        "p50_ms": ss["p50_ms"],
+        "p90_ms": ss["p90_ms"],
+        "measured_slowdown_p90": ss["p90_ms"] / base["p90_ms"] if base.get("p90_ms") else None,
+        "modelled_factor": host.get("device_latency_factor"),
+    }
 
 
 def deployment_cache_key(cfg: StudyConfig, target: DeploymentTarget) -> str:
     """Store key of a target's simulation: everything that shapes its numbers."""
     cbf = target.hardware.get("compute_bound_fraction") or 0
-    return "deployment:" + stable_hash({
-        "label": target.label, "point": point_key(cfg, target.point), "deployment": cfg.deployment.model_dump(),
-        "scale": cfg.cpu_frequency_scale, "budget": cfg.latency_budget_ms, "cbf": round(float(cbf), 6),
-        "seed": cfg.seed})
+    return "deployment:" + stable_hash(
+        {
+            "label": target.label,
+            "point": point_key(cfg, target.point),
+            "deployment": cfg.deployment.model_dump(),
+            "scale": cfg.cpu_frequency_scale,
+            "budget": cfg.latency_budget_ms,
+            "cbf": round(float(cbf), 6),
+            "seed": cfg.seed,
+        }
+    )
 
 
 def _simulate_target(sweep: Sweep, target: DeploymentTarget, out: Path) -> dict[str, Any]:
     cfg, p = sweep.cfg, target.point
-    variant = build_variant(p.backend, sweep.parent(p.pruning_level), p.precision,
-                            sweep.build_context(p.pruning_level, calibration=p.calibration))
-    settings = _settings(cfg, target.hardware.get("compute_bound_fraction"), cfg.threads,
-                         out / DEPLOYMENT_DIR / target.label)
-    res = deployment_simulation(variant, sweep.data.val_loader, "cpu", cfg.cpu_frequency_scale,
-                                cfg.deployment.scenarios, settings)
+    variant = build_variant(
+        p.backend,
+        sweep.parent(p.pruning_level),
+        p.precision,
+        sweep.build_context(p.pruning_level, calibration=p.calibration),
+    )
+    settings = _settings(
+        cfg, target.hardware.get("compute_bound_fraction"), cfg.threads, out / DEPLOYMENT_DIR / target.label
+    )
+    res = deployment_simulation(
+        variant, sweep.data.val_loader, "cpu", cfg.cpu_frequency_scale, cfg.deployment.scenarios, settings
+    )
     res["hardware"] = target.hardware
     res["measured_fewer_threads"] = _fewer_threads_run(sweep, target, res)
     return res
@@ -453,8 +585,9 @@ def _logs_present(result: dict[str, Any]) -> bool:
     return all(Path(log, "mlperf_log_summary.txt").is_file() for log in logs if log)
 
 
-def simulate_deployment(sweep: Sweep, targets: Sequence[DeploymentTarget], store: StudyStore | None,
-                        out: Path) -> tuple[dict[str, Any], list[str]]:
+def simulate_deployment(
+    sweep: Sweep, targets: Sequence[DeploymentTarget], store: StudyStore | None, out: Path
+) -> tuple[dict[str, Any], list[str]]:
     """Stage: the LoadGen scenarios for each target (reused from the store when the same study ran them and
     their logs are still there), written to ``deployment.csv``; then LoadGen's accuracy run on the exported
     artifact (``out/model``), when there is one.
@@ -501,13 +634,24 @@ def _artifact_accuracy(out: Path, sweep: Sweep) -> tuple[dict[str, Any] | None, 
     try:
         manifest = load_manifest(model)
         runner = artifact_runner(model, manifest)
-        variant = Variant(backend=str(manifest.get("runtime", "onnxruntime")), precision=str(manifest["precision"]),
-                          kernel_precision=str(manifest.get("kernel_precision")), parameter_bytes=0, metadata={},
-                          prepare=lambda x: np.ascontiguousarray(x.float().numpy()), run=runner,
-                          to_logits=lambda o: np.asarray(o, dtype=np.float32))
+        variant = Variant(
+            backend=str(manifest.get("runtime", "onnxruntime")),
+            precision=str(manifest["precision"]),
+            kernel_precision=str(manifest.get("kernel_precision")),
+            parameter_bytes=0,
+            metadata={},
+            prepare=lambda x: np.ascontiguousarray(x.float().numpy()),
+            run=runner,
+            to_logits=lambda o: np.asarray(o, dtype=np.float32),
+        )
         run = loadgen_accuracy(variant, sweep.data.val_loader, sweep.data.val_labels, out / DEPLOYMENT_DIR / "accuracy")
     except (ArtifactError, OSError, RuntimeError, ValueError) as exc:
         return None, f"LoadGen accuracy run on the artifact failed: {type(exc).__name__}: {exc}"
-    return {"accuracy": run.accuracy, "manifest_accuracy": manifest.get("artifact_accuracy"),
-            "runtime": manifest.get("runtime", "onnxruntime"), "samples": len(sweep.data.val_labels),
-            "loadgen_log": str(run.log_dir), "mode": "AccuracyOnly"}, None
+    return {
+        "accuracy": run.accuracy,
+        "manifest_accuracy": manifest.get("artifact_accuracy"),
+        "runtime": manifest.get("runtime", "onnxruntime"),
+        "samples": len(sweep.data.val_labels),
+        "loadgen_log": str(run.log_dir),
+        "mode": "AccuracyOnly",
+    }, None

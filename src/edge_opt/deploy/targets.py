@@ -8,6 +8,7 @@ key ``<point key>@<target>``), stored so a resume re-measures only what failed. 
 refusing target turns its points into error rows saying why (``connection refused``, ``timeout after N s``,
 ``401 unauthorized``); after two failures in a row the target's remaining points are not tried.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,15 @@ from ..measure import LatencySamples, MeasurementRecord, VariantResult, proxy_en
 from ..study import StudyStore, Sweep
 from .artifact import artifact_files
 
-__all__ = ["AGENT_BACKENDS", "TARGET_DIR", "TargetRun", "measure_on_targets", "simulation_gap",
-           "target_key", "vendor_row"]
+__all__ = [
+    "AGENT_BACKENDS",
+    "TARGET_DIR",
+    "TargetRun",
+    "measure_on_targets",
+    "simulation_gap",
+    "target_key",
+    "vendor_row",
+]
 
 TARGET_DIR = "targets"
 AGENT_BACKENDS = {"onnxruntime": "onnxruntime", "openvino": "openvino", "executorch": "executorch"}
@@ -61,39 +69,89 @@ def _validation_arrays(sweep: Sweep, out: Path) -> tuple[Path, Path]:
 
 
 def _settings(cfg: StudyConfig) -> dict[str, Any]:
-    return {"warmup": cfg.benchmark_warmup, "trials": cfg.benchmark_trials, "repeats": max(cfg.benchmark_repeats, 2),
-            "min_sample_ms": cfg.benchmark_min_sample_ms, "target_rel_ci": cfg.benchmark_target_rel_ci,
-            "interrupted_factor": cfg.benchmark_interrupted_factor}
+    return {
+        "warmup": cfg.benchmark_warmup,
+        "trials": cfg.benchmark_trials,
+        "repeats": max(cfg.benchmark_repeats, 2),
+        "min_sample_ms": cfg.benchmark_min_sample_ms,
+        "target_rel_ci": cfg.benchmark_target_rel_ci,
+        "interrupted_factor": cfg.benchmark_interrupted_factor,
+    }
 
 
-def _measure_one(sweep: Sweep, client: AgentClient, host: VariantResult, target: TargetConfig,
-                 validation: tuple[Path, Path]) -> VariantResult:
+def _measure_one(
+    sweep: Sweep, client: AgentClient, host: VariantResult, target: TargetConfig, validation: tuple[Path, Path]
+) -> VariantResult:
     cfg, p = sweep.cfg, host.point
     t0 = time.perf_counter()
-    files, runtime, meta = artifact_files(sweep.parent(p.pruning_level), p.backend, p.precision,
-                                          sweep.build_context(p.pruning_level, calibration=p.calibration), cfg.threads)
+    files, runtime, meta = artifact_files(
+        sweep.parent(p.pruning_level),
+        p.backend,
+        p.precision,
+        sweep.build_context(p.pruning_level, calibration=p.calibration),
+        cfg.threads,
+    )
     batch = 1 if runtime == "executorch" else cfg.latency_batch_size
-    ans = client.measure(runtime, files, next(iter(files)), (batch, *sweep.data.input_shape), _settings(cfg),
-                         cfg.threads, str(meta.get("inference_precision_hint", "f32")), validation)
+    ans = client.measure(
+        runtime,
+        files,
+        next(iter(files)),
+        (batch, *sweep.data.input_shape),
+        _settings(cfg),
+        cfg.threads,
+        str(meta.get("inference_precision_hint", "f32")),
+        validation,
+    )
     rec = host.measurement
     assert rec is not None
-    lat = LatencySamples(batch, tuple(float(v) for v in ans["samples_ms"]), int(ans["runs_per_sample"]),
-                         int(ans.get("rounds", 1)), tuple(float(v) for v in ans.get("interrupted_ms") or ()))
+    lat = LatencySamples(
+        batch,
+        tuple(float(v) for v in ans["samples_ms"]),
+        int(ans["runs_per_sample"]),
+        int(ans.get("rounds", 1)),
+        tuple(float(v) for v in ans.get("interrupted_ms") or ()),
+    )
     measured = MeasurementRecord(
-        backend=p.backend, precision=p.precision, kernel_precision=rec.kernel_precision,
-        parameter_bytes=rec.parameter_bytes, latency=lat, batch_latency=LatencySamples(batch, ()),
-        correct=tuple(c == "1" for c in ans.get("correct", "")), energy=proxy_energy(cfg.power_watts, lat.mean / 1e3),
-        environment={**ans.get("fingerprint", {}), "measured_on": target.name, "agent_url": target.url,
-                     "load_s": ans.get("load_s"), "measure_s": ans.get("measure_s")}, latency_multiplier=1.0)
-    return VariantResult(point=p, key=target_key(host.key, target.name), measurement=measured,
-                         runtime_parameter_bytes=host.runtime_parameter_bytes, threads=cfg.threads,
-                         model_source=host.model_source, model_sha256=host.model_sha256, measured_on=target.name,
-                         source="edge-opt agent", timings={"target_s": time.perf_counter() - t0})
+        backend=p.backend,
+        precision=p.precision,
+        kernel_precision=rec.kernel_precision,
+        parameter_bytes=rec.parameter_bytes,
+        latency=lat,
+        batch_latency=LatencySamples(batch, ()),
+        correct=tuple(c == "1" for c in ans.get("correct", "")),
+        energy=proxy_energy(cfg.power_watts, lat.mean / 1e3),
+        environment={
+            **ans.get("fingerprint", {}),
+            "measured_on": target.name,
+            "agent_url": target.url,
+            "load_s": ans.get("load_s"),
+            "measure_s": ans.get("measure_s"),
+        },
+        latency_multiplier=1.0,
+    )
+    return VariantResult(
+        point=p,
+        key=target_key(host.key, target.name),
+        measurement=measured,
+        runtime_parameter_bytes=host.runtime_parameter_bytes,
+        threads=cfg.threads,
+        model_source=host.model_source,
+        model_sha256=host.model_sha256,
+        measured_on=target.name,
+        source="edge-opt agent",
+        timings={"target_s": time.perf_counter() - t0},
+    )
 
 
-def _one_target(sweep: Sweep, store: StudyStore | None, hosts: Sequence[VariantResult], target: TargetConfig,
-                validation: tuple[Path, Path], should_stop: Callable[[], bool],
-                on_event: Callable[..., None]) -> TargetRun:
+def _one_target(
+    sweep: Sweep,
+    store: StudyStore | None,
+    hosts: Sequence[VariantResult],
+    target: TargetConfig,
+    validation: tuple[Path, Path],
+    should_stop: Callable[[], bool],
+    on_event: Callable[..., None],
+) -> TargetRun:
     token = os.environ.get(target.token_env)
     client = AgentClient(target.url, token or "", target.timeout_s)
     rows: list[VariantResult] = []
@@ -111,12 +169,23 @@ def _one_target(sweep: Sweep, store: StudyStore | None, hosts: Sequence[VariantR
             continue
         info = {"measured_on": target.name, "source": "edge-opt agent", "threads": sweep.cfg.threads}
         if host.point.backend not in AGENT_BACKENDS:
-            rows.append(VariantResult.skip(host.point, key, f"the {host.point.backend} backend runs where torch "
-                                           "does; an agent runs ONNX Runtime, OpenVINO and ExecuTorch artifacts",
-                                           **info))
+            rows.append(
+                VariantResult.skip(
+                    host.point,
+                    key,
+                    f"the {host.point.backend} backend runs where torch "
+                    "does; an agent runs ONNX Runtime, OpenVINO and ExecuTorch artifacts",
+                    **info,
+                )
+            )
             continue
-        reason = (f"environment variable {target.token_env} (token_env) is not set" if token is None else
-                  f"{down} (not tried: the target failed {failures} times in a row)" if down else None)
+        reason = (
+            f"environment variable {target.token_env} (token_env) is not set"
+            if token is None
+            else f"{down} (not tried: the target failed {failures} times in a row)"
+            if down
+            else None
+        )
         if reason is None:
             try:
                 result = _measure_one(sweep, client, host, target, validation)
@@ -137,9 +206,14 @@ def _one_target(sweep: Sweep, store: StudyStore | None, hosts: Sequence[VariantR
     return TargetRun(target.name, tuple(rows), fingerprint, measured)
 
 
-def measure_on_targets(sweep: Sweep, store: StudyStore | None, hosts: Sequence[VariantResult], out: Path,
-                       should_stop: Callable[[], bool] = lambda: False,
-                       on_event: Callable[..., None] = lambda kind, **info: None) -> tuple[list[TargetRun], list[str]]:
+def measure_on_targets(
+    sweep: Sweep,
+    store: StudyStore | None,
+    hosts: Sequence[VariantResult],
+    out: Path,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_event: Callable[..., None] = lambda kind, **info: None,
+) -> tuple[list[TargetRun], list[str]]:
     """Measure every measured host row on each target of ``measure_on``; returns the runs and warnings."""
     targets = sweep.cfg.agent_targets
     if not targets:
@@ -152,8 +226,10 @@ def measure_on_targets(sweep: Sweep, store: StudyStore | None, hosts: Sequence[V
         run = _one_target(sweep, store, measurable, target, validation, should_stop, on_event)
         errors = [r for r in run.results if r.error]
         if errors:
-            warnings.append(f"target {target.name}: {len(errors)} of {len(run.results)} points failed "
-                            f"({errors[0].error}); run the study again to re-measure only those")
+            warnings.append(
+                f"target {target.name}: {len(errors)} of {len(run.results)} points failed "
+                f"({errors[0].error}); run the study again to re-measure only those"
+            )
         runs.append(run)
     return runs, warnings
 
@@ -168,16 +244,25 @@ def simulation_gap(cfg: StudyConfig, hosts: Sequence[VariantResult], run: Target
         if h is None or h.metrics is None or r.metrics is None or r.error is not None or not r.metrics.latency_ms > 0:
             continue
         simulated = h.metrics.latency_ms * cfg.latency_multiplier
-        pairs.append({"backend": r.point.backend, "precision": r.point.precision,
-                      "pruning_level": r.point.pruning_level, "calibration": r.point.calibration,
-                      "simulated_ms": simulated, "measured_ms": r.metrics.latency_ms,
-                      "ratio": simulated / r.metrics.latency_ms})
+        pairs.append(
+            {
+                "backend": r.point.backend,
+                "precision": r.point.precision,
+                "pruning_level": r.point.pruning_level,
+                "calibration": r.point.calibration,
+                "simulated_ms": simulated,
+                "measured_ms": r.metrics.latency_ms,
+                "ratio": simulated / r.metrics.latency_ms,
+            }
+        )
     ratios = [float(p["ratio"]) for p in pairs]
-    return {"points": len(pairs), "median_ratio": float(np.median(ratios)) if ratios else math.nan,
-            "min_ratio": min(ratios) if ratios else math.nan, "max_ratio": max(ratios) if ratios else math.nan,
-            "per_point": pairs}
-
-
+    return {
+        "points": len(pairs),
+        "median_ratio": float(np.median(ratios)) if ratios else math.nan,
+        "min_ratio": min(ratios) if ratios else math.nan,
+        "max_ratio": max(ratios) if ratios else math.nan,
+        "per_point": pairs,
+    }
 
 
 def vendor_row(cfg: StudyConfig, host: VariantResult, m: VendorMeasurement, target: str) -> dict[str, Any]:
@@ -185,15 +270,24 @@ def vendor_row(cfg: StudyConfig, host: VariantResult, m: VendorMeasurement, targ
     statistics (NaN where it reports none), the host's accuracy and memory (the same model, not re-evaluated)."""
     hm = host.metrics
     return {
-        "key": target_key(host.key, target), **asdict(host.point), "measured_on": target, "source": m.source,
-        "error": None, "accuracy": hm.accuracy if hm is not None else math.nan, "accuracy_source": "host",
-        "latency_ms": m.latency_mean_ms, "latency_median_ms": m.latency_median_ms,
-        "latency_std_ms": m.latency_std_ms, "latency_ci95_ms": m.latency_ci95_ms,
-        "latency_p95_ms": math.nan, "device_latency_ms": m.latency_mean_ms, "latency_samples": m.count,
-        "throughput_sps": m.throughput_fps, "memory_mb": hm.memory_mb if hm is not None else math.nan,
+        "key": target_key(host.key, target),
+        **asdict(host.point),
+        "measured_on": target,
+        "source": m.source,
+        "error": None,
+        "accuracy": hm.accuracy if hm is not None else math.nan,
+        "accuracy_source": "host",
+        "latency_ms": m.latency_mean_ms,
+        "latency_median_ms": m.latency_median_ms,
+        "latency_std_ms": m.latency_std_ms,
+        "latency_ci95_ms": m.latency_ci95_ms,
+        "latency_p95_ms": math.nan,
+        "device_latency_ms": m.latency_mean_ms,
+        "latency_samples": m.count,
+        "throughput_sps": m.throughput_fps,
+        "memory_mb": hm.memory_mb if hm is not None else math.nan,
         "runtime_memory_mb": (host.runtime_parameter_bytes or 0) / 1e6 if host.runtime_parameter_bytes else math.nan,
-        "accepted": False, "rejected_reason": "imported vendor measurement (not part of the selection)",
+        "accepted": False,
+        "rejected_reason": "imported vendor measurement (not part of the selection)",
         "vendor": m.to_dict(),
     }
-
-

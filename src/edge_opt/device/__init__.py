@@ -1,6 +1,7 @@
 """Device side: the measurement agent that runs on the edge device, its client, and vendor benchmark reports
 read as measurements. Torch-free, like ``core``.
 """
+
 from __future__ import annotations
 
 from .agent import create_app, device_fingerprint, parse_measure_request, serve
@@ -13,4 +14,16 @@ from .vendor_logs import (
     read_vendor_log,
 )
 
-__all__ = ["AgentClient", "AgentError", "VendorLogError", "VendorMeasurement", "create_app", "device_fingerprint", "parse_benchmark_app_json", "parse_benchmark_model_log", "parse_measure_request", "read_vendor_log", "serve"]
+__all__ = [
+    "AgentClient",
+    "AgentError",
+    "VendorLogError",
+    "VendorMeasurement",
+    "create_app",
+    "device_fingerprint",
+    "parse_benchmark_app_json",
+    "parse_benchmark_model_log",
+    "parse_measure_request",
+    "read_vendor_log",
+    "serve",
+]

@@ -14,6 +14,7 @@ Protocol (every request needs ``Authorization: Bearer <token>``, compared in con
 
 Bodies are bounded (``max_blob_bytes``; 1 MB for JSON); the server binds to 127.0.0.1 unless told otherwise.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,8 +39,17 @@ import numpy as np
 
 from ..core import TimingRules, ci95_half_width, time_calls
 
-__all__ = ["AGENT_RUNTIMES", "MAX_JSON_BYTES", "AgentState", "MeasureRequest", "RequestError", "create_app",
-           "device_fingerprint", "parse_measure_request", "serve"]
+__all__ = [
+    "AGENT_RUNTIMES",
+    "MAX_JSON_BYTES",
+    "AgentState",
+    "MeasureRequest",
+    "RequestError",
+    "create_app",
+    "device_fingerprint",
+    "parse_measure_request",
+    "serve",
+]
 
 AGENT_RUNTIMES = ("onnxruntime", "openvino", "executorch")
 MAX_JSON_BYTES = 1 << 20
@@ -84,9 +94,12 @@ def _files(value: Any) -> dict[str, str]:
 
 
 def _shape(value: Any) -> tuple[int, ...]:
-    if (not isinstance(value, list) or not 1 <= len(value) <= 6
-            or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= 65536 for d in value)
-            or math.prod(value) > 64 << 20):
+    if (
+        not isinstance(value, list)
+        or not 1 <= len(value) <= 6
+        or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= 65536 for d in value)
+        or math.prod(value) > 64 << 20
+    ):
         raise RequestError("'input.shape' must be 1 to 6 positive integers (at most 64 Mi values in all)")
     return tuple(value)
 
@@ -98,8 +111,7 @@ def _int(d: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
     return v
 
 
-_KEYS = {"runtime", "files", "model_file", "input", "settings", "threads", "precision_hint", "validation",
-         "batch_size"}
+_KEYS = {"runtime", "files", "model_file", "input", "settings", "threads", "precision_hint", "validation", "batch_size"}
 
 
 def parse_measure_request(body: bytes) -> MeasureRequest:
@@ -139,8 +151,17 @@ def parse_measure_request(body: bytes) -> MeasureRequest:
     if val is not None and (not isinstance(val, dict) or set(val) != {"inputs", "labels"}):
         raise RequestError("'validation' must be {inputs: sha256, labels: sha256}")
     validation = {k: _sha(v, f"validation.{k}") for k, v in val.items()} if val is not None else None
-    return MeasureRequest(runtime, files, model_file, _shape(inp.get("shape")), rules,
-                          _int(d, "threads", 1, 1, 256), hint, validation, _int(d, "batch_size", 256, 1, 65536))
+    return MeasureRequest(
+        runtime,
+        files,
+        model_file,
+        _shape(inp.get("shape")),
+        rules,
+        _int(d, "threads", 1, 1, 256),
+        hint,
+        validation,
+        _int(d, "batch_size", 256, 1, 65536),
+    )
 
 
 def _read(path: str) -> str | None:
@@ -179,12 +200,18 @@ def device_fingerprint() -> dict[str, Any]:
     freq = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {
-        "hostname": socket.gethostname(), "cpu_model": _cpu_model(), "cores": os.cpu_count(),
-        "cores_allowed": affinity, "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
-        "clock_mhz": int(freq) / 1000.0 if freq and freq.isdigit() else None, "temperature_c": _temperature_c(),
-        "os": platform.platform(), "python": platform.python_version(),
+        "hostname": socket.gethostname(),
+        "cpu_model": _cpu_model(),
+        "cores": os.cpu_count(),
+        "cores_allowed": affinity,
+        "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "clock_mhz": int(freq) / 1000.0 if freq and freq.isdigit() else None,
+        "temperature_c": _temperature_c(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
         "runtimes": {r: _version(r) for r in ("onnxruntime", "openvino", "executorch")},
-        "torch_imported": "torch" in sys.modules, "pid": os.getpid(),
+        "torch_imported": "torch" in sys.modules,
+        "pid": os.getpid(),
     }
 
 
@@ -246,9 +273,12 @@ def _materialise(state: AgentState, req: MeasureRequest) -> Path:
 def _runner(folder: Path, req: MeasureRequest) -> Any:
     from ..core import artifact_runner
 
-    manifest = {"runtime": req.runtime, "model_file": req.model_file,
-                "session_options": {"intra_op_num_threads": req.threads, "INFERENCE_NUM_THREADS": req.threads},
-                "export": {"inference_precision_hint": req.precision_hint}}
+    manifest = {
+        "runtime": req.runtime,
+        "model_file": req.model_file,
+        "session_options": {"intra_op_num_threads": req.threads, "INFERENCE_NUM_THREADS": req.threads},
+        "export": {"inference_precision_hint": req.precision_hint},
+    }
     return artifact_runner(folder, manifest)
 
 
@@ -263,10 +293,13 @@ def _accuracy(state: AgentState, run: Any, req: MeasureRequest) -> dict[str, Any
     step = 1 if req.runtime == "executorch" else req.batch_size
     hits: list[np.ndarray] = []
     for i in range(0, len(x), step):
-        hits.append(np.asarray(run(np.ascontiguousarray(x[i:i + step]))).argmax(1) == y[i:i + step])
+        hits.append(np.asarray(run(np.ascontiguousarray(x[i : i + step]))).argmax(1) == y[i : i + step])
     correct = np.concatenate(hits) if hits else np.zeros(0, dtype=bool)
-    return {"accuracy": float(correct.mean()) if len(correct) else math.nan, "n_eval": int(len(correct)),
-            "correct": "".join("1" if c else "0" for c in correct)}
+    return {
+        "accuracy": float(correct.mean()) if len(correct) else math.nan,
+        "n_eval": int(len(correct)),
+        "correct": "".join("1" if c else "0" for c in correct),
+    }
 
 
 def measure(state: AgentState, req: MeasureRequest) -> dict[str, Any]:
@@ -277,11 +310,19 @@ def measure(state: AgentState, req: MeasureRequest) -> dict[str, Any]:
         x = np.random.default_rng(0).standard_normal(req.input_shape).astype(np.float32)
         load_s = time.perf_counter() - t0
         samples, calls, rounds, interrupted = time_calls(lambda: run(x), req.rules)
-        out = {"samples_ms": samples, "runs_per_sample": calls, "rounds": rounds, "interrupted_ms": interrupted,
-               "mean_ms": float(np.mean(samples)), "ci95_ms": ci95_half_width(samples),
-               "batch_size": req.input_shape[0], **_accuracy(state, run, req),
-               "load_s": load_s, "measure_s": time.perf_counter() - t0 - load_s,
-               "fingerprint": device_fingerprint()}
+        out = {
+            "samples_ms": samples,
+            "runs_per_sample": calls,
+            "rounds": rounds,
+            "interrupted_ms": interrupted,
+            "mean_ms": float(np.mean(samples)),
+            "ci95_ms": ci95_half_width(samples),
+            "batch_size": req.input_shape[0],
+            **_accuracy(state, run, req),
+            "load_s": load_s,
+            "measure_s": time.perf_counter() - t0 - load_s,
+            "fingerprint": device_fingerprint(),
+        }
     return out
 
 
@@ -315,8 +356,9 @@ class _Routes:
     async def info(self, request: Any) -> Any:
         from starlette.responses import JSONResponse
 
-        return self._denied(request) or JSONResponse({**device_fingerprint(),
-                                                      "max_blob_bytes": self.state.max_blob_bytes})
+        return self._denied(request) or JSONResponse(
+            {**device_fingerprint(), "max_blob_bytes": self.state.max_blob_bytes}
+        )
 
     async def blob(self, request: Any) -> Any:
         from starlette.responses import JSONResponse, Response
@@ -358,13 +400,17 @@ def create_app(state: AgentState) -> Any:
     from starlette.routing import Route
 
     r = _Routes(state)
-    routes = [Route("/info", r.info), Route("/blobs/{sha}", r.blob, methods=["HEAD", "PUT"]),
-              Route("/measure", r.measure, methods=["POST"])]
+    routes = [
+        Route("/info", r.info),
+        Route("/blobs/{sha}", r.blob, methods=["HEAD", "PUT"]),
+        Route("/measure", r.measure, methods=["POST"]),
+    ]
     return Starlette(routes=routes, exception_handlers={RequestError: _refused})
 
 
-def serve(host: str, port: int, token: str, cache_dir: Path, max_blob_mb: float = 512.0,
-          cores: list[int] | None = None) -> None:
+def serve(
+    host: str, port: int, token: str, cache_dir: Path, max_blob_mb: float = 512.0, cores: list[int] | None = None
+) -> None:
     """Run the agent until interrupted (``cores``: pin the process to these cores first)."""
     import uvicorn
 

@@ -5,6 +5,7 @@ Only the statistics the tool reports are kept: ``benchmark_app`` gives median, m
 the throughput — no spread, so no confidence interval is made up; ``benchmark_model`` gives count, mean, min,
 max and standard deviation of its timed runs, from which the t-based 95 % half-width follows.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["VendorMeasurement", "VendorLogError", "parse_benchmark_app_json", "parse_benchmark_model_log",
-           "read_vendor_log"]
+__all__ = [
+    "VendorMeasurement",
+    "VendorLogError",
+    "parse_benchmark_app_json",
+    "parse_benchmark_model_log",
+    "read_vendor_log",
+]
 
 
 class VendorLogError(ValueError):
@@ -59,21 +65,31 @@ def parse_benchmark_app_json(doc: Any) -> VendorMeasurement:
     median_key = next((k for k in r if str(k).startswith("latency (")), None)
     mean = _num(r.get("avg latency"))
     if not (math.isfinite(mean) and mean > 0):
-        raise VendorLogError("benchmark_app report without a positive 'avg latency' (a MULTI-device run reports "
-                             f"none); got {str(r.get('avg latency'))[:20]!r}")
+        raise VendorLogError(
+            "benchmark_app report without a positive 'avg latency' (a MULTI-device run reports "
+            f"none); got {str(r.get('avg latency'))[:20]!r}"
+        )
     iterations = _num(r.get("total number of iterations"))
     setup = doc.get("configuration_setup") or {}
     opts = doc.get("cmd_options") or {}
     details = tuple((str(k), str(v)) for k, v in {**opts, **setup}.items())[:40]
     return VendorMeasurement(
-        "openvino benchmark_app", mean, _num(r.get(median_key)) if median_key else math.nan,
-        _num(r.get("min latency")), _num(r.get("max latency")),
-        count=int(iterations) if math.isfinite(iterations) else None, throughput_fps=_num(r.get("throughput")),
-        first_inference_ms=_num(r.get("first inference time (ms)")), details=details)
+        "openvino benchmark_app",
+        mean,
+        _num(r.get(median_key)) if median_key else math.nan,
+        _num(r.get("min latency")),
+        _num(r.get("max latency")),
+        count=int(iterations) if math.isfinite(iterations) else None,
+        throughput_fps=_num(r.get("throughput")),
+        first_inference_ms=_num(r.get("first inference time (ms)")),
+        details=details,
+    )
 
 
-_STATS = re.compile(r"count=(\d+)\s+first=(\d+)\s+curr=(\d+)\s+min=(\d+)\s+max=(\d+)\s+avg=([\d.e+-]+)\s+"
-                    r"std=([\d.e+-]+)")
+_STATS = re.compile(
+    r"count=(\d+)\s+first=(\d+)\s+curr=(\d+)\s+min=(\d+)\s+max=(\d+)\s+avg=([\d.e+-]+)\s+"
+    r"std=([\d.e+-]+)"
+)
 _TIMINGS = re.compile(r"Inference timings in us:.*?First inference:\s*([\d.e+-]+).*?Inference \(avg\):\s*([\d.e+-]+)")
 
 
@@ -94,10 +110,17 @@ def parse_benchmark_model_log(text: str) -> VendorMeasurement:
         from scipy import stats as st
 
         ci = float(st.t.ppf(0.975, n - 1) * std_us / math.sqrt(n)) / 1e3
-    return VendorMeasurement("litert benchmark_model", mean_us / 1e3, latency_min_ms=float(lo) / 1e3,
-                             latency_max_ms=float(hi) / 1e3, latency_std_ms=std_us / 1e3, latency_ci95_ms=ci,
-                             count=n, throughput_fps=1e6 / mean_us if mean_us > 0 else math.nan,
-                             first_inference_ms=float(timing.group(1)) / 1e3 if timing else math.nan)
+    return VendorMeasurement(
+        "litert benchmark_model",
+        mean_us / 1e3,
+        latency_min_ms=float(lo) / 1e3,
+        latency_max_ms=float(hi) / 1e3,
+        latency_std_ms=std_us / 1e3,
+        latency_ci95_ms=ci,
+        count=n,
+        throughput_fps=1e6 / mean_us if mean_us > 0 else math.nan,
+        first_inference_ms=float(timing.group(1)) / 1e3 if timing else math.nan,
+    )
 
 
 def read_vendor_log(path: str | Path) -> VendorMeasurement:

@@ -13,6 +13,7 @@ The CPU's nominal fp32 peak (cores × SIMD lanes × 2 FMA units × clock) is rep
 A variant is placed against the compute roof of the precision its kernels run and the memory roof of the
 smallest level its working set (weights + largest activation) fits in.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,17 @@ import numpy as np
 import torch
 from torch.utils.benchmark import Timer
 
-__all__ = ["COPY_BASE_BYTES", "DRAM_SET", "GEMM_SHAPES", "MAX_LEVEL_SET", "cache_levels", "copy_sweep", "measure_roofs",
-           "nominal_peak_gmacs", "place"]
+__all__ = [
+    "COPY_BASE_BYTES",
+    "DRAM_SET",
+    "GEMM_SHAPES",
+    "MAX_LEVEL_SET",
+    "cache_levels",
+    "copy_sweep",
+    "measure_roofs",
+    "nominal_peak_gmacs",
+    "place",
+]
 
 GEMM_SHAPES = ((1024, 1024, 1024), (2048, 2048, 2048), (512, 4096, 512))  # (m, k, n)
 MAX_LEVEL_SET = 32 << 20  # a virtual machine may report a huge shared cache; its copy set stays bounded
@@ -70,8 +80,10 @@ def nominal_peak_gmacs(threads: int) -> dict[str, Any]:
     lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
     mhz = re.search(r"^cpu MHz\s*:\s*([\d.]+)", info, re.M)
     ghz = float(mhz.group(1)) / 1e3 if mhz else math.nan
-    return {"nominal_peak_gmacs": threads * lanes * 2 * ghz,
-            "nominal_method": f"{threads} thread(s) × {lanes} fp32 lanes × 2 FMA units × {ghz:.2f} GHz (reported clock)"}
+    return {
+        "nominal_peak_gmacs": threads * lanes * 2 * ghz,
+        "nominal_method": f"{threads} thread(s) × {lanes} fp32 lanes × 2 FMA units × {ghz:.2f} GHz (reported clock)",
+    }
 
 
 def _rate(stmt: str, env: dict[str, Any], macs: float, threads: int, min_run_time: float) -> float:
@@ -79,8 +91,9 @@ def _rate(stmt: str, env: dict[str, Any], macs: float, threads: int, min_run_tim
     return macs / t.median / 1e9
 
 
-def _torch_gemm(dtype: torch.dtype, threads: int, min_run_time: float,
-                shapes: tuple[tuple[int, int, int], ...] = GEMM_SHAPES) -> float:
+def _torch_gemm(
+    dtype: torch.dtype, threads: int, min_run_time: float, shapes: tuple[tuple[int, int, int], ...] = GEMM_SHAPES
+) -> float:
     best = 0.0
     for m, k, n in shapes:
         if dtype == torch.int8:
@@ -104,11 +117,13 @@ def _ort_gemm(threads: int, min_run_time: float, n: int = 2048, op: str = "MatMu
     integer = op == "MatMulInteger"
     w = rng.integers(-64, 64, (n, n)).astype(np.int8) if integer else rng.standard_normal((n, n)).astype(np.float32)
     a = rng.integers(0, 128, (n, n)).astype(np.uint8) if integer else rng.standard_normal((n, n)).astype(np.float32)
-    graph = helper.make_graph([helper.make_node(op, ["a", "b"], ["c"])], "gemm",
-                              [helper.make_tensor_value_info("a", TensorProto.UINT8 if integer else TensorProto.FLOAT,
-                                                             [n, n])],
-                              [helper.make_tensor_value_info("c", TensorProto.INT32 if integer else TensorProto.FLOAT,
-                                                             [n, n])], [numpy_helper.from_array(w, "b")])
+    graph = helper.make_graph(
+        [helper.make_node(op, ["a", "b"], ["c"])],
+        "gemm",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8 if integer else TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("c", TensorProto.INT32 if integer else TensorProto.FLOAT, [n, n])],
+        [numpy_helper.from_array(w, "b")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gemm.onnx"
@@ -132,10 +147,18 @@ def _sweep_point(nbytes: int, seconds: float, base_seconds: float) -> dict[str, 
     that difference is too small to resolve, the whole time (a lower bound, and said so)."""
     extra = seconds - base_seconds
     if extra > _RESOLVABLE * seconds:
-        return {"working_set_bytes": nbytes, "seconds": seconds,
-                "gbps": (nbytes - COPY_BASE_BYTES) / extra / 1e9, "method": "copy time less a 1 KB copy's"}
-    return {"working_set_bytes": nbytes, "seconds": seconds, "gbps": nbytes / seconds / 1e9,
-            "method": "whole copy time (call overhead not separable): a lower bound"}
+        return {
+            "working_set_bytes": nbytes,
+            "seconds": seconds,
+            "gbps": (nbytes - COPY_BASE_BYTES) / extra / 1e9,
+            "method": "copy time less a 1 KB copy's",
+        }
+    return {
+        "working_set_bytes": nbytes,
+        "seconds": seconds,
+        "gbps": nbytes / seconds / 1e9,
+        "method": "whole copy time (call overhead not separable): a lower bound",
+    }
 
 
 def _level_sets(levels: list[tuple[str, int]]) -> list[tuple[str, int | None, tuple[int, ...]]]:
@@ -150,8 +173,7 @@ def _level_sets(levels: list[tuple[str, int]]) -> list[tuple[str, int | None, tu
     return [*out, ("DRAM", None, (DRAM_SET,))]
 
 
-def copy_sweep(threads: int, min_run_time: float,
-               levels: list[tuple[str, int]] | None = None) -> list[dict[str, Any]]:
+def copy_sweep(threads: int, min_run_time: float, levels: list[tuple[str, int]] | None = None) -> list[dict[str, Any]]:
     """Memory roofs, smallest level first and DRAM last: each level's best sweep point (``level``,
     ``size_bytes``, ``working_set_bytes``, ``gbps``, ``method``) with every point it took (``sweep``)."""
     base = _copy_seconds(COPY_BASE_BYTES, threads, min_run_time)
@@ -159,8 +181,16 @@ def copy_sweep(threads: int, min_run_time: float,
     for name, size, sets in _level_sets(cache_levels() if levels is None else levels):
         points = [_sweep_point(w, _copy_seconds(w, threads, min_run_time), base) for w in sets]
         best = max(points, key=lambda p: p["gbps"])
-        roofs.append({"level": name, "size_bytes": size, "working_set_bytes": best["working_set_bytes"],
-                      "gbps": best["gbps"], "method": best["method"], "sweep": points})
+        roofs.append(
+            {
+                "level": name,
+                "size_bytes": size,
+                "working_set_bytes": best["working_set_bytes"],
+                "gbps": best["gbps"],
+                "method": best["method"],
+                "sweep": points,
+            }
+        )
     return roofs
 
 
@@ -186,19 +216,26 @@ def measure_roofs(threads: int = 1, min_run_time: float = 0.1) -> dict[str, Any]
         ort_fp32 = _measured(lambda: _ort_gemm(threads, min_run_time)) or 0.0
         torch_int8 = _measured(lambda: _torch_gemm(torch.int8, threads, min_run_time))
         ort_int8 = _measured(lambda: _ort_gemm(threads, min_run_time, op="MatMulInteger"))
-        compute: dict[str, float | None] = {"fp32": max(torch_fp32, ort_fp32),
-                                            "int8": max((r for r in (torch_int8, ort_int8) if r), default=None)}
+        compute: dict[str, float | None] = {
+            "fp32": max(torch_fp32, ort_fp32),
+            "int8": max((r for r in (torch_int8, ort_int8) if r), default=None),
+        }
         for name, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
             rate = _measured(_gemm_at(dtype, threads, min_run_time))
             compute[name] = rate if rate and rate > torch_fp32 else None  # no native kernels: no roof
         memory = copy_sweep(threads, min_run_time)
     finally:
         torch.set_num_threads(prev)
-    return {"compute_roofs_gmacs": compute, "memory_roofs": memory,
-            "fp32_peak_sources": {"torch.matmul best of shapes": torch_fp32, "onnxruntime MatMul 2048³": ort_fp32},
-            "int8_peak_sources": {"torch._int_mm best of shapes": torch_int8,
-                                  "onnxruntime MatMulInteger uint8 × int8 2048³": ort_int8},
-            **nominal_peak_gmacs(threads)}
+    return {
+        "compute_roofs_gmacs": compute,
+        "memory_roofs": memory,
+        "fp32_peak_sources": {"torch.matmul best of shapes": torch_fp32, "onnxruntime MatMul 2048³": ort_fp32},
+        "int8_peak_sources": {
+            "torch._int_mm best of shapes": torch_int8,
+            "onnxruntime MatMulInteger uint8 × int8 2048³": ort_int8,
+        },
+        **nominal_peak_gmacs(threads),
+    }
 
 
 def place(kernel_precision: str | None, working_set_bytes: float, machine: dict[str, Any]) -> dict[str, Any]:
@@ -214,8 +251,9 @@ def place(kernel_precision: str | None, working_set_bytes: float, machine: dict[
     if machine.get("bandwidth_source") == "configured" or not machine.get("memory_roofs"):
         return {**out, "memory_roof_gbps": float(machine["memory_bandwidth_gbps"]), "memory_level": "DRAM"}
     levels = machine["memory_roofs"]  # smallest first, DRAM last
-    first = next((i for i, m in enumerate(levels) if m["size_bytes"] and working_set_bytes <= m["size_bytes"]),
-                 len(levels) - 1)
+    first = next(
+        (i for i, m in enumerate(levels) if m["size_bytes"] and working_set_bytes <= m["size_bytes"]), len(levels) - 1
+    )
     # data that fits a level fits every larger one too: its roof is the fastest of those (a level whose copy
     # time could not be told from the call overhead has only a lower bound, which may sit below L2's)
     best = max(levels[first:], key=lambda m: m["gbps"])

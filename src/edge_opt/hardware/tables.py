@@ -1,5 +1,6 @@
 """Hardware analysis (seeds 001 and 004): layer-wise MACs/bytes for any model of standard
 layers, the host's measured roofline, precision trade-offs and their artifacts."""
+
 from __future__ import annotations
 
 import json
@@ -26,10 +27,21 @@ from ..core import atomic, cpu_model
 from .roofs import measure_roofs
 
 __all__ = [
-    "CALIBRATION_FILE", "HARDWARE_DPI", "LayerEstimate", "add_layer_roofline", "decade_axes", "estimate_layerwise_stats",
-    "fuse_epilogues", "host_cache_dir",
-    "machine_calibration", "measure_machine", "plot_roofline", "precision_tradeoff_table",
-    "rebuild_hardware_plots", "save_hardware_artifacts", "summarize_hardware",
+    "CALIBRATION_FILE",
+    "HARDWARE_DPI",
+    "LayerEstimate",
+    "add_layer_roofline",
+    "decade_axes",
+    "estimate_layerwise_stats",
+    "fuse_epilogues",
+    "host_cache_dir",
+    "machine_calibration",
+    "measure_machine",
+    "plot_roofline",
+    "precision_tradeoff_table",
+    "rebuild_hardware_plots",
+    "save_hardware_artifacts",
+    "summarize_hardware",
 ]
 
 HARDWARE_DPI = 180  # the hardware seed's contract: 180 DPI, tight layout
@@ -51,10 +63,30 @@ class LayerEstimate:
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _SUPPORTED = (
-    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear,
-    nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm,
-    nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.Hardswish, nn.Softmax,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.Linear,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.GELU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.LeakyReLU,
+    nn.Hardswish,
+    nn.Softmax,
 )
 
 
@@ -81,7 +113,8 @@ def _param_bytes(m: Any) -> int:
         b = m.bias() if callable(getattr(m, "bias", None)) else None
         return _tensor_bytes(w) + _tensor_bytes(b)
     return sum(_tensor_bytes(p) for p in m.parameters(recurse=False)) + sum(
-        _tensor_bytes(b) for b in m.buffers(recurse=False) if b.is_floating_point())
+        _tensor_bytes(b) for b in m.buffers(recurse=False) if b.is_floating_point()
+    )
 
 
 def _macs(m: Any, out: torch.Tensor) -> int:
@@ -95,8 +128,12 @@ def _macs(m: Any, out: torch.Tensor) -> int:
     return 0
 
 
-def estimate_layerwise_stats(model: nn.Module, batch_size: int, input_shape: Sequence[int] = (1, 28, 28),
-                             activation_bytes_per_value: float | None = None) -> pd.DataFrame:
+def estimate_layerwise_stats(
+    model: nn.Module,
+    batch_size: int,
+    input_shape: Sequence[int] = (1, 28, 28),
+    activation_bytes_per_value: float | None = None,
+) -> pd.DataFrame:
     """Per-layer output elements, parameter bytes, activation bytes and MACs from forward hooks.
 
     Works for any model of standard layers (Conv1d/2d incl. depthwise/grouped, Linear, pooling,
@@ -117,11 +154,14 @@ def estimate_layerwise_stats(model: nn.Module, batch_size: int, input_shape: Seq
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"The 'batch_size' parameter must be a positive integer. Got {batch_size!r} instead.")
-    targets = [(n, m) for n, m in model.named_modules()
-               if n and (isinstance(m, _SUPPORTED) or _quantized_kind(m) is not None)]
+    targets = [
+        (n, m) for n, m in model.named_modules() if n and (isinstance(m, _SUPPORTED) or _quantized_kind(m) is not None)
+    ]
     if not targets:
-        raise ValueError(f"The model {type(model).__name__} has no supported layer "
-                         f"(Conv, Linear, pooling, normalisation, activation); cannot estimate layer statistics.")
+        raise ValueError(
+            f"The model {type(model).__name__} has no supported layer "
+            f"(Conv, Linear, pooling, normalisation, activation); cannot estimate layer statistics."
+        )
     rows: list[LayerEstimate] = []
     seen: dict[str, int] = {}
 
@@ -133,13 +173,23 @@ def estimate_layerwise_stats(model: nn.Module, batch_size: int, input_shape: Seq
             seen[name] = seen.get(name, 0) + 1
             label = name if seen[name] == 1 else f"{name}#{seen[name]}"
             per_value = activation_bytes_per_value if activation_bytes_per_value is not None else out.element_size()
-            in_per_value = activation_bytes_per_value if activation_bytes_per_value is not None else (
-                inp.element_size() if inp is not None else 0)
-            rows.append(LayerEstimate(
-                layer=label, output_elements=int(out.numel()), parameter_bytes=_param_bytes(mod),
-                activation_bytes=int(round(out.numel() * per_value)), macs=_macs(mod, out),
-                input_bytes=int(round(inp.numel() * in_per_value)) if inp is not None else 0,
-                layer_type=type(mod).__name__))
+            in_per_value = (
+                activation_bytes_per_value
+                if activation_bytes_per_value is not None
+                else (inp.element_size() if inp is not None else 0)
+            )
+            rows.append(
+                LayerEstimate(
+                    layer=label,
+                    output_elements=int(out.numel()),
+                    parameter_bytes=_param_bytes(mod),
+                    activation_bytes=int(round(out.numel() * per_value)),
+                    macs=_macs(mod, out),
+                    input_bytes=int(round(inp.numel() * in_per_value)) if inp is not None else 0,
+                    layer_type=type(mod).__name__,
+                )
+            )
+
         return fn
 
     handles = [m.register_forward_hook(hook(n)) for n, m in targets]
@@ -152,9 +202,18 @@ def estimate_layerwise_stats(model: nn.Module, batch_size: int, input_shape: Seq
     finally:
         for h in handles:
             h.remove()
-    return pd.DataFrame([asdict(r) for r in rows],
-                        columns=["layer", "output_elements", "parameter_bytes", "activation_bytes", "macs",
-                                 "input_bytes", "layer_type"])
+    return pd.DataFrame(
+        [asdict(r) for r in rows],
+        columns=[
+            "layer",
+            "output_elements",
+            "parameter_bytes",
+            "activation_bytes",
+            "macs",
+            "input_bytes",
+            "layer_type",
+        ],
+    )
 
 
 # --- machine calibration ------------------------------------------------------------------
@@ -162,13 +221,16 @@ def estimate_layerwise_stats(model: nn.Module, batch_size: int, input_shape: Seq
 CALIBRATION_FILE = "machine_calibration.json"
 
 
-def measure_machine(threads: int = 1, gemm_n: int = 2048, copy_mb: int = 128, min_run_time: float = 0.1) -> dict[str, Any]:
+def measure_machine(
+    threads: int = 1, gemm_n: int = 2048, copy_mb: int = 128, min_run_time: float = 0.1
+) -> dict[str, Any]:
     """Measure this host's roofs (``edge_opt.hardware.roofs.measure_roofs``) in the calibration's record.
 
     Peak: the best fp32 GEMM rate (``torch.matmul`` over several large shapes, ONNX Runtime's MatMul);
     int8: the best of ``torch._int_mm`` and ONNX Runtime's MatMulInteger; bandwidth: the DRAM copy (read +
-    write); plus the per-precision compute roofs, the per-cache-level memory roofs and the CPU's nominal peak. ``gemm_n`` and ``copy_mb`` are
-    kept for callers of earlier releases (the shapes and working sets are now fixed sweeps).
+    write); plus the per-precision compute roofs, the per-cache-level memory roofs and the CPU's nominal peak.
+    ``gemm_n`` and ``copy_mb`` are kept for callers of earlier releases (the shapes and working sets are now
+    fixed sweeps).
 
     Returns:
         dict with peak_compute_gmacs, peak_compute_gmacs_int8 (None if unavailable),
@@ -186,9 +248,12 @@ def measure_machine(threads: int = 1, gemm_n: int = 2048, copy_mb: int = 128, mi
         "calibration_version": CALIBRATION_VERSION,
         "threads": threads,
         "peak_method": "best of torch.matmul fp32 over several large shapes and ONNX Runtime's MatMul (median of "
-                       "blocked_autorange each)",
-        "int8_method": ("best of torch._int_mm over several large shapes and ONNX Runtime's MatMulInteger (uint8 × "
-                        "int8)") if compute.get("int8") else "not available",
+        "blocked_autorange each)",
+        "int8_method": (
+            "best of torch._int_mm over several large shapes and ONNX Runtime's MatMulInteger (uint8 × int8)"
+        )
+        if compute.get("int8")
+        else "not available",
         "bandwidth_method": f"tensor copy of {dram['working_set_bytes'] // 1_000_000} MB (read + write)",
         "hostname": socket.gethostname(),
         "cpu_model": cpu_model(),
@@ -214,12 +279,21 @@ def _usable(doc: dict[str, Any]) -> bool:
     """A stored calibration holds the figures a study reads: positive fp32 peak and DRAM bandwidth, optional
     int8 peak, compute roofs by precision, memory roofs each with a level and a positive bandwidth."""
     compute, memory = doc.get("compute_roofs_gmacs", {}), doc.get("memory_roofs", [])
-    return (_positive(doc.get("peak_compute_gmacs")) and _positive(doc.get("memory_bandwidth_gbps"))
-            and (doc.get("peak_compute_gmacs_int8") is None or _positive(doc.get("peak_compute_gmacs_int8")))
-            and isinstance(compute, dict) and all(v is None or _positive(v) for v in compute.values())
-            and isinstance(memory, list)
-            and all(isinstance(m, dict) and isinstance(m.get("level"), str) and _positive(m.get("gbps"))
-                    and (m.get("size_bytes") is None or _positive(m.get("size_bytes"))) for m in memory))
+    return (
+        _positive(doc.get("peak_compute_gmacs"))
+        and _positive(doc.get("memory_bandwidth_gbps"))
+        and (doc.get("peak_compute_gmacs_int8") is None or _positive(doc.get("peak_compute_gmacs_int8")))
+        and isinstance(compute, dict)
+        and all(v is None or _positive(v) for v in compute.values())
+        and isinstance(memory, list)
+        and all(
+            isinstance(m, dict)
+            and isinstance(m.get("level"), str)
+            and _positive(m.get("gbps"))
+            and (m.get("size_bytes") is None or _positive(m.get("size_bytes")))
+            for m in memory
+        )
+    )
 
 
 def _read_calibration(path: Path | None, ident: dict[str, Any]) -> dict[str, Any] | None:
@@ -244,8 +318,13 @@ def _keep_for_host(path: Path | None, doc: dict[str, Any]) -> None:
         pass
 
 
-def machine_calibration(output_dir: str | Path, threads: int = 1, memory_bandwidth_gbps: float | None = None,
-                        peak_compute_gmacs: float | None = None, remeasure: bool = False) -> dict[str, Any]:
+def machine_calibration(
+    output_dir: str | Path,
+    threads: int = 1,
+    memory_bandwidth_gbps: float | None = None,
+    peak_compute_gmacs: float | None = None,
+    remeasure: bool = False,
+) -> dict[str, Any]:
     """Measured machine figures, cached per host (``host_cache_dir()``, copied into ``output_dir``); configured
     values override (both given: nothing is measured). ``remeasure`` measures again unless the host's figures
     already are a re-measurement (a variant beat its roof: measure once more, once per host).
@@ -255,12 +334,22 @@ def machine_calibration(output_dir: str | Path, threads: int = 1, memory_bandwid
         ``bandwidth_source`` / ``peak_source`` = "measured" or "configured".
     """
     if memory_bandwidth_gbps and peak_compute_gmacs:  # both roofs given: nothing to measure
-        return {"memory_bandwidth_gbps": float(memory_bandwidth_gbps), "peak_compute_gmacs": float(peak_compute_gmacs),
-                "peak_compute_gmacs_int8": None, "bandwidth_source": "configured", "peak_source": "configured",
-                "threads": threads}
+        return {
+            "memory_bandwidth_gbps": float(memory_bandwidth_gbps),
+            "peak_compute_gmacs": float(peak_compute_gmacs),
+            "peak_compute_gmacs_int8": None,
+            "bandwidth_source": "configured",
+            "peak_source": "configured",
+            "threads": threads,
+        }
     path = Path(output_dir) / CALIBRATION_FILE
-    ident = {"hostname": socket.gethostname(), "cpu_model": cpu_model(), "threads": threads, "torch": torch.__version__,
-             "calibration_version": CALIBRATION_VERSION}
+    ident = {
+        "hostname": socket.gethostname(),
+        "cpu_model": cpu_model(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "calibration_version": CALIBRATION_VERSION,
+    }
     cache_dir = host_cache_dir()
     host_path = cache_dir / f"machine_calibration-{threads}t.json" if cache_dir is not None else None
     local, host = _read_calibration(path, ident), _read_calibration(host_path, ident)
@@ -273,8 +362,9 @@ def machine_calibration(output_dir: str | Path, threads: int = 1, memory_bandwid
     return _with_overrides(cached, memory_bandwidth_gbps, peak_compute_gmacs)
 
 
-def _with_overrides(cached: dict[str, Any], memory_bandwidth_gbps: float | None,
-                    peak_compute_gmacs: float | None) -> dict[str, Any]:
+def _with_overrides(
+    cached: dict[str, Any], memory_bandwidth_gbps: float | None, peak_compute_gmacs: float | None
+) -> dict[str, Any]:
     out = dict(cached)
     out["bandwidth_source"] = "configured" if memory_bandwidth_gbps else "measured"
     out["peak_source"] = "configured" if peak_compute_gmacs else "measured"
@@ -288,8 +378,18 @@ def _with_overrides(cached: dict[str, Any], memory_bandwidth_gbps: float | None,
 # --- roofline -----------------------------------------------------------------------------
 
 
-_EPILOGUES = {"ReLU", "ReLU6", "GELU", "SiLU", "Tanh", "Sigmoid", "LeakyReLU", "Hardswish", "BatchNorm1d",
-              "BatchNorm2d"}
+_EPILOGUES = {
+    "ReLU",
+    "ReLU6",
+    "GELU",
+    "SiLU",
+    "Tanh",
+    "Sigmoid",
+    "LeakyReLU",
+    "Hardswish",
+    "BatchNorm1d",
+    "BatchNorm2d",
+}
 
 
 def fuse_epilogues(layerwise_df: pd.DataFrame) -> pd.DataFrame:
@@ -311,7 +411,9 @@ def _producer(kind: str) -> bool:
     return "Conv" in kind or "Linear" in kind
 
 
-def add_layer_roofline(layerwise_df: pd.DataFrame, memory_bandwidth_gbps: float, peak_compute_gmacs: float) -> pd.DataFrame:
+def add_layer_roofline(
+    layerwise_df: pd.DataFrame, memory_bandwidth_gbps: float, peak_compute_gmacs: float
+) -> pd.DataFrame:
     """Per-layer bytes moved, arithmetic intensity (MAC/byte), regime and roofline time (ms)."""
     df = layerwise_df.copy()
     moved = df["parameter_bytes"] + df["activation_bytes"] + df.get("input_bytes", 0)
@@ -325,8 +427,9 @@ def add_layer_roofline(layerwise_df: pd.DataFrame, memory_bandwidth_gbps: float,
     return df
 
 
-def summarize_hardware(layerwise_df: pd.DataFrame, latency_ms: float, memory_bandwidth_gbps: float,
-                       peak_compute_gmacs: float | None = None) -> dict[str, Any]:
+def summarize_hardware(
+    layerwise_df: pd.DataFrame, latency_ms: float, memory_bandwidth_gbps: float, peak_compute_gmacs: float | None = None
+) -> dict[str, Any]:
     """Bandwidth and compute achieved by a measured latency, against the machine's roofline.
 
     Args:
@@ -353,21 +456,27 @@ def summarize_hardware(layerwise_df: pd.DataFrame, latency_ms: float, memory_ban
         "achieved_gmacs": total_macs / secs / 1e9 if secs == secs else math.nan,
         "arithmetic_intensity": total_macs / total_bytes if total_bytes else math.nan,
         "peak_compute_gmacs": float(peak_compute_gmacs) if peak_compute_gmacs else math.nan,
-        "roofline_knee": math.nan, "bound_regime": None, "attainable_latency_ms": math.nan,
-        "roofline_efficiency": math.nan, "compute_bound_fraction": math.nan, "latency_ms": float(latency_ms),
+        "roofline_knee": math.nan,
+        "bound_regime": None,
+        "attainable_latency_ms": math.nan,
+        "roofline_efficiency": math.nan,
+        "compute_bound_fraction": math.nan,
+        "latency_ms": float(latency_ms),
     }
     if peak_compute_gmacs:
         layers = add_layer_roofline(layerwise_df, memory_bandwidth_gbps, peak_compute_gmacs)
         attainable = float(layers["roofline_time_ms"].sum())
         knee = peak_compute_gmacs / memory_bandwidth_gbps
         compute_ms = float(layers.loc[layers["bound_regime"] == "compute-bound", "roofline_time_ms"].sum())
-        out.update({
-            "roofline_knee": knee,
-            "bound_regime": "compute-bound" if out["arithmetic_intensity"] >= knee else "memory-bound",
-            "attainable_latency_ms": attainable,
-            "roofline_efficiency": attainable / latency_ms if latency_ms > 0 else math.nan,
-            "compute_bound_fraction": compute_ms / attainable if attainable > 0 else math.nan,
-        })
+        out.update(
+            {
+                "roofline_knee": knee,
+                "bound_regime": "compute-bound" if out["arithmetic_intensity"] >= knee else "memory-bound",
+                "attainable_latency_ms": attainable,
+                "roofline_efficiency": attainable / latency_ms if latency_ms > 0 else math.nan,
+                "compute_bound_fraction": compute_ms / attainable if attainable > 0 else math.nan,
+            }
+        )
     return out
 
 
@@ -402,8 +511,13 @@ def _draw_ceilings(ax: Any, xs: np.ndarray, ceilings: Mapping[str, Any], fp32: f
     for level, gbps in ceilings.get("memory", []):
         ax.plot(xs, np.minimum(top, xs * gbps), color="tab:brown", ls="-.", lw=0.8)
         knee = top / gbps
-        ax.annotate(f"{level} {gbps:.0f} GB/s", (max(xs[0], knee / 30), knee / 30 * gbps), fontsize=6,
-                    color="tab:brown", rotation=30)
+        ax.annotate(
+            f"{level} {gbps:.0f} GB/s",
+            (max(xs[0], knee / 30), knee / 30 * gbps),
+            fontsize=6,
+            color="tab:brown",
+            rotation=30,
+        )
 
 
 def _bar(path: Path, labels: Sequence[str], values: Sequence[float], ylabel: str, title: str) -> None:
@@ -437,15 +551,26 @@ def _scatter_points(ax: Any, ok: pd.DataFrame, colors: Mapping[str, str], marker
     its pruning level."""
     if not len(ok):
         return
-    frame = ok.assign(backend=ok.get("backend", pd.Series("", index=ok.index)).astype(str),
-                      precision=ok.get("precision", pd.Series("", index=ok.index)).astype(str))
+    frame = ok.assign(
+        backend=ok.get("backend", pd.Series("", index=ok.index)).astype(str),
+        precision=ok.get("precision", pd.Series("", index=ok.index)).astype(str),
+    )
     for (backend, prec), grp in frame.groupby(["backend", "precision"], sort=False):
-        flagged = (grp["roof_exceeded"].fillna(False).astype(bool) if "roof_exceeded" in grp
-                   else pd.Series(False, index=grp.index))
-        ax.scatter(grp["arithmetic_intensity"].astype(float), grp["achieved_gmacs"].astype(float), s=36,
-                   c=colors.get(prec, "tab:grey"), marker=markers.get(backend, "D"),
-                   edgecolors=["red" if f else "k" for f in flagged],
-                   linewidths=[1.5 if f else 0.4 for f in flagged], label=f"{backend} {prec}")
+        flagged = (
+            grp["roof_exceeded"].fillna(False).astype(bool)
+            if "roof_exceeded" in grp
+            else pd.Series(False, index=grp.index)
+        )
+        ax.scatter(
+            grp["arithmetic_intensity"].astype(float),
+            grp["achieved_gmacs"].astype(float),
+            s=36,
+            c=colors.get(prec, "tab:grey"),
+            marker=markers.get(backend, "D"),
+            edgecolors=["red" if f else "k" for f in flagged],
+            linewidths=[1.5 if f else 0.4 for f in flagged],
+            label=f"{backend} {prec}",
+        )
         if "pruning_level" not in grp:
             continue
         for x, y, level in zip(grp["arithmetic_intensity"], grp["achieved_gmacs"], grp["pruning_level"], strict=True):
@@ -453,9 +578,14 @@ def _scatter_points(ax: Any, ok: pd.DataFrame, colors: Mapping[str, str], marker
                 ax.annotate(f"p{float(level):g}", (x, y), fontsize=6, textcoords="offset points", xytext=(3, 2))
 
 
-def plot_roofline(path: str | Path, peak_compute_gmacs: float, memory_bandwidth_gbps: float,
-                  points: pd.DataFrame, peak_int8_gmacs: float | None = None,
-                  ceilings: Mapping[str, Any] | None = None) -> Path:
+def plot_roofline(
+    path: str | Path,
+    peak_compute_gmacs: float,
+    memory_bandwidth_gbps: float,
+    points: pd.DataFrame,
+    peak_int8_gmacs: float | None = None,
+    ceilings: Mapping[str, Any] | None = None,
+) -> Path:
     """The machine's roof (fp32 × DRAM, and int8 when measured), every other measured ceiling (``ceilings``:
     ``compute`` {precision: GMAC/s}, ``memory`` [(cache level, GB/s)]) and each variant at (arithmetic
     intensity, achieved GMAC/s); variants that beat their roof are ringed in red.
@@ -465,8 +595,11 @@ def plot_roofline(path: str | Path, peak_compute_gmacs: float, memory_bandwidth_
     """
     fig, ax = plt.subplots(figsize=(7.5, 5))
     knee = peak_compute_gmacs / memory_bandwidth_gbps
-    ok = points[np.isfinite(points["arithmetic_intensity"].astype(float)) & (points["achieved_gmacs"].astype(float) > 0)] \
-        if len(points) else points
+    ok = (
+        points[np.isfinite(points["arithmetic_intensity"].astype(float)) & (points["achieved_gmacs"].astype(float) > 0)]
+        if len(points)
+        else points
+    )
     xs_pts = ok["arithmetic_intensity"].astype(float) if len(ok) else pd.Series([knee])
     lo, hi = min(xs_pts.min(), knee) / 10, max(xs_pts.max(), knee) * 10
     xs = np.logspace(np.log10(lo), np.log10(hi), 200)
@@ -491,9 +624,14 @@ def plot_roofline(path: str | Path, peak_compute_gmacs: float, memory_bandwidth_
     return Path(path)
 
 
-def save_hardware_artifacts(output_dir: str | Path, layerwise_df: pd.DataFrame, precision_df: pd.DataFrame,
-                            summary: Mapping[str, Any], roofline_points: pd.DataFrame | None = None,
-                            machine: Mapping[str, Any] | None = None) -> dict[str, Path]:
+def save_hardware_artifacts(
+    output_dir: str | Path,
+    layerwise_df: pd.DataFrame,
+    precision_df: pd.DataFrame,
+    summary: Mapping[str, Any],
+    roofline_points: pd.DataFrame | None = None,
+    machine: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
     """Write layerwise_breakdown.csv, precision_tradeoffs.csv, hardware_summary.csv,
     layerwise_activation_memory.png, layerwise_macs.png (180 DPI, tight layout, UTF-8), and
     roofline.png when the summary has a peak and a bandwidth.
@@ -515,26 +653,43 @@ def save_hardware_artifacts(output_dir: str | Path, layerwise_df: pd.DataFrame, 
     if bw and peak and peak == peak and "bound_regime" not in layers.columns:
         layers = add_layer_roofline(layerwise_df, bw, peak)
     paths = {
-        "layerwise_breakdown": atomic.write_with(out / "layerwise_breakdown.csv",
-                                                 lambda t: layers.to_csv(t, index=False, encoding="utf-8")),
-        "precision_tradeoffs": atomic.write_with(out / "precision_tradeoffs.csv",
-                                                 lambda t: precision_df.to_csv(t, index=False, encoding="utf-8")),
-        "hardware_summary": atomic.write_with(out / "hardware_summary.csv", lambda t: pd.DataFrame(
-            [{k: v for k, v in summary.items() if not isinstance(v, (dict, list))}]).to_csv(t, index=False, encoding="utf-8")),
+        "layerwise_breakdown": atomic.write_with(
+            out / "layerwise_breakdown.csv", lambda t: layers.to_csv(t, index=False, encoding="utf-8")
+        ),
+        "precision_tradeoffs": atomic.write_with(
+            out / "precision_tradeoffs.csv", lambda t: precision_df.to_csv(t, index=False, encoding="utf-8")
+        ),
+        "hardware_summary": atomic.write_with(
+            out / "hardware_summary.csv",
+            lambda t: pd.DataFrame([{k: v for k, v in summary.items() if not isinstance(v, (dict, list))}]).to_csv(
+                t, index=False, encoding="utf-8"
+            ),
+        ),
     }
-    _bar(out / "layerwise_activation_memory.png", list(layers["layer"]), list(layers["activation_bytes"] / 1e3),
-         "activation memory (kB)", "activation memory per layer")
+    _bar(
+        out / "layerwise_activation_memory.png",
+        list(layers["layer"]),
+        list(layers["activation_bytes"] / 1e3),
+        "activation memory (kB)",
+        "activation memory per layer",
+    )
     paths["layerwise_activation_memory"] = out / "layerwise_activation_memory.png"
     _bar(out / "layerwise_macs.png", list(layers["layer"]), list(layers["macs"] / 1e6), "MMACs", "MACs per layer")
     paths["layerwise_macs"] = out / "layerwise_macs.png"
     if roofline_points is not None:
-        paths["roofline_points"] = atomic.write_with(out / "roofline_points.csv", lambda t: roofline_points.to_csv(
-            t, index=False, encoding="utf-8"))
+        paths["roofline_points"] = atomic.write_with(
+            out / "roofline_points.csv", lambda t: roofline_points.to_csv(t, index=False, encoding="utf-8")
+        )
     if bw and peak and peak == peak:
         fp32, dram = (machine["peak_compute_gmacs"], machine["memory_bandwidth_gbps"]) if machine else (peak, bw)
-        paths["roofline"] = plot_roofline(out / "roofline.png", fp32, dram,
-                                          roofline_points if roofline_points is not None else pd.DataFrame(),
-                                          summary.get("peak_compute_gmacs_int8"), ceilings=_ceilings(machine))
+        paths["roofline"] = plot_roofline(
+            out / "roofline.png",
+            fp32,
+            dram,
+            roofline_points if roofline_points is not None else pd.DataFrame(),
+            summary.get("peak_compute_gmacs_int8"),
+            ceilings=_ceilings(machine),
+        )
     return paths
 
 
@@ -553,10 +708,20 @@ def rebuild_hardware_plots(output_dir: str | Path) -> list[Path]:
     written: list[Path] = []
     if (out / "layerwise_breakdown.csv").exists():
         layers = pd.read_csv(out / "layerwise_breakdown.csv")
-        _bar(out / "layerwise_activation_memory.png", list(layers["layer"].astype(str)),
-             list(layers["activation_bytes"] / 1e3), "activation memory (kB)", "activation memory per layer")
-        _bar(out / "layerwise_macs.png", list(layers["layer"].astype(str)), list(layers["macs"] / 1e6), "MMACs",
-             "MACs per layer")
+        _bar(
+            out / "layerwise_activation_memory.png",
+            list(layers["layer"].astype(str)),
+            list(layers["activation_bytes"] / 1e3),
+            "activation memory (kB)",
+            "activation memory per layer",
+        )
+        _bar(
+            out / "layerwise_macs.png",
+            list(layers["layer"].astype(str)),
+            list(layers["macs"] / 1e6),
+            "MMACs",
+            "MACs per layer",
+        )
         written += [out / "layerwise_activation_memory.png", out / "layerwise_macs.png"]
     if (out / "hardware_summary.csv").exists():
         summary = pd.read_csv(out / "hardware_summary.csv").iloc[0].to_dict()
@@ -564,6 +729,9 @@ def rebuild_hardware_plots(output_dir: str | Path) -> list[Path]:
         points = pd.read_csv(out / "roofline_points.csv") if (out / "roofline_points.csv").exists() else pd.DataFrame()
         int8 = summary.get("peak_compute_gmacs_int8")
         if bw and peak and peak == peak:
-            written.append(plot_roofline(out / "roofline.png", float(peak), float(bw), points,
-                                         float(int8) if int8 == int8 and int8 else None))
+            written.append(
+                plot_roofline(
+                    out / "roofline.png", float(peak), float(bw), points, float(int8) if int8 == int8 and int8 else None
+                )
+            )
     return written

@@ -1,6 +1,7 @@
 """Inputs stage: data sets (registry and readers of the user's files), model sources (registry models, ONNX
 files, factories, exported programs) and training.
 """
+
 from __future__ import annotations
 
 from .data import (
@@ -29,4 +30,39 @@ from .sources import (
 )
 from .training import StopRequested, resolve_device, set_deterministic, train_model
 
-__all__ = ["DATASETS", "DataBundle", "DataError", "MODELS", "ModelSource", "ModelSourceError", "RawDataset", "StopRequested", "call_dataset", "check_model_fits", "create_model", "dataset_arrays", "digits_dataset", "file_sha256", "images_from_array", "labels_from_array", "list_datasets", "list_models", "load_data", "load_model_source", "load_study_data", "make_loaders", "model_param_errors", "onnx_input_spec", "read_image_folder", "read_npz", "register_dataset", "register_model", "resolve_device", "set_deterministic", "source_digest", "state_dict_sha256", "synthetic_dataset", "train_model"]
+__all__ = [
+    "DATASETS",
+    "DataBundle",
+    "DataError",
+    "MODELS",
+    "ModelSource",
+    "ModelSourceError",
+    "RawDataset",
+    "StopRequested",
+    "call_dataset",
+    "check_model_fits",
+    "create_model",
+    "dataset_arrays",
+    "digits_dataset",
+    "file_sha256",
+    "images_from_array",
+    "labels_from_array",
+    "list_datasets",
+    "list_models",
+    "load_data",
+    "load_model_source",
+    "load_study_data",
+    "make_loaders",
+    "model_param_errors",
+    "onnx_input_spec",
+    "read_image_folder",
+    "read_npz",
+    "register_dataset",
+    "register_model",
+    "resolve_device",
+    "set_deterministic",
+    "source_digest",
+    "state_dict_sha256",
+    "synthetic_dataset",
+    "train_model",
+]

@@ -4,6 +4,7 @@
 download; ``mnist`` / ``fashion-mnist`` read the standard IDX files (raw or .gz)
 from ``data_dir``; ``synthetic`` is a seeded toy problem for tests.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -23,9 +24,20 @@ from . import readers
 from .raw import DataError, RawDataset, resize_images
 
 __all__ = [
-    "DATASETS", "DataBundle", "Preprocess", "digits_dataset", "fit_preprocess",
-    "list_datasets", "load_data", "load_raw", "load_study_data", "make_loaders", "read_idx", "register_dataset",
-    "synthetic_dataset", "validate_raw",
+    "DATASETS",
+    "DataBundle",
+    "Preprocess",
+    "digits_dataset",
+    "fit_preprocess",
+    "list_datasets",
+    "load_data",
+    "load_raw",
+    "load_study_data",
+    "make_loaders",
+    "read_idx",
+    "register_dataset",
+    "synthetic_dataset",
+    "validate_raw",
 ]
 
 
@@ -46,11 +58,15 @@ def digits_dataset(data_dir: str = "", image_size: int = 28, seed: int = 0) -> R
 
     d = load_digits()
     images = (d.images.astype(np.float32) / 16.0)[:, None, :, :]
-    return RawDataset(resize_images(images, image_size), d.target.astype(np.int64), 10, "sklearn.datasets.load_digits (bundled)")
+    return RawDataset(
+        resize_images(images, image_size), d.target.astype(np.int64), 10, "sklearn.datasets.load_digits (bundled)"
+    )
 
 
 @register_dataset("synthetic")
-def synthetic_dataset(data_dir: str = "", image_size: int = 8, seed: int = 0, n_samples: int = 512, num_classes: int = 4) -> RawDataset:
+def synthetic_dataset(
+    data_dir: str = "", image_size: int = 8, seed: int = 0, n_samples: int = 512, num_classes: int = 4
+) -> RawDataset:
     """Class-dependent blobs: learnable, seeded, tiny."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, num_classes, size=n_samples).astype(np.int64)
@@ -86,7 +102,8 @@ def read_idx(path: str | Path) -> np.ndarray:
     expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     if len(raw) - header != expected:
         raise DataError(
-            f"IDX file {str(path)!r} is corrupt: dims {list(dims)} need {expected} data bytes, found {len(raw) - header}."
+            f"IDX file {str(path)!r} is corrupt: dims {list(dims)} need {expected} data bytes, "
+            f"found {len(raw) - header}."
         )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
 
@@ -143,8 +160,10 @@ def validate_raw(ds: RawDataset, name: str) -> None:
     for what, images, labels in parts:
         _validate_part(f"{name}{what}", images, labels, ds.num_classes, allow_empty=bool(what == "" and len(parts) > 1))
     if ds.val_images is not None and ds.images.shape[1:] != ds.val_images.shape[1:] and len(ds.images):
-        raise DataError(f"Data set {name!r}: training images have shape {ds.images.shape[1:]} but validation images "
-                        f"{ds.val_images.shape[1:]}.")
+        raise DataError(
+            f"Data set {name!r}: training images have shape {ds.images.shape[1:]} but validation images "
+            f"{ds.val_images.shape[1:]}."
+        )
 
 
 def _validate_part(name: str, images: np.ndarray, labels: np.ndarray, num_classes: int, allow_empty: bool) -> None:
@@ -176,14 +195,20 @@ class Preprocess:
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
         """Preprocessed float32 copy of an (N, C, H, W) raw batch."""
-        mean = np.asarray(self.mean, dtype=np.float32).reshape(1, -1, 1, 1) if isinstance(self.mean, tuple) else self.mean
+        mean = (
+            np.asarray(self.mean, dtype=np.float32).reshape(1, -1, 1, 1) if isinstance(self.mean, tuple) else self.mean
+        )
         std = np.asarray(self.std, dtype=np.float32).reshape(1, -1, 1, 1) if isinstance(self.std, tuple) else self.std
         return ((raw.astype(np.float32) * np.float32(self.scale) - mean) / std).astype(np.float32)
 
     def as_dict(self) -> dict[str, Any]:
         """For manifests: scale, mean, std and the formula."""
-        return {"scale": self.scale, "mean": _plain(self.mean), "std": _plain(self.std),
-                "formula": "(x * scale - mean) / std"}
+        return {
+            "scale": self.scale,
+            "mean": _plain(self.mean),
+            "std": _plain(self.std),
+            "formula": "(x * scale - mean) / std",
+        }
 
 
 def _plain(v: Stat) -> float | list[float]:
@@ -228,14 +253,20 @@ class DataBundle:
     @property
     def calibration_images(self) -> int:
         """How many images the calibration batches are drawn from."""
-        source = self.calibration_set if self.calibration_set is not None else (
-            self.train_loader.dataset if self.train_loader is not None else self.val_loader.dataset)
+        source = (
+            self.calibration_set
+            if self.calibration_set is not None
+            else (self.train_loader.dataset if self.train_loader is not None else self.val_loader.dataset)
+        )
         return len(source)  # type: ignore[arg-type]
 
     def calibration_batches(self, n: int) -> list[torch.Tensor]:
         """The first ``n`` calibration batches in a fixed order (no shuffling), inputs only."""
-        source = self.calibration_set if self.calibration_set is not None else (
-            self.train_loader.dataset if self.train_loader is not None else self.val_loader.dataset)
+        source = (
+            self.calibration_set
+            if self.calibration_set is not None
+            else (self.train_loader.dataset if self.train_loader is not None else self.val_loader.dataset)
+        )
         ordered = DataLoader(source, batch_size=self.val_loader.batch_size, shuffle=False)
         out: list[torch.Tensor] = []
         for batch in ordered:
@@ -245,8 +276,9 @@ class DataBundle:
         return out
 
 
-def _split(ds: RawDataset, val_fraction: float, seed: int, train_subset: int | None,
-           val_subset: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _split(
+    ds: RawDataset, val_fraction: float, seed: int, train_subset: int | None, val_subset: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(x_train, y_train, x_val, y_val): the given split, or a seeded split by ``val_fraction``."""
     if ds.val_images is not None and ds.val_labels is not None:
         xt, yt, xv, yv = ds.images, ds.labels, ds.val_images, ds.val_labels
@@ -310,16 +342,26 @@ def make_loaders(
         return TensorDataset(torch.from_numpy(pre.apply(x)), torch.from_numpy(y.astype(np.int64)))
 
     gen = torch.Generator().manual_seed(dataloader_seed)
-    train_loader = DataLoader(tensors(xt, yt), batch_size=batch_size, shuffle=True, generator=gen,
-                              num_workers=num_workers) if len(xt) else None
+    train_loader = (
+        DataLoader(tensors(xt, yt), batch_size=batch_size, shuffle=True, generator=gen, num_workers=num_workers)
+        if len(xt)
+        else None
+    )
     val_loader = DataLoader(tensors(xv, yv), batch_size=batch_size, shuffle=False, num_workers=num_workers)
     calib = None
     if calibration_images is not None:
         calib = TensorDataset(torch.from_numpy(pre.apply(calibration_images)))
     return DataBundle(
-        train_loader=train_loader, val_loader=val_loader,
-        input_shape=(int(xv.shape[1]), int(xv.shape[2]), int(xv.shape[3])), num_classes=ds.num_classes,
-        preprocess=pre, source=ds.source, n_train=len(xt), n_val=len(xv), val_images_raw=xv, val_labels=yv,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        input_shape=(int(xv.shape[1]), int(xv.shape[2]), int(xv.shape[3])),
+        num_classes=ds.num_classes,
+        preprocess=pre,
+        source=ds.source,
+        n_train=len(xt),
+        n_val=len(xv),
+        val_images_raw=xv,
+        val_labels=yv,
         calibration_set=calib,
     )
 
@@ -369,8 +411,10 @@ def load_raw(cfg: StudyConfig, channels: int | None = None) -> RawDataset:
     if cfg.dataset == "npz":
         return readers.read_npz(cfg.data_path, cfg.layout, cfg.image_size)
     if cfg.dataset == "python":
-        raise DataError("The 'dataset' value 'python' means arrays handed to edge_opt.optimize; a config file names "
-                        "a registered data set, 'npz', 'image_folder' or 'package.module:callable'.")
+        raise DataError(
+            "The 'dataset' value 'python' means arrays handed to edge_opt.optimize; a config file names "
+            "a registered data set, 'npz', 'image_folder' or 'package.module:callable'."
+        )
     if cfg.dataset == "image_folder":
         return readers.read_image_folder(cfg.data_dir, cfg.image_size, channels)
     if ":" in cfg.dataset:
@@ -379,8 +423,9 @@ def load_raw(cfg: StudyConfig, channels: int | None = None) -> RawDataset:
     return factory(data_dir=cfg.data_dir, image_size=cfg.image_size or 28, seed=cfg.dataloader_seed)
 
 
-def load_study_data(cfg: StudyConfig, raw: RawDataset | None = None, channels: int | None = None,
-                    calibration: np.ndarray | None = None) -> DataBundle:
+def load_study_data(
+    cfg: StudyConfig, raw: RawDataset | None = None, channels: int | None = None, calibration: np.ndarray | None = None
+) -> DataBundle:
     """The study's data, exactly as its config asks (every executor loads it through here).
 
     Args:
@@ -391,9 +436,24 @@ def load_study_data(cfg: StudyConfig, raw: RawDataset | None = None, channels: i
     raw = raw if raw is not None else load_raw(cfg, channels)
     validate_raw(raw, cfg.dataset)
     shape = (raw.val_images if raw.val_images is not None else raw.images).shape[1:]
-    calib = calibration if calibration is not None else (
-        readers.read_calibration(cfg.calibration_data_path, cfg.layout, shape) if cfg.calibration_data_path else None)
-    return make_loaders(raw, batch_size=cfg.batch_size, dataloader_seed=cfg.dataloader_seed,
-                        val_fraction=cfg.val_fraction, train_subset=cfg.train_subset, val_subset=cfg.val_subset,
-                        num_workers=cfg.num_workers, preprocess=cfg.preprocess,
-                        fit_normalisation=not cfg.model.trained, calibration_images=calib)
+    calib = (
+        calibration
+        if calibration is not None
+        else (
+            readers.read_calibration(cfg.calibration_data_path, cfg.layout, shape)
+            if cfg.calibration_data_path
+            else None
+        )
+    )
+    return make_loaders(
+        raw,
+        batch_size=cfg.batch_size,
+        dataloader_seed=cfg.dataloader_seed,
+        val_fraction=cfg.val_fraction,
+        train_subset=cfg.train_subset,
+        val_subset=cfg.val_subset,
+        num_workers=cfg.num_workers,
+        preprocess=cfg.preprocess,
+        fit_normalisation=not cfg.model.trained,
+        calibration_images=calib,
+    )

@@ -3,6 +3,7 @@
 Every factory takes ``input_shape`` (C, H, W) and ``num_classes`` from the data,
 plus its own keyword parameters from the config's ``model.params``.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -16,8 +17,17 @@ from ..config import short_repr
 from ..core import Registry
 
 __all__ = [
-    "MODELS", "SmallCNN", "create_model", "ds_cnn", "list_models", "mlp", "mobilenetv2_tiny", "model_param_errors",
-    "register_model", "resnet8", "small_cnn",
+    "MODELS",
+    "SmallCNN",
+    "create_model",
+    "ds_cnn",
+    "list_models",
+    "mlp",
+    "mobilenetv2_tiny",
+    "model_param_errors",
+    "register_model",
+    "resnet8",
+    "small_cnn",
 ]
 
 ModelFactory = Callable[..., nn.Module]
@@ -77,8 +87,15 @@ class SmallCNN(nn.Module):
     of the parameters and makes memory budgets and int8 matter.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, conv1_channels: int, conv2_channels: int,
-                 hidden_units: int | None, spatial: int) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        conv1_channels: int,
+        conv2_channels: int,
+        hidden_units: int | None,
+        spatial: int,
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, conv1_channels, 3, padding=1)
         self.relu1 = nn.ReLU()
@@ -87,7 +104,9 @@ class SmallCNN(nn.Module):
         self.relu2 = nn.ReLU()
         self.pool2 = nn.MaxPool2d(2)
         if hidden_units is None:
-            self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(conv2_channels, num_classes))
+            self.classifier = nn.Sequential(
+                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(conv2_channels, num_classes)
+            )
         else:
             self.classifier = nn.Sequential(
                 nn.Flatten(),
@@ -103,8 +122,13 @@ class SmallCNN(nn.Module):
 
 
 @register_model("small_cnn")
-def small_cnn(input_shape: tuple[int, ...], num_classes: int, conv1_channels: int = 16, conv2_channels: int = 32,
-              hidden_units: int | None = None) -> nn.Module:
+def small_cnn(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    conv1_channels: int = 16,
+    conv2_channels: int = 32,
+    hidden_units: int | None = None,
+) -> nn.Module:
     """The seeds' two-conv CNN; channel widths and head are parameters."""
     c, h, w = input_shape
     if h < 4 or w < 4 or h != w:
@@ -117,26 +141,37 @@ def small_cnn(input_shape: tuple[int, ...], num_classes: int, conv1_channels: in
 
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU, "identity": nn.Identity,
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+    "identity": nn.Identity,
     "linear": nn.Identity,
 }
 
 
 @register_model("mlp")
-def mlp(input_shape: tuple[int, ...], num_classes: int, layer_sizes: Sequence[int] = (64, 32),
-        activations: Sequence[str] = ("relu", "relu")) -> nn.Module:
+def mlp(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    layer_sizes: Sequence[int] = (64, 32),
+    activations: Sequence[str] = ("relu", "relu"),
+) -> nn.Module:
     """Flatten + one Linear per entry of ``layer_sizes``, each followed by its activation (seed 002).
 
     A last layer whose size differs from ``num_classes`` gets a Linear head added. A final
     ``softmax`` is dropped from the module: the model returns logits (training uses
     cross-entropy on logits, and argmax — hence accuracy — is unchanged).
     """
-    sizes = [_positive_int("layer_sizes", int(s)) if not isinstance(s, bool) else _positive_int("layer_sizes", s)
-             for s in layer_sizes]
+    sizes = [
+        _positive_int("layer_sizes", int(s)) if not isinstance(s, bool) else _positive_int("layer_sizes", s)
+        for s in layer_sizes
+    ]
     acts = list(activations)
     if len(acts) != len(sizes):
-        raise ValueError(f"The 'activations' parameter must have one entry per layer size ({len(sizes)}). "
-                         f"Got {len(acts)} instead.")
+        raise ValueError(
+            f"The 'activations' parameter must have one entry per layer size ({len(sizes)}). Got {len(acts)} instead."
+        )
     allowed = sorted([*_ACTIVATIONS, "softmax"])
     for a in acts:
         if a not in allowed:
@@ -191,8 +226,11 @@ class _ResidualBlock(nn.Module):
         self.relu1 = nn.ReLU()
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
-                         if stride != 1 or cin != cout else nn.Identity())
+        self.shortcut = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
         self.relu2 = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -207,9 +245,15 @@ def resnet8(input_shape: tuple[int, ...], num_classes: int, width: int = 16) -> 
     _positive_int("width", width)
     w = width
     return nn.Sequential(
-        nn.Conv2d(input_shape[0], w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(),
-        _ResidualBlock(w, w, 1), _ResidualBlock(w, 2 * w, 2), _ResidualBlock(2 * w, 4 * w, 2),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, num_classes),
+        nn.Conv2d(input_shape[0], w, 3, padding=1, bias=False),
+        nn.BatchNorm2d(w),
+        nn.ReLU(),
+        _ResidualBlock(w, w, 1),
+        _ResidualBlock(w, 2 * w, 2),
+        _ResidualBlock(2 * w, 4 * w, 2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4 * w, num_classes),
     )
 
 
@@ -235,9 +279,14 @@ class _InvertedResidual(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, expand: int, se: bool) -> None:
         super().__init__()
         hidden = cin * expand
-        layers: list[nn.Module] = [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
-                                   nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, bias=False),
-                                   nn.BatchNorm2d(hidden), nn.ReLU6()]
+        layers: list[nn.Module] = [
+            nn.Conv2d(cin, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
+            nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
+        ]
         if se:
             layers.append(_SqueezeExcite(hidden))
         layers += [nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
@@ -250,19 +299,31 @@ class _InvertedResidual(nn.Module):
 
 
 @register_model("mobilenetv2_tiny")
-def mobilenetv2_tiny(input_shape: tuple[int, ...], num_classes: int, width: int = 16, expand: int = 4,
-                     se: bool = True) -> nn.Module:
+def mobilenetv2_tiny(
+    input_shape: tuple[int, ...], num_classes: int, width: int = 16, expand: int = 4, se: bool = True
+) -> nn.Module:
     """A small MobileNetV2-style network: stride-2 stem, inverted residual blocks (depthwise convolutions,
     ReLU6, residual adds, squeeze-and-excitation when ``se``), a hardswish 1×1 head, global average pool."""
     _positive_int("width", width)
     _positive_int("expand", expand)
     w = width
-    blocks = [(w, w, 1), (w, int(1.5 * w), 2), (int(1.5 * w), int(1.5 * w), 1), (int(1.5 * w), 2 * w, 2),
-              (2 * w, 2 * w, 1)]
+    blocks = [
+        (w, w, 1),
+        (w, int(1.5 * w), 2),
+        (int(1.5 * w), int(1.5 * w), 1),
+        (int(1.5 * w), 2 * w, 2),
+        (2 * w, 2 * w, 1),
+    ]
     head = 4 * w
     return nn.Sequential(
-        nn.Conv2d(input_shape[0], w, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU6(),
+        nn.Conv2d(input_shape[0], w, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(w),
+        nn.ReLU6(),
         *[_InvertedResidual(a, b, s, expand, se and i % 2 == 1) for i, (a, b, s) in enumerate(blocks)],
-        nn.Conv2d(2 * w, head, 1, bias=False), nn.BatchNorm2d(head), nn.Hardswish(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(head, num_classes),
+        nn.Conv2d(2 * w, head, 1, bias=False),
+        nn.BatchNorm2d(head),
+        nn.Hardswish(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(head, num_classes),
     )

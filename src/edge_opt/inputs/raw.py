@@ -2,6 +2,7 @@
 
 Below both the readers of the user's files and the registry of built-in data sets, so neither imports the other.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ Each returns a ``RawDataset`` of raw float32 images in (N, C, H, W) with integer
 keep their 0–255 values and say so with ``default_scale = 1/255`` (the preprocessing applies it). Every
 problem is a ``DataError`` that names the key and the file.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -17,8 +18,15 @@ from ..core import CallableImportError, import_callable
 from .raw import DataError, RawDataset, resize_images
 
 __all__ = [
-    "IMAGE_SUFFIXES", "call_dataset", "dataset_arrays", "images_from_array", "labels_from_array", "read_calibration",
-    "read_image_folder", "read_npz", "to_nchw",
+    "IMAGE_SUFFIXES",
+    "call_dataset",
+    "dataset_arrays",
+    "images_from_array",
+    "labels_from_array",
+    "read_calibration",
+    "read_image_folder",
+    "read_npz",
+    "to_nchw",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -34,8 +42,11 @@ def to_nchw(x: np.ndarray, layout: str, what: str) -> tuple[np.ndarray, str]:
     if x.ndim == 3 and layout in ("auto", "NHW"):
         return x[:, None], "NHW"
     if x.ndim != 4 or layout == "NHW":
-        raise DataError(f"{what} must be images of shape (N, H, W), (N, C, H, W) or (N, H, W, C); got {x.shape}"
-                        + (f" with layout {layout!r}" if layout != "auto" else "") + ".")
+        raise DataError(
+            f"{what} must be images of shape (N, H, W), (N, C, H, W) or (N, H, W, C); got {x.shape}"
+            + (f" with layout {layout!r}" if layout != "auto" else "")
+            + "."
+        )
     if layout == "NCHW":
         return x, "NCHW"
     if layout == "NHWC":
@@ -97,8 +108,10 @@ def read_npz(path: str | None, layout: str = "auto", image_size: int | None = No
     elif {"x", "y"} <= keys:
         names = [("x", "y")]
     else:
-        raise DataError(f"The 'data_path' file {path!r} must hold arrays x_train, y_train, x_val, y_val (or x, y). "
-                        f"Got {sorted(keys)}.")
+        raise DataError(
+            f"The 'data_path' file {path!r} must hold arrays x_train, y_train, x_val, y_val (or x, y). "
+            f"Got {sorted(keys)}."
+        )
     parts = []
     for xk, yk in names:
         x, y = z[xk], z[yk]
@@ -113,8 +126,11 @@ def read_npz(path: str | None, layout: str = "auto", image_size: int | None = No
     source = f"npz {path} ({parts[-1][2]} → NCHW{', scale 1/255' if parts[-1][3] != 1 else ''})"
     if len(parts) == 1 and names[0][0] == "x":
         return RawDataset(parts[0][0], parts[0][1], classes, source, default_scale=parts[0][3])
-    train = parts[0] if len(parts) == 2 else (np.zeros((0, *parts[0][0].shape[1:]), np.float32),
-                                               np.zeros(0, np.int64), "", parts[0][3])
+    train = (
+        parts[0]
+        if len(parts) == 2
+        else (np.zeros((0, *parts[0][0].shape[1:]), np.float32), np.zeros(0, np.int64), "", parts[0][3])
+    )
     val = parts[-1]
     return RawDataset(train[0], train[1], classes, source, val_images=val[0], val_labels=val[1], default_scale=val[3])
 
@@ -124,12 +140,17 @@ def read_calibration(path: str, layout: str, shape: tuple[int, ...]) -> np.ndarr
     z = _load_npz(path, "calibration_data_path")
     key = next((k for k in ("x_calibration", "x", "x_train") if k in z.files), None)
     if key is None:
-        raise DataError(f"The 'calibration_data_path' file {path!r} must hold an array x (or x_calibration, "
-                        f"x_train). Got {sorted(z.files)}.")
-    images, _, _ = images_from_array(z[key], layout, f"Array {key!r} of {path!r}", shape[-1] if shape[-1] == shape[-2] else None)
+        raise DataError(
+            f"The 'calibration_data_path' file {path!r} must hold an array x (or x_calibration, "
+            f"x_train). Got {sorted(z.files)}."
+        )
+    images, _, _ = images_from_array(
+        z[key], layout, f"Array {key!r} of {path!r}", shape[-1] if shape[-1] == shape[-2] else None
+    )
     if images.shape[1:] != tuple(shape):
-        raise DataError(f"Calibration images in {path!r} have shape {images.shape[1:]}; the data's images are "
-                        f"{tuple(shape)}.")
+        raise DataError(
+            f"Calibration images in {path!r} have shape {images.shape[1:]}; the data's images are {tuple(shape)}."
+        )
     return images
 
 
@@ -235,11 +256,16 @@ def call_dataset(spec: str, config_dir: str | None, image_size: int | None = Non
     except Exception as exc:  # noqa: BLE001 — user code failing is a data error naming it
         raise DataError(f"The 'dataset' callable {spec!r} failed: {type(exc).__name__}: {exc}") from None
     if not (isinstance(out, tuple) and len(out) == 2) or (out[0] is None and out[1] is None):
-        raise DataError(f"The 'dataset' callable {spec!r} must return (train_dataset, val_dataset), either may be "
-                        f"None but not both. Got {type(out).__name__}.")
+        raise DataError(
+            f"The 'dataset' callable {spec!r} must return (train_dataset, val_dataset), either may be "
+            f"None but not both. Got {type(out).__name__}."
+        )
     train, val = out
-    parts = {k: dataset_arrays(d, f"The {k} dataset of {spec!r}") for k, d in (("train", train), ("val", val))
-             if d is not None}
+    parts = {
+        k: dataset_arrays(d, f"The {k} dataset of {spec!r}")
+        for k, d in (("train", train), ("val", val))
+        if d is not None
+    }
     if image_size is not None:
         parts = {k: (resize_images(x, image_size), y) for k, (x, y) in parts.items()}
     classes = int(max(int(y.max()) for _, y in parts.values()) + 1)

@@ -7,6 +7,7 @@ file (ONNX only), a ``rebuild`` that makes a fresh module of the same architectu
 reload into it), the SHA-256 that identifies the input model, and whether it arrives trained.
 Every problem is a ``ModelSourceError`` naming the key and the file.
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,8 +27,16 @@ from ..core import CallableImportError, import_callable, sha256_file
 from .models import create_model
 
 __all__ = [
-    "ExportedModule", "ModelSource", "ModelSourceError", "check_model_fits", "check_model_size", "file_sha256",
-    "load_model_source", "onnx_input_spec", "source_digest", "state_dict_sha256",
+    "ExportedModule",
+    "ModelSource",
+    "ModelSourceError",
+    "check_model_fits",
+    "check_model_size",
+    "file_sha256",
+    "load_model_source",
+    "onnx_input_spec",
+    "source_digest",
+    "state_dict_sha256",
 ]
 
 
@@ -101,8 +110,9 @@ def source_digest(m: ModelConfig) -> str | None:
     return None
 
 
-def _call_factory(fn: Callable[..., Any], params: dict[str, Any], input_shape: tuple[int, ...],
-                  num_classes: int, spec: str) -> nn.Module:
+def _call_factory(
+    fn: Callable[..., Any], params: dict[str, Any], input_shape: tuple[int, ...], num_classes: int, spec: str
+) -> nn.Module:
     sig = inspect.signature(fn)
     kwargs = dict(params)
     for name, value in (("input_shape", tuple(input_shape)), ("num_classes", int(num_classes))):
@@ -111,11 +121,13 @@ def _call_factory(fn: Callable[..., Any], params: dict[str, Any], input_shape: t
     try:
         model = fn(**kwargs)
     except Exception as exc:  # noqa: BLE001 — user code failing is a config error naming it
-        raise ModelSourceError(f"The 'model.factory' callable {spec!r} failed with params {params!r}: "
-                               f"{type(exc).__name__}: {exc}") from None
+        raise ModelSourceError(
+            f"The 'model.factory' callable {spec!r} failed with params {params!r}: {type(exc).__name__}: {exc}"
+        ) from None
     if not isinstance(model, nn.Module):
-        raise ModelSourceError(f"The 'model.factory' callable {spec!r} must return a torch.nn.Module. Got "
-                               f"{type(model).__name__} instead.")
+        raise ModelSourceError(
+            f"The 'model.factory' callable {spec!r} must return a torch.nn.Module. Got {type(model).__name__} instead."
+        )
     return model.float().eval()
 
 
@@ -124,23 +136,29 @@ def _load_weights(model: nn.Module, path: str) -> nn.Module:
     try:
         blob = torch.load(p, weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 — a file torch cannot read safely is a config error
-        raise ModelSourceError(f"The 'model.weights' file {path!r} is not a state dict torch can load with "
-                               f"weights_only=True ({type(exc).__name__}: {str(exc)[:200]}).") from None
+        raise ModelSourceError(
+            f"The 'model.weights' file {path!r} is not a state dict torch can load with "
+            f"weights_only=True ({type(exc).__name__}: {str(exc)[:200]})."
+        ) from None
     state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelSourceError(f"The 'model.weights' file {path!r} is not a state dict (a mapping of names to "
-                               "tensors).")
+        raise ModelSourceError(
+            f"The 'model.weights' file {path!r} is not a state dict (a mapping of names to tensors)."
+        )
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or unexpected:
-        raise ModelSourceError(f"The 'model.weights' file {path!r} does not fit the model: missing keys "
-                               f"{missing[:5]}{' …' if len(missing) > 5 else ''}, unexpected keys "
-                               f"{unexpected[:5]}{' …' if len(unexpected) > 5 else ''}.")
+        raise ModelSourceError(
+            f"The 'model.weights' file {path!r} does not fit the model: missing keys "
+            f"{missing[:5]}{' …' if len(missing) > 5 else ''}, unexpected keys "
+            f"{unexpected[:5]}{' …' if len(unexpected) > 5 else ''}."
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ModelSourceError(f"The 'model.weights' file {path!r} does not fit the model: "
-                               f"{str(exc).splitlines()[0][:300]}") from None
+        raise ModelSourceError(
+            f"The 'model.weights' file {path!r} does not fit the model: {str(exc).splitlines()[0][:300]}"
+        ) from None
     return model.eval()
 
 
@@ -165,8 +183,10 @@ def _load_exported(path: str) -> nn.Module:
     try:
         return ExportedModule(torch.export.load(str(p)).module())
     except Exception as exc:  # noqa: BLE001 — anything torch.export cannot read is a config error
-        raise ModelSourceError(f"The 'model.exported' file {path!r} is not a program saved with "
-                               f"torch.export.save ({type(exc).__name__}: {str(exc)[:200]}).") from None
+        raise ModelSourceError(
+            f"The 'model.exported' file {path!r} is not a program saved with "
+            f"torch.export.save ({type(exc).__name__}: {str(exc)[:200]})."
+        ) from None
 
 
 def onnx_input_spec(path: str | Path) -> tuple[str, tuple[int | None, ...]]:
@@ -193,29 +213,38 @@ def _onnx_input_spec(path: str, size: int, mtime_ns: int) -> tuple[str, tuple[in
         model = onnx.load(str(path), load_external_data=False)
         onnx.checker.check_model(model)
     except Exception as exc:  # noqa: BLE001 — anything onnx cannot read is a config error
-        raise ModelSourceError(f"The 'model.onnx' file {str(path)!r} is not an ONNX model "
-                               f"({type(exc).__name__}: {str(exc)[:200]}).") from None
+        raise ModelSourceError(
+            f"The 'model.onnx' file {str(path)!r} is not an ONNX model ({type(exc).__name__}: {str(exc)[:200]})."
+        ) from None
     inits = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
     if len(inputs) != 1:
-        raise ModelSourceError(f"The 'model.onnx' file {str(path)!r} must have one input (an image batch). Got "
-                               f"{len(inputs)}: {[i.name for i in inputs]}.")
+        raise ModelSourceError(
+            f"The 'model.onnx' file {str(path)!r} must have one input (an image batch). Got "
+            f"{len(inputs)}: {[i.name for i in inputs]}."
+        )
     tensor = inputs[0].type.tensor_type
     if tensor.elem_type != onnx.TensorProto.FLOAT:
-        raise ModelSourceError(f"The 'model.onnx' file {str(path)!r} must take a float32 input. Got "
-                               f"{onnx.TensorProto.DataType.Name(tensor.elem_type)} for {inputs[0].name!r}.")
+        raise ModelSourceError(
+            f"The 'model.onnx' file {str(path)!r} must take a float32 input. Got "
+            f"{onnx.TensorProto.DataType.Name(tensor.elem_type)} for {inputs[0].name!r}."
+        )
     if len(model.graph.output) != 1:
-        raise ModelSourceError(f"The 'model.onnx' file {str(path)!r} must have one output (the logits). Got "
-                               f"{len(model.graph.output)}.")
+        raise ModelSourceError(
+            f"The 'model.onnx' file {str(path)!r} must have one output (the logits). Got {len(model.graph.output)}."
+        )
     dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
     if len(dims) != 4:
-        raise ModelSourceError(f"The 'model.onnx' file {str(path)!r} must take an (N, C, H, W) input. Got shape "
-                               f"{dims} for {inputs[0].name!r}.")
+        raise ModelSourceError(
+            f"The 'model.onnx' file {str(path)!r} must take an (N, C, H, W) input. Got shape "
+            f"{dims} for {inputs[0].name!r}."
+        )
     return inputs[0].name, dims
 
 
-def load_model_source(cfg: StudyConfig, input_shape: tuple[int, ...], num_classes: int,
-                      module: nn.Module | None = None) -> ModelSource:
+def load_model_source(
+    cfg: StudyConfig, input_shape: tuple[int, ...], num_classes: int, module: nn.Module | None = None
+) -> ModelSource:
     """Load the configured model (``module``: the object handed to ``edge_opt.optimize``).
 
     Raises:
@@ -231,8 +260,15 @@ def load_model_source(cfg: StudyConfig, input_shape: tuple[int, ...], num_classe
     if kind == "exported":
         path = _file("exported", str(m.exported))
         first = _load_exported(str(path))
-        return ModelSource("exported", f"exported:{m.exported}", first,
-                           None, lambda: _load_exported(str(path)), True, file_sha256(path))
+        return ModelSource(
+            "exported",
+            f"exported:{m.exported}",
+            first,
+            None,
+            lambda: _load_exported(str(path)),
+            True,
+            file_sha256(path),
+        )
     if kind == "python":
         if module is None:
             raise ModelSourceError("The 'model.python' source needs the module itself: use edge_opt.optimize.")
@@ -249,8 +285,9 @@ def load_model_source(cfg: StudyConfig, input_shape: tuple[int, ...], num_classe
     if m.weights is not None:
         model = _load_weights(model, m.weights)
     label = f"registry:{m.name}" if kind == "name" else f"factory:{m.factory}"
-    return ModelSource(kind, label, model, None, rebuild, m.trained,
-                       file_sha256(m.weights) if m.weights is not None else None)
+    return ModelSource(
+        kind, label, model, None, rebuild, m.trained, file_sha256(m.weights) if m.weights is not None else None
+    )
 
 
 def _copy(module: nn.Module) -> nn.Module:
@@ -296,14 +333,17 @@ def check_model_size(rebuild: Callable[[], nn.Module], kind: str) -> int:
     n = sum(p.numel() for p in probe.parameters())
     need, have = n * TRAINING_BYTES_PER_PARAMETER, _memory_bytes()
     if need > have // 2:
-        raise ModelSourceError(f"The 'model.params' parameter gives a model of {n:,} parameters ({n * 4 / 1e9:.1f} GB "
-                               f"fp32); training it needs about {need / 1e9:.1f} GB, more than half of this "
-                               f"machine's {have / 1e9:.1f} GB. Give smaller layers.")
+        raise ModelSourceError(
+            f"The 'model.params' parameter gives a model of {n:,} parameters ({n * 4 / 1e9:.1f} GB "
+            f"fp32); training it needs about {need / 1e9:.1f} GB, more than half of this "
+            f"machine's {have / 1e9:.1f} GB. Give smaller layers."
+        )
     return n
 
 
-def _rebuild(m: ModelConfig, cfg: StudyConfig, input_shape: tuple[int, ...],
-             num_classes: int) -> Callable[[], nn.Module]:
+def _rebuild(
+    m: ModelConfig, cfg: StudyConfig, input_shape: tuple[int, ...], num_classes: int
+) -> Callable[[], nn.Module]:
     if m.kind == "name":
         name = str(m.name)
         return lambda: create_model(name, input_shape, num_classes, **m.params)
@@ -315,8 +355,7 @@ def _rebuild(m: ModelConfig, cfg: StudyConfig, input_shape: tuple[int, ...],
     return lambda: _call_factory(fn, m.params, input_shape, num_classes, spec)
 
 
-def check_model_fits(source: ModelSource, input_shape: tuple[int, ...], num_classes: int,
-                     sample: torch.Tensor) -> int:
+def check_model_fits(source: ModelSource, input_shape: tuple[int, ...], num_classes: int, sample: torch.Tensor) -> int:
     """Run the model on ``sample`` (two preprocessed images) and check that the data fits it.
 
     Returns:
@@ -330,8 +369,10 @@ def check_model_fits(source: ModelSource, input_shape: tuple[int, ...], num_clas
         _, dims = onnx_input_spec(source.onnx_path)
         want = dims[1:]
         if any(w is not None and w != s for w, s in zip(want, shape)):
-            raise ModelSourceError(f"The data's images have shape {shape} (C, H, W) but the 'model.onnx' file "
-                                   f"{str(source.onnx_path)!r} takes {tuple('?' if w is None else w for w in want)}.")
+            raise ModelSourceError(
+                f"The data's images have shape {shape} (C, H, W) but the 'model.onnx' file "
+                f"{str(source.onnx_path)!r} takes {tuple('?' if w is None else w for w in want)}."
+            )
         outputs = _onnx_outputs(source.onnx_path, sample)
     else:
         assert source.module is not None
@@ -339,16 +380,22 @@ def check_model_fits(source: ModelSource, input_shape: tuple[int, ...], num_clas
             with torch.inference_mode():
                 logits = source.module.eval()(sample.float())
         except Exception as exc:  # noqa: BLE001 — a shape the model cannot take is a data error naming both
-            raise ModelSourceError(f"The data's images have shape {shape} (C, H, W) but the model "
-                                   f"({source.label}) does not take them: {type(exc).__name__}: "
-                                   f"{str(exc).splitlines()[0][:200]}") from None
+            raise ModelSourceError(
+                f"The data's images have shape {shape} (C, H, W) but the model "
+                f"({source.label}) does not take them: {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200]}"
+            ) from None
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
-            raise ModelSourceError(f"The model ({source.label}) must return (N, classes) logits. Got "
-                                   f"{getattr(logits, 'shape', type(logits).__name__)}.")
+            raise ModelSourceError(
+                f"The model ({source.label}) must return (N, classes) logits. Got "
+                f"{getattr(logits, 'shape', type(logits).__name__)}."
+            )
         outputs = int(logits.shape[1])
     if num_classes > outputs:
-        raise ModelSourceError(f"The labels must be integers in [0, {outputs}) (the model's {outputs} outputs). Got "
-                               f"labels up to {num_classes - 1}.")
+        raise ModelSourceError(
+            f"The labels must be integers in [0, {outputs}) (the model's {outputs} outputs). Got "
+            f"labels up to {num_classes - 1}."
+        )
     return outputs
 
 
@@ -361,9 +408,12 @@ def _onnx_outputs(path: Path, sample: torch.Tensor) -> int:
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         out = sess.run(None, {sess.get_inputs()[0].name: sample.float().numpy()})[0]
     except Exception as exc:  # noqa: BLE001 — a model ORT cannot run on the data is a data error
-        raise ModelSourceError(f"The 'model.onnx' file {str(path)!r} does not run on the data's images "
-                               f"{tuple(sample.shape[1:])}: {type(exc).__name__}: {str(exc)[:200]}") from None
+        raise ModelSourceError(
+            f"The 'model.onnx' file {str(path)!r} does not run on the data's images "
+            f"{tuple(sample.shape[1:])}: {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
     if out.ndim != 2:
-        raise ModelSourceError(f"The 'model.onnx' file {str(path)!r} must output (N, classes) logits. Got shape "
-                               f"{out.shape}.")
+        raise ModelSourceError(
+            f"The 'model.onnx' file {str(path)!r} must output (N, classes) logits. Got shape {out.shape}."
+        )
     return int(out.shape[1])

@@ -1,4 +1,5 @@
 """Training stage: deterministic set-up, device resolution, training and fine-tuning."""
+
 from __future__ import annotations
 
 import os
@@ -61,8 +62,14 @@ class TrainResult:
     train_accuracy: float
 
 
-def _step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor,
-          autocast_dtype: torch.dtype | None) -> tuple[float, torch.Tensor]:
+def _step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    autocast_dtype: torch.dtype | None,
+) -> tuple[float, torch.Tensor]:
     """One optimiser step; returns (loss, logits)."""
     opt.zero_grad(set_to_none=True)
     if autocast_dtype is not None:

@@ -6,6 +6,7 @@ they include everything else the package did during the window. They wrap at
 estimate is ``power_watts × busy time`` with source ``proxy``; where even that is
 impossible the value is NaN, never 0.
 """
+
 from __future__ import annotations
 
 import math
@@ -85,8 +86,9 @@ def proxy_energy(power_watts: float, busy_seconds: float) -> EnergyEstimate:
     return EnergyEstimate(power_watts * busy_seconds, "proxy", f"power_watts={power_watts} × busy time")
 
 
-def measure_energy(fn: Callable[[], int], *, power_watts: float, reader: RaplReader | None = None,
-                   min_window_s: float = 0.05) -> tuple[EnergyEstimate, float, int]:
+def measure_energy(
+    fn: Callable[[], int], *, power_watts: float, reader: RaplReader | None = None, min_window_s: float = 0.05
+) -> tuple[EnergyEstimate, float, int]:
     """Run ``fn`` (which returns how many operations it ran) and attribute energy per operation.
 
     Uses RAPL when ``reader`` is available and the window lasts at least ``min_window_s``

@@ -8,6 +8,7 @@ measures a torch model or any backend's ``Variant`` the same way.
 Units: latency in ms, memory in MB = 10^6 bytes of state-dict / initializer tensors at
 their real dtype, energy in J per inference of ``latency_batch_size`` samples.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,10 +32,27 @@ from ..variants import PRECISIONS, Variant, state_dict_bytes, torch_kernel_preci
 from .energy import EnergyEstimate, RaplReader, proxy_energy
 
 __all__ = [
-    "INSTANCE_BYTES_BUDGET", "BenchmarkSettings", "LatencySamples", "MeasurementRecord", "ModelLike", "PerfMetrics", "as_variant",
-    "calls_per_sample", "collect_metrics", "evaluate_accuracy", "evaluate_predictions", "instance_count", "latency_differs",
-    "latency_samples", "measure_latency", "measure_latency_distribution", "measure_variant", "measure_variants",
-    "memory_violations", "model_memory_mb", "pinned",
+    "INSTANCE_BYTES_BUDGET",
+    "BenchmarkSettings",
+    "LatencySamples",
+    "MeasurementRecord",
+    "ModelLike",
+    "PerfMetrics",
+    "as_variant",
+    "calls_per_sample",
+    "collect_metrics",
+    "evaluate_accuracy",
+    "evaluate_predictions",
+    "instance_count",
+    "latency_differs",
+    "latency_samples",
+    "measure_latency",
+    "measure_latency_distribution",
+    "measure_variant",
+    "measure_variants",
+    "memory_violations",
+    "model_memory_mb",
+    "pinned",
 ]
 
 ModelLike = nn.Module | Variant
@@ -161,21 +179,32 @@ class MeasurementRecord:
         """Inverse of ``to_dict``."""
         lat, batch, energy = d["latency"], d["batch_latency"], d["energy"]
         return cls(
-            backend=d["backend"], precision=d["precision"], kernel_precision=d["kernel_precision"],
+            backend=d["backend"],
+            precision=d["precision"],
+            kernel_precision=d["kernel_precision"],
             parameter_bytes=int(d["parameter_bytes"]),
-            latency=LatencySamples(int(lat["batch_size"]), tuple(lat["samples_ms"]), int(lat["runs_per_sample"]),
-                                   int(lat.get("rounds", 1)), tuple(lat.get("interrupted_ms") or ()),
-                                   int(lat.get("instances", 1))),
-            batch_latency=LatencySamples(int(batch["batch_size"]), tuple(batch["samples_ms"]),
-                                         int(batch["runs_per_sample"])),
+            latency=LatencySamples(
+                int(lat["batch_size"]),
+                tuple(lat["samples_ms"]),
+                int(lat["runs_per_sample"]),
+                int(lat.get("rounds", 1)),
+                tuple(lat.get("interrupted_ms") or ()),
+                int(lat.get("instances", 1)),
+            ),
+            batch_latency=LatencySamples(
+                int(batch["batch_size"]), tuple(batch["samples_ms"]), int(batch["runs_per_sample"])
+            ),
             correct=tuple(bool(c) for c in d["correct"]),
             energy=EnergyEstimate(float(energy["joules"]), energy["source"], energy.get("detail", "")),
-            environment=dict(d.get("environment") or {}), latency_multiplier=float(d.get("latency_multiplier", 1.0)),
-            logits_finite=bool(d.get("logits_finite", True)))
+            environment=dict(d.get("environment") or {}),
+            latency_multiplier=float(d.get("latency_multiplier", 1.0)),
+            logits_finite=bool(d.get("logits_finite", True)),
+        )
 
 
-def as_variant(model: ModelLike, precision: str | None, loader: Iterable, device: Any = "cpu",
-               calibration_batches: int = 4) -> Variant:
+def as_variant(
+    model: ModelLike, precision: str | None, loader: Iterable, device: Any = "cpu", calibration_batches: int = 4
+) -> Variant:
     """A Variant as is, or a plain torch module wrapped at ``precision`` (None: what it computes in).
 
     A float module asked for int8 is quantized with the first ``calibration_batches`` batches of ``loader``.
@@ -203,8 +232,9 @@ def _first_batch(loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
     raise ValueError("No batches in the loader: the evaluation data set is empty.")
 
 
-def evaluate_predictions(model: ModelLike, loader: DataLoader, device: Any = "cpu",
-                         precision: str | None = "fp32") -> tuple[tuple[bool, ...], bool]:
+def evaluate_predictions(
+    model: ModelLike, loader: DataLoader, device: Any = "cpu", precision: str | None = "fp32"
+) -> tuple[tuple[bool, ...], bool]:
     """Per-sample correctness over ``loader`` and whether every logit was finite."""
     variant = as_variant(model, precision, loader, device)
     correct: list[bool] = []
@@ -220,7 +250,9 @@ def evaluate_predictions(model: ModelLike, loader: DataLoader, device: Any = "cp
     return tuple(correct), finite
 
 
-def evaluate_accuracy(model: ModelLike, loader: DataLoader, device: Any = "cpu", precision: str | None = "fp32") -> float:
+def evaluate_accuracy(
+    model: ModelLike, loader: DataLoader, device: Any = "cpu", precision: str | None = "fp32"
+) -> float:
     """Accuracy in [0, 1] of a model or variant on ``loader``.
 
     ``precision``: fp32 / fp16 (a float module is converted) / int8 (a float module is quantized
@@ -249,8 +281,16 @@ def calls_per_sample(run: Any, prepared: Any, runs: int, min_sample_s: float) ->
     return max(runs, int(math.ceil(min_sample_s / one)))
 
 
-def latency_samples(run: Any, prepared: Any, *, repeats: int, runs: int, warmup: int,
-                    threads: int | None = None, min_sample_s: float = 0.0) -> list[float]:
+def latency_samples(
+    run: Any,
+    prepared: Any,
+    *,
+    repeats: int,
+    runs: int,
+    warmup: int,
+    threads: int | None = None,
+    min_sample_s: float = 0.0,
+) -> list[float]:
     """``repeats`` samples (ms), each the mean of ``runs`` timed calls (torch.utils.benchmark.Timer);
     with ``min_sample_s`` > 0, ``runs`` grows so that each sample lasts at least that long."""
     for _ in range(warmup):
@@ -274,16 +314,20 @@ def measure_latency(model: ModelLike, sample_input: torch.Tensor, runs: int = 50
     return latency_samples(run, x, repeats=1, runs=runs, warmup=warmup)[0]
 
 
-def measure_latency_distribution(model: ModelLike, sample_input: torch.Tensor, repeats: int = 20, runs: int = 10,
-                                 warmup: int = 5) -> tuple[float, float, float]:
+def measure_latency_distribution(
+    model: ModelLike, sample_input: torch.Tensor, repeats: int = 20, runs: int = 10, warmup: int = 5
+) -> tuple[float, float, float]:
     """(mean, std, p95) in ms over ``repeats`` samples of ``runs`` calls each."""
     run, x = _callable(model, sample_input)
-    s = LatencySamples(len(sample_input), tuple(latency_samples(run, x, repeats=repeats, runs=runs, warmup=warmup)), runs)
+    s = LatencySamples(
+        len(sample_input), tuple(latency_samples(run, x, repeats=repeats, runs=runs, warmup=warmup)), runs
+    )
     return s.mean, s.std, s.p95
 
 
-def latency_differs(a_ms: Sequence[float], b_ms: Sequence[float], min_effect: float = 0.03,
-                    alpha: float = 0.05) -> tuple[bool, float]:
+def latency_differs(
+    a_ms: Sequence[float], b_ms: Sequence[float], min_effect: float = 0.03, alpha: float = 0.05
+) -> tuple[bool, float]:
     """Whether two latency sample sets differ: Mann-Whitney U (two-sided) p < ``alpha`` *and* medians
     differ by more than ``min_effect`` (relative), so tiny but "significant" gaps don't count.
 
@@ -355,12 +399,15 @@ class BenchmarkSettings:
             raise ValueError(f"The 'instances' parameter must be an int in [1, 64]. Got {self.instances!r} instead.")
         f = self.interrupted_factor
         if not (f == 0 or (math.isfinite(f) and f > 1)):
-            raise ValueError("The 'interrupted_factor' parameter must be 0 (keep every sample) or a finite number "
-                             f"above 1. Got {f!r} instead.")
+            raise ValueError(
+                "The 'interrupted_factor' parameter must be 0 (keep every sample) or a finite number "
+                f"above 1. Got {f!r} instead."
+            )
 
     @classmethod
-    def from_kwargs(cls, benchmark_repeats: int = 20, benchmark_trials: int = 10, benchmark_warmup: int = 5,
-                    **rest: Any) -> BenchmarkSettings:
+    def from_kwargs(
+        cls, benchmark_repeats: int = 20, benchmark_trials: int = 10, benchmark_warmup: int = 5, **rest: Any
+    ) -> BenchmarkSettings:
         """From the keyword names of ``collect_metrics`` (``benchmark_repeats`` …)."""
         return cls(repeats=benchmark_repeats, trials=benchmark_trials, warmup=benchmark_warmup, **rest)
 
@@ -381,7 +428,7 @@ def pinned(threads: int, enabled: bool = True) -> Iterator[tuple[int, ...] | Non
         yield None
         return
     before = {tid: get(tid) for tid in _task_ids()}
-    cores = tuple(sorted(get(0))[-max(threads, 1):])
+    cores = tuple(sorted(get(0))[-max(threads, 1) :])
     try:
         for tid in before:
             set_(tid, cores)
@@ -432,8 +479,9 @@ def instance_count(variant: Variant, wanted: int) -> int:
     return max(1, min(wanted, INSTANCE_BYTES_BUDGET // max(variant.parameter_bytes, 1)))
 
 
-def _instance(run: Callable[[Any], Any], variant: Variant, x: torch.Tensor,
-              s: BenchmarkSettings) -> tuple[Callable[[Any], Any], Any, Timer]:
+def _instance(
+    run: Callable[[Any], Any], variant: Variant, x: torch.Tensor, s: BenchmarkSettings
+) -> tuple[Callable[[Any], Any], Any, Timer]:
     single = variant.prepare(x.clone())  # its own input buffer too
     for _ in range(s.warmup):
         run(single)
@@ -481,10 +529,12 @@ def _interleaved(timings: Sequence[_Timing], s: BenchmarkSettings, reader: RaplR
 
     pending, i = list(timings), 0
     while pending:
-        goal = {id(t): max(s.repeats, len(t.split(s.interrupted_factor)[0]) + max(per_round, s.repeats // 4))
-                for t in pending}
+        goal = {
+            id(t): max(s.repeats, len(t.split(s.interrupted_factor)[0]) + max(per_round, s.repeats // 4))
+            for t in pending
+        }
         while any(short(t, goal[id(t)]) > 0 for t in pending):
-            for t in (pending if i % 2 == 0 else pending[::-1]):
+            for t in pending if i % 2 == 0 else pending[::-1]:
                 if short(t, goal[id(t)]) > 0:
                     _round(t, min(per_round, short(t, goal[id(t)])), reader)
             i += 1
@@ -500,10 +550,18 @@ def _batch_latency(timing: _Timing, x_batch: torch.Tensor, s: BenchmarkSettings)
     return LatencySamples(len(x_batch), tuple(t * 1e3 for t in m.times), m.number_per_run)
 
 
-def measure_variant(model: ModelLike, loader: DataLoader, settings: BenchmarkSettings | None = None, *,
-                    device: Any = "cpu", power_watts: float = 15.0, precision: str = "fp32",
-                    latency_multiplier: float = 1.0, rapl: RaplReader | None = None,
-                    **setting_kwargs: Any) -> MeasurementRecord:
+def measure_variant(
+    model: ModelLike,
+    loader: DataLoader,
+    settings: BenchmarkSettings | None = None,
+    *,
+    device: Any = "cpu",
+    power_watts: float = 15.0,
+    precision: str = "fp32",
+    latency_multiplier: float = 1.0,
+    rapl: RaplReader | None = None,
+    **setting_kwargs: Any,
+) -> MeasurementRecord:
     """Measure a model or variant and keep the raw samples (``measure_variants`` of one).
 
     Args:
@@ -512,13 +570,29 @@ def measure_variant(model: ModelLike, loader: DataLoader, settings: BenchmarkSet
         latency_multiplier: host → device factor stored with the record (``device_latency_ms``).
     """
     s = settings if settings is not None else BenchmarkSettings.from_kwargs(**setting_kwargs)
-    return measure_variants([model], loader, s, device=device, power_watts=power_watts, precision=precision,
-                            latency_multiplier=latency_multiplier, rapl=rapl)[0]
+    return measure_variants(
+        [model],
+        loader,
+        s,
+        device=device,
+        power_watts=power_watts,
+        precision=precision,
+        latency_multiplier=latency_multiplier,
+        rapl=rapl,
+    )[0]
 
 
-def measure_variants(models: Sequence[ModelLike], loader: DataLoader, settings: BenchmarkSettings, *,
-                     device: Any = "cpu", power_watts: float = 15.0, precision: str = "fp32",
-                     latency_multiplier: float = 1.0, rapl: RaplReader | None = None) -> list[MeasurementRecord]:
+def measure_variants(
+    models: Sequence[ModelLike],
+    loader: DataLoader,
+    settings: BenchmarkSettings,
+    *,
+    device: Any = "cpu",
+    power_watts: float = 15.0,
+    precision: str = "fp32",
+    latency_multiplier: float = 1.0,
+    rapl: RaplReader | None = None,
+) -> list[MeasurementRecord]:
     """Measure several models or variants together: accuracy of each, then their latency samples in interleaved
     rounds on pinned cores (``settings.rounds``, ``settings.pin``), then each one's batch latency.
 
@@ -534,20 +608,30 @@ def measure_variants(models: Sequence[ModelLike], loader: DataLoader, settings: 
     try:
         with pinned(s.threads, s.pin) as cores:
             evaluated = [evaluate_predictions(v, loader) for v in variants]
-            timings = [_start_timing(v, x_batch[:s.latency_batch_size], s) for v in variants]
+            timings = [_start_timing(v, x_batch[: s.latency_batch_size], s) for v in variants]
             _interleaved(timings, s, reader)
             batches = [_batch_latency(t, x_batch, s) for t in timings]
     finally:
         torch.set_num_threads(previous_threads)
     env = {**environment(s.threads), "pinned_cores": list(cores) if cores else None, "interleaved_with": len(variants)}
-    return [_record(t, ev, b, env, power_watts, latency_multiplier, len(x_batch[:s.latency_batch_size]),
-                    s.interrupted_factor)
-            for t, ev, b in zip(timings, evaluated, batches, strict=True)]
+    return [
+        _record(
+            t, ev, b, env, power_watts, latency_multiplier, len(x_batch[: s.latency_batch_size]), s.interrupted_factor
+        )
+        for t, ev, b in zip(timings, evaluated, batches, strict=True)
+    ]
 
 
-def _record(t: _Timing, evaluated: tuple[tuple[bool, ...], bool], batch: LatencySamples, env: dict[str, Any],
-            power_watts: float, latency_multiplier: float, batch_size: int,
-            interrupted_factor: float) -> MeasurementRecord:
+def _record(
+    t: _Timing,
+    evaluated: tuple[tuple[bool, ...], bool],
+    batch: LatencySamples,
+    env: dict[str, Any],
+    power_watts: float,
+    latency_multiplier: float,
+    batch_size: int,
+    interrupted_factor: float,
+) -> MeasurementRecord:
     kept, interrupted = t.split(interrupted_factor)
     lat = LatencySamples(batch_size, tuple(kept), t.runs, t.rounds, tuple(interrupted), len(t.instances))
     if t.calls and math.isfinite(t.joules) and t.energy_s >= _RAPL_MIN_WINDOW_S:
@@ -556,9 +640,18 @@ def _record(t: _Timing, evaluated: tuple[tuple[bool, ...], bool], batch: Latency
         energy = proxy_energy(power_watts, lat.mean / 1e3)
     v = t.variant
     return MeasurementRecord(
-        backend=v.backend, precision=v.precision, kernel_precision=v.kernel_precision,
-        parameter_bytes=v.parameter_bytes, latency=lat, batch_latency=batch, correct=evaluated[0], energy=energy,
-        environment=env, latency_multiplier=latency_multiplier, logits_finite=evaluated[1])
+        backend=v.backend,
+        precision=v.precision,
+        kernel_precision=v.kernel_precision,
+        parameter_bytes=v.parameter_bytes,
+        latency=lat,
+        batch_latency=batch,
+        correct=evaluated[0],
+        energy=energy,
+        environment=env,
+        latency_multiplier=latency_multiplier,
+        logits_finite=evaluated[1],
+    )
 
 
 def collect_metrics(
@@ -590,6 +683,13 @@ def collect_metrics(
     Raises:
         ValueError: the loader yields no batches ("No batches").
     """
-    return measure_variant(model, loader, device=device, power_watts=power_watts, precision=precision,
-                           latency_multiplier=latency_multiplier, benchmark_repeats=benchmark_repeats,
-                           **kwargs).metrics
+    return measure_variant(
+        model,
+        loader,
+        device=device,
+        power_watts=power_watts,
+        precision=precision,
+        latency_multiplier=latency_multiplier,
+        benchmark_repeats=benchmark_repeats,
+        **kwargs,
+    ).metrics

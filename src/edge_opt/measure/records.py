@@ -6,6 +6,7 @@ environment), the error, and where it ran. The study store keeps ``VariantResult
 (versioned JSON, NaN kept) and gives back ``VariantResult.from_dict`` — the record, not a row.
 ``VariantResult.row()`` is the one flat view of the raw columns (modelled on pyperf's ``Run``).
 """
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,9 @@ class ConfigPoint:
     @property
     def label(self) -> str:
         """``backend precision pN`` (+ the calibration choice) for messages."""
-        return f"{self.backend} {self.precision} p{self.pruning_level:g}" + (f" [{self.calibration}]"
-                                                                              if self.calibration else "")
+        return f"{self.backend} {self.precision} p{self.pruning_level:g}" + (
+            f" [{self.calibration}]" if self.calibration else ""
+        )
 
 
 METRIC_FIELDS = tuple(PerfMetrics.__dataclass_fields__)
@@ -124,26 +126,48 @@ class VariantResult:
 
     def row(self) -> dict[str, Any]:
         """The raw columns of this result (no budgets, no comparisons): the sweep table's measured part."""
-        row: dict[str, Any] = {"key": self.key, **asdict(self.point), "measured_on": self.measured_on,
-                               "source": self.source, "error": self.error}
+        row: dict[str, Any] = {
+            "key": self.key,
+            **asdict(self.point),
+            "measured_on": self.measured_on,
+            "source": self.source,
+            "error": self.error,
+        }
         m, rec = self.metrics, self.measurement
         if m is None or rec is None:
-            row.update({"kernel_precision": None, **{c: math.nan for c in METRIC_FIELDS}, "energy_source": None,
-                        "parameter_bytes": math.nan, "latency_samples_ms": [], "batch_latency_samples_ms": []})
+            row.update(
+                {
+                    "kernel_precision": None,
+                    **{c: math.nan for c in METRIC_FIELDS},
+                    "energy_source": None,
+                    "parameter_bytes": math.nan,
+                    "latency_samples_ms": [],
+                    "batch_latency_samples_ms": [],
+                }
+            )
         else:
             row.update({"kernel_precision": rec.kernel_precision, **asdict(m)})
             runtime = self.runtime_parameter_bytes if self.runtime_parameter_bytes is not None else rec.parameter_bytes
-            row.update({
-                "parameter_bytes": rec.parameter_bytes, "runtime_memory_mb": runtime / 1e6,
-                "latency_batch_size": rec.latency.batch_size, "batch_size": rec.batch_latency.batch_size,
-                "n_eval": len(rec.correct), "latency_samples": rec.latency.n,
-                "calls_per_sample": rec.latency.runs_per_sample, "latency_rounds": rec.latency.rounds,
-                "latency_interrupted": len(rec.latency.interrupted_ms), "latency_instances": rec.latency.instances,
-                "pinned_cores": _cores(rec.environment.get("pinned_cores")),
-                "latency_samples_ms": list(rec.latency.samples_ms),
-                "batch_latency_samples_ms": list(rec.batch_latency.samples_ms),
-                "hostname": self.hostname, "cpu_model": self.cpu_model, "threads": self.threads,
-            })
+            row.update(
+                {
+                    "parameter_bytes": rec.parameter_bytes,
+                    "runtime_memory_mb": runtime / 1e6,
+                    "latency_batch_size": rec.latency.batch_size,
+                    "batch_size": rec.batch_latency.batch_size,
+                    "n_eval": len(rec.correct),
+                    "latency_samples": rec.latency.n,
+                    "calls_per_sample": rec.latency.runs_per_sample,
+                    "latency_rounds": rec.latency.rounds,
+                    "latency_interrupted": len(rec.latency.interrupted_ms),
+                    "latency_instances": rec.latency.instances,
+                    "pinned_cores": _cores(rec.environment.get("pinned_cores")),
+                    "latency_samples_ms": list(rec.latency.samples_ms),
+                    "batch_latency_samples_ms": list(rec.batch_latency.samples_ms),
+                    "hostname": self.hostname,
+                    "cpu_model": self.cpu_model,
+                    "threads": self.threads,
+                }
+            )
         row.pop("device_latency_ms", None)  # the device figure depends on the study's clock model: see Assessment
         if self.metadata_file is not None:
             row["metadata_file"] = self.metadata_file
@@ -160,16 +184,27 @@ class VariantResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Versioned, JSON-able document (raw samples included)."""
-        return {"format": RESULT_FORMAT, "point": asdict(self.point), "key": self.key,
-                "measurement": self.measurement.to_dict() if self.measurement is not None else None,
-                "error": self.error, "runtime_parameter_bytes": self.runtime_parameter_bytes,
-                "threads": self.threads, "metadata_file": self.metadata_file, "node_id": self.node_id,
-                "traceback": self.traceback, "timings": dict(self.timings), "skipped": self.skipped,
-                "model_source": self.model_source, "model_sha256": self.model_sha256,
-                "float_layers": list(self.float_layers) if self.float_layers is not None else None,
-                "int8_mac_fraction": self.int8_mac_fraction,
-                "pruning": dict(self.pruning) if self.pruning is not None else None,
-                "measured_on": self.measured_on, "source": self.source}
+        return {
+            "format": RESULT_FORMAT,
+            "point": asdict(self.point),
+            "key": self.key,
+            "measurement": self.measurement.to_dict() if self.measurement is not None else None,
+            "error": self.error,
+            "runtime_parameter_bytes": self.runtime_parameter_bytes,
+            "threads": self.threads,
+            "metadata_file": self.metadata_file,
+            "node_id": self.node_id,
+            "traceback": self.traceback,
+            "timings": dict(self.timings),
+            "skipped": self.skipped,
+            "model_source": self.model_source,
+            "model_sha256": self.model_sha256,
+            "float_layers": list(self.float_layers) if self.float_layers is not None else None,
+            "int8_mac_fraction": self.int8_mac_fraction,
+            "pruning": dict(self.pruning) if self.pruning is not None else None,
+            "measured_on": self.measured_on,
+            "source": self.source,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> VariantResult:
@@ -182,16 +217,31 @@ class VariantResult:
             got = d.get("format") if isinstance(d, Mapping) else type(d).__name__
             raise ResultFormatError(f"stored result format {got!r}, this edge_opt reads format {RESULT_FORMAT}")
         m = d.get("measurement")
-        return cls(point=ConfigPoint(float(d["point"]["pruning_level"]), d["point"]["precision"],
-                                     d["point"]["backend"], d["point"].get("calibration", "")),
-                   key=d["key"], measurement=MeasurementRecord.from_dict(m) if m is not None else None,
-                   error=d.get("error"), runtime_parameter_bytes=d.get("runtime_parameter_bytes"),
-                   threads=int(d.get("threads", 1)), metadata_file=d.get("metadata_file"), node_id=d.get("node_id"),
-                   traceback=d.get("traceback"), timings=dict(d.get("timings") or {}), skipped=d.get("skipped"),
-                   model_source=d.get("model_source"), model_sha256=d.get("model_sha256"),
-                   float_layers=tuple(d["float_layers"]) if d.get("float_layers") is not None else None,
-                   int8_mac_fraction=d.get("int8_mac_fraction"), pruning=d.get("pruning"),
-                   measured_on=str(d.get("measured_on") or "host"), source=d.get("source"))
+        return cls(
+            point=ConfigPoint(
+                float(d["point"]["pruning_level"]),
+                d["point"]["precision"],
+                d["point"]["backend"],
+                d["point"].get("calibration", ""),
+            ),
+            key=d["key"],
+            measurement=MeasurementRecord.from_dict(m) if m is not None else None,
+            error=d.get("error"),
+            runtime_parameter_bytes=d.get("runtime_parameter_bytes"),
+            threads=int(d.get("threads", 1)),
+            metadata_file=d.get("metadata_file"),
+            node_id=d.get("node_id"),
+            traceback=d.get("traceback"),
+            timings=dict(d.get("timings") or {}),
+            skipped=d.get("skipped"),
+            model_source=d.get("model_source"),
+            model_sha256=d.get("model_sha256"),
+            float_layers=tuple(d["float_layers"]) if d.get("float_layers") is not None else None,
+            int8_mac_fraction=d.get("int8_mac_fraction"),
+            pruning=d.get("pruning"),
+            measured_on=str(d.get("measured_on") or "host"),
+            source=d.get("source"),
+        )
 
 
 def _cores(cores: Any) -> str | None:

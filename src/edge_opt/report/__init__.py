@@ -1,6 +1,7 @@
 """Report stage: the only place records become tables, plots, the summary, ``report.html``, comparisons,
 experiment tracking and progress lines.
 """
+
 from __future__ import annotations
 
 from .compare import compare_studies
@@ -19,4 +20,21 @@ from .stage import (
 )
 from .tracking import check_tracking, log_study_mlflow
 
-__all__ = ["Reporter", "StudyOutcome", "StudyReport", "build_summary", "check_tracking", "compare_studies", "frontiers", "log_study_mlflow", "reproducibility_record", "with_vendor_rows", "write_html_report", "write_outputs", "write_plots", "write_search_history", "write_sensitivity", "write_study_report"]
+__all__ = [
+    "Reporter",
+    "StudyOutcome",
+    "StudyReport",
+    "build_summary",
+    "check_tracking",
+    "compare_studies",
+    "frontiers",
+    "log_study_mlflow",
+    "reproducibility_record",
+    "with_vendor_rows",
+    "write_html_report",
+    "write_outputs",
+    "write_plots",
+    "write_search_history",
+    "write_sensitivity",
+    "write_study_report",
+]

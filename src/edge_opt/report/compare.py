@@ -1,4 +1,5 @@
 """Side-by-side comparison of two finished studies (``edge-opt compare DIR_A DIR_B``)."""
+
 from __future__ import annotations
 
 import html
@@ -23,10 +24,19 @@ def _pair(a: VariantResult, b: VariantResult) -> dict[str, Any]:
     sa = list(a.measurement.latency.samples_ms) if a.measurement else []
     sb = list(b.measurement.latency.samples_ms) if b.measurement else []
     differs, p = latency_differs(sa, sb)
-    return {**asdict(a.point), "accuracy_a": ma.accuracy if ma else math.nan,
-            "accuracy_b": mb.accuracy if mb else math.nan, "latency_ms_a": la, "latency_ms_b": lb,
-            "latency_ratio_b_over_a": lb / la if la > 0 else math.nan, "mann_whitney_p": p, "significant": differs,
-            "same_cpu": a.cpu_model == b.cpu_model, "error_a": a.error, "error_b": b.error}
+    return {
+        **asdict(a.point),
+        "accuracy_a": ma.accuracy if ma else math.nan,
+        "accuracy_b": mb.accuracy if mb else math.nan,
+        "latency_ms_a": la,
+        "latency_ms_b": lb,
+        "latency_ratio_b_over_a": lb / la if la > 0 else math.nan,
+        "mann_whitney_p": p,
+        "significant": differs,
+        "same_cpu": a.cpu_model == b.cpu_model,
+        "error_a": a.error,
+        "error_b": b.error,
+    }
 
 
 def compare_results(a: dict[ConfigPoint, VariantResult], b: dict[ConfigPoint, VariantResult]) -> list[dict[str, Any]]:
@@ -34,18 +44,41 @@ def compare_results(a: dict[ConfigPoint, VariantResult], b: dict[ConfigPoint, Va
     return [_pair(ra, b[p]) for p, ra in a.items() if p in b]
 
 
-COLUMNS = ["pruning_level", "precision", "backend", "calibration", "accuracy_a", "accuracy_b", "latency_ms_a",
-           "latency_ms_b", "latency_ratio_b_over_a", "mann_whitney_p", "significant", "same_cpu", "error_a", "error_b"]
+COLUMNS = [
+    "pruning_level",
+    "precision",
+    "backend",
+    "calibration",
+    "accuracy_a",
+    "accuracy_b",
+    "latency_ms_a",
+    "latency_ms_b",
+    "latency_ratio_b_over_a",
+    "mann_whitney_p",
+    "significant",
+    "same_cpu",
+    "error_a",
+    "error_b",
+]
 
 
 def _study_differences(a: StoredStudy, b: StoredStudy) -> list[str]:
     """What makes two studies' rows incomparable beyond their config points (model, data, image size)."""
     ca, cb = a.cfg, b.cfg
-    checks = {"model": (ca.model.model_dump(), cb.model.model_dump()), "dataset": (ca.dataset, cb.dataset),
-              "image_size": (ca.image_size, cb.image_size), "data_path": (ca.data_path, cb.data_path),
-              "latency_batch_size": (ca.latency_batch_size, cb.latency_batch_size), "threads": (ca.threads, cb.threads)}
-    return [f"the studies differ in {k!r} (A: {str(va)[:80]}, B: {str(vb)[:80]}): their matched rows compare "
-            "different models or measurements" for k, (va, vb) in checks.items() if va != vb]
+    checks = {
+        "model": (ca.model.model_dump(), cb.model.model_dump()),
+        "dataset": (ca.dataset, cb.dataset),
+        "image_size": (ca.image_size, cb.image_size),
+        "data_path": (ca.data_path, cb.data_path),
+        "latency_batch_size": (ca.latency_batch_size, cb.latency_batch_size),
+        "threads": (ca.threads, cb.threads),
+    }
+    return [
+        f"the studies differ in {k!r} (A: {str(va)[:80]}, B: {str(vb)[:80]}): their matched rows compare "
+        "different models or measurements"
+        for k, (va, vb) in checks.items()
+        if va != vb
+    ]
 
 
 def _output_folder(dir_b: str | Path, output_dir: str | Path | None) -> Path:
@@ -54,13 +87,18 @@ def _output_folder(dir_b: str | Path, output_dir: str | Path | None) -> Path:
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
-        raise ConfigError([f"The '--output' parameter must name a folder. Got {str(output_dir or out)!r} instead "
-                           f"({str(probe)!r} is a file)."])
+        raise ConfigError(
+            [
+                f"The '--output' parameter must name a folder. Got {str(output_dir or out)!r} instead "
+                f"({str(probe)!r} is a file)."
+            ]
+        )
     return out
 
 
-def compare_studies(dir_a: str | Path, dir_b: str | Path, output_dir: str | Path | None = None,
-                    with_warnings: bool = False) -> Any:
+def compare_studies(
+    dir_a: str | Path, dir_b: str | Path, output_dir: str | Path | None = None, with_warnings: bool = False
+) -> Any:
     """Match the config points (pruning_level, precision, backend, calibration) of two studies and compare them.
 
     Latency ratio = B / A of the mean latencies; ``significant`` uses ``latency_differs``
@@ -79,18 +117,27 @@ def compare_studies(dir_a: str | Path, dir_b: str | Path, output_dir: str | Path
     a = {r.point: r for r in sa.results if r.skipped is None}
     b = {r.point: r for r in sb.results if r.skipped is None}
     warnings = _study_differences(sa, sb)
-    warnings += [f"study {name} ({str(d)!r}) has no finished points" for name, d, rows in
-                 (("A", dir_a, a), ("B", dir_b, b)) if not rows]
+    warnings += [
+        f"study {name} ({str(d)!r}) has no finished points"
+        for name, d, rows in (("A", dir_a, a), ("B", dir_b, b))
+        if not rows
+    ]
     table = pd.DataFrame(compare_results(a, b), columns=COLUMNS)
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_with(out / "comparison.csv", lambda t: table.to_csv(t, index=False, encoding="utf-8"))
-    body = table.to_html(index=False, border=0, na_rep="", float_format=lambda v: f"{v:.4g}") if len(table) else "<p>(no common config points)</p>"
+    body = (
+        table.to_html(index=False, border=0, na_rep="", float_format=lambda v: f"{v:.4g}")
+        if len(table)
+        else "<p>(no common config points)</p>"
+    )
     notes = "".join(f"<p><b>warning:</b> {html.escape(w)}</p>" for w in warnings)
-    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>edge_opt comparison</title>"
-            f"<style>body{{font-family:sans-serif;margin:2em}}td,th{{border:1px solid #ccc;padding:3px 6px}}"
-            f"table{{border-collapse:collapse}}</style></head><body><h1>Study comparison</h1>{notes}"
-            f"<p>A = <code>{html.escape(str(dir_a))}</code>, B = <code>{html.escape(str(dir_b))}</code>; "
-            f"{len(table)} matched config points (of {len(a)} and {len(b)}). Ratio = B / A mean latency; significant = "
-            f"Mann-Whitney U p &lt; 0.05 and ≥ 3 % effect on the raw samples.</p>{body}</body></html>")
+    page = (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>edge_opt comparison</title>"
+        f"<style>body{{font-family:sans-serif;margin:2em}}td,th{{border:1px solid #ccc;padding:3px 6px}}"
+        f"table{{border-collapse:collapse}}</style></head><body><h1>Study comparison</h1>{notes}"
+        f"<p>A = <code>{html.escape(str(dir_a))}</code>, B = <code>{html.escape(str(dir_b))}</code>; "
+        f"{len(table)} matched config points (of {len(a)} and {len(b)}). Ratio = B / A mean latency; significant = "
+        f"Mann-Whitney U p &lt; 0.05 and ≥ 3 % effect on the raw samples.</p>{body}</body></html>"
+    )
     atomic.write_text(out / "comparison.html", page)
     return (table, warnings) if with_warnings else table

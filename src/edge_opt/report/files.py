@@ -3,6 +3,7 @@
 All files are UTF-8, written atomically; CSVs carry no index; JSON uses 2-space
 indentation with NaN written as null.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,14 @@ from ..hardware import decade_axes
 from ..study import RAW_SAMPLE_COLUMNS
 
 __all__ = [
-    "PLOT_DPI", "RAW_COLUMNS", "build_summary", "csv_frame", "plot_tradeoff", "write_csv",
-    "write_outputs", "write_plots",
+    "PLOT_DPI",
+    "RAW_COLUMNS",
+    "build_summary",
+    "csv_frame",
+    "plot_tradeoff",
+    "write_csv",
+    "write_outputs",
+    "write_plots",
 ]
 
 RAW_COLUMNS = RAW_SAMPLE_COLUMNS
@@ -37,9 +44,16 @@ def _clean_float(x: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def build_summary(baseline: Mapping[str, Any], memory_budgets_mb: Sequence[float], active_memory_budget_mb: float,
-                  cpu_frequency_scale: float, latency_multiplier: float, sweep_df: pd.DataFrame,
-                  deployment: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+def build_summary(
+    baseline: Mapping[str, Any],
+    memory_budgets_mb: Sequence[float],
+    active_memory_budget_mb: float,
+    cpu_frequency_scale: float,
+    latency_multiplier: float,
+    sweep_df: pd.DataFrame,
+    deployment: Mapping[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
     """Summary of a study (the seed's fields, then any ``extra`` such as the recommendation).
 
     Args:
@@ -84,8 +98,13 @@ def write_csv(path: str | Path, df: pd.DataFrame) -> Path:
     return atomic.write_with(path, lambda tmp: csv_frame(df).to_csv(tmp, index=False, encoding="utf-8"))
 
 
-def write_outputs(output_dir: str | Path, sweep_df: pd.DataFrame, pareto_latency_df: pd.DataFrame,
-                  pareto_energy_df: pd.DataFrame, summary: Mapping[str, Any]) -> dict[str, Path]:
+def write_outputs(
+    output_dir: str | Path,
+    sweep_df: pd.DataFrame,
+    pareto_latency_df: pd.DataFrame,
+    pareto_energy_df: pd.DataFrame,
+    summary: Mapping[str, Any],
+) -> dict[str, Path]:
     """Write sweep_results.csv, pareto_frontier_latency.csv, pareto_frontier_energy.csv, summary.json.
 
     Args:
@@ -112,9 +131,15 @@ def _label(r: pd.Series) -> str:
     return f"{r.get('backend', '')} {r.get('precision', '')} p{float(r.get('pruning_level', 0)):g}"
 
 
-def plot_tradeoff(path: str | Path, sweep_df: pd.DataFrame, x_col: str, x_label: str,
-                  frontier: pd.DataFrame | None = None, dpi: int = PLOT_DPI,
-                  recommended_key: str | None = None) -> Path:
+def plot_tradeoff(
+    path: str | Path,
+    sweep_df: pd.DataFrame,
+    x_col: str,
+    x_label: str,
+    frontier: pd.DataFrame | None = None,
+    dpi: int = PLOT_DPI,
+    recommended_key: str | None = None,
+) -> Path:
     """Scatter accuracy vs ``x_col``: accepted, rejected and error-free rows, the frontier as a line."""
     df = sweep_df[sweep_df["error"].isna()] if "error" in sweep_df.columns else sweep_df
     fig, ax = plt.subplots(figsize=(7.5, 5))
@@ -123,19 +148,44 @@ def plot_tradeoff(path: str | Path, sweep_df: pd.DataFrame, x_col: str, x_label:
     markers = {"torch": "o", "onnxruntime": "s", "torch_channels_last": "^"}
     for part, color, name in ((acc, "tab:green", "accepted"), (rej, "tab:red", "rejected")):
         for backend, grp in part.groupby("backend") if "backend" in part.columns and len(part) else []:
-            ax.scatter(grp[x_col], grp["accuracy"], c=color, marker=markers.get(backend, "D"), alpha=0.75,
-                       label=f"{name} ({backend})", edgecolors="k", linewidths=0.4)
+            ax.scatter(
+                grp[x_col],
+                grp["accuracy"],
+                c=color,
+                marker=markers.get(backend, "D"),
+                alpha=0.75,
+                label=f"{name} ({backend})",
+                edgecolors="k",
+                linewidths=0.4,
+            )
     if frontier is not None and len(frontier):
         f = frontier.sort_values(x_col)
         ax.plot(f[x_col], f["accuracy"], "-", color="tab:blue", lw=1.5, label="Pareto frontier", zorder=1)
     if recommended_key is not None and "key" in df.columns:
         rec = df[df["key"] == recommended_key]
         if len(rec):
-            ax.scatter(rec[x_col], rec["accuracy"], s=220, facecolors="none", edgecolors="gold", linewidths=2.5,
-                       label="recommended", zorder=5)
-            ax.annotate(_label(rec.iloc[0]), (rec[x_col].iloc[0], rec["accuracy"].iloc[0]),
-                        textcoords="offset points", xytext=(8, -12), fontsize=8)
-    if len(df) and (df[x_col].astype(float) > 0).all() and df[x_col].astype(float).max() / max(df[x_col].astype(float).min(), 1e-30) > 20:
+            ax.scatter(
+                rec[x_col],
+                rec["accuracy"],
+                s=220,
+                facecolors="none",
+                edgecolors="gold",
+                linewidths=2.5,
+                label="recommended",
+                zorder=5,
+            )
+            ax.annotate(
+                _label(rec.iloc[0]),
+                (rec[x_col].iloc[0], rec["accuracy"].iloc[0]),
+                textcoords="offset points",
+                xytext=(8, -12),
+                fontsize=8,
+            )
+    if (
+        len(df)
+        and (df[x_col].astype(float) > 0).all()
+        and df[x_col].astype(float).max() / max(df[x_col].astype(float).min(), 1e-30) > 20
+    ):
         ax.set_xscale("log")
         decade_axes(ax, "x")
     ax.set_xlabel(x_label)
@@ -149,19 +199,40 @@ def plot_tradeoff(path: str | Path, sweep_df: pd.DataFrame, x_col: str, x_label:
     return Path(path)
 
 
-def write_plots(output_dir: str | Path, sweep_df: pd.DataFrame, frontier_latency: pd.DataFrame,
-                frontier_energy: pd.DataFrame, recommended_key: str | None = None) -> dict[str, Path]:
+def write_plots(
+    output_dir: str | Path,
+    sweep_df: pd.DataFrame,
+    frontier_latency: pd.DataFrame,
+    frontier_energy: pd.DataFrame,
+    recommended_key: str | None = None,
+) -> dict[str, Path]:
     """accuracy_vs_latency.png, accuracy_vs_energy.png, accuracy_vs_memory.png."""
     from ..study import pareto_frontier
 
     out = Path(output_dir)
     return {
-        "accuracy_vs_latency": plot_tradeoff(out / "accuracy_vs_latency.png", sweep_df, "latency_ms",
-                                             "latency (ms, batch of latency_batch_size)", frontier_latency,
-                                             recommended_key=recommended_key),
-        "accuracy_vs_energy": plot_tradeoff(out / "accuracy_vs_energy.png", sweep_df, "energy_proxy_j",
-                                            "energy per inference (J)", frontier_energy, recommended_key=recommended_key),
-        "accuracy_vs_memory": plot_tradeoff(out / "accuracy_vs_memory.png", sweep_df, "memory_mb",
-                                            "parameter memory (MB)", pareto_frontier(sweep_df, "memory_mb")
-                                            if len(sweep_df) else None, recommended_key=recommended_key),
+        "accuracy_vs_latency": plot_tradeoff(
+            out / "accuracy_vs_latency.png",
+            sweep_df,
+            "latency_ms",
+            "latency (ms, batch of latency_batch_size)",
+            frontier_latency,
+            recommended_key=recommended_key,
+        ),
+        "accuracy_vs_energy": plot_tradeoff(
+            out / "accuracy_vs_energy.png",
+            sweep_df,
+            "energy_proxy_j",
+            "energy per inference (J)",
+            frontier_energy,
+            recommended_key=recommended_key,
+        ),
+        "accuracy_vs_memory": plot_tradeoff(
+            out / "accuracy_vs_memory.png",
+            sweep_df,
+            "memory_mb",
+            "parameter memory (MB)",
+            pareto_frontier(sweep_df, "memory_mb") if len(sweep_df) else None,
+            recommended_key=recommended_key,
+        ),
     }

@@ -1,4 +1,5 @@
 """One self-contained ``report.html`` (plots as data URIs, no scripts, no network) from a study's files."""
+
 from __future__ import annotations
 
 import base64
@@ -61,23 +62,42 @@ def write_html_report(output_dir: str | Path) -> Path:
         cols = ["hostname", "cpu_model", *cols]  # several nodes: group the table by node
         sweep = sweep.sort_values(["hostname", "pruning_level", "precision", "backend"], kind="mergesort")
     if "measured_on" in sweep.columns and sweep["measured_on"].nunique() > 1:  # group the rows by where measured
-        sweep = sweep.assign(_host=sweep["measured_on"] != "host").sort_values(["_host", "measured_on"], kind="mergesort")
+        sweep = sweep.assign(_host=sweep["measured_on"] != "host").sort_values(
+            ["_host", "measured_on"], kind="mergesort"
+        )
     rows = []
     for _, r in sweep.iterrows():
         d: dict[str, Any] = {c: _fmt(r.get(c)) for c in cols}
         d["_accepted"] = bool(r.get("accepted"))
         d["_recommended"] = bool(rec and r.get("key") == rec.get("key"))
         rows.append(d)
-    rejected = [{"backend": r["backend"], "precision": r["precision"], "pruning_level": _fmt(r["pruning_level"]),
-                 "reason": r.get("rejected_reason") if isinstance(r.get("rejected_reason"), str) else ""}
-                for _, r in sweep.iterrows() if not bool(r.get("accepted"))]
+    rejected = [
+        {
+            "backend": r["backend"],
+            "precision": r["precision"],
+            "pruning_level": _fmt(r["pruning_level"]),
+            "reason": r.get("rejected_reason") if isinstance(r.get("rejected_reason"), str) else "",
+        }
+        for _, r in sweep.iterrows()
+        if not bool(r.get("accepted"))
+    ]
     read = lambda name: _read_csv(out / name)  # noqa: E731
-    repro = json.loads((out / "reproducibility.json").read_text(encoding="utf-8")) if (out / "reproducibility.json").exists() else {}
+    repro = (
+        json.loads((out / "reproducibility.json").read_text(encoding="utf-8"))
+        if (out / "reproducibility.json").exists()
+        else {}
+    )
     images = {
-        "tradeoffs": [(n, _uri(out / f"{n}.png")) for n in ("accuracy_vs_latency", "accuracy_vs_energy",
-                                                           "accuracy_vs_memory") if (out / f"{n}.png").exists()],
-        "hardware": [(n, _uri(out / f"{n}.png")) for n in ("roofline", "layerwise_macs", "layerwise_activation_memory")
-                     if (out / f"{n}.png").exists()],
+        "tradeoffs": [
+            (n, _uri(out / f"{n}.png"))
+            for n in ("accuracy_vs_latency", "accuracy_vs_energy", "accuracy_vs_memory")
+            if (out / f"{n}.png").exists()
+        ],
+        "hardware": [
+            (n, _uri(out / f"{n}.png"))
+            for n in ("roofline", "layerwise_macs", "layerwise_activation_memory")
+            if (out / f"{n}.png").exists()
+        ],
         "sensitivity": [(n, _uri(out / f"{n}.png")) for n in ("sensitivity",) if (out / f"{n}.png").exists()],
     }
     hw = read("hardware_summary.csv")
@@ -85,11 +105,18 @@ def write_html_report(output_dir: str | Path) -> Path:
     from markupsafe import Markup
 
     html = env.get_template("report.html.j2").render(
-        output_dir=str(out), summary=summary, rec=rec, sweep_cols=cols, text_cols=TEXT_COLS | {"hostname", "cpu_model"}, sweep_rows=rows,
-        rejected=rejected, images=images,
+        output_dir=str(out),
+        summary=summary,
+        rec=rec,
+        sweep_cols=cols,
+        text_cols=TEXT_COLS | {"hostname", "cpu_model"},
+        sweep_rows=rows,
+        rejected=rejected,
+        images=images,
         precision_table=Markup(_table(read("precision_tradeoffs.csv"), "precision")),
-        hardware_table=Markup(_table(hw.T.reset_index().rename(columns={"index": "figure", 0: "value"})
-                                     if len(hw) else hw, "hardware")),
+        hardware_table=Markup(
+            _table(hw.T.reset_index().rename(columns={"index": "figure", 0: "value"}) if len(hw) else hw, "hardware")
+        ),
         deployment_table=Markup(_table(read("deployment.csv"), "deployment")),
         sensitivity_table=Markup(_table(read("sensitivity.csv"), "sensitivity")),
         mixed_table=Markup(_table(read("mixed_precision.csv"), "mixed")),

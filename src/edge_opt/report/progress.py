@@ -1,4 +1,5 @@
 """Progress for ``edge-opt run``: a rich progress bar on a terminal, plain log lines otherwise."""
+
 from __future__ import annotations
 
 import sys
@@ -18,8 +19,9 @@ class Reporter:
         rich_ui: force (True) or forbid (False) the rich display; default: only on a terminal.
     """
 
-    def __init__(self, quiet: bool = False, verbose: bool = False, stream: TextIO | None = None,
-                 rich_ui: bool | None = None) -> None:
+    def __init__(
+        self, quiet: bool = False, verbose: bool = False, stream: TextIO | None = None, rich_ui: bool | None = None
+    ) -> None:
         self.quiet, self.verbose = quiet, verbose
         self.stream = stream or sys.stdout
         self.start = time.perf_counter()
@@ -61,16 +63,23 @@ class Reporter:
             if self._durations:
                 left = info["total"] - info["index"]
                 eta = f", ETA {left * sum(self._durations) / len(self._durations):.0f}s"
-            status = f"error: {row['error']}" if row.get("error") else (
-                f"acc={row['accuracy']:.4f} latency={row['latency_ms']:.4f}ms memory={row['memory_mb']:.3f}MB")
+            status = (
+                f"error: {row['error']}"
+                if row.get("error")
+                else (f"acc={row['accuracy']:.4f} latency={row['latency_ms']:.4f}ms memory={row['memory_mb']:.3f}MB")
+            )
             if self._progress is not None:
                 self._progress.update(self._task, completed=info["index"])
                 if self.verbose:
-                    self._line(f"variant {info['index']}/{info['total']} {p.backend} {p.precision} "
-                               f"p{p.pruning_level:g}: {status}")
+                    self._line(
+                        f"variant {info['index']}/{info['total']} {p.backend} {p.precision} "
+                        f"p{p.pruning_level:g}: {status}"
+                    )
             else:
-                self._line(f"variant {info['index']}/{info['total']} {p.backend} {p.precision} pruning={p.pruning_level:g}: "
-                           f"{status}{eta}")
+                self._line(
+                    f"variant {info['index']}/{info['total']} {p.backend} {p.precision} pruning={p.pruning_level:g}: "
+                    f"{status}{eta}"
+                )
         elif kind == "prune":
             if self.verbose or self._progress is None:
                 self._line(f"pruning to level {info['level']:g} (+ fine-tuning)")
@@ -87,8 +96,14 @@ class Reporter:
             TimeRemainingColumn,
         )
 
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            transient=False,
+        )
         self._progress.start()
         self._task = self._progress.add_task("variants", total=None)
 
@@ -97,14 +112,23 @@ class Reporter:
         r = info["record"]
         p = r.point
         budget = f"/{info['budget']}" if info.get("budget") else ""
-        values = (f"acc={r.accuracy:.4f} device latency={r.latency_ms:.4f}ms" if r.accuracy == r.accuracy else
-                  (r.reason or "no numbers"))
+        values = (
+            f"acc={r.accuracy:.4f} device latency={r.latency_ms:.4f}ms"
+            if r.accuracy == r.accuracy
+            else (r.reason or "no numbers")
+        )
         if self._progress is not None:
-            self._progress.update(self._task, total=info.get("budget"), completed=info["distinct"],
-                                  description=f"trial {r.number}: {p.backend} {p.precision} p{p.pruning_level:g}")
+            self._progress.update(
+                self._task,
+                total=info.get("budget"),
+                completed=info["distinct"],
+                description=f"trial {r.number}: {p.backend} {p.precision} p{p.pruning_level:g}",
+            )
         if self._progress is None or self.verbose:
-            self._line(f"trial {r.number} ({info['distinct']}{budget} points) {p.backend} {p.precision} "
-                       f"pruning={p.pruning_level:g} [{r.how}]: {values}{'' if r.feasible else ' (infeasible)'}")
+            self._line(
+                f"trial {r.number} ({info['distinct']}{budget} points) {p.backend} {p.precision} "
+                f"pruning={p.pruning_level:g} [{r.how}]: {values}{'' if r.feasible else ' (infeasible)'}"
+            )
 
     def _stop_bar(self) -> None:
         if self._progress is not None:

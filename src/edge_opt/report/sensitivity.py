@@ -1,5 +1,6 @@
 """Report of the int8 sensitivity pass: ``sensitivity.csv``, ``sensitivity.png`` and the side-by-side table of
 float, full int8 and mixed int8 per parent and backend (for the HTML report)."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,9 @@ def sensitivity_table(out: Path, cfg: StudyConfig) -> pd.DataFrame:
         doc = json.loads(path.read_text(encoding="utf-8"))
         if doc["parent_key"] not in levels:
             continue
-        rows += [{"pruning_level": levels[doc["parent_key"]], "backend": doc["backend"], **layer}
-                 for layer in doc["layers"]]
+        rows += [
+            {"pruning_level": levels[doc["parent_key"]], "backend": doc["backend"], **layer} for layer in doc["layers"]
+        ]
     frame = pd.DataFrame(rows, columns=SENSITIVITY_COLUMNS)
     return frame.sort_values(["pruning_level", "backend", "rank"], kind="mergesort").reset_index(drop=True)
 
@@ -66,10 +68,17 @@ def mixed_comparison(assessed: Sequence[Assessment]) -> pd.DataFrame:
         if not a.ok or a.point.precision not in ("fp32", "int8", "int8_mixed"):
             continue
         r = a.result
-        rows.append({"pruning_level": a.point.pruning_level, "backend": a.point.backend,
-                     "precision": a.point.precision, "accuracy_drop": a.accuracy_drop,
-                     "latency_ms": a.metrics.latency_ms, "int8_mac_fraction": r.int8_mac_fraction,
-                     "float_layers": ";".join(r.float_layers) if r.float_layers is not None else ""})
+        rows.append(
+            {
+                "pruning_level": a.point.pruning_level,
+                "backend": a.point.backend,
+                "precision": a.point.precision,
+                "accuracy_drop": a.accuracy_drop,
+                "latency_ms": a.metrics.latency_ms,
+                "int8_mac_fraction": r.int8_mac_fraction,
+                "float_layers": ";".join(r.float_layers) if r.float_layers is not None else "",
+            }
+        )
     frame = pd.DataFrame(rows)
     if frame.empty or "int8_mixed" not in set(frame["precision"]):
         return pd.DataFrame()

@@ -5,6 +5,7 @@ sweep table (``to_frame``), the frontiers, ``summary.json`` (the seed's keys, th
 recommendation, warnings, hardware and deployment results), the plots, ``reproducibility.json``
 and ``report.html``.
 """
+
 from __future__ import annotations
 
 import sys
@@ -38,13 +39,26 @@ from .files import build_summary, write_outputs, write_plots
 from .html import write_html_report
 from .sensitivity import mixed_comparison, write_sensitivity
 
-__all__ = ["BASELINE_KEYS", "LATENCY_NOTE", "SEARCH_HISTORY", "StudyOutcome", "StudyReport", "frontiers", "recommendation_summary", "with_vendor_rows", "write_search_history",
-           "skipped_summary",
-           "reproducibility_record", "write_study_report"]
+__all__ = [
+    "BASELINE_KEYS",
+    "LATENCY_NOTE",
+    "SEARCH_HISTORY",
+    "StudyOutcome",
+    "StudyReport",
+    "frontiers",
+    "recommendation_summary",
+    "with_vendor_rows",
+    "write_search_history",
+    "skipped_summary",
+    "reproducibility_record",
+    "write_study_report",
+]
 
 BASELINE_KEYS = BASELINE_COLUMNS
-LATENCY_NOTE = ("latency_ms columns are host measurements (batch of latency_batch_size, torch.utils.benchmark); "
-                "device_latency_ms = latency_ms × latency_multiplier (linear clock model)")
+LATENCY_NOTE = (
+    "latency_ms columns are host measurements (batch of latency_batch_size, torch.utils.benchmark); "
+    "device_latency_ms = latency_ms × latency_multiplier (linear clock model)"
+)
 
 
 @dataclass(frozen=True)
@@ -92,11 +106,20 @@ def recommendation_summary(o: StudyOutcome) -> dict[str, Any] | None:
         return None
     m = chosen.metrics
     kernel = chosen.result.measurement.kernel_precision if chosen.result.measurement is not None else None
-    return {**art.point, "goals_met": o.selection.goals_met, "failed_goals": list(o.selection.failed_goals),
-            "accuracy": m.accuracy, "latency_ms": m.latency_ms, "memory_mb": m.memory_mb,
-            "accuracy_drop": chosen.accuracy_drop, "speedup_vs_baseline": chosen.speedup_vs_baseline,
-            "kernel_precision": kernel, "why": o.selection.why, "artifact": art.path,
-            "artifact_accuracy": art.manifest["artifact_accuracy"] if art.manifest else None}
+    return {
+        **art.point,
+        "goals_met": o.selection.goals_met,
+        "failed_goals": list(o.selection.failed_goals),
+        "accuracy": m.accuracy,
+        "latency_ms": m.latency_ms,
+        "memory_mb": m.memory_mb,
+        "accuracy_drop": chosen.accuracy_drop,
+        "speedup_vs_baseline": chosen.speedup_vs_baseline,
+        "kernel_precision": kernel,
+        "why": o.selection.why,
+        "artifact": art.path,
+        "artifact_accuracy": art.manifest["artifact_accuracy"] if art.manifest else None,
+    }
 
 
 def _deployment_summary(o: StudyOutcome) -> dict[str, Any]:
@@ -117,23 +140,55 @@ def _summary(o: StudyOutcome, frame: pd.DataFrame) -> dict[str, Any]:
     baseline = {k: o.baseline.row().get(k) for k in BASELINE_KEYS} if o.baseline is not None else {}
     point = o.baseline.point if o.baseline is not None else BASELINE_POINT
     baseline.update({"pruning_level": point.pruning_level, "precision": point.precision, "backend": point.backend})
-    slower = [{"backend": a.point.backend, "precision": a.point.precision, "pruning_level": a.point.pruning_level,
-               "latency_ms": a.metrics.latency_ms, "speedup_vs_fp32": a.speedup_vs_fp32}
-              for a in o.assessed if a.slower_than_fp32]
-    mismatches = [{"backend": a.point.backend, "precision": a.point.precision, "pruning_level": a.point.pruning_level,
-                   "kernel_precision": a.result.measurement.kernel_precision if a.result.measurement else None}
-                  for a in o.assessed if a.precision_mismatch]
+    slower = [
+        {
+            "backend": a.point.backend,
+            "precision": a.point.precision,
+            "pruning_level": a.point.pruning_level,
+            "latency_ms": a.metrics.latency_ms,
+            "speedup_vs_fp32": a.speedup_vs_fp32,
+        }
+        for a in o.assessed
+        if a.slower_than_fp32
+    ]
+    mismatches = [
+        {
+            "backend": a.point.backend,
+            "precision": a.point.precision,
+            "pruning_level": a.point.pruning_level,
+            "kernel_precision": a.result.measurement.kernel_precision if a.result.measurement else None,
+        }
+        for a in o.assessed
+        if a.precision_mismatch
+    ]
     model_source, model_sha256 = _model_identity(o)
     return build_summary(
-        baseline, cfg.memory_budgets_mb, cfg.active_memory_budget_mb, cfg.cpu_frequency_scale, cfg.latency_multiplier,
-        frame, _deployment_summary(o), recommended=recommendation_summary(o), slower_than_fp32=slower,
-        precision_mismatches=mismatches, hardware=dict(o.hardware.summaries) if o.hardware else {},
-        warnings=sorted(set(o.warnings)), latency_note=LATENCY_NOTE, finished_points=len(o.assessed) + len(o.skipped),
-        total_points=o.total_points, interrupted=o.interrupted, skipped=skipped_summary(o.skipped),
+        baseline,
+        cfg.memory_budgets_mb,
+        cfg.active_memory_budget_mb,
+        cfg.cpu_frequency_scale,
+        cfg.latency_multiplier,
+        frame,
+        _deployment_summary(o),
+        recommended=recommendation_summary(o),
+        slower_than_fp32=slower,
+        precision_mismatches=mismatches,
+        hardware=dict(o.hardware.summaries) if o.hardware else {},
+        warnings=sorted(set(o.warnings)),
+        latency_note=LATENCY_NOTE,
+        finished_points=len(o.assessed) + len(o.skipped),
+        total_points=o.total_points,
+        interrupted=o.interrupted,
+        skipped=skipped_summary(o.skipped),
         int8_mixed=mixed_comparison(o.assessed).to_dict("records"),
-        model_source=model_source, model_sha256=model_sha256, config_hash=cfg.config_hash,
+        model_source=model_source,
+        model_sha256=model_sha256,
+        config_hash=cfg.config_hash,
         search=o.search.summary() if o.search is not None else {"strategy": "grid"},
-        measured_on=list(cfg.measure_on), recommend_for=cfg.recommendation_target, targets=_targets_summary(o))
+        measured_on=list(cfg.measure_on),
+        recommend_for=cfg.recommendation_target,
+        targets=_targets_summary(o),
+    )
 
 
 def _targets_summary(o: StudyOutcome) -> dict[str, Any]:
@@ -145,15 +200,22 @@ def _targets_summary(o: StudyOutcome) -> dict[str, Any]:
         sel = select_recommendation(rows, o.baseline, o.cfg.model_copy(update={"cpu_frequency_scale": 1.0}))
         best = sel.chosen
         out[run.name] = {
-            "rows": len(run.results), "measured_now": run.measured,
+            "rows": len(run.results),
+            "measured_now": run.measured,
             "errors": [{**asdict(r.point), "error": r.error} for r in run.results if r.error],
             "skipped": [{**asdict(r.point), "reason": r.skipped} for r in run.results if r.skipped],
             "fingerprint": run.fingerprint,
-            "recommended": None if best is None else {**asdict(best.point), "key": best.result.key,
-                                                      "accuracy": best.metrics.accuracy,
-                                                      "latency_ms": best.metrics.latency_ms,
-                                                      "latency_ci95_ms": best.metrics.latency_ci95_ms},
-            "simulation_vs_measured": simulation_gap(o.cfg, hosts, run)}
+            "recommended": None
+            if best is None
+            else {
+                **asdict(best.point),
+                "key": best.result.key,
+                "accuracy": best.metrics.accuracy,
+                "latency_ms": best.metrics.latency_ms,
+                "latency_ci95_ms": best.metrics.latency_ci95_ms,
+            },
+            "simulation_vs_measured": simulation_gap(o.cfg, hosts, run),
+        }
     return out
 
 
@@ -172,13 +234,23 @@ def _model_identity(o: StudyOutcome) -> tuple[str | None, str | None]:
 def reproducibility_record(cfg: StudyConfig, data: DataBundle, command: Sequence[str] | None) -> dict[str, Any]:
     """What it takes to run the study again: command, commit, seeds, config, environment, data."""
     return {
-        "command": list(command) if command else sys.argv, "git_commit": git_commit(Path(__file__).parent),
-        "seeds": {"seed": cfg.seed, "dataloader_seed": cfg.dataloader_seed}, "config": cfg.model_dump(mode="json"),
+        "command": list(command) if command else sys.argv,
+        "git_commit": git_commit(Path(__file__).parent),
+        "seeds": {"seed": cfg.seed, "dataloader_seed": cfg.dataloader_seed},
+        "config": cfg.model_dump(mode="json"),
         "config_hash": cfg.config_hash,
-        "environment": environment(cfg.threads), "package_versions": package_versions(),
-        "torch_threads_measurement": cfg.threads, "torch_threads_training": torch.get_num_threads(),
-        "data": {"source": data.source, "n_train": data.n_train, "n_val": data.n_val,
-                 "input_shape": list(data.input_shape), "mean": data.mean, "std": data.std},
+        "environment": environment(cfg.threads),
+        "package_versions": package_versions(),
+        "torch_threads_measurement": cfg.threads,
+        "torch_threads_training": torch.get_num_threads(),
+        "data": {
+            "source": data.source,
+            "n_train": data.n_train,
+            "n_val": data.n_val,
+            "input_shape": list(data.input_shape),
+            "mean": data.mean,
+            "std": data.std,
+        },
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -204,8 +276,13 @@ def write_study_report(out: Path, o: StudyOutcome, data: DataBundle, command: Se
     if has_rows:
         chosen = o.selection.chosen
         who = o.cfg.recommendation_target if o.on_target else "host"  # the plots show the rows that chose
-        write_plots(out, _rows_of(frame, who), _rows_of(frontier_lat, who), _rows_of(frontier_en, who),
-                    recommended_key=chosen.result.key if chosen else None)
+        write_plots(
+            out,
+            _rows_of(frame, who),
+            _rows_of(frontier_lat, who),
+            _rows_of(frontier_en, who),
+            recommended_key=chosen.result.key if chosen else None,
+        )
     atomic.write_json(out / "reproducibility.json", reproducibility_record(o.cfg, data, command))
     write_sensitivity(out, o.cfg)
     mixed = mixed_comparison(o.assessed)

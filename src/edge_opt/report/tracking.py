@@ -1,4 +1,5 @@
 """Experiment tracking (optional extra ``edge-opt[mlflow]``): one parent run per study, one child run per variant."""
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,10 @@ def mlflow_available() -> bool:
 def check_tracking(cfg: StudyConfig) -> list[str]:
     """Errors for a tracking config this installation cannot serve."""
     if cfg.tracking.mlflow is not None and not mlflow_available():
-        return ["The 'tracking.mlflow' key needs MLflow: pip install 'edge-opt[mlflow]'. Got "
-                f"{cfg.tracking.mlflow.model_dump()!r} with MLflow not installed."]
+        return [
+            "The 'tracking.mlflow' key needs MLflow: pip install 'edge-opt[mlflow]'. Got "
+            f"{cfg.tracking.mlflow.model_dump()!r} with MLflow not installed."
+        ]
     return []
 
 
@@ -50,8 +53,9 @@ def _metrics(row: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def log_study_mlflow(cfg: StudyConfig, assessed: Sequence[Assessment], summary: dict[str, Any],
-                     output_dir: str | Path) -> str:
+def log_study_mlflow(
+    cfg: StudyConfig, assessed: Sequence[Assessment], summary: dict[str, Any], output_dir: str | Path
+) -> str:
     """Log a finished study: parent run (config params, summary metrics, report/model/CSV artifacts) and a
     child run per variant (params = config point, metrics = the row).
 
@@ -69,7 +73,7 @@ def log_study_mlflow(cfg: StudyConfig, assessed: Sequence[Assessment], summary: 
         location = mc.artifact_location
         if location is None and mc.uri.startswith("sqlite:///"):
             # MLflow's default would be ./mlruns in the current folder; keep artifacts beside the database.
-            location = (Path(mc.uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+            location = (Path(mc.uri[len("sqlite:///") :]).resolve().parent / "mlartifacts").as_uri()
         mlflow.create_experiment(mc.experiment, artifact_location=location)
     mlflow.set_experiment(mc.experiment)
     with mlflow.start_run(run_name=f"study {out.name}") as parent:
@@ -79,10 +83,21 @@ def log_study_mlflow(cfg: StudyConfig, assessed: Sequence[Assessment], summary: 
         mlflow.log_metrics(_metrics(top))
         rec = summary.get("recommended") or {}
         if rec:
-            mlflow.set_tags({"recommended": f"{rec['backend']} {rec['precision']} p{rec['pruning_level']}",
-                             "goals_met": str(rec.get("goals_met"))})
-        for name in ("report.html", "summary.json", "sweep_results.csv", "pareto_frontier_latency.csv",
-                     "pareto_frontier_energy.csv", "precision_tradeoffs.csv", "deployment.csv"):
+            mlflow.set_tags(
+                {
+                    "recommended": f"{rec['backend']} {rec['precision']} p{rec['pruning_level']}",
+                    "goals_met": str(rec.get("goals_met")),
+                }
+            )
+        for name in (
+            "report.html",
+            "summary.json",
+            "sweep_results.csv",
+            "pareto_frontier_latency.csv",
+            "pareto_frontier_energy.csv",
+            "precision_tradeoffs.csv",
+            "deployment.csv",
+        ):
             if (out / name).exists():
                 mlflow.log_artifact(str(out / name))
         if (out / "model").is_dir():

@@ -1,6 +1,7 @@
 """Study stage: config points and their keys, the sweep that builds and measures them, executors, the SQLite
 store behind resume, the Optuna search, budgets, selection and Pareto frontiers.
 """
+
 from __future__ import annotations
 
 from .executors import RayExecutor
@@ -39,4 +40,47 @@ from .selection import (
 from .store import VENDOR_KIND, StoreFormatError, StudyStore, stored_vendor_rows
 from .sweep import StoredStudy, load_stored_study, run_sweep
 
-__all__ = ["Assessment", "BASELINE_COLUMNS", "BASELINE_POINT", "Executor", "LocalExecutor", "MANIFEST_COLUMNS", "RAW_SAMPLE_COLUMNS", "REPORT_COLUMNS", "RayExecutor", "SearchOutcome", "Selection", "StoreFormatError", "StoredStudy", "StudyInterrupted", "StudyStore", "Sweep", "TEXT_COLUMNS", "VENDOR_KIND", "assess_results", "baseline_point", "folder_digest", "history_rows", "hypervolume_2d", "judge_with", "load_search", "load_stored_study", "model_factory", "parent_key", "pareto_frontier", "point_key", "recommend", "run_search", "run_sweep", "search_space", "select_recommendation", "stable_hash", "stored_results", "stored_vendor_rows", "study_warnings", "sweep_points", "to_frame", "train_baseline"]
+__all__ = [
+    "Assessment",
+    "BASELINE_COLUMNS",
+    "BASELINE_POINT",
+    "Executor",
+    "LocalExecutor",
+    "MANIFEST_COLUMNS",
+    "RAW_SAMPLE_COLUMNS",
+    "REPORT_COLUMNS",
+    "RayExecutor",
+    "SearchOutcome",
+    "Selection",
+    "StoreFormatError",
+    "StoredStudy",
+    "StudyInterrupted",
+    "StudyStore",
+    "Sweep",
+    "TEXT_COLUMNS",
+    "VENDOR_KIND",
+    "assess_results",
+    "baseline_point",
+    "folder_digest",
+    "history_rows",
+    "hypervolume_2d",
+    "judge_with",
+    "load_search",
+    "load_stored_study",
+    "model_factory",
+    "parent_key",
+    "pareto_frontier",
+    "point_key",
+    "recommend",
+    "run_search",
+    "run_sweep",
+    "search_space",
+    "select_recommendation",
+    "stable_hash",
+    "stored_results",
+    "stored_vendor_rows",
+    "study_warnings",
+    "sweep_points",
+    "to_frame",
+    "train_baseline",
+]

@@ -12,6 +12,7 @@ it arrives, so resume works across executors. A task whose worker dies is retrie
 (``max_retries``) and then becomes an ``error`` result. Pruning and fine-tuning of parents
 stay on the driver.
 """
+
 from __future__ import annotations
 
 import io
@@ -89,8 +90,12 @@ def _materialise(cfg_dict: dict[str, Any], files: dict[str, tuple[str, bytes]], 
     return d
 
 
-def compute_point_task(cfg_dict: dict[str, Any], point: dict[str, Any], parent_blob: bytes | None,
-                       files: dict[str, tuple[str, bytes]] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def compute_point_task(
+    cfg_dict: dict[str, Any],
+    point: dict[str, Any],
+    parent_blob: bytes | None,
+    files: dict[str, tuple[str, bytes]] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Body of one Ray task: ``Sweep.compute`` of one point on a worker (the model's and data's files arrive
     with it). The driver re-keys the result with its own config (file paths differ here).
 
@@ -106,16 +111,19 @@ def compute_point_task(cfg_dict: dict[str, Any], point: dict[str, Any], parent_b
         try:
             result, meta = _compute_on_worker(cfg, p, parent_blob, Path(tmp))
         except Exception as exc:  # noqa: BLE001 — a failing point is an error result, like the local executor
-            result, meta = VariantResult.failed(p, key, f"{type(exc).__name__}: {exc}",
-                                                traceback=traceback.format_exc(limit=8)), {}
+            result, meta = (
+                VariantResult.failed(p, key, f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=8)),
+                {},
+            )
     import ray
 
     result = result.with_info(node_id=ray.get_runtime_context().get_node_id())
     return result.to_dict(), meta
 
 
-def _compute_on_worker(cfg: StudyConfig, p: ConfigPoint, parent_blob: bytes | None,
-                       tmp: Path) -> tuple[VariantResult, dict[str, Any]]:
+def _compute_on_worker(
+    cfg: StudyConfig, p: ConfigPoint, parent_blob: bytes | None, tmp: Path
+) -> tuple[VariantResult, dict[str, Any]]:
     from ..inputs import load_study_data
 
     data = load_study_data(cfg)
@@ -158,7 +166,8 @@ class RayExecutor:
         cfg = sweep.cfg
         _ray_init(cfg)
         task = ray.remote(num_cpus=cfg.ray.cpus_per_task or node_cpus(), max_retries=cfg.ray.max_retries)(
-            compute_point_task)
+            compute_point_task
+        )
         done: dict[ConfigPoint, VariantResult] = {}
         pending: dict[Any, ConfigPoint] = {}
         blobs: dict[float, Any] = {}
@@ -195,11 +204,18 @@ class RayExecutor:
                 try:
                     doc, meta = ray.get(ref)
                     result = VariantResult.from_dict(doc).with_info(
-                        key=point_key(sweep.cfg, p), model_source=sweep.model_source, model_sha256=sweep.model_sha256)
+                        key=point_key(sweep.cfg, p), model_source=sweep.model_source, model_sha256=sweep.model_sha256
+                    )
                 except Exception as exc:  # noqa: BLE001 — retries exhausted (worker or node lost): an error result
-                    result, meta = VariantResult.failed(
-                        p, point_key(sweep.cfg, p), f"Ray task failed after {sweep.cfg.ray.max_retries} retries: "
-                        f"{type(exc).__name__}: {str(exc)[:500]}"), {}
+                    result, meta = (
+                        VariantResult.failed(
+                            p,
+                            point_key(sweep.cfg, p),
+                            f"Ray task failed after {sweep.cfg.ray.max_retries} retries: "
+                            f"{type(exc).__name__}: {str(exc)[:500]}",
+                        ),
+                        {},
+                    )
                 done[p] = sweep.commit(result, meta)
                 finished += 1
                 sweep.on_event("variant_done", index=finished, total=total, point=p, row=done[p].row())

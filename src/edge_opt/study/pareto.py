@@ -1,4 +1,5 @@
 """Pareto frontiers: minimise a cost column, maximise accuracy; ties never dominate; NaN never enters."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,13 @@ __all__ = ["CI_COLUMNS", "pareto_frontier"]
 CI_COLUMNS = {"latency_ms": "latency_ci95_ms", "energy_proxy_j": "energy_ci95_j", "memory_mb": None}
 
 
-def pareto_frontier(df: pd.DataFrame, x_col: str = "latency_ms", use_ci: bool = False, y_col: str = "accuracy",
-                    ci_col: str | None = None) -> pd.DataFrame:
+def pareto_frontier(
+    df: pd.DataFrame,
+    x_col: str = "latency_ms",
+    use_ci: bool = False,
+    y_col: str = "accuracy",
+    ci_col: str | None = None,
+) -> pd.DataFrame:
     """Non-dominated rows of ``df`` (accepted rows only when an ``accepted`` column exists).
 
     A row is dominated when another row is no worse on both axes and strictly better on
@@ -30,8 +36,10 @@ def pareto_frontier(df: pd.DataFrame, x_col: str = "latency_ms", use_ci: bool = 
     """
     for col in (x_col, y_col):
         if col not in df.columns:
-            raise ValueError(f"The 'x_col'/'y_col' parameter must name a column of the DataFrame "
-                             f"({sorted(df.columns)}). Got {col!r} instead.")
+            raise ValueError(
+                f"The 'x_col'/'y_col' parameter must name a column of the DataFrame "
+                f"({sorted(df.columns)}). Got {col!r} instead."
+            )
     rows = df
     if "accepted" in rows.columns:
         rows = rows[rows["accepted"].fillna(False).astype(bool)]

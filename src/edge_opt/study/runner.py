@@ -11,6 +11,7 @@ it over the points here; the Ray executor (``edge_opt.study.executors``) runs ``
 and the same ``commit`` on the driver, so the store, the metadata files and the timings are
 the same either way.
 """
+
 from __future__ import annotations
 
 import functools
@@ -49,9 +50,31 @@ from ..variants import (
 from .store import StudyStore
 
 __all__ = [
-    "MEASURE_VERSION", "UNTIMED_PREFIX", "BASELINE_POINT", "ONNX_BASELINE_POINT", "ConfigPoint", "PruningUnsupported", "baseline_point", "Executor", "LocalExecutor", "StudyInterrupted", "Sweep",
-    "baseline_fingerprint", "benchmark_settings", "measure_point", "metadata_name", "model_factory", "parent_key",
-    "folder_digest", "point_key", "quantization_choice", "runtime_versions", "stable_hash", "stored_results", "sweep_points", "train_baseline",
+    "MEASURE_VERSION",
+    "UNTIMED_PREFIX",
+    "BASELINE_POINT",
+    "ONNX_BASELINE_POINT",
+    "ConfigPoint",
+    "PruningUnsupported",
+    "baseline_point",
+    "Executor",
+    "LocalExecutor",
+    "StudyInterrupted",
+    "Sweep",
+    "baseline_fingerprint",
+    "benchmark_settings",
+    "measure_point",
+    "metadata_name",
+    "model_factory",
+    "parent_key",
+    "folder_digest",
+    "point_key",
+    "quantization_choice",
+    "runtime_versions",
+    "stable_hash",
+    "stored_results",
+    "sweep_points",
+    "train_baseline",
 ]
 
 # Bump when the measuring code changes what a stored number means: invalidates stored points.
@@ -79,16 +102,26 @@ def stable_hash(obj: Any) -> str:
 def baseline_fingerprint(cfg: StudyConfig) -> str:
     """Key of the trained baseline: model (and its file's SHA-256), data and training settings."""
     fields: dict[str, Any] = {
-        "model": cfg.model.model_dump(exclude_none=True), "dataset": cfg.dataset,
+        "model": cfg.model.model_dump(exclude_none=True),
+        "dataset": cfg.dataset,
         "data_dir": cfg.data_dir if cfg.dataset in ("mnist", "fashion-mnist", "image_folder") else None,
-        "image_size": cfg.image_size, "val_fraction": cfg.val_fraction,
-        "seed": cfg.seed, "dataloader_seed": cfg.dataloader_seed, "batch_size": cfg.batch_size,
-        "epochs": cfg.train_epochs, "learning_rate": cfg.learning_rate, "train_subset": cfg.train_subset,
+        "image_size": cfg.image_size,
+        "val_fraction": cfg.val_fraction,
+        "seed": cfg.seed,
+        "dataloader_seed": cfg.dataloader_seed,
+        "batch_size": cfg.batch_size,
+        "epochs": cfg.train_epochs,
+        "learning_rate": cfg.learning_rate,
+        "train_subset": cfg.train_subset,
         "val_subset": cfg.val_subset,
     }
-    extra = {"model_file": source_digest(cfg.model), "data_file": _data_digest(cfg), "layout": cfg.layout,
-             "preprocess": cfg.preprocess.model_dump() if cfg.preprocess is not None else None,
-             "calibration_data": cfg.calibration_data_path and file_sha256(cfg.calibration_data_path)}
+    extra = {
+        "model_file": source_digest(cfg.model),
+        "data_file": _data_digest(cfg),
+        "layout": cfg.layout,
+        "preprocess": cfg.preprocess.model_dump() if cfg.preprocess is not None else None,
+        "calibration_data": cfg.calibration_data_path and file_sha256(cfg.calibration_data_path),
+    }
     fields.update({k: v for k, v in extra.items() if v not in (None, "auto", "")})  # earlier keys stay valid
     return stable_hash(fields)
 
@@ -117,17 +150,29 @@ def parent_key(cfg: StudyConfig, level: float) -> str:
 
 def point_key(cfg: StudyConfig, point: ConfigPoint) -> str:
     """Key of a config point: everything that affects its measured numbers (the precision adds its own fields)."""
-    return stable_hash({
-        "parent": parent_key(cfg, point.pruning_level), "precision": point.precision, "backend": point.backend,
-        **_precision_key_fields(cfg, point),
-        "threads": cfg.threads, "bench": [cfg.benchmark_repeats, cfg.benchmark_trials, cfg.benchmark_warmup,
-                                          cfg.latency_batch_size, cfg.benchmark_min_sample_ms,
-                                          cfg.benchmark_target_rel_ci, cfg.benchmark_interrupted_factor,
-                                          cfg.benchmark_instances],
-        "power_watts": cfg.power_watts,
-        "measure_version": MEASURE_VERSION, "runtimes": runtime_versions(),
-        **({"onnx_exporter": cfg.onnx_exporter} if _reads_onnx(cfg, point) else {}),
-    })
+    return stable_hash(
+        {
+            "parent": parent_key(cfg, point.pruning_level),
+            "precision": point.precision,
+            "backend": point.backend,
+            **_precision_key_fields(cfg, point),
+            "threads": cfg.threads,
+            "bench": [
+                cfg.benchmark_repeats,
+                cfg.benchmark_trials,
+                cfg.benchmark_warmup,
+                cfg.latency_batch_size,
+                cfg.benchmark_min_sample_ms,
+                cfg.benchmark_target_rel_ci,
+                cfg.benchmark_interrupted_factor,
+                cfg.benchmark_instances,
+            ],
+            "power_watts": cfg.power_watts,
+            "measure_version": MEASURE_VERSION,
+            "runtimes": runtime_versions(),
+            **({"onnx_exporter": cfg.onnx_exporter} if _reads_onnx(cfg, point) else {}),
+        }
+    )
 
 
 def _reads_onnx(cfg: StudyConfig, point: ConfigPoint) -> bool:
@@ -152,8 +197,9 @@ def quantization_choice(cfg: StudyConfig, point: ConfigPoint) -> QuantizationCon
     for choice in choices:
         if choice.label == point.calibration:
             return choice
-    raise ValueError(f"The config point's calibration {point.calibration!r} is not one of "
-                     f"{[c.label for c in choices]}.")
+    raise ValueError(
+        f"The config point's calibration {point.calibration!r} is not one of {[c.label for c in choices]}."
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -177,44 +223,76 @@ def sweep_points(cfg: StudyConfig) -> list[ConfigPoint]:
     def labels(precision: str) -> list[str]:
         return choices if precision in PRECISIONS and PRECISIONS.get(precision).quantized else [""]
 
-    return [ConfigPoint(float(lv), p, b, c) for lv in cfg.pruning_levels for p in cfg.precisions
-            for c in labels(p) for b in cfg.backends]
+    return [
+        ConfigPoint(float(lv), p, b, c)
+        for lv in cfg.pruning_levels
+        for p in cfg.precisions
+        for c in labels(p)
+        for b in cfg.backends
+    ]
 
 
 def benchmark_settings(cfg: StudyConfig) -> BenchmarkSettings:
     """The config's measurement rules."""
-    return BenchmarkSettings(repeats=cfg.benchmark_repeats, trials=cfg.benchmark_trials, warmup=cfg.benchmark_warmup,
-                             latency_batch_size=cfg.latency_batch_size, threads=cfg.threads,
-                             min_sample_ms=cfg.benchmark_min_sample_ms, target_rel_ci=cfg.benchmark_target_rel_ci,
-                             interrupted_factor=cfg.benchmark_interrupted_factor, instances=cfg.benchmark_instances)
+    return BenchmarkSettings(
+        repeats=cfg.benchmark_repeats,
+        trials=cfg.benchmark_trials,
+        warmup=cfg.benchmark_warmup,
+        latency_batch_size=cfg.latency_batch_size,
+        threads=cfg.threads,
+        min_sample_ms=cfg.benchmark_min_sample_ms,
+        target_rel_ci=cfg.benchmark_target_rel_ci,
+        interrupted_factor=cfg.benchmark_interrupted_factor,
+        instances=cfg.benchmark_instances,
+    )
 
 
 class StudyInterrupted(Exception):
     """Raised between variants when a stop was requested (SIGINT/SIGTERM)."""
 
 
-def measure_point(variant: Variant, point: ConfigPoint, key: str, data: DataBundle,
-                  cfg: StudyConfig) -> tuple[VariantResult, dict[str, Any]]:
+def measure_point(
+    variant: Variant, point: ConfigPoint, key: str, data: DataBundle, cfg: StudyConfig
+) -> tuple[VariantResult, dict[str, Any]]:
     """Measure one built variant; returns the result and its metadata document."""
     rec = measure_variants([variant], data.val_loader, benchmark_settings(cfg), power_watts=cfg.power_watts)[0]
     return point_result(variant, rec, point, key, cfg)
 
 
-def point_result(variant: Variant, rec: MeasurementRecord, point: ConfigPoint, key: str,
-                 cfg: StudyConfig) -> tuple[VariantResult, dict[str, Any]]:
+def point_result(
+    variant: Variant, rec: MeasurementRecord, point: ConfigPoint, key: str, cfg: StudyConfig
+) -> tuple[VariantResult, dict[str, Any]]:
     """The result and metadata document of a measured variant (non-finite figures make it an error row)."""
     m = rec.metrics
-    bad = [c for c, v in (("accuracy", m.accuracy), ("latency_ms", m.latency_ms), ("memory_mb", m.memory_mb),
-                          ("energy_proxy_j", m.energy_proxy_j)) if not math.isfinite(v)]
+    bad = [
+        c
+        for c, v in (
+            ("accuracy", m.accuracy),
+            ("latency_ms", m.latency_ms),
+            ("memory_mb", m.memory_mb),
+            ("energy_proxy_j", m.energy_proxy_j),
+        )
+        if not math.isfinite(v)
+    ]
     if not rec.logits_finite:
         bad.append("logits")
-    result = VariantResult(point=point, key=key, measurement=rec,
-                           error=f"non-finite measurement: {', '.join(bad)}" if bad else None,
-                           runtime_parameter_bytes=variant.metadata.get("runtime_parameter_bytes", rec.parameter_bytes),
-                           threads=cfg.threads, float_layers=_tuple_or_none(variant.metadata.get("float_layers")),
-                           int8_mac_fraction=variant.metadata.get("int8_mac_fraction"))
-    meta = {"config_point": asdict(point), "key": key, "kernel_precision": rec.kernel_precision,
-            "metadata": variant.metadata, "environment": rec.environment}
+    result = VariantResult(
+        point=point,
+        key=key,
+        measurement=rec,
+        error=f"non-finite measurement: {', '.join(bad)}" if bad else None,
+        runtime_parameter_bytes=variant.metadata.get("runtime_parameter_bytes", rec.parameter_bytes),
+        threads=cfg.threads,
+        float_layers=_tuple_or_none(variant.metadata.get("float_layers")),
+        int8_mac_fraction=variant.metadata.get("int8_mac_fraction"),
+    )
+    meta = {
+        "config_point": asdict(point),
+        "key": key,
+        "kernel_precision": rec.kernel_precision,
+        "metadata": variant.metadata,
+        "environment": rec.environment,
+    }
     return result, meta
 
 
@@ -246,10 +324,19 @@ class Sweep:
         ort_op_types_to_quantize: restrict ORT's int8 op types (tests force an unquantized graph).
     """
 
-    def __init__(self, baseline: nn.Module | None, data: DataBundle, cfg: StudyConfig, workdir: str | Path,
-                 store: StudyStore | None = None, model_factory: Callable[[], nn.Module] | None = None,
-                 on_event: EventFn | None = None, should_stop: Callable[[], bool] | None = None,
-                 ort_op_types_to_quantize: Sequence[str] | None = None, source: ModelSource | None = None) -> None:
+    def __init__(
+        self,
+        baseline: nn.Module | None,
+        data: DataBundle,
+        cfg: StudyConfig,
+        workdir: str | Path,
+        store: StudyStore | None = None,
+        model_factory: Callable[[], nn.Module] | None = None,
+        on_event: EventFn | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        ort_op_types_to_quantize: Sequence[str] | None = None,
+        source: ModelSource | None = None,
+    ) -> None:
         self.baseline, self.data, self.cfg, self.source = baseline, data, cfg, source
         self.workdir = Path(workdir)
         self.store = store
@@ -271,8 +358,13 @@ class Sweep:
         if source is not None and source.onnx_path is not None:  # an ONNX model is its own fp32 export
             self.export_cache[("onnx_fp32", parent_key(cfg, 0.0))] = source.onnx_path
         self.model_source = source.label if source is not None else f"registry:{cfg.model.name}"
-        self.model_sha256 = (source.file_sha256 if source is not None and source.file_sha256 else
-                             state_dict_sha256(baseline) if baseline is not None else None)
+        self.model_sha256 = (
+            source.file_sha256
+            if source is not None and source.file_sha256
+            else state_dict_sha256(baseline)
+            if baseline is not None
+            else None
+        )
 
     def skip_reason(self, point: ConfigPoint) -> str | None:
         """Why ``point`` does not apply to this model (None when it does)."""
@@ -283,16 +375,30 @@ class Sweep:
                 return "the executorch backend needs a PyTorch model for torch.export (the model is an ONNX file)"
             if point.pruning_level > 0:
                 return "pruning needs a PyTorch model (the model is an ONNX file)"
-        if (point.calibration and BACKEND_KINDS.get(point.backend) != "onnx"
-                and quantization_choice(self.cfg, point).method != self.cfg.quantization.choices()[0].method):
-            return (f"{point.backend} int8 calibrates with its own observers whatever the calibration_method; the "
-                    "method choices change onnxruntime builds only (it runs the first listed method's points)")
-        if (self.cfg.model.kind == "exported" and BACKEND_KINDS.get(point.backend) == "torch"
-                and point.precision in PRECISIONS and PRECISIONS.get(point.precision).quantized):
-            return ("torch.ao int8 quantization needs the model's nn modules and an exported program has none "
-                    "(ONNX Runtime int8 runs)")
-        if point.precision in PRECISIONS and point.backend in BACKEND_KINDS and not backend_supports(
-                point.backend, point.precision):
+        if (
+            point.calibration
+            and BACKEND_KINDS.get(point.backend) != "onnx"
+            and quantization_choice(self.cfg, point).method != self.cfg.quantization.choices()[0].method
+        ):
+            return (
+                f"{point.backend} int8 calibrates with its own observers whatever the calibration_method; the "
+                "method choices change onnxruntime builds only (it runs the first listed method's points)"
+            )
+        if (
+            self.cfg.model.kind == "exported"
+            and BACKEND_KINDS.get(point.backend) == "torch"
+            and point.precision in PRECISIONS
+            and PRECISIONS.get(point.precision).quantized
+        ):
+            return (
+                "torch.ao int8 quantization needs the model's nn modules and an exported program has none "
+                "(ONNX Runtime int8 runs)"
+            )
+        if (
+            point.precision in PRECISIONS
+            and point.backend in BACKEND_KINDS
+            and not backend_supports(point.backend, point.precision)
+        ):
             able = [p for p in PRECISIONS.names() if backend_supports(point.backend, p)]
             return f"backend {point.backend!r} does not run precision {point.precision!r} (it runs {able})"
         return None
@@ -311,20 +417,27 @@ class Sweep:
             self._calibration[batches] = self.data.calibration_batches(batches)
         return self._calibration[batches]
 
-    def build_context(self, level: float, workdir: Path | None = None, threads: int | None = None,
-                      calibration: str = "") -> BuildContext:
+    def build_context(
+        self, level: float, workdir: Path | None = None, threads: int | None = None, calibration: str = ""
+    ) -> BuildContext:
         """The one place a ``BuildContext`` is made from the config (``calibration``: a point's choice label)."""
         q = quantization_choice(self.cfg, ConfigPoint(level, "", "", calibration))
-        return BuildContext(calibration=self.calibration_for(q.batches), example_input=self.example,
-                            workdir=workdir if workdir is not None else self.workdir / "onnx",
-                            parent_key=parent_key(self.cfg, level), quantization=q,
-                            threads=threads if threads is not None else self.cfg.threads,
-                            ort_op_types_to_quantize=self.ort_op_types, cache=self.export_cache,
-                            validation=self.validation, max_accuracy_drop=self.cfg.max_accuracy_drop,
-                            max_float_mac_fraction=self.cfg.quantization.max_float_mac_fraction,
-                            sensitivity_dir=self.workdir / "sensitivity",
-                            batch_sizes=tuple(sorted({self.cfg.latency_batch_size, self.cfg.batch_size})),
-                            onnx_exporter=self.cfg.onnx_exporter)
+        return BuildContext(
+            calibration=self.calibration_for(q.batches),
+            example_input=self.example,
+            workdir=workdir if workdir is not None else self.workdir / "onnx",
+            parent_key=parent_key(self.cfg, level),
+            quantization=q,
+            threads=threads if threads is not None else self.cfg.threads,
+            ort_op_types_to_quantize=self.ort_op_types,
+            cache=self.export_cache,
+            validation=self.validation,
+            max_accuracy_drop=self.cfg.max_accuracy_drop,
+            max_float_mac_fraction=self.cfg.quantization.max_float_mac_fraction,
+            sensitivity_dir=self.workdir / "sensitivity",
+            batch_sizes=tuple(sorted({self.cfg.latency_batch_size, self.cfg.batch_size})),
+            onnx_exporter=self.cfg.onnx_exporter,
+        )
 
     def adopt_parent(self, level: float, model: nn.Module | None) -> None:
         """Use ``model`` as the float parent of ``level`` (a Ray task receives it from the driver)."""
@@ -381,13 +494,22 @@ class Sweep:
             if self.cfg.model.kind == "name":
                 raise
             if self.cfg.model.kind == "exported":
-                raise PruningUnsupported("Torch-Pruning cannot trace this exported program: torch.export flattens "
-                                         "the nn.Conv2d / nn.Linear modules it prunes") from None
-            raise PruningUnsupported(f"Torch-Pruning cannot prune this model ({type(exc).__name__}: "
-                                     f"{str(exc)[:300]})") from None
+                raise PruningUnsupported(
+                    "Torch-Pruning cannot trace this exported program: torch.export flattens "
+                    "the nn.Conv2d / nn.Linear modules it prunes"
+                ) from None
+            raise PruningUnsupported(
+                f"Torch-Pruning cannot prune this model ({type(exc).__name__}: {str(exc)[:300]})"
+            ) from None
         if self.cfg.fine_tune_epochs and self.data.train_loader is not None:
-            train_model(model, self.data.train_loader, epochs=self.cfg.fine_tune_epochs,
-                        learning_rate=self.cfg.learning_rate, seed=self.cfg.seed, should_stop=self.should_stop)
+            train_model(
+                model,
+                self.data.train_loader,
+                epochs=self.cfg.fine_tune_epochs,
+                learning_rate=self.cfg.learning_rate,
+                seed=self.cfg.seed,
+                should_stop=self.should_stop,
+            )
         return model
 
     def lookup(self, point: ConfigPoint) -> VariantResult | None:
@@ -402,8 +524,11 @@ class Sweep:
         """Build and measure ``point`` (nothing stored); any failure is an error result, never a crash."""
         return self.compute_group([point])[0]
 
-    def compute_group(self, points: Sequence[ConfigPoint], announce: Callable[[ConfigPoint], None] | None = None,
-                      ) -> list[tuple[VariantResult, dict[str, Any]]]:
+    def compute_group(
+        self,
+        points: Sequence[ConfigPoint],
+        announce: Callable[[ConfigPoint], None] | None = None,
+    ) -> list[tuple[VariantResult, dict[str, Any]]]:
         """Build every point (``announce(point)`` just before each build), then measure the built variants
         together (interleaved rounds, see ``measure_variants``); a point that cannot be built or measured is an
         error/skip result."""
@@ -420,8 +545,11 @@ class Sweep:
         share = (time.perf_counter() - t0) / max(len(ready), 1)
         out: dict[ConfigPoint, tuple[VariantResult, dict[str, Any]]] = {}
         for (p, (_, timings)), (result, meta) in zip(ready, measured, strict=True):
-            info = self._info() | ({"timings": {**timings, "measurement": share},
-                                    "pruning": self._pruning_info(p.pruning_level)} if meta else {})
+            info = self._info() | (
+                {"timings": {**timings, "measurement": share}, "pruning": self._pruning_info(p.pruning_level)}
+                if meta
+                else {}
+            )
             out[p] = (result.with_info(**info), meta)
         return [out[p] if isinstance(b, tuple) else (b, {}) for p, b in zip(points, built, strict=True)]
 
@@ -437,8 +565,12 @@ class Sweep:
             t0 = time.perf_counter()
             model = self.parent(point.pruning_level)
             t1 = time.perf_counter()
-            variant = build_variant(point.backend, model, point.precision,
-                                    self.build_context(point.pruning_level, calibration=point.calibration))
+            variant = build_variant(
+                point.backend,
+                model,
+                point.precision,
+                self.build_context(point.pruning_level, calibration=point.calibration),
+            )
             return variant, {"pruning_and_fine_tuning": t1 - t0, "variant_building": time.perf_counter() - t1}
         except PruningUnsupported as exc:
             return VariantResult.skip(point, key, str(exc), **self._info())
@@ -446,19 +578,28 @@ class Sweep:
             return self._failed(point, exc)
 
     def _failed(self, point: ConfigPoint, exc: BaseException) -> VariantResult:
-        return VariantResult.failed(point, point_key(self.cfg, point), f"{type(exc).__name__}: {exc}",
-                                    traceback=traceback.format_exc(limit=8), **self._info())
+        return VariantResult.failed(
+            point,
+            point_key(self.cfg, point),
+            f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(limit=8),
+            **self._info(),
+        )
 
-    def _measure_together(self, variants: list[Variant],
-                          points: list[ConfigPoint]) -> list[tuple[VariantResult, dict[str, Any]]]:
+    def _measure_together(
+        self, variants: list[Variant], points: list[ConfigPoint]
+    ) -> list[tuple[VariantResult, dict[str, Any]]]:
         """Measure the variants together; when that fails, each alone, so only the failing one is an error row."""
         if not variants:
             return []
         try:
-            recs = measure_variants(variants, self.data.val_loader, benchmark_settings(self.cfg),
-                                    power_watts=self.cfg.power_watts)
-            return [point_result(v, r, p, point_key(self.cfg, p), self.cfg)
-                    for v, r, p in zip(variants, recs, points, strict=True)]
+            recs = measure_variants(
+                variants, self.data.val_loader, benchmark_settings(self.cfg), power_watts=self.cfg.power_watts
+            )
+            return [
+                point_result(v, r, p, point_key(self.cfg, p), self.cfg)
+                for v, r, p in zip(variants, recs, points, strict=True)
+            ]
         except Exception:  # noqa: BLE001 — isolate the variant that fails
             if len(variants) == 1:
                 return [(self._failed(points[0], sys.exc_info()[1] or RuntimeError("measurement failed")), {})]
@@ -494,10 +635,14 @@ class Sweep:
         variant, timings = built
         memory_mb = variant.metadata.get("runtime_parameter_bytes", variant.parameter_bytes) / 1e6
         if memory_budget_mb is not None and memory_mb > memory_budget_mb:
-            result = VariantResult.skip(point, point_key(self.cfg, point),
-                                        f"infeasible: runtime memory {memory_mb:.3f} MB breaks the active budget "
-                                        f"{memory_budget_mb:g} MB (built, not timed)",
-                                        timings={**timings, "measurement": 0.0}, **self._info())
+            result = VariantResult.skip(
+                point,
+                point_key(self.cfg, point),
+                f"infeasible: runtime memory {memory_mb:.3f} MB breaks the active budget "
+                f"{memory_budget_mb:g} MB (built, not timed)",
+                timings={**timings, "measurement": 0.0},
+                **self._info(),
+            )
             if self.store is not None:
                 self.store.put(UNTIMED_PREFIX + result.key, result.to_dict(), kind="untimed")
             self.computed += 1
@@ -534,7 +679,7 @@ class LocalExecutor:
         out: list[VariantResult] = []
         size = sweep.cfg.benchmark_group_size
         for start in range(0, len(points), size):
-            group = list(points[start:start + size])
+            group = list(points[start : start + size])
             if sweep.should_stop():
                 raise StudyInterrupted(f"stopped after {len(out)} of {len(points)} variants")
             hits = {p: sweep.lookup(p) for p in group}
@@ -552,8 +697,9 @@ class LocalExecutor:
         return out
 
 
-def model_factory(cfg: StudyConfig, data: DataBundle,
-                  source: ModelSource | None = None) -> Callable[[], nn.Module] | None:
+def model_factory(
+    cfg: StudyConfig, data: DataBundle, source: ModelSource | None = None
+) -> Callable[[], nn.Module] | None:
     """Builds a fresh, unpruned model of the study (checkpoints are loaded into it); None for an ONNX model."""
     if source is not None:
         return source.rebuild
@@ -563,9 +709,15 @@ def model_factory(cfg: StudyConfig, data: DataBundle,
     return lambda: create_model(name, data.input_shape, data.num_classes, **cfg.model.params)
 
 
-def train_baseline(cfg: StudyConfig, data: DataBundle, out: Path, device: Any, on_event: EventFn,
-                   source: ModelSource | None = None,
-                   should_stop: Callable[[], bool] | None = None) -> tuple[nn.Module | None, bool]:
+def train_baseline(
+    cfg: StudyConfig,
+    data: DataBundle,
+    out: Path,
+    device: Any,
+    on_event: EventFn,
+    source: ModelSource | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[nn.Module | None, bool]:
     """Stage: the float baseline — the given model, trained for ``train_epochs`` (0 for a model that arrives
     trained), from its checkpoint when one exists; returns (model, reused). None for an ONNX model."""
     import torch
@@ -588,21 +740,31 @@ def train_baseline(cfg: StudyConfig, data: DataBundle, out: Path, device: Any, o
     if cfg.train_epochs == 0:
         return model.eval(), False
     if data.train_loader is None:
-        raise ValueError(f"The 'epochs' parameter asks for {cfg.train_epochs} epochs of training but the data has no "
-                         "training split.")
+        raise ValueError(
+            f"The 'epochs' parameter asks for {cfg.train_epochs} epochs of training but the data has no training split."
+        )
     on_event("stage", name="baseline training", detail=f"{cfg.model.kind} model, {cfg.train_epochs} epochs")
-    train_model(model, data.train_loader, epochs=cfg.train_epochs, learning_rate=cfg.learning_rate, device=device,
-                seed=cfg.seed, should_stop=should_stop)
+    train_model(
+        model,
+        data.train_loader,
+        epochs=cfg.train_epochs,
+        learning_rate=cfg.learning_rate,
+        device=device,
+        seed=cfg.seed,
+        should_stop=should_stop,
+    )
     model.to("cpu")
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, ckpt, {"fingerprint": baseline_fingerprint(cfg)})
     return model, False
 
 
-def stored_results(store: StudyStore, cfg: StudyConfig, points: Sequence[ConfigPoint],
-                   untimed: bool = False) -> tuple[list[VariantResult], VariantResult | None]:
+def stored_results(
+    store: StudyStore, cfg: StudyConfig, points: Sequence[ConfigPoint], untimed: bool = False
+) -> tuple[list[VariantResult], VariantResult | None]:
     """The stored results of ``points`` in grid order (missing ones left out) and the stored baseline;
     ``untimed``: a point a search built but did not time counts too."""
+
     def get(p: ConfigPoint) -> VariantResult | None:
         doc = store.get(point_key(cfg, p))
         if doc is None and untimed:

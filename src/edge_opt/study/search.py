@@ -7,13 +7,15 @@ the study store: a point measured by a grid is reused by a search and the other 
 latency, accuracy drop) are Optuna constraints, so a point that breaks one is infeasible whatever its values.
 
 Optuna keeps its trials in ``search.sqlite`` (RDB storage) in the study folder: a killed search resumes, a
-finished trial is never run again, and a trial the kill interrupted is finished first, under its own number. The sampler is seeded
+finished trial is never run again, and a trial the kill interrupted is finished first, under its own number.
+The sampler is seeded
 per trial from ``search.seed`` and the number of finished trials, so a resumed search proposes what an
 uninterrupted one with the same seed would have.
 
 ``n_trials`` counts distinct config points: a sampler proposing a point already evaluated costs nothing (its
 values are told again, marked ``duplicate``) and does not use up the budget.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,8 +33,19 @@ from ..measure import ConfigPoint, VariantResult
 from .selection import assess_results
 
 __all__ = [
-    "CONSTRAINTS", "SEARCH_FILE", "Judgement", "SearchOutcome", "SearchSpace", "TrialRecord", "history_rows", "hypervolume_2d",
-    "judge_with", "load_search", "run_search", "search_progress", "search_space",
+    "CONSTRAINTS",
+    "SEARCH_FILE",
+    "Judgement",
+    "SearchOutcome",
+    "SearchSpace",
+    "TrialRecord",
+    "history_rows",
+    "hypervolume_2d",
+    "judge_with",
+    "load_search",
+    "run_search",
+    "search_progress",
+    "search_space",
 ]
 
 SEARCH_FILE = "search.sqlite"
@@ -70,8 +83,13 @@ class SearchSpace:
         return ConfigPoint(float(level), precision, backend, calibration if precision in self.quantized else "")
 
     def describe(self) -> dict[str, Any]:
-        return {"levels": list(self.levels), "precisions": list(self.precisions), "backends": list(self.backends),
-                "calibrations": list(self.calibrations), "step": self.step}
+        return {
+            "levels": list(self.levels),
+            "precisions": list(self.precisions),
+            "backends": list(self.backends),
+            "calibrations": list(self.calibrations),
+            "step": self.step,
+        }
 
 
 def search_space(cfg: StudyConfig) -> SearchSpace:
@@ -81,8 +99,14 @@ def search_space(cfg: StudyConfig) -> SearchSpace:
     calibrations = tuple(q.label for q in cfg.quantization.choices()) if cfg.quantization.swept else ("",)
     quantized = frozenset(p for p in cfg.precisions if p in PRECISIONS and PRECISIONS.get(p).quantized)
     step = cfg.pruning_step if cfg.pruning_range is not None else None
-    return SearchSpace(tuple(float(x) for x in cfg.pruning_levels), tuple(cfg.precisions), tuple(cfg.backends),
-                       calibrations, quantized, step)
+    return SearchSpace(
+        tuple(float(x) for x in cfg.pruning_levels),
+        tuple(cfg.precisions),
+        tuple(cfg.backends),
+        calibrations,
+        quantized,
+        step,
+    )
 
 
 @dataclass(frozen=True)
@@ -98,9 +122,11 @@ class Judgement:
 
     def values(self, objectives: Sequence[str]) -> list[float]:
         """The objective values Optuna is told (finite stand-ins for a point without numbers)."""
-        pick = {"accuracy": self.accuracy if math.isfinite(self.accuracy) else 0.0,
-                "latency": self.latency_ms if math.isfinite(self.latency_ms) else INFEASIBLE_LATENCY_MS,
-                "memory": self.memory_mb if math.isfinite(self.memory_mb) else INFEASIBLE_LATENCY_MS}
+        pick = {
+            "accuracy": self.accuracy if math.isfinite(self.accuracy) else 0.0,
+            "latency": self.latency_ms if math.isfinite(self.latency_ms) else INFEASIBLE_LATENCY_MS,
+            "memory": self.memory_mb if math.isfinite(self.memory_mb) else INFEASIBLE_LATENCY_MS,
+        }
         return [pick[o] for o in objectives]
 
 
@@ -115,19 +141,35 @@ def judge_with(cfg: StudyConfig, baseline: VariantResult | None) -> Judge:
         if result.skipped is not None or result.error is not None or result.metrics is None:
             memory = _untimed_memory(result)
             over = memory - cfg.active_memory_budget_mb if math.isfinite(memory) else 1.0
-            return Judgement(math.nan, math.nan, memory, False, result.skipped or result.error,
-                             (max(over, 1e-9), 1.0, 1.0))
+            return Judgement(
+                math.nan, math.nan, memory, False, result.skipped or result.error, (max(over, 1e-9), 1.0, 1.0)
+            )
         a = assess_results([result], cfg, baseline)[0]
         drop = base_acc - a.metrics.accuracy if math.isfinite(base_acc) else 0.0
         latency_budget = cfg.latency_budget_ms if cfg.latency_budget_ms is not None else math.inf
-        constraints = (a.runtime_memory_mb - cfg.active_memory_budget_mb, a.device_latency_ms - latency_budget,
-                       drop - cfg.max_accuracy_drop)
-        reason = a.rejected_reason if not a.accepted else (
-            f"accuracy drop {drop:.4f} > max_accuracy_drop {cfg.max_accuracy_drop}" if constraints[2] > 1e-12
-            else None)
+        constraints = (
+            a.runtime_memory_mb - cfg.active_memory_budget_mb,
+            a.device_latency_ms - latency_budget,
+            drop - cfg.max_accuracy_drop,
+        )
+        reason = (
+            a.rejected_reason
+            if not a.accepted
+            else (
+                f"accuracy drop {drop:.4f} > max_accuracy_drop {cfg.max_accuracy_drop}"
+                if constraints[2] > 1e-12
+                else None
+            )
+        )
         feasible = a.accepted and constraints[2] <= 1e-12
-        return Judgement(a.metrics.accuracy, a.device_latency_ms, a.runtime_memory_mb, feasible, reason,
-                         tuple(0.0 if c == -math.inf else c for c in constraints))
+        return Judgement(
+            a.metrics.accuracy,
+            a.device_latency_ms,
+            a.runtime_memory_mb,
+            feasible,
+            reason,
+            tuple(0.0 if c == -math.inf else c for c in constraints),
+        )
 
     return judge
 
@@ -194,13 +236,23 @@ class SearchOutcome:
 
     def summary(self) -> dict[str, Any]:
         best = self.best
-        return {"strategy": self.strategy, "trials": len(self.trials), "distinct_points": len(self.points),
-                "space_size": self.space_size, "n_trials": self.n_trials, "timeout_s": self.timeout_s,
-                "stop_when": self.stop_when, "patience": self.patience, "stopped_by": self.stopped_by,
-                "elapsed_s": self.elapsed_s, "resumed_from": self.resumed_from,
-                "feasible_trials": sum(t.feasible for t in self.trials),
-                "best": None if best is None else {"trial": best.number, **asdict(best.point),
-                                                   "accuracy": best.accuracy, "latency_ms": best.latency_ms}}
+        return {
+            "strategy": self.strategy,
+            "trials": len(self.trials),
+            "distinct_points": len(self.points),
+            "space_size": self.space_size,
+            "n_trials": self.n_trials,
+            "timeout_s": self.timeout_s,
+            "stop_when": self.stop_when,
+            "patience": self.patience,
+            "stopped_by": self.stopped_by,
+            "elapsed_s": self.elapsed_s,
+            "resumed_from": self.resumed_from,
+            "feasible_trials": sum(t.feasible for t in self.trials),
+            "best": None
+            if best is None
+            else {"trial": best.number, **asdict(best.point), "accuracy": best.accuracy, "latency_ms": best.latency_ms},
+        }
 
 
 Evaluate = Callable[[ConfigPoint], tuple[VariantResult, str]]
@@ -208,9 +260,14 @@ Evaluate = Callable[[ConfigPoint], tuple[VariantResult, str]]
 
 def _study_name(cfg: StudyConfig, space: SearchSpace) -> str:
     s = cfg.search
-    ident = {"space": space.describe(), "strategy": s.strategy, "seed": s.seed, "objectives": s.objectives,
-             "population": s.population_size, "budgets": [cfg.active_memory_budget_mb, cfg.latency_budget_ms,
-                                                          cfg.max_accuracy_drop]}
+    ident = {
+        "space": space.describe(),
+        "strategy": s.strategy,
+        "seed": s.seed,
+        "objectives": s.objectives,
+        "population": s.population_size,
+        "budgets": [cfg.active_memory_budget_mb, cfg.latency_budget_ms, cfg.max_accuracy_drop],
+    }
     return "edge_opt-" + hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -233,11 +290,17 @@ def _open_study(cfg: StudyConfig, folder: Path, space: SearchSpace) -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    directions = [optuna.study.StudyDirection.MAXIMIZE if o == "accuracy" else optuna.study.StudyDirection.MINIMIZE
-                  for o in cfg.search.objectives]
+    directions = [
+        optuna.study.StudyDirection.MAXIMIZE if o == "accuracy" else optuna.study.StudyDirection.MINIMIZE
+        for o in cfg.search.objectives
+    ]
     folder.mkdir(parents=True, exist_ok=True)
-    return optuna.create_study(storage=f"sqlite:///{folder / SEARCH_FILE}", study_name=_study_name(cfg, space),
-                               directions=directions, load_if_exists=True)
+    return optuna.create_study(
+        storage=f"sqlite:///{folder / SEARCH_FILE}",
+        study_name=_study_name(cfg, space),
+        directions=directions,
+        load_if_exists=True,
+    )
 
 
 def _unfinished(study: Any) -> list[Any]:
@@ -256,8 +319,14 @@ def _finished(study: Any) -> list[TrialRecord]:
     return [TrialRecord.from_dict(t.user_attrs["record"]) for t in done if "record" in t.user_attrs]
 
 
-def _why_stop(records: Sequence[TrialRecord], cfg: StudyConfig, started: float, space_size: int,
-              should_stop: Callable[[], bool], duplicates_in_a_row: int) -> str | None:
+def _why_stop(
+    records: Sequence[TrialRecord],
+    cfg: StudyConfig,
+    started: float,
+    space_size: int,
+    should_stop: Callable[[], bool],
+    duplicates_in_a_row: int,
+) -> str | None:
     s = cfg.search
     distinct = len({r.point for r in records})
     if should_stop():
@@ -272,8 +341,8 @@ def _why_stop(records: Sequence[TrialRecord], cfg: StudyConfig, started: float, 
         return f"space exhausted (the sampler proposed {duplicates_in_a_row} evaluated points in a row)"
     if s.stop_when == "goals_met":
         best_at = _best_trial_index(records)
-        before = {r.point for r in records[:best_at + 1]} if best_at is not None else set()
-        if best_at is not None and len({r.point for r in records[best_at + 1:]} - before) >= s.patience:
+        before = {r.point for r in records[: best_at + 1]} if best_at is not None else set()
+        if best_at is not None and len({r.point for r in records[best_at + 1 :]} - before) >= s.patience:
             return f"goals_met (a point meets every budget; no better one in {s.patience} trials since)"
     return None
 
@@ -286,24 +355,50 @@ def _best_trial_index(records: Sequence[TrialRecord]) -> int | None:
     return at
 
 
-def _trial(trial: Any, space: SearchSpace, evaluate: Evaluate, judge: Judge,
-           seen: dict[ConfigPoint, TrialRecord]) -> tuple[TrialRecord, Judgement | None]:
+def _trial(
+    trial: Any, space: SearchSpace, evaluate: Evaluate, judge: Judge, seen: dict[ConfigPoint, TrialRecord]
+) -> tuple[TrialRecord, Judgement | None]:
     t0 = time.perf_counter()
     point = space.suggest(trial)
     if point in seen:
         prev = seen[point]
-        return TrialRecord(trial.number, point, "duplicate", prev.accuracy, prev.latency_ms, prev.memory_mb,
-                           prev.feasible, prev.reason, time.perf_counter() - t0, 0.0), None
+        return TrialRecord(
+            trial.number,
+            point,
+            "duplicate",
+            prev.accuracy,
+            prev.latency_ms,
+            prev.memory_mb,
+            prev.feasible,
+            prev.reason,
+            time.perf_counter() - t0,
+            0.0,
+        ), None
     result, how = evaluate(point)
     j = judge(result)
     measure_s = float(result.timings.get("measurement", 0.0)) if how == "measured" else 0.0
-    return TrialRecord(trial.number, point, how, j.accuracy, j.latency_ms, j.memory_mb, j.feasible, j.reason,
-                       time.perf_counter() - t0, measure_s), j
+    return TrialRecord(
+        trial.number,
+        point,
+        how,
+        j.accuracy,
+        j.latency_ms,
+        j.memory_mb,
+        j.feasible,
+        j.reason,
+        time.perf_counter() - t0,
+        measure_s,
+    ), j
 
 
-def run_search(cfg: StudyConfig, evaluate: Evaluate, judge: Judge, folder: str | Path,
-               should_stop: Callable[[], bool] = lambda: False,
-               on_event: Callable[..., None] = lambda kind, **info: None) -> SearchOutcome:
+def run_search(
+    cfg: StudyConfig,
+    evaluate: Evaluate,
+    judge: Judge,
+    folder: str | Path,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_event: Callable[..., None] = lambda kind, **info: None,
+) -> SearchOutcome:
     """Run (or resume) the configured search until its budget, timeout or goal stops it.
 
     Args:
@@ -332,8 +427,18 @@ def run_search(cfg: StudyConfig, evaluate: Evaluate, judge: Judge, folder: str |
         in_a_row = in_a_row + 1 if record.how == "duplicate" else 0
         on_event("trial", record=record, distinct=len(seen), budget=cfg.search.n_trials)
     s = cfg.search
-    return SearchOutcome(s.strategy, tuple(records), stopped, s.n_trials, s.timeout_s, s.stop_when, s.patience,
-                         time.perf_counter() - started, resumed, space.size)
+    return SearchOutcome(
+        s.strategy,
+        tuple(records),
+        stopped,
+        s.n_trials,
+        s.timeout_s,
+        s.stop_when,
+        s.patience,
+        time.perf_counter() - started,
+        resumed,
+        space.size,
+    )
 
 
 def _as_judgement(r: TrialRecord) -> Judgement:
@@ -358,15 +463,37 @@ def load_search(cfg: StudyConfig, folder: str | Path) -> SearchOutcome | None:
         return None
     records = _finished(study)
     s = cfg.search
-    return SearchOutcome(s.strategy, tuple(records), "unknown (read back from search.sqlite)", s.n_trials,
-                         s.timeout_s, s.stop_when, s.patience, 0.0, len(records), space.size)
+    return SearchOutcome(
+        s.strategy,
+        tuple(records),
+        "unknown (read back from search.sqlite)",
+        s.n_trials,
+        s.timeout_s,
+        s.stop_when,
+        s.patience,
+        0.0,
+        len(records),
+        space.size,
+    )
 
 
 def history_rows(outcome: SearchOutcome) -> list[dict[str, Any]]:
     """``search_history.csv``: one row per trial (number, config point, values, feasibility, wall time)."""
-    return [{"trial": t.number, "how": t.how, **asdict(t.point), "accuracy": t.accuracy, "latency_ms": t.latency_ms,
-             "memory_mb": t.memory_mb, "feasible": t.feasible, "reason": t.reason, "wall_s": t.wall_s,
-             "measure_s": t.measure_s} for t in outcome.trials]
+    return [
+        {
+            "trial": t.number,
+            "how": t.how,
+            **asdict(t.point),
+            "accuracy": t.accuracy,
+            "latency_ms": t.latency_ms,
+            "memory_mb": t.memory_mb,
+            "feasible": t.feasible,
+            "reason": t.reason,
+            "wall_s": t.wall_s,
+            "measure_s": t.measure_s,
+        }
+        for t in outcome.trials
+    ]
 
 
 def search_progress(folder: str | Path) -> list[dict[str, Any]]:
@@ -384,10 +511,15 @@ def search_progress(folder: str | Path) -> list[dict[str, Any]]:
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         records = _finished(study)
         best_at = _best_trial_index(records)
-        out.append({"study": summary.study_name, "trials": len(records),
-                    "distinct_points": len({r.point for r in records}),
-                    "running": sum(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False)),
-                    "best": records[best_at] if best_at is not None else None})
+        out.append(
+            {
+                "study": summary.study_name,
+                "trials": len(records),
+                "distinct_points": len({r.point for r in records}),
+                "running": sum(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False)),
+                "best": records[best_at] if best_at is not None else None,
+            }
+        )
     return out
 
 

@@ -6,6 +6,7 @@ fp32 parent measured on the same node); ``select_recommendation`` picks the vari
 and says why. ``Assessment.row()`` is the one place a sweep column is named; the report
 stage's ``to_frame`` is the only place rows become a DataFrame.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,34 +20,121 @@ from ..config import StudyConfig
 from ..measure import ConfigPoint, PerfMetrics, VariantResult, latency_differs, memory_violations
 
 __all__ = [
-    "BASELINE_COLUMNS", "BASELINE_POINT", "COLUMN_ORDER", "DETAIL_COLUMNS", "MANIFEST_COLUMNS", "RAW_SAMPLE_COLUMNS",
-    "REPORT_COLUMNS", "TEXT_COLUMNS", "Assessment", "Selection", "assess_results",
-    "best_effort", "recommend", "select_recommendation", "study_warnings", "to_frame",
+    "BASELINE_COLUMNS",
+    "BASELINE_POINT",
+    "COLUMN_ORDER",
+    "DETAIL_COLUMNS",
+    "MANIFEST_COLUMNS",
+    "RAW_SAMPLE_COLUMNS",
+    "REPORT_COLUMNS",
+    "TEXT_COLUMNS",
+    "Assessment",
+    "Selection",
+    "assess_results",
+    "best_effort",
+    "recommend",
+    "select_recommendation",
+    "study_warnings",
+    "to_frame",
 ]
 
 BASELINE_POINT = ConfigPoint(0.0, "fp32", "torch")
 
 COLUMN_ORDER = (
-    "measured_on", "source", "pruning_level", "precision", "backend", "calibration", "kernel_precision", "accepted", "error", "rejected_reason",
-    "accuracy", "accuracy_drop", "latency_ms", "latency_median_ms", "latency_std_ms", "latency_p95_ms",
-    "latency_ci95_ms", "device_latency_ms", "batch_latency_ms", "throughput_sps", "memory_mb", "runtime_memory_mb",
-    "energy_proxy_j", "energy_ci95_j", "energy_source", "active_budget_mb", "latency_budget_ms",
-    "speedup_vs_fp32", "speedup_vs_baseline", "slower_than_fp32", "slower_than_fp32_p", "precision_mismatch",
+    "measured_on",
+    "source",
+    "pruning_level",
+    "precision",
+    "backend",
+    "calibration",
+    "kernel_precision",
+    "accepted",
+    "error",
+    "rejected_reason",
+    "accuracy",
+    "accuracy_drop",
+    "latency_ms",
+    "latency_median_ms",
+    "latency_std_ms",
+    "latency_p95_ms",
+    "latency_ci95_ms",
+    "device_latency_ms",
+    "batch_latency_ms",
+    "throughput_sps",
+    "memory_mb",
+    "runtime_memory_mb",
+    "energy_proxy_j",
+    "energy_ci95_j",
+    "energy_source",
+    "active_budget_mb",
+    "latency_budget_ms",
+    "speedup_vs_fp32",
+    "speedup_vs_baseline",
+    "slower_than_fp32",
+    "slower_than_fp32_p",
+    "precision_mismatch",
 )
 RAW_SAMPLE_COLUMNS = ("latency_samples_ms", "batch_latency_samples_ms")  # in memory and the store, not in CSVs
 # Columns of COLUMN_ORDER left out of the HTML report's table (they stay in sweep_results.csv).
-DETAIL_COLUMNS = frozenset({"error", "rejected_reason", "latency_median_ms", "latency_std_ms", "latency_p95_ms",
-                            "energy_ci95_j", "active_budget_mb", "latency_budget_ms", "slower_than_fp32_p",
-                            "precision_mismatch"})
+DETAIL_COLUMNS = frozenset(
+    {
+        "error",
+        "rejected_reason",
+        "latency_median_ms",
+        "latency_std_ms",
+        "latency_p95_ms",
+        "energy_ci95_j",
+        "active_budget_mb",
+        "latency_budget_ms",
+        "slower_than_fp32_p",
+        "precision_mismatch",
+    }
+)
 REPORT_COLUMNS = (*(c for c in COLUMN_ORDER if c not in DETAIL_COLUMNS), "error")
-TEXT_COLUMNS = frozenset({"measured_on", "source", "precision", "backend", "kernel_precision", "energy_source", "error", "accepted",
-                          "slower_than_fp32", "hostname", "cpu_model"})
+TEXT_COLUMNS = frozenset(
+    {
+        "measured_on",
+        "source",
+        "precision",
+        "backend",
+        "kernel_precision",
+        "energy_source",
+        "error",
+        "accepted",
+        "slower_than_fp32",
+        "hostname",
+        "cpu_model",
+    }
+)
 # The baseline's entries in summary.json and the measured row's entries in an artifact's manifest.
-BASELINE_COLUMNS = ("accuracy", "latency_ms", "latency_std_ms", "latency_p95_ms", "latency_ci95_ms", "throughput_sps",
-                    "memory_mb", "energy_proxy_j", "energy_source", "batch_latency_ms", "kernel_precision", "error")
-MANIFEST_COLUMNS = ("accuracy", "latency_ms", "latency_ci95_ms", "latency_p95_ms", "batch_latency_ms",
-                    "throughput_sps", "memory_mb", "energy_proxy_j", "energy_source", "device_latency_ms",
-                    "accuracy_drop", "speedup_vs_baseline")
+BASELINE_COLUMNS = (
+    "accuracy",
+    "latency_ms",
+    "latency_std_ms",
+    "latency_p95_ms",
+    "latency_ci95_ms",
+    "throughput_sps",
+    "memory_mb",
+    "energy_proxy_j",
+    "energy_source",
+    "batch_latency_ms",
+    "kernel_precision",
+    "error",
+)
+MANIFEST_COLUMNS = (
+    "accuracy",
+    "latency_ms",
+    "latency_ci95_ms",
+    "latency_p95_ms",
+    "batch_latency_ms",
+    "throughput_sps",
+    "memory_mb",
+    "energy_proxy_j",
+    "energy_source",
+    "device_latency_ms",
+    "accuracy_drop",
+    "speedup_vs_baseline",
+)
 
 _NAN_METRICS = PerfMetrics(*(math.nan,) * 7, energy_source="")
 
@@ -99,15 +187,23 @@ class Assessment:
     def row(self) -> dict[str, Any]:
         """Every column of the sweep table for this variant, in ``COLUMN_ORDER`` then by name."""
         row = self.result.row()
-        row.update({
-            "active_budget_mb": self.active_budget_mb, "device_latency_ms": self.device_latency_ms,
-            "latency_budget_ms": self.latency_budget_ms, "energy_ci95_j": self.energy_ci95_j,
-            "precision_mismatch": self.precision_mismatch, "accepted": self.accepted,
-            "rejected_reason": self.rejected_reason, "speedup_vs_baseline": self.speedup_vs_baseline,
-            "accuracy_drop": self.accuracy_drop, "speedup_vs_fp32": self.speedup_vs_fp32,
-            "slower_than_fp32": self.slower_than_fp32, "slower_than_fp32_p": self.slower_than_fp32_p,
-            **{f"violates_{b}mb": v for b, v in self.violations.items()},
-        })
+        row.update(
+            {
+                "active_budget_mb": self.active_budget_mb,
+                "device_latency_ms": self.device_latency_ms,
+                "latency_budget_ms": self.latency_budget_ms,
+                "energy_ci95_j": self.energy_ci95_j,
+                "precision_mismatch": self.precision_mismatch,
+                "accepted": self.accepted,
+                "rejected_reason": self.rejected_reason,
+                "speedup_vs_baseline": self.speedup_vs_baseline,
+                "accuracy_drop": self.accuracy_drop,
+                "speedup_vs_fp32": self.speedup_vs_fp32,
+                "slower_than_fp32": self.slower_than_fp32,
+                "slower_than_fp32_p": self.slower_than_fp32_p,
+                **{f"violates_{b}mb": v for b, v in self.violations.items()},
+            }
+        )
         first = [c for c in COLUMN_ORDER if c in row]
         return {c: row[c] for c in [*first, *sorted(c for c in row if c not in first)]}
 
@@ -131,14 +227,21 @@ def _judge(r: VariantResult, cfg: StudyConfig, baseline: VariantResult | None) -
     base = baseline.metrics if baseline is not None and baseline.metrics is not None else _NAN_METRICS
     kernel = r.measurement.kernel_precision if r.measurement is not None and r.error is None else None
     return Assessment(
-        result=r, accepted=not why, rejected_reason="; ".join(why) or None,
-        violations={b: bool(memory_violations(m.memory_mb, [b])[f"violates_{b}mb"]) if math.isfinite(m.memory_mb)
-                    else True for b in cfg.memory_budgets_mb},
+        result=r,
+        accepted=not why,
+        rejected_reason="; ".join(why) or None,
+        violations={
+            b: bool(memory_violations(m.memory_mb, [b])[f"violates_{b}mb"]) if math.isfinite(m.memory_mb) else True
+            for b in cfg.memory_budgets_mb
+        },
         active_budget_mb=cfg.active_memory_budget_mb,
         latency_budget_ms=cfg.latency_budget_ms if cfg.latency_budget_ms is not None else math.nan,
-        device_latency_ms=device, energy_ci95_j=cfg.power_watts * m.latency_ci95_ms / 1e3,
+        device_latency_ms=device,
+        energy_ci95_j=cfg.power_watts * m.latency_ci95_ms / 1e3,
         precision_mismatch=bool(kernel is not None and not str(kernel).startswith(r.point.precision)),
-        speedup_vs_baseline=base.latency_ms / m.latency_ms, accuracy_drop=base.accuracy - m.accuracy)
+        speedup_vs_baseline=base.latency_ms / m.latency_ms,
+        accuracy_drop=base.accuracy - m.accuracy,
+    )
 
 
 def _same_node(a: VariantResult, b: VariantResult) -> bool:
@@ -147,8 +250,13 @@ def _same_node(a: VariantResult, b: VariantResult) -> bool:
 
 def _fp32_parent(a: Assessment, pool: Sequence[Assessment]) -> Assessment | None:
     for p in pool:
-        if (p.ok and p.point.precision == "fp32" and p.point.pruning_level == a.point.pruning_level
-                and p.point.backend == a.point.backend and _same_node(a.result, p.result)):
+        if (
+            p.ok
+            and p.point.precision == "fp32"
+            and p.point.pruning_level == a.point.pruning_level
+            and p.point.backend == a.point.backend
+            and _same_node(a.result, p.result)
+        ):
             return p
     return None
 
@@ -166,8 +274,9 @@ def _compare_with_parent(a: Assessment, pool: Sequence[Assessment]) -> Assessmen
     return replace(a, **changes)
 
 
-def assess_results(results: Sequence[VariantResult], cfg: StudyConfig,
-                   baseline: VariantResult | None = None) -> list[Assessment]:
+def assess_results(
+    results: Sequence[VariantResult], cfg: StudyConfig, baseline: VariantResult | None = None
+) -> list[Assessment]:
     """Budgets, acceptance, device latency, speed-ups and the slower-than-fp32 flag for every result.
 
     Args:
@@ -195,8 +304,9 @@ def _ci(a: Assessment) -> float:
     return c if math.isfinite(c) else 0.0
 
 
-def recommend(assessed: Sequence[Assessment], baseline_accuracy: float,
-              max_accuracy_drop: float) -> tuple[Assessment | None, list[str]]:
+def recommend(
+    assessed: Sequence[Assessment], baseline_accuracy: float, max_accuracy_drop: float
+) -> tuple[Assessment | None, list[str]]:
     """The lowest-latency accepted variant within ``max_accuracy_drop`` of the baseline accuracy.
 
     Variants whose latency is within the fastest one's 95 % interval, or not significantly different
@@ -219,17 +329,29 @@ def recommend(assessed: Sequence[Assessment], baseline_accuracy: float,
     def tie(a: Assessment) -> bool:
         if a.metrics.latency_ms - _ci(a) <= band:
             return True
-        return bool(a.latency_samples and fastest.latency_samples
-                    and not latency_differs(fastest.latency_samples, a.latency_samples)[0])
+        return bool(
+            a.latency_samples
+            and fastest.latency_samples
+            and not latency_differs(fastest.latency_samples, a.latency_samples)[0]
+        )
 
     tied = [a for a in within if tie(a)]
-    tied.sort(key=lambda a: (a.precision_mismatch, a.runtime_memory_mb, a.metrics.memory_mb, -a.metrics.accuracy,
-                             a.metrics.latency_ms))
+    tied.sort(
+        key=lambda a: (
+            a.precision_mismatch,
+            a.runtime_memory_mb,
+            a.metrics.memory_mb,
+            -a.metrics.accuracy,
+            a.metrics.latency_ms,
+        )
+    )
     return tied[0], []
 
 
 def best_effort(assessed: Sequence[Assessment]) -> Assessment | None:
-    """When nothing meets every goal: highest accuracy among memory-accepted variants, else overall (errors excluded)."""
+    """When nothing meets every goal: the highest accuracy among memory-accepted variants, else overall.
+
+    Errors are excluded."""
     good = [a for a in assessed if a.ok]
     if not good:
         return None
@@ -242,13 +364,16 @@ def _why(cfg: StudyConfig) -> str:
     budgets = f"memory ≤ {cfg.active_memory_budget_mb} MB"
     if cfg.latency_budget_ms:
         budgets += f", device latency ≤ {cfg.latency_budget_ms} ms"
-    return (f"lowest latency among rows meeting the budgets ({budgets}) with accuracy drop ≤ "
-            f"{cfg.max_accuracy_drop}; latencies that do not differ significantly are ties, won by kernels that "
-            "really run the precision, then the least run-time memory")
+    return (
+        f"lowest latency among rows meeting the budgets ({budgets}) with accuracy drop ≤ "
+        f"{cfg.max_accuracy_drop}; latencies that do not differ significantly are ties, won by kernels that "
+        "really run the precision, then the least run-time memory"
+    )
 
 
-def select_recommendation(assessed: Sequence[Assessment], baseline: VariantResult | None,
-                          cfg: StudyConfig) -> Selection:
+def select_recommendation(
+    assessed: Sequence[Assessment], baseline: VariantResult | None, cfg: StudyConfig
+) -> Selection:
     """Stage: the recommended variant (or the best effort when no variant meets every goal), and why."""
     if baseline is None or not baseline.ok or baseline.metrics is None:
         chosen = best_effort(assessed)
@@ -275,18 +400,23 @@ def study_warnings(assessed: Sequence[Assessment]) -> list[str]:
     for a in assessed:
         m, label = a.metrics, a.point.label
         if a.slower_than_fp32:
-            out.append(f"{a.point.backend} {a.point.precision} at pruning {a.point.pruning_level:g} is slower than its "
-                       f"fp32 parent ({m.latency_ms:.4f} vs {m.latency_ms * a.speedup_vs_fp32:.4f} ms)")
+            out.append(
+                f"{a.point.backend} {a.point.precision} at pruning {a.point.pruning_level:g} is slower than its "
+                f"fp32 parent ({m.latency_ms:.4f} vs {m.latency_ms * a.speedup_vs_fp32:.4f} ms)"
+            )
         if a.precision_mismatch and a.result.measurement is not None:
-            out.append(f"{a.point.backend} {a.point.precision} at pruning {a.point.pruning_level:g} really computes in "
-                       f"{a.result.measurement.kernel_precision}")
+            out.append(
+                f"{a.point.backend} {a.point.precision} at pruning {a.point.pruning_level:g} really computes in "
+                f"{a.result.measurement.kernel_precision}"
+            )
         if m.latency_ci95_ms / m.latency_ms > 0.05:
             out.append(f"noisy latency: {label} ±{100 * m.latency_ci95_ms / m.latency_ms:.1f}% (95% CI)")
         if a.result.error is not None:
             out.append(f"{label} failed: {a.result.error}")
-    nodes = sorted({(a.result.hostname, a.result.cpu_model) for a in assessed if a.ok and a.result.hostname},
-                   key=str)
+    nodes = sorted({(a.result.hostname, a.result.cpu_model) for a in assessed if a.ok and a.result.hostname}, key=str)
     if len(nodes) > 1:
-        out.append(f"rows were measured on {len(nodes)} different nodes ({', '.join(f'{h} [{c}]' for h, c in nodes)}); "
-                   "latencies are only compared within a node (speed-ups use the fp32 parent measured on the same node)")
+        out.append(
+            f"rows were measured on {len(nodes)} different nodes ({', '.join(f'{h} [{c}]' for h, c in nodes)}); "
+            "latencies are only compared within a node (speed-ups use the fp32 parent measured on the same node)"
+        )
     return out

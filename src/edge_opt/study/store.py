@@ -5,6 +5,7 @@ values (``meta``); it knows nothing about how they were measured and sits below 
 that fill it. A store written by an earlier release (format 1: flat rows in ``points``) is
 refused with ``StoreFormatError`` telling to run with ``--fresh``.
 """
+
 from __future__ import annotations
 
 import json
@@ -85,12 +86,14 @@ class StudyStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(SCHEMA)
-            self._conn.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('store_format', ?)",
-                               (dumps(STORE_FORMAT),))
+            self._conn.execute(
+                "INSERT OR IGNORE INTO meta (name, value) VALUES ('store_format', ?)", (dumps(STORE_FORMAT),)
+            )
         except sqlite3.DatabaseError as exc:
             self._conn.close()
-            raise StoreFormatError(f"{str(self.path)!r} is not a study store ({exc}); remove it or give another "
-                                   "output_dir.") from None
+            raise StoreFormatError(
+                f"{str(self.path)!r} is not a study store ({exc}); remove it or give another output_dir."
+            ) from None
         except StoreFormatError:
             self._conn.close()
             raise
@@ -104,13 +107,17 @@ class StudyStore:
         if "points" in tables and found is None:
             found = 1  # the flat-row store of earlier releases
         if tables and found is None:
-            raise StoreFormatError(f"{str(self.path)!r} is an SQLite database of another program (tables "
-                                   f"{sorted(tables)[:5]}), not an edge_opt study store; give another output_dir.")
+            raise StoreFormatError(
+                f"{str(self.path)!r} is an SQLite database of another program (tables "
+                f"{sorted(tables)[:5]}), not an edge_opt study store; give another output_dir."
+            )
         if found is not None and found != STORE_FORMAT:
             raise StoreFormatError(
                 f"The study store {str(self.path)!r} was written by another edge_opt release (store format "
                 f"{found}; this release reads format {STORE_FORMAT}). Run again with --fresh to start the study "
-                "over (its stored measurements are discarded).", ours=True)
+                "over (its stored measurements are discarded).",
+                ours=True,
+            )
 
     @staticmethod
     def probe(path: str | Path) -> StoreFormatError | None:
@@ -134,8 +141,9 @@ class StudyStore:
         except StoreFormatError as exc:
             return exc
         except sqlite3.DatabaseError as exc:
-            return StoreFormatError(f"{str(path)!r} is not a study store ({exc}); remove it or give another "
-                                    "output_dir.")
+            return StoreFormatError(
+                f"{str(path)!r} is not a study store ({exc}); remove it or give another output_dir."
+            )
         finally:
             conn.close()
         return None
@@ -159,8 +167,10 @@ class StudyStore:
         """Commit one finished point's document in its own transaction."""
         with self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.execute("INSERT OR REPLACE INTO results (key, kind, doc_json, created) VALUES (?, ?, ?, ?)",
-                               (key, kind, dumps(doc), time.time()))
+            self._conn.execute(
+                "INSERT OR REPLACE INTO results (key, kind, doc_json, created) VALUES (?, ?, ?, ?)",
+                (key, kind, dumps(doc), time.time()),
+            )
 
     def keys(self, kind: str | None = None) -> list[str]:
         """Stored keys in commit order."""

@@ -5,6 +5,7 @@ The machinery lives in its stage modules: config points, keys and the ``Sweep`` 
 (analyse), the table in ``edge_opt.report.files.to_frame`` (report). Their names are re-exported
 here for the seeds' ``edge_opt.study.sweep`` imports.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,14 +36,36 @@ from .selection import assess_results, best_effort, recommend, to_frame
 from .store import StudyStore, stored_vendor_rows
 
 __all__ = [
-    "BASELINE_POINT", "MEASURE_VERSION", "ConfigPoint", "StoredStudy", "StudyInterrupted", "Sweep", "VariantResult",
-    "assess_results", "baseline_fingerprint", "best_effort", "load_stored_study", "parent_key", "point_key",
-    "recommend", "run_sweep", "stable_hash", "stored_results", "sweep_points",
+    "BASELINE_POINT",
+    "MEASURE_VERSION",
+    "ConfigPoint",
+    "StoredStudy",
+    "StudyInterrupted",
+    "Sweep",
+    "VariantResult",
+    "assess_results",
+    "baseline_fingerprint",
+    "best_effort",
+    "load_stored_study",
+    "parent_key",
+    "point_key",
+    "recommend",
+    "run_sweep",
+    "stable_hash",
+    "stored_results",
+    "sweep_points",
 ]
 
 
-def run_sweep(model: nn.Module, data: DataBundle, cfg: StudyConfig, workdir: str | Path = "outputs",
-              store: StudyStore | None = None, baseline: VariantResult | None = None, **kwargs: Any) -> pd.DataFrame:
+def run_sweep(
+    model: nn.Module,
+    data: DataBundle,
+    cfg: StudyConfig,
+    workdir: str | Path = "outputs",
+    store: StudyStore | None = None,
+    baseline: VariantResult | None = None,
+    **kwargs: Any,
+) -> pd.DataFrame:
     """Run the study grid for a trained model and return one row per variant (budgets applied).
 
     Args:
@@ -107,9 +130,15 @@ def _study_config(out: Path, stored: Any) -> StudyConfig:
         try:
             stored = json.loads((out / "reproducibility.json").read_text(encoding="utf-8"))["config"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError([f"{str(out)!r}: cannot tell which config the study used (its store keeps none and "
-                               f"reproducibility.json has none: {type(exc).__name__}: {exc})."]) from None
+            raise ConfigError(
+                [
+                    f"{str(out)!r}: cannot tell which config the study used (its store keeps none and "
+                    f"reproducibility.json has none: {type(exc).__name__}: {exc})."
+                ]
+            ) from None
     try:
         return config_from_dict(stored)
     except ConfigError as exc:
-        raise ConfigError([f"{str(out)!r}: the study's recorded config is not valid: {e}" for e in exc.errors]) from None
+        raise ConfigError(
+            [f"{str(out)!r}: the study's recorded config is not valid: {e}" for e in exc.errors]
+        ) from None

@@ -1,6 +1,7 @@
 """Variants stage: structured pruning × precision × runtime backend, each backend one module registered in
 one registry; precisions own their per-backend build hooks; sensitivity and the int8_mixed precision.
 """
+
 from __future__ import annotations
 
 # Each runtime registers itself when imported (the optional extras' libraries load only when a variant is built).
@@ -34,4 +35,45 @@ from .registry import BACKEND_KINDS, BACKENDS, backend_supports, build_variant, 
 from .sensitivity import SensitivityReport, layer_sensitivity, mixed_search
 from .torch_backend import wrap_torch_module
 
-__all__ = ["BACKENDS", "BACKEND_KINDS", "BuildContext", "PRECISIONS", "Precision", "PruningIneffective", "PruningReport", "SensitivityReport", "Variant", "VariantBuildError", "apply_layer_shapes", "backend_supports", "build_onnx_file", "build_variant", "coverage", "from_seed_name", "get_precision", "is_quantized_module", "layer_sensitivity", "layer_shapes", "list_backends", "list_precisions", "load_checkpoint", "mixed_search", "onnx_input_name", "onnx_layers", "onnx_variant", "parent_onnx_layers", "prune_model", "pruning_report", "quantize_torch_int8", "register_backend", "register_precision", "save_checkpoint", "seed_names", "state_dict_bytes", "to_seed_name", "torch_kernel_precision", "torch_layers", "wrap_torch_module"]
+__all__ = [
+    "BACKENDS",
+    "BACKEND_KINDS",
+    "BuildContext",
+    "PRECISIONS",
+    "Precision",
+    "PruningIneffective",
+    "PruningReport",
+    "SensitivityReport",
+    "Variant",
+    "VariantBuildError",
+    "apply_layer_shapes",
+    "backend_supports",
+    "build_onnx_file",
+    "build_variant",
+    "coverage",
+    "from_seed_name",
+    "get_precision",
+    "is_quantized_module",
+    "layer_sensitivity",
+    "layer_shapes",
+    "list_backends",
+    "list_precisions",
+    "load_checkpoint",
+    "mixed_search",
+    "onnx_input_name",
+    "onnx_layers",
+    "onnx_variant",
+    "parent_onnx_layers",
+    "prune_model",
+    "pruning_report",
+    "quantize_torch_int8",
+    "register_backend",
+    "register_precision",
+    "save_checkpoint",
+    "seed_names",
+    "state_dict_bytes",
+    "to_seed_name",
+    "torch_kernel_precision",
+    "torch_layers",
+    "wrap_torch_module",
+]

@@ -1,5 +1,6 @@
 """What every backend and precision shares: the ``Variant`` a build returns, the frozen
 ``BuildContext`` a build reads, and the int8 options (``QuantOptions``)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence

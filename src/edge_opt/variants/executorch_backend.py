@@ -9,6 +9,7 @@ program with nothing delegated is an error.
 
 Needs the optional extra: ``pip install 'edge-opt[executorch]'``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -67,8 +68,11 @@ def delegation_summary(frame: Any) -> dict[str, Any]:
         if int(r["occurrences_in_non_delegated_graphs"]):
             portable[op] = int(r["occurrences_in_non_delegated_graphs"])
     n_del, n_port = sum(delegated.values()), sum(portable.values())
-    return {"delegated_ops": delegated, "portable_ops": portable,
-            "delegated_fraction": n_del / (n_del + n_port) if n_del + n_port else 0.0}
+    return {
+        "delegated_ops": delegated,
+        "portable_ops": portable,
+        "delegated_fraction": n_del / (n_del + n_port) if n_del + n_port else 0.0,
+    }
 
 
 def lower_program(module: nn.Module, example: torch.Tensor, path: Path) -> LoweredProgram:
@@ -81,8 +85,9 @@ def lower_program(module: nn.Module, example: torch.Tensor, path: Path) -> Lower
     with warnings.catch_warnings(), muted_native_stderr():
         warnings.simplefilter("ignore")
         edge = to_edge_transform_and_lower(torch.export.export(module, (example,)), partitioner=[XnnpackPartitioner()])
-        info = delegation_summary(get_delegation_info(edge.exported_program().graph_module)
-                                  .get_operator_delegation_dataframe())
+        info = delegation_summary(
+            get_delegation_info(edge.exported_program().graph_module).get_operator_delegation_dataframe()
+        )
         buffer = edge.to_executorch().buffer
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(buffer)
@@ -117,8 +122,9 @@ def _int8_module(model: nn.Module, ctx: BuildContext) -> nn.Module:
     batch = torch.export.Dim("batch", min=1, max=max(biggest, 2))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        graph = torch.export.export(copy.deepcopy(model).float().eval(), (example,),
-                                    dynamic_shapes=({0: batch},)).module()
+        graph = torch.export.export(
+            copy.deepcopy(model).float().eval(), (example,), dynamic_shapes=({0: batch},)
+        ).module()
         prepared = prepare_pt2e(graph, quantizer)
         with torch.no_grad():
             for b in ctx.calibration:
@@ -136,8 +142,10 @@ def _programs(model: nn.Module | None, precision: str, ctx: BuildContext) -> lis
     folder = ctx.workdir / "executorch"
     paths = {b: folder / f"{ctx.parent_key}_{precision}_{tag}_b{b}.pte" for b in sorted(set(ctx.batch_sizes))}
     if all(p.exists() and p.with_suffix(".json").exists() for p in paths.values()):
-        return [LoweredProgram(p, b, json.loads(p.with_suffix(".json").read_text(encoding="utf-8")))
-                for b, p in paths.items()]
+        return [
+            LoweredProgram(p, b, json.loads(p.with_suffix(".json").read_text(encoding="utf-8")))
+            for b, p in paths.items()
+        ]
     module = _int8_module(model, ctx) if precision == "int8" else copy.deepcopy(model).float().eval()
     shape = tuple(ctx.example_input.shape[1:])
     return [lower_program(module, torch.zeros((b, *shape)), p) for b, p in paths.items()]
@@ -170,8 +178,10 @@ def _set_threads(threads: int) -> None:
         if current == threads:
             return
         if _LOADED:
-            raise VariantBuildError(f"ExecuTorch's XNNPACK thread pool is process-wide and already runs loaded "
-                                    f"programs with {current} threads; cannot switch to {threads} in this process.")
+            raise VariantBuildError(
+                f"ExecuTorch's XNNPACK thread pool is process-wide and already runs loaded "
+                f"programs with {current} threads; cannot switch to {threads} in this process."
+            )
         with muted_native_stderr():
             portable_lib._unsafe_reset_threadpool(threads)
     except (ImportError, AttributeError):  # an ExecuTorch without the call runs its default pool
@@ -189,7 +199,7 @@ class _Runner:
         largest = self.methods[-1][0]
         out = []
         for i in range(0, len(x), largest):
-            chunk = x[i:i + largest]
+            chunk = x[i : i + largest]
             batch, method = next((b, m) for b, m in self.methods if b >= len(chunk))
             pad = torch.zeros((batch - len(chunk), *chunk.shape[1:])) if batch > len(chunk) else None
             out.append((method, torch.cat([chunk, pad]) if pad is not None else chunk, len(chunk)))
@@ -211,20 +221,42 @@ def executorch_backend(model: nn.Module | None, precision: str, ctx: BuildContex
     programs = get_precision(precision).hook(EXTRA, "executorch")(model, precision, ctx)
     first = programs[0].delegation
     if not first["delegated_ops"]:
-        raise VariantBuildError(f"nothing was delegated to XNNPACK (ops on the portable kernels: "
-                                f"{sorted(first['portable_ops'])}).")
+        raise VariantBuildError(
+            f"nothing was delegated to XNNPACK (ops on the portable kernels: {sorted(first['portable_ops'])})."
+        )
     kernel = _kernel_precision(precision, first)
     if precision == "int8" and not kernel.startswith("int8"):
-        raise VariantBuildError(f"int8 requested but no quantized op was delegated to XNNPACK "
-                                f"(delegated: {sorted(first['delegated_ops'])}).")
+        raise VariantBuildError(
+            f"int8 requested but no quantized op was delegated to XNNPACK "
+            f"(delegated: {sorted(first['delegated_ops'])})."
+        )
     _set_threads(ctx.threads)  # before any method of these programs is loaded: a loaded method keeps its pool
     runner = _Runner(programs)
-    meta = {"pte_files": {str(p.batch): p.path.name for p in programs}, "delegate": "XnnpackPartitioner",
-            "xnnpack_delegated_ops": first["delegated_ops"], "portable_ops": first["portable_ops"],
-            "delegated_fraction": first["delegated_fraction"], "executorch_version": package_versions()["executorch"] or "unknown",
-            "static_batches": [p.batch for p in programs], "threads": ctx.threads,
-            **({"quantizer": "PT2E XNNPACKQuantizer (per-channel symmetric weights)",
-                "calibration_batches": len(ctx.calibration)} if precision == "int8" else {})}
-    return Variant(backend="executorch", precision=precision, kernel_precision=kernel,
-                   parameter_bytes=programs[0].path.stat().st_size, metadata=meta, prepare=runner.prepare,
-                   run=runner.run, to_logits=runner.to_logits)
+    meta = {
+        "pte_files": {str(p.batch): p.path.name for p in programs},
+        "delegate": "XnnpackPartitioner",
+        "xnnpack_delegated_ops": first["delegated_ops"],
+        "portable_ops": first["portable_ops"],
+        "delegated_fraction": first["delegated_fraction"],
+        "executorch_version": package_versions()["executorch"] or "unknown",
+        "static_batches": [p.batch for p in programs],
+        "threads": ctx.threads,
+        **(
+            {
+                "quantizer": "PT2E XNNPACKQuantizer (per-channel symmetric weights)",
+                "calibration_batches": len(ctx.calibration),
+            }
+            if precision == "int8"
+            else {}
+        ),
+    }
+    return Variant(
+        backend="executorch",
+        precision=precision,
+        kernel_precision=kernel,
+        parameter_bytes=programs[0].path.stat().st_size,
+        metadata=meta,
+        prepare=runner.prepare,
+        run=runner.run,
+        to_logits=runner.to_logits,
+    )

@@ -1,5 +1,6 @@
 """ONNX tooling shared by the ONNX-based backends: export, ORT session options, the optimised
 graph ORT really runs (op types, weight dtypes, bytes), and a verified ``Variant`` of an ONNX file."""
+
 from __future__ import annotations
 
 import copy
@@ -18,16 +19,40 @@ from .base import BuildContext, Replicas, Variant, VariantBuildError
 from .layers import LayerInfo, layer_report, ort_layer_precisions
 
 __all__ = [
-    "ONNX_EXPORTERS", "QDQ_OPS", "QUANT_COMPUTE_OPS", "CalibrationReader", "export_onnx", "exporter_label",
-    "fp32_onnx_path", "onnx_initializer_bytes", "onnx_input_name", "optimized_graph",
-    "onnx_variant", "optimized_graph_ops", "ort_kernel_precision", "ort_session_options",
+    "ONNX_EXPORTERS",
+    "QDQ_OPS",
+    "QUANT_COMPUTE_OPS",
+    "CalibrationReader",
+    "export_onnx",
+    "exporter_label",
+    "fp32_onnx_path",
+    "onnx_initializer_bytes",
+    "onnx_input_name",
+    "optimized_graph",
+    "onnx_variant",
+    "optimized_graph_ops",
+    "ort_kernel_precision",
+    "ort_session_options",
 ]
 
-QUANT_COMPUTE_OPS = frozenset({
-    "QLinearConv", "QGemm", "QLinearMatMul", "MatMulInteger", "ConvInteger", "QLinearAdd", "QLinearMul",
-    "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSigmoid", "QLinearLeakyRelu", "DynamicQuantizeMatMul",
-    "MatMulIntegerToFloat", "QAttention",
-})
+QUANT_COMPUTE_OPS = frozenset(
+    {
+        "QLinearConv",
+        "QGemm",
+        "QLinearMatMul",
+        "MatMulInteger",
+        "ConvInteger",
+        "QLinearAdd",
+        "QLinearMul",
+        "QLinearGlobalAveragePool",
+        "QLinearAveragePool",
+        "QLinearSigmoid",
+        "QLinearLeakyRelu",
+        "DynamicQuantizeMatMul",
+        "MatMulIntegerToFloat",
+        "QAttention",
+    }
+)
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 _COMPUTE_OPS = frozenset({"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul"})
 _ONNX_FLOAT_NAMES = {1: "fp32", 10: "fp16", 16: "bf16", 11: "fp64"}
@@ -36,8 +61,7 @@ _ONNX_FLOAT_NAMES = {1: "fp32", 10: "fp16", 16: "bf16", 11: "fp64"}
 ONNX_EXPORTERS = ("torchscript", "dynamo")
 
 
-def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path,
-                exporter: str = "torchscript") -> Path:
+def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path, exporter: str = "torchscript") -> Path:
     """Export ``model`` to ONNX with one input ``input`` (dynamic batch dimension) and one output ``logits``.
 
     ``exporter``: ``torchscript`` traces the module (``torch.onnx.export(dynamo=False)``, ~0.02 s for the default
@@ -56,15 +80,30 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if exporter == "torchscript":
-            torch.onnx.export(m, (x,), str(path), dynamo=False, do_constant_folding=False,
-                              input_names=["input"], output_names=["logits"],
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+            torch.onnx.export(
+                m,
+                (x,),
+                str(path),
+                dynamo=False,
+                do_constant_folding=False,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            )
         else:
             from torch.export import Dim
 
             torch.onnx.export(
-                m, (x,), str(path), dynamo=True, external_data=False, verbose=False, optimize=False,
-                input_names=["input"], output_names=["logits"], dynamic_shapes=({0: Dim("batch", min=1)},),
+                m,
+                (x,),
+                str(path),
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+                optimize=False,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_shapes=({0: Dim("batch", min=1)},),
             )
     return path
 
@@ -105,8 +144,9 @@ def optimized_graph(model_path: str | Path, threads: int = 1) -> tuple[Any, int]
     return optimized_session(model_path, threads)[1]
 
 
-def optimized_graph_ops(model_path: str | Path, threads: int = 1,
-                        graph: Any = None) -> tuple[list[str], dict[str, int], int]:
+def optimized_graph_ops(
+    model_path: str | Path, threads: int = 1, graph: Any = None
+) -> tuple[list[str], dict[str, int], int]:
     """Op types of the graph ORT really runs (after ORT_ENABLE_ALL optimisation), the element
     type of each compute node's weight initializer (ONNX TensorProto enum), and the bytes of
     that graph's initializers (what the weights occupy at run time)."""
@@ -169,14 +209,21 @@ def fp32_onnx_path(model: nn.Module | None, ctx: BuildContext) -> Path:
         if model is None:
             raise VariantBuildError("no PyTorch model to export and no ONNX file for this parent.")
         ctx.workdir.mkdir(parents=True, exist_ok=True)
-        ctx.cache[key] = export_onnx(model, ctx.example_input, ctx.workdir / f"{ctx.parent_key}_fp32.onnx",
-                                     ctx.onnx_exporter)
+        ctx.cache[key] = export_onnx(
+            model, ctx.example_input, ctx.workdir / f"{ctx.parent_key}_fp32.onnx", ctx.onnx_exporter
+        )
     return Path(ctx.cache[key])
 
 
-def onnx_variant(path: str | Path, precision: str, threads: int = 1, metadata: dict | None = None,
-                 backend: str = "onnxruntime", layers: Sequence[LayerInfo] | None = None,
-                 must_be_float: Sequence[str] = ()) -> Variant:
+def onnx_variant(
+    path: str | Path,
+    precision: str,
+    threads: int = 1,
+    metadata: dict | None = None,
+    backend: str = "onnxruntime",
+    layers: Sequence[LayerInfo] | None = None,
+    must_be_float: Sequence[str] = (),
+) -> Variant:
     """Wrap an ONNX file in an ORT session with the fixed options and verify its precision.
 
     With ``layers`` (of the fp32 parent), a quantized build records per layer what ORT's optimised graph
@@ -200,24 +247,31 @@ def onnx_variant(path: str | Path, precision: str, threads: int = 1, metadata: d
     meta = dict(metadata or {})
     if layers and quant_ops:
         meta.update(layer_report(layers, ort_layer_precisions(graph[0].node, layers), must_be_float))
-    meta.update({
-        "onnx_file": path.name,
-        "runtime_parameter_bytes": runtime_bytes,
-        "optimized_op_types": sorted(set(ops)),
-        "quantized_op_types": quant_ops,
-        "session_options": {"intra_op_num_threads": threads, "inter_op_num_threads": 1,
-                            "execution_mode": "ORT_SEQUENTIAL", "graph_optimization_level": "ORT_ENABLE_ALL",
-                            "providers": ["CPUExecutionProvider"]},
-        "onnxruntime_version": ort.__version__,
-    })
+    meta.update(
+        {
+            "onnx_file": path.name,
+            "runtime_parameter_bytes": runtime_bytes,
+            "optimized_op_types": sorted(set(ops)),
+            "quantized_op_types": quant_ops,
+            "session_options": {
+                "intra_op_num_threads": threads,
+                "inter_op_num_threads": 1,
+                "execution_mode": "ORT_SEQUENTIAL",
+                "graph_optimization_level": "ORT_ENABLE_ALL",
+                "providers": ["CPUExecutionProvider"],
+            },
+            "onnxruntime_version": ort.__version__,
+        }
+    )
     input_name = sess.get_inputs()[0].name
 
     def session_runner(session: Any) -> Callable[[Any], Any]:
         return lambda x: session.run(None, {input_name: x})[0]
 
     def replicate() -> Callable[[Any], Any]:
-        return session_runner(ort.InferenceSession(str(path), ort_session_options(threads),
-                                                   providers=["CPUExecutionProvider"]))
+        return session_runner(
+            ort.InferenceSession(str(path), ort_session_options(threads), providers=["CPUExecutionProvider"])
+        )
 
     run = session_runner(sess)
     return Variant(

@@ -1,4 +1,5 @@
 """ONNX Runtime backend (CPU execution provider) on the parent's exported graph."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,9 @@ from .registry import register_backend
 __all__ = ["build_onnx_file", "onnxruntime_backend", "parent_onnx_layers"]
 
 
-def build_onnx_file(model: nn.Module | None, precision: str, ctx: BuildContext,
-                    backend: str = "onnxruntime") -> tuple[Path, dict[str, Any]]:
+def build_onnx_file(
+    model: nn.Module | None, precision: str, ctx: BuildContext, backend: str = "onnxruntime"
+) -> tuple[Path, dict[str, Any]]:
     """Write the ONNX graph for ``precision`` (the precision's ``onnx`` hook on the parent's fp32 export)."""
     hook = get_precision(precision).hook("onnx", backend)
     ctx.workdir.mkdir(parents=True, exist_ok=True)
@@ -30,8 +32,9 @@ def onnxruntime_backend(model: nn.Module | None, precision: str, ctx: BuildConte
     """ONNX Runtime (CPU execution provider) on the parent's exported graph."""
     path, meta = build_onnx_file(model, precision, ctx)
     layers = parent_onnx_layers(model, ctx) if get_precision(precision).quantized else None
-    return onnx_variant(path, precision, ctx.threads, meta, layers=layers,
-                        must_be_float=meta.get("requested_float_layers", ()))
+    return onnx_variant(
+        path, precision, ctx.threads, meta, layers=layers, must_be_float=meta.get("requested_float_layers", ())
+    )
 
 
 def parent_onnx_layers(model: nn.Module | None, ctx: BuildContext) -> list[LayerInfo]:

@@ -8,6 +8,7 @@ without native fp16, the ``f16`` hint runs ``bf16`` kernels and the row says ``b
 
 Needs the optional extra: ``pip install 'edge-opt[openvino]'`` (openvino, nncf).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -64,9 +65,16 @@ def compile_ir(xml: str | Path, hint: str, threads: int) -> Any:
     """Compile an IR (or ONNX) file for the CPU with the study's settings: precision hint, threads, latency mode."""
     ov = _ov()
     core = ov.Core()
-    return core.compile_model(core.read_model(str(xml)), "CPU", {
-        "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": int(threads), "NUM_STREAMS": 1,
-        "PERFORMANCE_HINT": "LATENCY"})
+    return core.compile_model(
+        core.read_model(str(xml)),
+        "CPU",
+        {
+            "INFERENCE_PRECISION_HINT": hint,
+            "INFERENCE_NUM_THREADS": int(threads),
+            "NUM_STREAMS": 1,
+            "PERFORMANCE_HINT": "LATENCY",
+        },
+    )
 
 
 def save_ir(model: Any, xml: Path, compress_to_fp16: bool) -> Path:
@@ -95,9 +103,12 @@ def _float_ir(model: nn.Module | None, precision: str, ctx: BuildContext) -> tup
 def _int8_ir(model: nn.Module | None, precision: str, ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
     ov = _ov()
     xml = ctx.workdir / "openvino" / _ir_name(ctx, precision)
-    meta = {"quantizer": "nncf.quantize (post-training, OpenVINO IR)", "calibration_batches": len(ctx.calibration),
-            "calibration_samples": int(sum(len(b) for b in ctx.calibration)),
-            "calibration_method": "NNCF defaults: min/max activations, per-channel symmetric int8 weights"}
+    meta = {
+        "quantizer": "nncf.quantize (post-training, OpenVINO IR)",
+        "calibration_batches": len(ctx.calibration),
+        "calibration_samples": int(sum(len(b) for b in ctx.calibration)),
+        "calibration_method": "NNCF defaults: min/max activations, per-channel symmetric int8 weights",
+    }
     if xml.exists():
         return xml, meta
     try:
@@ -129,21 +140,33 @@ def openvino_backend(model: nn.Module | None, precision: str, ctx: BuildContext)
     ops = openvino_runtime_ops(compiled)
     kernel = ir_kernel_precision(ops)
     if precision == "int8" and "int8" not in kernel:
-        raise VariantBuildError(f"int8 requested but OpenVINO's runtime graph runs no int8 compute node "
-                                f"(compute nodes: {sorted({o for o in ops if o[0] in COMPUTE_TYPES})}).")
+        raise VariantBuildError(
+            f"int8 requested but OpenVINO's runtime graph runs no int8 compute node "
+            f"(compute nodes: {sorted({o for o in ops if o[0] in COMPUTE_TYPES})})."
+        )
     bin_path = xml.with_suffix(".bin")
     request = compiled.create_infer_request()
     counts = Counter(f"{t}:{_PRECISION_NAMES.get(p, p)}" for t, p in ops if t in COMPUTE_TYPES)
-    meta = {**meta, "ir_file": xml.name, "openvino_version": ov.get_version(), "inference_precision_hint":
-            HINTS[precision], "runtime_compute_nodes": dict(sorted(counts.items())),
-            "compile_config": {"INFERENCE_NUM_THREADS": ctx.threads, "NUM_STREAMS": 1,
-                               "PERFORMANCE_HINT": "LATENCY"},
-            "model_files": [xml.name, bin_path.name]}
+    meta = {
+        **meta,
+        "ir_file": xml.name,
+        "openvino_version": ov.get_version(),
+        "inference_precision_hint": HINTS[precision],
+        "runtime_compute_nodes": dict(sorted(counts.items())),
+        "compile_config": {"INFERENCE_NUM_THREADS": ctx.threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"},
+        "model_files": [xml.name, bin_path.name],
+    }
 
     def run(x: np.ndarray) -> np.ndarray:
         return request.infer({0: x}, share_inputs=True)[0]
 
-    return Variant(backend="openvino", precision=precision, kernel_precision=kernel,
-                   parameter_bytes=bin_path.stat().st_size, metadata=meta,
-                   prepare=lambda x: np.ascontiguousarray(torch.as_tensor(x).float().numpy()),
-                   run=run, to_logits=lambda out: np.array(out, dtype=np.float32))
+    return Variant(
+        backend="openvino",
+        precision=precision,
+        kernel_precision=kernel,
+        parameter_bytes=bin_path.stat().st_size,
+        metadata=meta,
+        prepare=lambda x: np.ascontiguousarray(torch.as_tensor(x).float().numpy()),
+        run=run,
+        to_logits=lambda out: np.array(out, dtype=np.float32),
+    )

@@ -7,6 +7,7 @@ parent's fp32 export). A backend asks the precision for its hook; a precision wi
 for that kind is an error row naming the precision and the backend. Adding a precision is
 one ``register_precision`` call here; the backends that support it need nothing else.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,8 +39,20 @@ from .quantize import (
 )
 
 __all__ = [
-    "PRECISIONS", "Precision", "add_hook", "PrecisionSpec", "TorchBuild", "int8_onnx_file", "from_seed_name", "get_precision", "list_precisions",
-    "ort_calibration_cache", "register_precision", "seed_names", "to_seed_name", "torch_int8_calibration",
+    "PRECISIONS",
+    "Precision",
+    "add_hook",
+    "PrecisionSpec",
+    "TorchBuild",
+    "int8_onnx_file",
+    "from_seed_name",
+    "get_precision",
+    "list_precisions",
+    "ort_calibration_cache",
+    "register_precision",
+    "seed_names",
+    "to_seed_name",
+    "torch_int8_calibration",
 ]
 
 
@@ -83,8 +96,9 @@ class Precision:
         """What this precision adds to a config point's key (only what changes its numbers)."""
         if not self.quantized:
             return {"calibration": None}
-        fields: dict[str, Any] = {"calibration": [options.calibration_batches, options.calibration_method,
-                                                  options.engine]}
+        fields: dict[str, Any] = {
+            "calibration": [options.calibration_batches, options.calibration_method, options.engine]
+        }
         if not options.per_channel:  # the default (per-channel) keeps the keys of earlier stores
             fields["per_channel"] = False
         if options.calibration_method == "percentile":
@@ -101,8 +115,9 @@ class Precision:
         """
         if kind not in self.hooks:
             able = [p.name for p in (PRECISIONS.get(n) for n in PRECISIONS.names()) if kind in p.hooks]
-            raise VariantBuildError(f"backend {backend!r} does not support precision {self.name!r} "
-                                    f"(it supports {able}).")
+            raise VariantBuildError(
+                f"backend {backend!r} does not support precision {self.name!r} (it supports {able})."
+            )
         return self.hooks[kind]
 
 
@@ -144,8 +159,9 @@ def from_seed_name(seed_name: str) -> str:
     try:
         return seed_names()[seed_name]
     except KeyError:
-        raise ValueError(f"The 'precision_mode' parameter must be one of {sorted(seed_names())}. "
-                         f"Got {seed_name!r} instead.") from None
+        raise ValueError(
+            f"The 'precision_mode' parameter must be one of {sorted(seed_names())}. Got {seed_name!r} instead."
+        ) from None
 
 
 def to_seed_name(name: str) -> str:
@@ -154,6 +170,7 @@ def to_seed_name(name: str) -> str:
 
 
 # --- float precisions --------------------------------------------------------------------
+
 
 def _channels_last(x: torch.Tensor, on: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if on and x.dim() == 4 else x
@@ -186,9 +203,12 @@ def _fp16_onnx(fp32: Path, ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
 
 # --- int8 ---------------------------------------------------------------------------------
 
+
 def _calibration_meta(ctx: BuildContext) -> dict[str, Any]:
-    return {"calibration_batches": len(ctx.calibration),
-            "calibration_samples": int(sum(len(b) for b in ctx.calibration))}
+    return {
+        "calibration_batches": len(ctx.calibration),
+        "calibration_samples": int(sum(len(b) for b in ctx.calibration)),
+    }
 
 
 def torch_int8_calibration(model: nn.Module, ctx: BuildContext, channels_last: bool = False) -> CalibratedInt8:
@@ -218,9 +238,15 @@ def _int8_torch(model: nn.Module, ctx: BuildContext, channels_last: bool) -> Tor
     if not qtypes:
         raise VariantBuildError("int8 requested but the converted torch model holds no quantized module.")
     layers = torch_layers(base, calib[0])
-    meta = {"quantizer": "torch.ao.quantization FX (static PTQ)", "quantization_backend": q.engine,
-            "per_channel": q.channelwise, **_calibration_meta(ctx), "quantized_module_types": qtypes,
-            "layers": quantization_metadata(m), **layer_report(layers, torch_layer_precisions(m, layers))}
+    meta = {
+        "quantizer": "torch.ao.quantization FX (static PTQ)",
+        "quantization_backend": q.engine,
+        "per_channel": q.channelwise,
+        **_calibration_meta(ctx),
+        "quantized_module_types": qtypes,
+        "layers": quantization_metadata(m),
+        **layer_report(layers, torch_layer_precisions(m, layers)),
+    }
     return TorchBuild(m, lambda x: _channels_last(x.float(), channels_last), meta)
 
 
@@ -232,8 +258,17 @@ def ort_calibration_cache(fp32: Path, ctx: BuildContext) -> Path:
     file that no longer reads as JSON is removed, so the next build calibrates again."""
     st = fp32.stat()
     batches = [(tuple(b.shape), round(float(b.double().sum()), 6)) for b in ctx.calibration]
-    text = json.dumps([str(fp32.resolve()), st.st_size, st.st_mtime_ns, ctx.quantization.model_dump_json(),
-                       ctx.ort_op_types_to_quantize, batches], default=str)
+    text = json.dumps(
+        [
+            str(fp32.resolve()),
+            st.st_size,
+            st.st_mtime_ns,
+            ctx.quantization.model_dump_json(),
+            ctx.ort_op_types_to_quantize,
+            batches,
+        ],
+        default=str,
+    )
     path = ctx.workdir / "calibration" / f"{fp32.stem}_{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
     try:
         if path.is_file():
@@ -243,16 +278,20 @@ def ort_calibration_cache(fp32: Path, ctx: BuildContext) -> Path:
     return path
 
 
-def int8_onnx_file(fp32: Path, ctx: BuildContext, out: Path, exclude: Sequence[str] = (),
-                   include: Sequence[str] | None = None) -> dict[str, Any]:
+def int8_onnx_file(
+    fp32: Path, ctx: BuildContext, out: Path, exclude: Sequence[str] = (), include: Sequence[str] | None = None
+) -> dict[str, Any]:
     """ORT static QDQ int8 of ``fp32`` into ``out`` (``exclude``/``include``: ONNX node names kept float /
     the only ones quantized), calibrated once per parent and options (``ort_calibration_cache``); returns the
     build's metadata."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     q = ctx.quantization
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
     kwargs: dict[str, Any] = {"nodes_to_exclude": list(exclude)}
     if q.method == "percentile":
         kwargs["extra_options"] = {"CalibPercentile": q.percentile}
@@ -267,18 +306,32 @@ def int8_onnx_file(fp32: Path, ctx: BuildContext, out: Path, exclude: Sequence[s
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
             warnings.simplefilter("ignore")
-            quantize_static(str(fp32), str(out), CalibrationReader(ctx.calibration, onnx_input_name(fp32)),
-                            quant_format=QuantFormat.QDQ, per_channel=q.channelwise,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=methods[q.method],
-                            calibration_cache_path=ort_calibration_cache(fp32, ctx), **kwargs)
+            quantize_static(
+                str(fp32),
+                str(out),
+                CalibrationReader(ctx.calibration, onnx_input_name(fp32)),
+                quant_format=QuantFormat.QDQ,
+                per_channel=q.channelwise,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=methods[q.method],
+                calibration_cache_path=ort_calibration_cache(fp32, ctx),
+                **kwargs,
+            )
     finally:
         root.setLevel(level)
         if chatter.getvalue():
             logging.getLogger(__name__).debug("onnxruntime calibration: %s", chatter.getvalue().strip())
-    meta = {"quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ", "per_channel": q.channelwise,
-            "activation_type": "QInt8", "weight_type": "QInt8", "calibration_method": q.method,
-            **_calibration_meta(ctx), "quantization_parameters": _qdq_parameters(out)}
+    meta = {
+        "quantizer": "onnxruntime.quantization.quantize_static",
+        "format": "QDQ",
+        "per_channel": q.channelwise,
+        "activation_type": "QInt8",
+        "weight_type": "QInt8",
+        "calibration_method": q.method,
+        **_calibration_meta(ctx),
+        "quantization_parameters": _qdq_parameters(out),
+    }
     if q.method == "percentile":
         meta["percentile"] = q.percentile
     return meta
@@ -290,8 +343,11 @@ def _qdq_parameters(path: Path) -> dict[str, list[float]]:
     from onnx import numpy_helper
 
     g = onnx.load(str(path)).graph
-    return {i.name: numpy_helper.to_array(i).astype("float64").reshape(-1).tolist() for i in g.initializer
-            if i.name.endswith(("_scale", "_zero_point"))}
+    return {
+        i.name: numpy_helper.to_array(i).astype("float64").reshape(-1).tolist()
+        for i in g.initializer
+        if i.name.endswith(("_scale", "_zero_point"))
+    }
 
 
 def _int8_onnx(fp32: Path, ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
@@ -301,11 +357,43 @@ def _int8_onnx(fp32: Path, ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
     return out, int8_onnx_file(fp32, ctx, out)
 
 
-register_precision(Precision("fp32", 4, "32-bit float (training precision)", "float32", torch_dtype=torch.float32,
-                             hooks={"torch": _float_torch_hook(torch.float32), "onnx": _fp32_onnx}))
-register_precision(Precision("fp16", 2, "16-bit float weights and activations", "float16", torch_dtype=torch.float16,
-                             hooks={"torch": _float_torch_hook(torch.float16), "onnx": _fp16_onnx}))
-register_precision(Precision("bf16", 2, "bfloat16 weights and activations (torch only)", "bfloat16",
-                             torch_dtype=torch.bfloat16, hooks={"torch": _float_torch_hook(torch.bfloat16)}))
-register_precision(Precision("int8", 1, "static post-training int8 quantization with calibration", "int8",
-                             quantized=True, hooks={"torch": _int8_torch, "onnx": _int8_onnx}))
+register_precision(
+    Precision(
+        "fp32",
+        4,
+        "32-bit float (training precision)",
+        "float32",
+        torch_dtype=torch.float32,
+        hooks={"torch": _float_torch_hook(torch.float32), "onnx": _fp32_onnx},
+    )
+)
+register_precision(
+    Precision(
+        "fp16",
+        2,
+        "16-bit float weights and activations",
+        "float16",
+        torch_dtype=torch.float16,
+        hooks={"torch": _float_torch_hook(torch.float16), "onnx": _fp16_onnx},
+    )
+)
+register_precision(
+    Precision(
+        "bf16",
+        2,
+        "bfloat16 weights and activations (torch only)",
+        "bfloat16",
+        torch_dtype=torch.bfloat16,
+        hooks={"torch": _float_torch_hook(torch.bfloat16)},
+    )
+)
+register_precision(
+    Precision(
+        "int8",
+        1,
+        "static post-training int8 quantization with calibration",
+        "int8",
+        quantized=True,
+        hooks={"torch": _int8_torch, "onnx": _int8_onnx},
+    )
+)

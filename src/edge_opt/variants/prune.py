@@ -5,6 +5,7 @@ saved as a plain state dict plus its layer shapes, so it reloads with
 ``torch.load(weights_only=True)`` by rebuilding the registry model and resizing
 its layers, never by unpickling modules.
 """
+
 from __future__ import annotations
 
 import copy
@@ -16,8 +17,16 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["PruningIneffective", "PruningReport", "apply_layer_shapes", "layer_shapes", "load_checkpoint",
-           "prune_model", "pruning_report", "save_checkpoint"]
+__all__ = [
+    "PruningIneffective",
+    "PruningReport",
+    "apply_layer_shapes",
+    "layer_shapes",
+    "load_checkpoint",
+    "prune_model",
+    "pruning_report",
+    "save_checkpoint",
+]
 
 _RESIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -83,12 +92,16 @@ class PruningReport:
         if self.level == 0.0:
             return None
         if self.param_fraction >= 1.0:
-            return (f"pruning level {self.level:g} removed nothing (Torch-Pruning left every layer of this model "
-                    "whole at this level); no row is labelled with a level it did not get — use a lower level")
+            return (
+                f"pruning level {self.level:g} removed nothing (Torch-Pruning left every layer of this model "
+                "whole at this level); no row is labelled with a level it did not get — use a lower level"
+            )
         if self.untouched:
-            return (f"pruning level {self.level:g} left the prunable layer(s) {list(self.untouched)[:8]} whole "
-                    f"({self.param_fraction:.1%} of the parameters kept); no row is labelled with a level it did not "
-                    "get — use a lower level for this model")
+            return (
+                f"pruning level {self.level:g} left the prunable layer(s) {list(self.untouched)[:8]} whole "
+                f"({self.param_fraction:.1%} of the parameters kept); no row is labelled with a level it did not "
+                "get — use a lower level for this model"
+            )
         return None
 
     def label(self) -> str:
@@ -106,8 +119,7 @@ def pruning_report(original: nn.Module, pruned: nn.Module, level: float) -> Prun
         head = next(n for n, m in original.named_modules() if m is _classifier(original))
     except (StopIteration, ValueError):
         head = ""
-    kept = {name: (after.get(name, s)["out"], s["out"]) for name, s in before.items()
-            if "in" in s and name != head}
+    kept = {name: (after.get(name, s)["out"], s["out"]) for name, s in before.items() if "in" in s and name != head}
     untouched = tuple(name for name, (k, n) in kept.items() if k == n and level > 0)
     n_before = sum(p.numel() for p in original.parameters())
     n_after = sum(p.numel() for p in pruned.parameters())
@@ -130,8 +142,17 @@ def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
 def _resized(m: nn.Module, s: dict[str, int]) -> nn.Module:
     if isinstance(m, (nn.Conv1d, nn.Conv2d)):
         conv: Any = type(m)  # the stubs type kernel/stride tuples per class; these come from the same class
-        return conv(s["in"], s["out"], m.kernel_size, stride=m.stride, padding=m.padding, dilation=m.dilation,
-                    groups=s["groups"], bias=m.bias is not None, padding_mode=m.padding_mode)
+        return conv(
+            s["in"],
+            s["out"],
+            m.kernel_size,
+            stride=m.stride,
+            padding=m.padding,
+            dilation=m.dilation,
+            groups=s["groups"],
+            bias=m.bias is not None,
+            padding_mode=m.padding_mode,
+        )
     if isinstance(m, nn.Linear):
         return nn.Linear(s["in"], s["out"], bias=m.bias is not None)
     return type(m)(s["out"], eps=m.eps, momentum=m.momentum, affine=m.affine, track_running_stats=m.track_running_stats)

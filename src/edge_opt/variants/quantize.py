@@ -6,6 +6,7 @@ Calibrating and converting are separate steps, so one calibration serves every c
 (plain int8, each layer alone, each step of a mixed-precision search). Swap these functions for PT2E
 later without touching callers.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,8 +20,14 @@ import torch
 from torch import nn
 from torch.fx import GraphModule
 
-__all__ = ["CalibratedInt8", "calibrate_torch_int8", "convert_torch_int8", "is_quantized_module",
-           "quantization_metadata", "quantize_torch_int8"]
+__all__ = [
+    "CalibratedInt8",
+    "calibrate_torch_int8",
+    "convert_torch_int8",
+    "is_quantized_module",
+    "quantization_metadata",
+    "quantize_torch_int8",
+]
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,9 @@ def _fx_flow() -> Iterator[None]:
         fx_config.do_not_emit_stack_traces = before
 
 
-def _mapping(backend: str, per_channel: bool, float_layers: Sequence[str] = (),
-             only_layers: Sequence[str] | None = None) -> Any:
+def _mapping(
+    backend: str, per_channel: bool, float_layers: Sequence[str] = (), only_layers: Sequence[str] | None = None
+) -> Any:
     from torch.ao.quantization import QConfig, default_weight_observer, get_default_qconfig_mapping
 
     mapping = get_default_qconfig_mapping(backend)
@@ -105,8 +113,9 @@ def _prepare(calibrated: CalibratedInt8, mapping: Any) -> GraphModule:
     return prepared
 
 
-def calibrate_torch_int8(model: nn.Module, calibration: Sequence[torch.Tensor], backend: str = "x86",
-                         per_channel: bool = True) -> CalibratedInt8:
+def calibrate_torch_int8(
+    model: nn.Module, calibration: Sequence[torch.Tensor], backend: str = "x86", per_channel: bool = True
+) -> CalibratedInt8:
     """Insert the engine's observers into a copy of ``model`` (every layer quantizable) and run all
     ``calibration`` batches through it once.
 
@@ -133,8 +142,9 @@ def calibrate_torch_int8(model: nn.Module, calibration: Sequence[torch.Tensor], 
     return CalibratedInt8(float_model, prepared, tuple(calibration), backend, per_channel)
 
 
-def convert_torch_int8(calibrated: CalibratedInt8, float_layers: Sequence[str] = (),
-                       only_layers: Sequence[str] | None = None) -> nn.Module:
+def convert_torch_int8(
+    calibrated: CalibratedInt8, float_layers: Sequence[str] = (), only_layers: Sequence[str] | None = None
+) -> nn.Module:
     """Convert a calibrated model to int8 kernels, keeping ``float_layers`` in float (or quantizing only
     ``only_layers``). The layer choice is made at FX prepare time, as if calibrated for it alone (a float
     layer's fused activation stays float too); the observers take the stored calibration's statistics."""
@@ -145,14 +155,20 @@ def convert_torch_int8(calibrated: CalibratedInt8, float_layers: Sequence[str] =
         if not float_layers and only_layers is None:
             prepared = copy.deepcopy(calibrated.prepared)
         else:
-            prepared = _prepare(calibrated, _mapping(calibrated.backend, calibrated.per_channel, float_layers,
-                                                     only_layers))
+            prepared = _prepare(
+                calibrated, _mapping(calibrated.backend, calibrated.per_channel, float_layers, only_layers)
+            )
         return convert_fx(prepared).eval()
 
 
-def quantize_torch_int8(model: nn.Module, calibration: Sequence[torch.Tensor], backend: str = "x86",
-                        per_channel: bool = True, float_layers: Sequence[str] = (),
-                        only_layers: Sequence[str] | None = None) -> nn.Module:
+def quantize_torch_int8(
+    model: nn.Module,
+    calibration: Sequence[torch.Tensor],
+    backend: str = "x86",
+    per_channel: bool = True,
+    float_layers: Sequence[str] = (),
+    only_layers: Sequence[str] | None = None,
+) -> nn.Module:
     """Static PTQ: observe ``calibration`` batches, convert to int8 kernels (``calibrate_torch_int8`` then
     ``convert_torch_int8``).
 
@@ -169,8 +185,7 @@ def quantize_torch_int8(model: nn.Module, calibration: Sequence[torch.Tensor], b
     Raises:
         RuntimeError: the engine is not available in this torch build.
     """
-    return convert_torch_int8(calibrate_torch_int8(model, calibration, backend, per_channel), float_layers,
-                              only_layers)
+    return convert_torch_int8(calibrate_torch_int8(model, calibration, backend, per_channel), float_layers, only_layers)
 
 
 def is_quantized_module(m: nn.Module) -> bool:
@@ -186,8 +201,11 @@ def quantization_metadata(qmodel: nn.Module) -> dict[str, Any]:
     for name, m in qmodel.named_modules():
         if not is_quantized_module(m) or not hasattr(m, "scale"):
             continue
-        entry: dict[str, Any] = {"type": type(m).__name__, "output_scale": float(m.scale),
-                                 "output_zero_point": int(m.zero_point)}
+        entry: dict[str, Any] = {
+            "type": type(m).__name__,
+            "output_scale": float(m.scale),
+            "output_zero_point": int(m.zero_point),
+        }
         w = m.weight() if callable(getattr(m, "weight", None)) else None
         if w is not None and w.is_quantized:
             if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):

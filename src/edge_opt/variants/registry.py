@@ -4,6 +4,7 @@ A backend takes a (pruned) float model and a precision and returns a ``Variant``
 and says what it is — backend, requested precision, the precision its kernels really compute in, parameter
 bytes, metadata. Precision behaviour lives in ``precisions`` (each precision's per-backend build hooks), not here.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -24,6 +25,7 @@ BACKEND_KINDS: dict[str, str] = {}
 
 def register_backend(name: str, kind: str | None = None) -> Callable[[BackendBuilder], BackendBuilder]:
     """Decorator: register a backend builder under ``name``; ``kind`` names the precision hook it uses."""
+
     def deco(fn: BackendBuilder) -> BackendBuilder:
         BACKENDS.register(name)(fn)
         if kind is not None:

@@ -9,6 +9,7 @@ parent, backend and int8 options, and kept as JSON in ``ctx.sensitivity_dir`` so
 ``max_accuracy_drop``, returns the most sensitive remaining layer to float; it stops when the budget
 holds, or fails (an error row saying so) when more than ``max_float_mac_fraction`` of the MACs would be float.
 """
+
 from __future__ import annotations
 
 import copy
@@ -56,13 +57,18 @@ class SensitivityReport:
     layers: tuple[LayerSensitivity, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "parent_key": self.parent_key, "float_accuracy": self.float_accuracy,
-                "layers": [asdict(x) for x in self.layers]}
+        return {
+            "backend": self.backend,
+            "parent_key": self.parent_key,
+            "float_accuracy": self.float_accuracy,
+            "layers": [asdict(x) for x in self.layers],
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SensitivityReport:
-        return cls(d["backend"], d["parent_key"], float(d["float_accuracy"]),
-                   tuple(LayerSensitivity(**x) for x in d["layers"]))
+        return cls(
+            d["backend"], d["parent_key"], float(d["float_accuracy"]), tuple(LayerSensitivity(**x) for x in d["layers"])
+        )
 
 
 def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
@@ -80,7 +86,7 @@ def _validation(ctx: BuildContext) -> tuple[torch.Tensor, np.ndarray]:
 
 def _torch_logits(module: nn.Module, x: torch.Tensor) -> np.ndarray:
     with torch.inference_mode():
-        return np.concatenate([module(x[i:i + 256].float()).float().numpy() for i in range(0, len(x), 256)])
+        return np.concatenate([module(x[i : i + 256].float()).float().numpy() for i in range(0, len(x), 256)])
 
 
 def _ort_logits(path: Path, x: torch.Tensor) -> np.ndarray:
@@ -91,7 +97,7 @@ def _ort_logits(path: Path, x: torch.Tensor) -> np.ndarray:
     so.log_severity_level = 3
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: x[i:i + 256].float().numpy()})[0] for i in range(0, len(x), 256)])
+    return np.concatenate([sess.run(None, {name: x[i : i + 256].float().numpy()})[0] for i in range(0, len(x), 256)])
 
 
 def _options_hash(ctx: BuildContext) -> str:
@@ -105,14 +111,23 @@ def _rank(backend: str, parent_key: str, float_acc: float, rows: list[LayerSensi
     return SensitivityReport(backend, parent_key, float_acc, ranked)
 
 
-def _measure(layers: Sequence[LayerInfo], logits_of: Callable[[LayerInfo], np.ndarray], reference: np.ndarray,
-             labels: np.ndarray) -> tuple[float, list[LayerSensitivity]]:
+def _measure(
+    layers: Sequence[LayerInfo], logits_of: Callable[[LayerInfo], np.ndarray], reference: np.ndarray, labels: np.ndarray
+) -> tuple[float, list[LayerSensitivity]]:
     float_acc = float((reference.argmax(1) == labels).mean())
     rows = []
     for layer in layers:
         q = logits_of(layer)
-        rows.append(LayerSensitivity(layer.name, layer.kind, layer.macs, layer.params,
-                                     float_acc - float((q.argmax(1) == labels).mean()), sqnr_db(reference, q)))
+        rows.append(
+            LayerSensitivity(
+                layer.name,
+                layer.kind,
+                layer.macs,
+                layer.params,
+                float_acc - float((q.argmax(1) == labels).mean()),
+                sqnr_db(reference, q),
+            )
+        )
     return float_acc, rows
 
 
@@ -133,6 +148,7 @@ def _onnx_report(fp32: Path, ctx: BuildContext) -> SensitivityReport:
     x, y = _validation(ctx)
     layers = onnx_layers(fp32)
     with tempfile.TemporaryDirectory() as tmp:
+
         def logits_of(layer: LayerInfo) -> np.ndarray:
             out = Path(tmp) / f"{hashlib.sha256(str(layer.node).encode()).hexdigest()[:16]}.onnx"  # names hold /
             int8_onnx_file(fp32, ctx, out, include=[str(layer.node)])
@@ -164,8 +180,12 @@ def layer_sensitivity(kind: str, source: nn.Module | Path, ctx: BuildContext) ->
     return report
 
 
-def mixed_search(report: SensitivityReport, accuracy_with_float: Callable[[list[str]], float],
-                 max_drop: float, max_float_mac_fraction: float) -> tuple[list[str], list[dict[str, Any]]]:
+def mixed_search(
+    report: SensitivityReport,
+    accuracy_with_float: Callable[[list[str]], float],
+    max_drop: float,
+    max_float_mac_fraction: float,
+) -> tuple[list[str], list[dict[str, Any]]]:
     """Greedy: full int8, then return the most sensitive remaining layer to float until the drop against the
     float parent is within ``max_drop``.
 
@@ -190,7 +210,8 @@ def mixed_search(report: SensitivityReport, accuracy_with_float: Callable[[list[
             raise VariantBuildError(
                 f"int8_mixed cannot meet max_accuracy_drop={max_drop}: with {len(floats)} of {len(ranked)} layers in "
                 f"float ({floats}) the drop is still {report.float_accuracy - acc:.4f}, and the next layer "
-                f"({nxt}) would put {share:.0%} of the MACs in float (max_float_mac_fraction={max_float_mac_fraction}).")
+                f"({nxt}) would put {share:.0%} of the MACs in float (max_float_mac_fraction={max_float_mac_fraction})."
+            )
         floats.append(nxt)
 
 
@@ -209,10 +230,15 @@ def _mixed_torch(model: nn.Module, ctx: BuildContext, channels_last: bool) -> To
     floats, steps = mixed_search(report, accuracy, ctx.max_accuracy_drop, ctx.max_float_mac_fraction)
     m = built[tuple(floats)]
     layers = torch_layers(base, x)
-    meta = {"quantizer": "torch.ao.quantization FX (static PTQ), per-layer float fallback", "per_channel": q.channelwise,
-            "quantization_backend": q.engine, "requested_float_layers": floats, "mixed_search": steps,
-            "sensitivity_rank": [s.layer for s in report.layers],
-            **layer_report(layers, torch_layer_precisions(m, layers), must_be_float=floats)}
+    meta = {
+        "quantizer": "torch.ao.quantization FX (static PTQ), per-layer float fallback",
+        "per_channel": q.channelwise,
+        "quantization_backend": q.engine,
+        "requested_float_layers": floats,
+        "mixed_search": steps,
+        "sensitivity_rank": [s.layer for s in report.layers],
+        **layer_report(layers, torch_layer_precisions(m, layers), must_be_float=floats),
+    }
     return TorchBuild(m, lambda t: t.float(), meta)
 
 
@@ -230,12 +256,24 @@ def _mixed_onnx(fp32: Path, ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
 
     floats, steps = mixed_search(report, accuracy, ctx.max_accuracy_drop, ctx.max_float_mac_fraction)
     path, built = files[tuple(floats)]
-    meta = {**built, "quantizer": "onnxruntime.quantization.quantize_static, per-layer float fallback "
-            "(nodes_to_exclude)", "requested_float_layers": floats, "mixed_search": steps,
-            "sensitivity_rank": [s.layer for s in report.layers]}
+    meta = {
+        **built,
+        "quantizer": "onnxruntime.quantization.quantize_static, per-layer float fallback (nodes_to_exclude)",
+        "requested_float_layers": floats,
+        "mixed_search": steps,
+        "sensitivity_rank": [s.layer for s in report.layers],
+    }
     return path, meta
 
 
-register_precision(Precision("int8_mixed", 1, "int8 with the most sensitive layers returned to float until the "
-                             "accuracy budget holds", "int8_mixed", quantized=True, searches=True,
-                             hooks={"torch": _mixed_torch, "onnx": _mixed_onnx}))
+register_precision(
+    Precision(
+        "int8_mixed",
+        1,
+        "int8 with the most sensitive layers returned to float until the accuracy budget holds",
+        "int8_mixed",
+        quantized=True,
+        searches=True,
+        hooks={"torch": _mixed_torch, "onnx": _mixed_onnx},
+    )
+)

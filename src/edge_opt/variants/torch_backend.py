@@ -1,4 +1,5 @@
 """PyTorch eager backends: NCHW (``torch``) and ``channels_last`` tensors, and a plain module as a ``Variant``."""
+
 from __future__ import annotations
 
 import copy
@@ -16,8 +17,9 @@ from .registry import BACKEND_KINDS, build_variant, register_backend
 __all__ = ["module_runner", "torch_backend", "torch_channels_last_backend", "wrap_torch_module"]
 
 
-def _torch_variant(model: nn.Module | None, precision: str, ctx: BuildContext, channels_last: bool,
-                   name: str) -> Variant:
+def _torch_variant(
+    model: nn.Module | None, precision: str, ctx: BuildContext, channels_last: bool, name: str
+) -> Variant:
     if model is None:
         raise VariantBuildError(f"backend {name!r} needs a PyTorch model.")
     build = get_precision(precision).hook(BACKEND_KINDS[name], name)(model, ctx, channels_last)
@@ -25,14 +27,23 @@ def _torch_variant(model: nn.Module | None, precision: str, ctx: BuildContext, c
     meta = {"memory_format": "channels_last" if channels_last else "contiguous", **build.metadata}
 
     run = module_runner(m)
-    return Variant(backend=name, precision=precision, kernel_precision=torch_kernel_precision(m),
-                   parameter_bytes=state_dict_bytes(m), metadata=meta, prepare=build.prepare, run=run,
-                   to_logits=lambda out: out.float().numpy(), module=m,
-                   replicate=Replicas(run, lambda: module_runner(copy.deepcopy(m))))
+    return Variant(
+        backend=name,
+        precision=precision,
+        kernel_precision=torch_kernel_precision(m),
+        parameter_bytes=state_dict_bytes(m),
+        metadata=meta,
+        prepare=build.prepare,
+        run=run,
+        to_logits=lambda out: out.float().numpy(),
+        module=m,
+        replicate=Replicas(run, lambda: module_runner(copy.deepcopy(m))),
+    )
 
 
 def module_runner(m: nn.Module) -> Callable[[Any], torch.Tensor]:
     """``run`` of a torch module: one prepared batch under inference mode."""
+
     def run(x: Any) -> torch.Tensor:
         with torch.inference_mode():
             return m(x)
@@ -40,8 +51,9 @@ def module_runner(m: nn.Module) -> Callable[[Any], torch.Tensor]:
     return run
 
 
-def wrap_torch_module(model: nn.Module, precision: str | None = None,
-                      calibration: Sequence[torch.Tensor] = ()) -> Variant:
+def wrap_torch_module(
+    model: nn.Module, precision: str | None = None, calibration: Sequence[torch.Tensor] = ()
+) -> Variant:
     """A ``Variant`` for a plain torch module, as it is when it already runs ``precision``.
 
     ``precision=None`` takes what the module computes in (int8 for a quantized module, fp16 for a
@@ -60,13 +72,23 @@ def wrap_torch_module(model: nn.Module, precision: str | None = None,
         dtype = get_precision(precision).torch_dtype or torch.float32
 
         run = module_runner(model)
-        return Variant(backend="torch", precision=precision, kernel_precision=kernel,
-                       parameter_bytes=state_dict_bytes(model), metadata={"wrapped": True},
-                       prepare=lambda x: x.to(dtype), run=run, to_logits=lambda out: out.float().numpy(),
-                       module=model, replicate=Replicas(run, lambda: module_runner(copy.deepcopy(model))))
+        return Variant(
+            backend="torch",
+            precision=precision,
+            kernel_precision=kernel,
+            parameter_bytes=state_dict_bytes(model),
+            metadata={"wrapped": True},
+            prepare=lambda x: x.to(dtype),
+            run=run,
+            to_logits=lambda out: out.float().numpy(),
+            module=model,
+            replicate=Replicas(run, lambda: module_runner(copy.deepcopy(model))),
+        )
     if get_precision(precision).quantized and not calibration:
-        raise ValueError(f"The 'precision' parameter {precision!r} needs calibration batches for a float module "
-                         "(or pass an already quantized module).")
+        raise ValueError(
+            f"The 'precision' parameter {precision!r} needs calibration batches for a float module "
+            "(or pass an already quantized module)."
+        )
     example = calibration[0] if calibration else torch.zeros(1)
     ctx = BuildContext(calibration=list(calibration), example_input=example, workdir=Path("."))
     return build_variant("torch", model, precision, ctx)

@@ -89,8 +89,9 @@ def test_ort_int8_verified_and_close_to_fp32(trained_small, digits8, tmp_path):
 
 
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
-def test_ort_histogram_calibration_prints_nothing_on_the_study_display(method, trained_small, digits8, tmp_path,
-                                                                        capsys, caplog):
+def test_ort_histogram_calibration_prints_nothing_on_the_study_display(
+    method, trained_small, digits8, tmp_path, capsys, caplog
+):
     import logging
 
     from edge_opt.config import QuantizationConfig
@@ -154,8 +155,7 @@ def test_int8_builds_report_float_layers_and_int8_mac_share(tmp_path):
 
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
-def test_either_exporter_gives_the_same_logits_and_says_which_made_the_file(exporter, trained_small, digits8,
-                                                                             tmp_path):
+def test_either_exporter_gives_the_same_logits_and_says_which_made_the_file(exporter, trained_small, digits8, tmp_path):
     ort = build_variant("onnxruntime", trained_small, "fp32", _ctx(digits8, tmp_path, onnx_exporter=exporter))
     assert ort.metadata["exporter"] == f"torch.onnx.export(dynamo={exporter == 'dynamo'})"
     x, _ = next(iter(digits8.val_loader))

@@ -9,8 +9,13 @@ def _feed(rep):
     rep("stage", name="data", detail="digits")
     rep("stage", name="variants", detail="2 config points")
     rep("variant", index=1, total=2, point=p)
-    rep("variant_done", index=1, total=2, point=p, row={"error": None, "accuracy": 0.9, "latency_ms": 0.1,
-                                                         "memory_mb": 0.2})
+    rep(
+        "variant_done",
+        index=1,
+        total=2,
+        point=p,
+        row={"error": None, "accuracy": 0.9, "latency_ms": 0.1, "memory_mb": 0.2},
+    )
     rep("variant", index=2, total=2, point=p)
     rep("variant_done", index=2, total=2, point=p, row={"error": "boom"})
     rep("stage", name="report", detail="out")

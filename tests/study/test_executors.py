@@ -1,4 +1,5 @@
 """Ray executor on a local test cluster (skipped only when Ray cannot be imported)."""
+
 import os
 import signal
 import threading
@@ -22,8 +23,13 @@ def ray_cluster(tmp_path_factory):
     from edge_opt.study.executors import PID_DIR_ENV
 
     pid_dir = tmp_path_factory.mktemp("pids")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": {PID_DIR_ENV: str(pid_dir)}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        runtime_env={"env_vars": {PID_DIR_ENV: str(pid_dir)}},
+    )
     yield pid_dir
     ray.shutdown()
 
@@ -37,8 +43,15 @@ def test_killed_worker_is_retried(ray_cluster, tmp_path):
     pid_dir = ray_cluster
     for f in pid_dir.glob("*.pid"):
         f.unlink()
-    cfg = _cfg(tmp_path / "o", executor="ray", pruning_levels=[0.0], precisions=["fp32", "int8"], backends=["torch"],
-               benchmark_repeats=20, ray={"max_retries": 2})
+    cfg = _cfg(
+        tmp_path / "o",
+        executor="ray",
+        pruning_levels=[0.0],
+        precisions=["fp32", "int8"],
+        backends=["torch"],
+        benchmark_repeats=20,
+        ray={"max_retries": 2},
+    )
     killed: dict = {}
 
     def killer():
@@ -68,20 +81,32 @@ def test_bring_your_own_factory_model_on_ray(ray_cluster, tmp_path):
     from edge_opt.pipeline import load_study_config
 
     examples = ROOT / "examples" / "bring_your_own"
-    over = {"benchmark_repeats": 3, "benchmark_trials": 2, "benchmark_warmup": 1, "benchmark_min_sample_ms": 0.0,
-            "benchmark_target_rel_ci": 0.0, "memory_bandwidth_gbps": 10.0, "peak_compute_gmacs": 50.0,
-            "deployment": {"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01},
-            "pruning_levels": [0.0, 0.5], "fine_tune_epochs": 1}
+    over = {
+        "benchmark_repeats": 3,
+        "benchmark_trials": 2,
+        "benchmark_warmup": 1,
+        "benchmark_min_sample_ms": 0.0,
+        "benchmark_target_rel_ci": 0.0,
+        "memory_bandwidth_gbps": 10.0,
+        "peak_compute_gmacs": 50.0,
+        "deployment": {"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01},
+        "pruning_levels": [0.0, 0.5],
+        "fine_tune_epochs": 1,
+    }
     local = run_study(load_study_config(examples / "factory.yaml", {**over, "output_dir": str(tmp_path / "l")}))
-    remote = run_study(load_study_config(examples / "factory.yaml", {**over, "output_dir": str(tmp_path / "r"),
-                                                                     "executor": "ray"}))
+    remote = run_study(
+        load_study_config(examples / "factory.yaml", {**over, "output_dir": str(tmp_path / "r"), "executor": "ray"})
+    )
     order = ["pruning_level", "precision", "backend"]
-    pd.testing.assert_frame_equal(local.sweep.sort_values(order)[COLS].reset_index(drop=True),
-                                  remote.sweep.sort_values(order)[COLS].reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        local.sweep.sort_values(order)[COLS].reset_index(drop=True),
+        remote.sweep.sort_values(order)[COLS].reset_index(drop=True),
+    )
     assert remote.sweep["error"].isna().all() and remote.sweep["node_id"].notna().all()
     assert set(remote.sweep["model_sha256"]) == set(local.sweep["model_sha256"])
     assert (tmp_path / "r" / "variants").is_dir() and any((tmp_path / "r" / "variants").iterdir())
     # resume works across executors: the local run's store is reused by a ray run of the same folder
-    again = run_study(load_study_config(examples / "factory.yaml", {**over, "output_dir": str(tmp_path / "l"),
-                                                                    "executor": "ray"}))
+    again = run_study(
+        load_study_config(examples / "factory.yaml", {**over, "output_dir": str(tmp_path / "l"), "executor": "ray"})
+    )
     assert again.reused == len(local.sweep) and again.computed == 0

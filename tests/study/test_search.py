@@ -1,5 +1,6 @@
 """Optuna search over the config points: config, space, hypervolume on a replayed 228-point space, resume after
 SIGKILL, timeout and goal stops, and a real study searched end to end."""
+
 from __future__ import annotations
 
 import json
@@ -19,20 +20,26 @@ from edge_opt.config import ConfigError, config_from_dict
 from edge_opt.study.search import SEARCH_FILE, hypervolume_2d, search_space
 from search_fixture import reference, replay_config, replay_search, score, table
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # tests/: where search_fixture.py lives
 
 
 # --- config ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("search,needle", [
-    ({"strategy": "tpe"}, "needs 'n_trials' or 'timeout_s'"),
-    ({"strategy": "nsga2", "n_trials": 0}, "search.n_trials"),
-    ({"strategy": "random", "n_trials": 5}, "search.strategy"),
-    ({"strategy": "nsga2", "n_trials": 5, "objectives": ["accuracy"]}, "search.objectives"),
-    ({"strategy": "nsga2", "n_trials": 5, "objectives": ["accuracy", "memory"]}, "must include 'accuracy' and 'latency'"),
-    ({"strategy": "nsga2", "n_trials": 5, "stop_when": "soon"}, "search.stop_when"),
-])
+@pytest.mark.parametrize(
+    "search,needle",
+    [
+        ({"strategy": "tpe"}, "needs 'n_trials' or 'timeout_s'"),
+        ({"strategy": "nsga2", "n_trials": 0}, "search.n_trials"),
+        ({"strategy": "random", "n_trials": 5}, "search.strategy"),
+        ({"strategy": "nsga2", "n_trials": 5, "objectives": ["accuracy"]}, "search.objectives"),
+        (
+            {"strategy": "nsga2", "n_trials": 5, "objectives": ["accuracy", "memory"]},
+            "must include 'accuracy' and 'latency'",
+        ),
+        ({"strategy": "nsga2", "n_trials": 5, "stop_when": "soon"}, "search.stop_when"),
+    ],
+)
 def test_bad_search_settings_name_the_key(tmp_path, search, needle):
     with pytest.raises(ConfigError) as err:
         config_from_dict(tiny_config_dict(tmp_path, search=search))
@@ -138,8 +145,9 @@ def _complete_trials(db: Path) -> int:
 
 def _run(folder: Path, log: Path, delay: float) -> subprocess.Popen:
     code = _RUNNER.format(tests=str(HERE), folder=str(folder), delay=delay, log=str(log))
-    return subprocess.Popen([sys.executable, "-c", code], env=cli_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code], env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 @pytest.mark.timeout(300)
@@ -179,21 +187,39 @@ def _frontier(outcome) -> set:
 def test_a_searched_study_writes_its_history_and_a_grid_reuses_its_points(tmp_path):
     from edge_opt.pipeline import run_study
 
-    over = {"pruning_levels": [0.0, 0.5], "search": {"strategy": "nsga2", "n_trials": 6, "seed": 3},
-            "memory_budgets_mb": [0.002, 0.1], "active_memory_budget_mb": 0.002}  # most points break 2 kB
+    over = {
+        "pruning_levels": [0.0, 0.5],
+        "search": {"strategy": "nsga2", "n_trials": 6, "seed": 3},
+        "memory_budgets_mb": [0.002, 0.1],
+        "active_memory_budget_mb": 0.002,
+    }  # most points break 2 kB
     cfg = config_from_dict(tiny_config_dict(tmp_path / "out", **over))
     res = run_study(cfg)
     hist = pd.read_csv(tmp_path / "out" / "search_history.csv")
-    assert {"trial", "pruning_level", "precision", "backend", "accuracy", "latency_ms", "feasible", "wall_s",
-            "measure_s", "how"} <= set(hist.columns)
+    assert {
+        "trial",
+        "pruning_level",
+        "precision",
+        "backend",
+        "accuracy",
+        "latency_ms",
+        "feasible",
+        "wall_s",
+        "measure_s",
+        "how",
+    } <= set(hist.columns)
     assert hist.loc[hist["how"] != "duplicate", "pruning_level"].size == 6
     untimed = hist[hist["how"] == "untimed"]
     assert len(untimed) >= 1 and (untimed["measure_s"] == 0).all() and (~untimed["feasible"]).all()
     assert untimed["reason"].str.contains("built, not timed").all()
     assert res.summary["search"]["strategy"] == "nsga2" and res.summary["search"]["distinct_points"] == 6
     assert res.summary["total_points"] == 12  # the space, not the trials
-    st = subprocess.run([sys.executable, "-m", "edge_opt.cli", "status", str(tmp_path / "out")], capture_output=True,
-                        text=True, env=cli_env())
+    st = subprocess.run(
+        [sys.executable, "-m", "edge_opt.cli", "status", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+    )
     assert st.returncode == 0 and "search nsga2:" in st.stdout and "of 6 distinct points" in st.stdout
     measured = int((hist["how"] == "measured").sum())
     grid = run_study(cfg.model_copy(update={"search": cfg.search.model_copy(update={"strategy": "grid"})}))
@@ -224,4 +250,5 @@ def test_a_trial_cut_off_mid_way_is_finished_first_and_the_search_continues_as_i
     resumed = replay_search(tmp_path / "cut", "nsga2", 1)
     straight = replay_search(tmp_path / "straight", "nsga2", 1)
     assert resumed.points == straight.points and [t.number for t in resumed.trials] == [
-        t.number for t in straight.trials]
+        t.number for t in straight.trials
+    ]

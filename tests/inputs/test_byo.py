@@ -1,4 +1,5 @@
 """Bring your own model and data: the example routes end to end, and every bad input as one clear error."""
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,16 @@ from edge_opt.cli import main
 from edge_opt.pipeline import load_study_config, run_study
 
 EXAMPLES = ROOT / "examples" / "bring_your_own"
-TINY = {"benchmark_repeats": 3, "benchmark_trials": 2, "benchmark_warmup": 1, "benchmark_min_sample_ms": 0.0,
-        "benchmark_target_rel_ci": 0.0, "memory_bandwidth_gbps": 10.0, "peak_compute_gmacs": 50.0,
-        "deployment": {"scenarios": ["single_stream", "batch"], "min_queries": 20, "min_duration_s": 0.05}}
+TINY = {
+    "benchmark_repeats": 3,
+    "benchmark_trials": 2,
+    "benchmark_warmup": 1,
+    "benchmark_min_sample_ms": 0.0,
+    "benchmark_target_rel_ci": 0.0,
+    "memory_bandwidth_gbps": 10.0,
+    "peak_compute_gmacs": 50.0,
+    "deployment": {"scenarios": ["single_stream", "batch"], "min_queries": 20, "min_duration_s": 0.05},
+}
 ROUTE_SECONDS: dict[str, float] = {}
 
 
@@ -120,8 +128,9 @@ def test_npz_nhwc_and_png_folder_give_identical_accuracy(factory_study, tmp_path
         sys.path.remove(str(EXAMPLES))
     _, fac = factory_study
     folder = write_image_folder(EXAMPLES / "digits.npz", tmp_path / "png")
-    _, img = _route("image_folder", tmp_path / "out", data_dir=str(folder), pruning_levels=[0.0, 0.5],
-                    fine_tune_epochs=1)
+    _, img = _route(
+        "image_folder", tmp_path / "out", data_dir=str(folder), pruning_levels=[0.0, 0.5], fine_tune_epochs=1
+    )
     key = ["pruning_level", "precision", "backend"]
     merged = fac.sweep.merge(img.sweep, on=key, suffixes=("_npz", "_png"))
     assert len(merged) == 8
@@ -140,8 +149,16 @@ def test_optimize_returns_the_recommendation_it_wrote(tmp_path):
     model = build((1, 8, 8), 10)
     model.load_state_dict(torch.load(EXAMPLES / "weights.pt", weights_only=True))
     z = _npz()
-    res = edge_opt.optimize(model, (z["x_val"], z["y_val"]), (z["x_train"], z["y_train"]), output_dir=tmp_path / "o",
-                            pruning_levels=[0.0, 0.5], precisions=["fp32", "int8"], fine_tune_epochs=1, **TINY)
+    res = edge_opt.optimize(
+        model,
+        (z["x_val"], z["y_val"]),
+        (z["x_train"], z["y_train"]),
+        output_dir=tmp_path / "o",
+        pruning_levels=[0.0, 0.5],
+        precisions=["fp32", "int8"],
+        fine_tune_epochs=1,
+        **TINY,
+    )
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert res.recommendation == summary["recommended"] and res.recommendation["artifact"]
     assert summary["model_source"] == "python:TinyNet" and len(res.sweep) == 8 and len(res.frontier) >= 1
@@ -153,10 +170,21 @@ def test_optimize_returns_the_recommendation_it_wrote(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet8", "mobilenetv2_tiny"])
 def test_real_architectures_complete_a_study_without_errors(name, tmp_path):
-    cfg = load_study_config(ROOT / "configs" / "default.yaml", {
-        **TINY, "output_dir": str(tmp_path / "o"), "model": {"name": name, "params": {}}, "image_size": 16,
-        "epochs": 1, "fine_tune_epochs": 1, "pruning_levels": [0.0, 0.5], "precisions": ["fp32", "int8"],
-        "train_subset": 256, "val_subset": 64})
+    cfg = load_study_config(
+        ROOT / "configs" / "default.yaml",
+        {
+            **TINY,
+            "output_dir": str(tmp_path / "o"),
+            "model": {"name": name, "params": {}},
+            "image_size": 16,
+            "epochs": 1,
+            "fine_tune_epochs": 1,
+            "pruning_levels": [0.0, 0.5],
+            "precisions": ["fp32", "int8"],
+            "train_subset": 256,
+            "val_subset": 64,
+        },
+    )
     res = run_study(cfg)
     assert len(res.sweep) == 8 and res.sweep["error"].isna().all(), res.sweep["error"].tolist()
     assert set(res.sweep[res.sweep["precision"] == "int8"]["kernel_precision"]) == {"int8"}
@@ -182,18 +210,30 @@ NPZ = {"dataset": "npz", "data_path": str(EXAMPLES / "digits.npz")}
 
 
 def test_model_source_must_be_exactly_one(tmp_path, capsys):
-    _bad(tmp_path, capsys, {"model": {"onnx": "a.onnx", "exported": "b.pt2"}}, "'model'", "name", "onnx", "factory",
-         "exported", "['onnx', 'exported']")
+    _bad(
+        tmp_path,
+        capsys,
+        {"model": {"onnx": "a.onnx", "exported": "b.pt2"}},
+        "'model'",
+        "name",
+        "onnx",
+        "factory",
+        "exported",
+        "['onnx', 'exported']",
+    )
     _bad(tmp_path, capsys, {"model": {"python": "Net"}}, "'model.python'", "edge_opt.optimize")
 
 
-@pytest.mark.parametrize("model,needles", [
-    ({"onnx": "missing.onnx"}, ["'model.onnx'", "missing.onnx", "does not exist"]),
-    ({"exported": "missing.pt2"}, ["'model.exported'", "does not exist"]),
-    ({"factory": "no_such_module_xyz:build"}, ["'model.factory'", "'no_such_module_xyz'", "does not import"]),
-    ({"factory": "tinynet:nothing"}, ["'model.factory'", "no callable 'nothing'"]),
-    ({"factory": "tinynet:TinyNet", "params": {"width": "wide"}}, ["'model.factory'", "failed"]),
-])
+@pytest.mark.parametrize(
+    "model,needles",
+    [
+        ({"onnx": "missing.onnx"}, ["'model.onnx'", "missing.onnx", "does not exist"]),
+        ({"exported": "missing.pt2"}, ["'model.exported'", "does not exist"]),
+        ({"factory": "no_such_module_xyz:build"}, ["'model.factory'", "'no_such_module_xyz'", "does not import"]),
+        ({"factory": "tinynet:nothing"}, ["'model.factory'", "no callable 'nothing'"]),
+        ({"factory": "tinynet:TinyNet", "params": {"width": "wide"}}, ["'model.factory'", "failed"]),
+    ],
+)
 def test_bad_model_sources_name_key_and_file(tmp_path, capsys, model, needles):
     _bad(tmp_path, capsys, {**NPZ, "model": model, "config_dir": str(EXAMPLES)}, *needles)
 
@@ -203,8 +243,13 @@ def test_files_of_the_wrong_kind(tmp_path, capsys):
     junk.write_bytes(b"\x00not a model\x01" * 50)
     _bad(tmp_path, capsys, {**NPZ, "model": {"onnx": str(junk)}}, "'model.onnx'", "is not an ONNX model")
     _bad(tmp_path, capsys, {**NPZ, "model": {"exported": str(junk)}}, "'model.exported'", "torch.export.save")
-    _bad(tmp_path, capsys, {**NPZ, "model": {"factory": "tinynet:build", "weights": str(junk)},
-                            "config_dir": str(EXAMPLES)}, "'model.weights'", "junk.bin")
+    _bad(
+        tmp_path,
+        capsys,
+        {**NPZ, "model": {"factory": "tinynet:build", "weights": str(junk)}, "config_dir": str(EXAMPLES)},
+        "'model.weights'",
+        "junk.bin",
+    )
 
 
 def test_weights_that_do_not_fit_list_the_keys(tmp_path, capsys):
@@ -213,8 +258,14 @@ def test_weights_that_do_not_fit_list_the_keys(tmp_path, capsys):
     del state["head.2.bias"]
     bad = tmp_path / "w.pt"
     torch.save(state, bad)
-    _bad(tmp_path, capsys, {**NPZ, "model": {"factory": "tinynet:build", "weights": str(bad)},
-                            "config_dir": str(EXAMPLES)}, "'model.weights'", "head.2.bias", "extra.weight")
+    _bad(
+        tmp_path,
+        capsys,
+        {**NPZ, "model": {"factory": "tinynet:build", "weights": str(bad)}, "config_dir": str(EXAMPLES)},
+        "'model.weights'",
+        "head.2.bias",
+        "extra.weight",
+    )
 
 
 def _onnx_with(tmp_path: Path, two_inputs: bool = False, int_input: bool = False) -> Path:
@@ -227,37 +278,59 @@ def _onnx_with(tmp_path: Path, two_inputs: bool = False, int_input: bool = False
     if two_inputs:
         inputs.append(helper.make_tensor_value_info("b", TensorProto.FLOAT, [None, 1, 8, 8]))
     out = helper.make_tensor_value_info("f", elem, [None, 64])
-    model = helper.make_model(helper.make_graph(nodes, "g", inputs, [out]),
-                              opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(helper.make_graph(nodes, "g", inputs, [out]), opset_imports=[helper.make_opsetid("", 17)])
     path = tmp_path / "m.onnx"
     onnx.save(model, str(path))
     return path
 
 
 def test_onnx_models_that_are_not_one_float_image_input(tmp_path, capsys):
-    _bad(tmp_path, capsys, {**NPZ, "model": {"onnx": str(_onnx_with(tmp_path, two_inputs=True))}}, "one input",
-         "['a', 'b']")
-    _bad(tmp_path, capsys, {**NPZ, "model": {"onnx": str(_onnx_with(tmp_path, int_input=True))}}, "float32 input",
-         "INT64")
+    _bad(
+        tmp_path,
+        capsys,
+        {**NPZ, "model": {"onnx": str(_onnx_with(tmp_path, two_inputs=True))}},
+        "one input",
+        "['a', 'b']",
+    )
+    _bad(
+        tmp_path,
+        capsys,
+        {**NPZ, "model": {"onnx": str(_onnx_with(tmp_path, int_input=True))}},
+        "float32 input",
+        "INT64",
+    )
 
 
 def test_data_that_does_not_fit_the_model_names_both_shapes(tmp_path, capsys):
     z = _npz()
     p = tmp_path / "d.npz"
     np.savez(p, x_val=np.zeros((10, 12, 12, 1), np.uint8), y_val=z["y_val"][:10])
-    _bad(tmp_path, capsys, {"dataset": "npz", "data_path": str(p), "model": {"onnx": str(EXAMPLES / "model.onnx")}},
-         "(1, 12, 12)", "(1, 8, 8)")
+    _bad(
+        tmp_path,
+        capsys,
+        {"dataset": "npz", "data_path": str(p), "model": {"onnx": str(EXAMPLES / "model.onnx")}},
+        "(1, 12, 12)",
+        "(1, 8, 8)",
+    )
     np.savez(p, x_val=z["x_val"], y_val=z["y_val"] + 5)
-    _bad(tmp_path, capsys, {"dataset": "npz", "data_path": str(p), "model": {"onnx": str(EXAMPLES / "model.onnx")}},
-         "[0, 10)", "labels up to 14")
+    _bad(
+        tmp_path,
+        capsys,
+        {"dataset": "npz", "data_path": str(p), "model": {"onnx": str(EXAMPLES / "model.onnx")}},
+        "[0, 10)",
+        "labels up to 14",
+    )
 
 
-@pytest.mark.parametrize("arrays,needles", [
-    ({"x_val": np.zeros((4, 8, 8)), "y_val": np.array([0.5, 1, 2, 3])}, ["'y_val'", "integer"]),
-    ({"x_val": np.full((4, 8, 8), np.nan), "y_val": np.arange(4)}, ["'x_val'", "NaN"]),
-    ({"x": np.zeros((4, 8, 8))}, ["x_train, y_train, x_val, y_val", "['x']"]),
-    ({"x_val": np.zeros((4, 8, 8)), "y_val": np.arange(3)}, ["4 images and 3 labels"]),
-])
+@pytest.mark.parametrize(
+    "arrays,needles",
+    [
+        ({"x_val": np.zeros((4, 8, 8)), "y_val": np.array([0.5, 1, 2, 3])}, ["'y_val'", "integer"]),
+        ({"x_val": np.full((4, 8, 8), np.nan), "y_val": np.arange(4)}, ["'x_val'", "NaN"]),
+        ({"x": np.zeros((4, 8, 8))}, ["x_train, y_train, x_val, y_val", "['x']"]),
+        ({"x_val": np.zeros((4, 8, 8)), "y_val": np.arange(3)}, ["4 images and 3 labels"]),
+    ],
+)
 def test_bad_npz_files(tmp_path, capsys, arrays, needles):
     p = tmp_path / "d.npz"
     np.savez(p, **arrays)
@@ -269,8 +342,13 @@ def test_paths_that_are_not_what_they_seem(tmp_path, capsys):
     folder.mkdir()
     _bad(tmp_path, capsys, {**NPZ, "model": {"onnx": str(folder)}}, "'model.onnx'", "is a folder, not a file")
     _bad(tmp_path, capsys, {"dataset": "npz", "data_path": str(folder)}, "'data_path'", "is a folder, not a file")
-    _bad(tmp_path, capsys, {"dataset": "image_folder", "data_dir": str(EXAMPLES / "digits.npz")}, "'data_dir'",
-         "is a file, not a folder")
+    _bad(
+        tmp_path,
+        capsys,
+        {"dataset": "image_folder", "data_dir": str(EXAMPLES / "digits.npz")},
+        "'data_dir'",
+        "is a file, not a folder",
+    )
     empty = tmp_path / "zero.npz"
     np.savez(empty, x_val=np.zeros((0, 8, 8), np.uint8), y_val=np.zeros(0, np.int64))
     _bad(tmp_path, capsys, {"dataset": "npz", "data_path": str(empty)}, "holds no validation images")
@@ -315,9 +393,16 @@ def test_predict_refuses_nan_inputs(tmp_path, capsys):
     shutil.copy(EXAMPLES / "model.onnx", model / "model.onnx")
     from edge_opt.core.runtime import sha256_file
 
-    (model / "manifest.json").write_text(json.dumps({
-        "model_file": "model.onnx", "sha256": sha256_file(model / "model.onnx"),
-        "input": {"shape": ["batch", 1, 8, 8]}, "normalisation": {"scale": 1 / 255, "mean": 0.0, "std": 1.0}}))
+    (model / "manifest.json").write_text(
+        json.dumps(
+            {
+                "model_file": "model.onnx",
+                "sha256": sha256_file(model / "model.onnx"),
+                "input": {"shape": ["batch", 1, 8, 8]},
+                "normalisation": {"scale": 1 / 255, "mean": 0.0, "std": 1.0},
+            }
+        )
+    )
     x = _npz()["x_val"][:5].transpose(0, 3, 1, 2).astype(np.float32)
     assert predict(model, x).shape == (5,)
     x[2, 0, 0, 0] = np.nan
@@ -339,7 +424,8 @@ def test_dataset_callable_route(tmp_path):
         "    y = torch.arange(40) % 4\n"
         "    return TensorDataset(x[:30], y[:30]), TensorDataset(x[30:], y[30:])\n"
         "def broken():\n"
-        "    return [1, 2, 3]\n")
+        "    return [1, 2, 3]\n"
+    )
     cfg = config_from_dict({"dataset": "mydata:make", "config_dir": str(tmp_path), "batch_size": 16})
     data = load_study_data(cfg)
     assert (data.n_train, data.n_val, data.num_classes, data.input_shape) == (30, 10, 4, (1, 8, 8))
@@ -359,16 +445,18 @@ def test_calibration_data_path_feeds_int8_calibration(tmp_path):
     z = _npz()
     calib = tmp_path / "calib.npz"
     np.savez(calib, x=z["x_val"][:20])
-    cfg = config_from_dict({**NPZ, "calibration_data_path": str(calib), "batch_size": 8,
-                            "model": {"onnx": str(EXAMPLES / "model.onnx")}})
+    cfg = config_from_dict(
+        {**NPZ, "calibration_data_path": str(calib), "batch_size": 8, "model": {"onnx": str(EXAMPLES / "model.onnx")}}
+    )
     data = load_study_data(cfg)
     batches = data.calibration_batches(10)
     assert data.calibration_source == "calibration_data_path" and sum(len(b) for b in batches) == 20
     expected = torch.from_numpy(z["x_val"][:8].transpose(0, 3, 1, 2).astype(np.float32) / 255)
     torch.testing.assert_close(batches[0], expected)  # scale 1/255, no mean/std for a trained model
     np.savez(tmp_path / "v.npz", x_val=z["x_val"][:16], y_val=z["y_val"][:16])
-    val_only = load_study_data(config_from_dict({"dataset": "npz", "data_path": str(tmp_path / "v.npz"),
-                                                 "model": {"onnx": "x.onnx"}}))
+    val_only = load_study_data(
+        config_from_dict({"dataset": "npz", "data_path": str(tmp_path / "v.npz"), "model": {"onnx": "x.onnx"}})
+    )
     assert val_only.train_loader is None and val_only.calibration_source.startswith("validation split")
 
 
@@ -379,5 +467,7 @@ def test_preprocess_per_channel_matches_predict_normalisation():
     raw = np.random.default_rng(0).integers(0, 256, (4, 3, 5, 5)).astype(np.float32)
     pre = Preprocess(1 / 255, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
     np.testing.assert_allclose(pre.apply(raw), normalise(raw, pre.as_dict()), rtol=1e-6)
-    manual = (raw / 255 - np.array([0.5, 0.4, 0.3]).reshape(1, 3, 1, 1)) / np.array([0.2, 0.25, 0.3]).reshape(1, 3, 1, 1)
+    manual = (raw / 255 - np.array([0.5, 0.4, 0.3]).reshape(1, 3, 1, 1)) / np.array([0.2, 0.25, 0.3]).reshape(
+        1, 3, 1, 1
+    )
     np.testing.assert_allclose(pre.apply(raw), manual, rtol=1e-5, atol=1e-6)

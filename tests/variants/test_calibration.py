@@ -1,4 +1,5 @@
 """Calibration choices as sweep dimensions; percentile vs minmax on spiky calibration data; reproducible scales."""
+
 from __future__ import annotations
 
 import json
@@ -15,13 +16,27 @@ from edge_opt.variants import BuildContext, build_variant
 
 
 def test_listed_calibration_options_become_config_points(trained_small, digits8, tmp_path):
-    cfg = config_from_dict(tiny_config_dict(tmp_path, pruning_levels=[0.0], precisions=["fp32", "int8"], quantization={
-        "calibration_method": ["minmax", "percentile"], "per_channel": [True, False], "percentile": 99.9}))
+    cfg = config_from_dict(
+        tiny_config_dict(
+            tmp_path,
+            pruning_levels=[0.0],
+            precisions=["fp32", "int8"],
+            quantization={
+                "calibration_method": ["minmax", "percentile"],
+                "per_channel": [True, False],
+                "percentile": 99.9,
+            },
+        )
+    )
     points = sweep_points(cfg)
     int8 = [p for p in points if p.precision == "int8"]
     assert len([p for p in points if p.precision == "fp32"]) == 2 and len(int8) == 8
-    assert {p.calibration for p in int8} == {"minmax/per-channel/8", "minmax/per-tensor/8",
-                                            "percentile99.9/per-channel/8", "percentile99.9/per-tensor/8"}
+    assert {p.calibration for p in int8} == {
+        "minmax/per-channel/8",
+        "minmax/per-tensor/8",
+        "percentile99.9/per-channel/8",
+        "percentile99.9/per-tensor/8",
+    }
     assert len({point_key(cfg, p) for p in points}) == len(points)
     sweep = Sweep(trained_small, digits8, cfg, tmp_path)
     skipped = [p for p in int8 if sweep.skip_reason(p)]
@@ -48,15 +63,20 @@ def test_percentile_calibration_loses_less_than_minmax_on_spiky_data(trained_sma
     for method in ("minmax", "percentile"):
         q = config_from_dict({"quantization": {"calibration_method": method, "percentile": 99.9}}).quantization
         ctx = BuildContext(calibration=calib, example_input=calib[0][:2], workdir=tmp_path / method, quantization=q)
-        drops[method] = fp32 - evaluate_accuracy(build_variant("onnxruntime", trained_small, "int8", ctx),
-                                                 digits8.val_loader)
+        drops[method] = fp32 - evaluate_accuracy(
+            build_variant("onnxruntime", trained_small, "int8", ctx), digits8.val_loader
+        )
     assert drops["percentile"] < drops["minmax"] and drops["minmax"] > 0.05
 
 
 @pytest.mark.slow
 def test_rerun_reproduces_quantization_parameters_and_reports_mixed_precision(tmp_path):
-    over = {"pruning_levels": [0.0], "precisions": ["fp32", "int8", "int8_mixed"], "max_accuracy_drop": 0.05,
-            "deployment": {"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01}}
+    over = {
+        "pruning_levels": [0.0],
+        "precisions": ["fp32", "int8", "int8_mixed"],
+        "max_accuracy_drop": 0.05,
+        "deployment": {"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01},
+    }
     a = run_study(config_from_dict(tiny_config_dict(tmp_path / "a", **over)))
     b = run_study(config_from_dict(tiny_config_dict(tmp_path / "b", **over)))
     for name in ("torch_int8_p0.json", "onnxruntime_int8_p0.json", "onnxruntime_int8_mixed_p0.json"):

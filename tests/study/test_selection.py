@@ -19,16 +19,15 @@ from records import fake_result
 def _results():
     return [
         fake_result("a", 0.0, "fp32", "torch", accuracy=0.95, latency_ms=[1.0] * 5, memory_mb=4.0),
-        fake_result("b", 0.0, "int8", "torch", accuracy=0.945, latency_ms=[2.0, 2.01, 1.99, 2.02, 1.98],
-                    memory_mb=1.0),
-        fake_result("c", 0.5, "fp32", "torch", accuracy=0.90, latency_ms=[0.5, 0.501, 0.499, 0.5, 0.5],
-                    memory_mb=0.9),
+        fake_result("b", 0.0, "int8", "torch", accuracy=0.945, latency_ms=[2.0, 2.01, 1.99, 2.02, 1.98], memory_mb=1.0),
+        fake_result("c", 0.5, "fp32", "torch", accuracy=0.90, latency_ms=[0.5, 0.501, 0.499, 0.5, 0.5], memory_mb=0.9),
     ]
 
 
 def _cfg(tmp_path, budget=2.0):
-    return config_from_dict({"active_memory_budget_mb": budget, "memory_budgets_mb": [budget],
-                             "output_dir": str(tmp_path)})
+    return config_from_dict(
+        {"active_memory_budget_mb": budget, "memory_budgets_mb": [budget], "output_dir": str(tmp_path)}
+    )
 
 
 def test_assess_flags_slower_than_fp32_and_speedups(tmp_path):
@@ -58,10 +57,28 @@ def test_recommend_respects_accuracy_drop_and_best_effort(tmp_path):
 
 
 def test_recommend_prefers_real_precision_when_latencies_tie(tmp_path):
-    rs = [fake_result("fp16", 0.5, "fp16", "onnxruntime", kernel="fp32", accuracy=0.95, memory_mb=0.4, runtime_mb=0.8,
-                      latency_ms=[1.0 + 0.001 * i for i in range(10)]),
-          fake_result("fp32", 0.5, "fp32", "onnxruntime", accuracy=0.95, memory_mb=0.8,
-                      latency_ms=[1.02 + 0.001 * i for i in range(10)])]
+    rs = [
+        fake_result(
+            "fp16",
+            0.5,
+            "fp16",
+            "onnxruntime",
+            kernel="fp32",
+            accuracy=0.95,
+            memory_mb=0.4,
+            runtime_mb=0.8,
+            latency_ms=[1.0 + 0.001 * i for i in range(10)],
+        ),
+        fake_result(
+            "fp32",
+            0.5,
+            "fp32",
+            "onnxruntime",
+            accuracy=0.95,
+            memory_mb=0.8,
+            latency_ms=[1.02 + 0.001 * i for i in range(10)],
+        ),
+    ]
     a = assess_results(rs, _cfg(tmp_path), rs[1])
     assert a[0].precision_mismatch and not a[1].precision_mismatch
     rec, _ = recommend(a, 0.95, 0.01)
@@ -69,12 +86,35 @@ def test_recommend_prefers_real_precision_when_latencies_tie(tmp_path):
 
 
 def test_recommend_tie_rule_least_runtime_memory_among_real_precisions(tmp_path):
-    rs = [fake_result("big", 0.0, "fp32", "onnxruntime", accuracy=0.95, memory_mb=1.5,
-                      latency_ms=[1.0 + 0.001 * i for i in range(10)]),
-          fake_result("small", 0.5, "fp32", "onnxruntime", accuracy=0.95, memory_mb=0.5,
-                      latency_ms=[1.01 + 0.001 * i for i in range(10)]),
-          fake_result("slow", 0.75, "fp32", "onnxruntime", accuracy=0.95, memory_mb=0.1,
-                      latency_ms=[3.0 + 0.001 * i for i in range(10)])]
+    rs = [
+        fake_result(
+            "big",
+            0.0,
+            "fp32",
+            "onnxruntime",
+            accuracy=0.95,
+            memory_mb=1.5,
+            latency_ms=[1.0 + 0.001 * i for i in range(10)],
+        ),
+        fake_result(
+            "small",
+            0.5,
+            "fp32",
+            "onnxruntime",
+            accuracy=0.95,
+            memory_mb=0.5,
+            latency_ms=[1.01 + 0.001 * i for i in range(10)],
+        ),
+        fake_result(
+            "slow",
+            0.75,
+            "fp32",
+            "onnxruntime",
+            accuracy=0.95,
+            memory_mb=0.1,
+            latency_ms=[3.0 + 0.001 * i for i in range(10)],
+        ),
+    ]
     a = assess_results(rs, _cfg(tmp_path), rs[0])
     rec, _ = recommend(a, 0.95, 0.01)
     assert rec.result.key == "small"  # tied with the fastest, less memory; "slow" is not a tie
@@ -92,8 +132,8 @@ def test_to_frame_column_order_and_one_row_per_record(tmp_path):
     rs = _results()
     frame = to_frame(assess_results(rs, _cfg(tmp_path), rs[0]))
     assert len(frame) == 3
-    assert list(frame.columns[:len(COLUMN_ORDER)]) == list(COLUMN_ORDER)
-    rest = list(frame.columns[len(COLUMN_ORDER):])
+    assert list(frame.columns[: len(COLUMN_ORDER)]) == list(COLUMN_ORDER)
+    rest = list(frame.columns[len(COLUMN_ORDER) :])
     assert rest == sorted(rest) and "violates_2.0mb" in rest and "latency_samples_ms" in rest
     assert to_frame([]).empty and "accepted" in to_frame([]).columns
 

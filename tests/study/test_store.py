@@ -13,9 +13,11 @@ def _legacy_store(folder):
     """A study.sqlite as releases before the record format wrote it (flat rows in ``points``)."""
     folder.mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(folder / "study.sqlite")
-    con.executescript("CREATE TABLE points (key TEXT PRIMARY KEY, kind TEXT NOT NULL, row_json TEXT NOT NULL, "
-                      "record_json TEXT, created REAL NOT NULL);"
-                      "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);")
+    con.executescript(
+        "CREATE TABLE points (key TEXT PRIMARY KEY, kind TEXT NOT NULL, row_json TEXT NOT NULL, "
+        "record_json TEXT, created REAL NOT NULL);"
+        "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    )
     con.execute("INSERT INTO points VALUES ('k', 'variant', '{\"accuracy\": 0.9}', NULL, 0)")
     con.commit()
     con.close()

@@ -1,6 +1,7 @@
 """A study measured on the host and on a device agent (started on 127.0.0.1): target rows with raw samples,
 CI and fingerprint; the target's numbers choose; wrong token and a killed agent give error rows; a resume
 re-measures only the failed points; vendor benchmark logs imported as rows of a named target."""
+
 from __future__ import annotations
 
 import json
@@ -12,19 +13,24 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from agent_process import TOKEN, start_agent
 from conftest import cli_env, tiny_config_dict
 from edge_opt.config import ConfigError, config_from_dict
 from edge_opt.device.vendor_logs import VendorLogError, parse_benchmark_model_log, read_vendor_log
-from test_agent import TOKEN, start_agent
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def _cfg(out: Path, url: str, timeout_s: float = 20, **over):
-    d = tiny_config_dict(out, pruning_levels=[0.0], precisions=["fp32", "int8"], backends=["torch", "onnxruntime"],
-                         targets=[{"name": "local-agent", "url": url, "token_env": "EDGE_OPT_TEST_TOKEN",
-                                   "timeout_s": timeout_s}],
-                         measure_on=["host", "local-agent"], **over)
+    d = tiny_config_dict(
+        out,
+        pruning_levels=[0.0],
+        precisions=["fp32", "int8"],
+        backends=["torch", "onnxruntime"],
+        targets=[{"name": "local-agent", "url": url, "token_env": "EDGE_OPT_TEST_TOKEN", "timeout_s": timeout_s}],
+        measure_on=["host", "local-agent"],
+        **over,
+    )
     return config_from_dict(d)
 
 
@@ -35,8 +41,11 @@ def test_target_settings_are_checked(tmp_path):
         config_from_dict(tiny_config_dict(tmp_path, recommend_for="nowhere"))
     with pytest.raises(ConfigError, match="targets"):
         config_from_dict(tiny_config_dict(tmp_path, targets=[{"name": "host", "url": "http://x", "token_env": "T"}]))
-    cfg = config_from_dict(tiny_config_dict(tmp_path, targets=[{"name": "pi", "url": "http://x:1", "token_env": "T"}],
-                                            measure_on=["host", "pi"]))
+    cfg = config_from_dict(
+        tiny_config_dict(
+            tmp_path, targets=[{"name": "pi", "url": "http://x:1", "token_env": "T"}], measure_on=["host", "pi"]
+        )
+    )
     assert cfg.recommendation_target == "pi"  # the first target by default
 
 
@@ -156,25 +165,54 @@ def _json(tmp_path: Path, doc) -> Path:
 def test_import_bench_adds_rows_under_their_target(tmp_path):
     from edge_opt.pipeline import run_study
 
-    cfg = config_from_dict(tiny_config_dict(tmp_path / "out", pruning_levels=[0.0], precisions=["fp32"],
-                                            backends=["onnxruntime"]))
+    cfg = config_from_dict(
+        tiny_config_dict(tmp_path / "out", pruning_levels=[0.0], precisions=["fp32"], backends=["onnxruntime"])
+    )
     run_study(cfg)
     for target, log in (("board-ov", "benchmark_app_report.json"), ("pixel", "benchmark_model.log")):
         shutil.copy(DATA / log, tmp_path / log)
-        r = subprocess.run([sys.executable, "-m", "edge_opt.cli", "import-bench", str(tmp_path / log), "--study",
-                            str(tmp_path / "out"), "--target", target, "--point",
-                            "backend=onnxruntime,precision=fp32,pruning_level=0"],
-                           capture_output=True, text=True, env=cli_env())
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "edge_opt.cli",
+                "import-bench",
+                str(tmp_path / log),
+                "--study",
+                str(tmp_path / "out"),
+                "--target",
+                target,
+                "--point",
+                "backend=onnxruntime,precision=fp32,pruning_level=0",
+            ],
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+        )
         assert r.returncode == 0, r.stderr
     from edge_opt.core.atomic import FolderLock
 
     db = tmp_path / "out" / "study.sqlite"
     before = db.read_bytes()
     with FolderLock(tmp_path / "out", command="a running study"):  # a study holds the folder: refused, untouched
-        busy = subprocess.run([sys.executable, "-m", "edge_opt.cli", "import-bench", str(DATA / log), "--study",
-                               str(tmp_path / "out"), "--target", "other", "--point",
-                               "backend=onnxruntime,precision=fp32,pruning_level=0"],
-                              capture_output=True, text=True, env=cli_env())
+        busy = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "edge_opt.cli",
+                "import-bench",
+                str(DATA / log),
+                "--study",
+                str(tmp_path / "out"),
+                "--target",
+                "other",
+                "--point",
+                "backend=onnxruntime,precision=fp32,pruning_level=0",
+            ],
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+        )
     assert busy.returncode == 2 and "in use" in busy.stderr and db.read_bytes() == before
     df = pd.read_csv(tmp_path / "out" / "sweep_results.csv")
     ov = df[df["measured_on"] == "board-ov"].iloc[0]
@@ -184,7 +222,22 @@ def test_import_bench_adds_rows_under_their_target(tmp_path):
     assert px["source"] == "litert benchmark_model" and px["latency_ci95_ms"] > 0
     html = (tmp_path / "out" / "report.html").read_text()
     assert "board-ov" in html and "pixel" in html
-    bad = subprocess.run([sys.executable, "-m", "edge_opt.cli", "import-bench", str(tmp_path / log), "--study",
-                          str(tmp_path / "out"), "--target", "pixel", "--point", "backend=onnxruntime,precision=int4"],
-                         capture_output=True, text=True, env=cli_env())
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_opt.cli",
+            "import-bench",
+            str(tmp_path / log),
+            "--study",
+            str(tmp_path / "out"),
+            "--target",
+            "pixel",
+            "--point",
+            "backend=onnxruntime,precision=int4",
+        ],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("error:")

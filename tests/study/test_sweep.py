@@ -28,19 +28,30 @@ def test_bad_precision_is_error_row_others_complete(trained_small, digits8, tmp_
 def nan_backend():
     name = "nan_test_backend"
     if name not in BACKENDS:
+
         @BACKENDS.register(name)
         def _nan(model, precision, ctx):
-            return Variant(backend=name, precision=precision, kernel_precision=precision, parameter_bytes=10,
-                           metadata={}, prepare=lambda x: x, run=lambda x: x,
-                           to_logits=lambda x: np.full((len(x), 10), np.nan, np.float32))
+            return Variant(
+                backend=name,
+                precision=precision,
+                kernel_precision=precision,
+                parameter_bytes=10,
+                metadata={},
+                prepare=lambda x: x,
+                run=lambda x: x,
+                to_logits=lambda x: np.full((len(x), 10), np.nan, np.float32),
+            )
+
     yield name
 
 
 def test_nan_metrics_become_error_rows_and_never_recommended(trained_small, digits8, tmp_path, nan_backend):
-    cfg = config_from_dict(tiny_config_dict(tmp_path, pruning_levels=[0.0], precisions=["fp32"],
-                                            active_memory_budget_mb=100))
+    cfg = config_from_dict(
+        tiny_config_dict(tmp_path, pruning_levels=[0.0], precisions=["fp32"], active_memory_budget_mb=100)
+    )
     results = Sweep(trained_small, digits8, cfg, tmp_path).run(
-        [ConfigPoint(0.0, "fp32", "torch"), ConfigPoint(0.0, "fp32", nan_backend)])
+        [ConfigPoint(0.0, "fp32", "torch"), ConfigPoint(0.0, "fp32", nan_backend)]
+    )
     assessed = assess_results(results, cfg, results[0])
     nan = assessed[1]
     assert "non-finite" in nan.result.error and not nan.accepted
@@ -57,8 +68,18 @@ def test_run_sweep_grid_budgets_and_store(trained_small, digits8, tmp_path):
         assert df["accepted"].any() and (~df["accepted"]).any()
         rej = df[~df["accepted"]].iloc[0]
         assert "budget" in rej["rejected_reason"] and rej["memory_mb"] > 0.008
-        for col in ("violates_0.01mb", "violates_0.1mb", "speedup_vs_fp32", "slower_than_fp32", "device_latency_ms",
-                    "kernel_precision", "energy_proxy_j", "latency_std_ms", "latency_p95_ms", "throughput_sps"):
+        for col in (
+            "violates_0.01mb",
+            "violates_0.1mb",
+            "speedup_vs_fp32",
+            "slower_than_fp32",
+            "device_latency_ms",
+            "kernel_precision",
+            "energy_proxy_j",
+            "latency_std_ms",
+            "latency_p95_ms",
+            "throughput_sps",
+        ):
             assert col in df.columns
         assert (df["device_latency_ms"] == df["latency_ms"] * 2).all()
         int8 = df[(df["precision"] == "int8") & (df["pruning_level"] == 0.0) & (df["backend"] == "torch")].iloc[0]
@@ -74,8 +95,9 @@ def test_run_sweep_grid_budgets_and_store(trained_small, digits8, tmp_path):
 
 
 def test_build_context_is_made_once_from_the_config(trained_small, digits8, tmp_path):
-    cfg = config_from_dict(tiny_config_dict(tmp_path, threads=1, quantization={"calibration_method": "entropy",
-                                                                              "calibration_batches": 3}))
+    cfg = config_from_dict(
+        tiny_config_dict(tmp_path, threads=1, quantization={"calibration_method": "entropy", "calibration_batches": 3})
+    )
     s = Sweep(trained_small, digits8, cfg, tmp_path)
     ctx = s.build_context(0.5)
     assert ctx.quantization.calibration_method == "entropy" and len(ctx.calibration) == 3
@@ -89,22 +111,29 @@ def test_point_key_changes_only_with_what_matters(tmp_path):
     p = ConfigPoint(0.5, "int8", "onnxruntime")
     same = config_from_dict({"output_dir": str(tmp_path / "x"), "active_memory_budget_mb": 7})
     assert point_key(base, p) == point_key(same, p)  # budgets/output folder do not invalidate measurements
-    for change in ({"quantization": {"calibration_batches": 3}}, {"quantization": {"per_channel": False}},
-                   {"quantization": {"calibration_method": "percentile"}}, {"epochs": 1}, {"seed": 5},
-                   {"fine_tune_epochs": 0}):
+    for change in (
+        {"quantization": {"calibration_batches": 3}},
+        {"quantization": {"per_channel": False}},
+        {"quantization": {"calibration_method": "percentile"}},
+        {"epochs": 1},
+        {"seed": 5},
+        {"fine_tune_epochs": 0},
+    ):
         assert point_key(base, p) != point_key(config_from_dict(change), p)
     fp32 = ConfigPoint(0.5, "fp32", "onnxruntime")
     assert point_key(base, fp32) == point_key(config_from_dict({"quantization": {"calibration_batches": 3}}), fp32)
     # the flat keys of earlier releases mean the same as the quantization section
     assert point_key(config_from_dict({"calibration_batches": 3}), p) == point_key(
-        config_from_dict({"quantization": {"calibration_batches": 3}}), p)
+        config_from_dict({"quantization": {"calibration_batches": 3}}), p
+    )
 
 
 def test_the_onnx_exporter_is_part_of_the_key_of_onnx_built_points_only(tmp_path):
     base = config_from_dict({"output_dir": str(tmp_path)})
     dynamo = config_from_dict({"output_dir": str(tmp_path), "onnx_exporter": "dynamo"})
     assert point_key(base, ConfigPoint(0.5, "fp32", "onnxruntime")) != point_key(
-        dynamo, ConfigPoint(0.5, "fp32", "onnxruntime"))
+        dynamo, ConfigPoint(0.5, "fp32", "onnxruntime")
+    )
     assert point_key(base, ConfigPoint(0.5, "fp32", "torch")) == point_key(dynamo, ConfigPoint(0.5, "fp32", "torch"))
 
 
@@ -132,8 +161,13 @@ def test_the_instance_count_is_part_of_the_point_key_and_of_each_row(trained_sma
 def test_progress_names_each_variant_as_it_is_built(trained_small, digits8, tmp_path):
     cfg = config_from_dict(tiny_config_dict(tmp_path))
     events: list[tuple[str, object]] = []
-    s = Sweep(trained_small, digits8, cfg, tmp_path,
-              on_event=lambda kind, **info: events.append((kind, info.get("index", info.get("level")))))
+    s = Sweep(
+        trained_small,
+        digits8,
+        cfg,
+        tmp_path,
+        on_event=lambda kind, **info: events.append((kind, info.get("index", info.get("level")))),
+    )
     s.run()
     kinds = [k for k, _ in events if k in ("variant", "prune")]
     first_pruned = next(i for i, (k, _) in enumerate(events) if k == "variant" and _ == 7)  # the first p0.5 point

@@ -1,4 +1,5 @@
 """The machine's roofs: per precision and cache level, each variant placed under its own, exceeding flagged."""
+
 from __future__ import annotations
 
 import math
@@ -11,23 +12,31 @@ from edge_opt.hardware.analysis import placed_summary, working_set_bytes
 from edge_opt.hardware.roofs import cache_levels, nominal_peak_gmacs, place
 
 MACHINE = {
-    "peak_compute_gmacs": 50.0, "memory_bandwidth_gbps": 10.0, "bandwidth_source": "measured",
+    "peak_compute_gmacs": 50.0,
+    "memory_bandwidth_gbps": 10.0,
+    "bandwidth_source": "measured",
     "compute_roofs_gmacs": {"fp32": 50.0, "int8": 200.0, "bf16": 120.0, "fp16": None},
-    "memory_roofs": [{"level": "L1d", "size_bytes": 32 << 10, "gbps": 30.0},
-                     {"level": "L2", "size_bytes": 2 << 20, "gbps": 80.0},
-                     {"level": "L3", "size_bytes": 32 << 20, "gbps": 40.0},
-                     {"level": "DRAM", "size_bytes": None, "gbps": 10.0}],
+    "memory_roofs": [
+        {"level": "L1d", "size_bytes": 32 << 10, "gbps": 30.0},
+        {"level": "L2", "size_bytes": 2 << 20, "gbps": 80.0},
+        {"level": "L3", "size_bytes": 32 << 20, "gbps": 40.0},
+        {"level": "DRAM", "size_bytes": None, "gbps": 10.0},
+    ],
 }
 
 
-@pytest.mark.parametrize("kernels,roof", [("fp32", 50.0), ("int8", 200.0), ("fp32+int8", 200.0), ("bf16", 120.0),
-                                          ("fp16", 50.0), (None, 50.0)])
+@pytest.mark.parametrize(
+    "kernels,roof",
+    [("fp32", 50.0), ("int8", 200.0), ("fp32+int8", 200.0), ("bf16", 120.0), ("fp16", 50.0), (None, 50.0)],
+)
 def test_compute_roof_is_that_of_the_precision_the_kernels_run(kernels, roof):
     assert place(kernels, 1 << 10, MACHINE)["compute_roof_gmacs"] == roof
 
 
-@pytest.mark.parametrize("working_set,level,gbps", [(16 << 10, "L1d", 80.0), (1 << 20, "L2", 80.0),
-                                                    (8 << 20, "L3", 40.0), (1 << 30, "DRAM", 10.0)])
+@pytest.mark.parametrize(
+    "working_set,level,gbps",
+    [(16 << 10, "L1d", 80.0), (1 << 20, "L2", 80.0), (8 << 20, "L3", 40.0), (1 << 30, "DRAM", 10.0)],
+)
 def test_memory_roof_is_the_level_the_working_set_fits_in(working_set, level, gbps):
     placed = place("fp32", working_set, MACHINE)
     # data that fits L1 fits L2 too: the faster L2 copy bounds it (a small copy's overhead lowers the L1 figure)
@@ -40,8 +49,14 @@ def test_configured_bandwidth_is_one_roof_for_every_working_set():
 
 
 def _layers(macs: float, params: int, activation: int) -> pd.DataFrame:
-    return pd.DataFrame({"layer": ["a", "b"], "macs": [macs / 2, macs / 2], "parameter_bytes": [params // 2, params // 2],
-                         "activation_bytes": [activation, activation // 4]})
+    return pd.DataFrame(
+        {
+            "layer": ["a", "b"],
+            "macs": [macs / 2, macs / 2],
+            "parameter_bytes": [params // 2, params // 2],
+            "activation_bytes": [activation, activation // 4],
+        }
+    )
 
 
 def test_a_variant_faster_than_its_roof_is_flagged_with_the_cause():
@@ -59,8 +74,9 @@ def test_a_variant_faster_than_its_roof_is_flagged_with_the_cause():
 
 
 def test_cache_levels_from_sysfs(tmp_path):
-    for i, (kind, level, size) in enumerate([("Data", 1, "48K"), ("Instruction", 1, "32K"), ("Unified", 2, "2048K"),
-                                             ("Unified", 3, "32M")]):
+    for i, (kind, level, size) in enumerate(
+        [("Data", 1, "48K"), ("Instruction", 1, "32K"), ("Unified", 2, "2048K"), ("Unified", 3, "32M")]
+    ):
         d = tmp_path / f"index{i}"
         d.mkdir()
         (d / "type").write_text(kind)
@@ -99,11 +115,12 @@ def test_the_copy_sweep_takes_the_call_overhead_off_every_point(monkeypatch):
     assert gbps == pytest.approx({"L1d": 400.0, "L2": 100.0, "L3": 30.0, "DRAM": 14.0}, rel=0.01)
     assert gbps["L1d"] > gbps["L2"] > gbps["L3"] > gbps["DRAM"]
     # the sweep: 1 KB of call overhead first, then a quarter and a half of each level (L3 capped), then DRAM
-    assert taken == [roofs.COPY_BASE_BYTES, 12 << 10, 24 << 10, 512 << 10, 1 << 20, 16 << 20, 32 << 20,
-                     roofs.DRAM_SET]
-    assert [[p["working_set_bytes"] for p in m["sweep"]] for m in levels][:3] == [[12 << 10, 24 << 10],
-                                                                                   [512 << 10, 1 << 20],
-                                                                                   [16 << 20, 32 << 20]]
+    assert taken == [roofs.COPY_BASE_BYTES, 12 << 10, 24 << 10, 512 << 10, 1 << 20, 16 << 20, 32 << 20, roofs.DRAM_SET]
+    assert [[p["working_set_bytes"] for p in m["sweep"]] for m in levels][:3] == [
+        [12 << 10, 24 << 10],
+        [512 << 10, 1 << 20],
+        [16 << 20, 32 << 20],
+    ]
     assert all(m["method"] == "copy time less a 1 KB copy's" for m in levels)
 
 
@@ -115,8 +132,11 @@ def test_a_copy_not_told_from_the_call_overhead_is_a_lower_bound_and_says_so(mon
     l1 = roofs.copy_sweep(1, 0.1, _LEVELS)[0]
     assert "lower bound" in l1["method"] and l1["gbps"] == pytest.approx((24 << 10) / 0.6e-6 / 1e9)
     # placed against the faster L2 roof all the same
-    machine = {"peak_compute_gmacs": 50.0, "memory_bandwidth_gbps": 14.0,
-               "memory_roofs": roofs.copy_sweep(1, 0.1, _LEVELS)}
+    machine = {
+        "peak_compute_gmacs": 50.0,
+        "memory_bandwidth_gbps": 14.0,
+        "memory_roofs": roofs.copy_sweep(1, 0.1, _LEVELS),
+    }
     assert roofs.place("fp32", 16 << 10, machine)["memory_roof_gbps"] == pytest.approx(100.0, rel=0.01)
 
 
@@ -137,8 +157,10 @@ def test_the_int8_roof_is_the_best_of_torch_and_onnxruntime_int8_kernels(monkeyp
     monkeypatch.setattr(roofs, "copy_sweep", lambda threads, min_run_time: [])
     measured = roofs.measure_roofs(1)
     assert measured["compute_roofs_gmacs"]["int8"] == roof and measured["compute_roofs_gmacs"]["fp32"] == 100.0
-    assert measured["int8_peak_sources"] == {"torch._int_mm best of shapes": 800.0,
-                                             "onnxruntime MatMulInteger uint8 × int8 2048³": ort_int8}
+    assert measured["int8_peak_sources"] == {
+        "torch._int_mm best of shapes": 800.0,
+        "onnxruntime MatMulInteger uint8 × int8 2048³": ort_int8,
+    }
 
 
 def test_nominal_peak_is_reported_with_its_method():
@@ -157,16 +179,33 @@ def test_a_study_remeasures_once_then_flags_and_warns(tmp_path, monkeypatch):
 
     def tiny_roofs(out, threads, bw=None, peak=None, remeasure=False):  # a machine far slower than the variants
         calls.append(remeasure)
-        return {"peak_compute_gmacs": 1e-3, "memory_bandwidth_gbps": 1e-3, "peak_compute_gmacs_int8": None,
-                "bandwidth_source": "measured", "peak_source": "measured", "threads": threads,
-                "remeasured": remeasure}
+        return {
+            "peak_compute_gmacs": 1e-3,
+            "memory_bandwidth_gbps": 1e-3,
+            "peak_compute_gmacs_int8": None,
+            "bandwidth_source": "measured",
+            "peak_source": "measured",
+            "threads": threads,
+            "remeasured": remeasure,
+        }
 
     monkeypatch.setattr(analysis, "machine_calibration", tiny_roofs)
-    d = {"dataset": "digits", "image_size": 8, "epochs": 1, "fine_tune_epochs": 0, "batch_size": 64,
-         "model": {"name": "small_cnn", "params": {"conv1_channels": 4, "conv2_channels": 8}},
-         "pruning_levels": [0.0], "precisions": ["fp32"], "backends": ["onnxruntime"], "max_accuracy_drop": 0.9,
-         "memory_budgets_mb": [1.0], "active_memory_budget_mb": 1.0, "output_dir": str(tmp_path / "out"),
-         "deployment": {"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01}}
+    d = {
+        "dataset": "digits",
+        "image_size": 8,
+        "epochs": 1,
+        "fine_tune_epochs": 0,
+        "batch_size": 64,
+        "model": {"name": "small_cnn", "params": {"conv1_channels": 4, "conv2_channels": 8}},
+        "pruning_levels": [0.0],
+        "precisions": ["fp32"],
+        "backends": ["onnxruntime"],
+        "max_accuracy_drop": 0.9,
+        "memory_budgets_mb": [1.0],
+        "active_memory_budget_mb": 1.0,
+        "output_dir": str(tmp_path / "out"),
+        "deployment": {"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01},
+    }
     res = run_study(config_from_dict(d))
     assert calls == [False, True]  # measured once more before anything is flagged
     assert res.summary["hardware"]["recommended"]["roof_exceeded"] is True
@@ -182,9 +221,15 @@ def _counting_measure(monkeypatch):
 
     def fake(threads):
         count.append(threads)
-        return {"peak_compute_gmacs": 10.0 + len(count), "memory_bandwidth_gbps": 5.0, "hostname": __import__(
-            "socket").gethostname(), "cpu_model": hardware.cpu_model(), "threads": threads,
-            "torch": hardware.torch.__version__, "calibration_version": hardware.CALIBRATION_VERSION}
+        return {
+            "peak_compute_gmacs": 10.0 + len(count),
+            "memory_bandwidth_gbps": 5.0,
+            "hostname": __import__("socket").gethostname(),
+            "cpu_model": hardware.cpu_model(),
+            "threads": threads,
+            "torch": hardware.torch.__version__,
+            "calibration_version": hardware.CALIBRATION_VERSION,
+        }
 
     monkeypatch.setattr(hardware, "measure_machine", fake)
     return hardware, count
@@ -217,9 +262,17 @@ def test_an_empty_cache_dir_setting_turns_the_host_cache_off(tmp_path, monkeypat
     assert len(count) == 2
 
 
-@pytest.mark.parametrize("damage", [{"memory_roofs": "garbage"}, {"peak_compute_gmacs": "x"},
-                                    {"memory_bandwidth_gbps": -1.0}, {"memory_roofs": [{"level": "L1d"}]},
-                                    {"compute_roofs_gmacs": {"int8": float("nan")}}, {"peak_compute_gmacs_int8": 0}])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"memory_roofs": "garbage"},
+        {"peak_compute_gmacs": "x"},
+        {"memory_bandwidth_gbps": -1.0},
+        {"memory_roofs": [{"level": "L1d"}]},
+        {"compute_roofs_gmacs": {"int8": float("nan")}},
+        {"peak_compute_gmacs_int8": 0},
+    ],
+)
 def test_a_damaged_stored_calibration_is_measured_again_and_replaced(tmp_path, monkeypatch, damage):
     import json
 

@@ -10,8 +10,9 @@ from edge_opt.bench.repeated import aggregate_multi_seed, bootstrap_ci, ci95, pa
 from edge_opt.bench.setup import benchmark_one_setup
 from edge_opt.cli import main
 
-SEED_KEYS = ["precision_mode", "repeats"] + [f"{m}_{s}" for m in ("train_time", "latency", "memory", "accuracy", "energy")
-                                             for s in ("mean", "std", "ci95")]
+SEED_KEYS = ["precision_mode", "repeats"] + [
+    f"{m}_{s}" for m in ("train_time", "latency", "memory", "accuracy", "energy") for s in ("mean", "std", "ci95")
+]
 
 
 @pytest.mark.parametrize("n", [2, 5, 30])
@@ -37,9 +38,11 @@ def test_bootstrap_seeded():
 
 
 def test_pareto_modes_ties():
-    rows = [{"precision_mode": "a", "latency_mean": 1.0, "accuracy_mean": 0.9},
-            {"precision_mode": "b", "latency_mean": 1.0, "accuracy_mean": 0.9},
-            {"precision_mode": "c", "latency_mean": 2.0, "accuracy_mean": 0.8}]
+    rows = [
+        {"precision_mode": "a", "latency_mean": 1.0, "accuracy_mean": 0.9},
+        {"precision_mode": "b", "latency_mean": 1.0, "accuracy_mean": 0.9},
+        {"precision_mode": "c", "latency_mean": 2.0, "accuracy_mean": 0.8},
+    ]
     assert pareto_modes(rows) == ["a", "b"]
 
 
@@ -60,8 +63,15 @@ def test_repeated_benchmarks_files_keys_and_determinism(tmp_path):
     b = run_repeated_benchmarks(*args, output_dir=tmp_path / "b")
     assert [list(r)[: len(SEED_KEYS)] for r in a] == [SEED_KEYS] * 2
     assert [r["accuracy_mean"] for r in a] == [r["accuracy_mean"] for r in b]
-    for name in ("raw_runs.csv", "summary_stats.csv", "summary_stats.json", "accuracy_vs_latency.png",
-                 "accuracy_vs_energy.png", "accuracy_vs_memory.png", "pareto_frontier.png"):
+    for name in (
+        "raw_runs.csv",
+        "summary_stats.csv",
+        "summary_stats.json",
+        "accuracy_vs_latency.png",
+        "accuracy_vs_energy.png",
+        "accuracy_vs_memory.png",
+        "pareto_frontier.png",
+    ):
         assert (tmp_path / "a" / name).is_file()
     # standard readers take both files as they are
     csv = pd.read_csv(tmp_path / "a" / "summary_stats.csv")
@@ -76,15 +86,41 @@ def test_repeated_benchmarks_files_keys_and_determinism(tmp_path):
 
 
 def test_bench_cli(tmp_path, capsys):
-    assert main(["bench", "--repeats", "2", "--precisions", "float32", "--samples", "64", "--epochs", "1",
-                 "--output-dir", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--repeats",
+                "2",
+                "--precisions",
+                "float32",
+                "--samples",
+                "64",
+                "--epochs",
+                "1",
+                "--output-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert "float32" in capsys.readouterr().out and (tmp_path / "summary_stats.json").exists()
     assert main(["bench", "--precisions", "int4"]) == 2
 
 
 def test_aggregate_multi_seed():
-    f = lambda acc, lat: pd.DataFrame({"pruning_level": [0.0], "precision": ["fp32"], "backend": ["torch"],  # noqa: E731
-                                       "accuracy": [acc], "latency_ms": [lat], "accepted": [True]})
+    def f(acc, lat):
+        return pd.DataFrame(
+            {
+                "pruning_level": [0.0],
+                "precision": ["fp32"],
+                "backend": ["torch"],
+                "accuracy": [acc],
+                "latency_ms": [lat],
+                "accepted": [True],
+            }
+        )
+
     agg = aggregate_multi_seed({1: f(0.9, 1.0), 2: f(0.8, 2.0), 3: f(0.85, 3.0)})
     r = agg.iloc[0]
     assert r["seeds"] == 3 and r["accuracy_mean"] == pytest.approx(0.85)

@@ -35,7 +35,8 @@ def test_layer_table_macs_match_flop_counter(name, params):
         m(torch.zeros(4, 1, 28, 28))
     assert df["macs"].sum() == fc.get_total_flops() // 2
     assert df["parameter_bytes"].sum() == sum(p.numel() * 4 for p in m.parameters()) + sum(
-        b.numel() * 4 for b in m.buffers() if b.is_floating_point())
+        b.numel() * 4 for b in m.buffers() if b.is_floating_point()
+    )
 
 
 def test_depthwise_layer_macs():
@@ -61,27 +62,45 @@ def test_summarize_hardware_keys_and_roofline():
     m = create_model("small_cnn", (1, 28, 28), 10)
     df = estimate_layerwise_stats(m, 8, (1, 28, 28))
     s = summarize_hardware(df, 1.0, 10.0, 50.0)
-    for k in ("estimated_total_bytes", "estimated_total_macs", "achieved_bandwidth_gbps",
-              "configured_memory_bandwidth_gbps", "bandwidth_utilization", "achieved_gmacs", "arithmetic_intensity",
-              "roofline_knee", "bound_regime", "attainable_latency_ms", "roofline_efficiency"):
+    for k in (
+        "estimated_total_bytes",
+        "estimated_total_macs",
+        "achieved_bandwidth_gbps",
+        "configured_memory_bandwidth_gbps",
+        "bandwidth_utilization",
+        "achieved_gmacs",
+        "arithmetic_intensity",
+        "roofline_knee",
+        "bound_regime",
+        "attainable_latency_ms",
+        "roofline_efficiency",
+    ):
         assert k in s
     assert s["achieved_gmacs"] == pytest.approx(s["estimated_total_macs"] / 1e-3 / 1e9)
     assert s["roofline_knee"] == 5.0 and s["roofline_efficiency"] == pytest.approx(s["attainable_latency_ms"] / 1.0)
 
 
 def test_precision_tradeoff_table_exact():
-    df = pd.DataFrame({
-        "precision": ["fp32", "fp32", "int8", "int8", "int8"],
-        "accuracy": [0.9, 0.8, 0.85, 0.75, float("nan")],
-        "latency_ms": [4.0, 2.0, 1.0, 3.0, float("nan")],
-        "memory_mb": [4.0, 2.0, 1.0, 0.5, float("nan")],
-        "energy_proxy_j": [0.4, 0.2, 0.1, 0.3, float("nan")],
-        "accepted": [True, False, True, True, False],
-        "error": [None, None, None, None, "boom"],
-    })
+    df = pd.DataFrame(
+        {
+            "precision": ["fp32", "fp32", "int8", "int8", "int8"],
+            "accuracy": [0.9, 0.8, 0.85, 0.75, float("nan")],
+            "latency_ms": [4.0, 2.0, 1.0, 3.0, float("nan")],
+            "memory_mb": [4.0, 2.0, 1.0, 0.5, float("nan")],
+            "energy_proxy_j": [0.4, 0.2, 0.1, 0.3, float("nan")],
+            "accepted": [True, False, True, True, False],
+            "error": [None, None, None, None, "boom"],
+        }
+    )
     t = precision_tradeoff_table(df)
-    assert list(t.columns) == ["precision", "accuracy_mean", "latency_ms_mean", "memory_mb_mean", "energy_proxy_j_mean",
-                               "accepted_ratio"]
+    assert list(t.columns) == [
+        "precision",
+        "accuracy_mean",
+        "latency_ms_mean",
+        "memory_mb_mean",
+        "energy_proxy_j_mean",
+        "accepted_ratio",
+    ]
     assert list(t["precision"]) == ["int8", "fp32"] and list(t.index) == [0, 1]
     int8 = t.iloc[0]
     assert int8["accuracy_mean"] == pytest.approx(0.8) and int8["latency_ms_mean"] == pytest.approx(2.0)
@@ -90,9 +109,17 @@ def test_precision_tradeoff_table_exact():
 
 
 def test_precision_tradeoff_table_per_backend():
-    df = pd.DataFrame({"precision": ["fp32", "fp32"], "backend": ["torch", "onnxruntime"], "accuracy": [0.9, 0.9],
-                       "latency_ms": [2.0, 1.0], "memory_mb": [1.0, 1.0], "energy_proxy_j": [0.1, 0.05],
-                       "accepted": [True, True]})
+    df = pd.DataFrame(
+        {
+            "precision": ["fp32", "fp32"],
+            "backend": ["torch", "onnxruntime"],
+            "accuracy": [0.9, 0.9],
+            "latency_ms": [2.0, 1.0],
+            "memory_mb": [1.0, 1.0],
+            "energy_proxy_j": [0.1, 0.05],
+            "accepted": [True, True],
+        }
+    )
     t = precision_tradeoff_table(df)
     assert list(t["backend"]) == ["onnxruntime", "torch"]
 
@@ -102,12 +129,34 @@ def test_save_hardware_artifacts_files_and_dpi(tmp_path):
     df = estimate_layerwise_stats(m, 1, (1, 28, 28))
     s = summarize_hardware(df, 0.5, 10.0, 50.0)
     pts = pd.DataFrame({"label": ["a"], "arithmetic_intensity": [1.0], "achieved_gmacs": [3.0]})
-    paths = save_hardware_artifacts(tmp_path, df, precision_tradeoff_table(pd.DataFrame({
-        "precision": ["fp32"], "accuracy": [0.9], "latency_ms": [1.0], "memory_mb": [1.0], "energy_proxy_j": [0.1],
-        "accepted": [True]})), s, pts)
+    paths = save_hardware_artifacts(
+        tmp_path,
+        df,
+        precision_tradeoff_table(
+            pd.DataFrame(
+                {
+                    "precision": ["fp32"],
+                    "accuracy": [0.9],
+                    "latency_ms": [1.0],
+                    "memory_mb": [1.0],
+                    "energy_proxy_j": [0.1],
+                    "accepted": [True],
+                }
+            )
+        ),
+        s,
+        pts,
+    )
     names = {p.name for p in paths.values()}
-    assert names == {"layerwise_breakdown.csv", "precision_tradeoffs.csv", "hardware_summary.csv",
-                     "layerwise_activation_memory.png", "layerwise_macs.png", "roofline.png", "roofline_points.csv"}
+    assert names == {
+        "layerwise_breakdown.csv",
+        "precision_tradeoffs.csv",
+        "hardware_summary.csv",
+        "layerwise_activation_memory.png",
+        "layerwise_macs.png",
+        "roofline.png",
+        "roofline_points.csv",
+    }
     for png in ("layerwise_activation_memory.png", "layerwise_macs.png", "roofline.png"):
         dpi = Image.open(tmp_path / png).info["dpi"]
         assert round(dpi[0]) == 180

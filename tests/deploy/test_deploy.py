@@ -20,8 +20,14 @@ def _summary_value(folder, key):
 
 
 def test_single_stream_numbers_are_loadgens_own(trained_small, digits8, tmp_path):
-    r = deployment_simulation(trained_small, digits8.val_loader, scenarios=["single_stream"], min_queries=64,
-                              min_duration_s=0.2, log_dir=tmp_path)
+    r = deployment_simulation(
+        trained_small,
+        digits8.val_loader,
+        scenarios=["single_stream"],
+        min_queries=64,
+        min_duration_s=0.2,
+        log_dir=tmp_path,
+    )
     host = r["scenarios"]["single_stream"]["host"]
     assert r["driver"] == "mlperf_loadgen" and host["loadgen_verdict"] in ("VALID", "INVALID")
     folder = tmp_path / "single_stream"
@@ -33,9 +39,17 @@ def test_single_stream_numbers_are_loadgens_own(trained_small, digits8, tmp_path
 
 
 def test_all_scenarios_and_linear_half_clock_doubles(trained_small, digits8, tmp_path):
-    r = deployment_simulation(trained_small, digits8.val_loader, cpu_frequency_scale=0.5, min_queries=30,
-                              min_duration_s=0.1, latency_model="linear", server_search_steps=2,
-                              multi_stream_samples_per_query=4, log_dir=tmp_path)
+    r = deployment_simulation(
+        trained_small,
+        digits8.val_loader,
+        cpu_frequency_scale=0.5,
+        min_queries=30,
+        min_duration_s=0.1,
+        latency_model="linear",
+        server_search_steps=2,
+        multi_stream_samples_per_query=4,
+        log_dir=tmp_path,
+    )
     assert set(r["scenarios"]) == {"single_stream", "multi_stream", "server", "offline", "batch"}
     ss = r["scenarios"]["single_stream"]
     assert ss["device"]["p90_ms"] == pytest.approx(2 * ss["host"]["p90_ms"]) and ss["device"]["simulated"]
@@ -51,8 +65,15 @@ def test_all_scenarios_and_linear_half_clock_doubles(trained_small, digits8, tmp
 
 
 def test_unattainable_server_target_is_invalid_with_loadgens_reason(trained_small, digits8, tmp_path):
-    r = deployment_simulation(trained_small, digits8.val_loader, scenarios=["server"], server_target_qps=1e7,
-                              min_duration_s=0.1, server_search_steps=1, log_dir=tmp_path)
+    r = deployment_simulation(
+        trained_small,
+        digits8.val_loader,
+        scenarios=["server"],
+        server_target_qps=1e7,
+        min_duration_s=0.1,
+        server_search_steps=1,
+        log_dir=tmp_path,
+    )
     host = r["scenarios"]["server"]["host"]
     assert host["loadgen_verdict"] == "INVALID"
     assert "Performance constraints satisfied : NO" in host["loadgen_reason"]
@@ -72,8 +93,9 @@ def test_accuracy_mode_reads_loadgens_accuracy_log(trained_small, digits8, tmp_p
 def test_latency_models():
     assert device_latency_factor(0.5, "linear") == 2.0
     assert device_latency_factor(0.5, "roofline", compute_bound_fraction=0.25) == pytest.approx(1.25)
-    layers = pd.DataFrame({"layer": ["conv", "copy"], "roofline_time_ms": [1.0, 1.0],
-                           "bound_regime": ["compute-bound", "memory-bound"]})
+    layers = pd.DataFrame(
+        {"layer": ["conv", "copy"], "roofline_time_ms": [1.0, 1.0], "bound_regime": ["compute-bound", "memory-bound"]}
+    )
     scaled = scale_layer_times(layers, 0.5).set_index("layer")
     assert scaled.loc["conv", "device_time_ms"] == 2.0 and scaled.loc["copy", "device_time_ms"] == 1.0
     with pytest.raises(ValueError, match="cpu_frequency_scale"):
@@ -88,13 +110,26 @@ def test_study_deployment_is_loadgens(tmp_path):
     from edge_opt.deploy.loadgen import parse_summary
     from edge_opt.pipeline import run_study
 
-    d = {"dataset": "digits", "image_size": 8, "epochs": 2, "fine_tune_epochs": 0, "batch_size": 64,
-         "model": {"name": "small_cnn", "params": {"conv1_channels": 8, "conv2_channels": 16, "hidden_units": 32}},
-         "pruning_levels": [0.0], "precisions": ["fp32"], "backends": ["torch", "onnxruntime"],
-         "benchmark_repeats": 5, "benchmark_trials": 5, "memory_budgets_mb": [1.0], "active_memory_budget_mb": 1.0,
-         "max_accuracy_drop": 0.5, "output_dir": str(tmp_path / "out"), "memory_bandwidth_gbps": 10.0,
-         "peak_compute_gmacs": 50.0, "deployment": {"min_duration_s": 0.2, "server_search_steps": 1,
-                                                    "server_target_qps": 1e7}}
+    d = {
+        "dataset": "digits",
+        "image_size": 8,
+        "epochs": 2,
+        "fine_tune_epochs": 0,
+        "batch_size": 64,
+        "model": {"name": "small_cnn", "params": {"conv1_channels": 8, "conv2_channels": 16, "hidden_units": 32}},
+        "pruning_levels": [0.0],
+        "precisions": ["fp32"],
+        "backends": ["torch", "onnxruntime"],
+        "benchmark_repeats": 5,
+        "benchmark_trials": 5,
+        "memory_budgets_mb": [1.0],
+        "active_memory_budget_mb": 1.0,
+        "max_accuracy_drop": 0.5,
+        "output_dir": str(tmp_path / "out"),
+        "memory_bandwidth_gbps": 10.0,
+        "peak_compute_gmacs": 50.0,
+        "deployment": {"min_duration_s": 0.2, "server_search_steps": 1, "server_target_qps": 1e7},
+    }
     res = run_study(config_from_dict(d))  # an unattainable server target: INVALID, and the study completes
     out = res.output_dir
     dep = pd.read_csv(out / "deployment.csv")

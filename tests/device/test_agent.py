@@ -1,32 +1,34 @@
 """The device agent: its request parser (fuzzed), its refusals (token, size, SHA-256) and a real measurement
 through the client, with the agent started as its own process on 127.0.0.1."""
+
 from __future__ import annotations
 
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import cli_env
+from agent_process import TOKEN, free_port, start_agent
 from edge_opt.core.runtime import sha256_file
 from edge_opt.device.agent import RequestError, parse_measure_request
 from edge_opt.device.remote import AgentClient, AgentError
 
-TOKEN = "t0ken-for-the-tests-0123456789"
 SHA = "a" * 64
 
 
 def _good() -> dict:
-    return {"runtime": "onnxruntime", "files": {"model.onnx": SHA}, "model_file": "model.onnx",
-            "input": {"shape": [1, 1, 8, 8], "dtype": "float32"}, "settings": {"repeats": 5, "trials": 2}}
+    return {
+        "runtime": "onnxruntime",
+        "files": {"model.onnx": SHA},
+        "model_file": "model.onnx",
+        "input": {"shape": [1, 1, 8, 8], "dtype": "float32"},
+        "settings": {"repeats": 5, "trials": 2},
+    }
 
 
 def test_a_valid_request_parses():
@@ -34,18 +36,21 @@ def test_a_valid_request_parses():
     assert req.runtime == "onnxruntime" and req.input_shape == (1, 1, 8, 8) and req.rules.repeats == 5
 
 
-@pytest.mark.parametrize("change,needle", [
-    ({"runtime": "python"}, "'runtime' must be one of"),
-    ({"files": {"../etc/passwd": SHA}}, "plain name"),
-    ({"files": {"model.onnx": "xyz"}}, "SHA-256"),
-    ({"model_file": "other.onnx"}, "'model_file'"),
-    ({"input": {"shape": [0, 3]}}, "'input.shape'"),
-    ({"input": {"shape": [1, 3], "dtype": "int8"}}, "'input'"),
-    ({"settings": {"repeats": 10**9}}, "setting 'repeats'"),
-    ({"settings": {"exec": "rm"}}, "unknown measurement settings"),
-    ({"settings": {"interrupted_factor": 0.5}}, "setting 'interrupted_factor' must be 0 or above 1"),
-    ({"command": "ls"}, "unknown keys"),
-])
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        ({"runtime": "python"}, "'runtime' must be one of"),
+        ({"files": {"../etc/passwd": SHA}}, "plain name"),
+        ({"files": {"model.onnx": "xyz"}}, "SHA-256"),
+        ({"model_file": "other.onnx"}, "'model_file'"),
+        ({"input": {"shape": [0, 3]}}, "'input.shape'"),
+        ({"input": {"shape": [1, 3], "dtype": "int8"}}, "'input'"),
+        ({"settings": {"repeats": 10**9}}, "setting 'repeats'"),
+        ({"settings": {"exec": "rm"}}, "unknown measurement settings"),
+        ({"settings": {"interrupted_factor": 0.5}}, "setting 'interrupted_factor' must be 0 or above 1"),
+        ({"command": "ls"}, "unknown keys"),
+    ],
+)
 def test_bad_requests_are_refused_with_the_reason(change, needle):
     with pytest.raises(RequestError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         parse_measure_request(json.dumps(_good() | change).encode())
@@ -60,14 +65,17 @@ def test_fuzz_any_bytes_give_a_request_or_a_request_error(body):
         pass
 
 
-_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
-                     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner,
-                                                                                   max_size=5), max_leaves=20)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(st.sampled_from(sorted(_good()) + ["threads", "validation", "batch_size", "x"]), _json,
-                       max_size=8))
+@given(
+    st.dictionaries(st.sampled_from(sorted(_good()) + ["threads", "validation", "batch_size", "x"]), _json, max_size=8)
+)
 def test_fuzz_json_objects_give_a_request_or_a_request_error(doc):
     try:
         parse_measure_request(json.dumps({**_good(), **doc}).encode())
@@ -81,36 +89,6 @@ def test_an_oversized_body_is_refused_before_parsing():
 
 
 # --- the agent as a process ------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_agent(tmp: Path, token: str = TOKEN, max_mb: float = 4.0) -> tuple[subprocess.Popen, str]:
-    tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "token").write_text(token + "\n")
-    port = _free_port()
-    cores = sorted(os.sched_getaffinity(0))[:1] if hasattr(os, "sched_getaffinity") else []
-    cmd = [sys.executable, "-m", "edge_opt.cli", "agent", "--port", str(port), "--token-file", str(tmp / "token"),
-           "--cache-dir", str(tmp / "cache"), "--max-artifact-mb", str(max_mb)]
-    if cores:
-        cmd += ["--cores", ",".join(map(str, cores))]
-    proc = subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            AgentClient(url, token, 2).info()
-            return proc, url
-        except AgentError:
-            if proc.poll() is not None:
-                raise RuntimeError(proc.stderr.read() if proc.stderr else "agent exited") from None
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("agent did not start")
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +106,9 @@ def tiny_onnx(tmp_path_factory):
     from edge_opt.variants.onnx_tools import export_onnx
 
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
-                                torch.nn.Linear(4 * 6 * 6, 10))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 10)
+    )
     return export_onnx(model, torch.randn(2, 1, 8, 8), tmp_path_factory.mktemp("onnx") / "model.onnx")
 
 
@@ -147,8 +126,12 @@ def test_the_fingerprint_names_the_device_and_no_torch(agent):
 def test_a_blob_of_another_sha256_is_refused(agent, tmp_path):
     import urllib.request
 
-    req = urllib.request.Request(f"{agent}/blobs/{'b' * 64}", data=b"not that content", method="PUT",
-                                 headers={"Authorization": f"Bearer {TOKEN}"})
+    req = urllib.request.Request(
+        f"{agent}/blobs/{'b' * 64}",
+        data=b"not that content",
+        method="PUT",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=10)
     assert err.value.code == 400 and b"SHA-256 mismatch" in err.value.read()
@@ -176,9 +159,14 @@ def test_a_measurement_returns_raw_samples_a_ci_accuracy_and_the_fingerprint(age
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", np.zeros(20, dtype=np.int64))
     client = AgentClient(agent, TOKEN)
-    out = client.measure("onnxruntime", {"model.onnx": tiny_onnx}, "model.onnx", (1, 1, 8, 8),
-                         {"repeats": 5, "trials": 2, "min_sample_ms": 1.0, "warmup": 2},
-                         validation=(tmp_path / "x.npy", tmp_path / "y.npy"))
+    out = client.measure(
+        "onnxruntime",
+        {"model.onnx": tiny_onnx},
+        "model.onnx",
+        (1, 1, 8, 8),
+        {"repeats": 5, "trials": 2, "min_sample_ms": 1.0, "warmup": 2},
+        validation=(tmp_path / "x.npy", tmp_path / "y.npy"),
+    )
     assert len(out["samples_ms"]) >= 5 and out["ci95_ms"] > 0 and out["runs_per_sample"] >= 2
     assert 0.0 <= out["accuracy"] <= 1.0 and out["n_eval"] == 20
     assert out["fingerprint"]["hostname"] and out["fingerprint"]["torch_imported"] is False
@@ -188,15 +176,18 @@ def test_a_measurement_returns_raw_samples_a_ci_accuracy_and_the_fingerprint(age
 
 def test_an_unreachable_agent_is_connection_refused():
     with pytest.raises(AgentError, match="connection refused"):
-        AgentClient(f"http://127.0.0.1:{_free_port()}", TOKEN, 5).info()
+        AgentClient(f"http://127.0.0.1:{free_port()}", TOKEN, 5).info()
 
 
-@pytest.mark.parametrize("extra,needle", [
-    (["--cores", "99999"], "--cores must be among"),
-    (["--cores", "x"], "--cores must be core numbers"),
-    (["--port", "0"], "--port must be in"),
-    (["--max-artifact-mb", "0"], "--max-artifact-mb"),
-])
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--cores", "99999"], "--cores must be among"),
+        (["--cores", "x"], "--cores must be core numbers"),
+        (["--port", "0"], "--port must be in"),
+        (["--max-artifact-mb", "0"], "--max-artifact-mb"),
+    ],
+)
 def test_bad_agent_arguments_exit_2_naming_the_option(tmp_path, capsys, extra, needle):
     from edge_opt.cli import main
 
@@ -236,8 +227,9 @@ def test_the_agent_sets_an_interrupted_sample_aside_and_takes_another():
     kept, per_sample, rounds, interrupted = time_calls(run, rules)
     assert len(interrupted) >= 1 and max(interrupted) > 1.0 and len(kept) == 10 and per_sample == 5  # 30 ms / 5 calls
     assert interrupted[0] > 1.5 * float(np.median(kept)) and max(kept) <= 1.5 * float(np.median(kept + interrupted))
-    everything = TimingRules(warmup=2, trials=5, repeats=10, min_sample_ms=0.0, target_rel_ci=0.0,
-                             max_extra_rounds=1, interrupted_factor=0.0)
+    everything = TimingRules(
+        warmup=2, trials=5, repeats=10, min_sample_ms=0.0, target_rel_ci=0.0, max_extra_rounds=1, interrupted_factor=0.0
+    )
     calls["n"] = 0
     kept, _, _, interrupted = time_calls(run, everything)
     assert interrupted == [] and len(kept) == 10 and max(kept) > 1.5 * float(np.median(kept))

@@ -21,8 +21,7 @@ def test_equal_points_do_not_dominate_each_other():
 
 
 def test_nan_never_enters_and_rejected_excluded():
-    df = _df([("a", 1.0, 0.9, True), ("n", math.nan, 0.99, True), ("m", 0.5, math.nan, True),
-              ("r", 0.1, 0.99, False)])
+    df = _df([("a", 1.0, 0.9, True), ("n", math.nan, 0.99, True), ("m", 0.5, math.nan, True), ("r", 0.1, 0.99, False)])
     assert list(pareto_frontier(df, "latency_ms")["name"]) == ["a"]
 
 
@@ -33,8 +32,15 @@ def test_sorted_and_clean_index():
 
 
 def test_use_ci_treats_overlap_as_equal_cost():
-    df = pd.DataFrame({"name": ["fast", "slow_acc"], "latency_ms": [1.0, 1.05], "accuracy": [0.90, 0.95],
-                       "latency_ci95_ms": [0.1, 0.1], "accepted": [True, True]})
+    df = pd.DataFrame(
+        {
+            "name": ["fast", "slow_acc"],
+            "latency_ms": [1.0, 1.05],
+            "accuracy": [0.90, 0.95],
+            "latency_ci95_ms": [0.1, 0.1],
+            "accepted": [True, True],
+        }
+    )
     assert list(pareto_frontier(df, "latency_ms", use_ci=True)["name"]) == ["slow_acc"]
     assert list(pareto_frontier(df, "latency_ms", use_ci=False)["name"]) == ["fast", "slow_acc"]
 

@@ -1,4 +1,5 @@
 """Per-layer sensitivity and int8_mixed on a model with a planted outlier layer."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -54,9 +55,15 @@ def planted(digits8):
 
 def _ctx(digits8, tmp_path, **over):
     xs, ys = zip(*[(b[0], b[1]) for b in digits8.val_loader])
-    return BuildContext(calibration=digits8.calibration_batches(4), example_input=xs[0][:2], workdir=tmp_path,
-                        parent_key="planted", validation=(torch.cat(xs), torch.cat(ys)),
-                        sensitivity_dir=tmp_path / "sensitivity", **over)
+    return BuildContext(
+        calibration=digits8.calibration_batches(4),
+        example_input=xs[0][:2],
+        workdir=tmp_path,
+        parent_key="planted",
+        validation=(torch.cat(xs), torch.cat(ys)),
+        sensitivity_dir=tmp_path / "sensitivity",
+        **over,
+    )
 
 
 def _acc(v, digits8) -> float:
@@ -100,8 +107,13 @@ def test_torch_sensitivity_and_mixed_build(planted, digits8, tmp_path):
 
     ctx = _ctx(digits8, tmp_path)
     report = layer_sensitivity("torch", planted, ctx)
-    assert [x.rank for x in report.layers] == [1, 2, 3, 4, 5] and {x.layer for x in report.layers} == {"c1", "c2", "c3", "c4",
-                                                                                                     "fc"}
+    assert [x.rank for x in report.layers] == [1, 2, 3, 4, 5] and {x.layer for x in report.layers} == {
+        "c1",
+        "c2",
+        "c3",
+        "c4",
+        "fc",
+    }
     assert all(np.isfinite(x.sqnr_db) or x.sqnr_db == float("inf") for x in report.layers)
     again = layer_sensitivity("torch", planted, _ctx(digits8, tmp_path))  # from the JSON kept for resume
     assert again == report
@@ -131,9 +143,12 @@ def test_one_torch_calibration_serves_int8_and_every_mixed_search_conversion(pla
     x = torch.cat([b[0] for b in digits8.val_loader])
     with torch.inference_mode():
         for floats in (["c2", "c3"], ["fc"], []):
-            torch.testing.assert_close(convert_torch_int8(shared, float_layers=floats)(x),
-                                       quantize_torch_int8(planted, calibration, float_layers=floats)(x),
-                                       rtol=0, atol=0)
+            torch.testing.assert_close(
+                convert_torch_int8(shared, float_layers=floats)(x),
+                quantize_torch_int8(planted, calibration, float_layers=floats)(x),
+                rtol=0,
+                atol=0,
+            )
 
 
 def test_one_ort_calibration_per_parent_and_options(planted, digits8, tmp_path, monkeypatch):
@@ -158,9 +173,14 @@ def test_one_ort_calibration_per_parent_and_options(planted, digits8, tmp_path, 
     again = int8_onnx_file(fp32, ctx, tmp_path / "again.onnx")  # ranges read back from the cache file
     assert (tmp_path / "again.onnx").read_bytes() == first and len(made) == 1 and again["quantization_parameters"]
     # other options or other calibration data are calibrated anew, never served stale ranges
-    other = {ort_calibration_cache(fp32, c) for c in (
-        ctx, dataclasses.replace(ctx, quantization=QuantizationConfig(calibration_method="entropy")),
-        dataclasses.replace(ctx, calibration=digits8.calibration_batches(2)))}
+    other = {
+        ort_calibration_cache(fp32, c)
+        for c in (
+            ctx,
+            dataclasses.replace(ctx, quantization=QuantizationConfig(calibration_method="entropy")),
+            dataclasses.replace(ctx, calibration=digits8.calibration_batches(2)),
+        )
+    }
     assert len(other) == 3
     cache = ort_calibration_cache(fp32, ctx)
     cache.write_text('{"truncated', encoding="utf-8")  # damaged on disk: calibrated again, same file out

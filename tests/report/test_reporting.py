@@ -4,16 +4,37 @@ import pandas as pd
 
 from edge_opt.report.files import build_summary, write_outputs, write_plots
 
-SEED_KEYS = ["baseline", "memory_budgets_mb", "active_memory_budget_mb", "cpu_frequency_scale", "latency_multiplier",
-             "study_rows", "accepted_rows", "rejected_rows", "best_accuracy_accepted", "lowest_latency_ms_accepted",
-             "deployment"]
+SEED_KEYS = [
+    "baseline",
+    "memory_budgets_mb",
+    "active_memory_budget_mb",
+    "cpu_frequency_scale",
+    "latency_multiplier",
+    "study_rows",
+    "accepted_rows",
+    "rejected_rows",
+    "best_accuracy_accepted",
+    "lowest_latency_ms_accepted",
+    "deployment",
+]
 
 
 def _sweep(accepted):
-    return pd.DataFrame({"precision": ["fp32", "int8", "fp16"], "backend": ["torch"] * 3, "pruning_level": [0.0] * 3,
-                         "accuracy": [0.9, 0.85, 0.88], "latency_ms": [2.0, 1.0, 1.5], "memory_mb": [4.0, 1.0, 2.0],
-                         "energy_proxy_j": [0.02, 0.01, 0.015], "accepted": accepted, "error": [None] * 3,
-                         "key": ["a", "b", "c"], "latency_samples_ms": [[1.0]] * 3})
+    return pd.DataFrame(
+        {
+            "precision": ["fp32", "int8", "fp16"],
+            "backend": ["torch"] * 3,
+            "pruning_level": [0.0] * 3,
+            "accuracy": [0.9, 0.85, 0.88],
+            "latency_ms": [2.0, 1.0, 1.5],
+            "memory_mb": [4.0, 1.0, 2.0],
+            "energy_proxy_j": [0.02, 0.01, 0.015],
+            "accepted": accepted,
+            "error": [None] * 3,
+            "key": ["a", "b", "c"],
+            "latency_samples_ms": [[1.0]] * 3,
+        }
+    )
 
 
 def test_build_summary_with_accepted_rows():

@@ -33,8 +33,17 @@ def test_empty_loader_errors_mention_no_batches():
 
 
 def test_collect_metrics_fields(trained_small, digits8):
-    pm = collect_metrics(trained_small, digits8.val_loader, "cpu", power_watts=10.0, precision="fp32",
-                         latency_multiplier=1.0, benchmark_repeats=4, benchmark_trials=2, benchmark_warmup=1)
+    pm = collect_metrics(
+        trained_small,
+        digits8.val_loader,
+        "cpu",
+        power_watts=10.0,
+        precision="fp32",
+        latency_multiplier=1.0,
+        benchmark_repeats=4,
+        benchmark_trials=2,
+        benchmark_warmup=1,
+    )
     assert isinstance(pm, PerfMetrics)
     assert 0.5 < pm.accuracy <= 1 and pm.latency_ms > 0 and pm.latency_p95_ms >= pm.latency_median_ms * 0.5
     assert pm.throughput_sps > 0 and pm.memory_mb == pytest.approx(model_memory_mb(trained_small))
@@ -123,8 +132,9 @@ def test_variants_measured_together_take_their_samples_in_interleaved_rounds(tra
             return _inner(p)
 
         variants.append(replace(v, run=run, replicate=None))  # timed as built
-    s = BenchmarkSettings(repeats=8, trials=2, warmup=1, rounds=4, target_rel_ci=0.0, max_extra_rounds=0,
-                          interrupted_factor=0.0)
+    s = BenchmarkSettings(
+        repeats=8, trials=2, warmup=1, rounds=4, target_rel_ci=0.0, max_extra_rounds=0, interrupted_factor=0.0
+    )
     a, b = measure_variants(variants, digits8.val_loader, s)
     assert a.latency.n == b.latency.n == 8 and a.latency.rounds == b.latency.rounds == 4
     switches = sum(1 for i in range(1, len(order)) if order[i] != order[i - 1])
@@ -198,8 +208,9 @@ def test_an_interrupted_sample_is_set_aside_and_retaken(trained_small, digits8):
     assert rec.latency.n >= 8
     every = [*rec.latency.samples_ms, *rec.latency.interrupted_ms]
     assert max(rec.latency.samples_ms) <= 1.5 * float(np.median(every))  # the limit is 1.5 × the median of all
-    kept_all = BenchmarkSettings(repeats=8, trials=4, warmup=1, target_rel_ci=0.0, max_extra_rounds=1,
-                                 interrupted_factor=0.0)
+    kept_all = BenchmarkSettings(
+        repeats=8, trials=4, warmup=1, target_rel_ci=0.0, max_extra_rounds=1, interrupted_factor=0.0
+    )
     variant, _ = _counting_variant(trained_small, x, slow_call=timed_from, sleep_s=0.01)
     rec = measure_variants([variant], digits8.val_loader, kept_all)[0]
     assert rec.latency.interrupted_ms == () and rec.latency.n == 8
@@ -228,10 +239,12 @@ def test_the_rounds_rotate_over_fresh_instances_of_each_variant(trained_small, d
         def run(p):
             counter["n"] += 1
             return fresh(p)
+
         return run
 
-    s = BenchmarkSettings(repeats=12, trials=2, warmup=1, target_rel_ci=0.0, max_extra_rounds=0, interrupted_factor=0.0,
-                          instances=3)
+    s = BenchmarkSettings(
+        repeats=12, trials=2, warmup=1, target_rel_ci=0.0, max_extra_rounds=0, interrupted_factor=0.0, instances=3
+    )
     rec = measure_variants([replace(v, run=built_run, replicate=replicate)], digits8.val_loader, s)[0]
     assert len(made) == 3 and rec.latency.instances == 3 and rec.latency.n == 12
     assert built_calls["after"] == 0  # the built object answers the accuracy pass only
@@ -290,8 +303,9 @@ def test_interrupted_samples_survive_the_record_round_trip():
     from edge_opt.measure.metrics import MeasurementRecord
 
     lat = LatencySamples(1, (1.0, 1.1, 0.9), 10, 3, (4.0,))
-    rec = MeasurementRecord("torch", "fp32", "fp32", 10, lat, LatencySamples(8, (2.0,)), (True,),
-                            EnergyEstimate(0.1, "proxy"))
+    rec = MeasurementRecord(
+        "torch", "fp32", "fp32", 10, lat, LatencySamples(8, (2.0,)), (True,), EnergyEstimate(0.1, "proxy")
+    )
     back = MeasurementRecord.from_dict(rec.to_dict())
     assert back.latency.interrupted_ms == (4.0,) and back.metrics.latency_ms == pytest.approx(1.0)
 

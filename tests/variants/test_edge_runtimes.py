@@ -1,4 +1,5 @@
 """The runtimes edge devices ship: OpenVINO (CPU plugin, NNCF int8) and ExecuTorch (XNNPACK, PT2E int8)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -86,19 +87,36 @@ def test_missing_extra_is_one_config_error(backend, extra, tmp_path, capsys, mon
 
 
 def _study(tmp_path, backends, **over):
-    d = {"dataset": "digits", "image_size": 8, "epochs": 2, "fine_tune_epochs": 0, "batch_size": 64,
-         "model": {"name": "small_cnn", "params": {"conv1_channels": 8, "conv2_channels": 16, "hidden_units": 32}},
-         "pruning_levels": [0.0], "precisions": ["fp32", "int8"], "backends": backends,
-         "benchmark_repeats": 3, "benchmark_trials": 2, "benchmark_warmup": 1, "memory_budgets_mb": [1.0],
-         "active_memory_budget_mb": 1.0, "max_accuracy_drop": 0.5, "output_dir": str(tmp_path / "out"),
-         "deployment": {"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01},
-         "memory_bandwidth_gbps": 10.0, "peak_compute_gmacs": 50.0, **over}
+    d = {
+        "dataset": "digits",
+        "image_size": 8,
+        "epochs": 2,
+        "fine_tune_epochs": 0,
+        "batch_size": 64,
+        "model": {"name": "small_cnn", "params": {"conv1_channels": 8, "conv2_channels": 16, "hidden_units": 32}},
+        "pruning_levels": [0.0],
+        "precisions": ["fp32", "int8"],
+        "backends": backends,
+        "benchmark_repeats": 3,
+        "benchmark_trials": 2,
+        "benchmark_warmup": 1,
+        "memory_budgets_mb": [1.0],
+        "active_memory_budget_mb": 1.0,
+        "max_accuracy_drop": 0.5,
+        "output_dir": str(tmp_path / "out"),
+        "deployment": {"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01},
+        "memory_bandwidth_gbps": 10.0,
+        "peak_compute_gmacs": 50.0,
+        **over,
+    }
     return run_study(config_from_dict(d))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend,files,precisions", [("openvino", {"model.xml", "model.bin"}, ["fp32", "int8"]),
-                                                      ("executorch", {"model.pte"}, ["int8"])])
+@pytest.mark.parametrize(
+    "backend,files,precisions",
+    [("openvino", {"model.xml", "model.bin"}, ["fp32", "int8"]), ("executorch", {"model.pte"}, ["int8"])],
+)
 def test_artifact_is_what_the_runtime_loads_and_predict_reproduces_it(backend, files, precisions, tmp_path, capsys):
     res = _study(tmp_path, [backend], precisions=precisions)
     assert not res.sweep["error"].notna().any(), res.sweep["error"].tolist()
@@ -106,8 +124,20 @@ def test_artifact_is_what_the_runtime_loads_and_predict_reproduces_it(backend, f
     manifest = json.loads((model / "manifest.json").read_text())
     assert manifest["runtime"] == backend and set(manifest["files"]) == files and manifest["runtime_version"]
     assert res.recommendation["artifact"] == f"model/{manifest['model_file']}"
-    assert main(["predict", "--model", str(model), "--input", str(model / "validation_inputs.npy"),
-                 "--labels", str(model / "validation_labels.npy")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model),
+                "--input",
+                str(model / "validation_inputs.npy"),
+                "--labels",
+                str(model / "validation_labels.npy"),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert f"accuracy: {manifest['artifact_accuracy']:.6f}" in err
     assert res.sweep["build_s"].gt(0).all()
@@ -116,10 +146,19 @@ def test_artifact_is_what_the_runtime_loads_and_predict_reproduces_it(backend, f
 @pytest.mark.slow
 def test_a_bring_your_own_onnx_model_runs_on_openvino(tmp_path):
     byo = ROOT / "examples" / "bring_your_own"
-    d = {"model": {"onnx": str(byo / "model.onnx")}, "dataset": "npz", "data_path": str(byo / "digits.npz"),
-         "pruning_levels": [0.0], "precisions": ["fp32", "int8"], "backends": ["onnxruntime", "openvino", "executorch"],
-         "benchmark_repeats": 3, "benchmark_trials": 2, "benchmark_warmup": 1, "output_dir": str(tmp_path / "out"),
-         "deployment": {"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01}}
+    d = {
+        "model": {"onnx": str(byo / "model.onnx")},
+        "dataset": "npz",
+        "data_path": str(byo / "digits.npz"),
+        "pruning_levels": [0.0],
+        "precisions": ["fp32", "int8"],
+        "backends": ["onnxruntime", "openvino", "executorch"],
+        "benchmark_repeats": 3,
+        "benchmark_trials": 2,
+        "benchmark_warmup": 1,
+        "output_dir": str(tmp_path / "out"),
+        "deployment": {"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01},
+    }
     res = run_study(config_from_dict(d))
     rows = res.sweep.set_index(["backend", "precision"])
     assert not rows["error"].notna().any()
