@@ -36,8 +36,8 @@ browser:
 	  echo "note: chromium could not be installed; the browser test will be skipped"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff format --check src tests benchmarks examples
-	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples docs
+	$(VENV)/bin/ruff check src tests benchmarks examples docs
 	$(VENV)/bin/mypy
 
 # Two workers (one per core here), tests dealt out one by one (a module fixture may run once per worker).

@@ -2,7 +2,8 @@
 
 Writes benchmarks/results/latest.json and prints a Markdown table. Every figure is a ratio or a
 time measured in this one run, so machine noise partly cancels. Goals are checked and reported,
-never hidden.
+never hidden. ``--runs 3`` also writes a dated min/median/max record beside it (kept out of git: its
+headline goes to the history list, and its table to "Current figures", in benchmarks/README.md).
 """
 
 from __future__ import annotations

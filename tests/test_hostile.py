@@ -311,7 +311,7 @@ def test_5_a_level_that_prunes_nothing_is_an_error_row(study_a):
     assert "removed nothing" in rows.loc[0.99, "error"] and not rows.loc[0.99, "accepted"]
     assert rows.loc[0.5, "param_fraction"] < 0.6 and "conv1 4/8" in rows.loc[0.5, "kept_channels"]
     assert rows.loc[0.0, "param_fraction"] == 1.0
-    assert (res.recommendation or {}).get("pruning_level") != 0.99
+    assert res.recommendation is None or res.recommendation.pruning_level != 0.99
 
 
 def test_5_a_prunable_layer_left_whole_is_named():

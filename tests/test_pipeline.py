@@ -65,6 +65,8 @@ def test_outputs_written(tiny_study):
     ):
         assert k in dep
     assert "roofline_efficiency" in dep["hardware_summary"]
+    assert res.deployment.to_dict().keys() <= dep.keys()  # the record is what summary.json's entry is built from
+    assert pd.read_csv(out / "deployment.csv").shape[0] == len(res.deployment.rows())
     repro = json.loads((out / "reproducibility.json").read_text())
     assert repro["package_versions"]["torch"].startswith("2.13") and repro["seeds"]["seed"] == cfg.seed
 
@@ -116,6 +118,44 @@ def test_artifact_manifest_and_predict(tiny_study):
     assert float((ids == y).mean()) == pytest.approx(manifest["artifact_accuracy"])
 
 
+def test_result_is_typed_records(tiny_study):
+    """``goals_met`` is the bool, ``recommendation`` the record of the recommended point, summary.json its dict."""
+    from dataclasses import FrozenInstanceError
+
+    from edge_opt.deploy import DeploymentResult, TargetSimulation
+    from edge_opt.measure import ConfigPoint
+    from edge_opt.report import Recommendation
+
+    _, res = tiny_study
+    assert type(res.goals_met) is bool and not hasattr(res, "recommended")
+    rec = res.recommendation
+    assert isinstance(rec, Recommendation) and isinstance(rec.point, ConfigPoint)
+    assert rec.goals_met is res.goals_met and (rec.backend, rec.precision) == (rec.point.backend, rec.point.precision)
+    row = res.sweep[res.sweep["key"] == rec.key].iloc[0]
+    assert (row["backend"], row["precision"], row["pruning_level"]) == (rec.backend, rec.precision, rec.pruning_level)
+    assert rec.accuracy == row["accuracy"] and rec.latency_ms == row["latency_ms"] and rec.memory_mb == row["memory_mb"]
+    summary = json.loads((res.output_dir / "summary.json").read_text())
+    assert rec.to_dict() == summary["recommended"] == res.summary["recommended"]
+    assert list(rec.to_dict()) == list(summary["recommended"])  # same keys, same order
+    assert res.paths["model"] == res.output_dir / rec.artifact
+    assert res.finished_points == summary["finished_points"] and res.total_points == summary["total_points"]
+    dep = res.deployment
+    assert isinstance(dep, DeploymentResult) and {t.label for t in dep.simulations} == {"baseline", "recommended"}
+    sim = dep.get("recommended")
+    assert isinstance(sim, TargetSimulation) and sim.backend == rec.backend
+    single = sim.scenario("single_stream")
+    assert single is not None and single.device["p90_ms"] == pytest.approx(
+        single.host["p90_ms"] * sim.device_latency_factor
+    )
+    assert (
+        dep.loadgen_accuracy is not None
+        and dep.loadgen_accuracy.accuracy == summary["deployment"]["loadgen_accuracy"]["accuracy"]
+    )
+    for record, name in ((rec, "accuracy"), (dep, "warnings"), (sim, "backend"), (res, "goals_met")):
+        with pytest.raises(FrozenInstanceError):
+            setattr(record, name, None)
+
+
 def test_same_config_twice_identical_accuracy(tiny_study, tmp_path):
     cfg, res = tiny_study
     again = run_study(config_from_dict(tiny_config_dict(tmp_path / "again")))
@@ -135,10 +175,12 @@ def test_budgets_reject_everything_still_export_best_effort(tmp_path):
         )
     )
     res = run_study(cfg)
-    assert not res.recommended and res.sweep["accepted"].sum() == 0
+    assert res.goals_met is False and res.sweep["accepted"].sum() == 0
     manifest = json.loads((tmp_path / "o" / "model" / "manifest.json").read_text())
     assert manifest["goals_met"] is False and "budgets" in manifest["failed_goals"][0]
     assert res.summary["recommended"]["goals_met"] is False
+    assert res.recommendation is not None and res.recommendation.goals_met is False  # the best effort, typed
+    assert res.recommendation.failed_goals == tuple(manifest["failed_goals"])
     assert res.summary["best_accuracy_accepted"] is None
 
 

@@ -18,7 +18,7 @@ from .device import VendorLogError, read_vendor_log
 from .inputs import DataError, RawDataset, dataset_arrays, images_from_array, labels_from_array
 from .measure import ConfigPoint
 from .pipeline import StudyResult, rebuild_report, run_study
-from .study import VENDOR_KIND, StudyStore, load_stored_study
+from .study import VENDOR_KIND, StudyStore, VendorRow, load_stored_study
 
 __all__ = ["import_vendor_log", "optimize", "parse_point"]
 
@@ -139,8 +139,12 @@ def parse_point(text: str) -> ConfigPoint:
     return ConfigPoint(level, fields["precision"], fields["backend"], fields.get("calibration", ""))
 
 
-def import_vendor_log(study_dir: str | Path, file: str | Path, target: str, point_text: str) -> dict[str, Any]:
-    """Store the report's measurement as a row of ``target`` for the point and rebuild the study's outputs."""
+def import_vendor_log(study_dir: str | Path, file: str | Path, target: str, point_text: str) -> VendorRow:
+    """Store the report's measurement as a row of ``target`` for the point and rebuild the study's outputs.
+
+    Returns:
+        The imported row (its table row is ``row.row()``; the study store keeps ``row.to_dict()``).
+    """
     if not _NAME.match(target) or target == "host":
         raise ConfigError([f"--target must be a name of letters, digits, . _ - (not 'host'); got {target[:40]!r}"])
     point = parse_point(point_text)
@@ -163,7 +167,7 @@ def import_vendor_log(study_dir: str | Path, file: str | Path, target: str, poin
 
     def store_row() -> None:  # under the folder's lock: a running study refuses the import, nothing written
         with StudyStore(Path(study_dir) / "study.sqlite") as store:
-            store.put(row["key"], row, kind=VENDOR_KIND)
+            store.put(row.key, row.to_dict(), kind=VENDOR_KIND)
 
     rebuild_report(study_dir, before=store_row)
     return row

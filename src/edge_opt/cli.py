@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser(
         "bench",
-        help="repeated-run statistics of an MLP per precision mode (seed 002)",
+        help="repeated-run statistics of a small MLP per precision mode (float32, float16, bfloat16, int8)",
         epilog="example: edge-opt bench --repeats 5 --seed 42 --precisions float32 int8",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -179,8 +179,8 @@ def _cmd_import_bench(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _print_errors(exc.errors)
     print(
-        f"imported {row['source']} on {args.target}: {row['backend']} {row['precision']} "
-        f"pruning={row['pruning_level']:g} latency={row['latency_ms']:.4f} ms -> {args.study}"
+        f"imported {row.source} on {args.target}: {row.point.backend} {row.point.precision} "
+        f"pruning={row.point.pruning_level:g} latency={row.latency_ms:.4f} ms -> {args.study}"
     )
     return EXIT_OK
 
@@ -315,7 +315,7 @@ def _seeds_root(root: Path) -> list[str]:
     if foreign:
         return [
             f"The 'output_dir' folder {str(root)!r} holds files that no edge_opt study wrote "
-            f"({', '.join(repr(f) for f in foreign[:3])}); give another output_dir for the seeds' studies."
+            f"({', '.join(repr(f) for f in foreign[:3])}); give another output_dir for the per-seed studies."
         ]
     return []
 
@@ -449,7 +449,7 @@ def _print_errors(lines: Sequence[str]) -> int:
 
 def _interrupted(args: argparse.Namespace, out: str, exc: Exception, signum: int | None) -> int:
     res = exc.args[0] if exc.args else None
-    done = f"{res.summary.get('finished_points')} of {res.summary.get('total_points')}" if res is not None else "some"
+    done = f"{res.finished_points} of {res.total_points}" if res is not None else "some"
     print(
         f"interrupted: {done} points finished and written to {out}. Resume with: {_resume_command(args)}",
         file=sys.stderr,
@@ -503,26 +503,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _report_result(args: argparse.Namespace, result: Any) -> int:
-    rec = result.summary.get("recommended")
+    rec = result.recommendation
     if not args.quiet:
         for w in result.warnings:
             print(f"warning: {w}")
-    total = result.summary.get("total_points")
-    extra = result.reused + result.computed - (total or 0)
+    total = result.total_points
+    extra = result.reused + result.computed - total
     grid = f"{total} config points" + (" + the fp32 baseline the grid does not list" if extra > 0 else "")
     print(
         f"reused {result.reused} stored points, computed {result.computed} (of {grid}); outputs in {result.output_dir}"
     )
-    if rec:
-        state = (
-            "recommended" if rec["goals_met"] else "best effort (goals not met: " + "; ".join(rec["failed_goals"]) + ")"
-        )
+    if rec is not None:
+        state = "recommended" if rec.goals_met else "best effort (goals not met: " + "; ".join(rec.failed_goals) + ")"
         print(
-            f"{state}: {rec['backend']} {rec['precision']} pruning={rec['pruning_level']:g} "
-            f"accuracy={rec['accuracy']:.4f} latency={rec['latency_ms']:.4f} ms memory={rec['memory_mb']:.3f} MB "
-            f"-> {result.output_dir / (rec.get('artifact') or 'model')}"
+            f"{state}: {rec.backend} {rec.precision} pruning={rec.pruning_level:g} "
+            f"accuracy={rec.accuracy:.4f} latency={rec.latency_ms:.4f} ms memory={rec.memory_mb:.3f} MB "
+            f"-> {result.output_dir / (rec.artifact or 'model')}"
         )
-    return EXIT_OK if result.recommended else EXIT_NO_RECOMMENDATION
+    return EXIT_OK if result.goals_met else EXIT_NO_RECOMMENDATION
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ from .core import (
     stamp_outputs,
 )
 from .deploy import (
+    DeploymentResult,
     DeploymentTarget,
     ExportedArtifact,
     TargetRun,
@@ -57,6 +58,7 @@ from .inputs import (
 )
 from .measure import VariantResult
 from .report import (
+    Recommendation,
     StudyOutcome,
     StudyReport,
     build_summary,
@@ -229,7 +231,22 @@ def check_output_dir(path: str | Path, create: bool = True) -> Path:
 
 @dataclass(frozen=True)
 class StudyResult:
-    """What a finished (or interrupted) study produced: its table, summary and the stages' records."""
+    """What a finished (or interrupted) study produced: its table, summary and the stages' records.
+
+    Attributes:
+        output_dir: where every output was written.
+        sweep: the sweep table (sweep_results.csv's rows, raw samples included).
+        summary: summary.json's document (JSON-ready; ``recommended`` is ``recommendation.to_dict()``).
+        reused, computed: points read back from the store / measured in this run.
+        interrupted: the study stopped before every point and stage finished.
+        goals_met: the recommendation meets every goal (False: a best effort, or nothing to recommend).
+        recommendation: the recommended (or best-effort) configuration: its config point, metrics and artifact
+            (None when nothing was chosen or the study was interrupted).
+        warnings: the study's warnings.
+        timings: seconds per stage.
+        outcome: the stages' records.
+        frontier: the latency–accuracy Pareto frontier.
+    """
 
     output_dir: Path
     sweep: pd.DataFrame
@@ -237,16 +254,27 @@ class StudyResult:
     reused: int = 0
     computed: int = 0
     interrupted: bool = False
-    recommended: bool = False
+    goals_met: bool = False
+    recommendation: Recommendation | None = None
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     outcome: StudyOutcome | None = None
     frontier: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
-    def recommendation(self) -> dict[str, Any] | None:
-        """The recommended (or best-effort) configuration as summary.json records it."""
-        return self.summary.get("recommended")
+    def deployment(self) -> DeploymentResult:
+        """The deployment stage's result (empty when it did not run)."""
+        return self.outcome.deployment if self.outcome is not None else DeploymentResult()
+
+    @property
+    def finished_points(self) -> int:
+        """Config points finished (measured, stored or skipped)."""
+        return int(self.summary.get("finished_points") or 0)
+
+    @property
+    def total_points(self) -> int:
+        """Config points of the grid (or of the search space)."""
+        return int(self.summary.get("total_points") or 0)
 
     @property
     def paths(self) -> dict[str, Path]:
@@ -256,7 +284,7 @@ class StudyResult:
             "summary": "summary.json",
             "report": "report.html",
             "frontier_latency": "pareto_frontier_latency.csv",
-            "model": str((self.recommendation or {}).get("artifact") or "model/model.onnx"),
+            "model": str((self.recommendation.artifact if self.recommendation else None) or "model/model.onnx"),
             "manifest": "model/manifest.json",
         }
         return {k: self.output_dir / v for k, v in names.items() if (self.output_dir / v).exists()}
@@ -467,25 +495,16 @@ def _analyse(
     clock.lap("artifact")
     interrupted = interrupted or sweep.should_stop()
     hardware: HardwareAnalysis | None = None
-    deployment: dict[str, Any] = {}
+    deployment = DeploymentResult()
     if not interrupted and baseline is not None and baseline.ok:
         hardware = _hardware(sweep, out, baseline, host_selection, assessed, on_event, warnings)
         clock.lap("hardware")
         interrupted = sweep.should_stop()
     if not interrupted and baseline is not None and baseline.ok:
-        on_event("stage", name="deployment simulation", detail=f"cpu_frequency_scale={cfg.cpu_frequency_scale}")
-        deployment, dep_warnings = simulate_deployment(
-            sweep, _deployment_targets(cfg, host_selection, hardware), store, out
-        )
-        warnings += dep_warnings
-        clock.lap("deployment")
+        deployment = _deploy(sweep, store, out, host_selection, hardware, on_event, clock, warnings)
         interrupted = sweep.should_stop()
     total = search.space_size if search is not None else len(points)
-    if search is not None:
-        warnings.append(
-            f"search ({search.strategy}) stopped by {search.stopped_by} after {len(search.trials)} trials "
-            f"({len(search.points)} distinct points of {search.space_size})"
-        )
+    warnings += _search_note(search)
     return StudyOutcome(
         cfg,
         assessed,
@@ -504,6 +523,35 @@ def _analyse(
         host_selection,
         tuple(stored_vendor_rows(store)),
     )
+
+
+def _deploy(
+    sweep: Sweep,
+    store: StudyStore,
+    out: Path,
+    selection: Selection,
+    hardware: HardwareAnalysis | None,
+    on_event: EventFn,
+    clock: _Clock,
+    warnings: list[str],
+) -> DeploymentResult:
+    """Stage deployment: the LoadGen scenarios of the baseline and of the host's choice (with their warnings)."""
+    cfg = sweep.cfg
+    on_event("stage", name="deployment simulation", detail=f"cpu_frequency_scale={cfg.cpu_frequency_scale}")
+    deployment = simulate_deployment(sweep, _deployment_targets(cfg, selection, hardware), store, out)
+    warnings += deployment.warnings
+    clock.lap("deployment")
+    return deployment
+
+
+def _search_note(search: SearchOutcome | None) -> list[str]:
+    """The warning saying how the search ended (none for the grid)."""
+    if search is None:
+        return []
+    return [
+        f"search ({search.strategy}) stopped by {search.stopped_by} after {len(search.trials)} trials "
+        f"({len(search.points)} distinct points of {search.space_size})"
+    ]
 
 
 def _assess_on_target(cfg: StudyConfig, run: TargetRun, baseline: VariantResult | None) -> tuple[Assessment, ...]:
@@ -700,21 +748,28 @@ def run_study(
     finally:
         store.close()
         lock.release()
-    interrupted = outcome.interrupted
+    return _study_result(report, outcome, sweep, warnings, clock)
+
+
+def _study_result(
+    report: StudyReport, outcome: StudyOutcome, sweep: Sweep, warnings: list[str], clock: _Clock
+) -> StudyResult:
+    """The study's result (an interrupted study raises ``StudyInterrupted`` carrying it)."""
     result = StudyResult(
-        out,
+        report.output_dir,
         report.frame,
         report.summary,
-        sweep.reused,
-        sweep.computed,
-        interrupted,
-        outcome.selection.goals_met,
-        sorted(set(warnings)),
-        {**clock.timings, **{f"variants.{k}": v for k, v in sweep.timings.items()}},
-        outcome,
-        report.frontier_latency,
+        reused=sweep.reused,
+        computed=sweep.computed,
+        interrupted=outcome.interrupted,
+        goals_met=outcome.selection.goals_met,
+        recommendation=report.recommendation,
+        warnings=sorted(set(warnings)),
+        timings={**clock.timings, **{f"variants.{k}": v for k, v in sweep.timings.items()}},
+        outcome=outcome,
+        frontier=report.frontier_latency,
     )
-    if interrupted:
+    if result.interrupted:
         raise StudyInterrupted(result)
     return result
 

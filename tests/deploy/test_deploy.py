@@ -62,6 +62,15 @@ def test_all_scenarios_and_linear_half_clock_doubles(trained_small, digits8, tmp
     assert ss["host"]["energy_source"] == "proxy"
     for scenario in ("single_stream", "multi_stream", "server", "offline"):
         assert (tmp_path / scenario / "mlperf_log_detail.txt").is_file(), scenario
+    from edge_opt.deploy import DeploymentResult, TargetSimulation
+
+    sim = TargetSimulation.from_dict("baseline", r)
+    assert sim.to_dict() == r and list(sim.to_dict()) == list(r)  # the record gives the document back, in order
+    for s in sim.scenarios:
+        assert list(s.to_dict()) == list(r["scenarios"][s.name])
+    rows = DeploymentResult((sim,)).rows()
+    assert [(x.scenario, x.where) for x in rows[:2]] == [("single_stream", "host"), ("single_stream", "device")]
+    assert len(rows) == 10 and rows[1].to_dict()["p90_ms"] == ss["device"]["p90_ms"]
 
 
 def test_unattainable_server_target_is_invalid_with_loadgens_reason(trained_small, digits8, tmp_path):
@@ -100,6 +109,58 @@ def test_latency_models():
     assert scaled.loc["conv", "device_time_ms"] == 2.0 and scaled.loc["copy", "device_time_ms"] == 1.0
     with pytest.raises(ValueError, match="cpu_frequency_scale"):
         device_latency_factor(0.0)
+
+
+class _NoModelSweep:
+    """Just what the deployment stage reads of a sweep; building a variant fails."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def should_stop(self):
+        return False
+
+    def parent(self, level):
+        raise RuntimeError("no model here")
+
+
+def test_simulate_deployment_returns_the_record(tiny_cfg, trained_small, digits8, tmp_path):
+    from dataclasses import FrozenInstanceError
+
+    from edge_opt.deploy import DeploymentResult, DeploymentTarget, SimulationError, TargetSimulation
+    from edge_opt.deploy.scenarios import deployment_cache_key, simulate_deployment
+    from edge_opt.study import StudyStore, baseline_point
+    from edge_opt.study.store import dumps
+
+    doc = deployment_simulation(
+        trained_small,
+        digits8.val_loader,
+        scenarios=["single_stream", "batch"],
+        min_queries=20,
+        min_duration_s=0.05,
+        log_dir=tmp_path / "logs",
+    )
+    doc.update(hardware={"roofline_efficiency": 0.5}, measured_fewer_threads={"skipped": "threads=1"})
+    base = DeploymentTarget("baseline", baseline_point(tiny_cfg), {})
+    rec = DeploymentTarget("recommended", baseline_point(tiny_cfg), {"x": 1})
+    out = tmp_path / "out"
+    with StudyStore(tmp_path / "s.sqlite") as store:
+        store.set_meta(deployment_cache_key(tiny_cfg, base), doc)  # the baseline's simulation is stored: reused
+        res = simulate_deployment(_NoModelSweep(tiny_cfg), [base, rec], store, out)
+    assert isinstance(res, DeploymentResult) and res.loadgen_accuracy is None  # no artifact in out/model
+    sim, failed = res.targets
+    assert isinstance(sim, TargetSimulation) and sim.label == "baseline" and res.get("baseline") is sim
+    assert dumps(sim.to_dict()) == dumps(doc)  # the stored document, read back as the record
+    assert sim.scenario("single_stream") is not None and sim.measured_fewer_threads == {"skipped": "threads=1"}
+    assert isinstance(failed, SimulationError) and "no model here" in failed.error and res.errors == (failed,)
+    assert res.warnings == ("deployment simulation of recommended failed: no model here",)
+    assert res.to_dict()["recommended"] == {"error": "RuntimeError: no model here"}
+    csv = pd.read_csv(out / "deployment.csv")
+    assert len(csv) == len(res.rows()) == 4 and list(csv.columns[:3]) == ["model", "scenario", "where"]
+    with pytest.raises(FrozenInstanceError):
+        res.warnings = ()  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        sim.backend = "x"  # type: ignore[misc]
 
 
 @pytest.mark.slow

@@ -160,6 +160,69 @@ def _json(tmp_path: Path, doc) -> Path:
     return tmp_path / "r.json"
 
 
+# the document import-bench has always stored: the sweep-table columns, then the tool's report
+VENDOR_DOC_KEYS = [
+    "key",
+    "pruning_level",
+    "precision",
+    "backend",
+    "calibration",
+    "measured_on",
+    "source",
+    "error",
+    "accuracy",
+    "accuracy_source",
+    "latency_ms",
+    "latency_median_ms",
+    "latency_std_ms",
+    "latency_ci95_ms",
+    "latency_p95_ms",
+    "device_latency_ms",
+    "latency_samples",
+    "throughput_sps",
+    "memory_mb",
+    "runtime_memory_mb",
+    "accepted",
+    "rejected_reason",
+    "vendor",
+]
+
+
+@pytest.mark.parametrize("log", ["benchmark_app_report.json", "benchmark_model.log"])
+def test_vendor_row_is_a_frozen_record_that_round_trips_through_the_store(tmp_path, log):
+    from dataclasses import FrozenInstanceError
+    from types import SimpleNamespace
+
+    from edge_opt.deploy import vendor_row
+    from edge_opt.measure import ConfigPoint
+    from edge_opt.study import VENDOR_KIND, StudyStore, VendorRow, stored_vendor_rows
+    from edge_opt.study.store import dumps
+
+    point = ConfigPoint(0.0, "fp32", "onnxruntime")
+    host = SimpleNamespace(
+        key="abc", point=point, metrics=SimpleNamespace(accuracy=0.87, memory_mb=0.0146), runtime_parameter_bytes=14952
+    )
+    m = read_vendor_log(DATA / log)
+    row = vendor_row(None, host, m, "board")
+    assert isinstance(row, VendorRow) and row.key == "abc@board" and row.point == point
+    assert row.latency_ms == m.latency_mean_ms and row.latency_samples == m.count and row.accuracy == 0.87
+    with pytest.raises(FrozenInstanceError):
+        row.latency_ms = 1.0  # type: ignore[misc]
+    with StudyStore(tmp_path / "s.sqlite") as store:
+        store.put(row.key, row.to_dict(), kind=VENDOR_KIND)
+        doc = store.get(row.key)
+        (back,) = stored_vendor_rows(store)
+    assert list(row.to_dict()) == VENDOR_DOC_KEYS and set(doc) == set(VENDOR_DOC_KEYS)  # the same shape on disk
+    assert isinstance(back, VendorRow) and back.point == point and back.vendor is not None
+    assert dumps(back.to_dict()) == dumps(row.to_dict()) == dumps(doc)  # NaN kept
+    assert back.vendor.to_dict().keys() == m.to_dict().keys()
+    table = back.row()  # the sweep-table row: the document without the tool's report, in the store's key order
+    assert list(table) == sorted(set(VENDOR_DOC_KEYS) - {"vendor"}) and table["measured_on"] == "board"
+    assert table["accepted"] is False and table["device_latency_ms"] == table["latency_ms"]
+    old = {k: v for k, v in doc.items() if k != "vendor"}  # a store written before the record still reads back
+    assert dumps(VendorRow.from_dict(old).row()) == dumps(table) and VendorRow.from_dict(old).vendor is None
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_import_bench_adds_rows_under_their_target(tmp_path):

@@ -160,7 +160,8 @@ def test_optimize_returns_the_recommendation_it_wrote(tmp_path):
         **TINY,
     )
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
-    assert res.recommendation == summary["recommended"] and res.recommendation["artifact"]
+    assert res.recommendation is not None and res.recommendation.to_dict() == summary["recommended"]
+    assert res.recommendation.artifact
     assert summary["model_source"] == "python:TinyNet" and len(res.sweep) == 8 and len(res.frontier) >= 1
     assert res.paths["model"].is_file() and res.sweep["error"].isna().all()
     fp32 = res.sweep[(res.sweep["precision"] == "fp32") & (res.sweep["pruning_level"] == 0)]

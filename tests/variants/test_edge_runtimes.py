@@ -123,7 +123,7 @@ def test_artifact_is_what_the_runtime_loads_and_predict_reproduces_it(backend, f
     model = res.output_dir / "model"
     manifest = json.loads((model / "manifest.json").read_text())
     assert manifest["runtime"] == backend and set(manifest["files"]) == files and manifest["runtime_version"]
-    assert res.recommendation["artifact"] == f"model/{manifest['model_file']}"
+    assert res.recommendation is not None and res.recommendation.artifact == f"model/{manifest['model_file']}"
     assert (
         main(
             [

@@ -1,7 +1,7 @@
-"""Repeated-run statistics (seed 002): confidence intervals that are right at small n,
+"""Repeated-run statistics (``edge-opt bench``): confidence intervals that are right at small n,
 repeated benchmarks per precision mode, their files and plots, and multi-seed aggregation.
 
-``ci95(values, method="t")`` is t(0.975, n−1)·s/√n; the seed's 1.96·s/√n (``method="normal"``)
+``ci95(values, method="t")`` is t(0.975, n−1)·s/√n; the normal approximation 1.96·s/√n (``method="normal"``)
 is ~2.8× too narrow at n = 2 and ~1.4× at n = 5. n < 2 gives NaN. For latency the median and
 a seeded percentile-bootstrap interval of the mean are reported too.
 """
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..core import atomic
+from ..core import atomic, ci95_half_width
 from ..measure import latency_differs
 from .setup import benchmark_one_setup
 
@@ -48,22 +48,22 @@ def ci95(values: Sequence[float], method: str = "t") -> float:
 
     Args:
         values: samples.
-        method: "t" (Student t, default) or "normal" (the seed's 1.96·s/√n).
+        method: "t" (Student t, default) or "normal" (the normal approximation 1.96·s/√n, too narrow at small n).
     Returns:
         The half-width; NaN when fewer than 2 finite values.
     """
     if method not in ("t", "normal"):
         raise ValueError(f"The 'method' parameter must be one of ['normal', 't']. Got {method!r} instead.")
     a = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if method == "t":
+        return ci95_half_width(a)  # the one t-interval, ``core.ci95_half_width``
     n = a.size
     if n < 2:
         return math.nan
-    s = float(a.std(ddof=1))
-    q = stats.t.ppf(0.975, n - 1) if method == "t" else 1.96
-    return float(q * s / math.sqrt(n))
+    return float(1.96 * float(a.std(ddof=1)) / math.sqrt(n))
 
 
-_ci95 = ci95  # the seed's helper name; same honest (t-based) number
+_ci95 = ci95  # the helper's earlier private name; same honest (t-based) number
 
 
 def bootstrap_ci(values: Sequence[float], seed: int = 0, n_resamples: int = 2000) -> tuple[float, float]:
@@ -83,7 +83,7 @@ def bootstrap_ci(values: Sequence[float], seed: int = 0, n_resamples: int = 2000
 
 
 def summarize_runs(rows: Sequence[dict[str, Any]], precision_mode: str, seed: int = 0) -> dict[str, Any]:
-    """The seed's summary dict for one precision mode, plus medians and a latency bootstrap interval."""
+    """The documented summary dict for one precision mode, plus medians and a latency bootstrap interval."""
     out: dict[str, Any] = {"precision_mode": precision_mode, "repeats": len(rows)}
     for m in METRICS:
         vals = [float(r[m]) for r in rows]
@@ -176,7 +176,7 @@ def run_repeated_benchmarks(
     (default ``benchmarks/statistical`` under the current folder).
 
     Returns:
-        One summary dict per precision mode (the seed's keys first).
+        One summary dict per precision mode (the documented keys first).
     """
     if repeats < 1:
         raise ValueError(f"The 'repeats' parameter must be >= 1. Got {repeats!r} instead.")

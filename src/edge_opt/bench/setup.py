@@ -1,4 +1,4 @@
-"""One repeated-benchmark run (seed 002's ``benchmark_one_setup``): train an MLP in a precision
+"""One repeated-benchmark run (the documented ``benchmark_one_setup``): train an MLP in a precision
 mode and measure train time, latency, peak memory, accuracy and energy."""
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from ..variants import from_seed_name, get_precision, is_quantized_module, quant
 
 __all__ = ["PRECISION_MODES", "benchmark_one_setup"]
 
-# The seed-002 names of the registered precisions (float32, float16, bfloat16, int8); the mapping to the
-# study's names (fp32, fp16, bf16, int8) lives in one place: ``edge_opt.variants.precisions``.
+# The ``edge-opt bench`` precision-mode names of the registered precisions (float32, float16, bfloat16, int8); the
+# mapping to the study's names (fp32, fp16, bf16, int8) lives in one place: ``edge_opt.variants.precisions``.
 PRECISION_MODES = tuple(seed_names())
 
 

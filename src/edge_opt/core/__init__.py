@@ -1,5 +1,6 @@
 """Shared ground below every stage: atomic files, the registry idiom, the machine's description, the output
-folder's generations, the torch-free statistics of timing, the artifact runner and the thread-count guard.
+folder's generations, the torch-free statistics of timing (the t-interval and the adaptive sampling rules) and the
+artifact runner.
 
 Nothing here imports torch at import time: the device agent and ``edge-opt predict`` run on it alone.
 """
@@ -20,16 +21,30 @@ from .generation import (
 from .importing import CallableImportError, import_callable
 from .registry import Registry
 from .runtime import ArtifactError, artifact_runner, load_manifest, muted_native_stderr, predict, sha256_file
-from .stats import TimingRules, ci95_half_width, split_interrupted, time_calls
+from .stats import (
+    SampleSeries,
+    SamplingPlan,
+    TimingRules,
+    ci95_from_std,
+    ci95_half_width,
+    sample_calls,
+    sample_rounds,
+    sample_std,
+    split_interrupted,
+    time_calls,
+)
 
 __all__ = [
     "ArtifactError",
     "CallableImportError",
     "Registry",
+    "SampleSeries",
+    "SamplingPlan",
     "TimingRules",
     "artifact_runner",
     "atomic",
     "begin_generation",
+    "ci95_from_std",
     "ci95_half_width",
     "commit_generation",
     "config_hash",
@@ -44,6 +59,9 @@ __all__ = [
     "predict",
     "remove_study",
     "reusable_files",
+    "sample_calls",
+    "sample_rounds",
+    "sample_std",
     "sha256_file",
     "split_interrupted",
     "stamp_outputs",

@@ -1,18 +1,136 @@
-"""The latency measurement rules without torch (for the device agent, which runs with a runtime alone):
-warm-up calls, calls per sample sized to a minimum sample time, and more samples while the 95 % CI is wider
-than a target — the rules ``edge_opt.measure.metrics`` applies in a study."""
+"""The statistics of timing, without torch (the device agent runs with a runtime alone), written once for every
+stage: the t-based 95 % confidence interval of a mean, and the adaptive sampling rules — calls per sample sized to a
+minimum sample time, more samples while the 95 % CI is wider than a target (up to a cap), samples interrupted by
+another process set aside and retaken. ``time_calls`` applies them to one callable (the agent);
+``edge_opt.measure`` applies them to several variants in interleaved rounds (a study)."""
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-__all__ = ["TimingRules", "ci95_half_width", "split_interrupted", "time_calls"]
+__all__ = [
+    "SampleSeries",
+    "SamplingPlan",
+    "TimingRules",
+    "ci95_from_std",
+    "ci95_half_width",
+    "sample_calls",
+    "sample_rounds",
+    "sample_std",
+    "split_interrupted",
+    "time_calls",
+]
+
+
+def sample_std(values: Sequence[float] | np.ndarray) -> float:
+    """Sample standard deviation (ddof=1; NaN below two values)."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+
+
+def ci95_from_std(std: float, n: int) -> float:
+    """t-based 95 % half-width of the mean of ``n`` values whose sample standard deviation is ``std``:
+    t(0.975, n−1)·std/√n (NaN below two values)."""
+    if n < 2:
+        return math.nan
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n))
+
+
+def ci95_half_width(values: Sequence[float] | np.ndarray) -> float:
+    """t-based 95 % half-width of the mean of ``values`` (NaN below two values)."""
+    return ci95_from_std(sample_std(values), len(values))
+
+
+def ci_too_wide(kept: Sequence[float], target_rel_ci: float) -> bool:
+    """Whether the 95 % CI of ``kept`` is wider than ``target_rel_ci`` of their mean (never with a target of 0 or
+    below two samples)."""
+    return target_rel_ci > 0 and len(kept) > 1 and ci95_half_width(kept) > target_rel_ci * float(np.mean(kept))
+
+
+def split_interrupted(samples: Sequence[float], factor: float) -> tuple[list[float], list[float]]:
+    """(kept, interrupted): a sample longer than ``factor`` × the median was interrupted (``factor`` 0: none)."""
+    if factor <= 0 or not samples:
+        return list(samples), []
+    limit = factor * float(np.median(samples))
+    return [x for x in samples if x <= limit], [x for x in samples if x > limit]
+
+
+def sample_calls(one_call_s: float, minimum: int, min_sample_s: float) -> int:
+    """Calls per sample when one call took ``one_call_s``: at least ``minimum``, and enough that one sample lasts
+    ``min_sample_s`` (short calls are dominated by timer resolution and scheduler noise otherwise)."""
+    return max(minimum, int(math.ceil(min_sample_s / max(one_call_s, 1e-7))))
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """When to take more latency samples: ``repeats`` kept samples first, taken ``per_round`` at a time; then,
+    while the 95 % CI of the kept samples is wider than ``target_rel_ci`` of their mean (0: never), ``step`` more
+    (``repeats`` kept in all at least), until ``budget`` = ``repeats`` × (1 + ``max_extra_rounds``) samples were
+    taken; a sample longer than ``interrupted_factor`` × the median is set aside and another one taken (0: keep
+    every sample)."""
+
+    repeats: int
+    max_extra_rounds: int
+    target_rel_ci: float
+    interrupted_factor: float
+    step: int
+    per_round: int = 1
+
+    @property
+    def budget(self) -> int:
+        return self.repeats * (1 + self.max_extra_rounds)
+
+    def goal(self, samples: Sequence[float]) -> int:
+        """The kept samples wanted by the end of the next pass."""
+        return max(self.repeats, len(split_interrupted(samples, self.interrupted_factor)[0]) + self.step)
+
+    def short(self, samples: Sequence[float], goal: int) -> int:
+        """Samples still to take toward ``goal`` kept ones (kept ones count), within the budget."""
+        kept = split_interrupted(samples, self.interrupted_factor)[0]
+        return min(goal - len(kept), self.budget - len(samples))
+
+    def wants_more(self, samples: Sequence[float]) -> bool:
+        """Whether another pass is due: the budget is not spent and the CI of the kept samples is too wide."""
+        kept = split_interrupted(samples, self.interrupted_factor)[0]
+        return len(samples) < self.budget and ci_too_wide(kept, self.target_rel_ci)
+
+
+class SampleSeries(Protocol):
+    """What ``sample_rounds`` samples: anything that keeps its latency samples (ms) in a list."""
+
+    samples: list[float]
+
+
+S = TypeVar("S", bound=SampleSeries)
+
+
+def sample_rounds(series: Sequence[S], take: Callable[[S, int], None], plan: SamplingPlan) -> int:
+    """Sample every series under ``plan`` in interleaved rounds: each round visits the series still short of their
+    goal (the order reversed every other round) and ``take(s, n)`` appends ``n`` (at most ``plan.per_round``)
+    samples to ``s.samples``; after each pass the series whose CI is still too wide get another one.
+
+    Returns:
+        The number of passes (the times the stopping rule was checked).
+    """
+    pending, i, passes = list(series), 0, 0
+    while pending:
+        goal = {id(s): plan.goal(s.samples) for s in pending}
+        while any(plan.short(s.samples, goal[id(s)]) > 0 for s in pending):
+            for s in pending if i % 2 == 0 else pending[::-1]:
+                n = plan.short(s.samples, goal[id(s)])
+                if n > 0:
+                    take(s, min(plan.per_round, n))
+            i += 1
+        passes += 1
+        pending = [s for s in series if plan.wants_more(s.samples)]
+    return passes
 
 
 @dataclass(frozen=True)
@@ -54,15 +172,18 @@ class TimingRules:
             raise ValueError(f"setting 'interrupted_factor' must be 0 or above 1; got {out['interrupted_factor']!r}")
         return cls(**out)
 
+    def plan(self) -> SamplingPlan:
+        """The sampling plan of these rules: one sample at a time, ``repeats`` more per extra pass."""
+        return SamplingPlan(
+            self.repeats, self.max_extra_rounds, self.target_rel_ci, self.interrupted_factor, step=self.repeats
+        )
 
-def ci95_half_width(samples: list[float]) -> float:
-    """t-based 95 % half-width of the mean (NaN below two samples)."""
-    n = len(samples)
-    if n < 2:
-        return math.nan
-    from scipy import stats
 
-    return float(stats.t.ppf(0.975, n - 1) * np.std(samples, ddof=1) / math.sqrt(n))
+@dataclass
+class _Calls:
+    """The samples of one callable, for ``sample_rounds``."""
+
+    samples: list[float] = field(default_factory=list)
 
 
 def _sample(run: Callable[[], Any], calls: int) -> float:
@@ -72,38 +193,15 @@ def _sample(run: Callable[[], Any], calls: int) -> float:
     return (time.perf_counter() - t0) / calls * 1e3
 
 
-def split_interrupted(samples: list[float], factor: float) -> tuple[list[float], list[float]]:
-    """(kept, interrupted): a sample longer than ``factor`` × the median was interrupted (``factor`` 0: none)."""
-    if factor <= 0 or not samples:
-        return list(samples), []
-    limit = factor * float(np.median(samples))
-    return [x for x in samples if x <= limit], [x for x in samples if x > limit]
-
-
 def time_calls(run: Callable[[], Any], rules: TimingRules) -> tuple[list[float], int, int, list[float]]:
-    """Latency samples (ms per call) of ``run`` under ``rules``: (kept samples, calls per sample, rounds,
-    interrupted samples)."""
+    """Latency samples (ms per call) of ``run`` under ``rules``: (kept samples, calls per sample, passes of the
+    stopping rule, interrupted samples)."""
     for _ in range(rules.warmup):
         run()
     t0 = time.perf_counter()
     run()
-    one = max(time.perf_counter() - t0, 1e-7)
-    calls = max(rules.trials, int(math.ceil(rules.min_sample_ms / 1e3 / one)))
-    budget = rules.repeats * (1 + rules.max_extra_rounds)
-    samples: list[float] = []
-    goal, rounds = rules.repeats, 0
-    while True:
-        kept, _ = split_interrupted(samples, rules.interrupted_factor)
-        if len(kept) < goal and len(samples) < budget:
-            samples.append(_sample(run, calls))
-            continue
-        rounds += 1
-        if not (
-            rules.target_rel_ci > 0
-            and len(samples) < budget
-            and ci95_half_width(kept) > rules.target_rel_ci * float(np.mean(kept))
-        ):
-            break
-        goal = len(kept) + rules.repeats
-    kept, interrupted = split_interrupted(samples, rules.interrupted_factor)
+    calls = sample_calls(time.perf_counter() - t0, rules.trials, rules.min_sample_ms / 1e3)
+    series = _Calls()
+    rounds = sample_rounds([series], lambda s, n: s.samples.extend(_sample(run, calls) for _ in range(n)), rules.plan())
+    kept, interrupted = split_interrupted(series.samples, rules.interrupted_factor)
     return kept, calls, rounds, interrupted

@@ -32,7 +32,7 @@ import math
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +43,11 @@ from torch.utils.benchmark import Timer
 
 from ..config import SCENARIO_NAMES, StudyConfig
 from ..core import atomic
-from ..measure import ConfigPoint, ModelLike, RaplReader, as_variant, measure_energy
+from ..measure import ConfigPoint, ModelLike, RaplReader, as_variant, measure_energy, torch_threads
 from ..study import StudyStore, Sweep, point_key, stable_hash
 from ..variants import Variant, VariantBuildError, build_variant
 from .loadgen import LoadGenRun, LoadGenSettings, run_loadgen
+from .results import ArtifactAccuracy, DeploymentResult, SimulationError, TargetSimulation
 
 __all__ = [
     "SCENARIOS",
@@ -331,6 +332,24 @@ def _batch(run: _Run, first: torch.Tensor) -> dict[str, Any]:
     return figures
 
 
+def _header(variant: Variant, s: DeploymentSettings, cpu_frequency_scale: float, factor: float) -> dict[str, Any]:
+    """The keys of a deployment simulation's result that describe the run (``scenarios`` still empty)."""
+    return {
+        "backend": variant.backend,
+        "precision": variant.precision,
+        "kernel_precision": variant.kernel_precision,
+        "cpu_frequency_scale": cpu_frequency_scale,
+        "latency_model": s.latency_model,
+        "device_latency_factor": factor,
+        "compute_bound_fraction": s.compute_bound_fraction,
+        "threads": s.threads,
+        "device_power_w": s.power_watts * cpu_frequency_scale,
+        "driver": "mlperf_loadgen",
+        "power_assumption": "device power = power_watts × cpu_frequency_scale",
+        "scenarios": {},
+    }
+
+
 def deployment_simulation(
     model_or_variant: ModelLike,
     loader: Iterable,
@@ -370,23 +389,8 @@ def deployment_simulation(
     data = _samples(loader)
     factor = device_latency_factor(cpu_frequency_scale, s.latency_model, s.compute_bound_fraction)
     variant = as_variant(model_or_variant, None, [(data[:2], None)], device)
-    prev = torch.get_num_threads()
-    torch.set_num_threads(s.threads)
-    out: dict[str, Any] = {
-        "backend": variant.backend,
-        "precision": variant.precision,
-        "kernel_precision": variant.kernel_precision,
-        "cpu_frequency_scale": cpu_frequency_scale,
-        "latency_model": s.latency_model,
-        "device_latency_factor": factor,
-        "compute_bound_fraction": s.compute_bound_fraction,
-        "threads": s.threads,
-        "device_power_w": s.power_watts * cpu_frequency_scale,
-        "driver": "mlperf_loadgen",
-        "power_assumption": "device power = power_watts × cpu_frequency_scale",
-        "scenarios": {},
-    }
-    try:
+    out = _header(variant, s, cpu_frequency_scale, factor)
+    with torch_threads(s.threads):
         with contextlib.ExitStack() as stack:
             log_dir = s.log_dir if s.log_dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
             singles = [variant.prepare(data[i : i + 1]) for i in range(min(len(data), 256))]
@@ -404,8 +408,6 @@ def deployment_simulation(
             out["scenarios"] = _run_scenarios(run, scenarios, loader)
         if "batch" in out["scenarios"]:
             out.update(out["scenarios"]["batch"]["device"])  # the reference's top-level keys: the device's figures
-    finally:
-        torch.set_num_threads(prev)
     return out
 
 
@@ -451,26 +453,9 @@ def loadgen_accuracy(variant: Variant, loader: Iterable, labels: np.ndarray, log
     )
 
 
-def deployment_rows(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """Flatten {label: deployment_simulation result} into one row per label × scenario × (host|device)."""
-    rows = []
-    for label, res in results.items():
-        for scen, parts in res.get("scenarios", {}).items():
-            for where in ("host", "device"):
-                if where in parts:
-                    rows.append(
-                        {
-                            "model": label,
-                            "scenario": scen,
-                            "where": where,
-                            "backend": res.get("backend"),
-                            "precision": res.get("precision"),
-                            "cpu_frequency_scale": res.get("cpu_frequency_scale"),
-                            "latency_model": res.get("latency_model"),
-                            **parts[where],
-                        }
-                    )
-    return pd.DataFrame(rows)
+def deployment_rows(result: DeploymentResult) -> pd.DataFrame:
+    """``deployment.csv``'s table: one row per simulated target × scenario × (host|device)."""
+    return pd.DataFrame([row.to_dict() for row in result.rows()])
 
 
 @dataclass(frozen=True)
@@ -505,7 +490,7 @@ def _settings(cfg: StudyConfig, cbf: float | None, threads: int, log_dir: Path |
     )
 
 
-def _fewer_threads_run(sweep: Sweep, target: DeploymentTarget, host: dict[str, Any]) -> dict[str, Any]:
+def _fewer_threads_run(sweep: Sweep, target: DeploymentTarget, host: TargetSimulation) -> dict[str, Any]:
     """Measured (not modelled) slow-down: single-stream with round(threads × cpu_frequency_scale) threads."""
     cfg = sweep.cfg
     fewer = max(1, int(round(cfg.threads * cfg.cpu_frequency_scale)))
@@ -530,14 +515,15 @@ def _fewer_threads_run(sweep: Sweep, target: DeploymentTarget, host: dict[str, A
     ss = deployment_simulation(variant, sweep.data.val_loader, "cpu", 1.0, ["single_stream"], settings)["scenarios"][
         "single_stream"
     ]["host"]
-    base = host.get("scenarios", {}).get("single_stream", {}).get("host", {})
+    single = host.scenario("single_stream")
+    base = single.host if single is not None else {}
     return {
         "threads": fewer,
         "host_threads": cfg.threads,
         "p50_ms": ss["p50_ms"],
         "p90_ms": ss["p90_ms"],
         "measured_slowdown_p90": ss["p90_ms"] / base["p90_ms"] if base.get("p90_ms") else None,
-        "modelled_factor": host.get("device_latency_factor"),
+        "modelled_factor": host.device_latency_factor,
     }
 
 
@@ -557,7 +543,7 @@ def deployment_cache_key(cfg: StudyConfig, target: DeploymentTarget) -> str:
     )
 
 
-def _simulate_target(sweep: Sweep, target: DeploymentTarget, out: Path) -> dict[str, Any]:
+def _simulate_target(sweep: Sweep, target: DeploymentTarget, out: Path) -> TargetSimulation:
     cfg, p = sweep.cfg, target.point
     variant = build_variant(
         p.backend,
@@ -568,12 +554,11 @@ def _simulate_target(sweep: Sweep, target: DeploymentTarget, out: Path) -> dict[
     settings = _settings(
         cfg, target.hardware.get("compute_bound_fraction"), cfg.threads, out / DEPLOYMENT_DIR / target.label
     )
-    res = deployment_simulation(
+    doc = deployment_simulation(
         variant, sweep.data.val_loader, "cpu", cfg.cpu_frequency_scale, cfg.deployment.scenarios, settings
     )
-    res["hardware"] = target.hardware
-    res["measured_fewer_threads"] = _fewer_threads_run(sweep, target, res)
-    return res
+    sim = TargetSimulation.from_dict(target.label, {**doc, "hardware": target.hardware})
+    return replace(sim, measured_fewer_threads=_fewer_threads_run(sweep, target, sim))
 
 
 DEPLOYMENT_DIR = "deployment"  # LoadGen's logs: deployment/<model>/<scenario>/
@@ -587,15 +572,16 @@ def _logs_present(result: dict[str, Any]) -> bool:
 
 def simulate_deployment(
     sweep: Sweep, targets: Sequence[DeploymentTarget], store: StudyStore | None, out: Path
-) -> tuple[dict[str, Any], list[str]]:
+) -> DeploymentResult:
     """Stage: the LoadGen scenarios for each target (reused from the store when the same study ran them and
     their logs are still there), written to ``deployment.csv``; then LoadGen's accuracy run on the exported
     artifact (``out/model``), when there is one.
 
     Returns:
-        ({label: simulation result or {"error": …}, "loadgen_accuracy": …}, warnings)
+        The ``DeploymentResult``: per target its ``TargetSimulation`` (or ``SimulationError``), the artifact's
+        ``ArtifactAccuracy`` (None without one) and the warnings.
     """
-    results: dict[str, Any] = {}
+    results: list[TargetSimulation | SimulationError] = []
     warnings: list[str] = []
     for target in targets:
         if sweep.should_stop():  # a stop asked for: the targets not yet simulated are left out
@@ -604,27 +590,26 @@ def simulate_deployment(
         key = deployment_cache_key(sweep.cfg, target)
         cached = store.get_meta(key) if store is not None else None
         if cached is not None and _logs_present(cached):
-            results[target.label] = cached
+            results.append(TargetSimulation.from_dict(target.label, cached))
             continue
         try:
-            results[target.label] = _simulate_target(sweep, target, out)
+            sim = _simulate_target(sweep, target, out)
         except Exception as exc:  # noqa: BLE001 — a failed simulation is reported, the study outputs still land
-            results[target.label] = {"error": f"{type(exc).__name__}: {exc}"}
+            results.append(SimulationError(target.label, f"{type(exc).__name__}: {exc}"))
             warnings.append(f"deployment simulation of {target.label} failed: {exc}")
             continue
+        results.append(sim)
         if store is not None:
-            store.set_meta(key, results[target.label])  # a re-run of the same study reuses the simulation
-    frame = deployment_rows({k: v for k, v in results.items() if "scenarios" in v})
+            store.set_meta(key, sim.to_dict())  # a re-run of the same study reuses the simulation
+    frame = deployment_rows(DeploymentResult(tuple(results)))
     if len(frame):
         atomic.write_with(out / "deployment.csv", lambda t: frame.to_csv(t, index=False, encoding="utf-8"))
     accuracy, warning = _artifact_accuracy(out, sweep)
-    if accuracy:
-        results["loadgen_accuracy"] = accuracy
     warnings += [warning] if warning else []
-    return results, warnings
+    return DeploymentResult(tuple(results), accuracy, tuple(warnings))
 
 
-def _artifact_accuracy(out: Path, sweep: Sweep) -> tuple[dict[str, Any] | None, str | None]:
+def _artifact_accuracy(out: Path, sweep: Sweep) -> tuple[ArtifactAccuracy | None, str | None]:
     """LoadGen's AccuracyOnly run on the exported artifact (its files, its runtime), vs the manifest's accuracy."""
     from ..core import ArtifactError, artifact_runner, load_manifest
 
@@ -647,11 +632,10 @@ def _artifact_accuracy(out: Path, sweep: Sweep) -> tuple[dict[str, Any] | None, 
         run = loadgen_accuracy(variant, sweep.data.val_loader, sweep.data.val_labels, out / DEPLOYMENT_DIR / "accuracy")
     except (ArtifactError, OSError, RuntimeError, ValueError) as exc:
         return None, f"LoadGen accuracy run on the artifact failed: {type(exc).__name__}: {exc}"
-    return {
-        "accuracy": run.accuracy,
-        "manifest_accuracy": manifest.get("artifact_accuracy"),
-        "runtime": manifest.get("runtime", "onnxruntime"),
-        "samples": len(sweep.data.val_labels),
-        "loadgen_log": str(run.log_dir),
-        "mode": "AccuracyOnly",
-    }, None
+    return ArtifactAccuracy(
+        accuracy=run.accuracy,
+        manifest_accuracy=manifest.get("artifact_accuracy"),
+        runtime=str(manifest.get("runtime", "onnxruntime")),
+        samples=len(sweep.data.val_labels),
+        loadgen_log=str(run.log_dir),
+    ), None

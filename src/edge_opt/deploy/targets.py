@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from ..config import StudyConfig, TargetConfig
 from ..core import atomic
 from ..device import AgentClient, AgentError, VendorMeasurement
 from ..measure import LatencySamples, MeasurementRecord, VariantResult, proxy_energy
-from ..study import StudyStore, Sweep
+from ..study import StudyStore, Sweep, VendorRow
 from .artifact import artifact_files
 
 __all__ = [
@@ -265,29 +265,24 @@ def simulation_gap(cfg: StudyConfig, hosts: Sequence[VariantResult], run: Target
     }
 
 
-def vendor_row(cfg: StudyConfig, host: VariantResult, m: VendorMeasurement, target: str) -> dict[str, Any]:
-    """A sweep-table row for a vendor tool's measurement of ``host``'s point on ``target``: the tool's
-    statistics (NaN where it reports none), the host's accuracy and memory (the same model, not re-evaluated)."""
+def vendor_row(cfg: StudyConfig, host: VariantResult, m: VendorMeasurement, target: str) -> VendorRow:
+    """A vendor tool's measurement of ``host``'s point on ``target`` as a record: the tool's statistics (NaN where
+    it reports none), the host's accuracy and memory (the same model, not re-evaluated). The tool's details are
+    kept in key order, as the study store keeps them."""
     hm = host.metrics
-    return {
-        "key": target_key(host.key, target),
-        **asdict(host.point),
-        "measured_on": target,
-        "source": m.source,
-        "error": None,
-        "accuracy": hm.accuracy if hm is not None else math.nan,
-        "accuracy_source": "host",
-        "latency_ms": m.latency_mean_ms,
-        "latency_median_ms": m.latency_median_ms,
-        "latency_std_ms": m.latency_std_ms,
-        "latency_ci95_ms": m.latency_ci95_ms,
-        "latency_p95_ms": math.nan,
-        "device_latency_ms": m.latency_mean_ms,
-        "latency_samples": m.count,
-        "throughput_sps": m.throughput_fps,
-        "memory_mb": hm.memory_mb if hm is not None else math.nan,
-        "runtime_memory_mb": (host.runtime_parameter_bytes or 0) / 1e6 if host.runtime_parameter_bytes else math.nan,
-        "accepted": False,
-        "rejected_reason": "imported vendor measurement (not part of the selection)",
-        "vendor": m.to_dict(),
-    }
+    return VendorRow(
+        key=target_key(host.key, target),
+        point=host.point,
+        measured_on=target,
+        source=m.source,
+        accuracy=hm.accuracy if hm is not None else math.nan,
+        latency_ms=m.latency_mean_ms,
+        latency_median_ms=m.latency_median_ms,
+        latency_std_ms=m.latency_std_ms,
+        latency_ci95_ms=m.latency_ci95_ms,
+        latency_samples=m.count,
+        throughput_sps=m.throughput_fps,
+        memory_mb=hm.memory_mb if hm is not None else math.nan,
+        runtime_memory_mb=(host.runtime_parameter_bytes or 0) / 1e6 if host.runtime_parameter_bytes else math.nan,
+        vendor=replace(m, details=tuple(sorted(m.details))),
+    )

@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from ..core import ci95_from_std
 
 __all__ = [
     "VendorMeasurement",
@@ -48,6 +51,13 @@ class VendorMeasurement:
         d = asdict(self)
         d["details"] = dict(self.details)
         return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> VendorMeasurement:
+        """Inverse of ``to_dict`` (a stored document; unknown keys are ignored)."""
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d and k != "details"}
+        details = d.get("details") or {}
+        return cls(**known, details=tuple((str(k), str(v)) for k, v in dict(details).items()))
 
 
 def _num(text: Any) -> float:
@@ -105,11 +115,7 @@ def parse_benchmark_model_log(text: str) -> VendorMeasurement:
     if not (n >= 1 and math.isfinite(mean_us) and mean_us > 0 and math.isfinite(std_us) and std_us >= 0):
         raise VendorLogError(f"benchmark_model statistics out of range: count={count} avg={avg} std={std}")
     timing = _TIMINGS.search(text.replace("\n", " "))
-    ci = math.nan
-    if n >= 2:
-        from scipy import stats as st
-
-        ci = float(st.t.ppf(0.975, n - 1) * std_us / math.sqrt(n)) / 1e3
+    ci = ci95_from_std(std_us, n) / 1e3  # NaN for one run
     return VendorMeasurement(
         "litert benchmark_model",
         mean_us / 1e3,

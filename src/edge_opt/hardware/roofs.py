@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch.utils.benchmark import Timer
 
+from ..measure import torch_threads
+
 __all__ = [
     "COPY_BASE_BYTES",
     "DRAM_SET",
@@ -209,9 +211,7 @@ def _measured(fn: Callable[[], float]) -> float | None:
 
 def measure_roofs(threads: int = 1, min_run_time: float = 0.1) -> dict[str, Any]:
     """Compute roofs per precision, memory roofs per cache level and DRAM, the nominal fp32 peak."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         torch_fp32 = _torch_gemm(torch.float32, threads, min_run_time)
         ort_fp32 = _measured(lambda: _ort_gemm(threads, min_run_time)) or 0.0
         torch_int8 = _measured(lambda: _torch_gemm(torch.int8, threads, min_run_time))
@@ -224,8 +224,6 @@ def measure_roofs(threads: int = 1, min_run_time: float = 0.1) -> dict[str, Any]
             rate = _measured(_gemm_at(dtype, threads, min_run_time))
             compute[name] = rate if rate and rate > torch_fp32 else None  # no native kernels: no roof
         memory = copy_sweep(threads, min_run_time)
-    finally:
-        torch.set_num_threads(prev)
     return {
         "compute_roofs_gmacs": compute,
         "memory_roofs": memory,

@@ -1,4 +1,4 @@
-"""Hardware analysis (seeds 001 and 004): layer-wise MACs/bytes for any model of standard
+"""Hardware analysis tables: layer-wise MACs/bytes for any model of standard
 layers, the host's measured roofline, precision trade-offs and their artifacts."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ __all__ = [
     "summarize_hardware",
 ]
 
-HARDWARE_DPI = 180  # the hardware seed's contract: 180 DPI, tight layout
+HARDWARE_DPI = 180  # the hardware outputs' documented resolution: 180 DPI, tight layout
 CALIBRATION_VERSION = 4  # 2: roofs per precision and cache level; 3: copy sweep less call overhead; 4: ORT int8
 
 
@@ -438,7 +438,7 @@ def summarize_hardware(
         memory_bandwidth_gbps: the machine's bandwidth (measured or configured).
         peak_compute_gmacs: the machine's peak MAC rate; None leaves the roofline keys NaN.
     Returns:
-        The seed's keys (estimated_total_bytes, estimated_total_macs, achieved_bandwidth_gbps,
+        The documented core keys (estimated_total_bytes, estimated_total_macs, achieved_bandwidth_gbps,
         configured_memory_bandwidth_gbps, bandwidth_utilization, achieved_gmacs) plus
         arithmetic_intensity, roofline_knee, bound_regime, attainable_latency_ms, roofline_efficiency,
         compute_bound_fraction (share of roofline time in compute-bound layers).

@@ -80,9 +80,9 @@ def _positive_int(name: str, value: Any) -> int:
 
 
 class SmallCNN(nn.Module):
-    """conv3×3(c1)–ReLU–maxpool2–conv3×3(c2)–ReLU–maxpool2–head (the seeds' CNN).
+    """conv3×3(c1)–ReLU–maxpool2–conv3×3(c2)–ReLU–maxpool2–head (``small_cnn``, the default study's CNN).
 
-    ``hidden_units=None`` gives the seeds' global-average-pool + linear head; an
+    ``hidden_units=None`` (the default) gives a global-average-pool + linear head; an
     integer gives flatten + linear(hidden_units) + ReLU + linear, which carries most
     of the parameters and makes memory budgets and int8 matter.
     """
@@ -129,7 +129,7 @@ def small_cnn(
     conv2_channels: int = 32,
     hidden_units: int | None = None,
 ) -> nn.Module:
-    """The seeds' two-conv CNN; channel widths and head are parameters."""
+    """``small_cnn``: the two-conv CNN of ``SmallCNN``; channel widths and head are parameters."""
     c, h, w = input_shape
     if h < 4 or w < 4 or h != w:
         raise ValueError(f"small_cnn needs square inputs of side >= 4. Got input_shape {input_shape} instead.")
@@ -157,7 +157,7 @@ def mlp(
     layer_sizes: Sequence[int] = (64, 32),
     activations: Sequence[str] = ("relu", "relu"),
 ) -> nn.Module:
-    """Flatten + one Linear per entry of ``layer_sizes``, each followed by its activation (seed 002).
+    """Flatten + one Linear per entry of ``layer_sizes``, each followed by its activation (the ``edge-opt bench`` MLP).
 
     A last layer whose size differs from ``num_classes`` gets a Linear head added. A final
     ``softmax`` is dropped from the module: the model returns logits (training uses

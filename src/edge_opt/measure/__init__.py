@@ -1,5 +1,6 @@
 """Measure stage: accuracy, latency distribution, throughput, memory and energy of any variant, and the
-frozen records (config point, measurement record, variant result) that flow from here to the report.
+frozen records (config point, measurement record, variant result) that flow from here to the report, and the one
+guard of torch's thread count (``torch_threads``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .metrics import (
     pinned,
 )
 from .records import ConfigPoint, VariantResult
+from .threads import torch_threads
 
 __all__ = [
     "BenchmarkSettings",
@@ -47,4 +49,5 @@ __all__ = [
     "model_memory_mb",
     "pinned",
     "proxy_energy",
+    "torch_threads",
 ]

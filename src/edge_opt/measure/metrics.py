@@ -1,4 +1,4 @@
-"""Measure stage (seed 003): accuracy, latency distribution, throughput, memory, energy.
+"""Measure stage metrics: accuracy, latency distribution, throughput, memory, energy.
 
 Every measurement keeps its raw samples (``LatencySamples``, per-sample correctness)
 and the environment in an immutable ``MeasurementRecord``; means, medians,
@@ -27,9 +27,18 @@ from torch import nn
 from torch.utils.benchmark import Timer
 from torch.utils.data import DataLoader
 
-from ..core import environment, split_interrupted
+from ..core import (
+    SamplingPlan,
+    ci95_half_width,
+    environment,
+    sample_calls,
+    sample_rounds,
+    sample_std,
+    split_interrupted,
+)
 from ..variants import PRECISIONS, Variant, state_dict_bytes, torch_kernel_precision, wrap_torch_module
 from .energy import EnergyEstimate, RaplReader, proxy_energy
+from .threads import torch_threads
 
 __all__ = [
     "INSTANCE_BYTES_BUDGET",
@@ -60,7 +69,7 @@ ModelLike = nn.Module | Variant
 
 @dataclass(frozen=True)
 class PerfMetrics:
-    """All performance metrics of one configuration (the seed's seven fields first).
+    """All performance metrics of one configuration (the seven documented core fields first).
 
     Every latency here is a host measurement; ``device_latency_ms`` alone is scaled to the
     simulated device (host latency × ``latency_multiplier``).
@@ -72,7 +81,7 @@ class PerfMetrics:
         latency_p95_ms: 95th percentile of the latency samples.
         throughput_sps: samples/s at the loader's batch size.
         memory_mb: parameter memory (state dict / initializers at their real dtype), 10^6 bytes.
-        energy_proxy_j: energy per inference in J (the seed's name); ``energy_source`` says whether it
+        energy_proxy_j: energy per inference in J (a historical name); ``energy_source`` says whether it
             came from RAPL package counters (``rapl``) or power_watts × host latency (``proxy``).
         device_latency_ms: ``latency_ms`` × the latency multiplier (linear clock model of the device).
     """
@@ -114,7 +123,7 @@ class LatencySamples:
 
     @property
     def std(self) -> float:
-        return float(np.std(self.samples_ms, ddof=1)) if self.n > 1 else math.nan
+        return sample_std(self.samples_ms)
 
     @property
     def median(self) -> float:
@@ -126,10 +135,8 @@ class LatencySamples:
 
     @property
     def ci95(self) -> float:
-        """Half-width of the t-based 95 % interval of the mean (NaN for n < 2)."""
-        if self.n < 2:
-            return math.nan
-        return float(stats.t.ppf(0.975, self.n - 1) * self.std / math.sqrt(self.n))
+        """Half-width of the t-based 95 % interval of the mean (NaN for n < 2): ``core.ci95_half_width``."""
+        return ci95_half_width(self.samples_ms)
 
 
 @dataclass(frozen=True)
@@ -271,14 +278,13 @@ def _callable(model: ModelLike, sample_input: torch.Tensor) -> tuple[Any, Any]:
 
 
 def calls_per_sample(run: Any, prepared: Any, runs: int, min_sample_s: float) -> int:
-    """At least ``runs``, and enough calls that one sample lasts ``min_sample_s`` (short calls are
-    dominated by timer resolution and scheduler noise otherwise)."""
+    """At least ``runs``, and enough calls that one sample lasts ``min_sample_s``, judged by one timed call
+    (``core.sample_calls``; no call when ``min_sample_s`` ≤ 0)."""
     if min_sample_s <= 0:
         return runs
     t0 = time.perf_counter()
     run(prepared)
-    one = max(time.perf_counter() - t0, 1e-7)
-    return max(runs, int(math.ceil(min_sample_s / one)))
+    return sample_calls(time.perf_counter() - t0, runs, min_sample_s)
 
 
 def latency_samples(
@@ -456,12 +462,8 @@ class _Timing:
     calls: int = 0
 
     def split(self, factor: float) -> tuple[list[float], list[float]]:
-        """(kept samples, interrupted samples): the agent's rule, ``timing.split_interrupted``."""
+        """(kept samples, interrupted samples): the agent's rule, ``core.split_interrupted``."""
         return split_interrupted(self.samples, factor)
-
-    def ci_too_wide(self, s: BenchmarkSettings) -> bool:
-        kept = self.split(s.interrupted_factor)[0]
-        return s.target_rel_ci > 0 and LatencySamples(1, tuple(kept)).ci95 > s.target_rel_ci * float(np.mean(kept))
 
 
 _RAPL_MIN_WINDOW_S = 0.02  # the counters update about every millisecond
@@ -517,28 +519,25 @@ def _round(t: _Timing, n: int, reader: RaplReader) -> None:
     t.rounds += 1
 
 
-def _interleaved(timings: Sequence[_Timing], s: BenchmarkSettings, reader: RaplReader) -> None:
-    """``repeats`` samples per variant spread over ``rounds`` interleaved rounds (the order reversed every other
-    round), then, while a variant's CI is wider than the target, more rounds for those variants in steps of a
-    quarter of ``repeats`` samples, up to ``max_extra_rounds`` × ``repeats`` more samples each."""
+def _sampling_plan(s: BenchmarkSettings) -> SamplingPlan:
+    """The core sampling plan of a study's settings: ``repeats`` samples per variant spread over ``rounds``
+    interleaved rounds, then, while a variant's CI is wider than the target, more in steps of a quarter of
+    ``repeats`` samples (one round's share at least), up to ``max_extra_rounds`` × ``repeats`` more each."""
     per_round = 1 if s.rounds is None else max(1, math.ceil(s.repeats / max(s.rounds, 1)))
-    budget = s.repeats * (1 + s.max_extra_rounds)
+    return SamplingPlan(
+        s.repeats,
+        s.max_extra_rounds,
+        s.target_rel_ci,
+        s.interrupted_factor,
+        step=max(per_round, s.repeats // 4),
+        per_round=per_round,
+    )
 
-    def short(t: _Timing, goal: int) -> int:  # samples still to take: kept ones count, within the budget
-        return min(goal - len(t.split(s.interrupted_factor)[0]), budget - len(t.samples))
 
-    pending, i = list(timings), 0
-    while pending:
-        goal = {
-            id(t): max(s.repeats, len(t.split(s.interrupted_factor)[0]) + max(per_round, s.repeats // 4))
-            for t in pending
-        }
-        while any(short(t, goal[id(t)]) > 0 for t in pending):
-            for t in pending if i % 2 == 0 else pending[::-1]:
-                if short(t, goal[id(t)]) > 0:
-                    _round(t, min(per_round, short(t, goal[id(t)])), reader)
-            i += 1
-        pending = [t for t in timings if len(t.samples) < budget and t.ci_too_wide(s)]
+def _interleaved(timings: Sequence[_Timing], s: BenchmarkSettings, reader: RaplReader) -> None:
+    """The variants' latency samples in interleaved rounds (the order reversed every other round) under
+    ``_sampling_plan(s)``, by ``core.sample_rounds``: each round is ``_round`` on the variant's next instance."""
+    sample_rounds(timings, lambda t, n: _round(t, n, reader), _sampling_plan(s))
 
 
 def _batch_latency(timing: _Timing, x_batch: torch.Tensor, s: BenchmarkSettings) -> LatencySamples:
@@ -603,16 +602,11 @@ def measure_variants(
     x_batch, _ = _first_batch(loader)
     variants = [as_variant(m, precision, loader, device) for m in models]
     reader = rapl if rapl is not None else RaplReader()
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(s.threads)
-    try:
-        with pinned(s.threads, s.pin) as cores:
-            evaluated = [evaluate_predictions(v, loader) for v in variants]
-            timings = [_start_timing(v, x_batch[: s.latency_batch_size], s) for v in variants]
-            _interleaved(timings, s, reader)
-            batches = [_batch_latency(t, x_batch, s) for t in timings]
-    finally:
-        torch.set_num_threads(previous_threads)
+    with torch_threads(s.threads), pinned(s.threads, s.pin) as cores:
+        evaluated = [evaluate_predictions(v, loader) for v in variants]
+        timings = [_start_timing(v, x_batch[: s.latency_batch_size], s) for v in variants]
+        _interleaved(timings, s, reader)
+        batches = [_batch_latency(t, x_batch, s) for t in timings]
     env = {**environment(s.threads), "pinned_cores": list(cores) if cores else None, "interleaved_with": len(variants)}
     return [
         _record(
@@ -636,7 +630,7 @@ def _record(
     lat = LatencySamples(batch_size, tuple(kept), t.runs, t.rounds, tuple(interrupted), len(t.instances))
     if t.calls and math.isfinite(t.joules) and t.energy_s >= _RAPL_MIN_WINDOW_S:
         energy = EnergyEstimate(t.joules / t.calls, "rapl", "package-wide RAPL counters")
-    else:  # the seed's definition: power × latency of one inference
+    else:  # the documented proxy: power × latency of one inference
         energy = proxy_energy(power_watts, lat.mean / 1e3)
     v = t.variant
     return MeasurementRecord(

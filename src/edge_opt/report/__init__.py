@@ -8,6 +8,7 @@ from .compare import compare_studies
 from .files import build_summary, write_outputs, write_plots
 from .html import write_html_report
 from .progress import Reporter
+from .recommendation import Recommendation
 from .sensitivity import write_sensitivity
 from .stage import (
     StudyOutcome,
@@ -21,6 +22,7 @@ from .stage import (
 from .tracking import check_tracking, log_study_mlflow
 
 __all__ = [
+    "Recommendation",
     "Reporter",
     "StudyOutcome",
     "StudyReport",

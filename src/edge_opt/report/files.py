@@ -1,4 +1,4 @@
-"""Report stage (seed 000): summary, CSV/JSON outputs, trade-off plots, reproducibility record.
+"""Report stage files: summary, CSV/JSON outputs, trade-off plots, reproducibility record.
 
 All files are UTF-8, written atomically; CSVs carry no index; JSON uses 2-space
 indentation with NaN written as null.
@@ -54,7 +54,7 @@ def build_summary(
     deployment: Mapping[str, Any],
     **extra: Any,
 ) -> dict[str, Any]:
-    """Summary of a study (the seed's fields, then any ``extra`` such as the recommendation).
+    """Summary of a study (its documented core fields, then any ``extra`` such as the recommendation).
 
     Args:
         baseline: baseline metrics (unpruned fp32, torch).

@@ -1,7 +1,7 @@
 """Report stage: records → the study's tables, summary, plots, reproducibility record and HTML.
 
 ``write_study_report`` is the study's reporting edge: it turns the assessed records into the
-sweep table (``to_frame``), the frontiers, ``summary.json`` (the seed's keys, then the
+sweep table (``to_frame``), the frontiers, ``summary.json`` (its documented core keys, then the
 recommendation, warnings, hardware and deployment results), the plots, ``reproducibility.json``
 and ``report.html``.
 """
@@ -20,7 +20,7 @@ import torch
 
 from ..config import StudyConfig
 from ..core import atomic, environment, git_commit, package_versions
-from ..deploy import ExportedArtifact, TargetRun, simulation_gap
+from ..deploy import DeploymentResult, ExportedArtifact, TargetRun, simulation_gap
 from ..hardware import HardwareAnalysis
 from ..inputs import DataBundle
 from ..measure import VariantResult
@@ -30,6 +30,7 @@ from ..study import (
     Assessment,
     SearchOutcome,
     Selection,
+    VendorRow,
     history_rows,
     pareto_frontier,
     select_recommendation,
@@ -37,6 +38,7 @@ from ..study import (
 )
 from .files import build_summary, write_outputs, write_plots
 from .html import write_html_report
+from .recommendation import Recommendation
 from .sensitivity import mixed_comparison, write_sensitivity
 
 __all__ = [
@@ -71,7 +73,7 @@ class StudyOutcome:
     selection: Selection
     artifact: ExportedArtifact | None = None
     hardware: HardwareAnalysis | None = None
-    deployment: dict[str, Any] = field(default_factory=dict)
+    deployment: DeploymentResult = field(default_factory=DeploymentResult)
     warnings: tuple[str, ...] = ()
     total_points: int = 0
     interrupted: bool = False
@@ -80,12 +82,17 @@ class StudyOutcome:
     targets: tuple[TargetRun, ...] = ()  # the devices measured on besides the host
     on_target: Mapping[str, tuple[Assessment, ...]] = field(default_factory=dict)
     host_selection: Selection | None = None  # the host's choice when a target's numbers chose the artifact
-    vendor_rows: tuple[dict[str, Any], ...] = ()  # rows imported from vendor benchmark reports
+    vendor_rows: tuple[VendorRow, ...] = ()  # rows imported from vendor benchmark reports
 
     @property
     def all_assessed(self) -> tuple[Assessment, ...]:
         """Host rows, then each target's rows."""
         return self.assessed + tuple(a for rows in self.on_target.values() for a in rows)
+
+    @property
+    def recommendation(self) -> Recommendation | None:
+        """The chosen configuration with its artifact (None when nothing was chosen or the study was interrupted)."""
+        return Recommendation.of(self.selection, self.artifact)
 
 
 @dataclass(frozen=True)
@@ -97,33 +104,17 @@ class StudyReport:
     summary: dict[str, Any]
     frontier_latency: pd.DataFrame = field(default_factory=pd.DataFrame)
     frontier_energy: pd.DataFrame = field(default_factory=pd.DataFrame)
+    recommendation: Recommendation | None = None
 
 
 def recommendation_summary(o: StudyOutcome) -> dict[str, Any] | None:
     """The ``recommended`` entry of summary.json (None when nothing was chosen or the study was interrupted)."""
-    chosen, art = o.selection.chosen, o.artifact
-    if chosen is None or art is None:
-        return None
-    m = chosen.metrics
-    kernel = chosen.result.measurement.kernel_precision if chosen.result.measurement is not None else None
-    return {
-        **art.point,
-        "goals_met": o.selection.goals_met,
-        "failed_goals": list(o.selection.failed_goals),
-        "accuracy": m.accuracy,
-        "latency_ms": m.latency_ms,
-        "memory_mb": m.memory_mb,
-        "accuracy_drop": chosen.accuracy_drop,
-        "speedup_vs_baseline": chosen.speedup_vs_baseline,
-        "kernel_precision": kernel,
-        "why": o.selection.why,
-        "artifact": art.path,
-        "artifact_accuracy": art.manifest["artifact_accuracy"] if art.manifest else None,
-    }
+    rec = o.recommendation
+    return rec.to_dict() if rec is not None else None
 
 
 def _deployment_summary(o: StudyOutcome) -> dict[str, Any]:
-    deployment = dict(o.deployment)
+    deployment = o.deployment.to_dict()
     if not deployment:
         return deployment
     main = deployment.get("recommended", deployment.get("baseline", {}))
@@ -291,12 +282,12 @@ def write_study_report(out: Path, o: StudyOutcome, data: DataBundle, command: Se
     if o.search is not None:
         write_search_history(out, o.search)
     write_html_report(out)
-    return StudyReport(out, frame, summary, frontier_lat, frontier_en)
+    return StudyReport(out, frame, summary, frontier_lat, frontier_en, o.recommendation)
 
 
-def with_vendor_rows(frame: pd.DataFrame, rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+def with_vendor_rows(frame: pd.DataFrame, rows: Sequence[VendorRow]) -> pd.DataFrame:
     """The sweep table with the imported vendor rows appended (they keep their own ``measured_on``)."""
-    return pd.concat([frame, pd.DataFrame(list(rows))], ignore_index=True) if rows else frame
+    return pd.concat([frame, pd.DataFrame([r.row() for r in rows])], ignore_index=True) if rows else frame
 
 
 def _rows_of(frame: pd.DataFrame, measured_on: str) -> pd.DataFrame:

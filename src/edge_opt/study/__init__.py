@@ -37,8 +37,9 @@ from .selection import (
     study_warnings,
     to_frame,
 )
-from .store import VENDOR_KIND, StoreFormatError, StudyStore, stored_vendor_rows
+from .store import VENDOR_KIND, StoreFormatError, StudyStore
 from .sweep import StoredStudy, load_stored_study, run_sweep
+from .vendor import VendorRow, stored_vendor_rows
 
 __all__ = [
     "Assessment",
@@ -59,6 +60,7 @@ __all__ = [
     "Sweep",
     "TEXT_COLUMNS",
     "VENDOR_KIND",
+    "VendorRow",
     "assess_results",
     "baseline_point",
     "folder_digest",

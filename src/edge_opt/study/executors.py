@@ -28,7 +28,7 @@ import torch
 
 from ..config import StudyConfig, config_from_dict
 from ..inputs import ModelSource, load_model_source
-from ..measure import ConfigPoint, VariantResult
+from ..measure import ConfigPoint, VariantResult, torch_threads
 from .runner import PruningUnsupported, StudyInterrupted, Sweep, point_key
 
 __all__ = ["FILE_KEYS", "PID_DIR_ENV", "RayExecutor", "compute_point_task", "node_cpus", "shipped_files"]
@@ -107,9 +107,9 @@ def compute_point_task(
         cfg = config_from_dict(_materialise(cfg_dict, files or {}, Path(tmp)))
         key = point_key(cfg, p)
         _record_pid(key)
-        torch.set_num_threads(max(cfg.threads, 1))
         try:
-            result, meta = _compute_on_worker(cfg, p, parent_blob, Path(tmp))
+            with torch_threads(max(cfg.threads, 1)):  # the worker process runs other tasks after this one
+                result, meta = _compute_on_worker(cfg, p, parent_blob, Path(tmp))
         except Exception as exc:  # noqa: BLE001 — a failing point is an error result, like the local executor
             result, meta = (
                 VariantResult.failed(p, key, f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=8)),

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["STORE_FORMAT", "VENDOR_KIND", "StoreFormatError", "StudyStore", "dumps", "loads", "stored_vendor_rows"]
+__all__ = ["STORE_FORMAT", "VENDOR_KIND", "StoreFormatError", "StudyStore", "dumps", "loads"]
 
 STORE_FORMAT = 2
 SCHEMA = """
@@ -200,9 +200,3 @@ class StudyStore:
 
 
 VENDOR_KIND = "vendor"  # store kind of rows imported from a vendor tool's report
-
-
-def stored_vendor_rows(store: StudyStore) -> list[dict[str, Any]]:
-    """Rows imported with ``edge-opt import-bench``, in the order they were imported."""
-    docs = [store.get(k) for k in store.keys(VENDOR_KIND)]
-    return [{k: v for k, v in d.items() if k != "vendor"} for d in docs if d is not None]

@@ -3,7 +3,7 @@
 The machinery lives in its stage modules: config points, keys and the ``Sweep`` in
 ``edge_opt.study.runner`` (measure), budgets and the recommendation in ``edge_opt.study.selection``
 (analyse), the table in ``edge_opt.report.files.to_frame`` (report). Their names are re-exported
-here for the seeds' ``edge_opt.study.sweep`` imports.
+here for code that imports them from ``edge_opt.study.sweep`` (formerly ``edge_opt.sweep``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from .runner import (
 )
 from .search import SearchOutcome, load_search
 from .selection import assess_results, best_effort, recommend, to_frame
-from .store import StudyStore, stored_vendor_rows
+from .store import StudyStore
+from .vendor import VendorRow, stored_vendor_rows
 
 __all__ = [
     "BASELINE_POINT",
@@ -95,7 +96,7 @@ class StoredStudy:
     results: tuple[VariantResult, ...]
     baseline: VariantResult | None
     search: SearchOutcome | None = None  # the search's trials when the config searched instead of gridding
-    vendor_rows: tuple[dict[str, Any], ...] = ()  # rows imported from vendor benchmark reports
+    vendor_rows: tuple[VendorRow, ...] = ()  # rows imported from vendor benchmark reports
 
 
 def load_stored_study(folder: str | Path) -> StoredStudy:

@@ -1,7 +1,7 @@
 """Precisions as registry entries that carry their behaviour (torchao's config → handler idea).
 
 Each ``Precision`` owns its options (int8: the ``quantization:`` section), the fields it adds
-to a config point's key, the seed-002 name it answers to, and one build hook per kind of
+to a config point's key, the ``edge-opt bench`` precision-mode name it answers to, and one build hook per kind of
 backend: ``torch`` (a module and the input conversion) and ``onnx`` (an ONNX file from the
 parent's fp32 export). A backend asks the precision for its hook; a precision without a hook
 for that kind is an error row naming the precision and the backend. Adding a precision is
@@ -77,7 +77,7 @@ class Precision:
         name: the study's name (fp32, fp16, bf16, int8).
         bytes_per_value: bytes of one weight/activation value (roofline and layer tables read it).
         description: one line for docs and errors.
-        seed_name: the seed-002 name (float32, float16, bfloat16, int8).
+        seed_name: its ``edge-opt bench`` precision-mode name (float32, float16, bfloat16, int8).
         quantized: reads the ``quantization:`` options (and adds them to the point key).
         torch_dtype: the float dtype a torch module runs in (None for quantized precisions).
         hooks: build hook per backend kind ("torch", "onnx").
@@ -150,12 +150,12 @@ def list_precisions() -> list[str]:
 
 
 def seed_names() -> dict[str, str]:
-    """Seed-002 name → study name (float32 → fp32 …): the one place the two vocabularies meet."""
+    """``edge-opt bench`` precision-mode name → study name (float32 → fp32 …): where the two vocabularies meet."""
     return {PRECISIONS.get(n).seed_name: n for n in PRECISIONS.names()}
 
 
 def from_seed_name(seed_name: str) -> str:
-    """The study's precision for a seed-002 name (``float16`` → ``fp16``)."""
+    """The study's precision for an ``edge-opt bench`` precision-mode name (``float16`` → ``fp16``)."""
     try:
         return seed_names()[seed_name]
     except KeyError:
@@ -165,7 +165,7 @@ def from_seed_name(seed_name: str) -> str:
 
 
 def to_seed_name(name: str) -> str:
-    """The seed-002 name of a study precision (``fp16`` → ``float16``)."""
+    """The ``edge-opt bench`` precision-mode name of a study precision (``fp16`` → ``float16``)."""
     return get_precision(name).seed_name
 
 
