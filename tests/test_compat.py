@@ -94,22 +94,12 @@ OLD_API: dict[str, list[str]] = {
     ],
 }
 
-# Names the old table gave a path that no longer has them: listed here so the gap stays visible (strict xfail below
-# fails once it is closed, so the entry is then removed). ``to_frame`` moved to ``edge_opt.study`` (selection).
-KNOWN_MISSING: set[tuple[str, str]] = {("edge_opt.reporting", "to_frame")}
-
 
 @pytest.mark.parametrize("path", sorted(OLD_API))
 def test_old_import_path_has_its_names(path):
     module = importlib.import_module(path)
-    missing = [n for n in OLD_API[path] if not hasattr(module, n) and (path, n) not in KNOWN_MISSING]
+    missing = [n for n in OLD_API[path] if not hasattr(module, n)]
     assert not missing, f"{path} no longer gives {missing}"
-
-
-@pytest.mark.xfail(strict=True, reason="a name of the old API table missing from its old path (see KNOWN_MISSING)")
-@pytest.mark.parametrize("path, name", sorted(KNOWN_MISSING))
-def test_known_missing_old_names(path, name):
-    assert hasattr(importlib.import_module(path), name)
 
 
 def test_old_path_is_the_module_itself():

@@ -280,3 +280,17 @@ def test_cli_data_error_exits_2_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "train-images-idx3-ubyte" in err and str(tmp_path / "nodata") in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_every_key_belongs_to_exactly_one_section_and_a_part_holds_only_its_keys():
+    from edge_opt.config import CONFIG_SECTIONS, MeasureSettings, StudyConfig
+
+    keys = [name for section in CONFIG_SECTIONS.values() for name in section.model_fields]
+    assert sorted(keys) == sorted(StudyConfig.model_fields)
+    assert len(keys) == len(set(keys))
+    cfg = config_from_dict({"threads": 2, "benchmark_repeats": 12, "epochs": 0})
+    part = cfg.part(MeasureSettings)
+    assert type(part) is MeasureSettings and (part.threads, part.benchmark_repeats) == (2, 12)
+    assert not hasattr(part, "epochs")
+    with pytest.raises(pydantic.ValidationError):
+        part.threads = 3

@@ -45,6 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"edge-opt {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
+    _run_command(sub)
+    _bench_command(sub)
+    _predict_command(sub)
+    _study_commands(sub)
+    _device_commands(sub)
+    return p
+
+
+def _run_command(sub: Any) -> None:
+    """The ``run`` sub-command: run (or resume) a study, once or once per seed."""
     r = sub.add_parser(
         "run",
         help="run (or resume) a study",
@@ -74,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
         help="run the whole study once per seed into OUTPUT_DIR/seed_<n>/ and aggregate (summary_multi_seed.json/.csv)",
     )
 
+
+def _bench_command(sub: Any) -> None:
+    """The ``bench`` sub-command: repeated-run statistics of a small MLP per precision mode."""
     b = sub.add_parser(
         "bench",
         help="repeated-run statistics of a small MLP per precision mode (float32, float16, bfloat16, int8)",
@@ -92,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--samples", type=int, default=256)
     b.add_argument("--output-dir", default="benchmarks/statistical")
 
+
+def _predict_command(sub: Any) -> None:
+    """The ``predict`` sub-command: run an exported model with onnxruntime alone."""
     pr = sub.add_parser(
         "predict",
         help="run an exported model with onnxruntime alone and print class ids",
@@ -111,6 +127,9 @@ def _parser() -> argparse.ArgumentParser:
         "trained on [0, 1] values); integer inputs are refused without it",
     )
 
+
+def _study_commands(sub: Any) -> None:
+    """The ``report`` and ``compare`` sub-commands over finished studies."""
     rp = sub.add_parser(
         "report",
         help="rebuild tables, plots and report.html of a finished study from its stored results (no re-run)",
@@ -126,9 +145,6 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("dir_a")
     cp.add_argument("dir_b")
     cp.add_argument("--output", help="folder for comparison.csv/.html (default: DIR_B/compare)")
-
-    _device_commands(sub)
-    return p
 
 
 def _device_commands(sub: Any) -> None:
@@ -549,7 +565,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .config import ConfigError
+    from .config import ConfigError, VariantSettings
     from .pipeline import load_study_config
     from .study import StudyStore, load_search, load_stored_study, stored_results, sweep_points
 
@@ -561,7 +577,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return _print_errors(exc.errors)
     search = study.search if not args.config else load_search(cfg, out)
     with StudyStore(out / "study.sqlite") as store:
-        points = search.points if search is not None else sweep_points(cfg)
+        points = search.points if search is not None else sweep_points(cfg.part(VariantSettings))
         found = {r.point: r for r in stored_results(store, cfg, points, untimed=search is not None)[0]}
     for p in points:
         hit = found.get(p)

@@ -11,13 +11,24 @@ from __future__ import annotations
 import math
 import reprlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
     "CONFIG_RELATIVE_KEYS",
+    "CONFIG_SECTIONS",
+    "BudgetSettings",
+    "DeploySettings",
+    "HardwareSettings",
+    "InputSettings",
+    "MeasureSettings",
+    "RunSettings",
+    "SearchSettings",
+    "TargetSettings",
+    "TrainingSettings",
+    "VariantSettings",
     "LEGACY_QUANTIZATION_KEYS",
     "SCENARIO_NAMES",
     "ConfigError",
@@ -347,94 +358,93 @@ class SearchConfig(BaseModel):
         return self
 
 
-class StudyConfig(BaseModel):
-    """All keys of a study. Unknown keys are errors."""
+class InputSettings(BaseModel):
+    """Inputs: where the model comes from and the data it is trained, calibrated and judged on."""
 
     model_config = _STRICT
+    model: ModelConfig = Field(
+        default_factory=lambda: ModelConfig(name="small_cnn"),
+        description="One model source: `{name, params}` (a registry model, `list_models()`), `{factory, params, "
+        "weights}`, `{onnx}` or `{exported}` (see bring-your-own.md). Default: small_cnn 16/32 with a pooled head.",
+    )
+    dataset: str = Field(
+        default="digits",
+        description="`digits` (bundled), `mnist`, `fashion-mnist` (IDX files in `data_dir`), `synthetic`; your data: "
+        "`npz`, `image_folder` or `package.module:callable`.",
+    )
+    data_dir: str = Field(default="data", description="Folder with the IDX files, or the image folder.")
+    data_path: str | None = Field(default=None, min_length=1, description="Your data's `.npz` file.")
+    layout: Literal["auto", "NCHW", "NHWC", "NHW"] = Field(default="auto", description="Layout of your images.")
+    preprocess: PreprocessConfig | None = Field(
+        default=None, description="`x = (raw × scale − mean) / std`; recorded in the artifact's manifest."
+    )
+    calibration_data_path: str | None = Field(
+        default=None, min_length=1, description="Images for int8 calibration (default: training batches)."
+    )
+    config_dir: str | None = Field(
+        default=None, description="Where relative paths resolve (set to the YAML file's folder when loaded)."
+    )
+    image_size: int | None = Field(
+        default=None, ge=4, le=1024, description="Images are resized to image_size² (28 for registered data sets)."
+    )
+    val_fraction: float = Field(default=0.25, gt=0, lt=1, description="Validation share of the split.")
+    batch_size: int = Field(default=128, ge=1, le=65536, description="Training, evaluation and throughput batch.")
+    train_subset: int | None = Field(default=None, ge=1, description="Optional training subset size.")
+    val_subset: int | None = Field(default=None, ge=1, description="Optional validation subset size.")
+    num_workers: int = Field(default=0, ge=0, le=64, description="Data loader workers.")
+    dataloader_seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seed of the data split and shuffle.")
 
-    seed: int = Field(default=0, ge=0, le=2**32 - 1)
-    dataloader_seed: int = Field(default=0, ge=0, le=2**32 - 1)
-    dataset: str = "digits"
-    data_dir: str = "data"
-    image_size: int | None = Field(default=None, ge=4, le=1024)
-    data_path: str | None = Field(default=None, min_length=1)
-    layout: Literal["auto", "NCHW", "NHWC", "NHW"] = "auto"
-    preprocess: PreprocessConfig | None = None
-    calibration_data_path: str | None = Field(default=None, min_length=1)
-    config_dir: str | None = None
-    val_fraction: float = Field(default=0.25, gt=0, lt=1)
-    model: ModelConfig = Field(default_factory=lambda: ModelConfig(name="small_cnn"))
-    batch_size: int = Field(default=128, ge=1, le=65536)
-    epochs: int | None = Field(default=None, ge=0, le=10_000)
-    learning_rate: float = Field(default=2e-3, gt=0, le=10)
-    train_subset: int | None = Field(default=None, ge=1)
-    val_subset: int | None = Field(default=None, ge=1)
-    num_workers: int = Field(default=0, ge=0, le=64)
-    device: Literal["cpu", "cuda", "mps", "auto"] = "cpu"
-    power_watts: float = Field(default=15.0, gt=0, le=100_000)
-    pruning_levels: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75], min_length=1, max_length=1000)
-    # [low, high] with pruning_step: the levels low, low + step, … ≤ high (instead of listing pruning_levels)
-    pruning_range: tuple[float, float] | None = None
-    pruning_step: float = Field(default=0.05, gt=0, lt=1)
-    fine_tune_epochs: int = Field(default=2, ge=0, le=10_000)
-    precisions: list[str] = Field(default_factory=lambda: ["fp32", "fp16", "int8"], min_length=1, max_length=100)
-    backends: list[str] = Field(default_factory=lambda: ["torch", "onnxruntime"], min_length=1, max_length=100)
-    quantization: QuantizationConfig = Field(default_factory=QuantizationConfig)
-    memory_budgets_mb: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0], min_length=1, max_length=1000)
-    active_memory_budget_mb: float = Field(default=1.0, gt=0)
-    latency_budget_ms: float | None = Field(default=None, gt=0)
-    max_accuracy_drop: float = Field(default=0.01, ge=0, le=1)
-    cpu_frequency_scale: float = Field(default=0.5, ge=0.001, le=1)
-    threads: int = Field(default=1, ge=1, le=1024)
-    benchmark_repeats: int = Field(default=40, ge=2, le=100_000)
-    benchmark_trials: int = Field(default=10, ge=1, le=100_000)
-    benchmark_warmup: int = Field(default=5, ge=0, le=100_000)
-    benchmark_min_sample_ms: float = Field(default=5.0, ge=0, le=10_000)
-    benchmark_target_rel_ci: float = Field(default=0.02, ge=0, le=1)
-    latency_batch_size: int = Field(default=1, ge=1, le=65536)
-    # a latency sample longer than this × the variant's median was interrupted: set aside and retaken (0: keep all)
-    benchmark_interrupted_factor: float = Field(default=1.5, ge=0, le=100)
-    # latency rounds rotate over this many independent instances of each variant (runtime sessions, module copies)
-    benchmark_instances: int = Field(default=4, ge=1, le=64)
-    # at most this many new variants are built, then measured together in interleaved rounds, then stored
-    benchmark_group_size: int = Field(default=32, ge=1, le=100_000)
-    # how a PyTorch parent becomes the ONNX file the ONNX-based runtimes load (see variants.onnx_tools.export_onnx)
-    onnx_exporter: Literal["torchscript", "dynamo"] = "torchscript"
-    memory_bandwidth_gbps: float | None = Field(default=None, gt=0)
-    peak_compute_gmacs: float | None = Field(default=None, gt=0)
-    pareto_use_ci: bool = False
-    output_dir: str = "outputs"
-    deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    executor: Literal["local", "ray"] = "local"
-    ray: RayConfig = Field(default_factory=RayConfig)
-    search: SearchConfig = Field(default_factory=SearchConfig)
-    targets: list[TargetConfig] = Field(default_factory=list, max_length=64)
-    measure_on: list[str] = Field(default_factory=lambda: ["host"], min_length=1, max_length=65)
-    recommend_for: str | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _legacy_quantization_keys(cls, data: Any) -> Any:
-        """Move the flat int8 keys of earlier releases into ``quantization:`` (both at once is an error)."""
-        if not isinstance(data, dict) or not any(k in data for k in LEGACY_QUANTIZATION_KEYS):
-            return data
-        data = dict(data)
-        section = data.get("quantization") or {}
-        if not isinstance(section, dict):
-            return data  # the section's own validation reports it
-        section = dict(section)
-        for old, new in LEGACY_QUANTIZATION_KEYS.items():
-            if old not in data:
-                continue
-            if new in section:
-                raise ValueError(
-                    f"'{old}' is the old spelling of 'quantization.{new}'; give only "
-                    f"'quantization.{new}' (got {data[old]!r} and {section[new]!r})"
-                )
-            section[new] = data.pop(old)
-        data["quantization"] = section
-        return data
+class TrainingSettings(BaseModel):
+    """Training: the baseline (for a registry model) and the fine-tuning after each pruning level."""
+
+    model_config = _STRICT
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Training seed.")
+    epochs: int | None = Field(
+        default=None, ge=0, le=10_000, description="Baseline epochs (default 8; 0 for a model that arrives trained)."
+    )
+    learning_rate: float = Field(default=2e-3, gt=0, le=10, description="Adam learning rate (cross-entropy loss).")
+    fine_tune_epochs: int = Field(default=2, ge=0, le=10_000, description="Fine-tuning epochs after pruning.")
+    device: Literal["cpu", "cuda", "mps", "auto"] = Field(
+        default="cpu", description="Training device (`auto` falls back to cpu with a warning)."
+    )
+
+
+class VariantSettings(BaseModel):
+    """Variants: structured pruning levels × precisions × runtime backends, and the int8 options."""
+
+    model_config = _STRICT
+    pruning_levels: list[float] = Field(
+        default_factory=lambda: [0.0, 0.25, 0.5, 0.75],
+        min_length=1,
+        max_length=1000,
+        description="Structured L1 channel pruning levels in [0, 1) (Torch-Pruning's dependency graph).",
+    )
+    pruning_range: tuple[float, float] | None = Field(
+        default=None,
+        description="`[low, high]` with `pruning_step`: the levels low, low + step, … ≤ high instead of listing "
+        "`pruning_levels` (giving both is an error).",
+    )
+    pruning_step: float = Field(default=0.05, gt=0, lt=1, description="Step of `pruning_range`.")
+    precisions: list[str] = Field(
+        default_factory=lambda: ["fp32", "fp16", "int8"],
+        min_length=1,
+        max_length=100,
+        description="From the precision registry (`list_precisions()`): fp32, fp16, bf16, int8, int8_mixed.",
+    )
+    backends: list[str] = Field(
+        default_factory=lambda: ["torch", "onnxruntime"],
+        min_length=1,
+        max_length=100,
+        description="From the backend registry: torch, torch_channels_last, onnxruntime, openvino, executorch.",
+    )
+    quantization: QuantizationConfig = Field(
+        default_factory=QuantizationConfig, description="int8 options; lists sweep every combination."
+    )
+    onnx_exporter: Literal["torchscript", "dynamo"] = Field(
+        default="torchscript",
+        description="How a PyTorch parent becomes the ONNX file the ONNX-based runtimes load.",
+    )
 
     @field_validator("pruning_levels")
     @classmethod
@@ -446,37 +456,6 @@ class StudyConfig(BaseModel):
             raise ValueError("must not repeat a level")
         return v
 
-    @field_validator("output_dir")
-    @classmethod
-    def _output_folder(cls, v: str) -> str:
-        """Reported with the other keys' problems (read only: the study proves the folder writable when it
-        starts): the folder, or the nearest part of its path that exists, must not be a file."""
-        if "\x00" in v:
-            raise ValueError("must name a writable folder (a path cannot hold a NUL character)")
-        try:
-            probe = nearest_existing(Path(v))
-            blocked = probe.exists() and not probe.is_dir()
-        except OSError as exc:  # a name too long, a folder on the way that may not be searched
-            raise ValueError(f"must name a writable folder ({exc.strerror or exc})") from None
-        if blocked:
-            raise ValueError(f"must name a writable folder ({str(probe)!r} is not a folder)")
-        return v
-
-    @field_validator("benchmark_interrupted_factor")
-    @classmethod
-    def _interrupted_factor(cls, v: float) -> float:
-        if 0 < v <= 1:
-            raise ValueError(f"must be 0 (keep every sample) or above 1 (got {v}: it would set aside typical samples)")
-        return v
-
-    @field_validator("memory_budgets_mb")
-    @classmethod
-    def _budgets(cls, v: list[float]) -> list[float]:
-        bad = [x for x in v if not x > 0]
-        if bad:
-            raise ValueError(f"must be a list of positive floats in MB ({bad} not positive)")
-        return v
-
     @field_validator("precisions", "backends")
     @classmethod
     def _no_dupes(cls, v: list[str]) -> list[str]:
@@ -485,7 +464,7 @@ class StudyConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _range(self) -> StudyConfig:
+    def _range(self) -> Self:
         """``pruning_range`` + ``pruning_step`` become the listed levels (giving both forms is an error)."""
         if self.pruning_range is None:
             return self
@@ -502,8 +481,137 @@ class StudyConfig(BaseModel):
         object.__setattr__(self, "pruning_levels", levels)
         return self
 
+
+class MeasureSettings(BaseModel):
+    """Measurement: threads, the latency sampling rules and the energy proxy, the same for every variant."""
+
+    model_config = _STRICT
+    threads: int = Field(
+        default=1, ge=1, le=1024, description="Intra-op threads of every measurement (torch and the runtimes)."
+    )
+    benchmark_repeats: int = Field(
+        default=40, ge=2, le=100_000, description="Latency samples, one per interleaved round."
+    )
+    benchmark_trials: int = Field(default=10, ge=1, le=100_000, description="Calls per latency sample (at least).")
+    benchmark_warmup: int = Field(default=5, ge=0, le=100_000, description="Warm-up calls before timing.")
+    benchmark_min_sample_ms: float = Field(
+        default=5.0, ge=0, le=10_000, description="Calls per sample grow until a sample lasts this long."
+    )
+    benchmark_target_rel_ci: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="More rounds (up to 4 × `benchmark_repeats`) while the 95 % CI is wider than this share "
+        "of the mean.",
+    )
+    latency_batch_size: int = Field(
+        default=1, ge=1, le=65536, description="Batch of the latency measurement (at most `batch_size`)."
+    )
+    benchmark_interrupted_factor: float = Field(
+        default=1.5,
+        ge=0,
+        le=100,
+        description="A sample longer than this × the variant's median was interrupted: set aside and retaken "
+        "(0 keeps all).",
+    )
+    benchmark_instances: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Latency rounds rotate over this many independent instances of each variant.",
+    )
+    benchmark_group_size: int = Field(
+        default=32,
+        ge=1,
+        le=100_000,
+        description="At most this many new variants are built, then timed together in interleaved rounds, then stored.",
+    )
+    power_watts: float = Field(default=15.0, gt=0, le=100_000, description="Device power of the energy proxy.")
+
+    @field_validator("benchmark_interrupted_factor")
+    @classmethod
+    def _interrupted_factor(cls, v: float) -> float:
+        if 0 < v <= 1:
+            raise ValueError(f"must be 0 (keep every sample) or above 1 (got {v}: it would set aside typical samples)")
+        return v
+
     @model_validator(mode="after")
-    def _targets(self) -> StudyConfig:
+    def _sample_count(self) -> Self:
+        if self.benchmark_trials * self.benchmark_repeats > 10_000_000:
+            raise ValueError("benchmark_repeats × benchmark_trials must be at most 10,000,000")
+        return self
+
+
+class BudgetSettings(BaseModel):
+    """Budgets: what a variant must meet to be accepted, and how the recommendation is chosen."""
+
+    model_config = _STRICT
+    memory_budgets_mb: list[float] = Field(
+        default_factory=lambda: [0.5, 1.0, 2.0, 4.0],
+        min_length=1,
+        max_length=1000,
+        description="Budgets reported as `violates_{b}mb` columns.",
+    )
+    active_memory_budget_mb: float = Field(default=1.0, gt=0, description="The budget rows are accepted against.")
+    latency_budget_ms: float | None = Field(
+        default=None, gt=0, description="Optional budget on the simulated device latency."
+    )
+    max_accuracy_drop: float = Field(
+        default=0.01, ge=0, le=1, description="Allowed absolute accuracy drop against the baseline."
+    )
+    pareto_use_ci: bool = Field(default=False, description="Compare latencies by their 95 % intervals on the frontier.")
+
+    @field_validator("memory_budgets_mb")
+    @classmethod
+    def _budgets(cls, v: list[float]) -> list[float]:
+        bad = [x for x in v if not x > 0]
+        if bad:
+            raise ValueError(f"must be a list of positive floats in MB ({bad} not positive)")
+        return v
+
+
+class HardwareSettings(BaseModel):
+    """Hardware analysis: the machine's figures, measured unless given."""
+
+    model_config = _STRICT
+    memory_bandwidth_gbps: float | None = Field(
+        default=None, gt=0, description="Override the measured memory bandwidth."
+    )
+    peak_compute_gmacs: float | None = Field(default=None, gt=0, description="Override the measured compute peak.")
+
+
+class DeploySettings(BaseModel):
+    """Deployment: MLPerf LoadGen scenarios on a simulated slower clock."""
+
+    model_config = _STRICT
+    deployment: DeploymentConfig = Field(default_factory=DeploymentConfig, description="The LoadGen scenarios.")
+    cpu_frequency_scale: float = Field(default=0.5, ge=0.001, le=1, description="Simulated device clock / host clock.")
+
+    @property
+    def latency_multiplier(self) -> float:
+        """Host → simulated-device latency factor of the linear clock model (1 / cpu_frequency_scale)."""
+        return 1.0 / self.cpu_frequency_scale
+
+
+class TargetSettings(BaseModel):
+    """Targets: devices running ``edge-opt agent`` that the variants are measured on, and whose numbers choose."""
+
+    model_config = _STRICT
+    targets: list[TargetConfig] = Field(
+        default_factory=list, max_length=64, description="Devices running `edge-opt agent`."
+    )
+    measure_on: list[str] = Field(
+        default_factory=lambda: ["host"],
+        min_length=1,
+        max_length=65,
+        description="`host` and target names to measure on (host always included).",
+    )
+    recommend_for: str | None = Field(
+        default=None, description="Whose numbers choose the artifact (default: the first target, else the host)."
+    )
+
+    @model_validator(mode="after")
+    def _targets(self) -> Self:
         names = [t.name for t in self.targets]
         if len(set(names)) != len(names):
             raise ValueError(f"'targets' must not repeat a name; got {names}")
@@ -531,6 +639,103 @@ class StudyConfig(BaseModel):
         by_name = {t.name: t for t in self.targets}
         return [by_name[m] for m in self.measure_on if m != "host"]
 
+
+class SearchSettings(BaseModel):
+    """Search: every point of the grid, or an Optuna search over the same space."""
+
+    model_config = _STRICT
+    search: SearchConfig = Field(default_factory=SearchConfig, description="`strategy: grid` (default), nsga2 or tpe.")
+
+
+class RunSettings(BaseModel):
+    """Run: where the outputs go, where points run, and experiment tracking."""
+
+    model_config = _STRICT
+    output_dir: str = Field(default="outputs", description="Where everything goes (the study's own folder).")
+    executor: Literal["local", "ray"] = Field(
+        default="local", description="Where config points are built and measured."
+    )
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray cluster options (`executor: ray`).")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="`{mlflow: {uri, experiment}}`.")
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_folder(cls, v: str) -> str:
+        """Reported with the other keys' problems (read only: the study proves the folder writable when it
+        starts): the folder, or the nearest part of its path that exists, must not be a file."""
+        if "\x00" in v:
+            raise ValueError("must name a writable folder (a path cannot hold a NUL character)")
+        try:
+            probe = nearest_existing(Path(v))
+            blocked = probe.exists() and not probe.is_dir()
+        except OSError as exc:  # a name too long, a folder on the way that may not be searched
+            raise ValueError(f"must name a writable folder ({exc.strerror or exc})") from None
+        if blocked:
+            raise ValueError(f"must name a writable folder ({str(probe)!r} is not a folder)")
+        return v
+
+
+# The parts of a study's configuration, in the order of the stages that read them. YAML keys stay flat (a
+# ``StudyConfig`` has every section's keys); a stage receives only its part: ``cfg.part(MeasureSettings)``.
+CONFIG_SECTIONS: dict[str, type[BaseModel]] = {
+    "Inputs": InputSettings,
+    "Training": TrainingSettings,
+    "Variants": VariantSettings,
+    "Measurement": MeasureSettings,
+    "Budgets": BudgetSettings,
+    "Hardware": HardwareSettings,
+    "Deployment": DeploySettings,
+    "Targets": TargetSettings,
+    "Search": SearchSettings,
+    "Run": RunSettings,
+}
+
+SectionT = TypeVar("SectionT", bound=BaseModel)
+
+
+class StudyConfig(
+    RunSettings,
+    SearchSettings,
+    TargetSettings,
+    DeploySettings,
+    HardwareSettings,
+    BudgetSettings,
+    MeasureSettings,
+    VariantSettings,
+    TrainingSettings,
+    InputSettings,
+):
+    """All keys of a study: every section's keys, flat as in the YAML file. Unknown keys are errors."""
+
+    model_config = _STRICT
+
+    def part(self, section: type[SectionT]) -> SectionT:
+        """The keys of one section, as that section's frozen record (what a stage receives)."""
+        return section.model_construct(**{name: getattr(self, name) for name in section.model_fields})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_quantization_keys(cls, data: Any) -> Any:
+        """Move the flat int8 keys of earlier releases into ``quantization:`` (both at once is an error)."""
+        if not isinstance(data, dict) or not any(k in data for k in LEGACY_QUANTIZATION_KEYS):
+            return data
+        data = dict(data)
+        section = data.get("quantization") or {}
+        if not isinstance(section, dict):
+            return data  # the section's own validation reports it
+        section = dict(section)
+        for old, new in LEGACY_QUANTIZATION_KEYS.items():
+            if old not in data:
+                continue
+            if new in section:
+                raise ValueError(
+                    f"'{old}' is the old spelling of 'quantization.{new}'; give only "
+                    f"'quantization.{new}' (got {data[old]!r} and {section[new]!r})"
+                )
+            section[new] = data.pop(old)
+        data["quantization"] = section
+        return data
+
     @model_validator(mode="after")
     def _search_executor(self) -> StudyConfig:
         if self.search.strategy != "grid" and self.executor != "local":
@@ -542,8 +747,6 @@ class StudyConfig(BaseModel):
 
     @model_validator(mode="after")
     def _batches(self) -> StudyConfig:
-        if self.benchmark_trials * self.benchmark_repeats > 10_000_000:
-            raise ValueError("benchmark_repeats × benchmark_trials must be at most 10,000,000")
         if self.latency_batch_size > self.batch_size:
             raise ValueError(
                 f"'latency_batch_size' ({self.latency_batch_size}) must be at most 'batch_size' "
@@ -564,11 +767,6 @@ class StudyConfig(BaseModel):
         from .core import config_hash
 
         return config_hash(self.model_dump(mode="json"))
-
-    @property
-    def latency_multiplier(self) -> float:
-        """Host → simulated-device latency factor of the linear clock model (1 / cpu_frequency_scale)."""
-        return 1.0 / self.cpu_frequency_scale
 
 
 def _loc(loc: tuple) -> str:

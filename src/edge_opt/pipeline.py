@@ -20,7 +20,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import ConfigError, StudyConfig, load_config, nearest_existing
+from .config import (
+    BudgetSettings,
+    ConfigError,
+    HardwareSettings,
+    InputSettings,
+    MeasureSettings,
+    RunSettings,
+    StudyConfig,
+    VariantSettings,
+    load_config,
+    nearest_existing,
+)
 from .core import (
     atomic,
     begin_generation,
@@ -130,7 +141,7 @@ def registry_errors(cfg: StudyConfig) -> list[str]:
     errors += _extra_errors(cfg)
     from .report import check_tracking
 
-    errors += check_tracking(cfg)
+    errors += check_tracking(cfg.part(RunSettings))
     if cfg.executor == "ray" and cfg.model.kind == "python":
         errors.append(
             "The 'executor' parameter 'ray' cannot ship an in-memory module (edge_opt.optimize) to its "
@@ -392,7 +403,7 @@ def _measure(
         outcome, interrupted = _search(cfg, sweep, out, on_event, should_stop)
         clock.lap("variants")
         return sweep, interrupted, warnings, outcome
-    points = sweep_points(cfg)
+    points = sweep_points(cfg.part(VariantSettings))
     on_event("stage", name="variants", detail=f"{len(points)} config points")
     interrupted = False
     try:
@@ -410,7 +421,7 @@ def _search(
     cfg: StudyConfig, sweep: Sweep, out: Path, on_event: EventFn, should_stop: Callable[[], bool]
 ) -> tuple[SearchOutcome | None, bool]:
     """Stage variants as an Optuna search: the baseline first (the accuracy-drop budget needs it), then the trials."""
-    space = search_space(cfg)
+    space = search_space(cfg.part(VariantSettings))
     s = cfg.search
     on_event(
         "stage",
@@ -475,12 +486,12 @@ def _analyse(
 ) -> StudyOutcome:
     """Stages assess → select → artifact → hardware → deployment, over the stored records of the grid."""
     cfg = sweep.cfg
-    points = search.points if search is not None else sweep_points(cfg)
+    points = search.points if search is not None else sweep_points(cfg.part(VariantSettings))
     # outputs describe every finished point of this config's grid, or the points its search evaluated
     results, baseline = stored_results(store, cfg, points, untimed=search is not None)
     skipped = tuple(r for r in results if r.skipped is not None)
     assessed = tuple(assess_results([r for r in results if r.skipped is None], cfg, baseline))
-    host_selection = select_recommendation(assessed, baseline, cfg)
+    host_selection = select_recommendation(assessed, baseline, cfg.part(BudgetSettings))
     warnings += study_warnings(assessed)
     clock.lap("analysis")
     runs: list[TargetRun] = []
@@ -577,7 +588,7 @@ def _recommendation(
             "host's numbers chose (run again when the target is back: only its failed points are measured)"
         )
         return host
-    return select_recommendation(on_target[name], baseline, cfg.model_copy(update={"cpu_frequency_scale": 1.0}))
+    return select_recommendation(on_target[name], baseline, cfg.part(BudgetSettings))
 
 
 def _hardware(
@@ -594,8 +605,9 @@ def _hardware(
     if why is None:
         on_event("stage", name="hardware analysis", detail="machine calibration + layer tables")
         try:
+            parts = sweep.cfg.part(HardwareSettings), sweep.cfg.part(MeasureSettings)
             analysis = analyse_hardware(
-                out, sweep.cfg, _torch_parent(sweep), sweep.data.input_shape, baseline, selection, assessed
+                out, *parts, _torch_parent(sweep), sweep.data.input_shape, baseline, selection, assessed
             )[0]
             warnings += analysis.warnings
             return analysis
@@ -667,9 +679,10 @@ def _load_inputs(
             channels = onnx_input_spec(cfg.model.onnx)[1][1]
         except ModelSourceError as exc:
             raise ConfigError([str(exc)]) from None
-    data = load_study_data(cfg, raw, channels, calibration)
+    inputs = cfg.part(InputSettings)
+    data = load_study_data(inputs, raw, channels, calibration)
     try:
-        source = load_model_source(cfg, data.input_shape, data.num_classes, module)
+        source = load_model_source(inputs, data.input_shape, data.num_classes, module)
         check_model_fits(source, data.input_shape, data.num_classes, next(iter(data.val_loader))[0][:2])
     except ModelSourceError as exc:
         raise ConfigError([str(exc)]) from None
@@ -855,7 +868,7 @@ def _rebuild_tables(out: Path, cfg: StudyConfig, study: Any, old: dict[str, Any]
         frame,
         old.get("deployment", {}),
     )
-    total = study.search.space_size if study.search is not None else len(sweep_points(cfg))
+    total = study.search.space_size if study.search is not None else len(sweep_points(cfg.part(VariantSettings)))
     summary = {
         **old,
         **fresh,

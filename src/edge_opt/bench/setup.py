@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.benchmark import Timer
+from torch.utils.data import DataLoader
 
 from ..inputs import (
     DataBundle,
@@ -79,6 +80,54 @@ def _evaluate_and_time(
     return correct, total, m, xb
 
 
+def _data_and_model(
+    layer_sizes: Sequence[int], activations: Sequence[str], n_samples: int, batch_size: int, seed: int
+) -> tuple[DataBundle, DataLoader, str, torch.nn.Module]:
+    """Seeded data, loaders (the training loader checked non-empty), the dataset's name and the untrained MLP."""
+    if n_samples < 8:
+        raise ValueError(f"The 'n_samples' parameter must be at least 8. Got {n_samples!r} instead.")
+    set_deterministic(seed)
+    raw, dataset = _mlp_data(int(layer_sizes[-1]), n_samples, seed)
+    data = make_loaders(raw, batch_size=batch_size, dataloader_seed=seed, val_fraction=0.25)
+    train_loader = data.train_loader
+    if train_loader is None:
+        raise ValueError(f"The 'n_samples' parameter leaves no training samples. Got {n_samples!r}.")
+    model = create_model(
+        "mlp", data.input_shape, data.num_classes, layer_sizes=list(layer_sizes), activations=list(activations)
+    )
+    return data, train_loader, dataset, model
+
+
+def _precision_settings(precision: str) -> tuple[bool, torch.dtype | None]:
+    """Whether the mode quantizes for inference, and the dtype of its CPU autocast (None for fp32 and int8)."""
+    spec = get_precision(precision)
+    # reduced float precisions train under CPU autocast and infer in that dtype
+    autocast = spec.torch_dtype if spec.torch_dtype not in (None, torch.float32) else None
+    return spec.quantized, autocast
+
+
+def _train_measuring_energy(
+    model: torch.nn.Module,
+    train_loader: DataLoader,
+    epochs: int,
+    seed: int,
+    autocast: torch.dtype | None,
+    power_watts: float,
+    rapl: RaplReader | None,
+) -> tuple[Any, Any]:
+    """Train ``model`` inside ``measure_energy``: the energy estimate (per epoch) and the training result."""
+    holder: dict[str, Any] = {}
+
+    def train() -> int:
+        holder["result"] = train_model(
+            model, train_loader, epochs=epochs, learning_rate=1e-2, seed=seed, autocast_dtype=autocast
+        )
+        return max(epochs, 1)
+
+    energy, _elapsed, _ = measure_energy(train, power_watts=power_watts, reader=rapl)
+    return energy, holder["result"]
+
+
 def benchmark_one_setup(
     layer_sizes: Sequence[int],
     activations: Sequence[str],
@@ -106,32 +155,10 @@ def benchmark_one_setup(
         during the run), accuracy (final train accuracy), val_accuracy, energy (J per epoch) and how each was measured.
     """
     precision = from_seed_name(precision_mode)  # ValueError naming the allowed modes
-    if n_samples < 8:
-        raise ValueError(f"The 'n_samples' parameter must be at least 8. Got {n_samples!r} instead.")
-    set_deterministic(seed)
-    raw, dataset = _mlp_data(int(layer_sizes[-1]), n_samples, seed)
-    data = make_loaders(raw, batch_size=batch_size, dataloader_seed=seed, val_fraction=0.25)
-    train_loader = data.train_loader
-    if train_loader is None:
-        raise ValueError(f"The 'n_samples' parameter leaves no training samples. Got {n_samples!r}.")
-    model = create_model(
-        "mlp", data.input_shape, data.num_classes, layer_sizes=list(layer_sizes), activations=list(activations)
-    )
+    data, train_loader, dataset, model = _data_and_model(layer_sizes, activations, n_samples, batch_size, seed)
     rss0 = _rss_mb()
-    spec = get_precision(precision)
-    quantized = spec.quantized
-    # reduced float precisions train under CPU autocast and infer in that dtype
-    autocast = spec.torch_dtype if spec.torch_dtype not in (None, torch.float32) else None
-    holder: dict[str, Any] = {}
-
-    def train() -> int:
-        holder["result"] = train_model(
-            model, train_loader, epochs=epochs, learning_rate=1e-2, seed=seed, autocast_dtype=autocast
-        )
-        return max(epochs, 1)
-
-    energy, elapsed, _ = measure_energy(train, power_watts=power_watts, reader=rapl)
-    result = holder["result"]
+    quantized, autocast = _precision_settings(precision)
+    energy, result = _train_measuring_energy(model, train_loader, epochs, seed, autocast, power_watts, rapl)
     infer, prep = _inference_model(model, data, quantized, autocast)
     correct, total, m, xb = _evaluate_and_time(infer, prep, data)
     peak = max(_rss_mb() - rss0, 0.0)

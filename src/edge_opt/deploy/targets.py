@@ -79,6 +79,40 @@ def _settings(cfg: StudyConfig) -> dict[str, Any]:
     }
 
 
+def _agent_record(
+    cfg: StudyConfig, host: VariantResult, target: TargetConfig, batch: int, ans: dict[str, Any]
+) -> MeasurementRecord:
+    """The measurement record of the agent's answer ``ans``: its latency samples, per-sample hits and a proxy
+    energy, with the host record's kernel precision and parameter bytes."""
+    p, rec = host.point, host.measurement
+    assert rec is not None
+    lat = LatencySamples(
+        batch,
+        tuple(float(v) for v in ans["samples_ms"]),
+        int(ans["runs_per_sample"]),
+        int(ans.get("rounds", 1)),
+        tuple(float(v) for v in ans.get("interrupted_ms") or ()),
+    )
+    return MeasurementRecord(
+        backend=p.backend,
+        precision=p.precision,
+        kernel_precision=rec.kernel_precision,
+        parameter_bytes=rec.parameter_bytes,
+        latency=lat,
+        batch_latency=LatencySamples(batch, ()),
+        correct=tuple(c == "1" for c in ans.get("correct", "")),
+        energy=proxy_energy(cfg.power_watts, lat.mean / 1e3),
+        environment={
+            **ans.get("fingerprint", {}),
+            "measured_on": target.name,
+            "agent_url": target.url,
+            "load_s": ans.get("load_s"),
+            "measure_s": ans.get("measure_s"),
+        },
+        latency_multiplier=1.0,
+    )
+
+
 def _measure_one(
     sweep: Sweep, client: AgentClient, host: VariantResult, target: TargetConfig, validation: tuple[Path, Path]
 ) -> VariantResult:
@@ -102,33 +136,7 @@ def _measure_one(
         str(meta.get("inference_precision_hint", "f32")),
         validation,
     )
-    rec = host.measurement
-    assert rec is not None
-    lat = LatencySamples(
-        batch,
-        tuple(float(v) for v in ans["samples_ms"]),
-        int(ans["runs_per_sample"]),
-        int(ans.get("rounds", 1)),
-        tuple(float(v) for v in ans.get("interrupted_ms") or ()),
-    )
-    measured = MeasurementRecord(
-        backend=p.backend,
-        precision=p.precision,
-        kernel_precision=rec.kernel_precision,
-        parameter_bytes=rec.parameter_bytes,
-        latency=lat,
-        batch_latency=LatencySamples(batch, ()),
-        correct=tuple(c == "1" for c in ans.get("correct", "")),
-        energy=proxy_energy(cfg.power_watts, lat.mean / 1e3),
-        environment={
-            **ans.get("fingerprint", {}),
-            "measured_on": target.name,
-            "agent_url": target.url,
-            "load_s": ans.get("load_s"),
-            "measure_s": ans.get("measure_s"),
-        },
-        latency_multiplier=1.0,
-    )
+    measured = _agent_record(cfg, host, target, batch, ans)
     return VariantResult(
         point=p,
         key=target_key(host.key, target.name),
@@ -140,6 +148,17 @@ def _measure_one(
         measured_on=target.name,
         source="edge-opt agent",
         timings={"target_s": time.perf_counter() - t0},
+    )
+
+
+def _not_tried_reason(target: TargetConfig, token: str | None, down: str | None, failures: int) -> str | None:
+    """Why a point is not sent to the target (no token, or the target gave up after failures), else None."""
+    return (
+        f"environment variable {target.token_env} (token_env) is not set"
+        if token is None
+        else f"{down} (not tried: the target failed {failures} times in a row)"
+        if down
+        else None
     )
 
 
@@ -179,13 +198,7 @@ def _one_target(
                 )
             )
             continue
-        reason = (
-            f"environment variable {target.token_env} (token_env) is not set"
-            if token is None
-            else f"{down} (not tried: the target failed {failures} times in a row)"
-            if down
-            else None
-        )
+        reason = _not_tried_reason(target, token, down, failures)
         if reason is None:
             try:
                 result = _measure_one(sweep, client, host, target, validation)

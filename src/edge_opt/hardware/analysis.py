@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 from torch import nn
 
-from ..config import StudyConfig
+from ..config import HardwareSettings, MeasureSettings
 from ..measure import VariantResult
 from ..study import Assessment, Selection, to_frame
 from ..variants import BACKEND_KINDS, get_precision
@@ -165,7 +165,7 @@ def _roofline_points(
 
 
 def _summaries(
-    cfg: StudyConfig,
+    lb: int,
     parent: Callable[[float], nn.Module],
     input_shape: tuple[int, ...],
     baseline: VariantResult,
@@ -175,7 +175,7 @@ def _summaries(
     base_m = baseline.metrics
     if base_m is None:
         raise ValueError("The hardware analysis needs a measured baseline. Got a baseline without measurement.")
-    bw, peak, lb = machine["memory_bandwidth_gbps"], machine["peak_compute_gmacs"], cfg.latency_batch_size
+    bw, peak = machine["memory_bandwidth_gbps"], machine["peak_compute_gmacs"]
     base_table = layer_table(parent(0.0), "fp32", lb, input_shape, baseline.point.backend)
     base_kernel = baseline.measurement.kernel_precision if baseline.measurement is not None else "fp32"
     summaries = {
@@ -203,7 +203,8 @@ def _summaries(
 
 def analyse_hardware(
     out: Path,
-    cfg: StudyConfig,
+    hardware: HardwareSettings,
+    measure: MeasureSettings,
     parent: Callable[[float], nn.Module],
     input_shape: tuple[int, ...],
     baseline: VariantResult,
@@ -221,15 +222,15 @@ def analyse_hardware(
     Returns:
         The analysis and the chosen variant's (else the baseline's) layer table with roofline columns.
     """
-    machine = machine_calibration(out, cfg.threads, cfg.memory_bandwidth_gbps, cfg.peak_compute_gmacs)
-    summaries, layers = _summaries(cfg, parent, input_shape, baseline, selection, machine)
-    points = _roofline_points(assessed, parent, cfg.latency_batch_size, input_shape, machine)
+    machine = machine_calibration(out, measure.threads, hardware.memory_bandwidth_gbps, hardware.peak_compute_gmacs)
+    summaries, layers = _summaries(measure.latency_batch_size, parent, input_shape, baseline, selection, machine)
+    points = _roofline_points(assessed, parent, measure.latency_batch_size, input_shape, machine)
     if _any_exceeded(summaries, points) and machine.get("peak_source") == "measured" and not machine.get("remeasured"):
         machine = machine_calibration(
-            out, cfg.threads, cfg.memory_bandwidth_gbps, cfg.peak_compute_gmacs, remeasure=True
+            out, measure.threads, hardware.memory_bandwidth_gbps, hardware.peak_compute_gmacs, remeasure=True
         )
-        summaries, layers = _summaries(cfg, parent, input_shape, baseline, selection, machine)
-        points = _roofline_points(assessed, parent, cfg.latency_batch_size, input_shape, machine)
+        summaries, layers = _summaries(measure.latency_batch_size, parent, input_shape, baseline, selection, machine)
+        points = _roofline_points(assessed, parent, measure.latency_batch_size, input_shape, machine)
     summaries["machine"] = machine
     chosen = selection.chosen
     frame = to_frame(assessed)

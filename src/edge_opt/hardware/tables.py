@@ -128,6 +128,55 @@ def _macs(m: Any, out: torch.Tensor) -> int:
     return 0
 
 
+_LAYER_COLUMNS = [
+    "layer",
+    "output_elements",
+    "parameter_bytes",
+    "activation_bytes",
+    "macs",
+    "input_bytes",
+    "layer_type",
+]
+
+
+def _supported_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The named sub-modules the estimate hooks (standard and torch.ao quantized layers).
+
+    Raises:
+        ValueError: the model has none.
+    """
+    targets = [
+        (n, m) for n, m in model.named_modules() if n and (isinstance(m, _SUPPORTED) or _quantized_kind(m) is not None)
+    ]
+    if not targets:
+        raise ValueError(
+            f"The model {type(model).__name__} has no supported layer "
+            f"(Conv, Linear, pooling, normalisation, activation); cannot estimate layer statistics."
+        )
+    return targets
+
+
+def _layer_estimate(
+    label: str, mod: nn.Module, inp: torch.Tensor | None, out: torch.Tensor, activation_bytes_per_value: float | None
+) -> LayerEstimate:
+    """The estimate of one layer call from its input and output (bytes per value: the given one, else the dtype's)."""
+    per_value = activation_bytes_per_value if activation_bytes_per_value is not None else out.element_size()
+    in_per_value = (
+        activation_bytes_per_value
+        if activation_bytes_per_value is not None
+        else (inp.element_size() if inp is not None else 0)
+    )
+    return LayerEstimate(
+        layer=label,
+        output_elements=int(out.numel()),
+        parameter_bytes=_param_bytes(mod),
+        activation_bytes=int(round(out.numel() * per_value)),
+        macs=_macs(mod, out),
+        input_bytes=int(round(inp.numel() * in_per_value)) if inp is not None else 0,
+        layer_type=type(mod).__name__,
+    )
+
+
 def estimate_layerwise_stats(
     model: nn.Module,
     batch_size: int,
@@ -154,14 +203,7 @@ def estimate_layerwise_stats(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"The 'batch_size' parameter must be a positive integer. Got {batch_size!r} instead.")
-    targets = [
-        (n, m) for n, m in model.named_modules() if n and (isinstance(m, _SUPPORTED) or _quantized_kind(m) is not None)
-    ]
-    if not targets:
-        raise ValueError(
-            f"The model {type(model).__name__} has no supported layer "
-            f"(Conv, Linear, pooling, normalisation, activation); cannot estimate layer statistics."
-        )
+    targets = _supported_layers(model)
     rows: list[LayerEstimate] = []
     seen: dict[str, int] = {}
 
@@ -172,23 +214,7 @@ def estimate_layerwise_stats(
             inp = args[0] if args and isinstance(args[0], torch.Tensor) else None
             seen[name] = seen.get(name, 0) + 1
             label = name if seen[name] == 1 else f"{name}#{seen[name]}"
-            per_value = activation_bytes_per_value if activation_bytes_per_value is not None else out.element_size()
-            in_per_value = (
-                activation_bytes_per_value
-                if activation_bytes_per_value is not None
-                else (inp.element_size() if inp is not None else 0)
-            )
-            rows.append(
-                LayerEstimate(
-                    layer=label,
-                    output_elements=int(out.numel()),
-                    parameter_bytes=_param_bytes(mod),
-                    activation_bytes=int(round(out.numel() * per_value)),
-                    macs=_macs(mod, out),
-                    input_bytes=int(round(inp.numel() * in_per_value)) if inp is not None else 0,
-                    layer_type=type(mod).__name__,
-                )
-            )
+            rows.append(_layer_estimate(label, mod, inp, out, activation_bytes_per_value))
 
         return fn
 
@@ -202,18 +228,7 @@ def estimate_layerwise_stats(
     finally:
         for h in handles:
             h.remove()
-    return pd.DataFrame(
-        [asdict(r) for r in rows],
-        columns=[
-            "layer",
-            "output_elements",
-            "parameter_bytes",
-            "activation_bytes",
-            "macs",
-            "input_bytes",
-            "layer_type",
-        ],
-    )
+    return pd.DataFrame([asdict(r) for r in rows], columns=_LAYER_COLUMNS)
 
 
 # --- machine calibration ------------------------------------------------------------------
@@ -624,6 +639,42 @@ def plot_roofline(
     return Path(path)
 
 
+def _write_tables(
+    out: Path, layers: pd.DataFrame, precision_df: pd.DataFrame, summary: Mapping[str, Any]
+) -> dict[str, Path]:
+    """layerwise_breakdown.csv, precision_tradeoffs.csv and hardware_summary.csv (the summary's scalar entries)."""
+    return {
+        "layerwise_breakdown": atomic.write_with(
+            out / "layerwise_breakdown.csv", lambda t: layers.to_csv(t, index=False, encoding="utf-8")
+        ),
+        "precision_tradeoffs": atomic.write_with(
+            out / "precision_tradeoffs.csv", lambda t: precision_df.to_csv(t, index=False, encoding="utf-8")
+        ),
+        "hardware_summary": atomic.write_with(
+            out / "hardware_summary.csv",
+            lambda t: pd.DataFrame([{k: v for k, v in summary.items() if not isinstance(v, (dict, list))}]).to_csv(
+                t, index=False, encoding="utf-8"
+            ),
+        ),
+    }
+
+
+def _layer_bar_charts(out: Path, layers: pd.DataFrame) -> dict[str, Path]:
+    """layerwise_activation_memory.png and layerwise_macs.png: one bar per layer call."""
+    _bar(
+        out / "layerwise_activation_memory.png",
+        list(layers["layer"]),
+        list(layers["activation_bytes"] / 1e3),
+        "activation memory (kB)",
+        "activation memory per layer",
+    )
+    _bar(out / "layerwise_macs.png", list(layers["layer"]), list(layers["macs"] / 1e6), "MMACs", "MACs per layer")
+    return {
+        "layerwise_activation_memory": out / "layerwise_activation_memory.png",
+        "layerwise_macs": out / "layerwise_macs.png",
+    }
+
+
 def save_hardware_artifacts(
     output_dir: str | Path,
     layerwise_df: pd.DataFrame,
@@ -652,30 +703,8 @@ def save_hardware_artifacts(
     layers = layerwise_df
     if bw and peak and peak == peak and "bound_regime" not in layers.columns:
         layers = add_layer_roofline(layerwise_df, bw, peak)
-    paths = {
-        "layerwise_breakdown": atomic.write_with(
-            out / "layerwise_breakdown.csv", lambda t: layers.to_csv(t, index=False, encoding="utf-8")
-        ),
-        "precision_tradeoffs": atomic.write_with(
-            out / "precision_tradeoffs.csv", lambda t: precision_df.to_csv(t, index=False, encoding="utf-8")
-        ),
-        "hardware_summary": atomic.write_with(
-            out / "hardware_summary.csv",
-            lambda t: pd.DataFrame([{k: v for k, v in summary.items() if not isinstance(v, (dict, list))}]).to_csv(
-                t, index=False, encoding="utf-8"
-            ),
-        ),
-    }
-    _bar(
-        out / "layerwise_activation_memory.png",
-        list(layers["layer"]),
-        list(layers["activation_bytes"] / 1e3),
-        "activation memory (kB)",
-        "activation memory per layer",
-    )
-    paths["layerwise_activation_memory"] = out / "layerwise_activation_memory.png"
-    _bar(out / "layerwise_macs.png", list(layers["layer"]), list(layers["macs"] / 1e6), "MMACs", "MACs per layer")
-    paths["layerwise_macs"] = out / "layerwise_macs.png"
+    paths = _write_tables(out, layers, precision_df, summary)
+    paths.update(_layer_bar_charts(out, layers))
     if roofline_points is not None:
         paths["roofline_points"] = atomic.write_with(
             out / "roofline_points.csv", lambda t: roofline_points.to_csv(t, index=False, encoding="utf-8")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..config import StudyConfig
+from ..config import InputSettings
 from ..core import Registry
 from . import readers
 from .raw import DataError, RawDataset, resize_images
@@ -403,7 +403,7 @@ def load_data(
     )
 
 
-def load_raw(cfg: StudyConfig, channels: int | None = None) -> RawDataset:
+def load_raw(cfg: InputSettings, channels: int | None = None) -> RawDataset:
     """The study's raw data set: a registered one, ``npz``, ``image_folder`` or ``package.module:callable``.
 
     ``channels``: what the model's input asks for (image folders read RGB or grayscale accordingly).
@@ -424,7 +424,10 @@ def load_raw(cfg: StudyConfig, channels: int | None = None) -> RawDataset:
 
 
 def load_study_data(
-    cfg: StudyConfig, raw: RawDataset | None = None, channels: int | None = None, calibration: np.ndarray | None = None
+    cfg: InputSettings,
+    raw: RawDataset | None = None,
+    channels: int | None = None,
+    calibration: np.ndarray | None = None,
 ) -> DataBundle:
     """The study's data, exactly as its config asks (every executor loads it through here).
 

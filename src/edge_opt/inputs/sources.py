@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import ModelConfig, StudyConfig
+from ..config import InputSettings, ModelConfig
 from ..core import CallableImportError, import_callable, sha256_file
 from .models import create_model
 
@@ -243,7 +243,7 @@ def _onnx_input_spec(path: str, size: int, mtime_ns: int) -> tuple[str, tuple[in
 
 
 def load_model_source(
-    cfg: StudyConfig, input_shape: tuple[int, ...], num_classes: int, module: nn.Module | None = None
+    cfg: InputSettings, input_shape: tuple[int, ...], num_classes: int, module: nn.Module | None = None
 ) -> ModelSource:
     """Load the configured model (``module``: the object handed to ``edge_opt.optimize``).
 
@@ -342,7 +342,7 @@ def check_model_size(rebuild: Callable[[], nn.Module], kind: str) -> int:
 
 
 def _rebuild(
-    m: ModelConfig, cfg: StudyConfig, input_shape: tuple[int, ...], num_classes: int
+    m: ModelConfig, cfg: InputSettings, input_shape: tuple[int, ...], num_classes: int
 ) -> Callable[[], nn.Module]:
     if m.kind == "name":
         name = str(m.name)

@@ -19,10 +19,11 @@ import pandas as pd
 
 from ..core import atomic
 from ..hardware import decade_axes
-from ..study import RAW_SAMPLE_COLUMNS
+from ..study import RAW_SAMPLE_COLUMNS, to_frame  # to_frame: also the documented edge_opt.reporting.to_frame
 
 __all__ = [
     "PLOT_DPI",
+    "to_frame",
     "RAW_COLUMNS",
     "build_summary",
     "csv_frame",
@@ -131,18 +132,8 @@ def _label(r: pd.Series) -> str:
     return f"{r.get('backend', '')} {r.get('precision', '')} p{float(r.get('pruning_level', 0)):g}"
 
 
-def plot_tradeoff(
-    path: str | Path,
-    sweep_df: pd.DataFrame,
-    x_col: str,
-    x_label: str,
-    frontier: pd.DataFrame | None = None,
-    dpi: int = PLOT_DPI,
-    recommended_key: str | None = None,
-) -> Path:
-    """Scatter accuracy vs ``x_col``: accepted, rejected and error-free rows, the frontier as a line."""
-    df = sweep_df[sweep_df["error"].isna()] if "error" in sweep_df.columns else sweep_df
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+def _scatter_by_verdict(ax: Any, df: pd.DataFrame, x_col: str) -> None:
+    """Accuracy vs ``x_col`` of the accepted rows in green and the rejected ones in red, one marker per backend."""
     acc = df[df["accepted"].astype(bool)] if "accepted" in df.columns else df
     rej = df[~df["accepted"].astype(bool)] if "accepted" in df.columns else df.iloc[0:0]
     markers = {"torch": "o", "onnxruntime": "s", "torch_channels_last": "^"}
@@ -158,29 +149,49 @@ def plot_tradeoff(
                 edgecolors="k",
                 linewidths=0.4,
             )
+
+
+def _ring_recommended(ax: Any, rec: pd.DataFrame, x_col: str) -> None:
+    """A gold ring round the recommended row (when it is among the plotted rows), labelled by its point."""
+    if not len(rec):
+        return
+    ax.scatter(
+        rec[x_col],
+        rec["accuracy"],
+        s=220,
+        facecolors="none",
+        edgecolors="gold",
+        linewidths=2.5,
+        label="recommended",
+        zorder=5,
+    )
+    ax.annotate(
+        _label(rec.iloc[0]),
+        (rec[x_col].iloc[0], rec["accuracy"].iloc[0]),
+        textcoords="offset points",
+        xytext=(8, -12),
+        fontsize=8,
+    )
+
+
+def plot_tradeoff(
+    path: str | Path,
+    sweep_df: pd.DataFrame,
+    x_col: str,
+    x_label: str,
+    frontier: pd.DataFrame | None = None,
+    dpi: int = PLOT_DPI,
+    recommended_key: str | None = None,
+) -> Path:
+    """Scatter accuracy vs ``x_col``: accepted, rejected and error-free rows, the frontier as a line."""
+    df = sweep_df[sweep_df["error"].isna()] if "error" in sweep_df.columns else sweep_df
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    _scatter_by_verdict(ax, df, x_col)
     if frontier is not None and len(frontier):
         f = frontier.sort_values(x_col)
         ax.plot(f[x_col], f["accuracy"], "-", color="tab:blue", lw=1.5, label="Pareto frontier", zorder=1)
     if recommended_key is not None and "key" in df.columns:
-        rec = df[df["key"] == recommended_key]
-        if len(rec):
-            ax.scatter(
-                rec[x_col],
-                rec["accuracy"],
-                s=220,
-                facecolors="none",
-                edgecolors="gold",
-                linewidths=2.5,
-                label="recommended",
-                zorder=5,
-            )
-            ax.annotate(
-                _label(rec.iloc[0]),
-                (rec[x_col].iloc[0], rec["accuracy"].iloc[0]),
-                textcoords="offset points",
-                xytext=(8, -12),
-                fontsize=8,
-            )
+        _ring_recommended(ax, df[df["key"] == recommended_key], x_col)
     if (
         len(df)
         and (df[x_col].astype(float) > 0).all()

@@ -47,16 +47,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
         return pd.DataFrame()
 
 
-def write_html_report(output_dir: str | Path) -> Path:
-    """Build ``report.html`` from the study files in ``output_dir``.
-
-    Returns:
-        The report's path.
-    """
-    out = Path(output_dir)
-    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    sweep = _read_csv(out / "sweep_results.csv")
-    rec = summary.get("recommended")
+def _grouped_sweep(sweep: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The sweep rows grouped by node (when several ran it) and by where they were measured, and the columns
+    the table shows (the node's when several)."""
     cols = list(SWEEP_COLS)
     if "hostname" in sweep.columns and sweep[["hostname", "cpu_model"]].drop_duplicates().shape[0] > 1:
         cols = ["hostname", "cpu_model", *cols]  # several nodes: group the table by node
@@ -65,13 +58,12 @@ def write_html_report(output_dir: str | Path) -> Path:
         sweep = sweep.assign(_host=sweep["measured_on"] != "host").sort_values(
             ["_host", "measured_on"], kind="mergesort"
         )
-    rows = []
-    for _, r in sweep.iterrows():
-        d: dict[str, Any] = {c: _fmt(r.get(c)) for c in cols}
-        d["_accepted"] = bool(r.get("accepted"))
-        d["_recommended"] = bool(rec and r.get("key") == rec.get("key"))
-        rows.append(d)
-    rejected = [
+    return sweep, cols
+
+
+def _rejected_rows(sweep: pd.DataFrame) -> list[dict[str, Any]]:
+    """Point and reason of each rejected sweep row."""
+    return [
         {
             "backend": r["backend"],
             "precision": r["precision"],
@@ -81,13 +73,11 @@ def write_html_report(output_dir: str | Path) -> Path:
         for _, r in sweep.iterrows()
         if not bool(r.get("accepted"))
     ]
-    read = lambda name: _read_csv(out / name)  # noqa: E731
-    repro = (
-        json.loads((out / "reproducibility.json").read_text(encoding="utf-8"))
-        if (out / "reproducibility.json").exists()
-        else {}
-    )
-    images = {
+
+
+def _images(out: Path) -> dict[str, list[tuple[str, str]]]:
+    """The study's plots that exist, per report section, as (name, data URI)."""
+    return {
         "tradeoffs": [
             (n, _uri(out / f"{n}.png"))
             for n in ("accuracy_vs_latency", "accuracy_vs_energy", "accuracy_vs_memory")
@@ -100,6 +90,33 @@ def write_html_report(output_dir: str | Path) -> Path:
         ],
         "sensitivity": [(n, _uri(out / f"{n}.png")) for n in ("sensitivity",) if (out / f"{n}.png").exists()],
     }
+
+
+def write_html_report(output_dir: str | Path) -> Path:
+    """Build ``report.html`` from the study files in ``output_dir``.
+
+    Returns:
+        The report's path.
+    """
+    out = Path(output_dir)
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    sweep = _read_csv(out / "sweep_results.csv")
+    rec = summary.get("recommended")
+    sweep, cols = _grouped_sweep(sweep)
+    rows = []
+    for _, r in sweep.iterrows():
+        d: dict[str, Any] = {c: _fmt(r.get(c)) for c in cols}
+        d["_accepted"] = bool(r.get("accepted"))
+        d["_recommended"] = bool(rec and r.get("key") == rec.get("key"))
+        rows.append(d)
+    rejected = _rejected_rows(sweep)
+    read = lambda name: _read_csv(out / name)  # noqa: E731
+    repro = (
+        json.loads((out / "reproducibility.json").read_text(encoding="utf-8"))
+        if (out / "reproducibility.json").exists()
+        else {}
+    )
+    images = _images(out)
     hw = read("hardware_summary.csv")
     env = Environment(loader=PackageLoader("edge_opt", "templates"), autoescape=select_autoescape(["html", "j2"]))
     from markupsafe import Markup

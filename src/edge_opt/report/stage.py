@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..config import StudyConfig
+from ..config import BudgetSettings, StudyConfig
 from ..core import atomic, environment, git_commit, package_versions
 from ..deploy import DeploymentResult, ExportedArtifact, TargetRun, simulation_gap
 from ..hardware import HardwareAnalysis
@@ -188,7 +188,7 @@ def _targets_summary(o: StudyOutcome) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for run in o.targets:
         rows = o.on_target.get(run.name, ())
-        sel = select_recommendation(rows, o.baseline, o.cfg.model_copy(update={"cpu_frequency_scale": 1.0}))
+        sel = select_recommendation(rows, o.baseline, o.cfg.part(BudgetSettings))
         best = sel.chosen
         out[run.name] = {
             "rows": len(run.results),

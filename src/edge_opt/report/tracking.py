@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, StudyConfig
+from ..config import ConfigError, RunSettings, StudyConfig
 from ..study import RAW_SAMPLE_COLUMNS, Assessment
 
 __all__ = ["POINT_PARAMS", "check_tracking", "log_study_mlflow", "mlflow_available"]
@@ -23,7 +23,7 @@ def mlflow_available() -> bool:
     return True
 
 
-def check_tracking(cfg: StudyConfig) -> list[str]:
+def check_tracking(cfg: RunSettings) -> list[str]:
     """Errors for a tracking config this installation cannot serve."""
     if cfg.tracking.mlflow is not None and not mlflow_available():
         return [

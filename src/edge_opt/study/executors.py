@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ..config import StudyConfig, config_from_dict
+from ..config import InputSettings, StudyConfig, config_from_dict
 from ..inputs import ModelSource, load_model_source
 from ..measure import ConfigPoint, VariantResult, torch_threads
 from .runner import PruningUnsupported, StudyInterrupted, Sweep, point_key
@@ -126,8 +126,9 @@ def _compute_on_worker(
 ) -> tuple[VariantResult, dict[str, Any]]:
     from ..inputs import load_study_data
 
-    data = load_study_data(cfg)
-    source = load_model_source(cfg, data.input_shape, data.num_classes)
+    inputs = cfg.part(InputSettings)
+    data = load_study_data(inputs)
+    source = load_model_source(inputs, data.input_shape, data.num_classes)
     model = _parent_from_blob(source, parent_blob)
     sweep = Sweep(model, data, cfg, tmp / "work", source=source)
     sweep.adopt_parent(p.pruning_level, model)

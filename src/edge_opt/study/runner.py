@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from ..config import QuantizationConfig, StudyConfig
+from ..config import MeasureSettings, QuantizationConfig, StudyConfig, VariantSettings
 from ..core import atomic
 from ..inputs import DataBundle, ModelSource, file_sha256, source_digest, state_dict_sha256, train_model
 from ..measure import BenchmarkSettings, ConfigPoint, MeasurementRecord, VariantResult, measure_variants
@@ -185,10 +185,12 @@ def _precision_key_fields(cfg: StudyConfig, point: ConfigPoint) -> dict[str, Any
     # an unknown precision has no fields of its own: its build fails and it becomes an error result
     if point.precision not in PRECISIONS:
         return {"calibration": None}
-    return PRECISIONS.get(point.precision).key_fields(quantization_choice(cfg, point), cfg.max_accuracy_drop)
+    return PRECISIONS.get(point.precision).key_fields(
+        quantization_choice(cfg.part(VariantSettings), point), cfg.max_accuracy_drop
+    )
 
 
-def quantization_choice(cfg: StudyConfig, point: ConfigPoint) -> QuantizationConfig:
+def quantization_choice(cfg: VariantSettings, point: ConfigPoint) -> QuantizationConfig:
     """The single int8 option set a point is built with (its ``calibration`` label picks it when the config
     lists several)."""
     choices = cfg.quantization.choices()
@@ -216,7 +218,7 @@ def runtime_versions() -> tuple[tuple[str, str | None], ...]:
     return tuple(out)
 
 
-def sweep_points(cfg: StudyConfig) -> list[ConfigPoint]:
+def sweep_points(cfg: VariantSettings) -> list[ConfigPoint]:
     """The study grid in run order (pruning level outermost, so each parent is built once)."""
     choices = [q.label for q in cfg.quantization.choices()] if cfg.quantization.swept else [""]
 
@@ -232,7 +234,7 @@ def sweep_points(cfg: StudyConfig) -> list[ConfigPoint]:
     ]
 
 
-def benchmark_settings(cfg: StudyConfig) -> BenchmarkSettings:
+def benchmark_settings(cfg: MeasureSettings) -> BenchmarkSettings:
     """The config's measurement rules."""
     return BenchmarkSettings(
         repeats=cfg.benchmark_repeats,
@@ -255,7 +257,9 @@ def measure_point(
     variant: Variant, point: ConfigPoint, key: str, data: DataBundle, cfg: StudyConfig
 ) -> tuple[VariantResult, dict[str, Any]]:
     """Measure one built variant; returns the result and its metadata document."""
-    rec = measure_variants([variant], data.val_loader, benchmark_settings(cfg), power_watts=cfg.power_watts)[0]
+    rec = measure_variants(
+        [variant], data.val_loader, benchmark_settings(cfg.part(MeasureSettings)), power_watts=cfg.power_watts
+    )[0]
     return point_result(variant, rec, point, key, cfg)
 
 
@@ -378,7 +382,8 @@ class Sweep:
         if (
             point.calibration
             and BACKEND_KINDS.get(point.backend) != "onnx"
-            and quantization_choice(self.cfg, point).method != self.cfg.quantization.choices()[0].method
+            and quantization_choice(self.cfg.part(VariantSettings), point).method
+            != self.cfg.quantization.choices()[0].method
         ):
             return (
                 f"{point.backend} int8 calibrates with its own observers whatever the calibration_method; the "
@@ -421,7 +426,7 @@ class Sweep:
         self, level: float, workdir: Path | None = None, threads: int | None = None, calibration: str = ""
     ) -> BuildContext:
         """The one place a ``BuildContext`` is made from the config (``calibration``: a point's choice label)."""
-        q = quantization_choice(self.cfg, ConfigPoint(level, "", "", calibration))
+        q = quantization_choice(self.cfg.part(VariantSettings), ConfigPoint(level, "", "", calibration))
         return BuildContext(
             calibration=self.calibration_for(q.batches),
             example_input=self.example,
@@ -594,7 +599,10 @@ class Sweep:
             return []
         try:
             recs = measure_variants(
-                variants, self.data.val_loader, benchmark_settings(self.cfg), power_watts=self.cfg.power_watts
+                variants,
+                self.data.val_loader,
+                benchmark_settings(self.cfg.part(MeasureSettings)),
+                power_watts=self.cfg.power_watts,
             )
             return [
                 point_result(v, r, p, point_key(self.cfg, p), self.cfg)
@@ -660,7 +668,9 @@ class Sweep:
 
     def run(self, points: Sequence[ConfigPoint] | None = None) -> list[VariantResult]:
         """Run every point (default: the config's grid) with the local executor."""
-        return LocalExecutor().map(self, list(points) if points is not None else sweep_points(self.cfg))
+        return LocalExecutor().map(
+            self, list(points) if points is not None else sweep_points(self.cfg.part(VariantSettings))
+        )
 
 
 class Executor(Protocol):

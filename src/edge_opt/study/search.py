@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import StudyConfig
+from ..config import StudyConfig, VariantSettings
 from ..measure import ConfigPoint, VariantResult
 from .selection import assess_results
 
@@ -92,7 +92,7 @@ class SearchSpace:
         }
 
 
-def search_space(cfg: StudyConfig) -> SearchSpace:
+def search_space(cfg: VariantSettings) -> SearchSpace:
     """The study's grid as a search space."""
     from ..variants import PRECISIONS
 
@@ -406,7 +406,7 @@ def run_search(
         judge: a result → objectives, feasibility and constraint values (``judge_with``).
         folder: the study folder (holds ``search.sqlite``).
     """
-    space = search_space(cfg)
+    space = search_space(cfg.part(VariantSettings))
     study = _open_study(cfg, Path(folder), space)
     pending = _unfinished(study)
     records = _finished(study)
@@ -456,7 +456,7 @@ def load_search(cfg: StudyConfig, folder: str | Path) -> SearchOutcome | None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = search_space(cfg)
+    space = search_space(cfg.part(VariantSettings))
     try:
         study = optuna.load_study(study_name=_study_name(cfg, space), storage=f"sqlite:///{path}")
     except KeyError:  # no search of this config in the storage

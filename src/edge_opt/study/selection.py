@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..config import StudyConfig
+from ..config import BudgetSettings, StudyConfig
 from ..measure import ConfigPoint, PerfMetrics, VariantResult, latency_differs, memory_violations
 
 __all__ = [
@@ -360,7 +360,7 @@ def best_effort(assessed: Sequence[Assessment]) -> Assessment | None:
     return min(pool, key=lambda a: (-a.metrics.accuracy, a.metrics.latency_ms))
 
 
-def _why(cfg: StudyConfig) -> str:
+def _why(cfg: BudgetSettings) -> str:
     budgets = f"memory ≤ {cfg.active_memory_budget_mb} MB"
     if cfg.latency_budget_ms:
         budgets += f", device latency ≤ {cfg.latency_budget_ms} ms"
@@ -372,7 +372,7 @@ def _why(cfg: StudyConfig) -> str:
 
 
 def select_recommendation(
-    assessed: Sequence[Assessment], baseline: VariantResult | None, cfg: StudyConfig
+    assessed: Sequence[Assessment], baseline: VariantResult | None, cfg: BudgetSettings
 ) -> Selection:
     """Stage: the recommended variant (or the best effort when no variant meets every goal), and why."""
     if baseline is None or not baseline.ok or baseline.metrics is None:

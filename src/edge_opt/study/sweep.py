@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 from torch import nn
 
-from ..config import ConfigError, StudyConfig, config_from_dict
+from ..config import ConfigError, StudyConfig, VariantSettings, config_from_dict
 from ..inputs import DataBundle
 from ..measure import ConfigPoint, VariantResult
 from .runner import (
@@ -117,7 +117,7 @@ def load_stored_study(folder: str | Path) -> StoredStudy:
     with StudyStore(db) as store:
         cfg = _study_config(out, store.get_meta("config"))
         search = load_search(cfg, out)
-        points = search.points if search is not None else sweep_points(cfg)
+        points = search.points if search is not None else sweep_points(cfg.part(VariantSettings))
         try:
             results, baseline = stored_results(store, cfg, points, untimed=search is not None)
         except ValueError as exc:  # ResultFormatError: documents of another release

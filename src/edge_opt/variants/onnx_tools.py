@@ -215,6 +215,45 @@ def fp32_onnx_path(model: nn.Module | None, ctx: BuildContext) -> Path:
     return Path(ctx.cache[key])
 
 
+def _ort_metadata(
+    path: Path, threads: int, runtime_bytes: int, ops: list[str], quant_ops: list[str], ort_version: str
+) -> dict[str, Any]:
+    """What an ONNX variant records of its file, its optimised graph and the fixed session options."""
+    return {
+        "onnx_file": path.name,
+        "runtime_parameter_bytes": runtime_bytes,
+        "optimized_op_types": sorted(set(ops)),
+        "quantized_op_types": quant_ops,
+        "session_options": {
+            "intra_op_num_threads": threads,
+            "inter_op_num_threads": 1,
+            "execution_mode": "ORT_SEQUENTIAL",
+            "graph_optimization_level": "ORT_ENABLE_ALL",
+            "providers": ["CPUExecutionProvider"],
+        },
+        "onnxruntime_version": ort_version,
+    }
+
+
+def _ort_runners(
+    sess: Any, path: Path, threads: int
+) -> tuple[Callable[[Any], Any], Callable[[], Callable[[Any], Any]]]:
+    """``run`` on ``sess``, and ``replicate``: another session of the file with the same options, run alike."""
+    import onnxruntime as ort
+
+    input_name = sess.get_inputs()[0].name
+
+    def session_runner(session: Any) -> Callable[[Any], Any]:
+        return lambda x: session.run(None, {input_name: x})[0]
+
+    def replicate() -> Callable[[Any], Any]:
+        return session_runner(
+            ort.InferenceSession(str(path), ort_session_options(threads), providers=["CPUExecutionProvider"])
+        )
+
+    return session_runner(sess), replicate
+
+
 def onnx_variant(
     path: str | Path,
     precision: str,
@@ -247,33 +286,8 @@ def onnx_variant(
     meta = dict(metadata or {})
     if layers and quant_ops:
         meta.update(layer_report(layers, ort_layer_precisions(graph[0].node, layers), must_be_float))
-    meta.update(
-        {
-            "onnx_file": path.name,
-            "runtime_parameter_bytes": runtime_bytes,
-            "optimized_op_types": sorted(set(ops)),
-            "quantized_op_types": quant_ops,
-            "session_options": {
-                "intra_op_num_threads": threads,
-                "inter_op_num_threads": 1,
-                "execution_mode": "ORT_SEQUENTIAL",
-                "graph_optimization_level": "ORT_ENABLE_ALL",
-                "providers": ["CPUExecutionProvider"],
-            },
-            "onnxruntime_version": ort.__version__,
-        }
-    )
-    input_name = sess.get_inputs()[0].name
-
-    def session_runner(session: Any) -> Callable[[Any], Any]:
-        return lambda x: session.run(None, {input_name: x})[0]
-
-    def replicate() -> Callable[[Any], Any]:
-        return session_runner(
-            ort.InferenceSession(str(path), ort_session_options(threads), providers=["CPUExecutionProvider"])
-        )
-
-    run = session_runner(sess)
+    meta.update(_ort_metadata(path, threads, runtime_bytes, ops, quant_ops, ort.__version__))
+    run, replicate = _ort_runners(sess, path, threads)
     return Variant(
         backend=backend,
         precision=precision,
