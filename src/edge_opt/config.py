@@ -365,7 +365,8 @@ class InputSettings(BaseModel):
     model: ModelConfig = Field(
         default_factory=lambda: ModelConfig(name="small_cnn"),
         description="One model source: `{name, params}` (a registry model, `list_models()`), `{factory, params, "
-        "weights}`, `{onnx}` or `{exported}` (see bring-your-own.md). Default: small_cnn 16/32 with a pooled head.",
+        "weights}`, `{onnx}` or `{exported}` (see bring-your-own.md). Default: `small_cnn` with "
+        "`conv1_channels=16, conv2_channels=32, hidden_units=None` (a pooled head).",
     )
     dataset: str = Field(
         default="digits",
