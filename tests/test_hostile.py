@@ -142,6 +142,25 @@ def test_1_fresh_in_a_study_folder_keeps_the_users_own_files(study_a):
     assert (out / "model" / "best.pt").read_bytes() == b"mine" and (out / "notes.txt").read_text() == "mine"
 
 
+def test_1_fresh_keeps_the_users_files_in_the_cache_folders_and_names_them(study_a, tmp_path, capsys):
+    out, d = study_a
+    written = {p.relative_to(out).as_posix() for sub in CACHE_DIRS for p in (out / sub).rglob("*") if p.is_file()}
+    assert written, "the finished study wrote cache files"
+    mine = ["onnx/hand_optimised.onnx", "checkpoints/best.pt", "variants/notes.txt"]
+    for rel in mine:
+        (out / rel).write_bytes(b"mine")
+    stale = out / sorted(written)[0]
+    stale.write_bytes(b"the study's, stale")  # a file the study wrote is the study's even when changed
+    cfg = write_cfg(tmp_path / "a.yaml", out)
+    assert main(["run", "--config", str(cfg), "--fresh"]) == 0
+    said = capsys.readouterr().out
+    assert "warning: --fresh left 3 files" in said and all(repr(rel) in said for rel in mine)
+    assert all((out / rel).read_bytes() == b"mine" for rel in mine)
+    assert stale.read_bytes() != b"the study's, stale"  # deleted and rebuilt
+    summary = json.loads((out / "summary.json").read_text())
+    assert any("--fresh left 3 files" in w for w in summary["warnings"])
+
+
 # 2 ─ one run per folder: a lock naming its holder, --wait, stale locks taken over
 
 

@@ -35,8 +35,10 @@ from .config import (
 from .core import (
     atomic,
     begin_generation,
+    close_cache_ledger,
     commit_generation,
     foreign_entries,
+    open_cache_ledger,
     remove_study,
     reusable_files,
     stamp_outputs,
@@ -96,6 +98,7 @@ from .study import (
     baseline_point,
     folder_digest,
     judge_with,
+    load_search,
     model_factory,
     run_search,
     search_space,
@@ -351,14 +354,26 @@ def check_study_folder(out: Path, fresh: bool) -> None:
         )
 
 
-def _open_store(out: Path, fresh: bool) -> StudyStore:
-    """Open the output folder's study store (``--fresh``: first delete what the study wrote, nothing else)."""
-    if fresh:
-        remove_study(out)
+def _open_store(out: Path, fresh: bool) -> tuple[StudyStore, list[str]]:
+    """Open the output folder's study store (``--fresh``: first delete what the study wrote, nothing else).
+
+    Returns:
+        The store, and a warning naming the files ``--fresh`` left in the cache folders (not the study's).
+    """
+    kept = remove_study(out) if fresh else []
+    notes = []
+    if kept:
+        shown = ", ".join(repr(k) for k in kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
+        notes.append(
+            f"--fresh left {len(kept)} file{'s' if len(kept) != 1 else ''} in the cache folders that the study "
+            f"did not write: {shown}; remove them yourself if they are not needed"
+        )
     try:
-        return StudyStore(out / "study.sqlite")
+        store = StudyStore(out / "study.sqlite")
     except StoreFormatError as exc:
         raise ConfigError([str(exc)]) from None
+    open_cache_ledger(out)
+    return store, notes
 
 
 def _measure(
@@ -682,7 +697,7 @@ def _load_inputs(
     inputs = cfg.part(InputSettings)
     data = load_study_data(inputs, raw, channels, calibration)
     try:
-        source = load_model_source(inputs, data.input_shape, data.num_classes, module)
+        source = load_model_source(inputs, data.input_shape, data.num_classes, module, seed=cfg.seed)
         check_model_fits(source, data.input_shape, data.num_classes, next(iter(data.val_loader))[0][:2])
     except ModelSourceError as exc:
         raise ConfigError([str(exc)]) from None
@@ -691,13 +706,19 @@ def _load_inputs(
 
 def _take_folder(
     cfg: StudyConfig, fresh: bool, wait: bool, command: list[str] | None
-) -> tuple[Path, atomic.FolderLock, StudyStore]:
-    """Check, create and lock the output folder and open its store (``fresh``: after deleting the study's files)."""
+) -> tuple[Path, atomic.FolderLock, tuple[StudyStore, list[str]]]:
+    """Check, create and lock the output folder and open its store (``fresh``: after deleting the study's files).
+
+    Returns:
+        The folder, its lock, the store and the warnings of ``--fresh``.
+    """
     check_study_folder(Path(cfg.output_dir), fresh)
     out = check_output_dir(cfg.output_dir)
     lock = _lock(out, wait, " ".join(command or []))
     try:
         check_study_folder(out, fresh)  # again under the lock: the folder may have changed while we waited
+        if not fresh:  # a damaged search.sqlite is refused (ConfigError) before anything is trained or measured
+            load_search(cfg, out)
         return out, lock, _open_store(out, fresh)
     except ConfigError:
         lock.release()
@@ -741,7 +762,7 @@ def run_study(
     clock = _Clock()
     emit("stage", name="data", detail=cfg.dataset)
     data, source = _load_inputs(cfg, module, raw_data, calibration_images)  # errors before anything is written
-    out, lock, store = _take_folder(cfg, fresh, wait, command)
+    out, lock, (store, fresh_notes) = _take_folder(cfg, fresh, wait, command)
     try:
         store.set_meta("config", cfg.model_dump(mode="json"))  # the last run's config: what report/status read
         # as text: the record keeps its key order (the store sorts the keys of what it keeps)
@@ -749,6 +770,7 @@ def run_study(
         sweep, interrupted, warnings, search = _measure(
             cfg, data, source, out, store, emit, should_stop or (lambda: False), clock
         )
+        warnings = [*fresh_notes, *warnings]
         journal, _ = begin_generation(out, cfg.config_hash)  # the previous outputs go before any new one is written
         with journal:
             outcome = _analyse(sweep, store, out, interrupted, emit, clock, warnings, search)
@@ -760,6 +782,7 @@ def run_study(
         warnings = [*outcome.warnings, *_track(cfg, outcome, report, emit)]
     finally:
         store.close()
+        close_cache_ledger(out)
         lock.release()
     return _study_result(report, outcome, sweep, warnings, clock)
 

@@ -472,3 +472,76 @@ def test_preprocess_per_channel_matches_predict_normalisation():
         1, 3, 1, 1
     )
     np.testing.assert_allclose(pre.apply(raw), manual, rtol=1e-5, atol=1e-6)
+
+
+def _factory_module(tmp_path: Path, name: str, body: str) -> dict:
+    (tmp_path / f"{name}.py").write_text(
+        "import sys\nfrom pathlib import Path\n\n"
+        "def build(input_shape, num_classes):\n" + "".join(f"    {line}\n" for line in body.splitlines())
+    )
+    return {"factory": f"{name}:build"}
+
+
+@pytest.mark.parametrize(("body", "needle"), [("sys.exit(0)", "sys.exit(0)"), ("raise SystemExit(3)", "sys.exit(3)")])
+def test_a_factory_that_ends_the_process_is_an_error_not_an_exit(tmp_path, capsys, body, needle):
+    model = _factory_module(tmp_path, f"quitter_{body[:3]}", body)
+    err = _bad(tmp_path, capsys, {**NPZ, "model": model, "config_dir": str(tmp_path)}, "'model.factory'", needle)
+    assert "not end the process" in err
+
+
+def test_the_factory_is_called_once_per_run(tmp_path):
+    calls = tmp_path / "calls.txt"
+    body = (
+        f"with open({str(calls)!r}, 'a') as fh:\n    fh.write('x')\n"
+        "import tinynet\nreturn tinynet.build(input_shape, num_classes, width=4)"
+    )
+    model = _factory_module(tmp_path, "counted", body)
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        cfg = load_study_config(
+            _write(tmp_path, {**NPZ, "model": model, "config_dir": str(tmp_path), "epochs": 1, "val_subset": 64}),
+            {
+                **TINY,
+                "output_dir": str(tmp_path / "out"),
+                "precisions": ["fp32"],
+                "backends": ["onnxruntime"],
+                "pruning_levels": [0.0, 0.5],
+                "train_subset": 128,
+            },
+        )
+        run_study(cfg)
+        assert calls.read_text() == "x"  # not once more on the meta device, nor for training, nor per level
+        before = run_study(cfg).summary  # a resumed run (baseline checkpoint reused) builds it once too
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    assert calls.read_text() == "xx" and before
+
+
+def test_weights_of_other_shapes_name_each_tensor_and_both_shapes(tmp_path, capsys):
+    state = torch.load(EXAMPLES / "weights.pt", weights_only=True)
+    bad = tmp_path / "w.pt"
+    torch.save({k: torch.zeros(*(2 * d for d in v.shape)) if v.ndim else v for k, v in state.items()}, bad)
+    err = _bad(
+        tmp_path,
+        capsys,
+        {**NPZ, "model": {"factory": "tinynet:build", "weights": str(bad)}, "config_dir": str(EXAMPLES)},
+        "'model.weights'",
+        "another shape",
+        f"stem.0.weight: file {tuple(2 * d for d in state['stem.0.weight'].shape)}, "
+        f"model {tuple(state['stem.0.weight'].shape)}",
+    )
+    assert "Error(s) in loading" not in err
+
+
+def test_a_pickled_weights_file_is_refused_without_advising_weights_only_false(tmp_path, capsys):
+    bad = tmp_path / "pickled.pt"
+    torch.save({"model": torch.nn.Linear(2, 2)}, bad)  # a whole module: pickled classes, not a state dict
+    err = _bad(
+        tmp_path,
+        capsys,
+        {**NPZ, "model": {"factory": "tinynet:build", "weights": str(bad)}, "config_dir": str(EXAMPLES)},
+        "'model.weights'",
+        "never runs pickled code",
+        "state_dict()",
+    )
+    assert "weights_only=False" not in err

@@ -11,14 +11,16 @@ from . import atomic
 from .env import cpu_model, environment, git_commit, package_versions
 from .generation import (
     begin_generation,
+    close_cache_ledger,
     commit_generation,
     config_hash,
     foreign_entries,
+    open_cache_ledger,
     remove_study,
     reusable_files,
     stamp_outputs,
 )
-from .importing import CallableImportError, import_callable
+from .importing import CallableImportError, UserCodeError, call_user_code, import_callable
 from .registry import Registry
 from .runtime import ArtifactError, artifact_runner, load_manifest, muted_native_stderr, predict, sha256_file
 from .stats import (
@@ -37,6 +39,7 @@ from .stats import (
 __all__ = [
     "ArtifactError",
     "CallableImportError",
+    "UserCodeError",
     "Registry",
     "SampleSeries",
     "SamplingPlan",
@@ -52,11 +55,14 @@ __all__ = [
     "environment",
     "foreign_entries",
     "git_commit",
+    "call_user_code",
     "import_callable",
     "load_manifest",
     "muted_native_stderr",
     "package_versions",
     "predict",
+    "close_cache_ledger",
+    "open_cache_ledger",
     "remove_study",
     "reusable_files",
     "sample_calls",

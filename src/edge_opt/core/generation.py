@@ -13,10 +13,18 @@ in three groups:
   killed while writing) or whose files no longer match it holds no valid generation:
   ``edge-opt report`` removes what the journal lists and rebuilds from the store.
 * nothing else: ``remove_study`` (``--fresh``) deletes only the files of these groups.
+
+Which files in the cache folders the study wrote is recorded, not guessed from their names: a run opens
+the folder's cache ledger (``.cache_files.json``) under the folder lock, noting what the cache folders
+hold, and closes it when it ends, recording every file that appeared in between as the study's. A run
+killed before it closed the ledger leaves the note behind and the next run (or ``--fresh``) settles it
+the same way. ``--fresh`` deletes the recorded files and leaves any other file in a cache folder (say a
+hand-optimised ``onnx/model.onnx``) in place, returning their names for a warning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -35,6 +43,7 @@ __all__ = [
     "HASH_KEY",
     "CACHE_DIRS",
     "CACHE_FILES",
+    "CACHE_LEDGER",
     "GENERATION_FILE",
     "JOURNAL_FILE",
     "LEGACY_OUTPUTS",
@@ -43,9 +52,11 @@ __all__ = [
     "begin_generation",
     "changed_files",
     "clear_outputs",
+    "close_cache_ledger",
     "commit_generation",
     "config_hash",
     "foreign_entries",
+    "open_cache_ledger",
     "read_generation",
     "remove_study",
     "reusable_files",
@@ -63,6 +74,7 @@ STORE_FILES = (
 )  # search.sqlite: Optuna's trials
 CACHE_DIRS = ("checkpoints", "onnx", "variants", "sensitivity")
 CACHE_FILES = ("machine_calibration.json",)
+CACHE_LEDGER = ".cache_files.json"  # the cache files the study wrote, and an open run's starting listing
 # What releases before generations wrote (removed only from a folder that holds a study and no generation record).
 LEGACY_OUTPUTS = (
     "sweep_results.csv",
@@ -336,14 +348,90 @@ def commit_generation(
     return gen
 
 
-def remove_study(out: str | Path) -> None:
-    """``--fresh``: delete everything the study wrote in ``out`` (store, caches, derived outputs), nothing else."""
+def _cache_listing(out: Path) -> set[str]:
+    """Every file below the cache folders (relative POSIX paths; symbolic links count as files, never followed)."""
+    found: set[str] = set()
+    for sub in CACHE_DIRS:
+        if (out / sub).is_symlink():  # a linked cache folder is the user's: listed as one entry, never entered
+            found.add(sub)
+            continue
+        for root, dirs, files in os.walk(out / sub):
+            here = Path(root)
+            found.update((here / name).relative_to(out).as_posix() for name in files)
+            found.update((here / d).relative_to(out).as_posix() for d in dirs if (here / d).is_symlink())
+    return found
+
+
+def _read_ledger(out: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads((out / CACHE_LEDGER).read_text())
+    except (OSError, ValueError):
+        return {"files": [], "open": None}
+    if not isinstance(doc, dict):
+        return {"files": [], "open": None}
+    files = doc.get("files") if isinstance(doc.get("files"), list) else []
+    before = doc.get("open")
+    return {"files": [f for f in files if isinstance(f, str)], "open": before if isinstance(before, list) else None}
+
+
+def _settled(out: Path, doc: dict[str, Any]) -> set[str]:
+    """The files the study wrote: the recorded ones plus what appeared since an open (or killed) run began."""
+    ours = set(doc["files"])
+    if doc["open"] is not None:
+        ours |= _cache_listing(out) - set(doc["open"])
+    return ours
+
+
+def open_cache_ledger(out: str | Path) -> None:
+    """Note what the cache folders hold as a run begins (call under the folder lock)."""
     out = Path(out)
+    doc = _read_ledger(out)
+    ours = _settled(out, doc)
+    now = _cache_listing(out)
+    atomic.write_json(out / CACHE_LEDGER, {"files": sorted(ours & now), "open": sorted(now)})
+
+
+def close_cache_ledger(out: str | Path) -> None:
+    """Record the cache files that appeared during the run as the study's (call before releasing the lock)."""
+    out = Path(out)
+    doc = _read_ledger(out)
+    ours = _settled(out, doc) & _cache_listing(out)
+    atomic.write_json(out / CACHE_LEDGER, {"files": sorted(ours), "open": None})
+
+
+def _prune_empty(folder: Path) -> None:
+    """Remove empty folders below and including ``folder`` (never following a symbolic link)."""
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    for root, dirs, _ in os.walk(folder, topdown=False):
+        for d in dirs:
+            path = Path(root) / d
+            if not path.is_symlink():
+                with contextlib.suppress(OSError):
+                    path.rmdir()  # only succeeds when empty
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def remove_study(out: str | Path) -> list[str]:
+    """``--fresh``: delete everything the study wrote in ``out`` (store, caches, derived outputs), nothing else.
+
+    Returns:
+        The files in the cache folders that the study did not record writing (left in place, for a warning).
+    """
+    out = Path(out)
+    ours = _settled(out, _read_ledger(out))
     clear_outputs(out)
     for name in (*STORE_FILES, *CACHE_FILES):
         (out / name).unlink(missing_ok=True)
+    for rel in sorted(ours):
+        with contextlib.suppress(FileNotFoundError):
+            (out / rel).unlink()
     for sub in CACHE_DIRS:
-        shutil.rmtree(out / sub, ignore_errors=True)
+        _prune_empty(out / sub)
+    kept = sorted(_cache_listing(out))
+    (out / CACHE_LEDGER).unlink(missing_ok=True)
+    return kept
 
 
 def foreign_entries(out: str | Path, limit: int = 3) -> list[str]:

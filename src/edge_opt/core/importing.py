@@ -1,4 +1,9 @@
-"""Import the user's ``package.module:callable`` (model factories, data set callables)."""
+"""The user's code: import a ``package.module:callable`` (model factories, data set callables) and run it.
+
+``call_user_code`` is the one place that runs user code: whatever escapes it (an exception, ``sys.exit``,
+any other ``BaseException`` but Ctrl-C) becomes a ``UserCodeError`` naming the key, so a factory that calls
+``sys.exit(0)`` cannot end a study with exit 0 and nothing written.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,42 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CallableImportError", "import_callable"]
+__all__ = ["CallableImportError", "UserCodeError", "call_user_code", "import_callable"]
 
 
 class CallableImportError(ValueError):
     """The callable does not import (names the key, the module and why)."""
+
+
+class UserCodeError(ValueError):
+    """The user's code raised or tried to end the process (names what ran and what escaped)."""
+
+    def __init__(self, message: str, cause: BaseException) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+def call_user_code(what: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Run the user's ``fn(*args, **kwargs)``; anything but a Ctrl-C that escapes it is a ``UserCodeError``.
+
+    Args:
+        what: names the code in the message, e.g. ``"The 'model.factory' callable 'pkg.mod:make'"``.
+
+    Raises:
+        UserCodeError: ``fn`` raised an exception, called ``sys.exit`` or raised another ``BaseException``
+            (``GeneratorExit``, a custom one). ``KeyboardInterrupt`` passes through: it is the user's Ctrl-C.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except KeyboardInterrupt:
+        raise
+    except SystemExit as exc:
+        raise UserCodeError(
+            f"{what} called sys.exit({exc.code!r}); user code must return or raise an exception, not end the process.",
+            exc,
+        ) from None
+    except BaseException as exc:  # noqa: BLE001 — every escape from user code is reported, naming it
+        raise UserCodeError(f"{what} failed: {type(exc).__name__}: {str(exc)[:300]}", exc) from None
 
 
 def import_callable(spec: str, key: str, search: Sequence[str | Path | None] = ()) -> Callable[..., Any]:

@@ -51,7 +51,9 @@ def load_manifest(model_dir: str | Path) -> dict[str, Any]:
     """Read ``manifest.json``, check its keys, that its model file lies inside the folder, and the file's SHA-256.
 
     Raises:
-        ArtifactError: missing files or keys, a model file outside the folder, a bad normalisation, a hash mismatch.
+        ArtifactError: missing files or keys, a model file outside the folder, a bad input shape, a bad
+            normalisation (``scale`` not a positive number, ``mean``/``std`` neither one value nor one per input
+            channel, a ``std`` not positive and finite), a hash mismatch.
     """
     d = Path(model_dir)
     mpath = d / "manifest.json"
@@ -71,8 +73,8 @@ def load_manifest(model_dir: str | Path) -> dict[str, Any]:
     model_file = _inside(d, manifest["model_file"])
     if not model_file.is_file():
         raise ArtifactError(f"Model file {str(model_file)!r} named in the manifest is missing.")
-    _check_normalisation(manifest["normalisation"])
     _check_input(manifest["input"])
+    _check_normalisation(manifest["normalisation"], manifest["input"]["shape"][1])
     digest = sha256_file(model_file)
     if digest != manifest["sha256"]:
         raise ArtifactError(f"SHA-256 of {str(model_file)!r} is {digest}, the manifest says {manifest['sha256']}.")
@@ -98,26 +100,40 @@ def _inside(folder: Path, name: Any) -> Path:
     return path
 
 
-def _check_normalisation(norm: Any) -> None:
+def _check_normalisation(norm: Any, channels: int) -> None:
+    """``scale`` one positive number; ``mean`` one finite number or one per input channel; ``std`` alike, positive."""
     if not isinstance(norm, dict) or "mean" not in norm or "std" not in norm:
         raise ArtifactError(
             "The manifest's 'normalisation' must be an object with 'mean' and 'std' (and optional "
             f"'scale'). Got {str(norm)[:80]!r} instead."
         )
-    for key in ("scale", "mean", "std"):
-        value = norm.get(key, 1.0)
+    scale = norm.get("scale", 1.0)
+    if not (_finite_number(scale) and scale > 0):
+        raise ArtifactError(
+            f"The manifest's 'normalisation.scale' must be a positive number. Got {str(scale)[:80]!r} instead."
+        )
+    for key in ("mean", "std"):
+        value = norm[key]
         values = value if isinstance(value, list) else [value]
-        if not values or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
-        ):
+        if not values or not all(_finite_number(v) for v in values):
             raise ArtifactError(
                 f"The manifest's 'normalisation.{key}' must be a finite number or a list of them. "
                 f"Got {str(value)[:80]!r} instead."
             )
-        if key in ("scale", "std") and not all(v > 0 for v in values):
+        if len(values) not in (1, channels):
             raise ArtifactError(
-                f"The manifest's 'normalisation.{key}' must be positive. Got {str(value)[:80]!r} instead."
+                f"The manifest's 'normalisation.{key}' must hold 1 value or one per input channel (its "
+                f"'input.shape' has {channels} input channel{'' if channels == 1 else 's'}). Got a list of "
+                f"{len(values)} values instead: {str(value)[:80]}."
             )
+        if key == "std" and not all(v > 0 for v in values):
+            raise ArtifactError(
+                f"The manifest's 'normalisation.std' must be positive. Got {str(value)[:80]!r} instead."
+            )
+
+
+def _finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _check_input(spec: Any) -> None:
@@ -157,17 +173,47 @@ def normalise(x: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
     return ((x * scale - stat(norm["mean"])) / stat(norm["std"])).astype(np.float32)
 
 
-def predict(model_dir: str | Path, images: np.ndarray, batch_size: int = 256, scale: float | None = None) -> np.ndarray:
+def predict(
+    model_dir: str | Path,
+    images: np.ndarray,
+    batch_size: int = 256,
+    scale: float | None = None,
+    labels: np.ndarray | None = None,
+    labels_name: str = "The labels",
+) -> np.ndarray:
     """Class ids for raw images (as ``validation_inputs.npy`` holds them: shape (N, C, H, W), (N, H, W) or one
     (C, H, W)/(H, W) image).
 
     The manifest's normalisation (scale, mean, std) is applied here, so callers pass raw pixels.
-    Integer images (uint8 0-255 …) are refused unless ``scale`` says what one unit is worth.
+    Integer images (uint8 0-255 …) are refused unless ``scale`` says what one unit is worth. ``labels``, when
+    given, must be one integer class id per image within the model's outputs (``labels_name`` names them in the
+    error, e.g. the file they came from): their shape is checked before the model runs, their values after.
 
     Raises:
-        ArtifactError: a bad folder or manifest, a wrong shape or dtype, or NaN / infinite values.
+        ArtifactError: a bad folder or manifest, a wrong shape or dtype, NaN / infinite values, or bad labels.
     """
     manifest = load_manifest(model_dir)
+    x = _model_input(images, manifest, scale)
+    if labels is not None and np.shape(labels) != (len(x),):
+        raise ArtifactError(
+            f"{labels_name} must hold {len(x)} labels, one per image (shape ({len(x)},)). Got shape "
+            f"{np.shape(labels)} instead."
+        )
+    x = normalise(x, manifest["normalisation"])
+    run = artifact_runner(model_dir, manifest)
+    step = 1 if manifest.get("runtime") == "executorch" else batch_size  # a .pte has a static batch of 1
+    ids, classes = [], 0
+    for i in range(0, len(x), step):
+        logits = run(np.ascontiguousarray(x[i : i + step]))
+        ids.append(logits.argmax(1))
+        classes = int(logits.shape[1])
+    if labels is not None and ids:
+        _check_label_values(np.asarray(labels), classes, labels_name)
+    return np.concatenate(ids) if ids else np.zeros((0,), dtype=np.int64)
+
+
+def _model_input(images: Any, manifest: dict[str, Any], scale: float | None) -> np.ndarray:
+    """Raw images as a float32 (N, C, H, W) batch of the manifest's input shape, finite, not yet normalised."""
     c, h, w = manifest["input"]["shape"][1:]
     if scale is not None and not (math.isfinite(scale) and scale > 0):
         raise ArtifactError(f"The '--scale' parameter must be a positive number. Got {scale!r} instead.")
@@ -186,11 +232,22 @@ def predict(model_dir: str | Path, images: np.ndarray, batch_size: int = 256, sc
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).reshape(len(x), -1).any(1).sum())
         raise ArtifactError(f"Input holds NaN or infinite values in {bad} of {len(x)} images; refusing to predict.")
-    x = normalise(x, manifest["normalisation"])
-    run = artifact_runner(model_dir, manifest)
-    step = 1 if manifest.get("runtime") == "executorch" else batch_size  # a .pte has a static batch of 1
-    out = [run(np.ascontiguousarray(x[i : i + step])).argmax(1) for i in range(0, len(x), step)]
-    return np.concatenate(out) if out else np.zeros((0,), dtype=np.int64)
+    return x
+
+
+def _check_label_values(y: np.ndarray, classes: int, name: str) -> None:
+    """Labels are integer class ids in [0, classes): integral floats pass, fractions, NaN and other dtypes do not."""
+    allowed = f"integer class ids in [0, {classes}) (the model has {classes} outputs)"
+    if y.dtype.kind not in "iuf":
+        raise ArtifactError(f"{name} must hold {allowed}. Got dtype {y.dtype} instead.")
+    with np.errstate(invalid="ignore"):
+        bad = (y < 0) | (y >= classes)
+        if y.dtype.kind == "f":
+            bad |= ~np.isfinite(y) | (y != np.round(y))
+    if bad.any():
+        values = np.unique(y[bad]).tolist()
+        shown = ", ".join(str(v) for v in values[:5]) + (", …" if len(values) > 5 else "")
+        raise ArtifactError(f"{name} must hold {allowed}. Got {shown} ({int(bad.sum())} of {y.size} labels) instead.")
 
 
 RUNTIMES = ("onnxruntime", "openvino", "executorch")

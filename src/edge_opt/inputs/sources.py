@@ -14,6 +14,7 @@ import functools
 import hashlib
 import inspect
 import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from ..config import InputSettings, ModelConfig
-from ..core import CallableImportError, import_callable, sha256_file
+from ..core import CallableImportError, UserCodeError, call_user_code, import_callable, sha256_file
 from .models import create_model
 
 __all__ = [
@@ -119,11 +120,9 @@ def _call_factory(
         if name in sig.parameters and name not in kwargs:
             kwargs[name] = value
     try:
-        model = fn(**kwargs)
-    except Exception as exc:  # noqa: BLE001 — user code failing is a config error naming it
-        raise ModelSourceError(
-            f"The 'model.factory' callable {spec!r} failed with params {params!r}: {type(exc).__name__}: {exc}"
-        ) from None
+        model = call_user_code(f"The 'model.factory' callable {spec!r} (params {params!r})", fn, **kwargs)
+    except UserCodeError as exc:
+        raise ModelSourceError(str(exc)) from None
     if not isinstance(model, nn.Module):
         raise ModelSourceError(
             f"The 'model.factory' callable {spec!r} must return a torch.nn.Module. Got {type(model).__name__} instead."
@@ -131,15 +130,35 @@ def _call_factory(
     return model.float().eval()
 
 
+def _torch_load_problem(path: str, exc: Exception) -> str:
+    """Why torch could not load ``path`` with ``weights_only=True``, without torch's advice to turn that off."""
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):
+        return (
+            f"The 'model.weights' file {path!r} holds Python objects besides tensors (a pickled model or "
+            "custom classes). edge_opt loads weights with weights_only=True and never runs pickled code: "
+            "save the state dict instead, torch.save(model.state_dict(), path)."
+        )
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return (
+        f"The 'model.weights' file {path!r} is not a state dict torch can read ({type(exc).__name__}: {first}); "
+        "save it with torch.save(model.state_dict(), path)."
+    )
+
+
+def _shape_mismatches(own: dict[str, Any], state: dict[str, torch.Tensor]) -> list[str]:
+    return [
+        f"{k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
+        for k in own
+        if isinstance(own[k], torch.Tensor) and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+
+
 def _load_weights(model: nn.Module, path: str) -> nn.Module:
     p = _file("weights", path)
     try:
         blob = torch.load(p, weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 — a file torch cannot read safely is a config error
-        raise ModelSourceError(
-            f"The 'model.weights' file {path!r} is not a state dict torch can load with "
-            f"weights_only=True ({type(exc).__name__}: {str(exc)[:200]})."
-        ) from None
+        raise ModelSourceError(_torch_load_problem(path, exc)) from None
     state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelSourceError(
@@ -153,11 +172,18 @@ def _load_weights(model: nn.Module, path: str) -> nn.Module:
             f"{missing[:5]}{' …' if len(missing) > 5 else ''}, unexpected keys "
             f"{unexpected[:5]}{' …' if len(unexpected) > 5 else ''}."
         )
+    wrong = _shape_mismatches(own, state)
+    if wrong:
+        raise ModelSourceError(
+            f"The 'model.weights' file {path!r} does not fit the model: {len(wrong)} tensor"
+            f"{'s have' if len(wrong) != 1 else ' has'} another shape ({'; '.join(wrong[:5])}"
+            f"{' …' if len(wrong) > 5 else ''}). Check the factory's params."
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ModelSourceError(
-            f"The 'model.weights' file {path!r} does not fit the model: {str(exc).splitlines()[0][:300]}"
+            f"The 'model.weights' file {path!r} does not fit the model: {' '.join(str(exc).split())[:300]}"
         ) from None
     return model.eval()
 
@@ -243,9 +269,14 @@ def _onnx_input_spec(path: str, size: int, mtime_ns: int) -> tuple[str, tuple[in
 
 
 def load_model_source(
-    cfg: InputSettings, input_shape: tuple[int, ...], num_classes: int, module: nn.Module | None = None
+    cfg: InputSettings,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    module: nn.Module | None = None,
+    seed: int = 0,
 ) -> ModelSource:
-    """Load the configured model (``module``: the object handed to ``edge_opt.optimize``).
+    """Load the configured model (``module``: the object handed to ``edge_opt.optimize``; ``seed``: the
+    training seed, under which a factory builds its model once).
 
     Raises:
         ModelSourceError: a missing or unreadable file, a factory that does not import or does not return a
@@ -274,20 +305,39 @@ def load_model_source(
             raise ModelSourceError("The 'model.python' source needs the module itself: use edge_opt.optimize.")
         pristine = _copy(module)
         return ModelSource("python", f"python:{m.python}", _copy(pristine), None, lambda: _copy(pristine), True)
-    rebuild = _rebuild(m, cfg, input_shape, num_classes)
+    if kind == "factory":
+        return _factory_source(m, cfg, input_shape, num_classes, seed)
+    rebuild = _rebuild(m, input_shape, num_classes)
     check_model_size(rebuild, kind)
     try:
         model = rebuild()
     except (ValueError, TypeError) as exc:
-        if kind != "name":
-            raise
         raise ModelSourceError(f"The 'model.params' parameter is invalid for {m.name!r}: {_short(exc)}") from None
     if m.weights is not None:
         model = _load_weights(model, m.weights)
-    label = f"registry:{m.name}" if kind == "name" else f"factory:{m.factory}"
-    return ModelSource(
-        kind, label, model, None, rebuild, m.trained, file_sha256(m.weights) if m.weights is not None else None
-    )
+    file_hash = file_sha256(m.weights) if m.weights is not None else None
+    return ModelSource(kind, f"registry:{m.name}", model, None, rebuild, m.trained, file_hash)
+
+
+def _factory_source(
+    m: ModelConfig, cfg: InputSettings, input_shape: tuple[int, ...], num_classes: int, seed: int
+) -> ModelSource:
+    """The user's factory, called once (seeded, so an untrained model starts from the same weights every
+    run); the study's other fresh modules are copies of that first build."""
+    spec = str(m.factory)
+    try:
+        fn = import_callable(spec, "model.factory", [cfg.config_dir])
+    except CallableImportError as exc:
+        raise ModelSourceError(str(exc)) from None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _call_factory(fn, m.params, input_shape, num_classes, spec)
+    _check_trainable(sum(p.numel() for p in model.parameters()), "model.factory")
+    pristine = _copy(model)
+    if m.weights is not None:
+        model = _load_weights(model, m.weights)
+    file_hash = file_sha256(m.weights) if m.weights is not None else None
+    return ModelSource("factory", f"factory:{spec}", model, None, lambda: _copy(pristine), m.trained, file_hash)
 
 
 def _copy(module: nn.Module) -> nn.Module:
@@ -313,7 +363,7 @@ TRAINING_BYTES_PER_PARAMETER = 16
 
 
 def check_model_size(rebuild: Callable[[], nn.Module], kind: str) -> int:
-    """Build the model on PyTorch's ``meta`` device (no memory) and refuse one that cannot be trained here.
+    """Build a registry model on PyTorch's ``meta`` device (no memory) and refuse one that cannot be trained here.
 
     Returns:
         The parameter count (0 when the model could not be built on the meta device: the real build decides).
@@ -328,31 +378,31 @@ def check_model_size(rebuild: Callable[[], nn.Module], kind: str) -> int:
         if kind == "name":
             raise ModelSourceError(f"The 'model.params' parameter is invalid: {_short(exc)}") from None
         return 0
-    except Exception:  # noqa: BLE001 — a factory that cannot run on the meta device is built for real
+    except Exception:  # noqa: BLE001 — a model that cannot be built on the meta device is built for real
         return 0
     n = sum(p.numel() for p in probe.parameters())
-    need, have = n * TRAINING_BYTES_PER_PARAMETER, _memory_bytes()
-    if need > have // 2:
-        raise ModelSourceError(
-            f"The 'model.params' parameter gives a model of {n:,} parameters ({n * 4 / 1e9:.1f} GB "
-            f"fp32); training it needs about {need / 1e9:.1f} GB, more than half of this "
-            f"machine's {have / 1e9:.1f} GB. Give smaller layers."
-        )
+    _check_trainable(n)
     return n
 
 
-def _rebuild(
-    m: ModelConfig, cfg: InputSettings, input_shape: tuple[int, ...], num_classes: int
-) -> Callable[[], nn.Module]:
-    if m.kind == "name":
-        name = str(m.name)
-        return lambda: create_model(name, input_shape, num_classes, **m.params)
-    spec = str(m.factory)
-    try:
-        fn = import_callable(spec, "model.factory", [cfg.config_dir])
-    except CallableImportError as exc:
-        raise ModelSourceError(str(exc)) from None
-    return lambda: _call_factory(fn, m.params, input_shape, num_classes, spec)
+def _check_trainable(n: int, key: str = "model.params") -> None:
+    """Refuse a model of ``n`` parameters whose training would need more than half of this machine's memory.
+
+    Raises:
+        ModelSourceError: naming ``key``, the parameter count, the memory training needs and the machine's.
+    """
+    need, have = n * TRAINING_BYTES_PER_PARAMETER, _memory_bytes()
+    if need > have // 2:
+        raise ModelSourceError(
+            f"The '{key}' parameter gives a model of {n:,} parameters ({n * 4 / 1e9:.1f} GB "
+            f"fp32); training it needs about {need / 1e9:.1f} GB, more than half of this "
+            f"machine's {have / 1e9:.1f} GB. Give smaller layers."
+        )
+
+
+def _rebuild(m: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> Callable[[], nn.Module]:
+    name = str(m.name)
+    return lambda: create_model(name, input_shape, num_classes, **m.params)
 
 
 def check_model_fits(source: ModelSource, input_shape: tuple[int, ...], num_classes: int, sample: torch.Tensor) -> int:
@@ -378,12 +428,14 @@ def check_model_fits(source: ModelSource, input_shape: tuple[int, ...], num_clas
         assert source.module is not None
         try:
             with torch.inference_mode():
-                logits = source.module.eval()(sample.float())
-        except Exception as exc:  # noqa: BLE001 — a shape the model cannot take is a data error naming both
+                logits = call_user_code(f"The model ({source.label})", source.module.eval(), sample.float())
+        except UserCodeError as exc:  # a shape the model cannot take is a data error naming both
+            if not isinstance(exc.cause, Exception):
+                raise ModelSourceError(str(exc)) from None
             raise ModelSourceError(
                 f"The data's images have shape {shape} (C, H, W) but the model "
-                f"({source.label}) does not take them: {type(exc).__name__}: "
-                f"{str(exc).splitlines()[0][:200]}"
+                f"({source.label}) does not take them: {type(exc.cause).__name__}: "
+                f"{(str(exc.cause).splitlines() or [''])[0][:200]}"
             ) from None
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
             raise ModelSourceError(

@@ -128,7 +128,7 @@ def _compute_on_worker(
 
     inputs = cfg.part(InputSettings)
     data = load_study_data(inputs)
-    source = load_model_source(inputs, data.input_shape, data.num_classes)
+    source = load_model_source(inputs, data.input_shape, data.num_classes, seed=cfg.seed)
     model = _parent_from_blob(source, parent_blob)
     sweep = Sweep(model, data, cfg, tmp / "work", source=source)
     sweep.adopt_parent(p.pruning_level, model)
