@@ -214,7 +214,8 @@ def _cli(*args: str) -> subprocess.Popen:
 @pytest.mark.parametrize("second", ["same", "other_fresh"])
 def test_2_concurrent_runs_one_proceeds_the_other_exits_2(tmp_path, second):
     out = tmp_path / "out"
-    first = _cli("run", "--config", str(write_cfg(tmp_path / "a.yaml", out)), "--quiet")
+    # 40 epochs keep the first run busy for seconds after it takes the lock, however slowly the second starts
+    first = _cli("run", "--config", str(write_cfg(tmp_path / "a.yaml", out, epochs=40)), "--quiet")
     assert _wait_for(out / atomic.FolderLock.FILE, first)
     other = (
         write_cfg(tmp_path / "b.yaml", out, pruning_levels=[0.0]) if second == "other_fresh" else tmp_path / "a.yaml"
@@ -224,7 +225,7 @@ def test_2_concurrent_runs_one_proceeds_the_other_exits_2(tmp_path, second):
     first.communicate(timeout=300)
     assert late.returncode == 2 and "in use by another edge-opt run (pid" in err and "Traceback" not in err
     assert first.returncode in (0, 1)
-    assert assert_one_generation(out) == config_from_dict(hostile_dict(out)).config_hash
+    assert assert_one_generation(out) == config_from_dict(hostile_dict(out, epochs=40)).config_hash
 
 
 # 3 ─ mixed studies: a kill at any stage boundary, then `edge-opt report`: one generation

@@ -369,7 +369,8 @@ def _read_ledger(out: Path) -> dict[str, Any]:
         return {"files": [], "open": None}
     if not isinstance(doc, dict):
         return {"files": [], "open": None}
-    files = doc.get("files") if isinstance(doc.get("files"), list) else []
+    raw = doc.get("files")
+    files: list[Any] = raw if isinstance(raw, list) else []
     before = doc.get("open")
     return {"files": [f for f in files if isinstance(f, str)], "open": before if isinstance(before, list) else None}
 

@@ -63,7 +63,9 @@ def import_callable(spec: str, key: str, search: Sequence[str | Path | None] = (
     sys.path[:0] = added
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 — any import failure of user code is a config error
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 — any import failure of user code (sys.exit included) is a config error
         raise CallableImportError(
             f"The '{key}' callable {spec!r}: module {module_name!r} does not import ({type(exc).__name__}: {exc})."
         ) from None
