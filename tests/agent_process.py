@@ -21,9 +21,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_agent(tmp: Path, token: str = TOKEN, max_mb: float = 4.0) -> tuple[subprocess.Popen, str]:
+def write_token(path: Path, token: str = TOKEN) -> Path:
+    """A token file as the agent takes it: readable and writable by its owner alone (mode 0600)."""
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def start_agent(
+    tmp: Path, token: str = TOKEN, max_mb: float = 4.0, extra: list[str] | None = None
+) -> tuple[subprocess.Popen, str]:
+    """The agent on a free loopback port (``extra``: more ``edge-opt agent`` options), once it answers ``/info``."""
     tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "token").write_text(token + "\n")
+    write_token(tmp / "token", token)
     port = free_port()
     cores = sorted(os.sched_getaffinity(0))[:1] if hasattr(os, "sched_getaffinity") else []
     cmd = [
@@ -39,6 +49,7 @@ def start_agent(tmp: Path, token: str = TOKEN, max_mb: float = 4.0) -> tuple[sub
         str(tmp / "cache"),
         "--max-artifact-mb",
         str(max_mb),
+        *(extra or []),
     ]
     if cores:
         cmd += ["--cores", ",".join(map(str, cores))]

@@ -8,14 +8,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from torch import nn
 
 from .config import ConfigError, config_from_dict
 from .deploy import vendor_row
 from .device import VendorLogError, read_vendor_log
-from .inputs import DataError, RawDataset, dataset_arrays, images_from_array, labels_from_array
+from .inputs import read_in_memory, read_in_memory_calibration
 from .measure import ConfigPoint
 from .pipeline import StudyResult, rebuild_report, run_study
 from .study import VENDOR_KIND, StudyStore, VendorRow, load_stored_study
@@ -39,44 +37,6 @@ def _model_key(model: Any) -> dict[str, Any]:
     )
 
 
-def _numpy(v: Any) -> np.ndarray:
-    return v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
-
-
-def _pair(data: Any, what: str, layout: str) -> tuple[np.ndarray, np.ndarray, float]:
-    """(raw NCHW images, labels, scale) of ``(x, y)`` arrays or a dataset of (image, label) items."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], (int, float)):
-        x, y = _numpy(data[0]), _numpy(data[1])
-        images, _, scale = images_from_array(x, layout, f"The {what} images", None)
-        labels = labels_from_array(y, f"The {what} labels")
-    else:
-        images, labels = dataset_arrays(data, f"The {what} dataset")
-        scale = 1.0
-    if len(images) != len(labels):
-        raise DataError(f"The {what} data has {len(images)} images and {len(labels)} labels.")
-    return images, labels, scale
-
-
-def _raw(val_data: Any, train_data: Any, layout: str) -> RawDataset:
-    xv, yv, scale = _pair(val_data, "val_data", layout)
-    if train_data is not None:
-        xt, yt, _ = _pair(train_data, "train_data", layout)
-    else:
-        xt, yt = np.zeros((0, *xv.shape[1:]), np.float32), np.zeros(0, np.int64)
-    classes = int(max(int(yv.max()), int(yt.max()) if len(yt) else 0) + 1)
-    return RawDataset(
-        xt, yt, classes, "in-memory arrays (edge_opt.optimize)", val_images=xv, val_labels=yv, default_scale=scale
-    )
-
-
-def _calibration(data: Any, layout: str) -> np.ndarray | None:
-    if data is None:
-        return None
-    if isinstance(data, (np.ndarray, torch.Tensor)):
-        return images_from_array(_numpy(data), layout, "The calibration_data images", None)[0]
-    return _pair(data, "calibration_data", layout)[0]
-
-
 def optimize(
     model: nn.Module | str | Path,
     val_data: Any,
@@ -90,28 +50,34 @@ def optimize(
     Args:
         model: a trained ``torch.nn.Module``, or the path of an ``.onnx`` file or a ``.pt2`` exported program.
         val_data: ``(x, y)`` arrays/tensors (images NCHW, NHWC or NHW, uint8 or float; integer labels) or a
-            dataset of ``(image, label)`` items — what accuracy is measured on.
+            dataset of ``(image, label)`` items — what accuracy is measured on. A dataset needs ``__len__``: a
+            map-style one is read by index over ``range(len(ds))``, an iterable one must yield ``len(ds)`` items;
+            one without ``__len__`` (a generator) is refused (``list(...)`` it). uint8 images are scaled by 1/255,
+            float ones taken as they are; other integer dtypes are refused.
         train_data: the same for fine-tuning after pruning (optional; without it pruned models are not
             fine-tuned, with a warning).
-        calibration_data: images (or a dataset) for int8 calibration; default the training data, else val_data.
+        calibration_data: images (or a dataset) for int8 calibration, scaled by their own dtype and of the data's
+            (C, H, W); default the training data, else val_data.
         output_dir: where every output goes (the same files as ``edge-opt run``).
         **config_overrides: any study config key (``pruning_levels=[0, 0.5]``, ``backends=[...]``,
             ``preprocess={"scale": 1/255}`` …).
     Returns:
         The ``StudyResult``: ``recommendation``, ``frontier``, ``sweep`` (the table), ``summary``, ``paths``.
     Raises:
-        ConfigError: a bad key or value (one message per problem). DataError: data that does not fit.
+        ConfigError: a bad key or value (one message per problem). DataError: data that does not fit or cannot
+            be read, naming what was given and what is expected (a dataset's code failing or exiting included).
     """
     layout = str(config_overrides.get("layout", "auto"))
     cfg = config_from_dict(
         {"dataset": IN_MEMORY, "output_dir": str(output_dir), **config_overrides, "model": _model_key(model)}
     )
-    raw = _raw(val_data, train_data, layout)
+    raw = read_in_memory(val_data, train_data, layout)
+    calibration = None if calibration_data is None else read_in_memory_calibration(calibration_data, raw, layout)
     return run_study(
         cfg,
         module=model if isinstance(model, nn.Module) else None,
         raw_data=raw,
-        calibration_images=_calibration(calibration_data, layout),
+        calibration_images=calibration,
         command=["edge_opt.optimize"],
     )
 
@@ -144,10 +110,23 @@ def import_vendor_log(study_dir: str | Path, file: str | Path, target: str, poin
 
     Returns:
         The imported row (its table row is ``row.row()``; the study store keeps ``row.to_dict()``).
+    Raises:
+        ConfigError: one message per problem of the arguments and the report (all checked before the study is
+            read), then a study that cannot be read or has not measured the point.
     """
+    errors: list[str] = []
     if not _NAME.match(target) or target == "host":
-        raise ConfigError([f"--target must be a name of letters, digits, . _ - (not 'host'); got {target[:40]!r}"])
-    point = parse_point(point_text)
+        errors.append(f"--target must be a name of letters, digits, . _ - (not 'host'); got {target[:40]!r}")
+    try:
+        point = parse_point(point_text)
+    except ConfigError as exc:
+        errors += exc.errors
+    try:
+        measurement = read_vendor_log(file)
+    except VendorLogError as exc:
+        errors.append(str(exc))
+    if errors:
+        raise ConfigError(errors)
     study = load_stored_study(study_dir)
     host = next((r for r in study.results if r.point == point and r.ok and r.metrics is not None), None)
     if host is None:
@@ -159,10 +138,6 @@ def import_vendor_log(study_dir: str | Path, file: str | Path, target: str, poin
             }
         )[:6]
         raise ConfigError([f"--point {point_text[:80]!r} is not a measured point of the study; measured: {have}"])
-    try:
-        measurement = read_vendor_log(file)
-    except VendorLogError as exc:
-        raise ConfigError([str(exc)]) from None
     row = vendor_row(study.cfg, host, measurement, target)
 
     def store_row() -> None:  # under the folder's lock: a running study refuses the import, nothing written

@@ -116,7 +116,8 @@ def _predict_command(sub: Any) -> None:
     pr.add_argument(
         "--model",
         required=True,
-        help="folder with manifest.json and the model it names (model.onnx, model.xml + .bin, model.pte)",
+        help="folder with manifest.json and the model it names (model.onnx and its data files, model.xml + .bin, "
+        "model.pte), or that model file; every file is checked against the manifest's SHA-256 first",
     )
     pr.add_argument("--input", required=True, help=".npy file of raw images in [0, 1], (N, C, H, W) or (N, H, W)")
     pr.add_argument("--labels", help="optional .npy of labels: also print the accuracy")
@@ -178,12 +179,29 @@ def _device_commands(sub: Any) -> None:
         epilog="example: edge-opt agent --port 8765 --token-file ~/.edge_opt_token "
         "(reach it through: ssh -L 8765:127.0.0.1:8765 device)",
     )
-    ag.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: reach it by SSH tunnel)")
+    ag.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1: reach it by SSH tunnel; another address is warned about: "
+        "reachable from the network, token-protected, plain HTTP)",
+    )
     ag.add_argument("--port", type=int, default=8765)
-    ag.add_argument("--token-file", required=True, help="file whose first line is the token clients must send")
+    ag.add_argument(
+        "--token-file",
+        required=True,
+        help="file whose first line is the token clients must send as 'Authorization: Bearer <token>'; "
+        "refused when group or others may read or write it (chmod 600 FILE)",
+    )
     ag.add_argument("--cache-dir", default=None, help="where sent artifacts are kept (default ~/.cache/edge_opt/agent)")
     ag.add_argument("--max-artifact-mb", type=float, default=512.0, help="largest file accepted (MB)")
     ag.add_argument("--cores", default=None, help="pin the agent to these cores, e.g. 1 or 2,3")
+    ag.add_argument(
+        "--max-request-s",
+        type=float,
+        default=600.0,
+        help="wall time one measurement may take (default 600): a request planned longer is refused (422), "
+        "a running one is stopped at the limit",
+    )
 
 
 def _cmd_import_bench(args: argparse.Namespace) -> int:
@@ -214,21 +232,47 @@ def _bind_errors(host: str, port: int) -> list[str]:
     return []
 
 
+def _agent_token(path: str) -> tuple[str, list[str]]:
+    """The token in ``path`` and what is wrong with it: unreadable, short, or — like an ssh private key — open to
+    group or others (POSIX modes)."""
+    import shlex
+    import stat
+
+    try:
+        token = Path(path).read_text(encoding="utf-8").splitlines()[0].strip()
+    except (OSError, IndexError, UnicodeDecodeError) as exc:
+        return "", [f"--token-file {path!r} is not readable or empty ({type(exc).__name__})"]
+    errors = []
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if os.name == "posix" and mode & 0o077:
+        errors.append(
+            f"--token-file {path} has mode {mode:04o}: group or others may read or write the token; "
+            f"make it private with: chmod 600 {shlex.quote(path)}"
+        )
+    if len(token) < 16:
+        errors.append("--token-file: the token must be at least 16 characters")
+    return token, errors
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _cmd_agent(args: argparse.Namespace) -> int:
     from .device import serve
 
-    errors = []
-    try:
-        token = Path(args.token_file).read_text(encoding="utf-8").splitlines()[0].strip()
-    except (OSError, IndexError, UnicodeDecodeError) as exc:
-        token = ""
-        errors.append(f"--token-file {args.token_file!r} is not readable or empty ({type(exc).__name__})")
-    if not errors and len(token) < 16:
-        errors.append("--token-file: the token must be at least 16 characters")
+    token, errors = _agent_token(args.token_file)
     if not 1 <= args.port <= 65535:
         errors.append(f"--port must be in [1, 65535]; got {args.port}")
     if not 0 < args.max_artifact_mb <= 65536:
         errors.append(f"--max-artifact-mb must be in (0, 65536]; got {args.max_artifact_mb}")
+    if not 0 < args.max_request_s <= 86400:
+        errors.append(f"--max-request-s must be in (0, 86400]; got {args.max_request_s}")
     cores = None
     if args.cores:
         try:
@@ -242,9 +286,16 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         errors += _bind_errors(args.host, args.port)
     if errors:
         return _print_errors(errors)
+    if not _loopback(args.host):
+        print(
+            f"warning: --host {args.host} is not a loopback address: the agent is reachable from the network, "
+            "protected by the token alone, over plain HTTP (token and artifacts unencrypted); prefer 127.0.0.1 "
+            "and an SSH tunnel",
+            file=sys.stderr,
+        )
     cache = Path(args.cache_dir) if args.cache_dir else Path.home() / ".cache" / "edge_opt" / "agent"
     print(f"edge-opt agent on http://{args.host}:{args.port} (cache {cache})", flush=True)
-    serve(args.host, args.port, token, cache, args.max_artifact_mb, cores)
+    serve(args.host, args.port, token, cache, args.max_artifact_mb, cores, max_request_s=args.max_request_s)
     return EXIT_OK
 
 
@@ -520,9 +571,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _report_result(args: argparse.Namespace, result: Any) -> int:
     rec = result.recommendation
+    artifact = result.outcome.artifact if result.outcome is not None else None
+    failed = artifact.error if artifact is not None else None  # the chosen model cannot be shipped: an error
     if not args.quiet:
         for w in result.warnings:
-            print(f"warning: {w}")
+            if w != failed:
+                print(f"warning: {w}")
     total = result.total_points
     extra = result.reused + result.computed - total
     grid = f"{total} config points" + (" + the fp32 baseline the grid does not list" if extra > 0 else "")
@@ -536,32 +590,45 @@ def _report_result(args: argparse.Namespace, result: Any) -> int:
             f"accuracy={rec.accuracy:.4f} latency={rec.latency_ms:.4f} ms memory={rec.memory_mb:.3f} MB "
             f"-> {result.output_dir / (rec.artifact or 'model')}"
         )
+    if failed:  # not exit 1: that says the goals were not met
+        return _print_errors([f"{failed} (the other outputs are in {result.output_dir}; no model/ folder)"])
     return EXIT_OK if result.goals_met else EXIT_NO_RECOMMENDATION
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from .core import ArtifactError, predict
 
     try:
-        x = np.load(args.input, allow_pickle=False)
-        y = np.load(args.labels, allow_pickle=False) if args.labels else None  # every input checked before output
-        ids = predict(args.model, x, scale=args.scale)
+        x = _load_npy(args.input, "--input")
+        y = _load_npy(args.labels, "--labels") if args.labels else None  # every input checked before output
+        ids = predict(args.model, x, scale=args.scale, labels=y, labels_name=f"The '--labels' file {args.labels!r}")
     except (ArtifactError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if y is not None and y.shape != ids.shape:
-        print(
-            f"error: The '--labels' parameter must hold {ids.shape[0]} labels (shape {ids.shape}). Got shape "
-            f"{y.shape} instead.",
-            file=sys.stderr,
-        )
         return EXIT_BAD_INPUT
     print(" ".join(str(int(i)) for i in ids))
     if y is not None:
         print(f"accuracy: {float((ids == y).mean()):.6f}", file=sys.stderr)
     return EXIT_OK
+
+
+def _load_npy(path: str, flag: str) -> Any:
+    """The array in a ``.npy`` file given to ``predict`` (no pickles); a ValueError naming the flag and file if not."""
+    import numpy as np
+
+    what = f"The '{flag}' parameter must name a .npy file holding one array. Got {path!r}"
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise ValueError(f"{what}, which is empty (0 bytes).")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except OSError as exc:
+        raise ValueError(f"{what}, which cannot be read ({exc.strerror or exc}).") from None
+    except (EOFError, ValueError) as exc:
+        why = "it is not a .npy file, or holds Python objects" if "pickle" in str(exc) else str(exc)
+        raise ValueError(f"{what}, which is not a readable .npy array of numbers ({why}).") from None
+    if not isinstance(data, np.ndarray):
+        data.close()
+        raise ValueError(f"{what}, which is an .npz archive of several arrays.")
+    return data
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -573,9 +640,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     try:
         study = load_stored_study(out)  # the config of the folder's last run, from its store
         cfg = load_study_config(args.config) if args.config else study.cfg
+        search = study.search if not args.config else load_search(cfg, out)
     except ConfigError as exc:
         return _print_errors(exc.errors)
-    search = study.search if not args.config else load_search(cfg, out)
     with StudyStore(out / "study.sqlite") as store:
         points = search.points if search is not None else sweep_points(cfg.part(VariantSettings))
         found = {r.point: r for r in stored_results(store, cfg, points, untimed=search is not None)[0]}

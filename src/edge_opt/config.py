@@ -64,6 +64,8 @@ _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_
 
 
 MODEL_SOURCES = ("name", "onnx", "factory", "exported", "python")
+# model.simplify's default: chosen by measurement (docs/bring-your-own.md, "ONNX files").
+SIMPLIFY_DEFAULT = True
 MAX_PARAM_VALUES = 10_000
 MAX_CONFIG_VALUES = 100_000
 
@@ -106,6 +108,12 @@ class ModelConfig(BaseModel):
     weights: str | None = Field(default=None, min_length=1)
     exported: str | None = Field(default=None, min_length=1)
     python: str | None = Field(default=None, min_length=1)
+    simplify: bool | None = Field(
+        default=None,
+        description="`onnx` only: build the variants from the graph onnxslim normalises (Constant weights folded "
+        "into initializers, BatchNorm into convolutions), checked against the file on validation images; the "
+        f"rows' `graph_transform` says which graph ran. Default: {str(SIMPLIFY_DEFAULT).lower()}.",
+    )
 
     @field_validator("params")
     @classmethod
@@ -128,6 +136,8 @@ class ModelConfig(BaseModel):
             raise ValueError(f"'weights' goes with 'name' or 'factory', not with '{self.kind}'")
         if self.factory is not None and ":" not in self.factory:
             raise ValueError(f"'factory' must be 'package.module:callable' (got {self.factory!r})")
+        if self.simplify is not None and self.kind != "onnx":
+            raise ValueError(f"'simplify' goes with 'onnx' (an ONNX graph to normalise), not with '{self.kind}'")
         return self
 
     @property
@@ -142,8 +152,15 @@ class ModelConfig(BaseModel):
 
     @property
     def torch_free(self) -> bool:
-        """An ONNX model: no PyTorch module, so no torch backends and no pruning."""
+        """An ONNX model: the file itself (ONNX Runtime fp32) is the baseline; the torch backends and pruning run on
+        the PyTorch module converted from it, when it converts."""
         return self.kind == "onnx"
+
+    @property
+    def simplify_graph(self) -> bool:
+        """An ONNX model whose graph onnxslim normalises before the variants are built (``simplify``, default
+        ``SIMPLIFY_DEFAULT``)."""
+        return self.kind == "onnx" and (SIMPLIFY_DEFAULT if self.simplify is None else self.simplify)
 
 
 class PreprocessConfig(BaseModel):

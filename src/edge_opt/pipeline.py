@@ -65,9 +65,11 @@ from .inputs import (
     load_model_source,
     load_study_data,
     model_param_errors,
+    normalise_source,
     onnx_input_spec,
     resolve_device,
     set_deterministic,
+    with_onnx_conversion,
 )
 from .measure import VariantResult
 from .report import (
@@ -386,9 +388,12 @@ def _measure(
     should_stop: Callable[[], bool],
     clock: _Clock,
 ) -> tuple[Sweep, bool, list[str], SearchOutcome | None]:
-    """Stages baseline + variants: train (or reload) the baseline, then map ``run_point`` over the grid."""
+    """Stages graph + baseline + variants: an ONNX model's graph as the variants are built from it, the baseline
+    trained (or reloaded), then ``run_point`` mapped over the grid."""
+    source, graph_notes = _normalise_graph(cfg, data, source, out, on_event)
     device, dev_warning = resolve_device(cfg.device)
-    warnings = ([dev_warning] if dev_warning else []) + input_warnings(cfg, data)
+    warnings = ([dev_warning] if dev_warning else []) + input_warnings(cfg, data) + graph_notes
+    warnings += [source.conversion.note()] if source.conversion is not None else []
     set_deterministic(cfg.seed)
     clock.lap("data")
     try:
@@ -529,8 +534,6 @@ def _analyse(
     if not interrupted and baseline is not None and baseline.ok:
         deployment = _deploy(sweep, store, out, host_selection, hardware, on_event, clock, warnings)
         interrupted = sweep.should_stop()
-    total = search.space_size if search is not None else len(points)
-    warnings += _search_note(search)
     return StudyOutcome(
         cfg,
         assessed,
@@ -539,8 +542,8 @@ def _analyse(
         artifact,
         hardware,
         deployment,
-        tuple(warnings),
-        total,
+        tuple(warnings + _search_note(search)),
+        search.space_size if search is not None else len(points),
         interrupted,
         skipped,
         search,
@@ -548,6 +551,8 @@ def _analyse(
         on_target,
         host_selection,
         tuple(stored_vendor_rows(store)),
+        model_conversion=sweep.source.conversion.to_dict() if sweep.source and sweep.source.conversion else None,
+        graph_transform=sweep.source.graph_transform.details if sweep.source and sweep.source.graph_transform else None,
     )
 
 
@@ -616,27 +621,30 @@ def _hardware(
     warnings: list[str],
 ) -> HardwareAnalysis | None:
     """Stage hardware, when the model has layers to analyse (else a warning: the deployment uses the linear model)."""
-    why = "the layer tables need a PyTorch model (the model is an ONNX file)" if sweep.baseline is None else None
-    if why is None:
-        on_event("stage", name="hardware analysis", detail="machine calibration + layer tables")
-        try:
-            parts = sweep.cfg.part(HardwareSettings), sweep.cfg.part(MeasureSettings)
-            analysis = analyse_hardware(
-                out, *parts, _torch_parent(sweep), sweep.data.input_shape, baseline, selection, assessed
-            )[0]
-            warnings += analysis.warnings
-            return analysis
-        except ValueError as exc:
-            why = str(exc).rstrip(".")
+    on_event("stage", name="hardware analysis", detail="machine calibration + layer tables")
+    try:
+        parts = sweep.cfg.part(HardwareSettings), sweep.cfg.part(MeasureSettings)
+        analysis = analyse_hardware(
+            out, *parts, _layer_parent(sweep), sweep.data.input_shape, baseline, selection, assessed
+        )[0]
+        warnings += analysis.warnings
+        return analysis
+    except ValueError as exc:
+        why = str(exc).rstrip(".")
     warnings.append(f"hardware analysis skipped: {why}; the deployment simulation uses the linear clock model")
     return None
 
 
-def _torch_parent(sweep: Sweep) -> Callable[[float], torch.nn.Module]:
-    def parent(level: float) -> torch.nn.Module:
+def _layer_parent(sweep: Sweep) -> Callable[[float], torch.nn.Module | Path]:
+    """The float parent a layer table is made of: an ONNX input model's graph (the one its variants are built
+    from) for the unpruned level, else the PyTorch model (a pruned level's module)."""
+
+    def parent(level: float) -> torch.nn.Module | Path:
+        if level == 0.0 and sweep.source is not None and sweep.source.onnx_path is not None:
+            return sweep.source.onnx_path
         model = sweep.parent(level)
         if model is None:
-            raise ValueError("The hardware analysis needs a PyTorch model.")
+            raise ValueError("The hardware analysis needs a PyTorch model or an ONNX file.")
         return model
 
     return parent
@@ -701,7 +709,22 @@ def _load_inputs(
         check_model_fits(source, data.input_shape, data.num_classes, next(iter(data.val_loader))[0][:2])
     except ModelSourceError as exc:
         raise ConfigError([str(exc)]) from None
-    return data, source
+    return data, with_onnx_conversion(source, data)  # an ONNX model: its PyTorch module, checked, or why not
+
+
+def _normalise_graph(
+    cfg: StudyConfig, data: DataBundle, source: ModelSource, out: Path, on_event: EventFn
+) -> tuple[ModelSource, list[str]]:
+    """Stage graph (an ONNX model): the graph its variants are built from, onnxslim's normalised copy in ``onnx/``
+    (``model.simplify``) or the file as given, with the warning when a normalised graph asked for is not used."""
+    if source.kind != "onnx":
+        return source, []
+    source = normalise_source(source, cfg.model.simplify_graph, out / "onnx", next(iter(data.val_loader))[0])
+    graph = source.graph_transform
+    if graph is None:
+        return source, []
+    on_event("log", message=f"ONNX graph: {graph.label} ({graph.path.name})")
+    return source, [graph.warning] if graph.warning else []
 
 
 def _take_folder(

@@ -133,3 +133,39 @@ def test_per_channel_statistics_of_the_channel_count_are_accepted(artifact):
     _edit(artifact, {"mean": [0.1], "std": [0.5]})
     assert load_manifest(artifact)["normalisation"]["std"] == [0.5]
     assert predict(artifact, np.load(artifact.parent / "x.npy")).shape == (6,)
+
+
+def test_predict_takes_the_model_file_of_an_artifact_too(artifact, capsys):
+    x = np.load(artifact.parent / "x.npy")
+    assert (predict(artifact / "model.onnx", x) == predict(artifact, x)).all()
+    np.save(artifact / "other.npy", x)
+    assert main(_predict(artifact / "other.npy", inputs=artifact.parent / "x.npy")) == 2
+    line = _one_error(capsys)
+    assert "is not the model file of the artifact" in line and "'model.onnx'" in line
+
+
+def _files(artifact: Path, files) -> None:
+    m = json.loads((artifact / "manifest.json").read_text())
+    m["files"] = files
+    (artifact / "manifest.json").write_text(json.dumps(m))
+
+
+def test_every_file_the_manifest_lists_is_checked_by_size_and_sha256(artifact, capsys):
+    onnx_file = artifact / "model.onnx"
+    model = {"path": "model.onnx", "sha256": sha256_file(onnx_file), "bytes": onnx_file.stat().st_size}
+    (artifact / "extra.bin").write_bytes(b"12345")
+    extra = {"path": "extra.bin", "sha256": sha256_file(artifact / "extra.bin"), "bytes": 5}
+    _files(artifact, [model, extra])
+    assert load_manifest(artifact)["files"][1] == extra
+    _files(artifact, [model, {**extra, "bytes": 6}])
+    with pytest.raises(ArtifactError, match=r"extra\.bin' holds 5 bytes, the manifest says 6"):
+        load_manifest(artifact)
+    _files(artifact, [model, {**extra, "path": "gone.bin"}])
+    assert main(_predict(artifact)) == 2
+    assert "gone.bin' named in the manifest is missing" in _one_error(capsys)
+    _files(artifact, [model, {**extra, "path": "../x.npy"}])
+    with pytest.raises(ArtifactError, match="'files' must name a file inside"):
+        load_manifest(artifact)
+    _files(artifact, [["model.onnx"]])
+    with pytest.raises(ArtifactError, match=r"'files' must list the model's files as \{path, sha256, bytes\}"):
+        load_manifest(artifact)

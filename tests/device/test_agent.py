@@ -3,19 +3,21 @@ through the client, with the agent started as its own process on 127.0.0.1."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
 import time
+import urllib.request
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent_process import TOKEN, free_port, start_agent
+from agent_process import TOKEN, free_port, start_agent, write_token
 from edge_opt.core.runtime import sha256_file
-from edge_opt.device.agent import RequestError, parse_measure_request
+from edge_opt.device.agent import AgentState, RequestError, parse_measure_request
 from edge_opt.device.remote import AgentClient, AgentError
 
 SHA = "a" * 64
@@ -186,13 +188,13 @@ def test_an_unreachable_agent_is_connection_refused():
         (["--cores", "x"], "--cores must be core numbers"),
         (["--port", "0"], "--port must be in"),
         (["--max-artifact-mb", "0"], "--max-artifact-mb"),
+        (["--max-request-s", "0"], "--max-request-s must be in"),
     ],
 )
 def test_bad_agent_arguments_exit_2_naming_the_option(tmp_path, capsys, extra, needle):
     from edge_opt.cli import main
 
-    (tmp_path / "token").write_text(TOKEN)
-    assert main(["agent", "--token-file", str(tmp_path / "token"), *extra]) == 2
+    assert main(["agent", "--token-file", str(write_token(tmp_path / "token")), *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and needle in err
 
@@ -200,10 +202,9 @@ def test_bad_agent_arguments_exit_2_naming_the_option(tmp_path, capsys, extra, n
 def test_an_agent_token_that_is_short_missing_or_a_port_in_use_exit_2(tmp_path, capsys):
     from edge_opt.cli import main
 
-    (tmp_path / "short").write_text("abc\n")
-    assert main(["agent", "--token-file", str(tmp_path / "short")]) == 2
+    assert main(["agent", "--token-file", str(write_token(tmp_path / "short", "abc"))]) == 2
     assert main(["agent", "--token-file", str(tmp_path)]) == 2  # a folder, not a file
-    (tmp_path / "token").write_text(TOKEN)
+    write_token(tmp_path / "token")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -233,3 +234,138 @@ def test_the_agent_sets_an_interrupted_sample_aside_and_takes_another():
     calls["n"] = 0
     kept, _, _, interrupted = time_calls(run, everything)
     assert interrupted == [] and len(kept) == 10 and max(kept) > 1.5 * float(np.median(kept))
+
+
+# --- hardening: the token's scheme and file, the bind address, the time one request may hold the agent ----------
+
+
+def test_the_token_counts_only_with_the_exact_bearer_scheme(agent, tmp_path):
+    state = AgentState(TOKEN, tmp_path)
+    assert state.authorised(f"Bearer {TOKEN}")
+    for header in (TOKEN, f"bearer {TOKEN}", f"Token {TOKEN}", f"Bearer  {TOKEN}", f"Bearer {TOKEN}x", "", None):
+        assert not state.authorised(header), header
+    bare = urllib.request.Request(f"{agent}/info", headers={"Authorization": TOKEN})  # no scheme: refused
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(bare, timeout=10)
+    assert err.value.code == 401
+
+
+@pytest.fixture
+def served(monkeypatch):
+    """``edge-opt agent`` checks its arguments, then calls this instead of serving (what it was given)."""
+    calls: list = []
+    monkeypatch.setattr("edge_opt.device.serve", lambda *a, **k: calls.append((a, k)))
+    return calls
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620, 0o602])
+def test_a_token_file_open_to_group_or_others_is_refused_like_an_ssh_key(tmp_path, capsys, served, mode):
+    from edge_opt.cli import main
+
+    token = write_token(tmp_path / "token")
+    token.chmod(mode)
+    assert main(["agent", "--token-file", str(token), "--port", str(free_port())]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert served == [] and len(err) == 1 and err[0].startswith("error: --token-file")
+    assert str(token) in err[0] and f"mode {mode:04o}" in err[0] and f"chmod 600 {token}" in err[0]
+
+
+def test_a_non_loopback_host_is_warned_about_and_loopback_is_not(tmp_path, capsys, served):
+    from edge_opt.cli import main
+
+    token = str(write_token(tmp_path / "token"))
+    assert main(["agent", "--token-file", token, "--port", str(free_port()), "--host", "0.0.0.0"]) == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "0.0.0.0" in warning[0] and "reachable from the network" in warning[0]
+    assert "token" in warning[0] and "plain HTTP" in warning[0] and served[0][1]["max_request_s"] == 600.0
+    assert main(["agent", "--token-file", token, "--port", str(free_port()), "--max-request-s", "30"]) == 0
+    assert "warning" not in capsys.readouterr().err and served[1][1]["max_request_s"] == 30.0
+
+
+def _measure_body(sha: str, settings: dict) -> bytes:
+    return json.dumps(
+        {
+            "runtime": "onnxruntime",
+            "files": {"model.onnx": sha},
+            "model_file": "model.onnx",
+            "input": {"shape": [1, 1, 8, 8]},
+            "settings": settings,
+        }
+    ).encode()
+
+
+# within the bounds of a request and of the default limit (500 s of timing), and far longer than any test
+LONG = {"repeats": 10_000, "min_sample_ms": 50.0, "trials": 1, "warmup": 0, "target_rel_ci": 0.0}
+QUICK = {"repeats": 5, "trials": 2, "min_sample_ms": 1.0, "warmup": 2}
+
+
+def _post(url: str, body: bytes) -> http.client.HTTPConnection:
+    """Send ``POST /measure`` without waiting for the answer (the connection stays open until closed)."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request("POST", "/measure", body, {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    return conn
+
+
+def test_a_request_that_cannot_fit_the_time_limit_is_refused_up_front(agent, tiny_onnx):
+    client = AgentClient(agent, TOKEN, 10)
+    t0 = time.perf_counter()
+    with pytest.raises(AgentError, match=r"422.*at least 600000 s.*limit of 600 s.*--max-request-s"):
+        client.measure(
+            "onnxruntime", {"model.onnx": tiny_onnx}, "model.onnx", (1, 1, 8, 8), LONG | {"min_sample_ms": 60000}
+        )
+    assert time.perf_counter() - t0 < 5
+    big_calls = LONG | {"min_sample_ms": 0.0, "trials": 1_000_000}  # fits by its plan; its first call says it cannot
+    with pytest.raises(AgentError, match=r"422.*one call took.*limit of 600 s.*--max-request-s"):
+        client.measure("onnxruntime", {"model.onnx": tiny_onnx}, "model.onnx", (1, 1, 8, 8), big_calls)
+    assert time.perf_counter() - t0 < 5
+
+
+def test_a_client_that_disconnects_stops_its_measurement_and_frees_the_agent(agent, tiny_onnx):
+    client = AgentClient(agent, TOKEN, 10)
+    conn = _post(agent, _measure_body(client.send(tiny_onnx), LONG))
+    time.sleep(0.5)
+    with pytest.raises(AgentError, match="timeout"):  # the long one holds the agent: this one waits (and gives up)
+        AgentClient(agent, TOKEN, 1).measure(
+            "onnxruntime", {"model.onnx": tiny_onnx}, "model.onnx", (1, 1, 8, 8), QUICK
+        )
+    conn.close()
+    t0 = time.perf_counter()
+    out = client.measure("onnxruntime", {"model.onnx": tiny_onnx}, "model.onnx", (1, 1, 8, 8), QUICK)
+    assert len(out["samples_ms"]) >= 5 and time.perf_counter() - t0 < 3
+
+
+def test_sigterm_stops_a_busy_agent_within_seconds(tmp_path, tiny_onnx):
+    proc, url = start_agent(tmp_path / "agent")
+    try:
+        conn = _post(url, _measure_body(AgentClient(url, TOKEN, 10).send(tiny_onnx), LONG))
+        time.sleep(0.5)
+        t0 = time.perf_counter()
+        proc.terminate()
+        proc.wait(timeout=5)
+        assert time.perf_counter() - t0 < 3
+        answer = conn.getresponse()
+        assert answer.status == 503 and b"shutting down" in answer.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_measurement_past_the_time_limit_is_stopped_and_frees_the_lock(tmp_path, tiny_onnx):
+    from edge_opt.core import ci95_half_width
+    from edge_opt.device.agent import MeasurementStopped, measure
+
+    ci95_half_width([1.0, 2.0])  # scipy imported first: its import (seconds) is no check point
+    state = AgentState(TOKEN, tmp_path, max_request_s=0.5)
+    sha = sha256_file(tiny_onnx)
+    state.store(sha, [tiny_onnx.read_bytes()])
+    # 5 × 50 ms planned fits; the CI target it cannot meet would take up to 100 passes more
+    endless = {"repeats": 5, "min_sample_ms": 50.0, "target_rel_ci": 1e-9, "max_extra_rounds": 100}
+    t0 = time.perf_counter()
+    with pytest.raises(MeasurementStopped, match=r"stopped after the agent's limit of 0.5 s.*--max-request-s") as err:
+        measure(state, parse_measure_request(_measure_body(sha, endless)))
+    assert err.value.status == 422 and time.perf_counter() - t0 < 2.5
+    assert not state.lock.locked()  # free again: the next request is measured
+    state.max_request_s = 60.0
+    assert len(measure(state, parse_measure_request(_measure_body(sha, QUICK)))["samples_ms"]) >= 5

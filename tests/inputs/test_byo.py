@@ -66,7 +66,7 @@ def test_factory_weights_route(factory_study):
 
 
 @pytest.mark.slow
-def test_onnx_route_matches_a_plain_session_and_skips_what_needs_torch(tmp_path):
+def test_onnx_route_matches_a_plain_session_and_converts_it_for_torch_and_pruning(tmp_path):
     import onnxruntime as ort
 
     _, res = _route("onnx", tmp_path / "out")
@@ -75,29 +75,47 @@ def test_onnx_route_matches_a_plain_session_and_skips_what_needs_torch(tmp_path)
     sess = ort.InferenceSession(str(EXAMPLES / "model.onnx"), providers=["CPUExecutionProvider"])
     x = z["x_val"].transpose(0, 3, 1, 2).astype(np.float32) / 255
     plain = float((sess.run(None, {sess.get_inputs()[0].name: x})[0].argmax(1) == z["y_val"]).mean())
-    fp32 = df[(df["backend"] == "onnxruntime") & (df["precision"] == "fp32")].iloc[0]
+    fp32 = df[(df["backend"] == "onnxruntime") & (df["precision"] == "fp32") & (df["pruning_level"] == 0)].iloc[0]
     assert fp32["accuracy"] == plain
-    int8 = df[(df["backend"] == "onnxruntime") & (df["precision"] == "int8")].iloc[0]
-    assert int8["kernel_precision"] == "int8" and int8["error"] is np.nan or pd.isna(int8["error"])
-    assert set(df["backend"]) == {"onnxruntime"} and set(df["pruning_level"]) == {0.0}
+    int8 = df[(df["backend"] == "onnxruntime") & (df["precision"] == "int8") & (df["pruning_level"] == 0)].iloc[0]
+    assert int8["kernel_precision"] == "int8" and pd.isna(int8["error"])
+    # the file converts to PyTorch: the torch rows and the pruned rows run (the same accuracy as the file's at p0)
+    assert set(df["backend"]) == {"torch", "onnxruntime"} and set(df["pruning_level"]) == {0.0, 0.5}
+    assert df["error"].isna().all() and len(df) == 12
+    torch_fp32 = df[(df["backend"] == "torch") & (df["precision"] == "fp32") & (df["pruning_level"] == 0)].iloc[0]
+    assert torch_fp32["accuracy"] == plain
     summary = json.loads((res.output_dir / "summary.json").read_text())
-    reasons = {(s["backend"], s["pruning_level"]): s["reason"] for s in summary["skipped"]}
-    assert len(summary["skipped"]) == 9  # 6 torch points + 3 pruned ORT points
-    assert "need a PyTorch model" in reasons[("torch", 0.0)]
-    assert reasons[("onnxruntime", 0.5)].startswith("pruning needs a PyTorch model")
-    assert summary["rejected_rows"] + summary["accepted_rows"] == len(df) == 3
+    assert summary["skipped"] == [] and summary["onnx_conversion"]["converted"]
+    assert summary["rejected_rows"] + summary["accepted_rows"] == len(df)
     assert summary["baseline"]["backend"] == "onnxruntime"
-    assert "Skipped points" in (res.output_dir / "report.html").read_text()
+
+
+def _unconvertible(tmp_path: Path) -> Path:
+    """The example ONNX model with its first Relu turned into a Celu (ONNX Runtime runs it; the converter has no
+    Celu), so its torch and pruned points are skipped."""
+    import onnx
+
+    m = onnx.load(str(EXAMPLES / "model.onnx"))
+    next(n for n in m.graph.node if n.op_type == "Relu").op_type = "Celu"
+    path = tmp_path / "celu.onnx"
+    onnx.save(m, str(path))
+    return path
 
 
 @pytest.mark.slow
 def test_onnx_study_status_and_report_keep_skipped_points_apart(tmp_path, capsys):
-    _, res = _route("onnx", tmp_path / "out")
+    _, res = _route("onnx", tmp_path / "out", model={"onnx": str(_unconvertible(tmp_path))})
     capsys.readouterr()
     assert main(["status", str(res.output_dir)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert sum(line.startswith("skipped") for line in lines) == 9 and "12 of 12 points finished" in lines[-1]
-    assert any("pruning needs a PyTorch model" in line for line in lines)
+    reason = "pruning needs a PyTorch model (the ONNX model could not be converted to PyTorch: unsupported ONNX op"
+    assert any(reason in line and "Celu" in line for line in lines)
+    summary = json.loads((res.output_dir / "summary.json").read_text())
+    reasons = {(s["backend"], s["pruning_level"]): s["reason"] for s in summary["skipped"]}
+    assert "the torch backends need a PyTorch model (the ONNX model could not be" in reasons[("torch", 0.0)]
+    assert summary["onnx_conversion"]["converted"] is False and "Celu" in summary["onnx_conversion"]["reason"]
+    assert "Skipped points" in (res.output_dir / "report.html").read_text()
     assert main(["report", str(res.output_dir)]) == 0
     assert len(pd.read_csv(res.output_dir / "sweep_results.csv")) == 3  # skipped points are not table rows
 

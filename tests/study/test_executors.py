@@ -110,3 +110,25 @@ def test_bring_your_own_factory_model_on_ray(ray_cluster, tmp_path):
         load_study_config(examples / "factory.yaml", {**over, "output_dir": str(tmp_path / "l"), "executor": "ray"})
     )
     assert again.reused == len(local.sweep) and again.computed == 0
+
+
+def test_an_onnx_model_ships_to_workers_with_its_external_data(tmp_path):
+    """What a Ray worker receives: the model and its .data file side by side, loadable there (no cluster needed)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    import onnx_models
+    from edge_opt.study.executors import _materialise, shipped_files
+
+    model = onnx_models.build(tmp_path / "models")["external"]
+    d = tiny_config_dict(tmp_path / "out")
+    d["model"] = {"onnx": str(model), "simplify": False}
+    files = shipped_files(config_from_dict(d))
+    assert sorted(name for name, _ in files.values())[:2] == ["model.onnx", "model.onnx.data"]
+    worker = tmp_path / "worker"
+    worker.mkdir()
+    moved = _materialise(config_from_dict(d).model_dump(), files, worker)
+    sess = ort.InferenceSession(moved["model"]["onnx"], providers=["CPUExecutionProvider"])
+    x = onnx_models.digits()["x_val"][:4]
+    want = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.array_equal(sess.run(None, {sess.get_inputs()[0].name: x})[0], want)

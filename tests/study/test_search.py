@@ -252,3 +252,109 @@ def test_a_trial_cut_off_mid_way_is_finished_first_and_the_search_continues_as_i
     assert resumed.points == straight.points and [t.number for t in resumed.trials] == [
         t.number for t in straight.trials
     ]
+
+
+# --- a damaged search.sqlite -------------------------------------------------------------------------------------
+
+
+def _random_bytes(path: Path) -> None:
+    import random
+
+    path.write_bytes(random.Random(0).randbytes(8192))
+
+
+def _truncated(path: Path) -> None:
+    whole = path.parent.parent / "whole"  # a real search store, beside the study folder
+    replay_search(whole, "nsga2", 1, n_trials=4)
+    data = (whole / SEARCH_FILE).read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _foreign(path: Path) -> None:
+    import sqlite3
+
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE photos (name TEXT)")
+    con.close()
+
+
+DAMAGES = {"random bytes": _random_bytes, "truncated": _truncated, "another program's": _foreign}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_damaged_search_store_is_refused_naming_it_and_left_untouched(tmp_path, damage):
+    from edge_opt.measure.records import VariantResult
+    from edge_opt.study.search import load_search, run_search, search_progress
+
+    folder = tmp_path / "study"
+    folder.mkdir()
+    DAMAGES[damage](folder / SEARCH_FILE)
+    before = (folder / SEARCH_FILE).read_bytes()
+    cfg = replay_config(folder, "nsga2", 1, n_trials=4)
+    values = table()
+    calls = [
+        lambda: load_search(cfg, folder),
+        lambda: search_progress(folder),
+        lambda: run_search(
+            cfg, lambda p: (VariantResult(point=p, key="replay"), "stored"), lambda r: values[r.point], folder
+        ),
+    ]
+    for call in calls:
+        with pytest.raises(ConfigError) as err:
+            call()
+        (message,) = err.value.errors
+        assert str(folder / SEARCH_FILE) in message and "remove it" in message
+        assert ("another program" if damage == "another program's" else "is damaged") in message
+    assert (folder / SEARCH_FILE).read_bytes() == before  # nothing written into it (no Optuna tables added)
+
+
+def _searched_folder(tmp_path: Path, damage: str) -> tuple[Path, Path]:
+    """A study folder whose store records a searched config, with a damaged search.sqlite (and its YAML config)."""
+    import yaml
+
+    from edge_opt.study.store import StudyStore
+
+    out = tmp_path / "out"
+    d = tiny_config_dict(
+        out,
+        epochs=1,
+        fine_tune_epochs=0,
+        pruning_levels=[0.0, 0.5],
+        precisions=["fp32"],
+        backends=["onnxruntime"],
+        search={"strategy": "nsga2", "n_trials": 2, "seed": 1},
+    )
+    with StudyStore(out / "study.sqlite") as store:
+        store.set_meta("config", config_from_dict(d).model_dump(mode="json"))
+    DAMAGES[damage](out / SEARCH_FILE)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(d))
+    return out, tmp_path / "c.yaml"
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_status_and_report_on_a_damaged_search_store_exit_2_with_one_error_line(tmp_path, capsys, damage):
+    from edge_opt.cli import main
+
+    out, cfg = _searched_folder(tmp_path, damage)
+    before = (out / SEARCH_FILE).read_bytes()
+    for argv in (["status", str(out)], ["status", str(out), "--config", str(cfg)], ["report", str(out)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        lines = err.splitlines()
+        assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("error: "), argv
+        assert SEARCH_FILE in lines[0] and "remove it" in lines[0], argv
+    assert (out / SEARCH_FILE).read_bytes() == before
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_run_on_a_damaged_search_store_exits_2_before_training_and_writes_nothing(tmp_path, capsys, damage):
+    from edge_opt.cli import main
+
+    out, cfg = _searched_folder(tmp_path, damage)
+    before = (out / SEARCH_FILE).read_bytes()
+    assert main(["run", "--config", str(cfg), "--quiet"]) == 2  # refused before anything is trained
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert "Traceback" not in err and len(lines) == 1 and SEARCH_FILE in lines[0]
+    assert (out / SEARCH_FILE).read_bytes() == before
+    assert {p.name for p in out.iterdir() if not p.name.startswith("study.sqlite")} == {SEARCH_FILE}  # no outputs

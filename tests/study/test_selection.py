@@ -6,6 +6,7 @@ from edge_opt.config import config_from_dict
 from edge_opt.measure.records import ConfigPoint, VariantResult
 from edge_opt.study.selection import (
     COLUMN_ORDER,
+    LAST_COLUMNS,
     assess_results,
     best_effort,
     recommend,
@@ -133,8 +134,9 @@ def test_to_frame_column_order_and_one_row_per_record(tmp_path):
     frame = to_frame(assess_results(rs, _cfg(tmp_path), rs[0]))
     assert len(frame) == 3
     assert list(frame.columns[: len(COLUMN_ORDER)]) == list(COLUMN_ORDER)
-    rest = list(frame.columns[len(COLUMN_ORDER) :])
+    rest = list(frame.columns[len(COLUMN_ORDER) : len(frame.columns) - len(LAST_COLUMNS)])
     assert rest == sorted(rest) and "violates_2.0mb" in rest and "latency_samples_ms" in rest
+    assert list(frame.columns[len(frame.columns) - len(LAST_COLUMNS) :]) == list(LAST_COLUMNS)  # later additions
     assert to_frame([]).empty and "accepted" in to_frame([]).columns
 
 

@@ -22,7 +22,15 @@ from .generation import (
 )
 from .importing import CallableImportError, UserCodeError, call_user_code, import_callable
 from .registry import Registry
-from .runtime import ArtifactError, artifact_runner, load_manifest, muted_native_stderr, predict, sha256_file
+from .runtime import (
+    ArtifactError,
+    artifact_runner,
+    load_manifest,
+    muted_native_stderr,
+    onnx_data_files,
+    predict,
+    sha256_file,
+)
 from .stats import (
     SampleSeries,
     SamplingPlan,
@@ -59,6 +67,7 @@ __all__ = [
     "import_callable",
     "load_manifest",
     "muted_native_stderr",
+    "onnx_data_files",
     "package_versions",
     "predict",
     "close_cache_ledger",

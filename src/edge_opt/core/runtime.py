@@ -27,6 +27,7 @@ __all__ = [
     "ArtifactError",
     "load_manifest",
     "normalise",
+    "onnx_data_files",
     "predict",
     "sha256_file",
 ]
@@ -78,26 +79,118 @@ def load_manifest(model_dir: str | Path) -> dict[str, Any]:
     digest = sha256_file(model_file)
     if digest != manifest["sha256"]:
         raise ArtifactError(f"SHA-256 of {str(model_file)!r} is {digest}, the manifest says {manifest['sha256']}.")
-    for name, want in (manifest.get("files") or {}).items():  # e.g. OpenVINO's weights next to its graph
-        if name == manifest["model_file"]:
-            continue  # hashed above
-        other = _inside(d, name)
-        if not other.is_file() or sha256_file(other) != want:
-            raise ArtifactError(f"The artifact file {str(other)!r} named in the manifest is missing or changed.")
+    _check_files(d, manifest, model_file)
     return manifest
 
 
-def _inside(folder: Path, name: Any) -> Path:
-    """The manifest's model file, which must be a plain name of a file inside the model folder."""
+def _file_entries(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The manifest's ``files``: ``[{path, sha256, bytes}]`` (an artifact written before sizes were recorded maps
+    each name to its SHA-256)."""
+    files = manifest.get("files") or []
+    entries = [{"path": k, "sha256": v} for k, v in files.items()] if isinstance(files, dict) else files
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("sha256"), str) and isinstance(e.get("bytes", 0), int) for e in entries
+    ):
+        raise ArtifactError(
+            "The manifest's 'files' must list the model's files as {path, sha256, bytes} objects. Got "
+            f"{str(files)[:80]!r} instead."
+        )
+    return entries
+
+
+def _check_files(folder: Path, manifest: dict[str, Any], model_file: Path) -> None:
+    """Every file of the model the manifest lists (OpenVINO's weights next to its graph, an ONNX model's external
+    data) is in the folder with its size and SHA-256; an ONNX model's external data files are all listed."""
+    listed = {model_file}
+    for entry in _file_entries(manifest):
+        path = _inside(folder, entry.get("path"), "files")
+        listed.add(path)
+        if path == model_file:
+            continue  # hashed already
+        if not path.is_file():
+            raise ArtifactError(
+                f"The artifact file {str(path)!r} named in the manifest is missing: it belongs beside "
+                f"{model_file.name!r} (copy the whole artifact folder)."
+            )
+        size = path.stat().st_size
+        if "bytes" in entry and size != entry["bytes"]:
+            raise ArtifactError(
+                f"The artifact file {str(path)!r} holds {size} bytes, the manifest says {entry['bytes']}."
+            )
+        digest = sha256_file(path)
+        if digest != entry["sha256"]:
+            raise ArtifactError(f"SHA-256 of {str(path)!r} is {digest}, the manifest says {entry['sha256']}.")
+    if manifest.get("runtime", "onnxruntime") == "onnxruntime":
+        for name in onnx_data_files(model_file):
+            if (model_file.parent / name).resolve() not in listed:
+                raise ArtifactError(
+                    f"{str(model_file)!r} keeps weights in {name!r}, which the manifest's 'files' does not list "
+                    "(no SHA-256 to check it against); export the artifact again."
+                )
+
+
+def _inside(folder: Path, name: Any, key: str = "model_file") -> Path:
+    """A file the manifest names (under ``key``), which must be a relative path of a file inside the model folder."""
     if not isinstance(name, str) or not name:
-        raise ArtifactError(f"The manifest's 'model_file' must be a file name. Got {str(name)[:80]!r} instead.")
+        raise ArtifactError(f"The manifest's '{key}' must name a file. Got {str(name)[:80]!r} instead.")
     path = (folder / name).resolve()
     if folder.resolve() not in path.parents:
         raise ArtifactError(
-            f"The manifest's 'model_file' must name a file inside {str(folder)!r}. Got {name[:200]!r} "
+            f"The manifest's '{key}' must name a file inside {str(folder)!r}. Got {name[:200]!r} "
             "instead; refusing to load a file from elsewhere."
         )
     return path
+
+
+def _onnx_tensors(graph: Any) -> Iterator[Any]:
+    """Every tensor of an ONNX graph that may hold data: initializers (sparse ones too) and node attributes
+    (``Constant`` values), in its control-flow subgraphs as well."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _onnx_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _onnx_tensors(sub)
+
+
+def onnx_data_files(model_path: str | Path) -> tuple[str, ...]:
+    """The external data files an ONNX model's tensors name, as paths relative to the model's folder (each once,
+    in the order first named; none when every weight is inside the file).
+
+    Read here, below the stages and without torch, for the device agent and ``predict``; the study resolves the
+    same files with ``edge_opt.inputs.onnx_model_files``.
+
+    Raises:
+        ArtifactError: the file is not ONNX, or a location is absolute or leaves the model's folder.
+    """
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    path = Path(model_path)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 — anything onnx cannot parse (protobuf's DecodeError, OSError …)
+        raise ArtifactError(f"{str(path)!r} is not an ONNX model ({type(exc).__name__}: {str(exc)[:200]}).") from None
+    folder = path.resolve().parent
+    names: dict[str, None] = {}
+    for tensor in _onnx_tensors(proto.graph):
+        if not uses_external_data(tensor):
+            continue
+        location = ExternalDataInfo(tensor).location
+        target = (folder / location).resolve()
+        if not location or Path(location).is_absolute() or folder not in target.parents:
+            raise ArtifactError(
+                f"{str(path)!r} keeps tensor {tensor.name!r} in {location[:200]!r}, outside its own folder; "
+                "refusing to read a file from elsewhere."
+            )
+        names[target.relative_to(folder).as_posix()] = None
+    return tuple(names)
 
 
 def _check_normalisation(norm: Any, channels: int) -> None:
@@ -182,17 +275,20 @@ def predict(
     labels_name: str = "The labels",
 ) -> np.ndarray:
     """Class ids for raw images (as ``validation_inputs.npy`` holds them: shape (N, C, H, W), (N, H, W) or one
-    (C, H, W)/(H, W) image).
+    (C, H, W)/(H, W) image), from the artifact folder ``model_dir`` (or the model file in it).
 
-    The manifest's normalisation (scale, mean, std) is applied here, so callers pass raw pixels.
-    Integer images (uint8 0-255 …) are refused unless ``scale`` says what one unit is worth. ``labels``, when
-    given, must be one integer class id per image within the model's outputs (``labels_name`` names them in the
-    error, e.g. the file they came from): their shape is checked before the model runs, their values after.
+    Every file of the model the manifest lists (an ONNX model's external data included) is checked against its
+    SHA-256 before the model loads. The manifest's normalisation (scale, mean, std) is applied here, so callers pass
+    raw pixels. Integer images (uint8 0-255 …) are refused unless ``scale`` says what one unit is worth.
+    ``labels``, when given, must be one integer class id per image within the model's outputs (``labels_name``
+    names them in the error, e.g. the file they came from): their shape is checked before the model runs, their
+    values after.
 
     Raises:
-        ArtifactError: a bad folder or manifest, a wrong shape or dtype, NaN / infinite values, or bad labels.
+        ArtifactError: a bad folder or manifest, a file of the model missing or changed, a model its runtime cannot
+            load or run, a wrong shape or dtype, NaN / infinite values, or bad labels.
     """
-    manifest = load_manifest(model_dir)
+    model_dir, manifest = _artifact(model_dir)
     x = _model_input(images, manifest, scale)
     if labels is not None and np.shape(labels) != (len(x),):
         raise ArtifactError(
@@ -204,12 +300,30 @@ def predict(
     step = 1 if manifest.get("runtime") == "executorch" else batch_size  # a .pte has a static batch of 1
     ids, classes = [], 0
     for i in range(0, len(x), step):
-        logits = run(np.ascontiguousarray(x[i : i + step]))
+        try:
+            logits = run(np.ascontiguousarray(x[i : i + step]))
+        except Exception as exc:  # noqa: BLE001 — a runtime's own error while running the model
+            name = manifest["model_file"]
+            raise ArtifactError(f"{name!r} in {str(model_dir)!r} fails to run: {type(exc).__name__}: {exc}") from None
         ids.append(logits.argmax(1))
         classes = int(logits.shape[1])
     if labels is not None and ids:
         _check_label_values(np.asarray(labels), classes, labels_name)
     return np.concatenate(ids) if ids else np.zeros((0,), dtype=np.int64)
+
+
+def _artifact(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The artifact folder ``path`` names (the folder, or the model file its manifest names) and its checked
+    manifest."""
+    p = Path(path)
+    folder = p.parent if p.is_file() else p
+    manifest = load_manifest(folder)
+    if p.is_file() and _inside(folder, manifest["model_file"]) != p.resolve():
+        raise ArtifactError(
+            f"{str(p)!r} is not the model file of the artifact in {str(folder)!r} (its manifest names "
+            f"{manifest['model_file']!r}); pass the artifact folder."
+        )
+    return folder, manifest
 
 
 def _model_input(images: Any, manifest: dict[str, Any], scale: float | None) -> np.ndarray:
@@ -285,25 +399,31 @@ def artifact_runner(model_dir: str | Path, manifest: dict[str, Any] | None = Non
     path = str(_inside(model_dir, manifest["model_file"]))
     options = manifest.get("session_options") or {}  # ORT's session options, or OpenVINO's compile config
     threads = int(options.get("intra_op_num_threads", options.get("INFERENCE_NUM_THREADS", 1)))
-    if runtime == "onnxruntime":
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.log_severity_level = 3
-        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        return lambda x: sess.run(None, {name: x})[0]
+    loaders = {"onnxruntime": _ort_runner, "openvino": _openvino_runner, "executorch": _executorch_runner}
+    if runtime not in loaders:
+        raise ArtifactError(
+            f"The manifest's 'runtime' must be one of {list(RUNTIMES)}. Got {str(runtime)[:80]!r} instead."
+        )
     try:
-        if runtime == "openvino":
-            return _openvino_runner(path, manifest, threads)
-        if runtime == "executorch":
-            return _executorch_runner(path)
+        return loaders[runtime](path, manifest, threads)
     except ImportError as exc:
         raise ArtifactError(
             f"The artifact needs the {runtime} runtime: pip install 'edge-opt[{runtime}]' ({exc})."
         ) from None
-    raise ArtifactError(f"The manifest's 'runtime' must be one of {list(RUNTIMES)}. Got {str(runtime)[:80]!r} instead.")
+    except Exception as exc:  # noqa: BLE001 — a runtime's own errors (ORT's Fail …) are no ValueErrors
+        notes = "".join(f"; {n}" for n in getattr(exc, "__notes__", ()))  # e.g. the native log's tail
+        raise ArtifactError(f"{runtime} cannot load {path!r}: {type(exc).__name__}: {str(exc)[:500]}{notes}") from None
+
+
+def _ort_runner(path: str, manifest: dict[str, Any], threads: int) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return lambda x: sess.run(None, {name: x})[0]
 
 
 def _openvino_runner(path: str, manifest: dict[str, Any], threads: int) -> Any:
@@ -318,7 +438,7 @@ def _openvino_runner(path: str, manifest: dict[str, Any], threads: int) -> Any:
     return lambda x: np.array(request.infer({0: x})[0])
 
 
-def _executorch_runner(path: str) -> Any:
+def _executorch_runner(path: str, manifest: dict[str, Any], threads: int) -> Any:
     import torch
 
     with muted_native_stderr():  # the runtime's C++ log (CPU probes) stays off the predictions' console

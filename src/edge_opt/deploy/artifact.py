@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -13,8 +15,8 @@ import numpy as np
 from torch import nn
 
 from ..config import StudyConfig
-from ..core import atomic, package_versions, sha256_file
-from ..inputs import DataBundle
+from ..core import ArtifactError, artifact_runner, atomic, package_versions, sha256_file
+from ..inputs import DataBundle, onnx_model_files
 from ..measure import ConfigPoint
 from ..study import MANIFEST_COLUMNS, Selection, Sweep
 from ..variants import (
@@ -40,6 +42,7 @@ __all__ = [
 
 MODEL_FILE = "model.onnx"
 MANIFEST_METRICS = MANIFEST_COLUMNS  # columns of the measured row copied into the manifest
+_OWN_FILES = ("manifest.json", "validation_inputs.npy", "validation_labels.npy")  # beside the model's files
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class _Built:
     runtime: str
     runtime_version: str
     meta: dict[str, Any]
+    source: Path | None = None  # the float ONNX file the build starts from: the user's own, or this tool's export
 
 
 def _onnx_artifact(parent: nn.Module | None, precision: str, ctx: BuildContext, threads: int) -> _Built:
@@ -61,7 +65,31 @@ def _onnx_artifact(parent: nn.Module | None, precision: str, ctx: BuildContext, 
     variant = onnx_variant(
         src, precision, threads, meta, layers=layers, must_be_float=meta.get("requested_float_layers", ())
     )
-    return _Built({MODEL_FILE: src}, variant, "onnxruntime", ort.__version__, meta)
+    source = build_onnx_file(parent, "fp32", ctx)[0]
+    return _Built(_shipped_onnx(src), variant, "onnxruntime", ort.__version__, meta, source)
+
+
+def _shipped_onnx(model: Path) -> dict[str, Path]:
+    """An ONNX model as an artifact ships it: ``model.onnx``, then each external data file its tensors name, under
+    the name (path relative to the model's folder) the model refers to it by — the file is renamed, its data
+    files are not, so the model finds them beside it.
+
+    Raises:
+        FileNotFoundError: a data file the model names is not beside it.
+        ValueError: a data file named like one of the artifact's own files (``manifest.json`` …).
+    """
+    files = onnx_model_files(model)
+    folder = files[0].resolve().parent
+    out = {MODEL_FILE: files[0]}
+    for data in files[1:]:
+        name = data.relative_to(folder).as_posix()
+        if name in (MODEL_FILE, *_OWN_FILES):
+            raise ValueError(
+                f"The ONNX file {str(model)!r} keeps its weights in {name!r}, a name the artifact folder gives its "
+                f"own {'model file' if name == MODEL_FILE else 'file'}; save the model with another data file name."
+            )
+        out[name] = data
+    return out
 
 
 def _openvino_artifact(parent: nn.Module | None, precision: str, ctx: BuildContext, threads: int) -> _Built:
@@ -73,6 +101,7 @@ def _openvino_artifact(parent: nn.Module | None, precision: str, ctx: BuildConte
         "openvino",
         variant.metadata["openvino_version"],
         {"inference_precision_hint": variant.metadata["inference_precision_hint"]},
+        build_onnx_file(parent, "fp32", ctx)[0],  # OpenVINO reads the float ONNX file
     )
 
 
@@ -114,27 +143,107 @@ def export_artifact(
 
     A row measured on OpenVINO ships its IR (``model.xml`` + ``model.bin``), on ExecuTorch its ``.pte``
     (static batch 1); torch and ONNX Runtime rows ship ONNX built with ONNX Runtime's tools (the torch
-    backend's own int8 kernels do not export to ONNX). The artifact is run by its runtime on the
-    validation set: the manifest's ``artifact_accuracy`` is that of the files shipped.
+    backend's own int8 kernels do not export to ONNX); an ONNX model ships with the external data files it names,
+    under the names it refers to them by. The files are written to a staging folder beside ``out_dir``, loaded
+    from there by their runtime alone and run on the validation set (the manifest's ``artifact_accuracy`` is that
+    of the files shipped), then moved into place with ``manifest.json`` written last: a model that does not load
+    or run raises ``ArtifactError`` naming the file and the runtime's reason, and leaves nothing behind. The
+    manifest's ``files`` lists every file of the model with its SHA-256 and size. The manifest's
+    ``provenance`` says what the files derive from (the user's ONNX file when ``parent_model`` is None, its
+    ONNX ``producer_name``/``producer_version``) and what the study applied; ``export.exporter`` is None when
+    no PyTorch model was exported.
 
     Returns:
         The manifest.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     precision = str(row["precision"])
     writer = ARTIFACT_WRITERS.get(str(row.get("backend")), _onnx_artifact)
     built = writer(parent_model, precision, ctx, threads)  # in ctx.workdir: the study's build cache is reused
-    logits = np.concatenate([built.variant.predict(x) for x, _ in data.val_loader])
-    artifact_acc = float((logits.argmax(1) == data.val_labels).mean())
-    for name, src in built.files.items():
-        atomic.write_with(out / name, _copy_from(src))
-    atomic.write_with(out / "validation_inputs.npy", lambda t: np.save(t, data.val_images_raw.astype(np.float32)))
-    atomic.write_with(out / "validation_labels.npy", lambda t: np.save(t, data.val_labels.astype(np.int64)))
-    manifest = _manifest(out, built, row, data, config_point, int(logits.shape[1]), artifact_acc)
-    manifest.update(goals_met=bool(goals_met), failed_goals=list(failed_goals))
-    atomic.write_json(out / "manifest.json", manifest)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f"{atomic.TEMP_PREFIX}{out.name}.{secrets.token_hex(4)}"  # removed by a later run if killed
+    staging.mkdir()
+    try:
+        for name, src in built.files.items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, staging / name)
+        logits = _shipped_logits(staging, built, data)
+        artifact_acc = float((logits.argmax(1) == data.val_labels).mean())
+        np.save(staging / "validation_inputs.npy", data.val_images_raw.astype(np.float32))
+        np.save(staging / "validation_labels.npy", data.val_labels.astype(np.int64))
+        manifest = _manifest(
+            staging, built, row, data, config_point, int(logits.shape[1]), artifact_acc, parent_model is None
+        )
+        manifest.update(goals_met=bool(goals_met), failed_goals=list(failed_goals))
+        _replace_folder(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    atomic.write_json(out / "manifest.json", manifest)  # last: a folder without it is no artifact
     return manifest
+
+
+def _shipped_logits(folder: Path, built: _Built, data: DataBundle) -> np.ndarray:
+    """The validation logits of the files as shipped, loaded from ``folder`` by their runtime alone, as ``predict``
+    and the agent load them: a file the model needs and the artifact lacks fails here, named, before it ships."""
+    model_file = next(iter(built.files))
+    stub = {
+        "runtime": built.runtime,
+        "model_file": model_file,
+        "session_options": _session_options(built.variant),
+        "export": built.meta,
+    }
+    run = artifact_runner(folder, stub)  # ArtifactError naming the file and the runtime's reason
+    step = 1 if built.runtime == "executorch" else None  # a .pte has a static batch of 1
+    logits = []
+    try:
+        for x, _ in data.val_loader:
+            batch = np.ascontiguousarray(x.float().numpy())
+            for i in range(0, len(batch), step or len(batch)):
+                logits.append(np.asarray(run(batch[i : i + (step or len(batch))]), dtype=np.float32))
+    except Exception as exc:  # noqa: BLE001 — a runtime's own error while running the shipped file
+        raise ArtifactError(
+            f"{built.runtime} fails to run the exported {model_file}: {type(exc).__name__}: {exc}"
+        ) from None
+    return np.concatenate(logits)
+
+
+def _replace_folder(staging: Path, out: Path) -> None:
+    """Put the staged files in ``out``, file by file: each synced to disk and noted in the output journal, then
+    renamed into place; the files of an earlier artifact (its manifest's, and the manifest itself) that this one
+    does not ship are removed. Other files in ``out`` are the user's and stay."""
+    staged = sorted(p for p in staging.rglob("*") if p.is_file())
+    for path in staged:
+        with open(path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        atomic.note_written(out / path.relative_to(staging))
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        out.unlink()
+    earlier = _artifact_files(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in staged:
+        target = out / path.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+    shipped = {path.relative_to(staging).as_posix() for path in staged}
+    for rel in sorted(earlier - shipped):
+        (out / rel).unlink(missing_ok=True)
+
+
+def _artifact_files(folder: Path) -> set[str]:
+    """The files an artifact folder's manifest says are the artifact's (its model files, validation files and the
+    manifest itself); none when there is no readable manifest."""
+    try:
+        doc = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return set()
+    files = doc.get("files") if isinstance(doc, dict) else None
+    names = {str(f.get("path")) for f in files if isinstance(f, dict)} if isinstance(files, list) else set()
+    if isinstance(files, dict):  # manifests before the list form: {name: sha256}
+        names = {str(k) for k in files}
+    if isinstance(doc, dict) and isinstance(doc.get("model_file"), str):
+        names.add(doc["model_file"])
+    inside = {n for n in names if n and not Path(n).is_absolute() and ".." not in Path(n).parts}
+    return inside | set(_OWN_FILES)
 
 
 def _manifest(
@@ -145,6 +254,7 @@ def _manifest(
     config_point: Mapping[str, Any],
     classes: int,
     artifact_acc: float,
+    from_onnx: bool,
 ) -> dict[str, Any]:
     model_file = next(iter(built.files))
     c, h, w = data.input_shape
@@ -155,7 +265,10 @@ def _manifest(
         "runtime_version": built.runtime_version,
         "model_file": model_file,
         "sha256": sha256_file(out / model_file),
-        "files": {name: sha256_file(out / name) for name in built.files},
+        "files": [
+            {"path": name, "sha256": sha256_file(out / name), "bytes": (out / name).stat().st_size}
+            for name in built.files
+        ],
         "size_bytes": sum((out / name).stat().st_size for name in built.files),
         "config_point": dict(config_point),
         "precision": str(row["precision"]),
@@ -163,7 +276,7 @@ def _manifest(
         "float_layers": variant.metadata.get("float_layers"),
         "int8_mac_fraction": variant.metadata.get("int8_mac_fraction"),
         "measured_backend": row.get("backend"),
-        "export": built.meta,
+        "export": {**built.meta, "exporter": None} if from_onnx and "exporter" in built.meta else built.meta,
         "metrics": {k: row.get(k) for k in MANIFEST_METRICS},
         "artifact_accuracy": artifact_acc,
         "artifact_accuracy_note": f"accuracy of these files under {built.runtime} on validation_inputs.npy",
@@ -178,16 +291,48 @@ def _manifest(
         "normalisation": data.preprocess.as_dict(),
         "model_source": row.get("model_source"),
         "model_sha256": row.get("model_sha256"),
+        "provenance": _provenance(out / model_file, built, row, from_onnx),
         "num_classes": data.num_classes,
         "data_source": data.source,
-        "session_options": variant.metadata.get("session_options", variant.metadata.get("compile_config", {})),
+        "session_options": _session_options(variant),
         "package_versions": package_versions(),
         "validation_files": {"inputs": "validation_inputs.npy", "labels": "validation_labels.npy"},
     }
 
 
-def _copy_from(src: Path) -> Callable[[Path], Any]:
-    return lambda target: shutil.copyfile(src, target)
+def _provenance(model_file: Path, built: _Built, row: Mapping[str, Any], from_onnx: bool) -> dict[str, Any]:
+    """Where the shipped file comes from: the input model's format, the producer that the float ONNX file it derives
+    from names (the user's file as given, or this tool's export), the producer the shipped file names when it is
+    ONNX, and what the study did to the input model, in order."""
+    quantized = get_precision(str(row["precision"])).quantized
+    steps = []
+    if not from_onnx:
+        steps += ["pruned"] if row.get("pruning_level") else []
+        steps.append("exported")  # to ONNX (the exporter is in 'export') or to an ExecuTorch program
+    changed = built.source is not None and sha256_file(built.source) != sha256_file(model_file)
+    if built.runtime == "openvino" or (built.runtime == "onnxruntime" and changed and not quantized):
+        steps.append("converted")  # ONNX → OpenVINO IR, or fp32 → fp16 ONNX
+    if quantized:
+        steps.append("quantized")
+    return {
+        "source_format": "onnx" if from_onnx else "pytorch",
+        "source_producer": _onnx_producer(built.source) if built.source is not None else None,
+        "model_file_producer": _onnx_producer(model_file) if built.runtime == "onnxruntime" else None,
+        "transformation": steps,
+    }
+
+
+def _onnx_producer(path: Path) -> dict[str, str]:
+    """``producer_name`` / ``producer_version`` as the ONNX file itself records them."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return {"name": proto.producer_name, "version": proto.producer_version}
+
+
+def _session_options(variant: Variant) -> dict[str, Any]:
+    """ONNX Runtime's session options, or OpenVINO's / ExecuTorch's compile config, as the artifact is run with."""
+    return dict(variant.metadata.get("session_options", variant.metadata.get("compile_config", {})))
 
 
 def _input_name(path: Path, runtime: str) -> str:
@@ -234,7 +379,13 @@ def cached_manifest(
     except (ArtifactError, OSError, ValueError, KeyError):
         return None
     same = json.loads(json.dumps(manifest.get("config_point"))) == json.loads(json.dumps(point, default=str))
-    if not same or manifest.get("goals_met") != goals_met or manifest.get("failed_goals") != list(failed):
+    if (
+        not same
+        or "provenance" not in manifest
+        or not isinstance(manifest.get("files"), list)  # written before every file of the model was listed
+        or manifest.get("goals_met") != goals_met
+        or manifest.get("failed_goals") != list(failed)
+    ):
         return None
     return manifest
 
@@ -250,10 +401,11 @@ def export_recommended(out: Path, selection: Selection, sweep: Sweep) -> Exporte
     if manifest is not None:
         return ExportedArtifact(point, manifest)
     level = chosen.point.pruning_level
+    own_file = level == 0 and sweep.cfg.model.kind == "onnx" and chosen.point.backend != "executorch"
     try:
         manifest = export_artifact(
             out / "model",
-            sweep.parent(level),
+            None if own_file else sweep.parent(level),  # the user's ONNX file ships, not the module converted from it
             chosen.row(),
             sweep.data,
             sweep.build_context(level, calibration=chosen.point.calibration),
@@ -263,5 +415,13 @@ def export_recommended(out: Path, selection: Selection, sweep: Sweep) -> Exporte
             threads=sweep.cfg.threads,
         )
     except Exception as exc:  # noqa: BLE001 — a failed export is reported, the study outputs still land
+        _remove_stale(out / "model")  # an earlier artifact does not describe this run's choice
         return ExportedArtifact(point, None, f"artifact export failed: {type(exc).__name__}: {exc}")
     return ExportedArtifact(point, manifest)
+
+
+def _remove_stale(folder: Path) -> None:
+    """Remove an earlier artifact's own files (the user's other files in the folder stay)."""
+    if folder.is_dir() and not folder.is_symlink():
+        for rel in _artifact_files(folder):
+            (folder / rel).unlink(missing_ok=True)

@@ -145,6 +145,7 @@ def _measure_one(
         threads=cfg.threads,
         model_source=host.model_source,
         model_sha256=host.model_sha256,
+        graph_transform=host.graph_transform,
         measured_on=target.name,
         source="edge-opt agent",
         timings={"target_s": time.perf_counter() - t0},

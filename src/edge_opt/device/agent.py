@@ -5,14 +5,22 @@ runtime for the artifacts it is sent) — never torch for ONNX or OpenVINO artif
 artifact in a runtime and time it with the study's rules (``edge_opt.core.stats``), optionally computing the
 accuracy on validation arrays sent with it, and return the raw samples with a fingerprint of the device.
 
-Protocol (every request needs ``Authorization: Bearer <token>``, compared in constant time):
+Protocol (every request needs exactly ``Authorization: Bearer <token>``, compared in constant time; 401 otherwise):
 
 - ``GET /info`` → the device fingerprint.
 - ``HEAD /blobs/<sha256>`` → 200 when the file is cached, else 404 (a file is sent once).
 - ``PUT /blobs/<sha256>`` with the file as the body → stored when its SHA-256 matches, else 400.
-- ``POST /measure`` with a JSON request (``parse_measure_request``) → samples, CI, accuracy, fingerprint.
+- ``POST /measure`` with a JSON request (``parse_measure_request``) → samples, CI, accuracy, fingerprint. The
+  request's files (every file of the model: an ONNX model's external data too) are copied side by side under their
+  plain names into a folder of the agent's own; an ONNX model naming a data file outside that folder or not sent
+  is refused (400) before its runtime opens it.
 
 Bodies are bounded (``max_blob_bytes``; 1 MB for JSON); the server binds to 127.0.0.1 unless told otherwise.
+One measurement runs at a time, for at most ``max_request_s`` of wall time (``edge-opt agent --max-request-s``,
+600 s by default): a request whose planned timing cannot fit is refused up front (422, naming the limit), and a
+running one is stopped — checked before every call of the artifact — when the limit passes (422), when its client
+disconnects, or when the agent is told to stop (SIGTERM / SIGINT: 503, then the agent exits); the measurement lock
+is released in every case.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -41,10 +50,13 @@ from ..core import TimingRules, ci95_half_width, time_calls
 
 __all__ = [
     "AGENT_RUNTIMES",
+    "DEFAULT_MAX_REQUEST_S",
     "MAX_JSON_BYTES",
     "AgentState",
     "MeasureRequest",
+    "MeasurementStopped",
     "RequestError",
+    "StopSignal",
     "create_app",
     "device_fingerprint",
     "parse_measure_request",
@@ -53,12 +65,57 @@ __all__ = [
 
 AGENT_RUNTIMES = ("onnxruntime", "openvino", "executorch")
 MAX_JSON_BYTES = 1 << 20
+DEFAULT_MAX_REQUEST_S = 600.0
+SHUTDOWN_GRACE_S = 3
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 class RequestError(ValueError):
     """A request the agent refuses (400), with the reason."""
+
+
+class MeasurementStopped(RuntimeError):
+    """A measurement refused or stopped for its time: over the agent's limit (422), its client gone or the agent
+    shutting down (503); ``status`` is the HTTP answer."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class StopSignal:
+    """Why one measurement must stop now (``None``: it may go on); set once — the first reason wins — by the
+    wall-time limit's timer, the client's disconnect or the agent's shutdown, and read before every call of the
+    artifact. A plain attribute rather than a ``threading.Event``: it is set from a signal handler too, which
+    must not take a lock."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.status = 422
+
+    def set(self, reason: str, status: int = 422) -> None:
+        if self.reason is None:
+            self.status, self.reason = status, reason
+
+    def check(self) -> None:
+        """Raise ``MeasurementStopped`` once set."""
+        if self.reason is not None:
+            raise MeasurementStopped(self.reason, self.status)
+
+
+def _limit_hint(limit_s: float) -> str:
+    return (
+        f"the agent's limit of {limit_s:g} s per request (edge-opt agent --max-request-s); ask for fewer "
+        "repeats, trials or max_extra_rounds, or a shorter min_sample_ms"
+    )
+
+
+def planned_s(rules: TimingRules, call_s: float = 0.0) -> float:
+    """The least wall time timing under ``rules`` takes when one call takes ``call_s``: the warm-up and sizing
+    calls, then ``repeats`` samples of at least ``trials`` calls and ``min_sample_ms`` each (more passes may
+    follow while the CI is too wide; the accuracy pass comes on top)."""
+    return (rules.warmup + 1) * call_s + rules.repeats * max(rules.min_sample_ms / 1e3, rules.trials * call_s)
 
 
 @dataclass(frozen=True)
@@ -222,11 +279,31 @@ class AgentState:
     token: str
     cache_dir: Path
     max_blob_bytes: int = 512 << 20
+    max_request_s: float = DEFAULT_MAX_REQUEST_S
     lock: threading.Lock = field(default_factory=threading.Lock)
+    stops: set[StopSignal] = field(default_factory=set)  # the measurements running or waiting for the lock
+    stopping: bool = False
 
     def authorised(self, header: str | None) -> bool:
-        given = (header or "").removeprefix("Bearer ").encode()
-        return hmac.compare_digest(given, self.token.encode())
+        """Whether ``header`` is exactly ``Bearer <token>`` (constant-time comparison; no other scheme)."""
+        return hmac.compare_digest((header or "").encode(), f"Bearer {self.token}".encode())
+
+    def shut_down(self) -> None:
+        """Stop every measurement at its next call and refuse new ones (safe to call from a signal handler)."""
+        self.stopping = True
+        for stop in list(self.stops):
+            stop.set("the agent is shutting down", 503)
+
+    def check_fits(self, rules: TimingRules, call_s: float = 0.0, spent_s: float = 0.0) -> None:
+        """Refuse (``MeasurementStopped``, 422) timing whose least planned time cannot fit the limit."""
+        need = planned_s(rules, call_s)
+        if spent_s + need > self.max_request_s:
+            took = f"; one call took {call_s * 1e3:.3g} ms" if call_s else ""
+            raise MeasurementStopped(
+                f"the timing asked for takes at least {need:.6g} s (repeats {rules.repeats} × "
+                f"max(min_sample_ms {rules.min_sample_ms:g}, trials {rules.trials} × one call){took}), over "
+                + _limit_hint(self.max_request_s)
+            )
 
     def blob(self, sha: str) -> Path:
         return self.cache_dir / "blobs" / sha
@@ -270,9 +347,29 @@ def _materialise(state: AgentState, req: MeasureRequest) -> Path:
     return folder
 
 
+def _check_data_files(folder: Path, req: MeasureRequest) -> None:
+    """An ONNX model's external data files must be among the files sent with it, beside it: a location that is
+    absolute or leaves the folder (a hostile model reaching for the agent's own files) or a file not sent is
+    refused before the runtime opens the model."""
+    from ..core import ArtifactError, onnx_data_files
+
+    try:
+        names = onnx_data_files(folder / req.model_file)
+    except ArtifactError as exc:
+        raise RequestError(str(exc).replace(str(folder), "<model folder>")) from None
+    missing = [n for n in names if n not in req.files]
+    if missing:
+        raise RequestError(
+            f"{req.model_file!r} keeps weights in {missing}, not among the files sent ({sorted(req.files)}): send "
+            "every file of the model"
+        )
+
+
 def _runner(folder: Path, req: MeasureRequest) -> Any:
     from ..core import artifact_runner
 
+    if req.runtime == "onnxruntime":
+        _check_data_files(folder, req)
     manifest = {
         "runtime": req.runtime,
         "model_file": req.model_file,
@@ -282,7 +379,7 @@ def _runner(folder: Path, req: MeasureRequest) -> Any:
     return artifact_runner(folder, manifest)
 
 
-def _accuracy(state: AgentState, run: Any, req: MeasureRequest) -> dict[str, Any]:
+def _accuracy(state: AgentState, run: Callable[[np.ndarray], Any], req: MeasureRequest) -> dict[str, Any]:
     if req.validation is None:
         return {}
     try:
@@ -302,28 +399,58 @@ def _accuracy(state: AgentState, run: Any, req: MeasureRequest) -> dict[str, Any
     }
 
 
-def measure(state: AgentState, req: MeasureRequest) -> dict[str, Any]:
-    """Load the artifact and time it (one measurement at a time on this device)."""
-    with state.lock:
-        t0 = time.perf_counter()
-        run = _runner(_materialise(state, req), req)
-        x = np.random.default_rng(0).standard_normal(req.input_shape).astype(np.float32)
-        load_s = time.perf_counter() - t0
-        samples, calls, rounds, interrupted = time_calls(lambda: run(x), req.rules)
-        out = {
-            "samples_ms": samples,
-            "runs_per_sample": calls,
-            "rounds": rounds,
-            "interrupted_ms": interrupted,
-            "mean_ms": float(np.mean(samples)),
-            "ci95_ms": ci95_half_width(samples),
-            "batch_size": req.input_shape[0],
-            **_accuracy(state, run, req),
-            "load_s": load_s,
-            "measure_s": time.perf_counter() - t0 - load_s,
-            "fingerprint": device_fingerprint(),
-        }
-    return out
+def _measure_locked(state: AgentState, req: MeasureRequest, stop: StopSignal) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    run = _runner(_materialise(state, req), req)
+    x = np.random.default_rng(0).standard_normal(req.input_shape).astype(np.float32)
+    load_s = time.perf_counter() - t0
+
+    def checked(batch: np.ndarray) -> Any:
+        stop.check()
+        return run(batch)
+
+    def timed() -> Any:  # what is timed: one check of an attribute, then the call
+        if stop.reason is not None:
+            raise MeasurementStopped(stop.reason, stop.status)
+        return run(x)
+
+    t_probe = time.perf_counter()
+    timed()  # one probe call: with its time, a plan that cannot fit is refused before the timing starts
+    state.check_fits(req.rules, time.perf_counter() - t_probe, time.perf_counter() - t0)
+    samples, calls, rounds, interrupted = time_calls(timed, req.rules)
+    return {
+        "samples_ms": samples,
+        "runs_per_sample": calls,
+        "rounds": rounds,
+        "interrupted_ms": interrupted,
+        "mean_ms": float(np.mean(samples)),
+        "ci95_ms": ci95_half_width(samples),
+        "batch_size": req.input_shape[0],
+        **_accuracy(state, checked, req),
+        "load_s": load_s,
+        "measure_s": time.perf_counter() - t0 - load_s,
+        "fingerprint": device_fingerprint(),
+    }
+
+
+def measure(state: AgentState, req: MeasureRequest, stop: StopSignal | None = None) -> dict[str, Any]:
+    """Load the artifact and time it, one measurement at a time on this device, for at most
+    ``state.max_request_s`` once the lock is held; ``MeasurementStopped`` when ``stop`` is set (while waiting for
+    the lock too) or the limit passes. The lock is released in every case."""
+    stop = stop or StopSignal()
+    while not state.lock.acquire(timeout=0.05):
+        stop.check()
+    timer = threading.Timer(
+        state.max_request_s, stop.set, ("measurement stopped after " + _limit_hint(state.max_request_s),)
+    )
+    timer.daemon = True
+    timer.start()
+    try:
+        stop.check()
+        return _measure_locked(state, req, stop)
+    finally:
+        timer.cancel()
+        state.lock.release()
 
 
 async def _body(request: Any, limit: int) -> bytes:
@@ -374,18 +501,49 @@ class _Routes:
         return JSONResponse({"stored": sha})
 
     async def measure(self, request: Any) -> Any:
-        from starlette.concurrency import run_in_threadpool
         from starlette.responses import JSONResponse
 
         if (refused := self._denied(request)) is not None:
             return refused
         req = parse_measure_request(await _body(request, MAX_JSON_BYTES))
+        stop = StopSignal()
+        self.state.stops.add(stop)
         try:
-            return JSONResponse(await run_in_threadpool(measure, self.state, req))
+            if self.state.stopping:
+                raise MeasurementStopped("the agent is shutting down", 503)
+            self.state.check_fits(req.rules)
+            return JSONResponse(await _until_disconnected(request, stop, self.state, req))
+        except MeasurementStopped as exc:
+            return JSONResponse({"error": str(exc)[:500]}, status_code=exc.status)
         except RequestError:
             raise
         except Exception as exc:  # noqa: BLE001 — a runtime that cannot load or run the artifact
             return JSONResponse({"error": f"{type(exc).__name__}: {str(exc)[:500]}"}, status_code=422)
+        finally:
+            self.state.stops.discard(stop)
+
+
+async def _until_disconnected(request: Any, stop: StopSignal, state: AgentState, req: MeasureRequest) -> Any:
+    """``measure`` in a worker thread while the client is watched: its disconnect sets ``stop``."""
+    import anyio
+    from starlette.concurrency import run_in_threadpool
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass  # the body was read already: the next message is the disconnect
+        stop.set("the client disconnected")
+
+    outcome: dict[str, Any] = {}
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(watch)
+        try:
+            outcome["value"] = await run_in_threadpool(measure, state, req, stop)
+        except Exception as exc:  # noqa: BLE001 — raised again below, outside the task group (not in a group)
+            outcome["error"] = exc
+        tasks.cancel_scope.cancel()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 async def _refused(request: Any, exc: Exception) -> Any:
@@ -409,12 +567,34 @@ def create_app(state: AgentState) -> Any:
 
 
 def serve(
-    host: str, port: int, token: str, cache_dir: Path, max_blob_mb: float = 512.0, cores: list[int] | None = None
+    host: str,
+    port: int,
+    token: str,
+    cache_dir: Path,
+    max_blob_mb: float = 512.0,
+    cores: list[int] | None = None,
+    max_request_s: float = DEFAULT_MAX_REQUEST_S,
 ) -> None:
-    """Run the agent until interrupted (``cores``: pin the process to these cores first)."""
+    """Run the agent until interrupted (``cores``: pin the process to these cores first). SIGTERM / SIGINT stop
+    a running measurement at its next call and the agent exits; connections still open after
+    ``SHUTDOWN_GRACE_S`` (a slow upload) are dropped."""
     import uvicorn
 
     if cores and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, set(cores))
-    state = AgentState(token, cache_dir, int(max_blob_mb * (1 << 20)))
-    uvicorn.run(create_app(state), host=host, port=port, log_level="warning", access_log=False)
+    state = AgentState(token, cache_dir, int(max_blob_mb * (1 << 20)), max_request_s)
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            state.shut_down()
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        create_app(state),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+    )
+    _Server(config).run()

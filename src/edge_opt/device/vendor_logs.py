@@ -4,6 +4,10 @@ no_counters -json_stats``: ``benchmark_report.json``) and the log of LiteRT's ``
 Only the statistics the tool reports are kept: ``benchmark_app`` gives median, mean, min and max latency and
 the throughput — no spread, so no confidence interval is made up; ``benchmark_model`` gives count, mean, min,
 max and standard deviation of its timed runs, from which the t-based 95 % half-width follows.
+
+Every figure read is checked (finite, > 0 — the standard deviation >= 0 —, a whole count >= 1, min <= mean,
+median <= max); one that is not, a timed-run statistics line that is malformed or missing, a damaged or too
+deeply nested JSON report, or a file over 50 MB (never read further) is a ``VendorLogError`` naming what is wrong.
 """
 
 from __future__ import annotations
@@ -60,86 +64,206 @@ class VendorMeasurement:
         return cls(**known, details=tuple((str(k), str(v)) for k, v in dict(details).items()))
 
 
-def _num(text: Any) -> float:
-    try:
-        return float(str(text).strip())
-    except ValueError:
+MAX_BYTES = 50 << 20  # a benchmark report is kilobytes; anything over this is not one
+MAX_JSON_DEPTH = 32  # benchmark_app's report is two levels deep
+
+
+def _shown(raw: Any) -> str:
+    return repr(raw if isinstance(raw, str) else str(raw))[:40]
+
+
+def _figure(where: str, field: str, raw: Any, *, positive: bool = True) -> float:
+    """A reported figure: NaN when the tool does not give it (absent or empty), else a finite number, > 0
+    (``positive``) or >= 0.
+
+    Raises:
+        VendorLogError: a figure that is not a number, not finite or out of range, naming the field and value.
+    """
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
         return math.nan
+    try:
+        value = float(raw.strip()) if isinstance(raw, str) else float(raw)
+        problem = "is out of range"
+    except (TypeError, ValueError, OverflowError):
+        value, problem = math.nan, "is not a number"
+    if isinstance(raw, bool) or not math.isfinite(value) or value < 0 or (positive and value == 0):
+        want = "a positive" if positive else "a non-negative"
+        bound = "> 0" if positive else ">= 0"
+        raise VendorLogError(
+            f"{where}: {field}={_shown(raw)} {problem}: expected {want} {field!r} (a finite number {bound})"
+        )
+    return value
+
+
+def _count(where: str, field: str, raw: Any) -> int | None:
+    """A run count: None when not given, else an integer >= 1."""
+    value = _figure(where, field, raw)
+    if math.isnan(value):
+        return None
+    if not value.is_integer():
+        raise VendorLogError(f"{where}: {field}={_shown(raw)} is out of range: expected a whole number of runs >= 1")
+    return int(value)
+
+
+def _ordered(where: str, low: tuple[str, float], middle: list[tuple[str, float]], high: tuple[str, float]) -> None:
+    """``low <= each middle <= high`` among the figures the tool gave (NaN: not given)."""
+    pairs = [(low, m) for m in middle] + [(m, high) for m in middle] + [(low, high)]
+    for (a, x), (b, y) in pairs:
+        if x > y:  # False when either is NaN
+            raise VendorLogError(
+                f"{where}: {a}={x!r} is above {b}={y!r}; the figures must satisfy min <= mean, median <= max"
+            )
 
 
 def parse_benchmark_app_json(doc: Any) -> VendorMeasurement:
-    """``benchmark_report.json`` of OpenVINO's ``benchmark_app`` (its ``execution_results`` section)."""
+    """``benchmark_report.json`` of OpenVINO's ``benchmark_app`` (its ``execution_results`` section).
+
+    Raises:
+        VendorLogError: no such section, no positive mean latency, or a figure out of range or out of order.
+    """
     if not isinstance(doc, dict) or not isinstance(doc.get("execution_results"), dict):
         raise VendorLogError("not a benchmark_app JSON report: no 'execution_results' section")
     r = doc["execution_results"]
+    where = "benchmark_app report"
+    mean = _figure(where, "avg latency", r.get("avg latency"))
+    if math.isnan(mean):
+        raise VendorLogError("benchmark_app report without a positive 'avg latency' (a MULTI-device run reports none)")
     median_key = next((k for k in r if str(k).startswith("latency (")), None)
-    mean = _num(r.get("avg latency"))
-    if not (math.isfinite(mean) and mean > 0):
-        raise VendorLogError(
-            "benchmark_app report without a positive 'avg latency' (a MULTI-device run reports "
-            f"none); got {str(r.get('avg latency'))[:20]!r}"
-        )
-    iterations = _num(r.get("total number of iterations"))
-    setup = doc.get("configuration_setup") or {}
-    opts = doc.get("cmd_options") or {}
-    details = tuple((str(k), str(v)) for k, v in {**opts, **setup}.items())[:40]
+    median = _figure(where, str(median_key), r.get(median_key)) if median_key else math.nan
+    lo, hi = _figure(where, "min latency", r.get("min latency")), _figure(where, "max latency", r.get("max latency"))
+    _ordered(where, ("min latency", lo), [("avg latency", mean), (str(median_key), median)], ("max latency", hi))
+    sections = [doc.get(k) for k in ("cmd_options", "configuration_setup")]
+    given = {k: v for section in sections if isinstance(section, dict) for k, v in section.items()}
+    details = tuple((str(k)[:80], str(v)[:200]) for k, v in given.items())[:40]
     return VendorMeasurement(
         "openvino benchmark_app",
         mean,
-        _num(r.get(median_key)) if median_key else math.nan,
-        _num(r.get("min latency")),
-        _num(r.get("max latency")),
-        count=int(iterations) if math.isfinite(iterations) else None,
-        throughput_fps=_num(r.get("throughput")),
-        first_inference_ms=_num(r.get("first inference time (ms)")),
+        median,
+        lo,
+        hi,
+        count=_count(where, "total number of iterations", r.get("total number of iterations")),
+        throughput_fps=_figure(where, "throughput", r.get("throughput")),
+        first_inference_ms=_figure(where, "first inference time (ms)", r.get("first inference time (ms)")),
         details=details,
     )
 
 
-_STATS = re.compile(
-    r"count=(\d+)\s+first=(\d+)\s+curr=(\d+)\s+min=(\d+)\s+max=(\d+)\s+avg=([\d.e+-]+)\s+"
-    r"std=([\d.e+-]+)"
-)
-_TIMINGS = re.compile(r"Inference timings in us:.*?First inference:\s*([\d.e+-]+).*?Inference \(avg\):\s*([\d.e+-]+)")
+_FIELD = re.compile(r"\b(\w+)=(\S*)")
+_STATS_START = re.compile(r"\bcount=\S*\s+first=")  # a statistics line, even a damaged one (not "Memory: count=0")
+_STATS_FIELDS = ("count", "min", "max", "avg", "std")
+_FIRST = re.compile(r"First inference:\s*([^,\s]*)")
+_RUN_HEADER = "Running benchmark for"
+
+
+def _stats(line: str) -> tuple[int, float, float, float, float]:
+    """(count, min, max, avg, std) of a statistics line (µs).
+
+    Raises:
+        VendorLogError: a field missing or out of range, naming the line.
+    """
+    where = f"benchmark_model statistics line {line.strip()[:160]!r}"
+    fields = dict(_FIELD.findall(line))
+    missing = [k for k in _STATS_FIELDS if k not in fields]
+    if missing:
+        raise VendorLogError(f"{where}: no {', '.join(k + '=' for k in missing)} (is the log cut off or edited?)")
+    n = _count(where, "count", fields["count"])
+    lo, hi, avg = (_figure(where, k, fields[k]) for k in ("min", "max", "avg"))
+    std = _figure(where, "std", fields["std"], positive=False)
+    if n is None or math.isnan(lo + hi + avg + std):
+        empty = [k for k in _STATS_FIELDS if not fields[k]]
+        raise VendorLogError(f"{where}: {', '.join(k + '=' for k in empty)} without a value")
+    _ordered(where, ("min", lo), [("avg", avg)], ("max", hi))
+    return n, lo, hi, avg, std
 
 
 def parse_benchmark_model_log(text: str) -> VendorMeasurement:
     """The log of LiteRT's (TensorFlow Lite's) ``benchmark_model``: the statistics line of the timed runs
     (``count= first= curr= min= max= avg= std=``, µs; the last one printed is the timed run, the one before it
-    the warm-up) and the ``Inference timings in us`` summary."""
-    stats = _STATS.findall(text)
-    if not stats:
+    the warm-up) and the ``Inference timings in us`` summary.
+
+    Raises:
+        VendorLogError: no statistics line; the timed run's line missing (a run starts after the last line) or
+            malformed (the warm-up's line is never taken instead); a figure out of range or out of order.
+    """
+    lines = text.splitlines()
+    at = [i for i, line in enumerate(lines) if _STATS_START.search(line)]
+    if not at:
         raise VendorLogError("not a benchmark_model log: no 'count=… avg=… std=…' statistics line")
-    count, _first, _curr, lo, hi, avg, std = stats[-1]
-    n, mean_us, std_us = int(count), float(avg), float(std)
-    if not (n >= 1 and math.isfinite(mean_us) and mean_us > 0 and math.isfinite(std_us) and std_us >= 0):
-        raise VendorLogError(f"benchmark_model statistics out of range: count={count} avg={avg} std={std}")
-    timing = _TIMINGS.search(text.replace("\n", " "))
-    ci = ci95_from_std(std_us, n) / 1e3  # NaN for one run
+    header = next((line for line in lines[at[-1] :] if _RUN_HEADER in line), None)
+    if header is not None:
+        raise VendorLogError(
+            f"benchmark_model log: the last run ({header.strip()[:120]!r}) has no statistics line after it "
+            "(is the log cut off?); the warm-up's statistics are not the timed run's"
+        )
+    n, lo, hi, mean_us, std_us = _stats(lines[at[-1]])
+    timings = next((line for line in lines if "Inference timings in us" in line), "")
+    first = _FIRST.search(timings)
+    first_us = (
+        _figure("benchmark_model 'Inference timings in us' line", "First inference", first.group(1))
+        if first
+        else math.nan
+    )
     return VendorMeasurement(
         "litert benchmark_model",
         mean_us / 1e3,
-        latency_min_ms=float(lo) / 1e3,
-        latency_max_ms=float(hi) / 1e3,
+        latency_min_ms=lo / 1e3,
+        latency_max_ms=hi / 1e3,
         latency_std_ms=std_us / 1e3,
-        latency_ci95_ms=ci,
+        latency_ci95_ms=ci95_from_std(std_us, n) / 1e3,  # NaN for one run
         count=n,
-        throughput_fps=1e6 / mean_us if mean_us > 0 else math.nan,
-        first_inference_ms=float(timing.group(1)) / 1e3 if timing else math.nan,
+        throughput_fps=1e6 / mean_us,
+        first_inference_ms=first_us / 1e3,
     )
 
 
-def read_vendor_log(path: str | Path) -> VendorMeasurement:
-    """A ``benchmark_app`` JSON report or a ``benchmark_model`` log, recognised by its content."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise VendorLogError(f"cannot read {str(p)!r}: {exc.strerror or exc}") from None
-    if len(text) > 50 << 20:
-        raise VendorLogError(f"{str(p)!r} is over 50 MB: not a benchmark report")
+def _json_depth(doc: Any) -> int:
+    """How deeply ``doc`` nests (without recursion; stops counting past ``MAX_JSON_DEPTH``)."""
+    deepest, todo = 0, [(doc, 1)]
+    while todo and deepest <= MAX_JSON_DEPTH:
+        node, depth = todo.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, depth)
+            todo.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def _load_json(text: str, p: Path) -> Any:
+    """The JSON document of a benchmark_app report (a damaged or too deeply nested one is refused)."""
+    too_deep = VendorLogError(
+        f"{str(p)!r} nests JSON more than {MAX_JSON_DEPTH} levels deep: not a benchmark_app report "
+        "(its sections are 2 levels deep)"
+    )
     try:
         doc = json.loads(text)
-    except ValueError:
-        return parse_benchmark_model_log(text)
-    return parse_benchmark_app_json(doc)
+    except json.JSONDecodeError as exc:
+        raise VendorLogError(
+            f"{str(p)!r} is a damaged or truncated benchmark_app JSON report: {exc.msg} at line {exc.lineno} "
+            f"column {exc.colno} (character {exc.pos})"
+        ) from None
+    except RecursionError:
+        raise too_deep from None
+    if _json_depth(doc) > MAX_JSON_DEPTH:
+        raise too_deep
+    return doc
+
+
+def read_vendor_log(path: str | Path) -> VendorMeasurement:
+    """A ``benchmark_app`` JSON report (a file that starts with ``{`` or ``[`` or is named ``*.json``) or a
+    ``benchmark_model`` log.
+
+    Raises:
+        VendorLogError: the file cannot be read, is over 50 MB (at most that much is read, so a device or an
+            endless stream is refused too), or is not a report of either tool (the text says why).
+    """
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            data = fh.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise VendorLogError(f"cannot read {str(p)!r}: {exc.strerror or exc}") from None
+    if len(data) > MAX_BYTES:
+        raise VendorLogError(f"{str(p)!r} is over 50 MB: not a benchmark report")
+    text = data.decode("utf-8-sig", errors="replace")
+    if text.lstrip().startswith(("{", "[")) or p.suffix.lower() == ".json":
+        return parse_benchmark_app_json(_load_json(text, p))
+    return parse_benchmark_model_log(text)

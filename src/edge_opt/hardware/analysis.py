@@ -35,12 +35,16 @@ from .tables import (
 
 __all__ = [
     "HardwareAnalysis",
+    "Parent",
     "analyse_hardware",
     "fuses_epilogues",
     "layer_table",
     "placed_summary",
     "working_set_bytes",
 ]
+
+
+Parent = nn.Module | Path  # a float parent: a PyTorch model, or the ONNX file an ONNX input model is
 
 
 @dataclass(frozen=True)
@@ -65,11 +69,12 @@ class HardwareAnalysis:
 
 
 def layer_table(
-    model: nn.Module, precision: str, batch: int, input_shape: tuple[int, ...], backend: str = "torch"
+    model: Parent, precision: str, batch: int, input_shape: tuple[int, ...], backend: str = "torch"
 ) -> pd.DataFrame:
-    """Layer table of a float parent at ``precision`` as ``backend`` runs it: activations and parameters at the
-    precision's bytes per value; on a graph runtime the activations/normalisations it fuses into the preceding
-    convolution or linear layer move no bytes of their own (``fused`` column)."""
+    """Layer table of a float parent (a PyTorch model or an ONNX file) at ``precision`` as ``backend`` runs it:
+    activations and parameters at the precision's bytes per value; on a graph runtime the activations/
+    normalisations it fuses into the preceding convolution or linear layer move no bytes of their own (``fused``
+    column)."""
     bpv = get_precision(precision).bytes_per_value
     df = estimate_layerwise_stats(model, batch, input_shape, activation_bytes_per_value=bpv)
     df["parameter_bytes"] = (df["parameter_bytes"] * (bpv / 4)).astype(int)  # the parent is fp32
@@ -126,7 +131,7 @@ def _exceeded_cause(s: dict[str, Any], roofs: dict[str, Any]) -> str:
 
 def _roofline_points(
     assessed: Sequence[Assessment],
-    parent: Callable[[float], nn.Module],
+    parent: Callable[[float], Parent],
     batch: int,
     input_shape: tuple[int, ...],
     machine: dict[str, Any],
@@ -166,7 +171,7 @@ def _roofline_points(
 
 def _summaries(
     lb: int,
-    parent: Callable[[float], nn.Module],
+    parent: Callable[[float], Parent],
     input_shape: tuple[int, ...],
     baseline: VariantResult,
     selection: Selection,
@@ -205,7 +210,7 @@ def analyse_hardware(
     out: Path,
     hardware: HardwareSettings,
     measure: MeasureSettings,
-    parent: Callable[[float], nn.Module],
+    parent: Callable[[float], Parent],
     input_shape: tuple[int, ...],
     baseline: VariantResult,
     selection: Selection,

@@ -24,6 +24,7 @@ from matplotlib.ticker import FuncFormatter
 from torch import nn
 
 from ..core import atomic, cpu_model
+from ..variants import onnx_node_stats
 from .roofs import measure_roofs
 
 __all__ = [
@@ -178,20 +179,25 @@ def _layer_estimate(
 
 
 def estimate_layerwise_stats(
-    model: nn.Module,
+    model: nn.Module | str | os.PathLike[str],
     batch_size: int,
     input_shape: Sequence[int] = (1, 28, 28),
     activation_bytes_per_value: float | None = None,
 ) -> pd.DataFrame:
-    """Per-layer output elements, parameter bytes, activation bytes and MACs from forward hooks.
+    """Per-layer output elements, parameter bytes, activation bytes and MACs: from forward hooks for a PyTorch
+    model, from ONNX shape inference for an ONNX file (``edge_opt.variants.onnx_node_stats``).
 
     Works for any model of standard layers (Conv1d/2d incl. depthwise/grouped, Linear, pooling,
     normalisation, activations, and torch.ao quantized conv/linear). Parameter bytes use the real
     dtype sizes (fp16 = 2, int8 = 1). MACs count conv and linear products (what
-    ``torch.utils.flop_counter`` counts as FLOPs / 2).
+    ``torch.utils.flop_counter`` counts as FLOPs / 2). An ONNX file's rows are its Conv/ConvTranspose/Gemm/MatMul,
+    pooling, normalisation, activation and element-wise arithmetic nodes (``layer_type`` = the ONNX operator;
+    a MAC node is named by its weight, minus ``.weight``, else by the node): their MACs total the same as the
+    PyTorch original's; input bytes count every non-constant input.
 
     Args:
-        model: the network.
+        model: the network, or the path of an ``.onnx`` file (weights in initializers, external data or
+            ``Constant`` nodes; dynamic dimensions are fixed at ``(batch_size, *input_shape)``).
         batch_size: batch the estimate is for.
         input_shape: one sample's shape, e.g. (C, H, W).
         activation_bytes_per_value: bytes per activation value; None = the output tensor's dtype size.
@@ -203,6 +209,8 @@ def estimate_layerwise_stats(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"The 'batch_size' parameter must be a positive integer. Got {batch_size!r} instead.")
+    if isinstance(model, (str, os.PathLike)):
+        return _onnx_layerwise_stats(Path(model), batch_size, input_shape, activation_bytes_per_value)
     targets = _supported_layers(model)
     rows: list[LayerEstimate] = []
     seen: dict[str, int] = {}
@@ -228,6 +236,36 @@ def estimate_layerwise_stats(
     finally:
         for h in handles:
             h.remove()
+    return pd.DataFrame([asdict(r) for r in rows], columns=_LAYER_COLUMNS)
+
+
+def _onnx_layerwise_stats(
+    path: Path, batch_size: int, input_shape: Sequence[int], activation_bytes_per_value: float | None
+) -> pd.DataFrame:
+    """``estimate_layerwise_stats`` of an ONNX file: one row per table node (see ``onnx_node_stats``)."""
+    nodes = onnx_node_stats(path, (batch_size, *input_shape))
+    if not nodes:
+        raise ValueError(
+            f"The ONNX model {str(path)!r} has no supported layer (Conv, Gemm, MatMul, pooling, normalisation, "
+            "activation); cannot estimate layer statistics."
+        )
+    rows: list[LayerEstimate] = []
+    seen: dict[str, int] = {}
+    for n in nodes:
+        name = n.weight.removesuffix(".weight") if n.weight is not None else n.node
+        seen[name] = seen.get(name, 0) + 1
+        per_value = activation_bytes_per_value
+        rows.append(
+            LayerEstimate(
+                layer=name if seen[name] == 1 else f"{name}#{seen[name]}",
+                output_elements=n.output_elements,
+                parameter_bytes=n.parameter_bytes,
+                activation_bytes=n.output_bytes if per_value is None else int(round(n.output_elements * per_value)),
+                macs=n.macs,
+                input_bytes=n.input_bytes if per_value is None else int(round(n.input_elements * per_value)),
+                layer_type=n.op_type,
+            )
+        )
     return pd.DataFrame([asdict(r) for r in rows], columns=_LAYER_COLUMNS)
 
 
@@ -404,6 +442,13 @@ _EPILOGUES = {
     "Hardswish",
     "BatchNorm1d",
     "BatchNorm2d",
+    # the same layers as ONNX operators (an ONNX model's layer table)
+    "Relu",
+    "Clip",
+    "Gelu",
+    "LeakyRelu",
+    "HardSwish",
+    "BatchNormalization",
 }
 
 
@@ -423,7 +468,7 @@ def fuse_epilogues(layerwise_df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _producer(kind: str) -> bool:
-    return "Conv" in kind or "Linear" in kind
+    return "Conv" in kind or "Linear" in kind or kind in ("Gemm", "MatMul")
 
 
 def add_layer_roofline(

@@ -16,17 +16,30 @@ from .data import (
     synthetic_dataset,
 )
 from .models import MODELS, create_model, list_models, model_param_errors, register_model
+from .onnx_convert import ONNX_CONVERTER, OnnxConversion, convert_onnx
+from .onnx_files import GraphTransform, MissingExternalData, onnx_model_files, onnx_weight_bytes, onnxslim_label
 from .raw import DataError, RawDataset
-from .readers import call_dataset, dataset_arrays, images_from_array, labels_from_array, read_image_folder, read_npz
+from .readers import (
+    call_dataset,
+    dataset_arrays,
+    images_from_array,
+    labels_from_array,
+    read_image_folder,
+    read_in_memory,
+    read_in_memory_calibration,
+    read_npz,
+)
 from .sources import (
     ModelSource,
     ModelSourceError,
     check_model_fits,
     file_sha256,
     load_model_source,
+    normalise_source,
     onnx_input_spec,
     source_digest,
     state_dict_sha256,
+    with_onnx_conversion,
 )
 from .training import StopRequested, resolve_device, set_deterministic, train_model
 
@@ -34,13 +47,18 @@ __all__ = [
     "DATASETS",
     "DataBundle",
     "DataError",
+    "GraphTransform",
     "MODELS",
+    "MissingExternalData",
+    "ONNX_CONVERTER",
     "ModelSource",
     "ModelSourceError",
+    "OnnxConversion",
     "RawDataset",
     "StopRequested",
     "call_dataset",
     "check_model_fits",
+    "convert_onnx",
     "create_model",
     "dataset_arrays",
     "digits_dataset",
@@ -54,8 +72,14 @@ __all__ = [
     "load_study_data",
     "make_loaders",
     "model_param_errors",
+    "normalise_source",
     "onnx_input_spec",
+    "onnx_model_files",
+    "onnx_weight_bytes",
+    "onnxslim_label",
     "read_image_folder",
+    "read_in_memory",
+    "read_in_memory_calibration",
     "read_npz",
     "register_dataset",
     "register_model",
@@ -65,4 +89,5 @@ __all__ = [
     "state_dict_sha256",
     "synthetic_dataset",
     "train_model",
+    "with_onnx_conversion",
 ]

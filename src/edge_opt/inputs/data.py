@@ -330,7 +330,8 @@ def make_loaders(
 ) -> DataBundle:
     """Split (the given split, else deterministically by ``dataloader_seed``), subset, preprocess, wrap in loaders.
 
-    Normalisation statistics come from the training split only (see ``fit_preprocess``).
+    Normalisation statistics come from the training split only (see ``fit_preprocess``); ``calibration_images``
+    are raw images in the data's units (``readers.match_calibration``), preprocessed as the data are.
     """
     validate_raw(ds, ds.source)
     xt, yt, xv, yv = _split(ds, val_fraction, dataloader_seed, train_subset, val_subset)
@@ -418,7 +419,7 @@ def load_raw(cfg: InputSettings, channels: int | None = None) -> RawDataset:
     if cfg.dataset == "image_folder":
         return readers.read_image_folder(cfg.data_dir, cfg.image_size, channels)
     if ":" in cfg.dataset:
-        return readers.call_dataset(cfg.dataset, cfg.config_dir, cfg.image_size)
+        return readers.call_dataset(cfg.dataset, cfg.config_dir, cfg.image_size, cfg.layout)
     factory = DATASETS.get(cfg.dataset)
     return factory(data_dir=cfg.data_dir, image_size=cfg.image_size or 28, seed=cfg.dataloader_seed)
 
@@ -434,20 +435,19 @@ def load_study_data(
     Args:
         raw: data handed over in memory (``edge_opt.optimize``) instead of the config's ``dataset``.
         channels: the model's input channels, when known (image folders).
-        calibration: raw calibration images handed over in memory (else ``calibration_data_path``).
+        calibration: raw calibration images handed over in memory, already in the data's units
+            (``readers.match_calibration``); else ``calibration_data_path``, read as the data are (its own dtype's
+            scale, resized to ``image_size`` when set) and brought to the data's units.
+    Raises:
+        DataError: data or calibration images that cannot be read or do not fit (both shapes named).
     """
     raw = raw if raw is not None else load_raw(cfg, channels)
     validate_raw(raw, cfg.dataset)
-    shape = (raw.val_images if raw.val_images is not None else raw.images).shape[1:]
-    calib = (
-        calibration
-        if calibration is not None
-        else (
-            readers.read_calibration(cfg.calibration_data_path, cfg.layout, shape)
-            if cfg.calibration_data_path
-            else None
-        )
-    )
+    calib = calibration
+    if calib is None and cfg.calibration_data_path:
+        images, scale = readers.read_calibration(cfg.calibration_data_path, cfg.layout, cfg.image_size)
+        what = f"The 'calibration_data_path' images in {cfg.calibration_data_path!r}"
+        calib = readers.match_calibration(images, scale, raw, what)
     return make_loaders(
         raw,
         batch_size=cfg.batch_size,

@@ -1,30 +1,41 @@
-"""Readers for the user's data: ``npz`` arrays, an image folder, or a Python callable.
+"""Readers for the user's data: ``npz`` arrays, an image folder, a Python callable, or arrays and datasets
+handed to ``edge_opt.optimize``.
 
-Each returns a ``RawDataset`` of raw float32 images in (N, C, H, W) with integer labels; uint8 sources
-keep their 0–255 values and say so with ``default_scale = 1/255`` (the preprocessing applies it). Every
-problem is a ``DataError`` that names the key and the file.
+Every image array, whatever its source, goes through ``images_from_array`` (dtype, layout, pixels, NaN, resize)
+and every user dataset through ``dataset_arrays`` (read by index up to ``len()``, each call to the user's code
+through ``call_user_code``); every image file through one opener for ``train/`` and ``val/``. Each returns raw
+float32 images in (N, C, H, W) with the scale its dtype implies (uint8: 1/255; float: 1) and integer labels.
+Every problem is a ``DataError`` that names the key, the file or the item.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import types
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..core import CallableImportError, import_callable
+from ..core import CallableImportError, UserCodeError, call_user_code, import_callable
 from .raw import DataError, RawDataset, resize_images
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "call_dataset",
     "dataset_arrays",
+    "image_scale",
     "images_from_array",
+    "in_units",
     "labels_from_array",
+    "match_calibration",
     "read_calibration",
     "read_image_folder",
+    "read_in_memory",
+    "read_in_memory_calibration",
     "read_npz",
     "to_nchw",
 ]
@@ -59,18 +70,65 @@ def to_nchw(x: np.ndarray, layout: str, what: str) -> tuple[np.ndarray, str]:
     raise DataError(f"{what} has shape {x.shape}: no channel axis of 1, 3 or 4 first or last; set 'layout'.")
 
 
+ACCEPTED_DTYPES = (
+    "uint8 (0-255 pixels, scale 1/255) or float (values as the model takes them: in [0, 1] or already normalised)"
+)
+
+
+def image_scale(dtype: np.dtype[Any], what: str) -> float:
+    """The scale that maps an image array's values to the model's, from its dtype alone: uint8 → 1/255, float → 1.
+
+    Other integer dtypes (int8, uint16, int16, int32, int64), bool and non-numbers are refused, as ``predict``
+    refuses integer input without an explicit scale: what one unit is worth cannot be told from the dtype.
+
+    Raises:
+        DataError: naming ``what``, the dtype given and the dtypes accepted.
+    """
+    if dtype == np.uint8:
+        return 1.0 / 255.0
+    if np.issubdtype(dtype, np.floating):
+        return 1.0
+    hint = (
+        "Python objects are never unpickled; save a numeric array"
+        if dtype == np.dtype(object)
+        else "convert them, e.g. x.astype(np.uint8) for 0-255 values or (x / 65535).astype(np.float32) for 16-bit ones"
+    )
+    raise DataError(f"{what} has dtype {dtype}; images must be {ACCEPTED_DTYPES}: {hint}.")
+
+
 def images_from_array(x: np.ndarray, layout: str, what: str, image_size: int | None) -> tuple[np.ndarray, str, float]:
-    """(raw float32 NCHW images, the layout and dtype found, the scale to [0, 1]) of an image array."""
-    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
-        raise DataError(f"{what} must hold numbers; got dtype {x.dtype}.")
+    """(raw float32 NCHW images, the layout and dtype found, the scale to the model's values) of an image array.
+
+    The one check of every image array (npz, calibration, datasets, ``edge_opt.optimize``): dtype (see
+    ``image_scale``), layout (see ``to_nchw``), images with pixels, finite values; resized when ``image_size``.
+    """
+    scale = image_scale(x.dtype, what)
     nchw, found = to_nchw(x, layout, what)
-    scale = 1.0 / 255.0 if x.dtype == np.uint8 else 1.0
+    if 0 in nchw.shape[1:]:
+        raise DataError(f"{what} has shape {x.shape}: images with no pixels (a channel, height or width of 0).")
     images = nchw.astype(np.float32)
     if not np.isfinite(images).all():
         raise DataError(f"{what} contains NaN or infinite values.")
     if image_size is not None and images.shape[2:] != (image_size, image_size):
         images = resize_images(images, image_size)
     return images, f"{found} {x.dtype}", scale
+
+
+def in_units(images: np.ndarray, scale: float, target_scale: float) -> np.ndarray:
+    """Raw images of scale ``scale`` in the units of raw images of scale ``target_scale`` (the same model values)."""
+    return images if scale == target_scale else (images * np.float32(scale / target_scale)).astype(np.float32)
+
+
+def match_calibration(images: np.ndarray, scale: float, data: RawDataset, what: str) -> np.ndarray:
+    """Calibration images in the data's raw units, so the data's preprocessing maps both alike.
+
+    Raises:
+        DataError: their (C, H, W) is not the data's (both shapes named).
+    """
+    shape = (data.val_images if data.val_images is not None else data.images).shape[1:]
+    if images.shape[1:] != shape:
+        raise DataError(f"{what} have shape {images.shape[1:]} (C, H, W); the data's images are {shape}.")
+    return in_units(images, scale, data.default_scale)
 
 
 def labels_from_array(y: np.ndarray, what: str) -> np.ndarray:
@@ -99,8 +157,28 @@ def _load_npz(path: str | None, key: str) -> Any:
         raise DataError(f"The '{key}' file {path!r} is not an .npz archive ({type(exc).__name__}: {exc}).") from None
 
 
+def _npz_array(z: Any, key: str, path: str | None, param: str) -> np.ndarray:
+    """Array ``key`` of an open npz archive; object arrays are refused unread (``allow_pickle=False``)."""
+    where = f"Array {key!r} of the '{param}' file {path!r}"
+    try:
+        return np.asarray(z[key])
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise DataError(
+                f"{where} holds Python objects (dtype object), which are never unpickled; save the images as "
+                f"{ACCEPTED_DTYPES} and the labels as integers."
+            ) from None
+        raise DataError(f"{where} cannot be read ({type(exc).__name__}: {exc}).") from None
+    except Exception as exc:  # noqa: BLE001 — a damaged member (zip, zlib, truncated) names the file and key
+        raise DataError(f"{where} cannot be read ({type(exc).__name__}: {exc}).") from None
+
+
 def read_npz(path: str | None, layout: str = "auto", image_size: int | None = None) -> RawDataset:
-    """Arrays ``x_train, y_train, x_val, y_val`` (or ``x, y``, split later by ``val_fraction``)."""
+    """Arrays ``x_train, y_train, x_val, y_val`` (or ``x, y``, split later by ``val_fraction``).
+
+    Each image array gets the scale of its own dtype; the training images are given in the validation images'
+    units (the data set's ``default_scale``).
+    """
     z = _load_npz(path, "data_path")
     keys = set(z.files)
     if {"x_val", "y_val"} <= keys:
@@ -114,7 +192,7 @@ def read_npz(path: str | None, layout: str = "auto", image_size: int | None = No
         )
     parts = []
     for xk, yk in names:
-        x, y = z[xk], z[yk]
+        x, y = _npz_array(z, xk, path, "data_path"), _npz_array(z, yk, path, "data_path")
         images, found, scale = images_from_array(x, layout, f"Array {xk!r} of {path!r}", image_size)
         labels = labels_from_array(y, f"Array {yk!r} of {path!r}")
         if len(labels) != len(images):
@@ -123,20 +201,20 @@ def read_npz(path: str | None, layout: str = "auto", image_size: int | None = No
     if not len(parts[-1][1]):
         raise DataError(f"The 'data_path' file {path!r} holds no validation images ({names[-1][0]!r} is empty).")
     classes = int(max(int(p[1].max()) for p in parts if len(p[1])) + 1)
-    source = f"npz {path} ({parts[-1][2]} → NCHW{', scale 1/255' if parts[-1][3] != 1 else ''})"
-    if len(parts) == 1 and names[0][0] == "x":
-        return RawDataset(parts[0][0], parts[0][1], classes, source, default_scale=parts[0][3])
-    train = (
-        parts[0]
-        if len(parts) == 2
-        else (np.zeros((0, *parts[0][0].shape[1:]), np.float32), np.zeros(0, np.int64), "", parts[0][3])
-    )
     val = parts[-1]
-    return RawDataset(train[0], train[1], classes, source, val_images=val[0], val_labels=val[1], default_scale=val[3])
+    source = f"npz {path} ({val[2]} → NCHW{', scale 1/255' if val[3] != 1 else ''})"
+    if len(parts) == 1 and names[0][0] == "x":
+        return RawDataset(val[0], val[1], classes, source, default_scale=val[3])
+    if len(parts) == 2:
+        xt, yt = in_units(parts[0][0], parts[0][3], val[3]), parts[0][1]
+    else:
+        xt, yt = np.zeros((0, *val[0].shape[1:]), np.float32), np.zeros(0, np.int64)
+    return RawDataset(xt, yt, classes, source, val_images=val[0], val_labels=val[1], default_scale=val[3])
 
 
-def read_calibration(path: str, layout: str, shape: tuple[int, ...]) -> np.ndarray:
-    """Raw calibration images from ``calibration_data_path`` (array ``x``, ``x_train`` or ``x_calibration``)."""
+def read_calibration(path: str, layout: str, image_size: int | None) -> tuple[np.ndarray, float]:
+    """Raw calibration images from ``calibration_data_path`` (array ``x``, ``x_train`` or ``x_calibration``) and
+    their scale, read as the data's images are (``match_calibration`` then checks them against the data)."""
     z = _load_npz(path, "calibration_data_path")
     key = next((k for k in ("x_calibration", "x", "x_train") if k in z.files), None)
     if key is None:
@@ -144,35 +222,43 @@ def read_calibration(path: str, layout: str, shape: tuple[int, ...]) -> np.ndarr
             f"The 'calibration_data_path' file {path!r} must hold an array x (or x_calibration, "
             f"x_train). Got {sorted(z.files)}."
         )
-    images, _, _ = images_from_array(
-        z[key], layout, f"Array {key!r} of {path!r}", shape[-1] if shape[-1] == shape[-2] else None
+    x = _npz_array(z, key, path, "calibration_data_path")
+    images, _, scale = images_from_array(
+        x, layout, f"Array {key!r} of the 'calibration_data_path' file {path!r}", image_size
     )
-    if images.shape[1:] != tuple(shape):
-        raise DataError(
-            f"Calibration images in {path!r} have shape {images.shape[1:]}; the data's images are {tuple(shape)}."
-        )
-    return images
+    return images, scale
 
 
 def _class_folders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _read_image(path: Path, mode: str) -> np.ndarray:
+@contextmanager
+def _open_image(path: Path) -> Iterator[Any]:
+    """The one opener of image files (both splits, the mode probe and the read): anything that fails while the
+    image is open — unreadable, corrupt, a symlink loop, a decompression bomb (Pillow's warning included) —
+    is a ``DataError`` naming the file."""
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert(mode), dtype=np.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                yield im
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"Image {str(path)!r} is refused as a possible decompression bomb ({exc}).") from None
     except Exception as exc:  # noqa: BLE001 — an unreadable image names its file
         raise DataError(f"Image {str(path)!r} could not be read ({type(exc).__name__}: {exc}).") from None
 
 
-def _folder_mode(files: Iterable[Path]) -> str:
-    from PIL import Image
+def _read_image(path: Path, mode: str) -> np.ndarray:
+    with _open_image(path) as im:
+        return np.asarray(im.convert(mode), dtype=np.uint8)
 
+
+def _folder_mode(files: Iterable[Path]) -> str:
     for f in files:
-        with Image.open(f) as im:
+        with _open_image(f) as im:
             if im.mode not in ("L", "1", "I", "I;16", "F", "LA"):
                 return "RGB"
     return "L"
@@ -228,50 +314,166 @@ def read_image_folder(data_dir: str, image_size: int | None = None, channels: in
     return RawDataset(x, y, len(classes), source, val_images=xv, val_labels=yv, default_scale=1 / 255)
 
 
-def dataset_arrays(ds: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
-    xs, ys = [], []
+def _user(what: str, fn: Any, *args: Any) -> Any:
+    """The user's ``fn(*args)``; whatever escapes it (``sys.exit`` included) is a ``DataError`` naming ``what``."""
     try:
-        for item in ds:
-            x, y = item[0], item[1]
-            x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-            xs.append(x[None] if x.ndim == 2 else x)
-            ys.append(int(y))
-    except (TypeError, ValueError, IndexError) as exc:
-        raise DataError(f"{what} must yield (image tensor, int label) items ({type(exc).__name__}: {exc}).") from None
+        return call_user_code(what, fn, *args)
+    except UserCodeError as exc:
+        raise DataError(str(exc)) from None
+
+
+def _kind(obj: Any) -> str:
+    return "a generator" if isinstance(obj, types.GeneratorType) else f"a {type(obj).__name__}"
+
+
+def _items(ds: Any, what: str) -> Iterator[Any]:
+    """The items of a user dataset: a map-style one (``__len__`` and ``__getitem__``) by index over
+    ``range(len(ds))``; an iterable with ``__len__`` (a torch ``IterableDataset`` too: its ``__getitem__`` is
+    torch's placeholder) by iterating, checked to yield exactly that many. One
+    without ``__len__`` is refused: nothing bounds it."""
+    cls = type(ds)
+    if isinstance(ds, (Mapping, str, bytes)) or not hasattr(cls, "__len__"):
+        why = "is not a dataset" if hasattr(cls, "__len__") else "has no len(), so nothing bounds it"
+        raise DataError(
+            f"{what} ({_kind(ds)}) {why}: give (x, y) arrays or a dataset of (image, label) items with "
+            "__len__ and __getitem__ (a map-style dataset; list(...) an iterable first)."
+        )
+    n = _user(f"{what}'s __len__", len, ds)
+    if hasattr(cls, "__getitem__") and not isinstance(ds, torch.utils.data.IterableDataset):
+        for i in range(n):
+            yield _user(f"{what}[{i}]", lambda d, k: d[k], ds, i)
+        return
+    it = _user(f"{what}'s __iter__", iter, ds)
+    end = object()
+    for i in range(n + 1):
+        item = _user(f"{what}'s __next__", next, it, end)
+        if item is end:
+            if i < n:
+                raise DataError(f"{what} yields {i} items but its len() is {n}.")
+            return
+        if i == n:
+            raise DataError(f"{what} yields more items than its len() of {n}.")
+        yield item
+
+
+def _as_array(v: Any, what: str) -> np.ndarray:
+    try:
+        return v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise DataError(f"{what} could not be made an array ({type(exc).__name__}: {str(exc)[:200]}).") from None
+
+
+def _item(item: Any, i: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(image as C×H×W, label as a 0-d array) of one dataset item."""
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        if isinstance(item, Mapping):
+            got = f"a dict with keys {sorted(str(k) for k in item)[:6]}"
+        else:
+            got = f"{_kind(item)} of {len(item)}" if isinstance(item, (tuple, list)) else _kind(item)
+        raise DataError(f"{what} must yield (image, label) pairs; item {i} is {got}.")
+    x = _as_array(item[0], f"The image of item {i} of {what}")
+    y = _as_array(item[1], f"The label of item {i} of {what}")
+    if x.ndim not in (2, 3):
+        raise DataError(f"The image of item {i} of {what} must have shape (C, H, W) or (H, W); got {x.shape}.")
+    if y.ndim != 0:
+        raise DataError(f"The label of item {i} of {what} must be one class id; got shape {y.shape}.")
+    return (x[None] if x.ndim == 2 else x), y
+
+
+def dataset_arrays(
+    ds: Any, what: str, layout: str = "auto", image_size: int | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """(raw float32 NCHW images, int64 labels, scale) of a dataset of ``(image, label)`` items.
+
+    A map-style dataset is read by index over ``range(len(ds))``; an iterable with ``__len__`` must yield that
+    many items; one without ``__len__`` (a generator) is refused. Every call into the dataset runs through
+    ``call_user_code``. The stacked images then go through ``images_from_array`` like any array.
+
+    Raises:
+        DataError: naming ``what`` and the item: not a pair, not an array, ragged, no pixels, mixed shapes or
+            dtypes, a dtype refused, a label that is not one class id, or the user's code failing or exiting.
+    """
+    xs, ys = [], []
+    for i, item in enumerate(_items(ds, what)):
+        x, y = _item(item, i, what)
+        xs.append(x)
+        ys.append(y)
     if not xs:
         raise DataError(f"{what} is empty.")
-    shapes = {x.shape for x in xs}
-    if len(shapes) > 1:
-        raise DataError(f"{what} yields images of different shapes {sorted(shapes)[:3]}.")
-    return np.stack(xs).astype(np.float32), np.asarray(ys, dtype=np.int64)
+    for kind, values in (("shapes", {x.shape for x in xs}), ("dtypes", {str(x.dtype) for x in xs})):
+        if len(values) > 1:
+            raise DataError(f"{what} yields images of different {kind} {sorted(values, key=str)[:3]}.")
+    images, _, scale = images_from_array(np.stack(xs), layout, what, image_size)
+    return images, labels_from_array(np.stack(ys), f"The labels of {what}"), scale
 
 
-def call_dataset(spec: str, config_dir: str | None, image_size: int | None = None) -> RawDataset:
-    """``package.module:callable`` returning ``(train_dataset, val_dataset)`` of (tensor, int) items."""
+def _in_memory(data: Any, what: str, layout: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """(raw NCHW images, labels, scale) of ``(x, y)`` arrays/tensors or a dataset of ``(image, label)`` items."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], (tuple, Mapping, int, float)):
+        x, y = _as_array(data[0], f"The {what} images"), _as_array(data[1], f"The {what} labels")
+        images, _, scale = images_from_array(x, layout, f"The {what} images", None)
+        labels = labels_from_array(y, f"The {what} labels")
+    else:
+        images, labels, scale = dataset_arrays(data, f"The {what} dataset", layout)
+    if len(images) != len(labels):
+        raise DataError(f"The {what} data has {len(images)} images and {len(labels)} labels.")
+    return images, labels, scale
+
+
+def read_in_memory(val_data: Any, train_data: Any, layout: str) -> RawDataset:
+    """The data handed to ``edge_opt.optimize``: each ``(x, y)`` arrays/tensors, or a dataset of ``(image, label)``
+    items (read as ``dataset_arrays`` reads them); the training images in the validation images' units."""
+    xv, yv, scale = _in_memory(val_data, "val_data", layout)
+    if train_data is not None:
+        xt, yt, train_scale = _in_memory(train_data, "train_data", layout)
+        xt = in_units(xt, train_scale, scale)
+    else:
+        xt, yt = np.zeros((0, *xv.shape[1:]), np.float32), np.zeros(0, np.int64)
+    classes = int(max(int(yv.max()), int(yt.max()) if len(yt) else 0) + 1)
+    return RawDataset(
+        xt, yt, classes, "in-memory arrays (edge_opt.optimize)", val_images=xv, val_labels=yv, default_scale=scale
+    )
+
+
+def read_in_memory_calibration(data: Any, raw: RawDataset, layout: str) -> np.ndarray:
+    """``edge_opt.optimize``'s ``calibration_data`` (images, or what ``read_in_memory`` takes) in ``raw``'s units.
+
+    Raises:
+        DataError: as the data's readers; calibration images whose (C, H, W) is not the data's.
+    """
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        what = "The calibration_data images"
+        images, _, scale = images_from_array(_as_array(data, what), layout, what, None)
+    else:
+        images, _, scale = _in_memory(data, "calibration_data", layout)
+    return match_calibration(images, scale, raw, "The calibration_data images")
+
+
+def call_dataset(spec: str, config_dir: str | None, image_size: int | None = None, layout: str = "auto") -> RawDataset:
+    """``package.module:callable`` returning ``(train_dataset, val_dataset)`` of (image, int) items (read as
+    ``dataset_arrays`` reads them; the training images in the validation images' units)."""
     try:
         fn = import_callable(spec, "dataset", [config_dir])
-        out = fn()
     except CallableImportError as exc:
         raise DataError(str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 — user code failing is a data error naming it
-        raise DataError(f"The 'dataset' callable {spec!r} failed: {type(exc).__name__}: {exc}") from None
+    out = _user(f"The 'dataset' callable {spec!r}", fn)
     if not (isinstance(out, tuple) and len(out) == 2) or (out[0] is None and out[1] is None):
         raise DataError(
             f"The 'dataset' callable {spec!r} must return (train_dataset, val_dataset), either may be "
             f"None but not both. Got {type(out).__name__}."
         )
-    train, val = out
     parts = {
-        k: dataset_arrays(d, f"The {k} dataset of {spec!r}")
-        for k, d in (("train", train), ("val", val))
+        k: dataset_arrays(d, f"The {k} dataset of {spec!r}", layout, image_size)
+        for k, d in (("train", out[0]), ("val", out[1]))
         if d is not None
     }
-    if image_size is not None:
-        parts = {k: (resize_images(x, image_size), y) for k, (x, y) in parts.items()}
-    classes = int(max(int(y.max()) for _, y in parts.values()) + 1)
+    classes = int(max(int(y.max()) for _, y, _ in parts.values()) + 1)
     source = f"callable {spec}"
     if "val" not in parts:
-        return RawDataset(parts["train"][0], parts["train"][1], classes, source)
-    xv, yv = parts["val"]
-    xt, yt = parts.get("train", (np.zeros((0, *xv.shape[1:]), np.float32), np.zeros(0, np.int64)))
-    return RawDataset(xt, yt, classes, source, val_images=xv, val_labels=yv)
+        xt, yt, scale = parts["train"]
+        return RawDataset(xt, yt, classes, source, default_scale=scale)
+    xv, yv, scale = parts["val"]
+    xt, yt, train_scale = parts.get("train", (np.zeros((0, *xv.shape[1:]), np.float32), np.zeros(0, np.int64), scale))
+    return RawDataset(
+        in_units(xt, train_scale, scale), yt, classes, source, val_images=xv, val_labels=yv, default_scale=scale
+    )

@@ -16,7 +16,7 @@ import inspect
 import os
 import pickle
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,10 @@ from torch import nn
 
 from ..config import InputSettings, ModelConfig
 from ..core import CallableImportError, UserCodeError, call_user_code, import_callable, sha256_file
+from .data import DataBundle
 from .models import create_model
+from .onnx_convert import CHECK_IMAGES, OnnxConversion, convert_onnx
+from .onnx_files import GraphTransform, MissingExternalData, normalise_onnx, onnx_model_files
 
 __all__ = [
     "ExportedModule",
@@ -35,9 +38,11 @@ __all__ = [
     "check_model_size",
     "file_sha256",
     "load_model_source",
+    "normalise_source",
     "onnx_input_spec",
     "source_digest",
     "state_dict_sha256",
+    "with_onnx_conversion",
 ]
 
 
@@ -52,9 +57,10 @@ class ModelSource:
     Attributes:
         kind: name, factory, exported, onnx or python.
         label: ``model_source`` as rows and manifests show it (e.g. ``onnx:model.onnx``).
-        module: the float PyTorch module as given (None for an ONNX model).
-        onnx_path: the ONNX file (ONNX models only).
-        rebuild: a fresh module of the same architecture (None for ONNX).
+        module: the float PyTorch module as given (for an ONNX model: the module converted from it, or None).
+        onnx_path: the ONNX file the variants are built from (ONNX models only: the input, or its normalised copy
+            once ``normalise_source`` ran).
+        rebuild: a fresh module of the same architecture (a copy of the converted one for ONNX, or None).
         trained: arrives trained (no baseline training unless ``epochs`` is set).
         file_sha256: SHA-256 of the model file (None for modules built by code).
     """
@@ -66,11 +72,25 @@ class ModelSource:
     rebuild: Callable[[], nn.Module] | None
     trained: bool
     file_sha256: str | None = None
+    conversion: OnnxConversion | None = None  # ONNX: the file converted to PyTorch (module + check), or why not
+    graph_transform: GraphTransform | None = None  # ONNX: the graph the variants are built from (model.simplify)
+
+    @property
+    def graph_label(self) -> str:
+        """The rows' ``graph_transform``: ``onnxslim-<version>`` or ``none`` for an ONNX model, empty otherwise."""
+        return self.graph_transform.label if self.graph_transform is not None else ""
 
     @property
     def torch_free(self) -> bool:
         """No PyTorch module: torch backends and pruning do not apply."""
         return self.module is None
+
+    @property
+    def why_torch_free(self) -> str:
+        """Why there is no PyTorch module (the skip reasons of the points that need one)."""
+        if self.conversion is not None and self.conversion.module is None:
+            return f"the ONNX model could not be converted to PyTorch: {self.conversion.reason}"
+        return "the model is an ONNX file"
 
 
 @functools.lru_cache(maxsize=64)
@@ -82,6 +102,18 @@ def file_sha256(path: str | Path) -> str:
     """SHA-256 of a file (memoised by path, size and modification time)."""
     st = Path(path).stat()
     return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+def model_files_sha256(path: str | Path) -> str:
+    """SHA-256 that identifies an ONNX model with its external data: the model file's own hash when it holds
+    every weight, else one hash over each file's name and hash (so a changed ``.data`` file changes it)."""
+    files = onnx_model_files(path)
+    if len(files) == 1:
+        return file_sha256(path)
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.name}:{file_sha256(f)}\n".encode())
+    return h.hexdigest()
 
 
 def state_dict_sha256(model: nn.Module) -> str:
@@ -103,11 +135,12 @@ def _file(key: str, path: str) -> Path:
 
 
 def source_digest(m: ModelConfig) -> str | None:
-    """SHA-256 of the model's file (onnx, exported, weights), or None: part of the baseline's key."""
+    """SHA-256 of the model's file (onnx with its external data, exported, weights), or None: part of the
+    baseline's key."""
     for key in ("onnx", "exported", "weights"):
         value = getattr(m, key)
         if value is not None and Path(value).is_file():
-            return file_sha256(value)
+            return model_files_sha256(value) if key == "onnx" else file_sha256(value)
     return None
 
 
@@ -216,32 +249,59 @@ def _load_exported(path: str) -> nn.Module:
 
 
 def onnx_input_spec(path: str | Path) -> tuple[str, tuple[int | None, ...]]:
-    """(input name, shape with None for dynamic dims) of a one-input float ONNX model (read once per file version).
+    """(input name, shape with None for dynamic dims) of a one-input float ONNX model (read once per file version;
+    its external data files, read beside it whatever the working folder, must be there at every call).
 
     Raises:
-        ModelSourceError: not ONNX, several inputs, a non-float input, or several outputs.
+        ModelSourceError: not ONNX, an external data file missing, several inputs, a non-float input, or several
+            outputs.
     """
     p = Path(path)
     st = p.stat()
-    return _onnx_input_spec(str(p.resolve()), st.st_size, st.st_mtime_ns)
+    name, dims, files = _onnx_input_spec(str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if not all(f.is_file() for f in files):  # a data file gone since the file was read: its error, naming it
+        _checked_onnx(str(p.resolve()))
+    return name, dims
 
 
-@functools.lru_cache(maxsize=16)
-def _onnx_input_spec(path: str, size: int, mtime_ns: int) -> tuple[str, tuple[int | None, ...]]:
-    """(input name, shape with None for dynamic dims) of a one-input float ONNX model.
+def _checked_onnx(path: str) -> tuple[Any, tuple[Path, ...]]:
+    """The model of the ONNX file ``path`` (weights left in their external files) and the files it is made of,
+    checked by onnx's checker on the file itself: external data is looked for beside the model file, whatever the
+    working folder.
 
     Raises:
-        ModelSourceError: not ONNX, several inputs, a non-float input, or several outputs.
+        ModelSourceError: not ONNX, or an external data file missing (naming the model, the file and where).
     """
     import onnx
 
     try:
-        model = onnx.load(str(path), load_external_data=False)
-        onnx.checker.check_model(model)
+        model = onnx.load(path, load_external_data=False)
+        files = onnx_model_files(path)
+        onnx.checker.check_model(path)
+    except MissingExternalData as exc:
+        raise ModelSourceError(
+            f"The 'model.onnx' file {path!r} keeps its weights in the external data "
+            f"file {exc.location!r}, expected at {str(exc.expected)!r} beside the model file, which does not exist: "
+            "keep the data file beside the model."
+        ) from None
     except Exception as exc:  # noqa: BLE001 — anything onnx cannot read is a config error
         raise ModelSourceError(
-            f"The 'model.onnx' file {str(path)!r} is not an ONNX model ({type(exc).__name__}: {str(exc)[:200]})."
+            f"The 'model.onnx' file {path!r} is not an ONNX model ({type(exc).__name__}: {str(exc)[:200]})."
         ) from None
+    return model, files
+
+
+@functools.lru_cache(maxsize=16)
+def _onnx_input_spec(path: str, size: int, mtime_ns: int) -> tuple[str, tuple[int | None, ...], tuple[Path, ...]]:
+    """(input name, shape with None for dynamic dims, the files it is made of) of a one-input float ONNX model.
+
+    Raises:
+        ModelSourceError: not ONNX, an external data file missing, several inputs, a non-float input, or several
+            outputs.
+    """
+    import onnx
+
+    model, files = _checked_onnx(path)
     inits = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
     if len(inputs) != 1:
@@ -265,7 +325,7 @@ def _onnx_input_spec(path: str, size: int, mtime_ns: int) -> tuple[str, tuple[in
             f"The 'model.onnx' file {str(path)!r} must take an (N, C, H, W) input. Got shape "
             f"{dims} for {inputs[0].name!r}."
         )
-    return inputs[0].name, dims
+    return inputs[0].name, dims, files
 
 
 def load_model_source(
@@ -317,6 +377,43 @@ def load_model_source(
         model = _load_weights(model, m.weights)
     file_hash = file_sha256(m.weights) if m.weights is not None else None
     return ModelSource(kind, f"registry:{m.name}", model, None, rebuild, m.trained, file_hash)
+
+
+def normalise_source(source: ModelSource, simplify: bool, cache_dir: str | Path, sample: torch.Tensor) -> ModelSource:
+    """The source whose ONNX graph the study builds its variants from: with ``simplify`` (``model.simplify``),
+    onnxslim's normalised copy of the file in ``cache_dir``, checked against it on ``sample`` (preprocessed
+    validation images), else the file as given; ``graph_transform`` says which. ``label`` and ``file_sha256`` stay
+    the input's. A source that is not an ONNX file comes back unchanged."""
+    if source.kind != "onnx" or source.onnx_path is None:
+        return source
+    graph = normalise_onnx(source.onnx_path, cache_dir, sample.detach().float().cpu().numpy(), simplify)
+    return replace(source, onnx_path=graph.path, graph_transform=graph)
+
+
+def _first_images(data: DataBundle, n: int) -> torch.Tensor:
+    parts, have = [], 0
+    for batch in data.val_loader:
+        parts.append(batch[0][: n - have])
+        have += len(parts[-1])
+        if have >= n:
+            break
+    return torch.cat(parts).float()
+
+
+def with_onnx_conversion(source: ModelSource, data: DataBundle, images: int = CHECK_IMAGES) -> ModelSource:
+    """``source`` with the PyTorch module converted from its ONNX file as given (checked against ONNX Runtime on
+    the first ``images`` validation images), or with the reason there is none; other sources come back unchanged.
+
+    The ONNX file stays the model of the unpruned ONNX Runtime / OpenVINO points; the module serves the torch and
+    ExecuTorch backends and pruning, ``rebuild`` gives fresh copies of it (pruned checkpoints reload into them).
+    """
+    if source.kind != "onnx" or source.onnx_path is None or source.conversion is not None:
+        return source
+    conversion = convert_onnx(source.onnx_path, _first_images(data, images).numpy())
+    if conversion.module is None:
+        return replace(source, conversion=conversion)
+    pristine = conversion.module
+    return replace(source, module=_copy(pristine), rebuild=lambda: _copy(pristine), conversion=conversion)
 
 
 def _factory_source(

@@ -71,6 +71,8 @@ class VariantResult:
         measured_on: ``host`` (the machine running the study) or the name of the target (device agent or
             vendor tool) whose measurement this is.
         source: how a target's figures were obtained (``edge-opt agent``, ``openvino benchmark_app`` …).
+        graph_transform: an ONNX model's graph as the variants were built from it (``onnxslim-<version>``: the
+            normalised graph, ``none``: the file as given); None for other models.
     """
 
     point: ConfigPoint
@@ -91,6 +93,7 @@ class VariantResult:
     pruning: Mapping[str, Any] | None = None
     measured_on: str = "host"
     source: str | None = None
+    graph_transform: str | None = None
 
     @classmethod
     def skip(cls, point: ConfigPoint, key: str, reason: str, **info: Any) -> VariantResult:
@@ -180,6 +183,7 @@ class VariantResult:
         row["build_s"] = self.timings.get("variant_building", math.nan)  # building this variant (lowering, export …)
         row["param_fraction"] = self.pruning["param_fraction"] if self.pruning else math.nan
         row["kept_channels"] = self.pruning["kept_channels"] if self.pruning else None
+        row["graph_transform"] = self.graph_transform or ""  # the last column (empty: not an ONNX model)
         return row
 
     def to_dict(self) -> dict[str, Any]:
@@ -204,6 +208,7 @@ class VariantResult:
             "pruning": dict(self.pruning) if self.pruning is not None else None,
             "measured_on": self.measured_on,
             "source": self.source,
+            "graph_transform": self.graph_transform,
         }
 
     @classmethod
@@ -241,6 +246,7 @@ class VariantResult:
             pruning=d.get("pruning"),
             measured_on=str(d.get("measured_on") or "host"),
             source=d.get("source"),
+            graph_transform=d.get("graph_transform"),
         )
 
 

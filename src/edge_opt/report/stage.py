@@ -83,6 +83,8 @@ class StudyOutcome:
     on_target: Mapping[str, tuple[Assessment, ...]] = field(default_factory=dict)
     host_selection: Selection | None = None  # the host's choice when a target's numbers chose the artifact
     vendor_rows: tuple[VendorRow, ...] = ()  # rows imported from vendor benchmark reports
+    model_conversion: Mapping[str, Any] | None = None  # an ONNX model's conversion to PyTorch (summary.json)
+    graph_transform: Mapping[str, Any] | None = None  # what model.simplify did to an ONNX model's graph (summary.json)
 
     @property
     def all_assessed(self) -> tuple[Assessment, ...]:
@@ -179,6 +181,8 @@ def _summary(o: StudyOutcome, frame: pd.DataFrame) -> dict[str, Any]:
         measured_on=list(cfg.measure_on),
         recommend_for=cfg.recommendation_target,
         targets=_targets_summary(o),
+        **({"onnx_conversion": dict(o.model_conversion)} if o.model_conversion is not None else {}),
+        **({"graph_transform": dict(o.graph_transform)} if o.graph_transform is not None else {}),
     )
 
 

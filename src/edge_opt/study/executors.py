@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from ..config import InputSettings, StudyConfig, config_from_dict
-from ..inputs import ModelSource, load_model_source
+from ..inputs import ModelSource, load_model_source, normalise_source, onnx_model_files, with_onnx_conversion
 from ..measure import ConfigPoint, VariantResult, torch_threads
 from .runner import PruningUnsupported, StudyInterrupted, Sweep, point_key
 
@@ -65,6 +65,7 @@ def _record_pid(key: str) -> None:
 
 # The files a study reads by path (model and data); they travel with the tasks, so workers need no shared disk.
 FILE_KEYS = ("model.onnx", "model.exported", "model.weights", "data_path", "calibration_data_path")
+ONNX_DATA = "model.onnx:data:"  # shipped_files' key prefix of an ONNX model's external data files
 
 
 def shipped_files(cfg: StudyConfig) -> dict[str, tuple[str, bytes]]:
@@ -76,6 +77,10 @@ def shipped_files(cfg: StudyConfig) -> dict[str, tuple[str, bytes]]:
         value = (d[section] if section else d).get(name)
         if value and Path(value).is_file():
             out[key] = (Path(value).name, Path(value).read_bytes())
+            if key == "model.onnx":  # its external data files travel with it, under the names it gives them
+                for extra in onnx_model_files(value)[1:]:
+                    rel = extra.relative_to(Path(value).resolve().parent).as_posix()
+                    out[f"{ONNX_DATA}{rel}"] = (rel, extra.read_bytes())
     return out
 
 
@@ -83,6 +88,13 @@ def _materialise(cfg_dict: dict[str, Any], files: dict[str, tuple[str, bytes]], 
     """The config with each shipped file written under ``folder`` and its key pointing there."""
     d = {**cfg_dict, "model": dict(cfg_dict["model"])}
     for key, (name, blob) in files.items():
+        if key.startswith(ONNX_DATA) or key == "model.onnx":  # the ONNX model and its data files side by side
+            target = folder / "onnx_model" / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(blob)
+            if key == "model.onnx":
+                d["model"]["onnx"] = str(target)
+            continue
         section, _, field = key.rpartition(".")
         target = folder / f"{field}_{name}"
         target.write_bytes(blob)
@@ -128,7 +140,9 @@ def _compute_on_worker(
 
     inputs = cfg.part(InputSettings)
     data = load_study_data(inputs)
-    source = load_model_source(inputs, data.input_shape, data.num_classes, seed=cfg.seed)
+    source = with_onnx_conversion(load_model_source(inputs, data.input_shape, data.num_classes, seed=cfg.seed), data)
+    sample = next(iter(data.val_loader))[0]  # the driver's check images: the same graph as the driver's
+    source = normalise_source(source, cfg.model.simplify_graph, tmp / "work" / "onnx", sample)
     model = _parent_from_blob(source, parent_blob)
     sweep = Sweep(model, data, cfg, tmp / "work", source=source)
     sweep.adopt_parent(p.pruning_level, model)
@@ -205,7 +219,10 @@ class RayExecutor:
                 try:
                     doc, meta = ray.get(ref)
                     result = VariantResult.from_dict(doc).with_info(
-                        key=point_key(sweep.cfg, p), model_source=sweep.model_source, model_sha256=sweep.model_sha256
+                        key=point_key(sweep.cfg, p),
+                        model_source=sweep.model_source,
+                        model_sha256=sweep.model_sha256,
+                        graph_transform=sweep.graph_transform,
                     )
                 except Exception as exc:  # noqa: BLE001 — retries exhausted (worker or node lost): an error result
                     result, meta = (

@@ -31,7 +31,16 @@ from torch import nn
 
 from ..config import MeasureSettings, QuantizationConfig, StudyConfig, VariantSettings
 from ..core import atomic
-from ..inputs import DataBundle, ModelSource, file_sha256, source_digest, state_dict_sha256, train_model
+from ..inputs import (
+    ONNX_CONVERTER,
+    DataBundle,
+    ModelSource,
+    file_sha256,
+    onnxslim_label,
+    source_digest,
+    state_dict_sha256,
+    train_model,
+)
 from ..measure import BenchmarkSettings, ConfigPoint, MeasurementRecord, VariantResult, measure_variants
 from ..variants import (
     BACKEND_KINDS,
@@ -121,6 +130,7 @@ def baseline_fingerprint(cfg: StudyConfig) -> str:
         "layout": cfg.layout,
         "preprocess": cfg.preprocess.model_dump() if cfg.preprocess is not None else None,
         "calibration_data": cfg.calibration_data_path and file_sha256(cfg.calibration_data_path),
+        "graph_transform": onnxslim_label() if cfg.model.simplify_graph else None,  # model.simplify
     }
     fields.update({k: v for k, v in extra.items() if v not in (None, "auto", "")})  # earlier keys stay valid
     return stable_hash(fields)
@@ -171,14 +181,24 @@ def point_key(cfg: StudyConfig, point: ConfigPoint) -> str:
             "measure_version": MEASURE_VERSION,
             "runtimes": runtime_versions(),
             **({"onnx_exporter": cfg.onnx_exporter} if _reads_onnx(cfg, point) else {}),
+            **({"onnx_converter": ONNX_CONVERTER} if _converted_onnx(cfg, point) else {}),
         }
     )
 
 
 def _reads_onnx(cfg: StudyConfig, point: ConfigPoint) -> bool:
     """Whether the point's build starts from the parent's ONNX export (not a torch/ExecuTorch build, and not
-    an ONNX model, which is its own export)."""
-    return cfg.model.kind != "onnx" and BACKEND_KINDS.get(point.backend) not in ("torch", "executorch")
+    an unpruned ONNX model, which is its own export)."""
+    torch_build = BACKEND_KINDS.get(point.backend) in ("torch", "executorch")
+    return not torch_build and (cfg.model.kind != "onnx" or point.pruning_level > 0)
+
+
+def _converted_onnx(cfg: StudyConfig, point: ConfigPoint) -> bool:
+    """Whether the point of an ONNX model is built from the PyTorch module converted from the file (the torch and
+    ExecuTorch backends, pruned parents): the converter's version is part of its key."""
+    return cfg.model.kind == "onnx" and (
+        point.pruning_level > 0 or BACKEND_KINDS.get(point.backend) in ("torch", "executorch")
+    )
 
 
 def _precision_key_fields(cfg: StudyConfig, point: ConfigPoint) -> dict[str, Any]:
@@ -362,6 +382,7 @@ class Sweep:
         if source is not None and source.onnx_path is not None:  # an ONNX model is its own fp32 export
             self.export_cache[("onnx_fp32", parent_key(cfg, 0.0))] = source.onnx_path
         self.model_source = source.label if source is not None else f"registry:{cfg.model.name}"
+        self.graph_transform = source.graph_label if source is not None else ""
         self.model_sha256 = (
             source.file_sha256
             if source is not None and source.file_sha256
@@ -373,12 +394,13 @@ class Sweep:
     def skip_reason(self, point: ConfigPoint) -> str | None:
         """Why ``point`` does not apply to this model (None when it does)."""
         if self.source is not None and self.source.torch_free:
+            why = self.source.why_torch_free
             if BACKEND_KINDS.get(point.backend) == "torch":
-                return "the torch backends need a PyTorch model (the model is an ONNX file)"
+                return f"the torch backends need a PyTorch model ({why})"
             if BACKEND_KINDS.get(point.backend) == "executorch":
-                return "the executorch backend needs a PyTorch model for torch.export (the model is an ONNX file)"
+                return f"the executorch backend needs a PyTorch model for torch.export ({why})"
             if point.pruning_level > 0:
-                return "pruning needs a PyTorch model (the model is an ONNX file)"
+                return f"pruning needs a PyTorch model ({why})"
         if (
             point.calibration
             and BACKEND_KINDS.get(point.backend) != "onnx"
@@ -490,7 +512,8 @@ class Sweep:
     def _prune(self, level: float) -> nn.Module:
         self.on_event("prune", level=level)
         if self.baseline is None:
-            raise PruningUnsupported("pruning needs a PyTorch model (the model is an ONNX file)")
+            why = self.source.why_torch_free if self.source is not None else "the model is an ONNX file"
+            raise PruningUnsupported(f"pruning needs a PyTorch model ({why})")
         try:
             model = self._verified(level, prune_model(self.baseline, level, self.example))  # before fine-tuning
         except PruningIneffective:
@@ -559,7 +582,12 @@ class Sweep:
         return [out[p] if isinstance(b, tuple) else (b, {}) for p, b in zip(points, built, strict=True)]
 
     def _info(self) -> dict[str, Any]:
-        return {"threads": self.cfg.threads, "model_source": self.model_source, "model_sha256": self.model_sha256}
+        return {
+            "threads": self.cfg.threads,
+            "model_source": self.model_source,
+            "model_sha256": self.model_sha256,
+            "graph_transform": self.graph_transform,
+        }
 
     def _build(self, point: ConfigPoint) -> tuple[Variant, dict[str, float]] | VariantResult:
         key = point_key(self.cfg, point)
@@ -729,11 +757,12 @@ def train_baseline(
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[nn.Module | None, bool]:
     """Stage: the float baseline — the given model, trained for ``train_epochs`` (0 for a model that arrives
-    trained), from its checkpoint when one exists; returns (model, reused). None for an ONNX model."""
+    trained), from its checkpoint when one exists; returns (model, reused). For an ONNX model: the module converted
+    from it as it is (the file is the model: never trained), or None."""
     import torch
 
-    if source is not None and source.module is None:
-        return None, False
+    if source is not None and (source.module is None or source.kind == "onnx"):
+        return source.module, False
     model: nn.Module | None = None
     factory = model_factory(cfg, data, source)
     ckpt = out / "checkpoints" / f"baseline_{baseline_fingerprint(cfg)}.pt"

@@ -10,7 +10,8 @@ Optuna keeps its trials in ``search.sqlite`` (RDB storage) in the study folder: 
 finished trial is never run again, and a trial the kill interrupted is finished first, under its own number.
 The sampler is seeded
 per trial from ``search.seed`` and the number of finished trials, so a resumed search proposes what an
-uninterrupted one with the same seed would have.
+uninterrupted one with the same seed would have. A damaged ``search.sqlite`` (or another program's database
+under that name) is refused with a ``ConfigError`` naming it and saying what to do, before Optuna touches it.
 
 ``n_trials`` counts distinct config points: a sampler proposing a point already evaluated costs nothing (its
 values are told again, marked ``duplicate``) and does not use up the budget.
@@ -21,14 +22,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sqlite3
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import StudyConfig, VariantSettings
+from ..config import ConfigError, StudyConfig, VariantSettings
 from ..measure import ConfigPoint, VariantResult
 from .selection import assess_results
 
@@ -286,6 +289,64 @@ def _sampler(cfg: StudyConfig, finished: int) -> Any:
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True)
 
 
+_OPTUNA_TABLES = frozenset({"studies", "trials", "version_info"})
+
+
+def _damaged(path: Path, why: object) -> ConfigError:
+    return ConfigError(
+        [
+            f"The search store {str(path)!r} is damaged ({why}); remove it to start the search over (the points "
+            "already measured stay in study.sqlite and are reused) or run again with --fresh to start the whole "
+            "study over."
+        ]
+    )
+
+
+def _stored_search(path: Path) -> bool:
+    """Whether ``path`` holds Optuna's tables (False: no file, or an empty database). Nothing is changed but
+    SQLite's rollback of a journal a killed search left behind (what Optuna would do on opening it).
+
+    Raises:
+        ConfigError: not a file, not an SQLite database, a damaged one, or one of another program.
+    """
+    if not path.exists():
+        return False
+    if not path.is_file():
+        raise ConfigError([f"The search store {str(path)!r} is not a file; remove it or give another output_dir."])
+    try:
+        # read-write, never creating: a read-only connection cannot roll back such a journal
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=rw", uri=True, timeout=30)
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            problems = [r[0] for r in conn.execute("PRAGMA quick_check(1)")]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise _damaged(path, exc) from None
+    if problems != ["ok"]:
+        raise _damaged(path, "; ".join(map(str, problems)))
+    if tables and not _OPTUNA_TABLES <= tables:
+        raise ConfigError(
+            [
+                f"The search store {str(path)!r} is an SQLite database of another program (tables "
+                f"{sorted(tables)[:5]}), not an Optuna search store; remove it or give another output_dir."
+            ]
+        )
+    return bool(tables)
+
+
+@contextmanager
+def _storage_errors(path: Path) -> Iterator[None]:
+    """Optuna's storage failing on the file (SQLAlchemy's errors) as a ConfigError naming it."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        why = str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__]
+        raise _damaged(path, why[0]) from None
+
+
 def _open_study(cfg: StudyConfig, folder: Path, space: SearchSpace) -> Any:
     import optuna
 
@@ -295,12 +356,15 @@ def _open_study(cfg: StudyConfig, folder: Path, space: SearchSpace) -> Any:
         for o in cfg.search.objectives
     ]
     folder.mkdir(parents=True, exist_ok=True)
-    return optuna.create_study(
-        storage=f"sqlite:///{folder / SEARCH_FILE}",
-        study_name=_study_name(cfg, space),
-        directions=directions,
-        load_if_exists=True,
-    )
+    path = folder / SEARCH_FILE
+    _stored_search(path)
+    with _storage_errors(path):
+        return optuna.create_study(
+            storage=f"sqlite:///{path}",
+            study_name=_study_name(cfg, space),
+            directions=directions,
+            load_if_exists=True,
+        )
 
 
 def _unfinished(study: Any) -> list[Any]:
@@ -449,19 +513,24 @@ def _as_judgement(r: TrialRecord) -> Judgement:
 
 def load_search(cfg: StudyConfig, folder: str | Path) -> SearchOutcome | None:
     """The finished trials of this config's search in ``folder`` (None for a grid or when none ran), read
-    without changing the storage; ``stopped_by`` is then unknown (``edge-opt report`` rebuilds from it)."""
+    without changing the storage; ``stopped_by`` is then unknown (``edge-opt report`` rebuilds from it).
+
+    Raises:
+        ConfigError: ``search.sqlite`` is damaged or not an Optuna search store (the message says what to do).
+    """
     path = Path(folder) / SEARCH_FILE
-    if cfg.search.strategy == "grid" or not path.is_file():
+    if cfg.search.strategy == "grid" or not _stored_search(path):
         return None
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = search_space(cfg.part(VariantSettings))
-    try:
-        study = optuna.load_study(study_name=_study_name(cfg, space), storage=f"sqlite:///{path}")
-    except KeyError:  # no search of this config in the storage
-        return None
-    records = _finished(study)
+    with _storage_errors(path):
+        try:
+            study = optuna.load_study(study_name=_study_name(cfg, space), storage=f"sqlite:///{path}")
+        except KeyError:  # no search of this config in the storage
+            return None
+        records = _finished(study)
     s = cfg.search
     return SearchOutcome(
         s.strategy,
@@ -498,18 +567,25 @@ def history_rows(outcome: SearchOutcome) -> list[dict[str, Any]]:
 
 def search_progress(folder: str | Path) -> list[dict[str, Any]]:
     """What the searches in a study folder have done (for ``edge-opt status``): per search, the finished trials,
-    distinct points and the best feasible point so far. Reads the storage without changing it."""
+    distinct points and the best feasible point so far. Reads the storage without changing it.
+
+    Raises:
+        ConfigError: ``search.sqlite`` is damaged or not an Optuna search store.
+    """
     path = Path(folder) / SEARCH_FILE
-    if not path.is_file():
+    if not _stored_search(path):
         return []
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{path}", skip_compatibility_check=True)
+    with _storage_errors(path):
+        storage = optuna.storages.RDBStorage(f"sqlite:///{path}", skip_compatibility_check=True)
+        summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
     out = []
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        records = _finished(study)
+    for summary in summaries:
+        with _storage_errors(path):
+            study = optuna.load_study(study_name=summary.study_name, storage=storage)
+            records = _finished(study)
         best_at = _best_trial_index(records)
         out.append(
             {

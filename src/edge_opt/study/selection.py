@@ -74,6 +74,7 @@ COLUMN_ORDER = (
     "slower_than_fp32_p",
     "precision_mismatch",
 )
+LAST_COLUMNS = ("graph_transform",)  # columns added later go last, so the earlier ones keep their places
 RAW_SAMPLE_COLUMNS = ("latency_samples_ms", "batch_latency_samples_ms")  # in memory and the store, not in CSVs
 # Columns of COLUMN_ORDER left out of the HTML report's table (they stay in sweep_results.csv).
 DETAIL_COLUMNS = frozenset(
@@ -391,7 +392,8 @@ def to_frame(assessed: Sequence[Assessment]) -> pd.DataFrame:
         return pd.DataFrame({"accepted": pd.Series([], dtype=bool)})
     frame = pd.DataFrame(rows)
     first = [c for c in COLUMN_ORDER if c in frame.columns]
-    return frame[first + sorted(c for c in frame.columns if c not in first)]
+    last = [c for c in LAST_COLUMNS if c in frame.columns]
+    return frame[first + sorted(c for c in frame.columns if c not in first and c not in last) + last]
 
 
 def study_warnings(assessed: Sequence[Assessment]) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from . import executorch_backend, onnxruntime_backend, openvino_backend, torch_backend  # noqa: F401
 from .base import BuildContext, Variant, VariantBuildError, state_dict_bytes, torch_kernel_precision
 from .layers import coverage, onnx_layers, torch_layers
+from .onnx_graph import OnnxNodeStats, onnx_node_stats
 from .onnx_tools import onnx_input_name, onnx_variant
 from .onnxruntime_backend import build_onnx_file, parent_onnx_layers
 from .precisions import (
@@ -39,6 +40,7 @@ __all__ = [
     "BACKENDS",
     "BACKEND_KINDS",
     "BuildContext",
+    "OnnxNodeStats",
     "PRECISIONS",
     "Precision",
     "PruningIneffective",
@@ -62,6 +64,7 @@ __all__ = [
     "mixed_search",
     "onnx_input_name",
     "onnx_layers",
+    "onnx_node_stats",
     "onnx_variant",
     "parent_onnx_layers",
     "prune_model",

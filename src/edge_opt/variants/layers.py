@@ -1,8 +1,10 @@
 """Quantizable layers (Conv, Linear/Gemm/MatMul) of a model and what each really runs in.
 
 A layer is named by its PyTorch module name, which the ONNX export (either exporter, no constant folding) keeps in
-the weight's initializer name (``conv1.weight``), so one name means the same layer on every backend. After a build,
-``torch_layer_precisions`` / ``ort_layer_precisions`` read, per layer, what the built module or ORT's
+the weight's initializer name (``conv1.weight``), so one name means the same layer on every backend. An ONNX input
+model's layers are named by their weight tensor as the graph keeps it (initializer, external data or ``Constant``
+node output; ``onnx_layers``). After a build, ``torch_layer_precisions`` / ``ort_layer_precisions`` (and the
+OpenVINO backend's ``openvino_layer_precisions``) read, per layer, what the built module or the runtime's
 optimised graph computes in: ``int8`` (a quantized kernel), ``fp32`` or ``fp32 (int8 QDQ emulated)``
 (a float kernel between quantize/dequantize pairs). ``coverage`` turns that into the float layers and
 the int8 share of the MACs that every int8 row reports.
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 
 from .base import VariantBuildError
+from .onnx_graph import MAC_OPS, onnx_node_stats
 from .quantize import is_quantized_module
 
 __all__ = [
@@ -42,18 +45,21 @@ _ORT_QUANT = frozenset(
         "DynamicQuantizeMatMul",
     }
 )
+_QUANTIZED_SUFFIXES = ("_quantized", "_QuantizeLinear_Output")
 _ORT_FLOAT = frozenset({"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "NchwcConv"})
 
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """One quantizable layer: its name, kind, MACs per sample, parameters, and its ONNX node (when known)."""
+    """One quantizable layer: its name, kind, MACs per sample, parameters, and its ONNX node and weight tensor
+    (when known)."""
 
     name: str
     kind: str
     macs: int
     params: int
     node: str | None = None
+    weight: str | None = None
 
 
 def torch_layers(model: nn.Module, example: torch.Tensor) -> list[LayerInfo]:
@@ -86,27 +92,42 @@ def torch_layers(model: nn.Module, example: torch.Tensor) -> list[LayerInfo]:
     return list(found.values())
 
 
-def onnx_layers(path: str | Path) -> list[LayerInfo]:
-    """Conv / Gemm / MatMul nodes with a weight initializer, named by that weight (minus ``.weight``), with
-    MACs per sample from ONNX shape inference."""
-    import numpy as np
+def onnx_layers(path: str | Path, sample_shape: Sequence[int] | None = None) -> list[LayerInfo]:
+    """Conv / ConvTranspose / Gemm / MatMul nodes whose weight is a constant (initializer, external data or
+    ``Constant`` node), named by that weight (minus ``.weight``), with MACs per sample from ONNX shape inference
+    (``onnx_node_stats``) at one sample of ``sample_shape`` (C, H, W; None: the graph's own fixed dimensions).
+
+    A weight read by several nodes (a shared layer) is one layer with the MACs of all of them.
+
+    Raises:
+        ValueError: ``sample_shape`` is None and the input has dynamic dimensions besides the batch, or the
+            shapes cannot be inferred.
+    """
+    shape = tuple(sample_shape) if sample_shape is not None else _fixed_sample_shape(path)
+    found: dict[str, LayerInfo] = {}
+    for n in onnx_node_stats(path, (1, *shape)):
+        if n.op_type not in MAC_OPS or n.weight is None:
+            continue
+        name = n.weight.removesuffix(".weight")
+        prior = found.get(name)
+        macs = n.macs + (prior.macs if prior else 0)
+        found[name] = LayerInfo(name, n.op_type, macs, n.params, prior.node if prior else n.node, n.weight)
+    return list(found.values())
+
+
+def _fixed_sample_shape(path: str | Path) -> tuple[int, ...]:
+    """One sample's shape from the graph's first input (its batch dimension dropped); dynamic ones raise."""
     import onnx
 
-    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
-    g = model.graph
-    inits = {i.name: tuple(i.dims) for i in g.initializer}
-    shapes = {
-        v.name: tuple(d.dim_value for d in v.type.tensor_type.shape.dim) for v in [*g.value_info, *g.output, *g.input]
-    }
-    out = []
-    for n in g.node:
-        if n.op_type not in ("Conv", "Gemm", "MatMul") or len(n.input) < 2 or n.input[1] not in inits:
-            continue
-        w = inits[n.input[1]]
-        per_out = int(np.prod(shapes.get(n.output[0], (1,))[1:] or (1,))) or 1
-        fan_in = int(np.prod(w[1:])) if n.op_type == "Conv" else int(w[1] if n.op_type == "Gemm" else w[0])
-        out.append(LayerInfo(n.input[1].removesuffix(".weight"), n.op_type, per_out * fan_in, int(np.prod(w)), n.name))
-    return out
+    g = onnx.load(str(path), load_external_data=False).graph
+    inits = {t.name for t in g.initializer}
+    first = next((i for i in g.input if i.name not in inits), None)
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in first.type.tensor_type.shape.dim] if first else []
+    if not dims or any(d is None for d in dims[1:]):
+        raise ValueError(
+            f"The ONNX model {str(path)!r} has dynamic input dimensions {dims}; give the sample shape (C, H, W)."
+        )
+    return tuple(int(d) for d in dims[1:] if d is not None)
 
 
 def torch_layer_precisions(qmodel: nn.Module, layers: Sequence[LayerInfo]) -> dict[str, str]:
@@ -124,19 +145,33 @@ def torch_layer_precisions(qmodel: nn.Module, layers: Sequence[LayerInfo]) -> di
 
 
 def ort_layer_precisions(nodes: Sequence[Any], layers: Sequence[LayerInfo]) -> dict[str, str]:
-    """Per layer, from ORT's optimised graph: a quantized op reading ``<weight>_quantized`` is ``int8``; a float
-    op reading the dequantized weight is ``fp32 (int8 QDQ emulated)``; a float op reading the float weight is
-    ``fp32``."""
+    """Per layer, from ORT's optimised graph: a quantized op reading the quantized weight is ``int8``; a float op
+    reading the dequantized weight is ``fp32 (int8 QDQ emulated)``; a float op reading the float weight is
+    ``fp32``.
+
+    The quantized weight is ``<weight>_quantized`` for an initializer and ``<weight>_QuantizeLinear_Output`` for a
+    ``Constant``-node weight (ORT's quantizer treats it as an activation and ORT folds its QuantizeLinear into an
+    initializer of that name); ``<weight>`` is the layer's weight tensor (``LayerInfo.weight``, else
+    ``<name>.weight``)."""
     reads: dict[str, str] = {}
     for n in nodes:
         for name in list(n.input)[:4]:
-            if n.op_type in _ORT_QUANT and name.endswith("_quantized"):
-                reads[name.removesuffix("_quantized")] = "int8"
+            base = _strip(name, _QUANTIZED_SUFFIXES)
+            if n.op_type in _ORT_QUANT and base is not None:
+                reads[base] = "int8"
             elif n.op_type in _ORT_FLOAT and name.endswith("_DequantizeLinear_Output"):
                 reads.setdefault(name.removesuffix("_DequantizeLinear_Output"), "fp32 (int8 QDQ emulated)")
             elif n.op_type in _ORT_FLOAT:
                 reads.setdefault(name, "fp32")
-    return {layer.name: reads.get(f"{layer.name}.weight", reads.get(layer.name, "fp32")) for layer in layers}
+    out = {}
+    for layer in layers:
+        weight = layer.weight or f"{layer.name}.weight"
+        out[layer.name] = reads.get(weight, reads.get(layer.name, "fp32"))
+    return out
+
+
+def _strip(name: str, suffixes: Sequence[str]) -> str | None:
+    return next((name.removesuffix(s) for s in suffixes if name.endswith(s)), None)
 
 
 def coverage(layers: Sequence[LayerInfo], precisions: Mapping[str, str]) -> tuple[list[str], float]:

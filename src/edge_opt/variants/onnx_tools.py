@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..inputs import onnx_weight_bytes
 from .base import BuildContext, Replicas, Variant, VariantBuildError
 from .layers import LayerInfo, layer_report, ort_layer_precisions
 
@@ -136,7 +137,9 @@ def optimized_session(model_path: str | Path, threads: int = 1) -> tuple[Any, tu
         so = ort_session_options(threads)
         so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
         sess = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
-        return sess, (onnx.load(so.optimized_model_filepath).graph, onnx_initializer_bytes(so.optimized_model_filepath))
+        # the optimised file may name the input's external data files, which are not beside it here: not read
+        graph = onnx.load(so.optimized_model_filepath, load_external_data=False).graph
+        return sess, (graph, onnx_initializer_bytes(so.optimized_model_filepath))
 
 
 def optimized_graph(model_path: str | Path, threads: int = 1) -> tuple[Any, int]:
@@ -161,18 +164,10 @@ def optimized_graph_ops(
 
 
 def onnx_initializer_bytes(model_path: str | Path) -> int:
-    """Bytes of all initializers (weights, biases, scales) at their stored dtype."""
-    import onnx
-    from onnx import helper
-
-    g = onnx.load(str(model_path)).graph
-    total = 0
-    for init in g.initializer:
-        n = 1
-        for d in init.dims:
-            n *= d
-        total += n * np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
-    return total
+    """Bytes of every weight the file holds at its stored dtype (weights, biases, scales), wherever the graph keeps
+    them: initializers inline or in external data files, ``Constant`` nodes (``onnx_weight_bytes``; external data is
+    not read)."""
+    return onnx_weight_bytes(model_path)
 
 
 def onnx_input_name(path: str | Path) -> str:

@@ -38,9 +38,9 @@ def onnxruntime_backend(model: nn.Module | None, precision: str, ctx: BuildConte
 
 
 def parent_onnx_layers(model: nn.Module | None, ctx: BuildContext) -> list[LayerInfo]:
-    """The quantizable layers of the parent's fp32 ONNX graph (memoised per parent)."""
+    """The quantizable layers of the parent's fp32 ONNX graph at the study's sample shape (memoised per parent)."""
     key = ("onnx_layers", ctx.parent_key)
     if key not in ctx.cache:
         ctx.workdir.mkdir(parents=True, exist_ok=True)
-        ctx.cache[key] = onnx_layers(fp32_onnx_path(model, ctx))
+        ctx.cache[key] = onnx_layers(fp32_onnx_path(model, ctx), tuple(ctx.example_input.shape[1:]))
     return list(ctx.cache[key])

@@ -4,7 +4,9 @@ Precisions: fp32 and fp16/bf16 through the ``INFERENCE_PRECISION_HINT`` (fp16 we
 compressed in the IR), int8 through NNCF post-training quantization on the study's calibration
 batches. What the kernels compute is read from the compiled model's runtime graph (the
 ``runtimePrecision`` of its Convolution / FullyConnected / MatMul nodes), never assumed: on a CPU
-without native fp16, the ``f16`` hint runs ``bf16`` kernels and the row says ``bf16``.
+without native fp16, the ``f16`` hint runs ``bf16`` kernels and the row says ``bf16``. An int8 row also says
+per layer (named as in the parent's ONNX graph, see ``onnx_layers``) what its runtime node runs:
+``layer_precisions``, ``float_layers`` and ``int8_mac_fraction``.
 
 Needs the optional extra: ``pip install 'edge-opt[openvino]'`` (openvino, nncf).
 """
@@ -16,6 +18,7 @@ import hashlib
 import io
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +27,21 @@ import torch
 from torch import nn
 
 from .base import BuildContext, Variant, VariantBuildError
+from .layers import LayerInfo, layer_report
 from .onnx_tools import fp32_onnx_path
+from .onnxruntime_backend import parent_onnx_layers
 from .precisions import add_hook, get_precision
 from .registry import register_backend
 
-__all__ = ["EXTRA", "compile_ir", "ir_kernel_precision", "openvino_backend", "openvino_runtime_ops", "save_ir"]
+__all__ = [
+    "EXTRA",
+    "compile_ir",
+    "ir_kernel_precision",
+    "openvino_backend",
+    "openvino_layer_precisions",
+    "openvino_runtime_ops",
+    "save_ir",
+]
 
 EXTRA = "openvino"
 COMPUTE_TYPES = {"Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution"}
@@ -52,6 +65,63 @@ def openvino_runtime_ops(compiled: Any) -> list[tuple[str, str]]:
         layer = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
         prec = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"
         out.append((layer, prec))
+    return out
+
+
+# Nodes OpenVINO fuses into the convolution/linear node whose output they read (and may name the result after).
+_FUSED_INTO_PRODUCER = frozenset({"BatchNormalization", "Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Tanh"})
+
+
+def _layer_names(onnx_path: str | Path, layers: Sequence[LayerInfo]) -> dict[str, tuple[list[str], list[str]]]:
+    """Per layer, the names its runtime node may carry: (its ONNX node; that node's outputs and the normalisation/
+    activation nodes reading them, which OpenVINO fuses into it and may name the fused node after)."""
+    import onnx
+
+    g = onnx.load(str(onnx_path), load_external_data=False).graph
+    by_name = {(n.name or n.output[0]): n for n in g.node}
+    readers: dict[str, list[Any]] = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    out = {}
+    for layer in layers:
+        node = by_name.get(str(layer.node))
+        aliases = []
+        for o in node.output if node is not None else ():
+            aliases.append(o)
+            aliases += [r.name or r.output[0] for r in readers.get(o, []) if r.op_type in _FUSED_INTO_PRODUCER]
+        out[layer.name] = ([str(layer.node)], aliases)
+    return out
+
+
+def openvino_layer_precisions(compiled: Any, layers: Sequence[LayerInfo], onnx_path: str | Path) -> dict[str, str]:
+    """Per layer (``onnx_layers`` of ``onnx_path``, the ONNX graph OpenVINO read), what its compute node in the
+    compiled model's runtime graph runs (``int8`` for a u8/i8 ``runtimePrecision``, else the float type).
+
+    A runtime node names the graph nodes it was made of in ``originalLayersNames``; the ONNX frontend names a
+    node after the ONNX node (``<node>``, or ``<node>/WithoutBiases``… for the parts it splits off). A layer's
+    runtime node is the compute node whose names hold ``<node>`` (or start with ``<node>/``), else — where a fusion
+    renamed it — one whose names hold the node's output or a batch norm / activation reading it. A layer found in
+    no compute node is ``unknown (not in OpenVINO's runtime graph)``, not counted as int8.
+    """
+    compute = []
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        kind = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
+        if kind not in COMPUTE_TYPES:
+            continue
+        names = info["originalLayersNames"].astype(str).split(",") if "originalLayersNames" in info else []
+        prec = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"
+        compute.append(({*names, op.get_friendly_name()}, _PRECISION_NAMES.get(prec, prec)))
+
+    def find(keys: list[str]) -> str | None:
+        return next(
+            (p for names, p in compute if any(n == k or n.startswith(k + "/") for k in keys for n in names)), None
+        )
+
+    out = {}
+    for name, (nodes, aliases) in _layer_names(onnx_path, layers).items():
+        out[name] = find(nodes) or find(aliases) or "unknown (not in OpenVINO's runtime graph)"
     return out
 
 
@@ -156,6 +226,9 @@ def openvino_backend(model: nn.Module | None, precision: str, ctx: BuildContext)
         "compile_config": {"INFERENCE_NUM_THREADS": ctx.threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"},
         "model_files": [xml.name, bin_path.name],
     }
+    if get_precision(precision).quantized:  # per layer, what the runtime graph runs (named as in the ONNX graph)
+        layers = parent_onnx_layers(model, ctx)
+        meta.update(layer_report(layers, openvino_layer_precisions(compiled, layers, fp32_onnx_path(model, ctx))))
 
     def run(x: np.ndarray) -> np.ndarray:
         return request.infer({0: x}, share_inputs=True)[0]

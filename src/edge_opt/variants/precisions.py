@@ -284,6 +284,7 @@ def int8_onnx_file(
     """ORT static QDQ int8 of ``fp32`` into ``out`` (``exclude``/``include``: ONNX node names kept float /
     the only ones quantized), calibrated once per parent and options (``ort_calibration_cache``); returns the
     build's metadata."""
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     q = ctx.quantization
@@ -307,7 +308,8 @@ def int8_onnx_file(
         with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
             warnings.simplefilter("ignore")
             quantize_static(
-                str(fp32),
+                onnx.load(str(fp32)),  # a proto, not the path: ORT then writes its shape-inferred copy to a temp
+                # folder, never beside the fp32 file (the user's own folder for an ONNX input left as given)
                 str(out),
                 CalibrationReader(ctx.calibration, onnx_input_name(fp32)),
                 quant_format=QuantFormat.QDQ,

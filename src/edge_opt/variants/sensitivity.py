@@ -146,7 +146,7 @@ def _torch_report(model: nn.Module, ctx: BuildContext) -> SensitivityReport:
 
 def _onnx_report(fp32: Path, ctx: BuildContext) -> SensitivityReport:
     x, y = _validation(ctx)
-    layers = onnx_layers(fp32)
+    layers = onnx_layers(fp32, tuple(x.shape[1:]))
     with tempfile.TemporaryDirectory() as tmp:
 
         def logits_of(layer: LayerInfo) -> np.ndarray:
@@ -245,7 +245,7 @@ def _mixed_torch(model: nn.Module, ctx: BuildContext, channels_last: bool) -> To
 def _mixed_onnx(fp32: Path, ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
     report = layer_sensitivity("onnx", fp32, ctx)
     x, y = _validation(ctx)
-    nodes = {layer.name: str(layer.node) for layer in onnx_layers(fp32)}
+    nodes = {layer.name: str(layer.node) for layer in onnx_layers(fp32, tuple(x.shape[1:]))}
     files: dict[tuple[str, ...], tuple[Path, dict[str, Any]]] = {}
 
     def accuracy(floats: list[str]) -> float:
