@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "CONFIG_RELATIVE_KEYS",
@@ -578,6 +586,37 @@ class BudgetSettings(BaseModel):
         default=0.01, ge=0, le=1, description="Allowed absolute accuracy drop against the baseline."
     )
     pareto_use_ci: bool = Field(default=False, description="Compare latencies by their 95 % intervals on the frontier.")
+    metric: str = Field(
+        default="top1",
+        min_length=1,
+        max_length=300,
+        description="How a variant is scored: a built-in (`top1`, `top5`, `miou`, `map50`, `map50_95`, `auc`, `mae`, "
+        "`rmse`, `agreement`, `sqnr_db`; see scoring.md) or your `package.module:function(outputs, targets) -> float`.",
+    )
+    metric_higher_is_better: bool | None = Field(
+        default=None, description="The direction of a metric callable (required with one; a built-in has its own)."
+    )
+    metric_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="Display name of a metric callable in tables and plots (default: the function's name).",
+    )
+    postprocess: str | None = Field(
+        default=None,
+        min_length=3,
+        max_length=300,
+        description="`package.module:function(outputs) -> Any`, run on every variant's outputs before the metric.",
+    )
+    max_metric_drop: float | None = Field(
+        default=None,
+        ge=0,
+        description="Allowed drop of the metric against the baseline, in its units and direction (default with a "
+        "metric other than `top1`: 0.01; with `top1` it is `max_accuracy_drop`).",
+    )
+    metric_drop_relative: bool = Field(
+        default=False, description="`max_metric_drop` is a share of the baseline's metric (0.01 = 1 %)."
+    )
 
     @field_validator("memory_budgets_mb")
     @classmethod
@@ -586,6 +625,52 @@ class BudgetSettings(BaseModel):
         if bad:
             raise ValueError(f"must be a list of positive floats in MB ({bad} not positive)")
         return v
+
+    @field_validator("metric", "postprocess")
+    @classmethod
+    def _metric_spec(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
+        if ":" not in v and info.field_name == "metric":
+            if v != v.strip():
+                raise ValueError("must be a metric name or package.module:function")
+            return v
+        module, _, function = v.partition(":")
+        if not module.strip() or not function.strip() or ":" in function:
+            raise ValueError("must be written package.module:function")
+        return v
+
+    @model_validator(mode="after")
+    def _metric_keys(self) -> Self:
+        callable_metric = ":" in self.metric
+        if callable_metric and self.metric_higher_is_better is None:
+            raise ValueError(
+                f"'metric_higher_is_better' must be true or false with the metric callable {self.metric!r} "
+                "(is a higher value better?); got None"
+            )
+        if not callable_metric and self.metric_name is not None:
+            raise ValueError(
+                f"'metric_name' names a metric callable; the built-in {self.metric!r} has its own name "
+                f"(got metric_name {self.metric_name!r})"
+            )
+        if self.metric_drop_relative and self.max_metric_drop is None:
+            raise ValueError("'metric_drop_relative' is true but 'max_metric_drop' is not given (got None)")
+        if "max_accuracy_drop" in self.model_fields_set and self.max_metric_drop is not None:
+            raise ValueError(
+                "give one budget: 'max_accuracy_drop' (top-1 accuracy) or 'max_metric_drop' (the metric); got "
+                f"{self.max_accuracy_drop!r} and {self.max_metric_drop!r}"
+            )
+        if "max_accuracy_drop" in self.model_fields_set and self.metric != "top1":
+            raise ValueError(
+                f"'max_accuracy_drop' is the budget of metric 'top1'; with metric {self.metric!r} use "
+                f"'max_metric_drop' (got max_accuracy_drop {self.max_accuracy_drop!r})"
+            )
+        return self
+
+    @property
+    def metric_budget(self) -> float:
+        """The allowed drop of the metric: ``max_metric_drop``, else ``max_accuracy_drop`` (0.01 by default)."""
+        return self.max_metric_drop if self.max_metric_drop is not None else self.max_accuracy_drop
 
 
 class HardwareSettings(BaseModel):

@@ -71,7 +71,7 @@ from .inputs import (
     set_deterministic,
     with_onnx_conversion,
 )
-from .measure import VariantResult
+from .measure import VariantResult, metric_config_errors, target_kind
 from .report import (
     Recommendation,
     StudyOutcome,
@@ -98,9 +98,11 @@ from .study import (
     Sweep,
     assess_results,
     baseline_point,
+    check_metric,
     folder_digest,
     judge_with,
     load_search,
+    metric_higher_is_better,
     model_factory,
     run_search,
     search_space,
@@ -144,6 +146,7 @@ def registry_errors(cfg: StudyConfig) -> list[str]:
     if bad_p:
         errors.append(f"The 'precisions' parameter must contain names from {PRECISIONS.names()}. Got {bad_p} instead.")
     errors += _extra_errors(cfg)
+    errors += metric_config_errors(cfg.part(BudgetSettings))
     from .report import check_tracking
 
     errors += check_tracking(cfg.part(RunSettings))
@@ -419,6 +422,7 @@ def _measure(
         should_stop=should_stop,
         source=source,
     )
+    _prepare_scoring(sweep)
     if cfg.search.strategy != "grid":
         outcome, interrupted = _search(cfg, sweep, out, on_event, should_stop)
         clock.lap("variants")
@@ -435,6 +439,15 @@ def _measure(
         interrupted = True
     clock.lap("variants")
     return sweep, interrupted, warnings, None
+
+
+def _prepare_scoring(sweep: Sweep) -> None:
+    """The fp32 baseline's outputs kept as the metric's reference, and its value checked, before any variant is
+    built: a metric that cannot score the trained baseline is a ``ConfigError``."""
+    try:
+        sweep.prepare_scoring()
+    except ValueError as exc:  # MetricError, UserCodeError, CallableImportError: the metric or postprocess
+        raise ConfigError([_one_line(exc)]) from None
 
 
 def _search(
@@ -703,13 +716,23 @@ def _load_inputs(
         except ModelSourceError as exc:
             raise ConfigError([str(exc)]) from None
     inputs = cfg.part(InputSettings)
-    data = load_study_data(inputs, raw, channels, calibration)
+    data = load_study_data(inputs, raw, channels, calibration, target_kind(cfg.part(BudgetSettings)))
     try:
         source = load_model_source(inputs, data.input_shape, data.num_classes, module, seed=cfg.seed)
-        check_model_fits(source, data.input_shape, data.num_classes, next(iter(data.val_loader))[0][:2])
+        sample = next(iter(data.val_loader))[0][:2]  # class scores are checked only for a metric that reads them
+        check_model_fits(source, data.input_shape, data.num_classes, sample, data.targets == "class_ids")
     except ModelSourceError as exc:
         raise ConfigError([str(exc)]) from None
+    try:
+        check_metric(cfg, data, source)  # a metric that cannot score this model fails before anything is written
+    except ValueError as exc:  # MetricError, UserCodeError, CallableImportError: the metric or postprocess
+        raise ConfigError([_one_line(exc)]) from None
     return data, with_onnx_conversion(source, data)  # an ONNX model: its PyTorch module, checked, or why not
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error as the one line a ``ConfigError`` shows."""
+    return " ".join(str(exc).split())
 
 
 def _normalise_graph(
@@ -904,7 +927,8 @@ def _rebuild_tables(out: Path, cfg: StudyConfig, study: Any, old: dict[str, Any]
     """Sweep table, frontiers, plots and precision table from the stored records; the summary to write."""
     measured = [r for r in study.results if r.skipped is None]
     frame = with_vendor_rows(to_frame(assess_results(measured, cfg, study.baseline)), study.vendor_rows)
-    frontier_lat, frontier_en = frontiers(frame, cfg.pareto_use_ci)
+    higher = metric_higher_is_better(cfg.part(BudgetSettings))
+    frontier_lat, frontier_en = frontiers(frame, cfg.pareto_use_ci, higher)
     fresh = build_summary(
         old.get("baseline", {}),
         cfg.memory_budgets_mb,
@@ -928,7 +952,12 @@ def _rebuild_tables(out: Path, cfg: StudyConfig, study: Any, old: dict[str, Any]
     write_outputs(out, frame, frontier_lat, frontier_en, summary)
     if measured:
         write_plots(
-            out, frame, frontier_lat, frontier_en, recommended_key=(summary.get("recommended") or {}).get("key")
+            out,
+            frame,
+            frontier_lat,
+            frontier_en,
+            recommended_key=(summary.get("recommended") or {}).get("key"),
+            higher_is_better=higher,
         )
         if not (out / "precision_tradeoffs.csv").exists():
             ptable = precision_tradeoff_table(frame)

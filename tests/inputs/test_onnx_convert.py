@@ -265,9 +265,26 @@ def test_study_on_an_onnx_model_prunes_it_on_both_backends(models, tmp_path):
     assert df["error"].isna().all(), df["error"].dropna().tolist()
     pruned = df[df["pruning_level"] == 0.5]
     assert set(pruned["backend"]) == {"torch", "onnxruntime"} and pruned["accuracy"].notna().all()
+    # each row names the graph it was built from: the normalised file for the unpruned ONNX Runtime rows, the
+    # conversion for the torch rows and every pruned row
+    by_graph = df.groupby(df["graph_transform"].str.split(" ").str[0])["backend"].count().to_dict()
+    file_rows = (df["pruning_level"] == 0.0) & (df["backend"] == "onnxruntime")
+    assert df.loc[file_rows, "graph_transform"].str.startswith("onnxslim-").all()
+    assert df.loc[~file_rows, "graph_transform"].str.startswith("torch.fx (edge_opt.onnx_convert").all(), by_graph
+    exporters = {
+        (r.pruning_level, r.precision): _variant_meta(res.output_dir, r.metadata_file).get("exporter")
+        for r in df[df["backend"] == "onnxruntime"].itertuples()
+    }
+    assert exporters[(0.0, "fp32")] is None and exporters[(0.0, "int8")] is None  # the user's file: no export ran
+    assert str(exporters[(0.5, "fp32")]).startswith("torch.onnx.export")  # the pruned, converted module's export
     summary = json.loads((res.output_dir / "summary.json").read_text())
     assert summary["baseline"]["backend"] == "onnxruntime"  # the file itself stays the baseline
     conversion = summary["onnx_conversion"]
     assert conversion["converted"] and conversion["max_abs_diff"] <= conversion["tolerance"]
     assert conversion["checked_on"] == 64 and conversion["converter"].startswith("edge_opt.onnx_convert")
     assert any("converted to PyTorch" in w for w in summary["warnings"])
+
+
+def _variant_meta(out, metadata_file) -> dict:
+    doc = json.loads((out / str(metadata_file)).read_text())
+    return doc.get("metadata", doc)

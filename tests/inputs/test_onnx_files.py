@@ -170,3 +170,77 @@ def test_a_normalised_graph_that_differs_is_not_used(models, tmp_path, monkeypat
     kept = onnx_files.normalise_onnx(models["dynamic"], tmp_path / "other", x)
     assert kept.label == onnxslim_label() and kept.path.parent == tmp_path / "other" and kept.warning is None
     assert onnx_input_spec(kept.path)[1] == (None, 1, None, None)  # dynamic H/W stay dynamic
+
+
+def _fixed_batch_export(model: torch.nn.Module, path: Path) -> Path:
+    """A TorchScript export with no dynamic axis: the batch is fixed at 1, as many exporters write it."""
+    torch.onnx.export(model, (torch.zeros(1, 1, 8, 8),), str(path), dynamo=False, input_names=["x"])
+    return path
+
+
+class _HardCodedBatch(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.fc = torch.nn.Linear(4 * 6 * 6, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).reshape(1, -1))  # the batch of 1 written into the graph
+
+
+@pytest.mark.parametrize("simplify", [True, False])
+def test_a_fixed_batch_of_one_is_made_dynamic_checked_and_recorded(tmp_path, simplify):
+    path = _fixed_batch_export(onnx_models.trained_model(epochs=3), tmp_path / "fixed.onnx")
+    assert onnx_files.fixed_batch(path) == 1
+    res = _study(path, tmp_path / "out", ["fp32", "int8"], simplify=simplify)
+    df = res.sweep
+    assert df["error"].isna().all() and len(df) == 2, df["error"].tolist()
+    summary = json.loads((res.output_dir / "summary.json").read_text())
+    made = summary["graph_transform"]["batch_made_dynamic"]
+    assert made["from"] == 1 and made["max_abs_diff"] <= 1e-4 and (res.output_dir / "onnx" / made["graph"]).is_file()
+    assert onnx_files.fixed_batch(res.output_dir / "onnx" / made["graph"]) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fixed.onnx", "out"]  # the user's file untouched
+
+
+def test_a_graph_that_hard_codes_its_batch_is_refused_naming_it(tmp_path, capsys):
+    from edge_opt.cli import main
+
+    path = _fixed_batch_export(_HardCodedBatch().eval(), tmp_path / "hard.onnx")
+    cfg = {**FAST, "model": {"onnx": str(path)}, "precisions": ["fp32"], "output_dir": str(tmp_path / "out")}
+    (tmp_path / "study.yaml").write_text(json.dumps(cfg))
+    assert main(["run", "--config", str(tmp_path / "study.yaml"), "--quiet"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error: ") and "fixed batch of 1" in err[0] and "hard.onnx" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_batch_of_minus_one_is_dynamic_as_paddle2onnx_writes_it(models, tmp_path):
+    m = onnx.load(str(models["constants"]))
+    for value in (m.graph.input[0], m.graph.output[0]):  # Paddle2ONNX writes -1 on inputs and outputs alike
+        dim = value.type.tensor_type.shape.dim[0]
+        dim.Clear()
+        dim.dim_value = -1
+    onnx.save(m, str(tmp_path / "paddle_style.onnx"))
+    assert onnx_files.fixed_batch(tmp_path / "paddle_style.onnx") is None
+    assert onnx_input_spec(tmp_path / "paddle_style.onnx")[1][0] is None
+    from edge_opt.variants import onnx_layers
+
+    assert sum(layer.macs for layer in onnx_layers(tmp_path / "paddle_style.onnx", (1, 8, 8))) == 129_536
+
+
+def test_an_opset_11_graph_quantizes_per_channel_to_a_valid_int8_model(tmp_path):
+    """Paddle2ONNX and tf2onnx often write opset 11, below the opset of per-channel QDQ (13)."""
+    path = tmp_path / "opset11.onnx"
+    torch.onnx.export(
+        onnx_models.trained_model(epochs=2), (torch.zeros(1, 1, 8, 8),), str(path), dynamo=False,
+        opset_version=11, input_names=["x"], dynamic_axes={"x": {0: "n"}},
+    )  # fmt: skip
+    assert onnx.load(str(path)).opset_import[0].version == 11
+    res = _study(path, tmp_path / "out", ["int8"], simplify=False)
+    row = _row(res, "int8")
+    assert pd_isna(row["error"]) and row["kernel_precision"] == "int8", row["error"]
+    assert row["int8_mac_fraction"] > 0, row["float_layers"]
+
+
+def pd_isna(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))

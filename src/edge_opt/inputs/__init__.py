@@ -18,7 +18,7 @@ from .data import (
 from .models import MODELS, create_model, list_models, model_param_errors, register_model
 from .onnx_convert import ONNX_CONVERTER, OnnxConversion, convert_onnx
 from .onnx_files import GraphTransform, MissingExternalData, onnx_model_files, onnx_weight_bytes, onnxslim_label
-from .raw import DataError, RawDataset
+from .raw import TARGET_KINDS, DataError, RawDataset
 from .readers import (
     call_dataset,
     dataset_arrays,
@@ -56,6 +56,7 @@ __all__ = [
     "OnnxConversion",
     "RawDataset",
     "StopRequested",
+    "TARGET_KINDS",
     "call_dataset",
     "check_model_fits",
     "convert_onnx",

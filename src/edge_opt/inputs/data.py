@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ..config import InputSettings
 from ..core import Registry
 from . import readers
-from .raw import DataError, RawDataset, resize_images
+from .raw import TARGET_KINDS, DataError, RawDataset, resize_images
 
 __all__ = [
     "DATASETS",
@@ -32,6 +32,7 @@ __all__ = [
     "list_datasets",
     "load_data",
     "load_raw",
+    "check_trainable",
     "load_study_data",
     "make_loaders",
     "read_idx",
@@ -149,16 +150,23 @@ def _fashion(data_dir: str = "data/fashion-mnist", image_size: int = 28, seed: i
 
 
 def validate_raw(ds: RawDataset, name: str) -> None:
-    """Check a data set's shapes and labels.
+    """Check a data set's shapes and labels (class ids in range when ``ds.targets`` is ``class_ids``; else one
+    row of numeric targets per image).
 
     Raises:
         DataError: empty data, wrong image shape, labels out of range.
     """
+    if ds.targets not in TARGET_KINDS:
+        raise DataError(f"Data set {name!r}: targets must be one of {list(TARGET_KINDS)}; got {ds.targets!r}.")
     parts = [("", ds.images, ds.labels)]
     if ds.val_images is not None:
         parts.append((" (validation)", ds.val_images, ds.val_labels if ds.val_labels is not None else np.zeros(0)))
     for what, images, labels in parts:
-        _validate_part(f"{name}{what}", images, labels, ds.num_classes, allow_empty=bool(what == "" and len(parts) > 1))
+        allow_empty = bool(what == "" and len(parts) > 1)
+        if ds.targets == "class_ids":
+            _validate_part(f"{name}{what}", images, labels, ds.num_classes, allow_empty)
+        else:
+            _validate_targets_part(f"{name}{what}", images, labels, allow_empty)
     if ds.val_images is not None and ds.images.shape[1:] != ds.val_images.shape[1:] and len(ds.images):
         raise DataError(
             f"Data set {name!r}: training images have shape {ds.images.shape[1:]} but validation images "
@@ -180,6 +188,43 @@ def _validate_part(name: str, images: np.ndarray, labels: np.ndarray, num_classe
         raise DataError(f"Data set {name!r}: labels must be in [0, {num_classes}); got {bad}.")
     if not np.isfinite(images).all():
         raise DataError(f"Data set {name!r}: images contain NaN or inf values.")
+
+
+def _validate_targets_part(name: str, images: np.ndarray, labels: np.ndarray, allow_empty: bool) -> None:
+    """A split whose targets are not class ids: images as always, one row of numeric targets per image."""
+    _validate_images(name, images, allow_empty)
+    if labels.ndim == 0 or labels.shape[0] != len(images):
+        raise DataError(f"Data set {name!r}: targets must have shape ({len(images)}, ...); got {labels.shape}.")
+    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
+        raise DataError(f"Data set {name!r}: targets must be numbers; got dtype {labels.dtype}.")
+    if np.issubdtype(labels.dtype, np.floating) and not np.isfinite(labels).all():
+        raise DataError(f"Data set {name!r}: targets contain NaN or inf values.")
+
+
+def _validate_images(name: str, images: np.ndarray, allow_empty: bool) -> None:
+    if images.ndim != 4:
+        raise DataError(f"Data set {name!r}: images must have shape (N, C, H, W); got {images.shape}.")
+    if len(images) == 0 and not allow_empty:
+        raise DataError(f"Data set {name!r} is empty (0 samples).")
+    if not np.isfinite(images).all():
+        raise DataError(f"Data set {name!r}: images contain NaN or inf values.")
+
+
+def check_trainable(ds: RawDataset, name: str) -> None:
+    """A model the study trains learns class ids: the training labels must be class ids (N,), ≥ 0.
+
+    Raises:
+        DataError: naming the data set and what its training labels hold instead.
+    """
+    labels = ds.labels
+    if not len(labels) or (labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer) and labels.min() >= 0):
+        return  # no training data at all is the study's own error
+    got = "no labels" if labels.ndim == 2 and labels.shape[1] == 0 else f"shape {labels.shape[1:]} {labels.dtype}"
+    raise DataError(
+        f"Data set {name!r}: the study trains the model (cross-entropy on class ids), but the training targets are "
+        f"not class ids ({got} per sample); give a trained model (model.onnx, model.exported or a factory with "
+        "weights) for this metric."
+    )
 
 
 Stat = float | tuple[float, ...]
@@ -221,6 +266,10 @@ class DataBundle:
 
     ``train_loader`` is None when only validation data was given (a trained model needs none);
     ``calibration_set`` holds the ``calibration_data_path`` images when given.
+
+    ``targets`` says what ``val_labels`` (and the loaders' second tensors) hold, as ``RawDataset.targets``:
+    class ids (N,); targets of any shape (N, ...); or, for ``none``, nothing (shape (N, 0)). ``val_targets`` is
+    what a metric reads (None when there are none); ``has_class_ids`` says whether top-1 can be read from them.
     """
 
     train_loader: DataLoader | None
@@ -234,6 +283,21 @@ class DataBundle:
     val_images_raw: np.ndarray = field(repr=False)  # un-normalised, for the exported artifact's check
     val_labels: np.ndarray = field(repr=False)
     calibration_set: TensorDataset | None = field(default=None, repr=False)
+    targets: str = "class_ids"
+
+    @property
+    def val_targets(self) -> np.ndarray | None:
+        """The validation targets a metric reads, in the validation order (None when the data gives none)."""
+        return None if self.targets == "none" else self.val_labels
+
+    @property
+    def has_class_ids(self) -> bool:
+        """Whether the validation targets are class ids (N,) in [0, num_classes), so top-1 accuracy applies."""
+        y = self.val_labels
+        if self.targets == "class_ids":
+            return True
+        ids = self.targets == "any" and y.ndim == 1 and np.issubdtype(y.dtype, np.integer)
+        return bool(ids and self.num_classes > 0 and (not len(y) or int(y.min()) >= 0))
 
     @property
     def mean(self) -> Stat:
@@ -340,7 +404,8 @@ def make_loaders(
         raise DataError(f"The 'preprocess.mean' parameter has {len(pre.mean)} values for {xv.shape[1]}-channel images.")
 
     def tensors(x: np.ndarray, y: np.ndarray) -> TensorDataset:
-        return TensorDataset(torch.from_numpy(pre.apply(x)), torch.from_numpy(y.astype(np.int64)))
+        y = y.astype(np.int64) if ds.targets == "class_ids" else np.ascontiguousarray(y)
+        return TensorDataset(torch.from_numpy(pre.apply(x)), torch.from_numpy(y))
 
     gen = torch.Generator().manual_seed(dataloader_seed)
     train_loader = (
@@ -364,6 +429,7 @@ def make_loaders(
         val_images_raw=xv,
         val_labels=yv,
         calibration_set=calib,
+        targets=ds.targets,
     )
 
 
@@ -404,13 +470,15 @@ def load_data(
     )
 
 
-def load_raw(cfg: InputSettings, channels: int | None = None) -> RawDataset:
+def load_raw(cfg: InputSettings, channels: int | None = None, targets: str = "class_ids") -> RawDataset:
     """The study's raw data set: a registered one, ``npz``, ``image_folder`` or ``package.module:callable``.
 
     ``channels``: what the model's input asks for (image folders read RGB or grayscale accordingly).
+    ``targets``: what the study's metric reads (``raw.TARGET_KINDS``); an ``npz`` file's labels are read
+    accordingly (``readers.read_npz``); the other sources give class ids.
     """
     if cfg.dataset == "npz":
-        return readers.read_npz(cfg.data_path, cfg.layout, cfg.image_size)
+        return readers.read_npz(cfg.data_path, cfg.layout, cfg.image_size, targets)
     if cfg.dataset == "python":
         raise DataError(
             "The 'dataset' value 'python' means arrays handed to edge_opt.optimize; a config file names "
@@ -429,11 +497,15 @@ def load_study_data(
     raw: RawDataset | None = None,
     channels: int | None = None,
     calibration: np.ndarray | None = None,
+    targets: str = "class_ids",
 ) -> DataBundle:
     """The study's data, exactly as its config asks (every executor loads it through here).
 
     Args:
         raw: data handed over in memory (``edge_opt.optimize``) instead of the config's ``dataset``.
+        targets: what the study's metric reads (``raw.TARGET_KINDS``: ``class_ids`` — top1/top5, checked as
+            class ids; ``any`` — targets of any shape; ``none`` — a label-free metric, labels may be left out).
+            A model the study trains (a registry model) needs class-id training labels whatever the metric.
         channels: the model's input channels, when known (image folders).
         calibration: raw calibration images handed over in memory, already in the data's units
             (``readers.match_calibration``); else ``calibration_data_path``, read as the data are (its own dtype's
@@ -441,8 +513,12 @@ def load_study_data(
     Raises:
         DataError: data or calibration images that cannot be read or do not fit (both shapes named).
     """
-    raw = raw if raw is not None else load_raw(cfg, channels)
+    if targets not in TARGET_KINDS:
+        raise ValueError(f"targets must be one of {list(TARGET_KINDS)}; got {targets!r}.")
+    raw = raw if raw is not None else load_raw(cfg, channels, targets)
     validate_raw(raw, cfg.dataset)
+    if raw.targets != "class_ids" and not cfg.model.trained:
+        check_trainable(raw, cfg.dataset)
     calib = calibration
     if calib is None and cfg.calibration_data_path:
         images, scale = readers.read_calibration(cfg.calibration_data_path, cfg.layout, cfg.image_size)

@@ -34,6 +34,9 @@ import numpy as np
 from ..core import ArtifactError, atomic, onnx_data_files, sha256_file
 
 __all__ = [
+    "batch_free",
+    "check_batch_free",
+    "fixed_batch",
     "GraphTransform",
     "MissingExternalData",
     "normalise_onnx",
@@ -177,6 +180,73 @@ def onnxslim_label() -> str:
         return "onnxslim-missing"
 
 
+def fixed_batch(model: Any) -> int | None:
+    """The batch size an ONNX model's (first) input fixes, or None when its batch dimension is dynamic.
+
+    Args:
+        model: an ``onnx.ModelProto`` or the path of an ``.onnx`` file.
+    """
+    import onnx
+
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
+    inits = {t.name for t in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in inits]
+    dims = inputs[0].type.tensor_type.shape.dim if inputs else []
+    size = int(dims[0].dim_value) if len(dims) and dims[0].HasField("dim_value") else 0
+    return size if size > 0 else None  # Paddle2ONNX writes -1 for a dynamic dimension
+
+
+def batch_free(path: str | Path) -> Any:
+    """The model of ``path`` (weights loaded) with its input's and outputs' fixed batch dimension made dynamic,
+    for a study that runs batches: an exporter that fixed the batch at 1 often computes nothing from it, and the
+    caller checks the rewrite on real images. A graph that hard-codes the batch (e.g. ``Reshape`` to ``[1, -1]``)
+    fails that check. None when the batch is already dynamic."""
+    import onnx
+
+    model = onnx.load(str(path))  # external data read beside the model file
+    if fixed_batch(model) is None:
+        return None
+    inits = {t.name for t in model.graph.initializer}
+    for v in [*(i for i in model.graph.input if i.name not in inits), *model.graph.output]:
+        dims = v.type.tensor_type.shape.dim
+        if len(dims) and dims[0].HasField("dim_value") and dims[0].dim_value == fixed_batch(model):
+            dims[0].Clear()
+            dims[0].dim_param = "batch"
+    del model.graph.value_info[:]  # shapes inferred at the fixed batch
+    return model
+
+
+def check_batch_free(model: Any, sample: np.ndarray, where: str) -> float:
+    """Largest |difference| between ``model`` run on ``sample`` as one batch and image by image (ONNX Runtime).
+
+    Raises:
+        ValueError: it does not run on a batch, or the two differ beyond ``SLIM_TOLERANCE`` (names ``where``).
+    """
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    x = np.ascontiguousarray(sample[:SLIM_CHECK_IMAGES], dtype=np.float32)
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        whole = np.asarray(sess.run(None, {name: x})[0], dtype=np.float64)
+        alone = np.concatenate([np.asarray(sess.run(None, {name: x[i : i + 1]})[0]) for i in range(len(x))])
+    except Exception as exc:  # noqa: BLE001 — ONNX Runtime's reason (e.g. a Reshape to the fixed batch) is named
+        raise ValueError(
+            f"{where} takes a fixed batch of {fixed_batch(model) or 1} and its graph does not run on a batch of "
+            f"{len(x)} once that dimension is made dynamic ({type(exc).__name__}: {str(exc)[:200]}); export it "
+            "with a dynamic batch dimension (e.g. torch.onnx.export(..., dynamic_axes={'input': {0: 'batch'}}))"
+        ) from None
+    diff = float(np.max(np.abs(whole - alone))) if whole.size else 0.0
+    if not diff <= SLIM_TOLERANCE * max(1.0, float(np.max(np.abs(alone))) if alone.size else 1.0):
+        raise ValueError(
+            f"{where} takes a fixed batch and gives other outputs on a batch than image by image once that dimension "
+            f"is made dynamic (largest |difference| {diff:.3g}); export it with a dynamic batch dimension"
+        )
+    return diff
+
+
 def normalise_onnx(path: str | Path, cache_dir: str | Path, sample: np.ndarray, enabled: bool = True) -> GraphTransform:
     """The graph a study builds its variants from: with ``enabled``, the input run through onnxslim (Constant
     weights folded into initializers, BatchNorm into convolutions, shape arithmetic folded) into ``cache_dir``,
@@ -186,9 +256,10 @@ def normalise_onnx(path: str | Path, cache_dir: str | Path, sample: np.ndarray, 
 
     The rewrite is onnxslim's; only the check and the cache are written here.
     """
-    p = Path(path)
+    p, batch = _batch_free_copy(Path(path), Path(cache_dir), sample)
     if not enabled:
-        return GraphTransform("none", p, {"applied": False, "reason": "model.simplify is false"})
+        off: dict[str, Any] = {"applied": False, "reason": "model.simplify is false", **batch}
+        return GraphTransform("batch-free" if batch else "none", p, off)
     label = onnxslim_label()
     key = hashlib.sha256(json.dumps([label, *(sha256_file(f) for f in onnx_model_files(p))]).encode()).hexdigest()
     out = Path(cache_dir) / f"input_slim_{key[:16]}.onnx"
@@ -199,11 +270,29 @@ def normalise_onnx(path: str | Path, cache_dir: str | Path, sample: np.ndarray, 
         out.parent.mkdir(parents=True, exist_ok=True)
         details = {"tool": label, "input": p.name, "key": key[:16], **_slim(p, out, sample)}
         atomic.write_json(record, details)
-    details = {**details, "reused": reused}
+    details = {**details, "reused": reused, **batch}
     if details["applied"]:
         return GraphTransform(label, out, {**details, "graph": out.name})
     why = f"model.simplify: {details['reason']}; the study builds its variants from {p.name!r} as given"
     return GraphTransform("none", p, details, why)
+
+
+def _batch_free_copy(p: Path, cache_dir: Path, sample: np.ndarray) -> tuple[Path, dict[str, Any]]:
+    """``p`` itself when its batch is dynamic; else its batch-free copy in ``cache_dir`` (``input_batch_<key>.onnx``,
+    written once, checked on ``sample``) and what was done (``summary.json``'s ``batch_made_dynamic``)."""
+    if fixed_batch(p) is None:
+        return p, {}
+    key = hashlib.sha256(json.dumps(["batch", *(sha256_file(f) for f in onnx_model_files(p))]).encode()).hexdigest()
+    out = cache_dir / f"input_batch_{key[:16]}.onnx"
+    model = batch_free(p)
+    diff = check_batch_free(model, sample, f"The 'model.onnx' file {str(p)!r}")
+    if not out.is_file():
+        import onnx
+
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        atomic.write_with(out, lambda tmp: onnx.save(model, str(tmp)))
+    note = {"from": fixed_batch(p), "graph": out.name, "max_abs_diff": diff}
+    return out, {"batch_made_dynamic": note}
 
 
 def _cached_record(record: Path, graph: Path) -> dict[str, Any] | None:

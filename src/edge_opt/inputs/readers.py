@@ -4,7 +4,8 @@ handed to ``edge_opt.optimize``.
 Every image array, whatever its source, goes through ``images_from_array`` (dtype, layout, pixels, NaN, resize)
 and every user dataset through ``dataset_arrays`` (read by index up to ``len()``, each call to the user's code
 through ``call_user_code``); every image file through one opener for ``train/`` and ``val/``. Each returns raw
-float32 images in (N, C, H, W) with the scale its dtype implies (uint8: 1/255; float: 1) and integer labels.
+float32 images in (N, C, H, W) with the scale its dtype implies (uint8: 1/255; float: 1) and integer labels
+(an npz file's labels may be targets of any shape, or absent, as the study's metric reads them: ``read_npz``).
 Every problem is a ``DataError`` that names the key, the file or the item.
 """
 
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from ..core import CallableImportError, UserCodeError, call_user_code, import_callable
-from .raw import DataError, RawDataset, resize_images
+from .raw import TARGET_KINDS, DataError, RawDataset, resize_images
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -32,11 +33,14 @@ __all__ = [
     "in_units",
     "labels_from_array",
     "match_calibration",
+    "no_targets",
     "read_calibration",
     "read_image_folder",
     "read_in_memory",
     "read_in_memory_calibration",
     "read_npz",
+    "target_class_count",
+    "targets_from_array",
     "to_nchw",
 ]
 
@@ -144,6 +148,38 @@ def labels_from_array(y: np.ndarray, what: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
+def targets_from_array(y: np.ndarray, what: str) -> np.ndarray:
+    """Targets of any shape (N, ...) for a metric that reads more than class ids: masks, 0/1 labels, regression
+    values. Integers and booleans become int64, floats keep their dtype; they must be finite numbers."""
+    if y.ndim == 0 or 0 in y.shape[1:]:
+        raise DataError(f"{what} must hold one target per sample (an array of shape (N, ...)); got shape {y.shape}.")
+    if y.dtype == np.bool_ or np.issubdtype(y.dtype, np.integer):
+        return y.astype(np.int64)
+    if not np.issubdtype(y.dtype, np.floating):
+        raise DataError(f"{what} must hold numbers (integers, booleans or floats); got dtype {y.dtype}.")
+    if not np.isfinite(y).all():
+        raise DataError(f"{what} contains NaN or infinite values.")
+    return y.astype(y.dtype.newbyteorder("="))  # native byte order: torch reads no other
+
+
+def no_targets(n: int) -> np.ndarray:
+    """The labels of ``n`` samples that have none (a metric that needs no labels): shape (n, 0)."""
+    return np.zeros((n, 0), np.int64)
+
+
+def target_class_count(labels: np.ndarray, targets: str) -> int:
+    """``num_classes`` of a data set: max + 1 of class ids; for other targets the same when they are 1-D
+    integers ≥ 0 (0/1 labels), else 0 (not class ids)."""
+    if not len(labels) or labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        return 0
+    return int(labels.max()) + 1 if targets == "class_ids" or labels.min() >= 0 else 0
+
+
+def _check_kind(targets: str) -> None:
+    if targets not in TARGET_KINDS:
+        raise ValueError(f"targets must be one of {list(TARGET_KINDS)}; got {targets!r}.")
+
+
 def _load_npz(path: str | None, key: str) -> Any:
     if not path:
         raise DataError(f"The '{key}' parameter must name an .npz file. Got {path!r} instead.")
@@ -173,43 +209,72 @@ def _npz_array(z: Any, key: str, path: str | None, param: str) -> np.ndarray:
         raise DataError(f"{where} cannot be read ({type(exc).__name__}: {exc}).") from None
 
 
-def read_npz(path: str | None, layout: str = "auto", image_size: int | None = None) -> RawDataset:
+def _npz_names(z: Any, path: str | None, targets: str) -> list[tuple[str, str | None]]:
+    """The (images, labels) key pairs of an npz archive, training split first; labels None where the metric needs
+    none (``targets="none"``) and the archive has no such array."""
+    keys = set(z.files)
+    optional = targets == "none"
+    for xv, yv, xt, yt in (("x_val", "y_val", "x_train", "y_train"), ("x", "y", None, None)):
+        if xv in keys and (yv in keys or optional):
+            val = (xv, yv if yv in keys else None)
+            if xt is not None and yt is not None and xt in keys and (yt in keys or (optional and val[1] is None)):
+                return [(xt, yt if yt in keys else None), val]
+            return [val]
+    labels = "" if optional else " (y_train, y_val, y: the labels; they may be left out only for a label-free metric)"
+    raise DataError(
+        f"The 'data_path' file {path!r} must hold arrays x_train, y_train, x_val, y_val (or x, y){labels}. "
+        f"Got {sorted(keys)}."
+    )
+
+
+def _npz_part(z: Any, xk: str, yk: str | None, path: str | None, kind: str, layout: str, size: int | None) -> Any:
+    """(images, labels, layout found, scale) of one split of an npz archive, labels read as ``kind`` says."""
+    x = _npz_array(z, xk, path, "data_path")
+    images, found, scale = images_from_array(x, layout, f"Array {xk!r} of {path!r}", size)
+    if yk is None:
+        return images, no_targets(len(images)), found, scale
+    y, what = _npz_array(z, yk, path, "data_path"), f"Array {yk!r} of {path!r}"
+    labels = labels_from_array(y, what) if kind == "class_ids" else targets_from_array(y, what)
+    if len(labels) != len(images):
+        raise DataError(f"Arrays {xk!r} and {yk!r} of {path!r} hold {len(images)} images and {len(labels)} labels.")
+    return images, labels, found, scale
+
+
+def read_npz(
+    path: str | None, layout: str = "auto", image_size: int | None = None, targets: str = "class_ids"
+) -> RawDataset:
     """Arrays ``x_train, y_train, x_val, y_val`` (or ``x, y``, split later by ``val_fraction``).
 
     Each image array gets the scale of its own dtype; the training images are given in the validation images'
-    units (the data set's ``default_scale``).
+    units (the data set's ``default_scale``). ``targets`` (see ``raw.TARGET_KINDS``): ``class_ids`` — the labels
+    are class ids, checked as such; ``any`` — targets of any shape (``targets_from_array``); ``none`` — as ``any``,
+    and the labels may be left out (then the data set's ``targets`` is ``none``).
     """
+    _check_kind(targets)
     z = _load_npz(path, "data_path")
-    keys = set(z.files)
-    if {"x_val", "y_val"} <= keys:
-        names = [("x_train", "y_train"), ("x_val", "y_val")] if {"x_train", "y_train"} <= keys else [("x_val", "y_val")]
-    elif {"x", "y"} <= keys:
-        names = [("x", "y")]
-    else:
-        raise DataError(
-            f"The 'data_path' file {path!r} must hold arrays x_train, y_train, x_val, y_val (or x, y). "
-            f"Got {sorted(keys)}."
-        )
-    parts = []
-    for xk, yk in names:
-        x, y = _npz_array(z, xk, path, "data_path"), _npz_array(z, yk, path, "data_path")
-        images, found, scale = images_from_array(x, layout, f"Array {xk!r} of {path!r}", image_size)
-        labels = labels_from_array(y, f"Array {yk!r} of {path!r}")
-        if len(labels) != len(images):
-            raise DataError(f"Arrays {xk!r} and {yk!r} of {path!r} hold {len(images)} images and {len(labels)} labels.")
-        parts.append((images, labels, found, scale))
-    if not len(parts[-1][1]):
+    names = _npz_names(z, path, targets)
+    kind = "class_ids" if targets == "class_ids" else "any"
+    parts = [_npz_part(z, xk, yk, path, kind, layout, image_size) for xk, yk in names]
+    if not len(parts[-1][0]):
         raise DataError(f"The 'data_path' file {path!r} holds no validation images ({names[-1][0]!r} is empty).")
-    classes = int(max(int(p[1].max()) for p in parts if len(p[1])) + 1)
+    found_kind = "none" if names[-1][1] is None else kind
+    if found_kind != "none" and len(parts) == 2 and parts[0][1].shape[1:] != parts[-1][1].shape[1:]:
+        raise DataError(
+            f"Arrays {names[0][1]!r} and {names[-1][1]!r} of {path!r} hold targets of different shapes per sample: "
+            f"{parts[0][1].shape[1:]} and {parts[-1][1].shape[1:]}."
+        )
+    classes = max(target_class_count(p[1], kind) for p in parts)
     val = parts[-1]
     source = f"npz {path} ({val[2]} → NCHW{', scale 1/255' if val[3] != 1 else ''})"
     if len(parts) == 1 and names[0][0] == "x":
-        return RawDataset(val[0], val[1], classes, source, default_scale=val[3])
+        return RawDataset(val[0], val[1], classes, source, default_scale=val[3], targets=found_kind)
     if len(parts) == 2:
         xt, yt = in_units(parts[0][0], parts[0][3], val[3]), parts[0][1]
     else:
-        xt, yt = np.zeros((0, *val[0].shape[1:]), np.float32), np.zeros(0, np.int64)
-    return RawDataset(xt, yt, classes, source, val_images=val[0], val_labels=val[1], default_scale=val[3])
+        xt, yt = np.zeros((0, *val[0].shape[1:]), np.float32), np.zeros((0, *val[1].shape[1:]), val[1].dtype)
+    return RawDataset(
+        xt, yt, classes, source, val_images=val[0], val_labels=val[1], default_scale=val[3], targets=found_kind
+    )
 
 
 def read_calibration(path: str, layout: str, image_size: int | None) -> tuple[np.ndarray, float]:

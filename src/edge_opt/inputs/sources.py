@@ -28,7 +28,15 @@ from ..core import CallableImportError, UserCodeError, call_user_code, import_ca
 from .data import DataBundle
 from .models import create_model
 from .onnx_convert import CHECK_IMAGES, OnnxConversion, convert_onnx
-from .onnx_files import GraphTransform, MissingExternalData, normalise_onnx, onnx_model_files
+from .onnx_files import (
+    GraphTransform,
+    MissingExternalData,
+    batch_free,
+    check_batch_free,
+    fixed_batch,
+    normalise_onnx,
+    onnx_model_files,
+)
 
 __all__ = [
     "ExportedModule",
@@ -319,7 +327,7 @@ def _onnx_input_spec(path: str, size: int, mtime_ns: int) -> tuple[str, tuple[in
         raise ModelSourceError(
             f"The 'model.onnx' file {str(path)!r} must have one output (the logits). Got {len(model.graph.output)}."
         )
-    dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+    dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor.shape.dim)
     if len(dims) != 4:
         raise ModelSourceError(
             f"The 'model.onnx' file {str(path)!r} must take an (N, C, H, W) input. Got shape "
@@ -502,11 +510,16 @@ def _rebuild(m: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> 
     return lambda: create_model(name, input_shape, num_classes, **m.params)
 
 
-def check_model_fits(source: ModelSource, input_shape: tuple[int, ...], num_classes: int, sample: torch.Tensor) -> int:
+def check_model_fits(
+    source: ModelSource, input_shape: tuple[int, ...], num_classes: int, sample: torch.Tensor, class_scores: bool = True
+) -> int:
     """Run the model on ``sample`` (two preprocessed images) and check that the data fits it.
 
+    ``class_scores``: the metric reads (N, classes) logits against class ids (top1, top5); False for any other
+    metric, which judges the output's shape itself (only the input is checked here).
+
     Returns:
-        The number of model outputs (logits).
+        The number of model outputs (logits); 0 when not ``class_scores`` and the output is not (N, classes).
     Raises:
         ModelSourceError: the data's image shape does not fit the model's input (both shapes named), or the
             labels reach beyond the model's outputs.
@@ -520,7 +533,7 @@ def check_model_fits(source: ModelSource, input_shape: tuple[int, ...], num_clas
                 f"The data's images have shape {shape} (C, H, W) but the 'model.onnx' file "
                 f"{str(source.onnx_path)!r} takes {tuple('?' if w is None else w for w in want)}."
             )
-        outputs = _onnx_outputs(source.onnx_path, sample)
+        outputs = _onnx_outputs(source.onnx_path, sample, class_scores)
     else:
         assert source.module is not None
         try:
@@ -534,13 +547,13 @@ def check_model_fits(source: ModelSource, input_shape: tuple[int, ...], num_clas
                 f"({source.label}) does not take them: {type(exc.cause).__name__}: "
                 f"{(str(exc.cause).splitlines() or [''])[0][:200]}"
             ) from None
-        if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+        if not isinstance(logits, torch.Tensor) or (class_scores and logits.ndim != 2):
             raise ModelSourceError(
                 f"The model ({source.label}) must return (N, classes) logits. Got "
                 f"{getattr(logits, 'shape', type(logits).__name__)}."
             )
-        outputs = int(logits.shape[1])
-    if num_classes > outputs:
+        outputs = int(logits.shape[1]) if logits.ndim == 2 else 0
+    if class_scores and num_classes > outputs:
         raise ModelSourceError(
             f"The labels must be integers in [0, {outputs}) (the model's {outputs} outputs). Got "
             f"labels up to {num_classes - 1}."
@@ -548,21 +561,29 @@ def check_model_fits(source: ModelSource, input_shape: tuple[int, ...], num_clas
     return outputs
 
 
-def _onnx_outputs(path: Path, sample: torch.Tensor) -> int:
+def _onnx_outputs(path: Path, sample: torch.Tensor, class_scores: bool = True) -> int:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    model: Any = str(path)
+    if fixed_batch(path) not in (None, len(sample)):  # the study runs batches: the graph must take them
+        try:
+            free = batch_free(path)
+            check_batch_free(free, sample.float().numpy(), f"The 'model.onnx' file {str(path)!r}")
+        except ValueError as exc:
+            raise ModelSourceError(str(exc)) from None
+        model = free.SerializeToString()
     try:
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
         out = sess.run(None, {sess.get_inputs()[0].name: sample.float().numpy()})[0]
     except Exception as exc:  # noqa: BLE001 — a model ORT cannot run on the data is a data error
         raise ModelSourceError(
             f"The 'model.onnx' file {str(path)!r} does not run on the data's images "
             f"{tuple(sample.shape[1:])}: {type(exc).__name__}: {str(exc)[:200]}"
         ) from None
-    if out.ndim != 2:
+    if out.ndim != 2 and class_scores:
         raise ModelSourceError(
             f"The 'model.onnx' file {str(path)!r} must output (N, classes) logits. Got shape {out.shape}."
         )
-    return int(out.shape[1])
+    return int(out.shape[1]) if out.ndim == 2 else 0

@@ -17,7 +17,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -27,10 +27,13 @@ from torch import nn
 from torch.utils.benchmark import Timer
 from torch.utils.data import DataLoader
 
+from ..config import BudgetSettings
 from ..core import (
     SamplingPlan,
+    call_user_code,
     ci95_half_width,
     environment,
+    import_callable,
     sample_calls,
     sample_rounds,
     sample_std,
@@ -38,6 +41,7 @@ from ..core import (
 )
 from ..variants import PRECISIONS, Variant, state_dict_bytes, torch_kernel_precision, wrap_torch_module
 from .energy import EnergyEstimate, RaplReader, proxy_energy
+from .scoring import METRICS, Metric, MetricError, get_metric, user_metric
 from .threads import torch_threads
 
 __all__ = [
@@ -47,21 +51,27 @@ __all__ = [
     "MeasurementRecord",
     "ModelLike",
     "PerfMetrics",
+    "Scoring",
     "as_variant",
     "calls_per_sample",
     "collect_metrics",
     "evaluate_accuracy",
+    "evaluate_outputs",
     "evaluate_predictions",
     "instance_count",
     "latency_differs",
     "latency_samples",
+    "loader_targets",
     "measure_latency",
     "measure_latency_distribution",
     "measure_variant",
     "measure_variants",
     "memory_violations",
+    "metric_config_errors",
     "model_memory_mb",
     "pinned",
+    "scoring_for",
+    "target_kind",
 ]
 
 ModelLike = nn.Module | Variant
@@ -98,6 +108,7 @@ class PerfMetrics:
     batch_latency_ms: float = math.nan
     energy_source: str = "proxy"
     device_latency_ms: float = math.nan
+    metric: float = math.nan  # the study's metric when it is not top1 (NaN: not computed)
 
 
 @dataclass(frozen=True)
@@ -154,6 +165,8 @@ class MeasurementRecord:
     environment: Mapping[str, Any] = field(default_factory=dict)
     latency_multiplier: float = 1.0
     logits_finite: bool = True
+    metric: float | None = None  # the study's metric on the validation split (None: top1, not computed)
+    metric_name: str | None = None  # its display name; None when the study scores top1 (the accuracy)
 
     @functools.cached_property
     def metrics(self) -> PerfMetrics:
@@ -173,6 +186,7 @@ class MeasurementRecord:
             batch_latency_ms=batch_med,
             energy_source=self.energy.source,
             device_latency_ms=self.latency.mean * self.latency_multiplier,
+            metric=self.metric if self.metric is not None else math.nan,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -206,6 +220,8 @@ class MeasurementRecord:
             environment=dict(d.get("environment") or {}),
             latency_multiplier=float(d.get("latency_multiplier", 1.0)),
             logits_finite=bool(d.get("logits_finite", True)),
+            metric=float(d["metric"]) if d.get("metric") is not None else None,
+            metric_name=d.get("metric_name"),
         )
 
 
@@ -270,6 +286,141 @@ def evaluate_accuracy(
     """
     correct, _ = evaluate_predictions(model, loader, device, precision)
     return float(np.mean(correct))
+
+
+@dataclass(frozen=True, eq=False)
+class Scoring:
+    """The study's metric as every variant is scored: ``postprocess`` (the user's, or none) on the outputs, then
+    ``metric(outputs, targets, reference)`` with the fp32 baseline's post-processed outputs as ``reference``.
+
+    Attributes:
+        metric: the metric (``top1`` for the default study).
+        postprocess: ``postprocess(outputs) -> Any`` run on every variant's outputs identically; None: as they are.
+        reference: the fp32 baseline's post-processed outputs (``with_reference``); None until then.
+    """
+
+    metric: Metric
+    postprocess: Callable[[list[np.ndarray]], Any] | None = None
+    reference: Any = None
+
+    @property
+    def is_top1(self) -> bool:
+        """The default study (top1, no postprocess): the metric is the accuracy column itself (no extra columns)."""
+        return self.postprocess is None and self.metric is METRICS.get("top1")
+
+    def prepared(self, outputs: list[np.ndarray]) -> Any:
+        """``outputs`` after the postprocess."""
+        if self.postprocess is None:
+            return outputs
+        return call_user_code("The 'postprocess' callable", self.postprocess, outputs)
+
+    def with_reference(self, outputs: list[np.ndarray]) -> Scoring:
+        """A copy that compares with ``outputs`` (the fp32 baseline's, post-processed here)."""
+        return replace(self, reference=self.prepared(outputs))
+
+    def score(self, outputs: list[np.ndarray], targets: np.ndarray | None) -> float:
+        """The metric of ``outputs`` (one array per model output, every validation sample).
+
+        Raises:
+            MetricError: outputs or targets the metric cannot read; UserCodeError: the user's code raised.
+        """
+        return self.metric(self.prepared(outputs), targets, self.reference)
+
+
+def scoring_for(cfg: BudgetSettings, search_dirs: Sequence[str | None] = ()) -> Scoring:
+    """The ``Scoring`` of a study's ``metric`` / ``metric_higher_is_better`` / ``metric_name`` / ``postprocess``
+    (callables imported from ``search_dirs`` first, then ``sys.path``).
+
+    Raises:
+        UnknownNameError: an unknown built-in. CallableImportError: a callable that does not import.
+    """
+    if ":" in cfg.metric:
+        if cfg.metric_higher_is_better is None:
+            raise MetricError(f"The metric callable {cfg.metric!r} needs metric_higher_is_better: true or false.")
+        metric = user_metric(cfg.metric, cfg.metric_higher_is_better, cfg.metric_name, search_dirs)
+    else:
+        metric = get_metric(cfg.metric)
+    post = import_callable(cfg.postprocess, "postprocess", search_dirs) if cfg.postprocess else None
+    return Scoring(metric, post)
+
+
+def metric_config_errors(cfg: BudgetSettings) -> list[str]:
+    """What the config says about its metric that the registry refuses: an unknown built-in, or a direction
+    (``metric_higher_is_better``) that disagrees with the built-in's own."""
+    if ":" in cfg.metric:
+        return []
+    if cfg.metric not in METRICS:
+        return [
+            f"The 'metric' parameter must be one of {METRICS.names()} or 'package.module:function'. "
+            f"Got {cfg.metric!r} instead."
+        ]
+    own = METRICS.get(cfg.metric).higher_is_better
+    if cfg.metric_higher_is_better is not None and cfg.metric_higher_is_better != own:
+        return [
+            f"The 'metric_higher_is_better' parameter must be {str(own).lower()} (or left out) for the built-in "
+            f"metric {cfg.metric!r}. Got {str(cfg.metric_higher_is_better).lower()} instead."
+        ]
+    return []
+
+
+def target_kind(cfg: BudgetSettings) -> str:
+    """What the study's metric reads of the data's labels (``inputs`` ``TARGET_KINDS``): ``class_ids`` for top1 and
+    top5, ``none`` for a label-free built-in (agreement, sqnr_db: the labels may be left out), ``any`` otherwise."""
+    if cfg.metric in ("top1", "top5"):
+        return "class_ids"
+    if cfg.metric in METRICS and not METRICS.get(cfg.metric).needs_labels:
+        return "none"
+    return "any"
+
+
+def _targets(batch: Sequence[Any]) -> np.ndarray | None:
+    """A batch's targets as an array (None when the data has no labels: none given, or of shape (N, 0))."""
+    if len(batch) < 2 or batch[1] is None:
+        return None
+    y = batch[1]
+    y = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    return None if y.ndim == 2 and y.shape[1] == 0 else y
+
+
+def loader_targets(loader: Iterable) -> np.ndarray | None:
+    """Every target of ``loader``, concatenated (None when the data has no labels)."""
+    ys = [y for y in (_targets(b) for b in loader) if y is not None]
+    return np.concatenate(ys) if ys else None
+
+
+def _top1_correct(logits: np.ndarray, targets: np.ndarray | None) -> tuple[bool, ...]:
+    """Per-sample ``argmax == target`` when the outputs are (N, C) class scores and the targets class ids (N,);
+    empty otherwise (the ``accuracy`` column is then NaN)."""
+    if targets is None or logits.ndim != 2 or targets.shape != (logits.shape[0],):
+        return ()
+    if not np.issubdtype(targets.dtype, np.integer):
+        return ()
+    return tuple(bool(c) for c in (logits.argmax(1) == targets))
+
+
+def evaluate_outputs(variant: Variant, loader: Iterable) -> tuple[list[np.ndarray], np.ndarray | None, bool]:
+    """Every output of ``variant`` over ``loader`` (one array per model output, the batches concatenated), the
+    targets (None when the data has none) and whether every output was finite."""
+    outs: list[np.ndarray] = []
+    targets: list[np.ndarray] = []
+    for batch in loader:
+        outs.append(np.asarray(variant.predict(batch[0])))
+        y = _targets(batch)
+        if y is not None:
+            targets.append(y)
+    if not outs:
+        raise ValueError("No batches in the loader: the evaluation data set is empty.")
+    out = np.concatenate(outs)
+    return [out], (np.concatenate(targets) if targets else None), bool(np.isfinite(out).all())
+
+
+def _evaluate(variant: Variant, loader: Iterable, scoring: Scoring | None) -> tuple[tuple[bool, ...], bool, float]:
+    """(per-sample top-1 correctness, finite outputs, the metric): the accuracy pass of one variant."""
+    if scoring is None or scoring.is_top1:
+        correct, finite = evaluate_predictions(variant, loader)  # type: ignore[arg-type]
+        return correct, finite, math.nan
+    outputs, targets, finite = evaluate_outputs(variant, loader)
+    return _top1_correct(outputs[0], targets), finite, scoring.score(outputs, targets)
 
 
 def _callable(model: ModelLike, sample_input: torch.Tensor) -> tuple[Any, Any]:
@@ -559,6 +710,7 @@ def measure_variant(
     precision: str = "fp32",
     latency_multiplier: float = 1.0,
     rapl: RaplReader | None = None,
+    scoring: Scoring | None = None,
     **setting_kwargs: Any,
 ) -> MeasurementRecord:
     """Measure a model or variant and keep the raw samples (``measure_variants`` of one).
@@ -578,6 +730,7 @@ def measure_variant(
         precision=precision,
         latency_multiplier=latency_multiplier,
         rapl=rapl,
+        scoring=scoring,
     )[0]
 
 
@@ -591,26 +744,41 @@ def measure_variants(
     precision: str = "fp32",
     latency_multiplier: float = 1.0,
     rapl: RaplReader | None = None,
+    scoring: Scoring | None = None,
 ) -> list[MeasurementRecord]:
     """Measure several models or variants together: accuracy of each, then their latency samples in interleaved
     rounds on pinned cores (``settings.rounds``, ``settings.pin``), then each one's batch latency.
 
     The records' environment says which cores were pinned (``pinned_cores``, None when the host does not allow
     it) and how many variants were interleaved; ``latency.rounds`` how many rounds each one's samples took.
+    ``scoring``: the study's metric when it is not top1 (the accuracy pass then collects every output, runs the
+    postprocess and scores them; ``accuracy`` stays top-1 where the outputs are class scores of class ids).
     """
     s = settings
     x_batch, _ = _first_batch(loader)
     variants = [as_variant(m, precision, loader, device) for m in models]
     reader = rapl if rapl is not None else RaplReader()
     with torch_threads(s.threads), pinned(s.threads, s.pin) as cores:
-        evaluated = [evaluate_predictions(v, loader) for v in variants]
+        evaluated = [_evaluate(v, loader, scoring) for v in variants]
         timings = [_start_timing(v, x_batch[: s.latency_batch_size], s) for v in variants]
         _interleaved(timings, s, reader)
         batches = [_batch_latency(t, x_batch, s) for t in timings]
     env = {**environment(s.threads), "pinned_cores": list(cores) if cores else None, "interleaved_with": len(variants)}
+    name = scoring.metric.display_name if scoring is not None and not scoring.is_top1 else None
     return [
-        _record(
-            t, ev, b, env, power_watts, latency_multiplier, len(x_batch[: s.latency_batch_size]), s.interrupted_factor
+        replace(
+            _record(
+                t,
+                ev[:2],
+                b,
+                env,
+                power_watts,
+                latency_multiplier,
+                len(x_batch[: s.latency_batch_size]),
+                s.interrupted_factor,
+            ),
+            metric=ev[2] if name is not None else None,
+            metric_name=name,
         )
         for t, ev, b in zip(timings, evaluated, batches, strict=True)
     ]

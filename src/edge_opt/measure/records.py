@@ -172,6 +172,7 @@ class VariantResult:
                 }
             )
         row.pop("device_latency_ms", None)  # the device figure depends on the study's clock model: see Assessment
+        _metric_columns(row, rec)
         if self.metadata_file is not None:
             row["metadata_file"] = self.metadata_file
         if self.node_id is not None:
@@ -248,6 +249,13 @@ class VariantResult:
             source=d.get("source"),
             graph_transform=d.get("graph_transform"),
         )
+
+
+def _metric_columns(row: dict[str, Any], rec: MeasurementRecord | None) -> None:
+    """Only a study scored by another metric than top1 has the ``metric`` and ``metric_name`` columns."""
+    row.pop("metric", None)
+    if rec is not None and rec.metric_name is not None:
+        row.update(metric=rec.metrics.metric, metric_name=rec.metric_name)
 
 
 def _cores(cores: Any) -> str | None:

@@ -28,9 +28,11 @@ __all__ = [
     "build_summary",
     "csv_frame",
     "plot_tradeoff",
+    "quality_frontier",
     "write_csv",
     "write_outputs",
     "write_plots",
+    "y_axis",
 ]
 
 RAW_COLUMNS = RAW_SAMPLE_COLUMNS
@@ -128,12 +130,21 @@ def write_outputs(
     return paths
 
 
+def y_axis(df: pd.DataFrame) -> tuple[str, str]:
+    """(column, label) of the quality axis: the ``metric`` column and its display name when the study scores
+    another metric than top1, else ``accuracy``."""
+    if "metric" in df.columns:
+        names = df["metric_name"].dropna() if "metric_name" in df.columns else pd.Series([], dtype=object)
+        return "metric", str(names.iloc[0]) if len(names) else "metric"
+    return "accuracy", "accuracy"
+
+
 def _label(r: pd.Series) -> str:
     return f"{r.get('backend', '')} {r.get('precision', '')} p{float(r.get('pruning_level', 0)):g}"
 
 
-def _scatter_by_verdict(ax: Any, df: pd.DataFrame, x_col: str) -> None:
-    """Accuracy vs ``x_col`` of the accepted rows in green and the rejected ones in red, one marker per backend."""
+def _scatter_by_verdict(ax: Any, df: pd.DataFrame, x_col: str, y_col: str = "accuracy") -> None:
+    """``y_col`` vs ``x_col`` of the accepted rows in green and the rejected ones in red, one marker per backend."""
     acc = df[df["accepted"].astype(bool)] if "accepted" in df.columns else df
     rej = df[~df["accepted"].astype(bool)] if "accepted" in df.columns else df.iloc[0:0]
     markers = {"torch": "o", "onnxruntime": "s", "torch_channels_last": "^"}
@@ -141,7 +152,7 @@ def _scatter_by_verdict(ax: Any, df: pd.DataFrame, x_col: str) -> None:
         for backend, grp in part.groupby("backend") if "backend" in part.columns and len(part) else []:
             ax.scatter(
                 grp[x_col],
-                grp["accuracy"],
+                grp[y_col],
                 c=color,
                 marker=markers.get(backend, "D"),
                 alpha=0.75,
@@ -151,13 +162,13 @@ def _scatter_by_verdict(ax: Any, df: pd.DataFrame, x_col: str) -> None:
             )
 
 
-def _ring_recommended(ax: Any, rec: pd.DataFrame, x_col: str) -> None:
+def _ring_recommended(ax: Any, rec: pd.DataFrame, x_col: str, y_col: str = "accuracy") -> None:
     """A gold ring round the recommended row (when it is among the plotted rows), labelled by its point."""
     if not len(rec):
         return
     ax.scatter(
         rec[x_col],
-        rec["accuracy"],
+        rec[y_col],
         s=220,
         facecolors="none",
         edgecolors="gold",
@@ -167,7 +178,7 @@ def _ring_recommended(ax: Any, rec: pd.DataFrame, x_col: str) -> None:
     )
     ax.annotate(
         _label(rec.iloc[0]),
-        (rec[x_col].iloc[0], rec["accuracy"].iloc[0]),
+        (rec[x_col].iloc[0], rec[y_col].iloc[0]),
         textcoords="offset points",
         xytext=(8, -12),
         fontsize=8,
@@ -183,15 +194,17 @@ def plot_tradeoff(
     dpi: int = PLOT_DPI,
     recommended_key: str | None = None,
 ) -> Path:
-    """Scatter accuracy vs ``x_col``: accepted, rejected and error-free rows, the frontier as a line."""
+    """Scatter accuracy (the study's metric, ``y_axis``) vs ``x_col``: accepted, rejected and error-free rows, the
+    frontier as a line."""
     df = sweep_df[sweep_df["error"].isna()] if "error" in sweep_df.columns else sweep_df
+    y_col, y_label = y_axis(sweep_df)
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    _scatter_by_verdict(ax, df, x_col)
-    if frontier is not None and len(frontier):
+    _scatter_by_verdict(ax, df, x_col, y_col)
+    if frontier is not None and len(frontier) and y_col in frontier.columns:
         f = frontier.sort_values(x_col)
-        ax.plot(f[x_col], f["accuracy"], "-", color="tab:blue", lw=1.5, label="Pareto frontier", zorder=1)
+        ax.plot(f[x_col], f[y_col], "-", color="tab:blue", lw=1.5, label="Pareto frontier", zorder=1)
     if recommended_key is not None and "key" in df.columns:
-        _ring_recommended(ax, df[df["key"] == recommended_key], x_col)
+        _ring_recommended(ax, df[df["key"] == recommended_key], x_col, y_col)
     if (
         len(df)
         and (df[x_col].astype(float) > 0).all()
@@ -200,10 +213,10 @@ def plot_tradeoff(
         ax.set_xscale("log")
         decade_axes(ax, "x")
     ax.set_xlabel(x_label)
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel(y_label)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    ax.set_title(f"accuracy vs {x_label}")
+    ax.set_title(f"{y_label} vs {x_label}")
     fig.subplots_adjust(left=0.11, right=0.97, bottom=0.11, top=0.93)  # fixed margins: no layout pass
     atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
     plt.close(fig)
@@ -216,10 +229,10 @@ def write_plots(
     frontier_latency: pd.DataFrame,
     frontier_energy: pd.DataFrame,
     recommended_key: str | None = None,
+    higher_is_better: bool = True,
 ) -> dict[str, Path]:
-    """accuracy_vs_latency.png, accuracy_vs_energy.png, accuracy_vs_memory.png."""
-    from ..study import pareto_frontier
-
+    """accuracy_vs_latency.png, accuracy_vs_energy.png, accuracy_vs_memory.png (their y axis is the study's metric
+    when it is not top1; ``higher_is_better``: its direction, for the memory frontier)."""
     out = Path(output_dir)
     return {
         "accuracy_vs_latency": plot_tradeoff(
@@ -243,7 +256,19 @@ def write_plots(
             sweep_df,
             "memory_mb",
             "parameter memory (MB)",
-            pareto_frontier(sweep_df, "memory_mb") if len(sweep_df) else None,
+            quality_frontier(sweep_df, "memory_mb", False, higher_is_better) if len(sweep_df) else None,
             recommended_key=recommended_key,
         ),
     }
+
+
+def quality_frontier(df: pd.DataFrame, x_col: str, use_ci: bool, higher_is_better: bool = True) -> pd.DataFrame:
+    """``study.pareto_frontier`` of ``x_col`` against the quality axis (``y_axis``), in the metric's direction
+    (a lower-is-better metric is negated for the comparison; the rows come back as they are)."""
+    from ..study import pareto_frontier
+
+    y_col, _ = y_axis(df)
+    if higher_is_better:
+        return pareto_frontier(df, x_col, use_ci, y_col)
+    flipped = df.assign(_quality=-pd.to_numeric(df[y_col], errors="coerce"))
+    return pareto_frontier(flipped, x_col, use_ci, "_quality").drop(columns="_quality")

@@ -51,6 +51,11 @@ def _grouped_sweep(sweep: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """The sweep rows grouped by node (when several ran it) and by where they were measured, and the columns
     the table shows (the node's when several)."""
     cols = list(SWEEP_COLS)
+    if "metric" in sweep.columns and "accuracy" in cols:  # the study's metric, under its display name
+        name = sweep["metric_name"].dropna() if "metric_name" in sweep.columns else pd.Series([], dtype=object)
+        label = str(name.iloc[0]) if len(name) else "metric"
+        sweep = sweep.rename(columns={"metric": label})
+        cols.insert(cols.index("accuracy") + 1, label)
     if "hostname" in sweep.columns and sweep[["hostname", "cpu_model"]].drop_duplicates().shape[0] > 1:
         cols = ["hostname", "cpu_model", *cols]  # several nodes: group the table by node
         sweep = sweep.sort_values(["hostname", "pruning_level", "precision", "backend"], kind="mergesort")

@@ -31,6 +31,8 @@ class Recommendation:
         artifact: the exported model file, relative to the output folder (None when the export failed).
         artifact_accuracy: the artifact's accuracy as its manifest records it.
         model, dataset, seed, config_hash: the study it came from, as the manifest records it.
+        metric, metric_name, metric_drop: the study's metric when it is not top1 (its value, display name and drop
+            from the baseline in its direction); None otherwise, and then left out of ``to_dict``.
     """
 
     point: ConfigPoint
@@ -50,6 +52,9 @@ class Recommendation:
     dataset: str = ""
     seed: int = 0
     config_hash: str = ""
+    metric: float | None = None
+    metric_name: str | None = None
+    metric_drop: float | None = None
 
     @property
     def backend(self) -> str:
@@ -75,6 +80,7 @@ class Recommendation:
             return None
         m, p = chosen.metrics, artifact.point
         rec = chosen.result.measurement
+        scored = rec is not None and rec.metric_name is not None
         return cls(
             point=ConfigPoint(p["pruning_level"], p["precision"], p["backend"], p.get("calibration", "")),
             key=str(p["key"]),
@@ -93,6 +99,9 @@ class Recommendation:
             dataset=p["dataset"],
             seed=p["seed"],
             config_hash=p["config_hash"],
+            metric=m.metric if scored else None,
+            metric_name=rec.metric_name if rec is not None else None,
+            metric_drop=chosen.metric_drop if scored else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,4 +128,9 @@ class Recommendation:
             "why": self.why,
             "artifact": self.artifact,
             "artifact_accuracy": self.artifact_accuracy,
+            **(
+                {"metric": self.metric, "metric_name": self.metric_name, "metric_drop": self.metric_drop}
+                if self.metric_name is not None
+                else {}
+            ),
         }

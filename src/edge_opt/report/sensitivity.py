@@ -15,7 +15,8 @@ import pandas as pd
 
 from ..config import StudyConfig
 from ..core import atomic
-from ..study import Assessment, parent_key
+from ..measure import METRICS
+from ..study import Assessment, parent_key, scores_metric
 
 __all__ = ["SENSITIVITY_COLUMNS", "mixed_comparison", "sensitivity_table", "write_sensitivity"]
 
@@ -37,17 +38,29 @@ def sensitivity_table(out: Path, cfg: StudyConfig) -> pd.DataFrame:
     return frame.sort_values(["pruning_level", "backend", "rank"], kind="mergesort").reset_index(drop=True)
 
 
-def _plot(path: Path, frame: pd.DataFrame) -> None:
+def _plot(path: Path, frame: pd.DataFrame, metric: str | None = None) -> None:
+    """One bar chart per parent and backend; ``metric``: the study's metric's display name when it is not top1
+    (the drops are then in its units, signed so that positive is worse)."""
     groups = list(frame.groupby(["pruning_level", "backend"], sort=True))
     fig, axes = plt.subplots(len(groups), 1, figsize=(7, 1.2 + 0.35 * len(frame) + 0.6 * len(groups)), squeeze=False)
     for ax, ((level, backend), g) in zip(axes[:, 0], groups):
         g = g.sort_values("rank", ascending=False)
-        ax.barh(g["layer"], 100 * g["drop"], color="tab:red")
-        ax.set_title(f"{backend}, pruning {level:g}: accuracy drop with that layer alone in int8", fontsize=9)
-        ax.set_xlabel("accuracy drop (points)")
+        ax.barh(g["layer"], (100 if metric is None else 1) * g["drop"], color="tab:red")
+        what = "accuracy" if metric is None else metric
+        ax.set_title(f"{backend}, pruning {level:g}: {what} drop with that layer alone in int8", fontsize=9)
+        ax.set_xlabel("accuracy drop (points)" if metric is None else f"{metric} drop (positive = worse)")
     fig.tight_layout()
     atomic.write_with(path, lambda t: fig.savefig(t, dpi=140, format="png"))
     plt.close(fig)
+
+
+def _metric_label(cfg: StudyConfig) -> str | None:
+    """The display name of the study's metric (None for top1)."""
+    if not scores_metric(cfg):
+        return None
+    if cfg.metric_name or ":" in cfg.metric:
+        return cfg.metric_name or cfg.metric.rpartition(":")[2]
+    return METRICS.get(cfg.metric).display_name if cfg.metric in METRICS else cfg.metric
 
 
 def write_sensitivity(out: Path, cfg: StudyConfig) -> pd.DataFrame | None:
@@ -56,7 +69,7 @@ def write_sensitivity(out: Path, cfg: StudyConfig) -> pd.DataFrame | None:
     if frame.empty:
         return None
     atomic.write_with(out / "sensitivity.csv", lambda t: frame.to_csv(t, index=False, encoding="utf-8"))
-    _plot(out / "sensitivity.png", frame)
+    _plot(out / "sensitivity.png", frame, _metric_label(cfg))
     return frame
 
 
@@ -74,6 +87,7 @@ def mixed_comparison(assessed: Sequence[Assessment]) -> pd.DataFrame:
                 "backend": a.point.backend,
                 "precision": a.point.precision,
                 "accuracy_drop": a.accuracy_drop,
+                **({"metric_drop": a.metric_drop} if a.result.measurement and a.result.measurement.metric_name else {}),
                 "latency_ms": a.metrics.latency_ms,
                 "int8_mac_fraction": r.int8_mac_fraction,
                 "float_layers": ";".join(r.float_layers) if r.float_layers is not None else "",

@@ -8,6 +8,7 @@ and ``report.html``.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -32,11 +33,12 @@ from ..study import (
     Selection,
     VendorRow,
     history_rows,
-    pareto_frontier,
+    metric_higher_is_better,
+    scores_metric,
     select_recommendation,
     to_frame,
 )
-from .files import build_summary, write_outputs, write_plots
+from .files import build_summary, quality_frontier, write_outputs, write_plots
 from .html import write_html_report
 from .recommendation import Recommendation
 from .sensitivity import mixed_comparison, write_sensitivity
@@ -128,6 +130,24 @@ def _deployment_summary(o: StudyOutcome) -> dict[str, Any]:
     return deployment
 
 
+def _metric_summary(o: StudyOutcome) -> dict[str, Any]:
+    """summary.json's ``metric`` object {name, display_name, higher_is_better, baseline} (nothing for top1)."""
+    cfg = o.cfg.part(BudgetSettings)
+    if not scores_metric(cfg):
+        return {}
+    rec = o.baseline.measurement if o.baseline is not None else None
+    name = cfg.metric_name or cfg.metric.rpartition(":")[2]
+    baseline = rec.metrics.metric if rec is not None and rec.metric_name is not None else None
+    return {
+        "metric": {
+            "name": name,
+            "display_name": rec.metric_name if rec is not None and rec.metric_name else name,
+            "higher_is_better": metric_higher_is_better(cfg),
+            "baseline": baseline if baseline is not None and math.isfinite(baseline) else None,
+        }
+    }
+
+
 def _summary(o: StudyOutcome, frame: pd.DataFrame) -> dict[str, Any]:
     cfg = o.cfg
     baseline = {k: o.baseline.row().get(k) for k in BASELINE_KEYS} if o.baseline is not None else {}
@@ -181,6 +201,7 @@ def _summary(o: StudyOutcome, frame: pd.DataFrame) -> dict[str, Any]:
         measured_on=list(cfg.measure_on),
         recommend_for=cfg.recommendation_target,
         targets=_targets_summary(o),
+        **_metric_summary(o),
         **({"onnx_conversion": dict(o.model_conversion)} if o.model_conversion is not None else {}),
         **({"graph_transform": dict(o.graph_transform)} if o.graph_transform is not None else {}),
     )
@@ -250,14 +271,15 @@ def reproducibility_record(cfg: StudyConfig, data: DataBundle, command: Sequence
     }
 
 
-def frontiers(frame: pd.DataFrame, use_ci: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+def frontiers(frame: pd.DataFrame, use_ci: bool, higher_is_better: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The latency–accuracy and energy–accuracy Pareto frontiers of the sweep table (one per ``measured_on``:
-    the host's and each target's, never mixed)."""
+    the host's and each target's, never mixed); against the study's metric in its direction when the table has a
+    ``metric`` column."""
     if frame.empty or "latency_ms" not in frame.columns:
         return frame, frame
     groups = [g for _, g in frame.groupby("measured_on", sort=False)] if "measured_on" in frame.columns else [frame]
-    lat = [pareto_frontier(g, "latency_ms", use_ci) for g in groups]
-    en = [pareto_frontier(g, "energy_proxy_j", use_ci) for g in groups]
+    lat = [quality_frontier(g, "latency_ms", use_ci, higher_is_better) for g in groups]
+    en = [quality_frontier(g, "energy_proxy_j", use_ci, higher_is_better) for g in groups]
     return pd.concat(lat, ignore_index=True), pd.concat(en, ignore_index=True)
 
 
@@ -265,7 +287,8 @@ def write_study_report(out: Path, o: StudyOutcome, data: DataBundle, command: Se
     """Stage: write the sweep table, frontiers, summary.json, plots, reproducibility.json and report.html."""
     frame = with_vendor_rows(to_frame(o.all_assessed), o.vendor_rows)
     has_rows = len(o.assessed) > 0
-    frontier_lat, frontier_en = frontiers(frame, o.cfg.pareto_use_ci)
+    higher = metric_higher_is_better(o.cfg.part(BudgetSettings))
+    frontier_lat, frontier_en = frontiers(frame, o.cfg.pareto_use_ci, higher)
     summary = _summary(o, frame)
     write_outputs(out, frame, frontier_lat, frontier_en, summary)
     if has_rows:
@@ -277,6 +300,7 @@ def write_study_report(out: Path, o: StudyOutcome, data: DataBundle, command: Se
             _rows_of(frontier_lat, who),
             _rows_of(frontier_en, who),
             recommended_key=chosen.result.key if chosen else None,
+            higher_is_better=higher,
         )
     atomic.write_json(out / "reproducibility.json", reproducibility_record(o.cfg, data, command))
     write_sensitivity(out, o.cfg)

@@ -26,9 +26,9 @@ from typing import Any
 
 import torch
 
-from ..config import InputSettings, StudyConfig, config_from_dict
+from ..config import BudgetSettings, InputSettings, StudyConfig, config_from_dict
 from ..inputs import ModelSource, load_model_source, normalise_source, onnx_model_files, with_onnx_conversion
-from ..measure import ConfigPoint, VariantResult, torch_threads
+from ..measure import ConfigPoint, VariantResult, target_kind, torch_threads
 from .runner import PruningUnsupported, StudyInterrupted, Sweep, point_key
 
 __all__ = ["FILE_KEYS", "PID_DIR_ENV", "RayExecutor", "compute_point_task", "node_cpus", "shipped_files"]
@@ -139,7 +139,7 @@ def _compute_on_worker(
     from ..inputs import load_study_data
 
     inputs = cfg.part(InputSettings)
-    data = load_study_data(inputs)
+    data = load_study_data(inputs, targets=target_kind(cfg.part(BudgetSettings)))
     source = with_onnx_conversion(load_model_source(inputs, data.input_shape, data.num_classes, seed=cfg.seed), data)
     sample = next(iter(data.val_loader))[0]  # the driver's check images: the same graph as the driver's
     source = normalise_source(source, cfg.model.simplify_graph, tmp / "work" / "onnx", sample)

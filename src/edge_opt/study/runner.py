@@ -26,11 +26,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
-from ..config import MeasureSettings, QuantizationConfig, StudyConfig, VariantSettings
-from ..core import atomic
+from ..config import BudgetSettings, MeasureSettings, QuantizationConfig, StudyConfig, VariantSettings
+from ..core import atomic, call_user_code
 from ..inputs import (
     ONNX_CONVERTER,
     DataBundle,
@@ -41,7 +42,18 @@ from ..inputs import (
     state_dict_sha256,
     train_model,
 )
-from ..measure import BenchmarkSettings, ConfigPoint, MeasurementRecord, VariantResult, measure_variants
+from ..measure import (
+    BenchmarkSettings,
+    ConfigPoint,
+    MeasurementRecord,
+    Scoring,
+    VariantResult,
+    check_metric_value,
+    evaluate_outputs,
+    loader_targets,
+    measure_variants,
+    scoring_for,
+)
 from ..variants import (
     BACKEND_KINDS,
     PRECISIONS,
@@ -56,6 +68,7 @@ from ..variants import (
     pruning_report,
     save_checkpoint,
 )
+from .selection import metric_higher_is_better
 from .store import StudyStore
 
 __all__ = [
@@ -72,6 +85,7 @@ __all__ = [
     "Sweep",
     "baseline_fingerprint",
     "benchmark_settings",
+    "check_metric",
     "measure_point",
     "metadata_name",
     "model_factory",
@@ -97,6 +111,9 @@ ONNX_BASELINE_POINT = ConfigPoint(0.0, "fp32", "onnxruntime")
 def baseline_point(cfg: StudyConfig) -> ConfigPoint:
     """The point speed-ups and accuracy drops refer to: unpruned fp32 on torch (on ONNX Runtime for an ONNX model)."""
     return ONNX_BASELINE_POINT if cfg.model.torch_free else BASELINE_POINT
+
+
+ONNX_FILE_KINDS = ("onnx", "openvino")  # backends whose unpruned variants are built from the ONNX file itself
 
 
 class PruningUnsupported(RuntimeError):
@@ -182,8 +199,19 @@ def point_key(cfg: StudyConfig, point: ConfigPoint) -> str:
             "runtimes": runtime_versions(),
             **({"onnx_exporter": cfg.onnx_exporter} if _reads_onnx(cfg, point) else {}),
             **({"onnx_converter": ONNX_CONVERTER} if _converted_onnx(cfg, point) else {}),
+            **_metric_key_fields(cfg),
         }
     )
+
+
+def _metric_key_fields(cfg: StudyConfig) -> dict[str, Any]:
+    """What a point's stored figures depend on of the metric (nothing for the default top1 study, whose keys stay
+    those of earlier releases)."""
+    if cfg.metric == "top1" and cfg.postprocess is None and not cfg.metric_drop_relative:
+        return {}
+    return {
+        "metric": [cfg.metric, cfg.metric_higher_is_better, cfg.metric_name, cfg.postprocess, cfg.metric_drop_relative]
+    }
 
 
 def _reads_onnx(cfg: StudyConfig, point: ConfigPoint) -> bool:
@@ -206,7 +234,7 @@ def _precision_key_fields(cfg: StudyConfig, point: ConfigPoint) -> dict[str, Any
     if point.precision not in PRECISIONS:
         return {"calibration": None}
     return PRECISIONS.get(point.precision).key_fields(
-        quantization_choice(cfg.part(VariantSettings), point), cfg.max_accuracy_drop
+        quantization_choice(cfg.part(VariantSettings), point), cfg.metric_budget
     )
 
 
@@ -274,13 +302,56 @@ class StudyInterrupted(Exception):
 
 
 def measure_point(
-    variant: Variant, point: ConfigPoint, key: str, data: DataBundle, cfg: StudyConfig
+    variant: Variant,
+    point: ConfigPoint,
+    key: str,
+    data: DataBundle,
+    cfg: StudyConfig,
+    scoring: Scoring | None = None,
 ) -> tuple[VariantResult, dict[str, Any]]:
-    """Measure one built variant; returns the result and its metadata document."""
+    """Measure one built variant (``scoring``: the study's metric with its reference, when not top1); returns the
+    result and its metadata document."""
     rec = measure_variants(
-        [variant], data.val_loader, benchmark_settings(cfg.part(MeasureSettings)), power_watts=cfg.power_watts
+        [variant],
+        data.val_loader,
+        benchmark_settings(cfg.part(MeasureSettings)),
+        power_watts=cfg.power_watts,
+        scoring=scoring,
     )[0]
     return point_result(variant, rec, point, key, cfg)
+
+
+def _source_outputs(source: ModelSource, data: DataBundle) -> list[np.ndarray]:
+    """The input model's outputs on the validation split, run as given (an ONNX file in a plain ONNX Runtime
+    session, a module in fp32 torch): no build, no file written."""
+    xs = [b[0] for b in data.val_loader]
+    if source.onnx_path is not None:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(source.onnx_path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return [np.concatenate([session.run(None, {name: x.float().numpy()})[0] for x in xs])]
+    if source.module is None:
+        raise ValueError(f"The model ({source.label}) has neither an ONNX file nor a PyTorch module to run.")
+    module = source.module.eval()
+    with torch.inference_mode():
+        out = [call_user_code(f"The model ({source.label})", module, x.float()) for x in xs]
+    return [np.concatenate([o.detach().float().numpy() for o in out])]
+
+
+def check_metric(cfg: StudyConfig, data: DataBundle, source: ModelSource) -> float | None:
+    """The study's metric on the input model as given, checked before anything is built or written: a callable
+    that does not import, raises, or returns a non-finite or non-scalar value fails here. None for top1.
+
+    Raises:
+        MetricError, UserCodeError, CallableImportError, UnknownNameError: naming the metric and the problem.
+    """
+    scoring = scoring_for(cfg.part(BudgetSettings), [cfg.config_dir])
+    if scoring.is_top1:
+        return None
+    outputs = _source_outputs(source, data)
+    scoring = scoring.with_reference(outputs)
+    return check_metric_value(scoring.score(outputs, loader_targets(data.val_loader)), scoring.metric)
 
 
 def point_result(
@@ -288,10 +359,11 @@ def point_result(
 ) -> tuple[VariantResult, dict[str, Any]]:
     """The result and metadata document of a measured variant (non-finite figures make it an error row)."""
     m = rec.metrics
+    scored = ("metric", m.metric) if rec.metric_name is not None else ("accuracy", m.accuracy)
     bad = [
         c
         for c, v in (
-            ("accuracy", m.accuracy),
+            scored,
             ("latency_ms", m.latency_ms),
             ("memory_mb", m.memory_mb),
             ("energy_proxy_j", m.energy_proxy_j),
@@ -378,9 +450,12 @@ class Sweep:
         self.calibration = self.calibration_for(cfg.quantization.choices()[0].batches)
         self.example = next(iter(data.val_loader))[0][:2]
         self._validation: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._scoring: Scoring | None = None
+        self.baseline_metric: float | None = None  # the metric of the fp32 baseline (prepare_scoring)
         self.export_cache: dict[Any, Any] = {}  # shared ONNX exports per parent (sweep, artifact, deployment)
         if source is not None and source.onnx_path is not None:  # an ONNX model is its own fp32 export
             self.export_cache[("onnx_fp32", parent_key(cfg, 0.0))] = source.onnx_path
+            self.export_cache[("onnx_input", parent_key(cfg, 0.0))] = True  # not exported by torch: the user's
         self.model_source = source.label if source is not None else f"registry:{cfg.model.name}"
         self.graph_transform = source.graph_label if source is not None else ""
         self.model_sha256 = (
@@ -438,6 +513,50 @@ class Sweep:
             self._validation = (torch.cat(xs), torch.cat(ys))
         return self._validation
 
+    @property
+    def scoring(self) -> Scoring | None:
+        """The study's metric with the fp32 baseline's outputs as its reference (None for the default top1 study);
+        made on first use by ``prepare_scoring``."""
+        if self._scoring is None:
+            self.prepare_scoring()
+        return None if self._scoring is None or self._scoring.is_top1 else self._scoring
+
+    def prepare_scoring(self) -> float | None:
+        """Run the fp32 baseline on the validation split, keep its outputs as the metric's reference and check the
+        metric's value on them (before any variant is built). Returns that value (None for top1).
+
+        Raises:
+            MetricError, UserCodeError, CallableImportError: the metric cannot score the baseline.
+        """
+        scoring = scoring_for(self.cfg.part(BudgetSettings), [self.cfg.config_dir])
+        self._scoring = scoring  # set first: building the baseline asks for it
+        if scoring.is_top1 and not self.cfg.metric_drop_relative:
+            return None
+        self.baseline_metric = math.nan  # being measured (a build context made meanwhile does not wait for it)
+        built = self._build(baseline_point(self.cfg))
+        if isinstance(built, VariantResult):
+            raise ValueError(f"The fp32 baseline, the metric's reference, could not be built: {built.error}")
+        outputs, targets, _ = evaluate_outputs(built[0], self.data.val_loader)
+        self._scoring = scoring.with_reference(outputs)
+        self.baseline_metric = check_metric_value(self._scoring.score(outputs, targets), scoring.metric)
+        return None if scoring.is_top1 else self.baseline_metric
+
+    def _search_budget(self) -> float:
+        """The absolute budget of a searching build (int8_mixed): ``max_metric_drop`` × |the baseline's metric|
+        when the budget is relative."""
+        if not self.cfg.metric_drop_relative:
+            return self.cfg.metric_budget
+        if self.baseline_metric is None:
+            self.prepare_scoring()
+        return self.cfg.metric_budget * abs(self.baseline_metric if self.baseline_metric is not None else math.nan)
+
+    def _validation_metric(self, logits: np.ndarray) -> float:
+        """The study's metric of a searching build's outputs on the whole validation split (``validation``)."""
+        scoring = self.scoring
+        if scoring is None:
+            raise ValueError("the study scores top1: a searching build judges the accuracy itself")
+        return scoring.score([logits], loader_targets(self.data.val_loader))
+
     def calibration_for(self, batches: int) -> list[torch.Tensor]:
         """The first ``batches`` calibration batches (memoised)."""
         if batches not in self._calibration:
@@ -459,7 +578,10 @@ class Sweep:
             ort_op_types_to_quantize=self.ort_op_types,
             cache=self.export_cache,
             validation=self.validation,
-            max_accuracy_drop=self.cfg.max_accuracy_drop,
+            max_accuracy_drop=self._search_budget(),
+            metric=None if self.scoring is None else self._validation_metric,
+            metric_higher_is_better=metric_higher_is_better(self.cfg),
+            metric_label=json.dumps(_metric_key_fields(self.cfg), sort_keys=True),
             max_float_mac_fraction=self.cfg.quantization.max_float_mac_fraction,
             sensitivity_dir=self.workdir / "sensitivity",
             batch_sizes=tuple(sorted({self.cfg.latency_batch_size, self.cfg.batch_size})),
@@ -573,7 +695,7 @@ class Sweep:
         share = (time.perf_counter() - t0) / max(len(ready), 1)
         out: dict[ConfigPoint, tuple[VariantResult, dict[str, Any]]] = {}
         for (p, (_, timings)), (result, meta) in zip(ready, measured, strict=True):
-            info = self._info() | (
+            info = self._info(p) | (
                 {"timings": {**timings, "measurement": share}, "pruning": self._pruning_info(p.pruning_level)}
                 if meta
                 else {}
@@ -581,19 +703,29 @@ class Sweep:
             out[p] = (result.with_info(**info), meta)
         return [out[p] if isinstance(b, tuple) else (b, {}) for p, b in zip(points, built, strict=True)]
 
-    def _info(self) -> dict[str, Any]:
+    def _info(self, point: ConfigPoint) -> dict[str, Any]:
         return {
             "threads": self.cfg.threads,
             "model_source": self.model_source,
             "model_sha256": self.model_sha256,
-            "graph_transform": self.graph_transform,
+            "graph_transform": self._graph_label(point),
         }
+
+    def _graph_label(self, point: ConfigPoint) -> str:
+        """The graph a row was built from: an ONNX model's normalised (or as-given) graph for its unpruned ONNX
+        backends; for the points served by the module converted from it, that conversion."""
+        source = self.source
+        if source is None or source.kind != "onnx" or source.conversion is None:
+            return self.graph_transform
+        if point.pruning_level == 0.0 and BACKEND_KINDS.get(point.backend) in ONNX_FILE_KINDS:
+            return self.graph_transform
+        return f"torch.fx ({source.conversion.converter})"
 
     def _build(self, point: ConfigPoint) -> tuple[Variant, dict[str, float]] | VariantResult:
         key = point_key(self.cfg, point)
         reason = self.skip_reason(point)
         if reason is not None:
-            return VariantResult.skip(point, key, reason, **self._info())
+            return VariantResult.skip(point, key, reason, **self._info(point))
         try:
             t0 = time.perf_counter()
             model = self.parent(point.pruning_level)
@@ -606,7 +738,7 @@ class Sweep:
             )
             return variant, {"pruning_and_fine_tuning": t1 - t0, "variant_building": time.perf_counter() - t1}
         except PruningUnsupported as exc:
-            return VariantResult.skip(point, key, str(exc), **self._info())
+            return VariantResult.skip(point, key, str(exc), **self._info(point))
         except Exception as exc:  # noqa: BLE001 — any failure becomes an error row, never a crash or a fake number
             return self._failed(point, exc)
 
@@ -616,7 +748,7 @@ class Sweep:
             point_key(self.cfg, point),
             f"{type(exc).__name__}: {exc}",
             traceback=traceback.format_exc(limit=8),
-            **self._info(),
+            **self._info(point),
         )
 
     def _measure_together(
@@ -631,6 +763,7 @@ class Sweep:
                 self.data.val_loader,
                 benchmark_settings(self.cfg.part(MeasureSettings)),
                 power_watts=self.cfg.power_watts,
+                scoring=self.scoring,
             )
             return [
                 point_result(v, r, p, point_key(self.cfg, p), self.cfg)
@@ -677,7 +810,7 @@ class Sweep:
                 f"infeasible: runtime memory {memory_mb:.3f} MB breaks the active budget "
                 f"{memory_budget_mb:g} MB (built, not timed)",
                 timings={**timings, "measurement": 0.0},
-                **self._info(),
+                **self._info(point),
             )
             if self.store is not None:
                 self.store.put(UNTIMED_PREFIX + result.key, result.to_dict(), kind="untimed")
@@ -686,7 +819,9 @@ class Sweep:
         t0 = time.perf_counter()
         result, meta = self._measure_together([variant], [point])[0]
         timings = {**timings, "measurement": time.perf_counter() - t0}
-        info = self._info() | ({"timings": timings, "pruning": self._pruning_info(point.pruning_level)} if meta else {})
+        info = self._info(point) | (
+            {"timings": timings, "pruning": self._pruning_info(point.pruning_level)} if meta else {}
+        )
         return self.commit(result.with_info(**info), meta), "measured"
 
     def run_point(self, point: ConfigPoint) -> VariantResult:

@@ -33,7 +33,7 @@ from typing import Any
 
 from ..config import ConfigError, StudyConfig, VariantSettings
 from ..measure import ConfigPoint, VariantResult
-from .selection import assess_results
+from .selection import assess_results, directed_drop, metric_higher_is_better, metric_value, scores_metric
 
 __all__ = [
     "CONSTRAINTS",
@@ -137,8 +137,14 @@ Judge = Callable[[VariantResult], Judgement]
 
 
 def judge_with(cfg: StudyConfig, baseline: VariantResult | None) -> Judge:
-    """Judge results as the study's selection does: budgets accepted and within ``max_accuracy_drop``."""
-    base_acc = baseline.metrics.accuracy if baseline is not None and baseline.metrics is not None else math.nan
+    """Judge results as the study's selection does: budgets accepted and within ``max_accuracy_drop`` (the metric's
+    budget, in its direction). The ``accuracy`` objective is the study's metric, negated for a lower-is-better one
+    (the accuracy itself for top1)."""
+    base_acc = metric_value(baseline) if baseline is not None else math.nan
+    higher = metric_higher_is_better(cfg)
+    budget, relative = cfg.metric_budget, cfg.metric_drop_relative
+    what = "accuracy" if not scores_metric(cfg) else cfg.metric_name or cfg.metric
+    key = "max_metric_drop" if cfg.max_metric_drop is not None or scores_metric(cfg) else "max_accuracy_drop"
 
     def judge(result: VariantResult) -> Judgement:
         if result.skipped is not None or result.error is not None or result.metrics is None:
@@ -148,25 +154,21 @@ def judge_with(cfg: StudyConfig, baseline: VariantResult | None) -> Judge:
                 math.nan, math.nan, memory, False, result.skipped or result.error, (max(over, 1e-9), 1.0, 1.0)
             )
         a = assess_results([result], cfg, baseline)[0]
-        drop = base_acc - a.metrics.accuracy if math.isfinite(base_acc) else 0.0
+        drop = directed_drop(base_acc, a.metric_value, higher, relative) if math.isfinite(base_acc) else 0.0
         latency_budget = cfg.latency_budget_ms if cfg.latency_budget_ms is not None else math.inf
         constraints = (
             a.runtime_memory_mb - cfg.active_memory_budget_mb,
             a.device_latency_ms - latency_budget,
-            drop - cfg.max_accuracy_drop,
+            drop - budget if math.isfinite(drop) else 1.0,
         )
         reason = (
             a.rejected_reason
             if not a.accepted
-            else (
-                f"accuracy drop {drop:.4f} > max_accuracy_drop {cfg.max_accuracy_drop}"
-                if constraints[2] > 1e-12
-                else None
-            )
+            else (f"{what} drop {drop:.4f} > {key} {budget}" if constraints[2] > 1e-12 else None)
         )
         feasible = a.accepted and constraints[2] <= 1e-12
         return Judgement(
-            a.metrics.accuracy,
+            a.metric_score,
             a.device_latency_ms,
             a.runtime_memory_mb,
             feasible,
@@ -269,7 +271,8 @@ def _study_name(cfg: StudyConfig, space: SearchSpace) -> str:
         "seed": s.seed,
         "objectives": s.objectives,
         "population": s.population_size,
-        "budgets": [cfg.active_memory_budget_mb, cfg.latency_budget_ms, cfg.max_accuracy_drop],
+        "budgets": [cfg.active_memory_budget_mb, cfg.latency_budget_ms, cfg.metric_budget],
+        **({"metric": [cfg.metric, cfg.postprocess, cfg.metric_drop_relative]} if scores_metric(cfg) else {}),
     }
     return "edge_opt-" + hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from ..config import BudgetSettings, StudyConfig
-from ..measure import ConfigPoint, PerfMetrics, VariantResult, latency_differs, memory_violations
+from ..measure import METRICS, ConfigPoint, PerfMetrics, VariantResult, latency_differs, memory_violations
 
 __all__ = [
     "BASELINE_COLUMNS",
@@ -32,6 +32,10 @@ __all__ = [
     "Selection",
     "assess_results",
     "best_effort",
+    "directed_drop",
+    "metric_higher_is_better",
+    "metric_value",
+    "scores_metric",
     "recommend",
     "select_recommendation",
     "study_warnings",
@@ -158,10 +162,22 @@ class Assessment:
     speedup_vs_fp32: float = math.nan
     slower_than_fp32: bool = False
     slower_than_fp32_p: float = math.nan
+    metric_higher_is_better: bool = True  # the direction of the study's metric (top1: higher)
+    metric_drop: float = math.nan  # the baseline's metric − this row's, in the metric's direction (not a column)
 
     @property
     def point(self) -> ConfigPoint:
         return self.result.point
+
+    @property
+    def metric_value(self) -> float:
+        """The study's metric of this row (``metric_value``; NaN for an error row)."""
+        return metric_value(self.result)
+
+    @property
+    def metric_score(self) -> float:
+        """``metric_value`` signed so that higher is better (the lower-is-better metrics negated)."""
+        return self.metric_value if self.metric_higher_is_better else -self.metric_value
 
     @property
     def metrics(self) -> PerfMetrics:
@@ -227,6 +243,7 @@ def _judge(r: VariantResult, cfg: StudyConfig, baseline: VariantResult | None) -
     why = _rejections(r, device, cfg)
     base = baseline.metrics if baseline is not None and baseline.metrics is not None else _NAN_METRICS
     kernel = r.measurement.kernel_precision if r.measurement is not None and r.error is None else None
+    higher = metric_higher_is_better(cfg)
     return Assessment(
         result=r,
         accepted=not why,
@@ -242,7 +259,34 @@ def _judge(r: VariantResult, cfg: StudyConfig, baseline: VariantResult | None) -
         precision_mismatch=bool(kernel is not None and not str(kernel).startswith(r.point.precision)),
         speedup_vs_baseline=base.latency_ms / m.latency_ms,
         accuracy_drop=base.accuracy - m.accuracy,
+        metric_higher_is_better=higher,
+        metric_drop=directed_drop(metric_value(baseline), metric_value(r), higher) if baseline else math.nan,
     )
+
+
+def metric_value(result: VariantResult) -> float:
+    """The study's metric of a result: its ``metric`` when the study scores another metric than top1, else its
+    accuracy (NaN without a measurement)."""
+    rec = result.measurement
+    if rec is None:
+        return math.nan
+    return rec.metrics.metric if rec.metric_name is not None else rec.metrics.accuracy
+
+
+def metric_higher_is_better(cfg: BudgetSettings) -> bool:
+    """The direction of the study's metric: ``metric_higher_is_better`` for a callable, the built-in's own."""
+    if cfg.metric_higher_is_better is not None:
+        return cfg.metric_higher_is_better
+    return METRICS.get(cfg.metric).higher_is_better if cfg.metric in METRICS else True
+
+
+def directed_drop(baseline: float, value: float, higher_is_better: bool, relative: bool = False) -> float:
+    """The drop of ``value`` from ``baseline`` in the metric's direction (positive = worse), the rule of
+    ``edge_opt.measure.metric_drop``; a relative drop from a baseline of 0 is NaN (it meets no budget)."""
+    drop = baseline - value if higher_is_better else value - baseline
+    if relative:
+        return drop / abs(baseline) if baseline != 0 else math.nan
+    return drop
 
 
 def _same_node(a: VariantResult, b: VariantResult) -> bool:
@@ -306,14 +350,20 @@ def _ci(a: Assessment) -> float:
 
 
 def recommend(
-    assessed: Sequence[Assessment], baseline_accuracy: float, max_accuracy_drop: float
+    assessed: Sequence[Assessment],
+    baseline_accuracy: float,
+    max_accuracy_drop: float,
+    relative: bool = False,
+    budget_key: str = "max_accuracy_drop",
 ) -> tuple[Assessment | None, list[str]]:
-    """The lowest-latency accepted variant within ``max_accuracy_drop`` of the baseline accuracy.
+    """The lowest-latency accepted variant within ``max_accuracy_drop`` of the baseline's metric (the accuracy
+    for top1; in the metric's direction, and as a share of the baseline when ``relative``).
 
     Variants whose latency is within the fastest one's 95 % interval, or not significantly different
     from it (``latency_differs``: Mann-Whitney U and a 3 % minimum effect), count as equally fast; among
     them those whose kernels run the requested precision, then the least run-time memory, then the
-    least parameter memory, then the most accurate win (ties keep grid order).
+    least parameter memory, then the best metric (the most accurate; the lowest for a lower-is-better
+    metric) win (ties keep grid order).
 
     Returns:
         (assessment or None, failed goals) — the failed goals are empty when one meets every goal.
@@ -321,9 +371,14 @@ def recommend(
     ok = [a for a in assessed if a.accepted]
     if not ok:
         return None, ["no configuration meets the budgets"]
-    within = [a for a in ok if baseline_accuracy - a.metrics.accuracy <= max_accuracy_drop + 1e-12]
+    within = [
+        a
+        for a in ok
+        if directed_drop(baseline_accuracy, a.metric_value, a.metric_higher_is_better, relative)
+        <= max_accuracy_drop + 1e-12
+    ]
     if not within:
-        return None, [f"no accepted configuration is within max_accuracy_drop={max_accuracy_drop}"]
+        return None, [f"no accepted configuration is within {budget_key}={max_accuracy_drop}"]
     fastest = min(within, key=lambda a: a.metrics.latency_ms)
     band = fastest.metrics.latency_ms + _ci(fastest)
 
@@ -342,7 +397,7 @@ def recommend(
             a.precision_mismatch,
             a.runtime_memory_mb,
             a.metrics.memory_mb,
-            -a.metrics.accuracy,
+            -a.metric_score,
             a.metrics.latency_ms,
         )
     )
@@ -350,7 +405,8 @@ def recommend(
 
 
 def best_effort(assessed: Sequence[Assessment]) -> Assessment | None:
-    """When nothing meets every goal: the highest accuracy among memory-accepted variants, else overall.
+    """When nothing meets every goal: the best metric (the highest accuracy for top1) among memory-accepted
+    variants, else overall.
 
     Errors are excluded."""
     good = [a for a in assessed if a.ok]
@@ -358,16 +414,22 @@ def best_effort(assessed: Sequence[Assessment]) -> Assessment | None:
         return None
     mem_ok = [a for a in good if a.metrics.memory_mb <= a.active_budget_mb]
     pool = mem_ok or good
-    return min(pool, key=lambda a: (-a.metrics.accuracy, a.metrics.latency_ms))
+    return min(pool, key=lambda a: (-a.metric_score, a.metrics.latency_ms))
 
 
-def _why(cfg: BudgetSettings) -> str:
+def scores_metric(cfg: BudgetSettings) -> bool:
+    """Whether the study scores another metric than top1 (the rows then carry a ``metric`` column)."""
+    return cfg.metric != "top1" or cfg.postprocess is not None
+
+
+def _why(cfg: BudgetSettings, name: str = "accuracy") -> str:
     budgets = f"memory ≤ {cfg.active_memory_budget_mb} MB"
     if cfg.latency_budget_ms:
         budgets += f", device latency ≤ {cfg.latency_budget_ms} ms"
+    share = " (a share of the baseline's)" if cfg.metric_drop_relative else ""
     return (
-        f"lowest latency among rows meeting the budgets ({budgets}) with accuracy drop ≤ "
-        f"{cfg.max_accuracy_drop}; latencies that do not differ significantly are ties, won by kernels that "
+        f"lowest latency among rows meeting the budgets ({budgets}) with {name} drop{share} ≤ "
+        f"{cfg.metric_budget}; latencies that do not differ significantly are ties, won by kernels that "
         "really run the precision, then the least run-time memory"
     )
 
@@ -379,9 +441,12 @@ def select_recommendation(
     if baseline is None or not baseline.ok or baseline.metrics is None:
         chosen = best_effort(assessed)
         return Selection(chosen, False, ("baseline failed",), "best effort: baseline failed")
-    rec, failed = recommend(assessed, baseline.metrics.accuracy, cfg.max_accuracy_drop)
+    name = baseline.measurement.metric_name if baseline.measurement is not None else None
+    value = metric_value(baseline)
+    key = "max_metric_drop" if cfg.max_metric_drop is not None or scores_metric(cfg) else "max_accuracy_drop"
+    rec, failed = recommend(assessed, value, cfg.metric_budget, cfg.metric_drop_relative, key)
     if rec is not None:
-        return Selection(rec, True, (), _why(cfg))
+        return Selection(rec, True, (), _why(cfg, name or "accuracy"))
     return Selection(best_effort(assessed), False, tuple(failed), "best effort: " + "; ".join(failed))
 
 

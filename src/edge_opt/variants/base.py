@@ -38,7 +38,12 @@ class BuildContext:
         ort_op_types_to_quantize: None = ORT's default set; used by tests to force an unquantized graph.
         cache: shared exports per parent (the only mutable part: a memo, not a setting).
         validation: (inputs, labels) of the validation split, for builds that search (int8_mixed).
-        max_accuracy_drop: the accuracy budget such a search must meet.
+        max_accuracy_drop: the budget such a search must meet: of the accuracy, or of ``metric`` when given (in its
+            units, absolute).
+        metric: the study's metric of a variant's outputs (logits of every validation sample, in ``validation``'s
+            order) when it is not top1; None: such a search judges top-1 accuracy.
+        metric_higher_is_better: ``metric``'s direction.
+        metric_label: identifies ``metric`` in the kept sensitivity results (``top1``: the accuracy).
         max_float_mac_fraction: the most MACs such a search may leave in float.
         sensitivity_dir: where per-layer sensitivity results are kept (reused on resume).
         batch_sizes: the batch sizes the study runs (runtimes with static shapes build one program each).
@@ -55,6 +60,9 @@ class BuildContext:
     cache: dict[Any, Any] = field(default_factory=dict)
     validation: tuple[torch.Tensor, torch.Tensor] | None = None
     max_accuracy_drop: float = 0.01
+    metric: Callable[[np.ndarray], float] | None = None
+    metric_higher_is_better: bool = True
+    metric_label: str = "top1"
     max_float_mac_fraction: float = 0.5
     sensitivity_dir: Path | None = None
     batch_sizes: tuple[int, ...] = (1,)

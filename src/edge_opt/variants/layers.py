@@ -122,7 +122,11 @@ def _fixed_sample_shape(path: str | Path) -> tuple[int, ...]:
     g = onnx.load(str(path), load_external_data=False).graph
     inits = {t.name for t in g.initializer}
     first = next((i for i in g.input if i.name not in inits), None)
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in first.type.tensor_type.shape.dim] if first else []
+    dims = (
+        [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in first.type.tensor_type.shape.dim]
+        if first
+        else []
+    )
     if not dims or any(d is None for d in dims[1:]):
         raise ValueError(
             f"The ONNX model {str(path)!r} has dynamic input dimensions {dims}; give the sample shape (C, H, W)."

@@ -123,7 +123,7 @@ def _load_fixed(path: str | Path, input_shape: Sequence[int]) -> Any:
             f"{tuple(input_shape)}."
         )
     for d, size in zip(dims, input_shape, strict=True):
-        if d.HasField("dim_value") and d.dim_value != size:
+        if d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != size:  # -1: dynamic (Paddle2ONNX)
             raise ValueError(
                 f"The ONNX model {str(path)!r} takes input {inputs[0].name!r} of fixed shape "
                 f"{tuple(x.dim_value or x.dim_param for x in dims)}; the layer table was asked for "
@@ -132,6 +132,10 @@ def _load_fixed(path: str | Path, input_shape: Sequence[int]) -> Any:
         d.Clear()
         d.dim_value = int(size)
     del g.value_info[:]
+    for out in g.output:  # a -1 written for a dynamic dimension (Paddle2ONNX) would contradict the inferred size
+        for d in out.type.tensor_type.shape.dim:
+            if d.HasField("dim_value") and d.dim_value <= 0:
+                d.Clear()
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
@@ -184,7 +188,7 @@ def _value_shape(v: Any) -> tuple[int | None, ...] | None:
     t = v.type.tensor_type
     if not t.HasField("shape"):
         return None
-    return tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in t.shape.dim)
 
 
 def _tensors(g: Any) -> dict[str, _Tensor]:

@@ -24,7 +24,8 @@ def build_onnx_file(
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     fp32 = fp32_onnx_path(model, ctx)
     path, meta = hook(fp32, ctx)
-    return path, {"exporter": exporter_label(ctx.onnx_exporter), "dynamic_batch": True, **meta}
+    users_file = bool(ctx.cache.get(("onnx_input", ctx.parent_key)))  # an ONNX input: no torch export ran
+    return path, {"exporter": None if users_file else exporter_label(ctx.onnx_exporter), "dynamic_batch": True, **meta}
 
 
 @register_backend("onnxruntime", kind="onnx")

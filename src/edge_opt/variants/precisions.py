@@ -278,6 +278,18 @@ def ort_calibration_cache(fp32: Path, ctx: BuildContext) -> Path:
     return path
 
 
+QDQ_MIN_OPSET = 13  # per-channel (axis) QuantizeLinear/DequantizeLinear need opset 13
+
+
+def _quantizable(model: Any) -> Any:
+    """``model`` at an opset ORT's QDQ quantizer writes valid per-channel graphs for: an older graph (Paddle2ONNX and
+    tf2onnx often write opset 11) is converted to opset 13 by ONNX's version converter first."""
+    from onnx import version_converter
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), QDQ_MIN_OPSET)
+    return version_converter.convert_version(model, QDQ_MIN_OPSET) if opset < QDQ_MIN_OPSET else model
+
+
 def int8_onnx_file(
     fp32: Path, ctx: BuildContext, out: Path, exclude: Sequence[str] = (), include: Sequence[str] | None = None
 ) -> dict[str, Any]:
@@ -308,8 +320,8 @@ def int8_onnx_file(
         with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
             warnings.simplefilter("ignore")
             quantize_static(
-                onnx.load(str(fp32)),  # a proto, not the path: ORT then writes its shape-inferred copy to a temp
-                # folder, never beside the fp32 file (the user's own folder for an ONNX input left as given)
+                _quantizable(onnx.load(str(fp32))),  # a proto, not the path: ORT then writes its shape-inferred
+                # copy to a temp folder, never beside the fp32 file (the user's own folder for an ONNX input)
                 str(out),
                 CalibrationReader(ctx.calibration, onnx_input_name(fp32)),
                 quant_format=QuantFormat.QDQ,

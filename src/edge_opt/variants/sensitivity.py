@@ -6,8 +6,9 @@ split), on torch (a per-module qconfig) or ONNX Runtime (``nodes_to_quantize``).
 parent, backend and int8 options, and kept as JSON in ``ctx.sensitivity_dir`` so a resumed study reuses them.
 
 ``int8_mixed`` starts from full int8 and, while the drop against the float parent exceeds the study's
-``max_accuracy_drop``, returns the most sensitive remaining layer to float; it stops when the budget
-holds, or fails (an error row saying so) when more than ``max_float_mac_fraction`` of the MACs would be float.
+``max_accuracy_drop`` (with a study metric other than top1: the drop of that metric, in its direction, against
+``max_metric_drop``), returns the most sensitive remaining layer to float; it stops when the budget holds, or
+fails (an error row saying so) when more than ``max_float_mac_fraction`` of the MACs would be float.
 """
 
 from __future__ import annotations
@@ -100,6 +101,17 @@ def _ort_logits(path: Path, x: torch.Tensor) -> np.ndarray:
     return np.concatenate([sess.run(None, {name: x[i : i + 256].float().numpy()})[0] for i in range(0, len(x), 256)])
 
 
+def _budget_key(ctx: BuildContext) -> str:
+    return "max_accuracy_drop" if ctx.metric is None else "max_metric_drop"
+
+
+def _metric_tag(ctx: BuildContext) -> str:
+    """The metric the drops were measured in, in the kept results' names (empty for top1: earlier names hold)."""
+    if ctx.metric is None:
+        return ""
+    return "_m" + hashlib.sha256(ctx.metric_label.encode()).hexdigest()[:8]
+
+
 def _options_hash(ctx: BuildContext) -> str:
     text = json.dumps(ctx.quantization.model_dump(exclude={"max_float_mac_fraction"}), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
@@ -111,10 +123,23 @@ def _rank(backend: str, parent_key: str, float_acc: float, rows: list[LayerSensi
     return SensitivityReport(backend, parent_key, float_acc, ranked)
 
 
+def _quality(ctx: BuildContext, labels: np.ndarray) -> Callable[[np.ndarray], float]:
+    """How good a variant's validation logits are, higher better: the study's metric (``ctx.metric``, negated when
+    lower is better) when it is not top1, else top-1 accuracy against ``labels``. A drop is a difference of two."""
+    metric = ctx.metric
+    if metric is not None:
+        sign = 1.0 if ctx.metric_higher_is_better else -1.0
+        return lambda logits: sign * float(metric(logits))
+    return lambda logits: float((logits.argmax(1) == labels).mean())
+
+
 def _measure(
-    layers: Sequence[LayerInfo], logits_of: Callable[[LayerInfo], np.ndarray], reference: np.ndarray, labels: np.ndarray
+    layers: Sequence[LayerInfo],
+    logits_of: Callable[[LayerInfo], np.ndarray],
+    reference: np.ndarray,
+    quality: Callable[[np.ndarray], float],
 ) -> tuple[float, list[LayerSensitivity]]:
-    float_acc = float((reference.argmax(1) == labels).mean())
+    float_acc = quality(reference)
     rows = []
     for layer in layers:
         q = logits_of(layer)
@@ -124,7 +149,7 @@ def _measure(
                 layer.kind,
                 layer.macs,
                 layer.params,
-                float_acc - float((q.argmax(1) == labels).mean()),
+                float_acc - quality(q),
                 sqnr_db(reference, q),
             )
         )
@@ -140,7 +165,7 @@ def _torch_report(model: nn.Module, ctx: BuildContext) -> SensitivityReport:
     def logits_of(layer: LayerInfo) -> np.ndarray:
         return _torch_logits(convert_torch_int8(calibrated, only_layers=[layer.name]), x)
 
-    float_acc, rows = _measure(layers, logits_of, _torch_logits(base, x), y)
+    float_acc, rows = _measure(layers, logits_of, _torch_logits(base, x), _quality(ctx, y))
     return _rank("torch", ctx.parent_key, float_acc, rows)
 
 
@@ -154,7 +179,7 @@ def _onnx_report(fp32: Path, ctx: BuildContext) -> SensitivityReport:
             int8_onnx_file(fp32, ctx, out, include=[str(layer.node)])
             return _ort_logits(out, x)
 
-        float_acc, rows = _measure(layers, logits_of, _ort_logits(fp32, x), y)
+        float_acc, rows = _measure(layers, logits_of, _ort_logits(fp32, x), _quality(ctx, y))
     return _rank("onnxruntime", ctx.parent_key, float_acc, rows)
 
 
@@ -162,7 +187,7 @@ def layer_sensitivity(kind: str, source: nn.Module | Path, ctx: BuildContext) ->
     """Sensitivity of every quantizable layer of a parent (``kind``: "torch" with the module, "onnx" with its
     fp32 ONNX file), memoised in ``ctx.cache`` and in ``ctx.sensitivity_dir``."""
     backend = "torch" if kind == "torch" else "onnxruntime"
-    key = ("sensitivity", backend, ctx.parent_key, _options_hash(ctx))
+    key = ("sensitivity", backend, ctx.parent_key, _options_hash(ctx) + _metric_tag(ctx))
     if key in ctx.cache:
         cached: SensitivityReport = ctx.cache[key]
         return cached
@@ -185,6 +210,7 @@ def mixed_search(
     accuracy_with_float: Callable[[list[str]], float],
     max_drop: float,
     max_float_mac_fraction: float,
+    budget_key: str = "max_accuracy_drop",
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """Greedy: full int8, then return the most sensitive remaining layer to float until the drop against the
     float parent is within ``max_drop``.
@@ -208,7 +234,7 @@ def mixed_search(
         share = (sum(macs[f] for f in floats) + (macs[nxt] if nxt else 0)) / total
         if nxt is None or share > max_float_mac_fraction:
             raise VariantBuildError(
-                f"int8_mixed cannot meet max_accuracy_drop={max_drop}: with {len(floats)} of {len(ranked)} layers in "
+                f"int8_mixed cannot meet {budget_key}={max_drop}: with {len(floats)} of {len(ranked)} layers in "
                 f"float ({floats}) the drop is still {report.float_accuracy - acc:.4f}, and the next layer "
                 f"({nxt}) would put {share:.0%} of the MACs in float (max_float_mac_fraction={max_float_mac_fraction})."
             )
@@ -223,11 +249,13 @@ def _mixed_torch(model: nn.Module, ctx: BuildContext, channels_last: bool) -> To
     calibrated = torch_int8_calibration(model, ctx)
     built: dict[tuple[str, ...], nn.Module] = {}
 
+    quality = _quality(ctx, y)
+
     def accuracy(floats: list[str]) -> float:
         built[tuple(floats)] = convert_torch_int8(calibrated, float_layers=floats)
-        return float((_torch_logits(built[tuple(floats)], x).argmax(1) == y).mean())
+        return quality(_torch_logits(built[tuple(floats)], x))
 
-    floats, steps = mixed_search(report, accuracy, ctx.max_accuracy_drop, ctx.max_float_mac_fraction)
+    floats, steps = mixed_search(report, accuracy, ctx.max_accuracy_drop, ctx.max_float_mac_fraction, _budget_key(ctx))
     m = built[tuple(floats)]
     layers = torch_layers(base, x)
     meta = {
@@ -247,14 +275,15 @@ def _mixed_onnx(fp32: Path, ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
     x, y = _validation(ctx)
     nodes = {layer.name: str(layer.node) for layer in onnx_layers(fp32, tuple(x.shape[1:]))}
     files: dict[tuple[str, ...], tuple[Path, dict[str, Any]]] = {}
+    quality = _quality(ctx, y)
 
     def accuracy(floats: list[str]) -> float:
         tag = hashlib.sha256(";".join(floats).encode()).hexdigest()[:8]
         out = ctx.workdir / f"{ctx.parent_key}_int8_mixed_{_options_hash(ctx)}_{tag}.onnx"
         files[tuple(floats)] = out, int8_onnx_file(fp32, ctx, out, exclude=[nodes[f] for f in floats])
-        return float((_ort_logits(out, x).argmax(1) == y).mean())
+        return quality(_ort_logits(out, x))
 
-    floats, steps = mixed_search(report, accuracy, ctx.max_accuracy_drop, ctx.max_float_mac_fraction)
+    floats, steps = mixed_search(report, accuracy, ctx.max_accuracy_drop, ctx.max_float_mac_fraction, _budget_key(ctx))
     path, built = files[tuple(floats)]
     meta = {
         **built,
