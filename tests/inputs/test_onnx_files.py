@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pandas as pd
 import pytest
 import torch
 
@@ -238,9 +239,5 @@ def test_an_opset_11_graph_quantizes_per_channel_to_a_valid_int8_model(tmp_path)
     assert onnx.load(str(path)).opset_import[0].version == 11
     res = _study(path, tmp_path / "out", ["int8"], simplify=False)
     row = _row(res, "int8")
-    assert pd_isna(row["error"]) and row["kernel_precision"] == "int8", row["error"]
+    assert pd.isna(row["error"]) and row["kernel_precision"] == "int8", row["error"]
     assert row["int8_mac_fraction"] > 0, row["float_layers"]
-
-
-def pd_isna(value) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value))
