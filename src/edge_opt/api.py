@@ -10,11 +10,11 @@ from typing import Any
 
 from torch import nn
 
-from .config import ConfigError, config_from_dict
+from .config import BudgetSettings, ConfigError, config_from_dict
 from .deploy import vendor_row
 from .device import VendorLogError, read_vendor_log
 from .inputs import read_in_memory, read_in_memory_calibration
-from .measure import ConfigPoint
+from .measure import ConfigPoint, target_kind
 from .pipeline import StudyResult, rebuild_report, run_study
 from .study import VENDOR_KIND, StudyStore, VendorRow, load_stored_study
 
@@ -71,7 +71,7 @@ def optimize(
     cfg = config_from_dict(
         {"dataset": IN_MEMORY, "output_dir": str(output_dir), **config_overrides, "model": _model_key(model)}
     )
-    raw = read_in_memory(val_data, train_data, layout)
+    raw = read_in_memory(val_data, train_data, layout, target_kind(cfg.part(BudgetSettings)))
     calibration = None if calibration_data is None else read_in_memory_calibration(calibration_data, raw, layout)
     return run_study(
         cfg,

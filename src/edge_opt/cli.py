@@ -110,8 +110,9 @@ def _predict_command(sub: Any) -> None:
     """The ``predict`` sub-command: run an exported model with onnxruntime alone."""
     pr = sub.add_parser(
         "predict",
-        help="run an exported model with onnxruntime alone and print class ids",
-        epilog="example: edge-opt predict --model outputs/model --input images.npy",
+        help="run an exported model with its runtime alone: print class ids, or write its outputs to .npy",
+        epilog="examples: edge-opt predict --model outputs/model --input images.npy | "
+        "edge-opt predict --model outputs/model --input ids=ids.npy --input mask=mask.npy --output out.npy",
     )
     pr.add_argument(
         "--model",
@@ -119,8 +120,20 @@ def _predict_command(sub: Any) -> None:
         help="folder with manifest.json and the model it names (model.onnx and its data files, model.xml + .bin, "
         "model.pte), or that model file; every file is checked against the manifest's SHA-256 first",
     )
-    pr.add_argument("--input", required=True, help=".npy file of raw images in [0, 1], (N, C, H, W) or (N, H, W)")
-    pr.add_argument("--labels", help="optional .npy of labels: also print the accuracy")
+    pr.add_argument(
+        "--input",
+        required=True,
+        action="append",
+        help=".npy file of raw images in [0, 1], (N, C, H, W) or (N, H, W); for a model with several inputs give "
+        "it once per input as NAME=FILE.npy (the names the model's inputs have)",
+    )
+    pr.add_argument("--labels", help="optional .npy of labels: also print the accuracy (classifiers)")
+    pr.add_argument(
+        "--output",
+        help="write the model's outputs to this .npy file (needed when the model is not a classifier: its manifest's "
+        "metric is not top1, or its output is not (N, classes)); with several outputs one file per output, "
+        "OUTPUT's stem + '.' + the output's name + '.npy' (out.npy -> out.boxes.npy, out.scores.npy)",
+    )
     pr.add_argument(
         "--scale",
         type=float,
@@ -596,19 +609,74 @@ def _report_result(args: argparse.Namespace, result: Any) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .core import ArtifactError, predict
+    from .core import ArtifactError, class_ids, class_scores, predict_outputs
 
     try:
-        x = _load_npy(args.input, "--input")
+        x = _predict_inputs(args.input)
         y = _load_npy(args.labels, "--labels") if args.labels else None  # every input checked before output
-        ids = predict(args.model, x, scale=args.scale, labels=y, labels_name=f"The '--labels' file {args.labels!r}")
+        outputs, manifest = predict_outputs(args.model, x, scale=args.scale)
+        arrays = list(outputs.values())
+        recorded = manifest.get("metric")
+        metric = str(recorded.get("name", "top1")) if isinstance(recorded, dict) else "top1"
+        classifier = metric == "top1" and len(arrays) == 1 and class_scores(arrays[0]).ndim == 2  # (N, C[, 1, 1])
+        ids = class_ids(arrays[0], y, f"The '--labels' file {args.labels!r}") if classifier else None
+        if not classifier and (y is not None or not args.output):
+            raise ValueError(
+                f"The model is not a classifier (metric {metric!r}, outputs "
+                f"{ {k: v.shape for k, v in outputs.items()} }): pass --output FILE.npy to write its outputs"
+                + ("; --labels applies to classifiers only." if y is not None else ".")
+            )
+        written = _write_outputs(outputs, args.output) if args.output else []
     except (ArtifactError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(" ".join(str(int(i)) for i in ids))
-    if y is not None:
+    for name, path, array in written:
+        print(f"{name}: {path} {tuple(array.shape)} {array.dtype}", file=sys.stderr if ids is not None else sys.stdout)
+    if ids is not None:
+        print(" ".join(str(int(i)) for i in ids))
+    if ids is not None and y is not None:
         print(f"accuracy: {float((ids == y).mean()):.6f}", file=sys.stderr)
     return EXIT_OK
+
+
+def _predict_inputs(values: Sequence[str]) -> Any:
+    """``--input``: one .npy file (a one-input model), or NAME=FILE.npy once per model input (a mapping)."""
+    named = [v for v in values if "=" in v and not Path(v).is_file()]
+    if not named and len(values) == 1:
+        return _load_npy(values[0], "--input")
+    if len(named) != len(values):
+        raise ValueError(
+            "The '--input' parameter must be one .npy file, or NAME=FILE.npy once per model input. Got "
+            f"{list(values)} instead."
+        )
+    pairs = [v.split("=", 1) for v in values]
+    names = [n for n, _ in pairs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice or not all(names):
+        raise ValueError(f"The '--input' parameter must name each model input once. Got {names} instead.")
+    return {name: _load_npy(path, f"--input {name}") for name, path in pairs}
+
+
+def _write_outputs(outputs: dict[str, Any], target: str) -> list[tuple[str, Path, Any]]:
+    """The outputs as ``.npy``: to ``target`` for one output, else one file per output named by the output's name
+    (``out.npy`` → ``out.<name>.npy``, the name's unsafe characters as ``_``)."""
+    import re
+
+    import numpy as np
+
+    path = Path(target)
+    if path.suffix != ".npy":
+        raise ValueError(f"The '--output' parameter must name a .npy file. Got {target!r} instead.")
+    if len(outputs) == 1:
+        files = [(name, path, array) for name, array in outputs.items()]
+    else:
+        safe = {name: re.sub(r"[^A-Za-z0-9_.-]", "_", name) for name in outputs}
+        if len(set(safe.values())) != len(safe):
+            raise ValueError(f"The model's output names {list(outputs)} do not give one file name each.")
+        files = [(name, path.with_name(f"{path.stem}.{safe[name]}.npy"), array) for name, array in outputs.items()]
+    for _, file, array in files:
+        np.save(file, array)
+    return files
 
 
 def _load_npy(path: str, flag: str) -> Any:
@@ -696,15 +764,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         return _print_errors(exc.errors)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
-    cols = [
-        "pruning_level",
-        "precision",
-        "backend",
-        "accuracy_a",
-        "accuracy_b",
-        "latency_ratio_b_over_a",
-        "significant",
-    ]
+    metric = table.attrs.get("metric")
+    scores = ["accuracy_a", "accuracy_b"] if metric is None else ["metric_a", "metric_b", "metric_drop_b_vs_a"]
+    cols = ["pruning_level", "precision", "backend", *scores, "latency_ratio_b_over_a", "significant"]
+    if metric is not None:
+        way = "higher" if metric["higher_is_better"] else "lower"
+        print(f"metric: {metric.get('display_name') or metric['name']} ({way} is better)")
     print(table[cols].to_string(index=False) if len(table) else "no common config points")
     return EXIT_OK
 

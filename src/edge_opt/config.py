@@ -38,6 +38,7 @@ __all__ = [
     "TrainingSettings",
     "VariantSettings",
     "LEGACY_QUANTIZATION_KEYS",
+    "LOSS_NAMES",
     "SCENARIO_NAMES",
     "ConfigError",
     "DeploymentConfig",
@@ -72,6 +73,7 @@ _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_
 
 
 MODEL_SOURCES = ("name", "onnx", "factory", "exported", "python")
+LOSS_NAMES = ("cross_entropy", "mse", "bce")  # the built-in training losses (inputs.training)
 # model.simplify's default: chosen by measurement (docs/bring-your-own.md, "ONNX files").
 SIMPLIFY_DEFAULT = True
 MAX_PARAM_VALUES = 10_000
@@ -429,11 +431,32 @@ class TrainingSettings(BaseModel):
     epochs: int | None = Field(
         default=None, ge=0, le=10_000, description="Baseline epochs (default 8; 0 for a model that arrives trained)."
     )
-    learning_rate: float = Field(default=2e-3, gt=0, le=10, description="Adam learning rate (cross-entropy loss).")
+    learning_rate: float = Field(
+        default=2e-3, gt=0, le=10, description="Adam learning rate of training and fine-tuning (with `loss`)."
+    )
     fine_tune_epochs: int = Field(default=2, ge=0, le=10_000, description="Fine-tuning epochs after pruning.")
     device: Literal["cpu", "cuda", "mps", "auto"] = Field(
         default="cpu", description="Training device (`auto` falls back to cpu with a warning)."
     )
+    loss: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=300,
+        description="Training and fine-tuning loss: `cross_entropy`, `mse`, `bce` or your "
+        "`package.module:function(outputs, targets) -> scalar tensor`. Default: `cross_entropy` with metric `top1` "
+        "or `top5` and for a model the study trains; a model that arrives trained and is scored by another metric "
+        "has its pruned points skipped without one (see scoring.md).",
+    )
+
+    @field_validator("loss")
+    @classmethod
+    def _loss_spec(cls, v: str | None) -> str | None:
+        if v is None or v in LOSS_NAMES:
+            return v
+        module, _, function = v.partition(":")
+        if not module.strip() or not function.strip() or ":" in function or v != v.strip():
+            raise ValueError(f"must be one of {', '.join(LOSS_NAMES)} or package.module:function")
+        return v
 
 
 class VariantSettings(BaseModel):

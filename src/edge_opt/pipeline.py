@@ -34,6 +34,7 @@ from .config import (
 )
 from .core import (
     atomic,
+    batch_slice,
     begin_generation,
     close_cache_ledger,
     commit_generation,
@@ -66,9 +67,10 @@ from .inputs import (
     load_study_data,
     model_param_errors,
     normalise_source,
-    onnx_input_spec,
+    onnx_inputs,
     resolve_device,
     set_deterministic,
+    takes_images,
     with_onnx_conversion,
 )
 from .measure import VariantResult, metric_config_errors, target_kind
@@ -443,11 +445,18 @@ def _measure(
 
 def _prepare_scoring(sweep: Sweep) -> None:
     """The fp32 baseline's outputs kept as the metric's reference, and its value checked, before any variant is
-    built: a metric that cannot score the trained baseline is a ``ConfigError``."""
+    built: a metric that cannot score the trained baseline, or a fine-tuning ``loss`` that cannot train it, is a
+    ``ConfigError``."""
     try:
+        sweep.check_fine_tuning()
         sweep.prepare_scoring()
-    except ValueError as exc:  # MetricError, UserCodeError, CallableImportError: the metric or postprocess
+    except ValueError as exc:  # MetricError, LossError, UserCodeError, CallableImportError: metric, postprocess, loss
         raise ConfigError([_one_line(exc)]) from None
+    if sweep.scoring is not None:  # the progress lines show the metric by its name (top1: acc= as before)
+        m = sweep.scoring.metric
+        sweep.on_event(
+            "metric", display_name=m.display_name, higher_is_better=m.higher_is_better, baseline=sweep.baseline_metric
+        )
 
 
 def _search(
@@ -709,17 +718,24 @@ def _load_inputs(
     cfg: StudyConfig, module: torch.nn.Module | None, raw: RawDataset | None, calibration: np.ndarray | None
 ) -> tuple[DataBundle, ModelSource]:
     """Stages data + model: load both and check that they fit (every error before anything is written)."""
-    channels = None
+    channels, model_inputs = None, None
     if cfg.model.onnx is not None and Path(cfg.model.onnx).is_file():
         try:
-            channels = onnx_input_spec(cfg.model.onnx)[1][1]
+            model_inputs = onnx_inputs(cfg.model.onnx)
         except ModelSourceError as exc:
             raise ConfigError([str(exc)]) from None
+        channels = model_inputs[0].dims[1] if takes_images(model_inputs) else None
     inputs = cfg.part(InputSettings)
-    data = load_study_data(inputs, raw, channels, calibration, target_kind(cfg.part(BudgetSettings)))
+    data = load_study_data(inputs, raw, channels, calibration, target_kind(cfg.part(BudgetSettings)), model_inputs)
     try:
         source = load_model_source(inputs, data.input_shape, data.num_classes, module, seed=cfg.seed)
-        sample = next(iter(data.val_loader))[0][:2]  # class scores are checked only for a metric that reads them
+        if not data.takes_images and source.onnx_path is None:
+            raise ModelSourceError(
+                f"The data gives the model's inputs one by one ({', '.join(data.input_names)}): a model with several "
+                f"inputs is studied from its ONNX file (model: {{onnx: model.onnx}}; torch.onnx.export(model, "
+                f"(x1, x2, ...), input_names=[...])). Got the model {source.label}."
+            )
+        sample = batch_slice(next(iter(data.val_loader))[0], 0, 2)  # class scores: only for a metric reading them
         check_model_fits(source, data.input_shape, data.num_classes, sample, data.targets == "class_ids")
     except ModelSourceError as exc:
         raise ConfigError([str(exc)]) from None

@@ -303,20 +303,24 @@ def _onnx_with(tmp_path: Path, two_inputs: bool = False, int_input: bool = False
     return path
 
 
-def test_onnx_models_that_are_not_one_float_image_input(tmp_path, capsys):
+def test_image_data_for_models_that_are_not_one_float_image_input_is_refused_naming_the_inputs(tmp_path, capsys):
+    """Several inputs need one array per input (named by the model's inputs); an integer input refuses floats."""
     _bad(
         tmp_path,
         capsys,
         {**NPZ, "model": {"onnx": str(_onnx_with(tmp_path, two_inputs=True))}},
-        "one input",
-        "['a', 'b']",
+        "takes 2 inputs",
+        "['x_train/a', 'x_train/b']",
     )
+    floats = tmp_path / "floats.npz"
+    z = _npz()
+    np.savez(floats, x_val=z["x_val"].astype(np.float32), y_val=z["y_val"])
     _bad(
         tmp_path,
         capsys,
-        {**NPZ, "model": {"onnx": str(_onnx_with(tmp_path, int_input=True))}},
-        "float32 input",
-        "INT64",
+        {"dataset": "npz", "data_path": str(floats), "model": {"onnx": str(_onnx_with(tmp_path, int_input=True))}},
+        "dtype float32",
+        "a (?, 1, 8, 8) int64",
     )
 
 

@@ -8,6 +8,7 @@ Nothing here imports torch at import time: the device agent and ``edge-opt predi
 from __future__ import annotations
 
 from . import atomic
+from .batches import batch_len, batch_map, batch_parts, batch_slice, concat_outputs, output_arrays, sample_shapes
 from .env import cpu_model, environment, git_commit, package_versions
 from .generation import (
     begin_generation,
@@ -25,12 +26,15 @@ from .registry import Registry
 from .runtime import (
     ArtifactError,
     artifact_runner,
+    class_ids,
     load_manifest,
     muted_native_stderr,
     onnx_data_files,
     predict,
+    predict_outputs,
     sha256_file,
 )
+from .scores import class_scores
 from .stats import (
     SampleSeries,
     SamplingPlan,
@@ -53,7 +57,15 @@ __all__ = [
     "SamplingPlan",
     "TimingRules",
     "artifact_runner",
+    "class_ids",
     "atomic",
+    "batch_len",
+    "batch_map",
+    "batch_parts",
+    "batch_slice",
+    "concat_outputs",
+    "output_arrays",
+    "sample_shapes",
     "begin_generation",
     "ci95_from_std",
     "ci95_half_width",
@@ -64,12 +76,14 @@ __all__ = [
     "foreign_entries",
     "git_commit",
     "call_user_code",
+    "class_scores",
     "import_callable",
     "load_manifest",
     "muted_native_stderr",
     "onnx_data_files",
     "package_versions",
     "predict",
+    "predict_outputs",
     "close_cache_ledger",
     "open_cache_ledger",
     "remove_study",

@@ -13,22 +13,27 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .scores import class_scores
+
 __all__ = [
     "MANIFEST_KEYS",
     "RUNTIMES",
     "artifact_runner",
+    "class_ids",
     "muted_native_stderr",
     "ArtifactError",
     "load_manifest",
     "normalise",
     "onnx_data_files",
     "predict",
+    "predict_outputs",
+    "ArtifactRunner",
     "sha256_file",
 ]
 
@@ -74,8 +79,11 @@ def load_manifest(model_dir: str | Path) -> dict[str, Any]:
     model_file = _inside(d, manifest["model_file"])
     if not model_file.is_file():
         raise ArtifactError(f"Model file {str(model_file)!r} named in the manifest is missing.")
-    _check_input(manifest["input"])
-    _check_normalisation(manifest["normalisation"], manifest["input"]["shape"][1])
+    if "inputs" in manifest:  # a model that takes its inputs as given (token ids, signals, several inputs)
+        _check_inputs(manifest["inputs"])
+    else:
+        _check_input(manifest["input"])
+        _check_normalisation(manifest["normalisation"], manifest["input"]["shape"][1])
     digest = sha256_file(model_file)
     if digest != manifest["sha256"]:
         raise ArtifactError(f"SHA-256 of {str(model_file)!r} is {digest}, the manifest says {manifest['sha256']}.")
@@ -238,6 +246,23 @@ def _check_input(spec: Any) -> None:
         )
 
 
+def _check_inputs(spec: Any) -> None:
+    """``inputs``: one ``{name, shape: ['batch', ...], dtype}`` per model input, with a numeric dtype."""
+    ok = isinstance(spec, list) and len(spec) > 0
+    for entry in spec if ok else []:
+        shape, dtype = (entry.get("shape"), entry.get("dtype")) if isinstance(entry, dict) else (None, None)
+        ok = ok and isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(shape, list)
+        try:
+            ok = ok and isinstance(dtype, str) and np.dtype(dtype).kind in "iubf"
+        except TypeError:
+            ok = False
+    if not ok:
+        raise ArtifactError(
+            "The manifest's 'inputs' must list each model input as {name, shape: ['batch', ...], dtype} with a "
+            f"numeric dtype. Got {str(spec)[:80]!r} instead."
+        )
+
+
 def _as_float(images: Any, scale: float | None) -> np.ndarray:
     """Raw inputs as float32: integer arrays need an explicit ``scale`` (0-255 pixels are not [0, 1] values)."""
     x = np.asarray(images)
@@ -282,13 +307,16 @@ def predict(
     raw pixels. Integer images (uint8 0-255 …) are refused unless ``scale`` says what one unit is worth.
     ``labels``, when given, must be one integer class id per image within the model's outputs (``labels_name``
     names them in the error, e.g. the file they came from): their shape is checked before the model runs, their
-    values after.
+    values after. ``predict_outputs`` gives every output of a model that is not a classifier.
 
     Raises:
         ArtifactError: a bad folder or manifest, a file of the model missing or changed, a model its runtime cannot
             load or run, a wrong shape or dtype, NaN / infinite values, or bad labels.
     """
     model_dir, manifest = _artifact(model_dir)
+    if "inputs" in manifest:  # the model takes its inputs as given: no image rules, no normalisation
+        outputs, _ = predict_outputs(model_dir, images, batch_size, scale)
+        return class_ids(next(iter(outputs.values())), labels, labels_name)
     x = _model_input(images, manifest, scale)
     if labels is not None and np.shape(labels) != (len(x),):
         raise ArtifactError(
@@ -296,20 +324,115 @@ def predict(
             f"{np.shape(labels)} instead."
         )
     x = normalise(x, manifest["normalisation"])
-    run = artifact_runner(model_dir, manifest)
+    logits = _run_batches(artifact_runner(model_dir, manifest), (x,), manifest, model_dir, batch_size)[0]
+    return class_ids(logits, labels, labels_name)
+
+
+def class_ids(logits: np.ndarray, labels: np.ndarray | None = None, labels_name: str = "The labels") -> np.ndarray:
+    """A classifier's class ids (argmax over its (N, C) output), with ``labels`` checked against them when given:
+    one integer class id per sample in [0, C) (``labels_name`` names them in the error).
+
+    Raises:
+        ArtifactError: labels of another shape, or values that are no class ids of the model.
+    """
+    logits = class_scores(logits)  # Caffe2-style (N, C, 1, 1) scores read as (N, C)
+    if labels is not None and np.shape(labels) != (len(logits),):
+        raise ArtifactError(
+            f"{labels_name} must hold {len(logits)} labels, one per image (shape ({len(logits)},)). Got shape "
+            f"{np.shape(labels)} instead."
+        )
+    if labels is not None and len(logits):
+        _check_label_values(np.asarray(labels), int(logits.shape[1]), labels_name)
+    return logits.argmax(1) if len(logits) else np.zeros((0,), dtype=np.int64)
+
+
+def predict_outputs(
+    model_dir: str | Path,
+    inputs: np.ndarray | Mapping[str, np.ndarray],
+    batch_size: int = 256,
+    scale: float | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Every output of the artifact in ``model_dir``, keyed by the model's output names in its output order, and the
+    artifact's manifest.
+
+    ``inputs`` is one array for a one-input model, or a mapping of the model's input names to arrays, one per model
+    input. An image model (the manifest's ``input`` is one float NCHW batch) takes raw images, checked and normalised
+    as ``predict`` does; a model whose manifest lists ``inputs`` (token ids, signals, several inputs) gets each
+    array as given, in the dtype and with the per-sample shape listed there (any array of a numeric dtype, as a float
+    or as it is, when the manifest lists none).
+
+    Raises:
+        ArtifactError: as ``predict``; and a mapping that lacks a model input or names one the model does not
+            have (both listed), arrays of different lengths, a dtype that does not convert without loss.
+    """
+    model_dir, manifest = _artifact(model_dir)
+    run = artifact_runner(model_dir, manifest, all_outputs=True)
+    names = list(run.input_names)
+    if not isinstance(inputs, Mapping):
+        inputs = {names[0]: inputs} if len(names) == 1 else {}
+    missing, unknown = [n for n in names if n not in inputs], [n for n in inputs if n not in names]
+    if missing or unknown:
+        raise ArtifactError(
+            f"The model's inputs are {names}: give one array for each (--input NAME=FILE.npy). Missing: "
+            f"{missing or 'none'}; unknown: {unknown or 'none'}."
+        )
+    if len(names) == 1 and "inputs" not in manifest:  # one float image batch, normalised here
+        x = normalise(_model_input(inputs[names[0]], manifest, scale), manifest["normalisation"])
+        return dict(zip(run.output_names, _run_batches(run, (x,), manifest, model_dir, batch_size))), manifest
+    if scale is not None:
+        raise ArtifactError(
+            "The '--scale' parameter applies to image inputs only; this model takes its inputs as given."
+        )
+    parts = _named_inputs(inputs, names, manifest)
+    return dict(zip(run.output_names, _run_batches(run, parts, manifest, model_dir, batch_size))), manifest
+
+
+def _named_inputs(inputs: Mapping[str, Any], names: Sequence[str], manifest: dict[str, Any]) -> tuple[Any, ...]:
+    """The arrays of a several-input model, in its input order: each in the dtype the manifest's ``inputs`` lists for
+    it (an integer input refuses fractions), finite, all of one length."""
+    listed = {str(i.get("name")): i for i in manifest.get("inputs") or [] if isinstance(i, dict)}
+    dtypes = {name: entry.get("dtype") for name, entry in listed.items()}
+    parts = []
+    for name in names:
+        x = np.asarray(inputs[name])
+        shape = listed.get(name, {}).get("shape")
+        if isinstance(shape, list) and (
+            x.ndim != len(shape) or any(isinstance(d, int) and d != n for d, n in zip(shape[1:], x.shape[1:]))
+        ):
+            raise ArtifactError(
+                f"The input {name!r} must have shape {tuple(shape)} (None: any size). Got {x.shape} instead."
+            )
+        want = np.dtype(dtypes[name] if dtypes.get(name) else (np.float32 if x.dtype.kind == "f" else x.dtype))
+        if x.dtype.kind not in "iubf":
+            raise ArtifactError(f"The input {name!r} must be a numeric array. Got dtype {x.dtype} instead.")
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise ArtifactError(f"The input {name!r} holds NaN or infinite values; refusing to predict.")
+        if want.kind in "iub" and x.dtype.kind == "f" and (x != np.round(x)).any():
+            raise ArtifactError(f"The input {name!r} must hold whole numbers ({want} for the model). Got fractions.")
+        parts.append(np.ascontiguousarray(x.astype(want, copy=False)))
+    lengths = {name: len(p) for name, p in zip(names, parts)}
+    if len(set(lengths.values())) > 1:
+        raise ArtifactError(f"The inputs must hold as many samples each. Got {lengths}.")
+    return tuple(parts)
+
+
+def _run_batches(
+    run: ArtifactRunner, parts: tuple[Any, ...], manifest: dict[str, Any], model_dir: Path, batch_size: int
+) -> list[np.ndarray]:
+    """The runner over the inputs in batches of ``batch_size`` (one sample for a ``.pte``), per output the batches
+    concatenated (the first output alone for a runner made without ``all_outputs``)."""
     step = 1 if manifest.get("runtime") == "executorch" else batch_size  # a .pte has a static batch of 1
-    ids, classes = [], 0
-    for i in range(0, len(x), step):
+    chunks: list[list[np.ndarray]] = []
+    for i in range(0, len(parts[0]), step):
         try:
-            logits = run(np.ascontiguousarray(x[i : i + step]))
+            out = run(tuple(np.ascontiguousarray(p[i : i + step]) for p in parts))
         except Exception as exc:  # noqa: BLE001 — a runtime's own error while running the model
             name = manifest["model_file"]
             raise ArtifactError(f"{name!r} in {str(model_dir)!r} fails to run: {type(exc).__name__}: {exc}") from None
-        ids.append(logits.argmax(1))
-        classes = int(logits.shape[1])
-    if labels is not None and ids:
-        _check_label_values(np.asarray(labels), classes, labels_name)
-    return np.concatenate(ids) if ids else np.zeros((0,), dtype=np.int64)
+        chunks.append(out if run.all_outputs else [out])
+    if not chunks:
+        return [np.zeros((0,), dtype=np.float32)]
+    return [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
 
 
 def _artifact(path: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -390,9 +513,38 @@ def muted_native_stderr() -> Iterator[None]:
             os.close(saved)
 
 
-def artifact_runner(model_dir: str | Path, manifest: dict[str, Any] | None = None) -> Any:
-    """A function (normalised float32 NCHW batch) → logits, with the runtime the manifest names and that runtime
-    alone (an ExecuTorch ``.pte`` takes one sample at a time)."""
+class ArtifactRunner:
+    """A loaded artifact: called with one input batch (an array) or several (a tuple, one per model input in the
+    model's input order), it returns the first output (a classifier's logits), or every output, one array each,
+    when made with ``all_outputs=True``.
+
+    Attributes:
+        input_names: the model's input names, in its input order (the runtime's own names).
+        output_names: the model's output names, in its output order.
+    """
+
+    def __init__(
+        self, run: Any, input_names: Sequence[str], output_names: Sequence[str], all_outputs: bool = False
+    ) -> None:
+        self._run, self.all_outputs = run, all_outputs
+        self.input_names, self.output_names = tuple(input_names), tuple(output_names)
+
+    def __call__(self, x: Any) -> Any:
+        parts = tuple(x) if isinstance(x, (tuple, list)) else (x,)
+        if len(parts) != len(self.input_names):
+            raise ArtifactError(
+                f"The model takes {len(self.input_names)} input(s) {list(self.input_names)}. Got {len(parts)} instead."
+            )
+        outputs = [np.asarray(o) for o in self._run(parts)]
+        return outputs if self.all_outputs else outputs[0]
+
+
+def artifact_runner(
+    model_dir: str | Path, manifest: dict[str, Any] | None = None, *, all_outputs: bool = False
+) -> ArtifactRunner:
+    """The artifact loaded with the runtime the manifest names and that runtime alone, as an ``ArtifactRunner``:
+    (normalised float32 NCHW batch, or a tuple of batches for several inputs) → logits (the first output), or
+    every output with ``all_outputs`` (an ExecuTorch ``.pte`` takes one sample at a time)."""
     model_dir = Path(model_dir)
     manifest = manifest if manifest is not None else load_manifest(model_dir)
     runtime = manifest.get("runtime", "onnxruntime")
@@ -405,7 +557,7 @@ def artifact_runner(model_dir: str | Path, manifest: dict[str, Any] | None = Non
             f"The manifest's 'runtime' must be one of {list(RUNTIMES)}. Got {str(runtime)[:80]!r} instead."
         )
     try:
-        return loaders[runtime](path, manifest, threads)
+        run, inputs, outputs = loaders[runtime](path, manifest, threads)
     except ImportError as exc:
         raise ArtifactError(
             f"The artifact needs the {runtime} runtime: pip install 'edge-opt[{runtime}]' ({exc})."
@@ -413,20 +565,28 @@ def artifact_runner(model_dir: str | Path, manifest: dict[str, Any] | None = Non
     except Exception as exc:  # noqa: BLE001 — a runtime's own errors (ORT's Fail …) are no ValueErrors
         notes = "".join(f"; {n}" for n in getattr(exc, "__notes__", ()))  # e.g. the native log's tail
         raise ArtifactError(f"{runtime} cannot load {path!r}: {type(exc).__name__}: {str(exc)[:500]}{notes}") from None
+    return ArtifactRunner(run, inputs, outputs, all_outputs)
 
 
-def _ort_runner(path: str, manifest: dict[str, Any], threads: int) -> Any:
+_Loaded = tuple[Any, list[str], list[str]]  # run(parts) -> outputs, the input names, the output names
+
+
+def _ort_runner(path: str, manifest: dict[str, Any], threads: int) -> _Loaded:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.log_severity_level = 3
     sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return lambda x: sess.run(None, {name: x})[0]
+    names = [i.name for i in sess.get_inputs()]
+    return (
+        lambda parts: sess.run(None, dict(zip(names, parts))),
+        names,
+        [o.name for o in sess.get_outputs()],
+    )
 
 
-def _openvino_runner(path: str, manifest: dict[str, Any], threads: int) -> Any:
+def _openvino_runner(path: str, manifest: dict[str, Any], threads: int) -> _Loaded:
     import openvino as ov
 
     hint = manifest.get("export", {}).get("inference_precision_hint", "f32")
@@ -435,14 +595,36 @@ def _openvino_runner(path: str, manifest: dict[str, Any], threads: int) -> Any:
         core.read_model(path), "CPU", {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads}
     )
     request = compiled.create_infer_request()
-    return lambda x: np.array(request.infer({0: x})[0])
+    outputs = list(compiled.outputs)
+
+    def run(parts: tuple[Any, ...]) -> list[np.ndarray]:
+        result = request.infer(dict(enumerate(parts)))
+        return [np.array(result[o]) for o in outputs]
+
+    return run, [i.get_any_name() for i in compiled.inputs], [_ov_name(o, k) for k, o in enumerate(outputs)]
 
 
-def _executorch_runner(path: str, manifest: dict[str, Any], threads: int) -> Any:
+def _ov_name(port: Any, index: int) -> str:
+    """An OpenVINO port's name (a port may have none: ``output<index>`` then)."""
+    names = port.get_names()
+    return port.get_any_name() if names else f"output{index}"
+
+
+def _executorch_runner(path: str, manifest: dict[str, Any], threads: int) -> _Loaded:
     import torch
 
     with muted_native_stderr():  # the runtime's C++ log (CPU probes) stays off the predictions' console
         from executorch.runtime import Runtime
 
         method = Runtime.get().load_program(path).load_method("forward")
-    return lambda x: method.execute([torch.from_numpy(x)])[0].numpy()
+    meta = method.metadata  # a .pte keeps no input or output names: the manifest's, else input<k> / output<k>
+    inputs = [str(i.get("name")) for i in manifest.get("inputs") or [] if isinstance(i, dict)]
+    if not inputs:
+        single = [str((manifest.get("input") or {}).get("name", "input"))]
+        inputs = single if meta.num_inputs() == 1 else [f"input{k}" for k in range(meta.num_inputs())]
+    outputs = [f"output{k}" for k in range(meta.num_outputs())]
+
+    def run(parts: tuple[Any, ...]) -> list[np.ndarray]:
+        return [o.numpy() for o in method.execute([torch.from_numpy(p) for p in parts])]
+
+    return run, inputs, outputs

@@ -15,9 +15,9 @@ import numpy as np
 from torch import nn
 
 from ..config import StudyConfig
-from ..core import ArtifactError, artifact_runner, atomic, package_versions, sha256_file
+from ..core import ArtifactError, artifact_runner, atomic, batch_map, class_scores, package_versions, sha256_file
 from ..inputs import DataBundle, onnx_model_files
-from ..measure import ConfigPoint
+from ..measure import ConfigPoint, Scoring, loader_targets
 from ..study import MANIFEST_COLUMNS, Selection, Sweep
 from ..variants import (
     BuildContext,
@@ -42,7 +42,8 @@ __all__ = [
 
 MODEL_FILE = "model.onnx"
 MANIFEST_METRICS = MANIFEST_COLUMNS  # columns of the measured row copied into the manifest
-_OWN_FILES = ("manifest.json", "validation_inputs.npy", "validation_labels.npy")  # beside the model's files
+# beside the model's files (validation_inputs.npz: a model with several inputs, one array per input name)
+_OWN_FILES = ("manifest.json", "validation_inputs.npy", "validation_inputs.npz", "validation_labels.npy")
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ def export_artifact(
     failed_goals: Sequence[str],
     config_point: Mapping[str, Any],
     threads: int = 1,
+    scoring: Scoring | None = None,
 ) -> dict[str, Any]:
     """Write what the row's runtime loads + ``manifest.json`` (+ the validation images and labels, un-normalised).
 
@@ -153,6 +155,12 @@ def export_artifact(
     ONNX ``producer_name``/``producer_version``) and what the study applied; ``export.exporter`` is None when
     no PyTorch model was exported.
 
+    ``scoring``: the study's metric when it is not top-1 (its fp32 reference set for a label-free one). The shipped
+    files' outputs are then scored by it (postprocess, then the metric) and the manifest records ``metric``
+    ``{name, display_name, higher_is_better, value, study_value}`` (``value``: these files'; ``study_value``: the
+    row's), ``outputs`` (name and per-sample shape of each) and ``artifact_accuracy`` only when top-1 applies
+    (None otherwise); the validation targets are saved as the data holds them (none for a label-free metric).
+
     Returns:
         The manifest.
     """
@@ -167,14 +175,12 @@ def export_artifact(
         for name, src in built.files.items():
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, staging / name)
-        logits = _shipped_logits(staging, built, data)
-        artifact_acc = float((logits.argmax(1) == data.val_labels).mean())
-        np.save(staging / "validation_inputs.npy", data.val_images_raw.astype(np.float32))
-        np.save(staging / "validation_labels.npy", data.val_labels.astype(np.int64))
-        manifest = _manifest(
-            staging, built, row, data, config_point, int(logits.shape[1]), artifact_acc, parent_model is None
-        )
-        manifest.update(goals_met=bool(goals_met), failed_goals=list(failed_goals))
+        outputs, names = _shipped_outputs(staging, built, data)
+        scored = _scored(outputs, names, data, row, scoring)
+        artifact_acc = scored.pop("artifact_accuracy")
+        validation = _save_validation(staging, data, scoring)
+        manifest = _manifest(staging, built, row, data, config_point, outputs[0], artifact_acc, parent_model is None)
+        manifest.update(goals_met=bool(goals_met), failed_goals=list(failed_goals), **scored, **validation)
         _replace_folder(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -182,9 +188,10 @@ def export_artifact(
     return manifest
 
 
-def _shipped_logits(folder: Path, built: _Built, data: DataBundle) -> np.ndarray:
-    """The validation logits of the files as shipped, loaded from ``folder`` by their runtime alone, as ``predict``
-    and the agent load them: a file the model needs and the artifact lacks fails here, named, before it ships."""
+def _shipped_outputs(folder: Path, built: _Built, data: DataBundle) -> tuple[list[np.ndarray], list[str]]:
+    """Every validation output of the files as shipped (one array per output) and the outputs' names, loaded from
+    ``folder`` by their runtime alone, as ``predict`` and the agent load them: a file the model needs and the artifact
+    lacks fails here, named, before it ships."""
     model_file = next(iter(built.files))
     stub = {
         "runtime": built.runtime,
@@ -192,19 +199,81 @@ def _shipped_logits(folder: Path, built: _Built, data: DataBundle) -> np.ndarray
         "session_options": _session_options(built.variant),
         "export": built.meta,
     }
-    run = artifact_runner(folder, stub)  # ArtifactError naming the file and the runtime's reason
+    run = artifact_runner(folder, stub, all_outputs=True)  # ArtifactError naming the file and the runtime's reason
     step = 1 if built.runtime == "executorch" else None  # a .pte has a static batch of 1
-    logits = []
+    chunks: list[list[np.ndarray]] = []
     try:
-        for x, _ in data.val_loader:
-            batch = np.ascontiguousarray(x.float().numpy())
-            for i in range(0, len(batch), step or len(batch)):
-                logits.append(np.asarray(run(batch[i : i + (step or len(batch))]), dtype=np.float32))
+        for x, *_ in data.val_loader:
+            parts = batch_map(x, _runtime_array)
+            n = len(parts[0]) if isinstance(parts, tuple) else len(parts)
+            for i in range(0, n, step or n):
+                part = batch_map(parts, lambda a: a[i : i + (step or n)])  # noqa: B023 — used at once
+                chunks.append([np.asarray(o, dtype=np.float32) for o in run(part)])
     except Exception as exc:  # noqa: BLE001 — a runtime's own error while running the shipped file
         raise ArtifactError(
             f"{built.runtime} fails to run the exported {model_file}: {type(exc).__name__}: {exc}"
         ) from None
-    return np.concatenate(logits)
+    return [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))], list(run.output_names)
+
+
+def _runtime_array(x: Any) -> np.ndarray:
+    """One model input as the runtime takes it: float32 for floating inputs, integers as they are."""
+    a = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+    return np.ascontiguousarray(a if a.dtype.kind in "iub" else a.astype(np.float32))
+
+
+def _scored(
+    outputs: list[np.ndarray], names: list[str], data: DataBundle, row: Mapping[str, Any], scoring: Scoring | None
+) -> dict[str, Any]:
+    """The manifest's scoring keys: ``artifact_accuracy`` (top-1 of the shipped outputs; None when top-1 does not
+    apply), and with a metric other than top-1 ``metric`` and ``outputs``."""
+    logits = class_scores(outputs[0])  # Caffe2-style (N, C, 1, 1) scores read as (N, C)
+    if scoring is None:
+        return {"artifact_accuracy": float((logits.argmax(1) == data.val_labels).mean())}
+    targets = loader_targets(data.val_loader)
+    top1 = logits.ndim == 2 and targets is not None and targets.shape == (len(logits),) and targets.dtype.kind in "iu"
+    value = scoring.score(outputs, targets)
+    study_value = row.get("metric")
+    return {
+        "artifact_accuracy": float((logits.argmax(1) == targets).mean()) if top1 and targets is not None else None,
+        "metric": {
+            "name": scoring.metric.name,
+            "display_name": scoring.metric.display_name,
+            "higher_is_better": scoring.metric.higher_is_better,
+            "value": float(value),
+            "study_value": float(study_value) if isinstance(study_value, (int, float)) else None,
+            "note": "value: the metric of these files on the validation inputs; study_value: the sweep's row",
+        },
+        "outputs": [{"name": n, "shape": ["batch", *o.shape[1:]], "dtype": "float32"} for n, o in zip(names, outputs)],
+    }
+
+
+def _save_validation(folder: Path, data: DataBundle, scoring: Scoring | None) -> dict[str, Any]:
+    """``validation_inputs`` (raw, un-normalised: ``.npy``, or ``.npz`` keyed by input name for several inputs) and
+    ``validation_labels.npy`` (class ids as int64; with a metric other than top-1 the targets as the data holds
+    them, none when it holds none); with a metric, the manifest's ``validation_files`` saying which were written."""
+    raw = data.val_images_raw
+    inputs = "validation_inputs.npy"
+    if isinstance(raw, np.ndarray):
+        np.save(folder / inputs, raw.astype(np.float32))
+    elif len(raw.arrays) == 1:
+        np.save(folder / inputs, raw.arrays[0])  # as the model takes it: its own dtype
+    else:
+        inputs = "validation_inputs.npz"
+        arrays: dict[str, Any] = dict(zip(raw.names, raw.arrays))
+        np.savez(folder / inputs, **arrays)
+    if scoring is None:
+        np.save(folder / "validation_labels.npy", data.val_labels.astype(np.int64))
+        return (
+            {}
+            if inputs.endswith(".npy")
+            else {"validation_files": {"inputs": inputs, "labels": "validation_labels.npy"}}
+        )
+    targets = data.val_targets
+    labels = targets is not None and isinstance(targets, np.ndarray) and targets.dtype.kind in "iufb"
+    if targets is not None and labels:
+        np.save(folder / "validation_labels.npy", targets)
+    return {"validation_files": {"inputs": inputs, "labels": "validation_labels.npy" if labels else None}}
 
 
 def _replace_folder(staging: Path, out: Path) -> None:
@@ -252,12 +321,11 @@ def _manifest(
     row: Mapping[str, Any],
     data: DataBundle,
     config_point: Mapping[str, Any],
-    classes: int,
-    artifact_acc: float,
+    first_output: np.ndarray,
+    artifact_acc: float | None,
     from_onnx: bool,
 ) -> dict[str, Any]:
     model_file = next(iter(built.files))
-    c, h, w = data.input_shape
     variant = built.variant
     return {
         "config_hash": config_point.get("config_hash"),
@@ -280,14 +348,8 @@ def _manifest(
         "metrics": {k: row.get(k) for k in MANIFEST_METRICS},
         "artifact_accuracy": artifact_acc,
         "artifact_accuracy_note": f"accuracy of these files under {built.runtime} on validation_inputs.npy",
-        "input": {
-            "name": _input_name(out / model_file, built.runtime),
-            "shape": ["batch", c, h, w],
-            "dtype": "float32",
-            "layout": "NCHW",
-            "range": "raw values (as validation_inputs.npy); normalisation turns them into the model's input",
-        },
-        "output": {"shape": ["batch", classes], "dtype": "float32"},
+        **_input_keys(data, _input_name(out / model_file, built.runtime)),
+        "output": {"shape": ["batch", *map(int, first_output.shape[1:])], "dtype": "float32"},
         "normalisation": data.preprocess.as_dict(),
         "model_source": row.get("model_source"),
         "model_sha256": row.get("model_sha256"),
@@ -298,6 +360,30 @@ def _manifest(
         "package_versions": package_versions(),
         "validation_files": {"inputs": "validation_inputs.npy", "labels": "validation_labels.npy"},
     }
+
+
+def _input_keys(data: DataBundle, name: str) -> dict[str, Any]:
+    """The manifest's ``input`` (one float NCHW image batch, normalised by ``normalisation``); for a model that takes
+    its inputs as given (``InputArrays``: token ids, signals, several inputs) also ``inputs``, one
+    ``{name, shape, dtype}`` per model input in its input order, which ``predict`` feeds as given."""
+    raw = data.val_images_raw
+    if isinstance(raw, np.ndarray):
+        c, h, w = data.input_shape
+        return {
+            "input": {
+                "name": name,
+                "shape": ["batch", c, h, w],
+                "dtype": "float32",
+                "layout": "NCHW",
+                "range": "raw values (as validation_inputs.npy); normalisation turns them into the model's input",
+            }
+        }
+    inputs = [
+        {"name": n, "shape": ["batch", *map(int, a.shape[1:])], "dtype": str(a.dtype)}
+        for n, a in zip(raw.names, raw.arrays)
+    ]
+    note = "as the model takes it (as the validation inputs hold it): no normalisation"
+    return {"input": {**inputs[0], "layout": None, "range": note}, "inputs": inputs}
 
 
 def _provenance(model_file: Path, built: _Built, row: Mapping[str, Any], from_onnx: bool) -> dict[str, Any]:
@@ -369,9 +455,10 @@ def artifact_point(cfg: StudyConfig, point: ConfigPoint, key: str) -> dict[str, 
 
 
 def cached_manifest(
-    model_dir: Path, point: Mapping[str, Any], goals_met: bool, failed: Sequence[str]
+    model_dir: Path, point: Mapping[str, Any], goals_met: bool, failed: Sequence[str], metric: str | None = None
 ) -> dict[str, Any] | None:
-    """The existing artifact's manifest when it was exported for the same config point and is intact."""
+    """The existing artifact's manifest when it was exported for the same config point and is intact, and records
+    the study's ``metric`` (its name; None for top1, whose manifest records none)."""
     from ..core import ArtifactError, load_manifest
 
     try:
@@ -385,9 +472,16 @@ def cached_manifest(
         or not isinstance(manifest.get("files"), list)  # written before every file of the model was listed
         or manifest.get("goals_met") != goals_met
         or manifest.get("failed_goals") != list(failed)
+        or _recorded_metric(manifest) != metric  # e.g. written before the manifest recorded the metric
     ):
         return None
     return manifest
+
+
+def _recorded_metric(manifest: Mapping[str, Any]) -> str | None:
+    """The name of the metric a manifest records (None when it records none: top1)."""
+    recorded = manifest.get("metric")
+    return str(recorded.get("name")) if isinstance(recorded, dict) else None
 
 
 def export_recommended(out: Path, selection: Selection, sweep: Sweep) -> ExportedArtifact | None:
@@ -397,7 +491,9 @@ def export_recommended(out: Path, selection: Selection, sweep: Sweep) -> Exporte
         return None
     point = artifact_point(sweep.cfg, chosen.point, chosen.result.key)
     failed = list(selection.failed_goals)
-    manifest = cached_manifest(out / "model", point, selection.goals_met, failed)
+    scoring = sweep.scoring  # None for top1
+    metric = scoring.metric.name if scoring is not None else None
+    manifest = cached_manifest(out / "model", point, selection.goals_met, failed, metric)
     if manifest is not None:
         return ExportedArtifact(point, manifest)
     level = chosen.point.pruning_level
@@ -413,6 +509,7 @@ def export_recommended(out: Path, selection: Selection, sweep: Sweep) -> Exporte
             failed_goals=failed,
             config_point=point,
             threads=sweep.cfg.threads,
+            scoring=scoring,
         )
     except Exception as exc:  # noqa: BLE001 — a failed export is reported, the study outputs still land
         _remove_stale(out / "model")  # an earlier artifact does not describe this run's choice

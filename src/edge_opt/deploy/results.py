@@ -179,7 +179,8 @@ class SimulationError:
 
 @dataclass(frozen=True)
 class ArtifactAccuracy:
-    """LoadGen's AccuracyOnly run on the exported artifact, next to the accuracy its manifest records."""
+    """LoadGen's AccuracyOnly run on the exported artifact, next to the accuracy its manifest records; for a study
+    scored by another metric than top-1, its metric (``metric``, named ``metric_name``) next to the manifest's."""
 
     accuracy: float | None  # None when LoadGen's accuracy log gave none
     manifest_accuracy: float | None
@@ -187,9 +188,12 @@ class ArtifactAccuracy:
     samples: int
     loadgen_log: str
     mode: str = "AccuracyOnly"
+    metric: float | None = None  # the study's metric from LoadGen's accuracy log (None for top1)
+    metric_name: str | None = None  # its display name (None for top1: no metric keys)
+    manifest_metric: float | None = None  # the manifest's ``metric.value``
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "accuracy": self.accuracy,
             "manifest_accuracy": self.manifest_accuracy,
             "runtime": self.runtime,
@@ -197,6 +201,9 @@ class ArtifactAccuracy:
             "loadgen_log": self.loadgen_log,
             "mode": self.mode,
         }
+        if self.metric_name is not None:
+            out.update(metric=self.metric, metric_name=self.metric_name, manifest_metric=self.manifest_metric)
+        return out
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ Scenarios (``edge_opt.deploy.loadgen`` drives them; every number comes from Load
 - ``batch``: the reference's batch latency/throughput at the loader's batch size and a stream of
   128 single items (``batch_latency_ms`` …), timed with ``torch.utils.benchmark``.
 - accuracy: ``loadgen_accuracy`` runs LoadGen's AccuracyOnly mode on a variant and computes the
-  accuracy from its accuracy log.
+  accuracy from its accuracy log — or, for a study scored by another metric, that metric from the raw outputs
+  the SUT answered with (``_artifact_accuracy``: on the exported artifact, next to the manifest's).
 
 These are not official MLPerf runs: durations are short and LoadGen's early stopping judges them.
 
@@ -42,8 +43,17 @@ import torch
 from torch.utils.benchmark import Timer
 
 from ..config import SCENARIO_NAMES, StudyConfig
-from ..core import atomic
-from ..measure import ConfigPoint, ModelLike, RaplReader, as_variant, measure_energy, torch_threads
+from ..core import atomic, batch_len, batch_map, batch_slice
+from ..measure import (
+    ConfigPoint,
+    ModelLike,
+    RaplReader,
+    Scoring,
+    as_variant,
+    loader_targets,
+    measure_energy,
+    torch_threads,
+)
 from ..study import StudyStore, Sweep, point_key, stable_hash
 from ..variants import Variant, VariantBuildError, build_variant
 from .loadgen import LoadGenRun, LoadGenSettings, run_loadgen
@@ -98,10 +108,13 @@ def scale_layer_times(layer_df: pd.DataFrame, cpu_frequency_scale: float) -> pd.
     return df
 
 
-def _samples(loader: Iterable) -> torch.Tensor:
-    xs = [x for x, _ in loader]
+def _samples(loader: Iterable) -> Any:
+    """Every input of the loader, concatenated: one tensor, or a tuple of them (one per model input)."""
+    xs = [batch[0] for batch in loader]
     if not xs:
         raise ValueError("No batches in the loader: the deployment simulation needs evaluation data.")
+    if isinstance(xs[0], (tuple, list)):
+        return tuple(torch.cat([x[k] for x in xs]) for k in range(len(xs[0])))
     return torch.cat(xs)
 
 
@@ -131,7 +144,7 @@ class _Run:
     """One simulation's fixed inputs."""
 
     variant: Variant
-    data: torch.Tensor
+    data: Any  # every sample: one tensor, or a tuple of them (one per model input)
     singles: list[Any]
     factor: float
     scale: float
@@ -226,7 +239,7 @@ def _single_stream(run: _Run) -> dict[str, Any]:
 
 def _multi_stream(run: _Run) -> dict[str, Any]:
     k = run.s.multi_stream_samples_per_query
-    batch = run.variant.prepare(run.data[:k])
+    batch = run.variant.prepare(batch_slice(run.data, 0, k))
     t0 = time.perf_counter()
     for _ in range(8):
         run.variant.run(batch)
@@ -311,7 +324,7 @@ def _offline(run: _Run, single: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def _batch(run: _Run, first: torch.Tensor) -> dict[str, Any]:
+def _batch(run: _Run, first: Any) -> dict[str, Any]:
     fn, k = run.variant.run, run.factor
     xb = run.variant.prepare(first)
     m = Timer("run(x)", globals={"run": fn, "x": xb}, num_threads=run.s.threads).blocked_autorange(min_run_time=0.2)
@@ -323,9 +336,9 @@ def _batch(run: _Run, first: torch.Tensor) -> dict[str, Any]:
     figures = {}
     for where, f in (("host", 1.0), ("device", k)):
         figures[where] = {
-            "batch_size": len(first),
+            "batch_size": batch_len(first),
             "batch_latency_ms": batch_ms * f,
-            "batch_throughput_sps": len(first) / (batch_ms * f / 1e3),
+            "batch_throughput_sps": batch_len(first) / (batch_ms * f / 1e3),
             "stream_avg_latency_ms": stream_ms * f,
             "stream_throughput_sps": 1e3 / (stream_ms * f),
         }
@@ -388,12 +401,12 @@ def deployment_simulation(
         raise ValueError(f"The 'scenarios' parameter must contain names from {list(SCENARIOS)}. Got {unknown} instead.")
     data = _samples(loader)
     factor = device_latency_factor(cpu_frequency_scale, s.latency_model, s.compute_bound_fraction)
-    variant = as_variant(model_or_variant, None, [(data[:2], None)], device)
+    variant = as_variant(model_or_variant, None, [(batch_slice(data, 0, 2), None)], device)
     out = _header(variant, s, cpu_frequency_scale, factor)
     with torch_threads(s.threads):
         with contextlib.ExitStack() as stack:
             log_dir = s.log_dir if s.log_dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            singles = [variant.prepare(data[i : i + 1]) for i in range(min(len(data), 256))]
+            singles = [variant.prepare(batch_slice(data, i, i + 1)) for i in range(min(batch_len(data), 256))]
             run = _Run(
                 variant,
                 data,
@@ -438,18 +451,23 @@ def _run_scenarios(run: _Run, scenarios: Sequence[str], loader: Iterable) -> dic
     return res
 
 
-def loadgen_accuracy(variant: Variant, loader: Iterable, labels: np.ndarray, log_dir: Path) -> LoadGenRun:
-    """LoadGen's AccuracyOnly run of ``variant`` over every sample; its accuracy is read from LoadGen's accuracy log."""
+def loadgen_accuracy(
+    variant: Variant, loader: Iterable, labels: Any, log_dir: Path, scoring: Scoring | None = None
+) -> LoadGenRun:
+    """LoadGen's AccuracyOnly run of ``variant`` over every sample; its accuracy (top-1, or with ``scoring`` the
+    study's metric, from the raw outputs the SUT answered with) is read from LoadGen's accuracy log. ``labels``:
+    the class ids, or with ``scoring`` the targets its metric reads (None for a label-free one)."""
     data = _samples(loader)
     _note_logs(log_dir)
     return run_loadgen(
         variant,
         data,
         "single_stream",
-        LoadGenSettings(min_query_count=1, min_duration_ms=0, performance_sample_count=len(data)),
+        LoadGenSettings(min_query_count=1, min_duration_ms=0, performance_sample_count=batch_len(data)),
         log_dir,
         mode="accuracy",
-        labels=np.asarray(labels),
+        labels=labels if scoring is not None else np.asarray(labels),
+        scoring=scoring,
     )
 
 
@@ -610,34 +628,54 @@ def simulate_deployment(
 
 
 def _artifact_accuracy(out: Path, sweep: Sweep) -> tuple[ArtifactAccuracy | None, str | None]:
-    """LoadGen's AccuracyOnly run on the exported artifact (its files, its runtime), vs the manifest's accuracy."""
+    """LoadGen's AccuracyOnly run on the exported artifact (its files, its runtime), vs the manifest's accuracy — and
+    its metric, for a study scored by another metric than top-1 (vs the manifest's ``metric.value``)."""
     from ..core import artifact_runner, load_manifest
 
     model = out / "model"
     if sweep.should_stop() or not (model / "manifest.json").is_file():
         return None, None
     manifest: Any = None
+    scoring = sweep.scoring  # None for top1
     try:
         manifest = load_manifest(model)
-        runner = artifact_runner(model, manifest)
+        runner = artifact_runner(model, manifest, all_outputs=scoring is not None)
         variant = Variant(
             backend=str(manifest.get("runtime", "onnxruntime")),
             precision=str(manifest["precision"]),
             kernel_precision=str(manifest.get("kernel_precision")),
             parameter_bytes=0,
             metadata={},
-            prepare=lambda x: np.ascontiguousarray(x.float().numpy()),
+            prepare=lambda x: batch_map(x, _runtime_array),
             run=runner,
-            to_logits=lambda o: np.asarray(o, dtype=np.float32),
+            to_logits=_float_outputs,
         )
-        run = loadgen_accuracy(variant, sweep.data.val_loader, sweep.data.val_labels, out / DEPLOYMENT_DIR / "accuracy")
+        labels = loader_targets(sweep.data.val_loader) if scoring is not None else sweep.data.val_labels
+        run = loadgen_accuracy(variant, sweep.data.val_loader, labels, out / DEPLOYMENT_DIR / "accuracy", scoring)
     except Exception as exc:  # noqa: BLE001 — a runtime's own error (ORT's Fail …) is a warning, never a traceback
         name = f"{model / str(manifest.get('model_file'))}" if isinstance(manifest, dict) else str(model)
         return None, f"LoadGen accuracy run on the artifact {name} failed: {type(exc).__name__}: {exc}"
+    recorded = manifest.get("metric") if isinstance(manifest.get("metric"), dict) else {}
     return ArtifactAccuracy(
         accuracy=run.accuracy,
         manifest_accuracy=manifest.get("artifact_accuracy"),
         runtime=str(manifest.get("runtime", "onnxruntime")),
-        samples=len(sweep.data.val_labels),
+        samples=int(sweep.data.n_val),
         loadgen_log=str(run.log_dir),
+        metric=run.metric,
+        metric_name=scoring.metric.display_name if scoring is not None else None,
+        manifest_metric=recorded.get("value") if scoring is not None else None,
     ), None
+
+
+def _runtime_array(x: torch.Tensor) -> np.ndarray:
+    """One model input as an artifact's runtime takes it: float32 for floating inputs, integers as they are."""
+    return np.ascontiguousarray(x.numpy() if not torch.is_floating_point(x) else x.float().numpy())
+
+
+def _float_outputs(out: Any) -> Any:
+    """A runner's output(s) as float32: one array, or a tuple of them for several outputs."""
+    if isinstance(out, (tuple, list)):
+        arrays = tuple(np.asarray(o, dtype=np.float32) for o in out)
+        return arrays[0] if len(arrays) == 1 else arrays
+    return np.asarray(out, dtype=np.float32)

@@ -3,7 +3,11 @@
 
 Each finished host point whose backend has an artifact a device runs (ONNX Runtime, OpenVINO, ExecuTorch)
 is sent to every target: its files once (content-addressed), then a measurement with the study's rules and
-the validation arrays for the accuracy there. A target's result is its own row (``measured_on`` = the target,
+the validation arrays for the accuracy there. A study scored by another metric than top1 asks the agent (protocol 2)
+for the model's raw outputs on the validation inputs instead — bounded by the agent's ``MAX_OUTPUT_BYTES`` (64 MiB;
+a point over it is skipped on that target, saying so) — and computes the metric here, as the host rows are scored
+(the postprocess, the metric, the fp32 reference for a label-free one), so the target row has its ``metric`` beside
+the accuracy. A target's result is its own row (``measured_on`` = the target,
 key ``<point key>@<target>``), stored so a resume re-measures only what failed. An unreachable, hanging or
 refusing target turns its points into error rows saying why (``connection refused``, ``timeout after N s``,
 ``401 unauthorized``); after two failures in a row the target's remaining points are not tried.
@@ -23,8 +27,8 @@ import numpy as np
 
 from ..config import StudyConfig, TargetConfig
 from ..core import atomic
-from ..device import AgentClient, AgentError, VendorMeasurement
-from ..measure import LatencySamples, MeasurementRecord, VariantResult, proxy_energy
+from ..device import AgentClient, AgentError, OutputsRefused, VendorMeasurement
+from ..measure import LatencySamples, MeasurementRecord, Scoring, VariantResult, loader_targets, proxy_energy
 from ..study import StudyStore, Sweep, VendorRow
 from .artifact import artifact_files
 
@@ -58,14 +62,63 @@ class TargetRun:
     measured: int  # points measured in this run (the rest were stored, skipped or failed)
 
 
-def _validation_arrays(sweep: Sweep, out: Path) -> tuple[Path, Path]:
-    """The normalised validation inputs and labels the agents compute their accuracy on (written once)."""
+@dataclass(frozen=True)
+class _Validation:
+    """What the agents are sent and how their answers are scored: the validation inputs (and, for top1, the labels
+    the agent computes its accuracy on), or why no point can be sent (``skip``). ``scoring``: the study's metric
+    when it is not top1, with the host's ``targets`` it reads."""
+
+    paths: tuple[Path, Path | None] | None
+    scoring: Scoring | None = None
+    targets: np.ndarray | None = None
+    skip: str | None = None
+
+
+def _validation_arrays(sweep: Sweep, out: Path) -> _Validation:
+    """The normalised validation inputs (and labels for top1) the agents run (written once)."""
     folder = out / TARGET_DIR
-    xs, ys = zip(*[(x.float().numpy(), y.numpy()) for x, y in sweep.data.val_loader], strict=True)
-    x_path, y_path = folder / "validation_inputs.npy", folder / "validation_labels.npy"
+    batches = list(sweep.data.val_loader)
+    first = batches[0][0] if batches else None
+    if isinstance(first, tuple | list):
+        return _Validation(None, skip=f"an agent feeds a model one float32 input; this model takes {len(first)}")
+    if first is not None and not np.issubdtype(np.asarray(first).dtype, np.floating):
+        return _Validation(
+            None, skip=f"an agent feeds a model float32 inputs; this model takes {np.asarray(first).dtype}"
+        )
+    x_path = folder / "validation_inputs.npy"
+    xs = [np.asarray(b[0], dtype=np.float32) for b in batches]
     atomic.write_with(x_path, lambda t: np.save(t, np.concatenate(xs).astype(np.float32)))
+    scoring = sweep.scoring
+    if scoring is not None:  # the agent returns the outputs; the metric is computed here
+        return _Validation((x_path, None), scoring, loader_targets(sweep.data.val_loader))
+    y_path = folder / "validation_labels.npy"
+    ys = [np.asarray(b[1]) for b in batches]
     atomic.write_with(y_path, lambda t: np.save(t, np.concatenate(ys).astype(np.int64)))
-    return x_path, y_path
+    return _Validation((x_path, y_path))
+
+
+def _top1_hits(first: np.ndarray, targets: np.ndarray | None) -> tuple[bool, ...]:
+    """Per-sample ``argmax == class id`` when the first output is (N, C) class scores and the targets class ids —
+    the rule of the host rows' ``accuracy`` (kept private to ``measure``, hence restated here); empty (the accuracy
+    is NaN) otherwise."""
+    if targets is None or first.ndim != 2 or targets.shape != (first.shape[0],):
+        return ()
+    if not np.issubdtype(targets.dtype, np.integer):
+        return ()
+    return tuple(bool(c) for c in (first.argmax(1) == targets))
+
+
+def _scored(
+    rec: MeasurementRecord, outputs: list[np.ndarray], scoring: Scoring, targets: np.ndarray | None
+) -> MeasurementRecord:
+    """``rec`` with the study's metric computed here from the outputs the agent returned."""
+    return replace(
+        rec,
+        correct=_top1_hits(outputs[0], targets),
+        logits_finite=all(bool(np.isfinite(o).all()) for o in outputs if np.issubdtype(o.dtype, np.floating)),
+        metric=scoring.score(outputs, targets),
+        metric_name=scoring.metric.display_name,
+    )
 
 
 def _settings(cfg: StudyConfig) -> dict[str, Any]:
@@ -114,7 +167,7 @@ def _agent_record(
 
 
 def _measure_one(
-    sweep: Sweep, client: AgentClient, host: VariantResult, target: TargetConfig, validation: tuple[Path, Path]
+    sweep: Sweep, client: AgentClient, host: VariantResult, target: TargetConfig, validation: _Validation
 ) -> VariantResult:
     cfg, p = sweep.cfg, host.point
     t0 = time.perf_counter()
@@ -134,9 +187,12 @@ def _measure_one(
         _settings(cfg),
         cfg.threads,
         str(meta.get("inference_precision_hint", "f32")),
-        validation,
+        validation.paths,
+        outputs=validation.scoring is not None,
     )
     measured = _agent_record(cfg, host, target, batch, ans)
+    if validation.scoring is not None:
+        measured = _scored(measured, ans["output_arrays"], validation.scoring, validation.targets)
     return VariantResult(
         point=p,
         key=target_key(host.key, target.name),
@@ -163,12 +219,24 @@ def _not_tried_reason(target: TargetConfig, token: str | None, down: str | None,
     )
 
 
+def _skip_reason(host: VariantResult, validation: _Validation) -> str | None:
+    """Why a point does not apply on any target (the model's inputs, or a backend an agent does not run)."""
+    if validation.skip is not None:
+        return validation.skip
+    if host.point.backend not in AGENT_BACKENDS:
+        return (
+            f"the {host.point.backend} backend runs where torch does; an agent runs ONNX Runtime, OpenVINO and "
+            "ExecuTorch artifacts"
+        )
+    return None
+
+
 def _one_target(
     sweep: Sweep,
     store: StudyStore | None,
     hosts: Sequence[VariantResult],
     target: TargetConfig,
-    validation: tuple[Path, Path],
+    validation: _Validation,
     should_stop: Callable[[], bool],
     on_event: Callable[..., None],
 ) -> TargetRun:
@@ -188,21 +256,17 @@ def _one_target(
                 fingerprint = dict(rows[-1].measurement.environment)
             continue
         info = {"measured_on": target.name, "source": "edge-opt agent", "threads": sweep.cfg.threads}
-        if host.point.backend not in AGENT_BACKENDS:
-            rows.append(
-                VariantResult.skip(
-                    host.point,
-                    key,
-                    f"the {host.point.backend} backend runs where torch "
-                    "does; an agent runs ONNX Runtime, OpenVINO and ExecuTorch artifacts",
-                    **info,
-                )
-            )
+        skip = _skip_reason(host, validation)
+        if skip is not None:
+            rows.append(VariantResult.skip(host.point, key, skip, **info))
             continue
         reason = _not_tried_reason(target, token, down, failures)
         if reason is None:
             try:
                 result = _measure_one(sweep, client, host, target, validation)
+            except OutputsRefused as exc:  # this point cannot be scored there: skipped, the target is fine
+                rows.append(VariantResult.skip(host.point, key, f"{target.name}: {exc}", **info))
+                continue
             except AgentError as exc:
                 reason, failures = f"{target.name}: {exc}", failures + 1
                 down = reason if failures >= _FAILURES_BEFORE_GIVING_UP else None

@@ -4,8 +4,8 @@ read as measurements. Torch-free, like ``core``.
 
 from __future__ import annotations
 
-from .agent import create_app, device_fingerprint, parse_measure_request, serve
-from .remote import AgentClient, AgentError
+from .agent import MAX_OUTPUT_BYTES, PROTOCOL_VERSION, create_app, device_fingerprint, parse_measure_request, serve
+from .remote import AgentClient, AgentError, OutputsRefused
 from .vendor_logs import (
     VendorLogError,
     VendorMeasurement,
@@ -15,8 +15,11 @@ from .vendor_logs import (
 )
 
 __all__ = [
+    "MAX_OUTPUT_BYTES",
+    "PROTOCOL_VERSION",
     "AgentClient",
     "AgentError",
+    "OutputsRefused",
     "VendorLogError",
     "VendorMeasurement",
     "create_app",

@@ -3,14 +3,22 @@
 It needs only what a runtime needs (Starlette + uvicorn, numpy, and ONNX Runtime / OpenVINO / the ExecuTorch
 runtime for the artifacts it is sent) — never torch for ONNX or OpenVINO artifacts. It does one thing: load an
 artifact in a runtime and time it with the study's rules (``edge_opt.core.stats``), optionally computing the
-accuracy on validation arrays sent with it, and return the raw samples with a fingerprint of the device.
+top-1 accuracy on validation arrays sent with it — or, for a study scored by another metric, returning the model's
+raw outputs on them so that the host computes the metric — and return the raw samples with a fingerprint of the
+device.
 
 Protocol (every request needs exactly ``Authorization: Bearer <token>``, compared in constant time; 401 otherwise):
 
-- ``GET /info`` → the device fingerprint.
+- ``GET /info`` → the device fingerprint and the agent's ``protocol`` (``PROTOCOL_VERSION``; an agent that
+  does not say is version 1).
 - ``HEAD /blobs/<sha256>`` → 200 when the file is cached, else 404 (a file is sent once).
 - ``PUT /blobs/<sha256>`` with the file as the body → stored when its SHA-256 matches, else 400.
-- ``POST /measure`` with a JSON request (``parse_measure_request``) → samples, CI, accuracy, fingerprint. The
+- ``GET /blobs/<sha256>`` → the file (protocol 2: how the client fetches the outputs a measurement returned).
+- ``POST /measure`` with a JSON request (``parse_measure_request``) → samples, CI, accuracy, fingerprint. With
+  ``"outputs": true`` (protocol 2) the agent runs the validation inputs and keeps every output of the model in an
+  ``.npz`` blob (``output_0`` … in the model's output order, no pickles) instead of computing an accuracy; the
+  answer names the blob (``outputs: {sha256, bytes, shapes}``). Outputs over ``MAX_OUTPUT_BYTES`` are refused
+  (413, ``refused: outputs``) after one probe call, before the timing starts. The
   request's files (every file of the model: an ONNX model's external data too) are copied side by side under their
   plain names into a folder of the agent's own; an ONNX model naming a data file outside that folder or not sent
   is refused (400) before its runtime opens it.
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import math
 import os
@@ -52,9 +61,12 @@ __all__ = [
     "AGENT_RUNTIMES",
     "DEFAULT_MAX_REQUEST_S",
     "MAX_JSON_BYTES",
+    "MAX_OUTPUT_BYTES",
+    "PROTOCOL_VERSION",
     "AgentState",
     "MeasureRequest",
     "MeasurementStopped",
+    "OutputsTooLarge",
     "RequestError",
     "StopSignal",
     "create_app",
@@ -65,6 +77,12 @@ __all__ = [
 
 AGENT_RUNTIMES = ("onnxruntime", "openvino", "executorch")
 MAX_JSON_BYTES = 1 << 20
+PROTOCOL_VERSION = 2
+"""1: timing and top-1 accuracy on the device. 2: also ``"outputs": true`` (the raw outputs on the validation
+inputs, fetched with ``GET /blobs/<sha256>``); a version-2 agent answers version-1 requests as before."""
+MAX_OUTPUT_BYTES = 64 << 20
+"""The most bytes of outputs one measurement returns (64 MiB, all outputs of all validation samples): a request
+whose outputs would take more is refused up front (the study skips that point on the target, saying why)."""
 DEFAULT_MAX_REQUEST_S = 600.0
 SHUTDOWN_GRACE_S = 3
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -73,6 +91,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 class RequestError(ValueError):
     """A request the agent refuses (400), with the reason."""
+
+
+class OutputsTooLarge(RequestError):
+    """The outputs asked for would take more than ``MAX_OUTPUT_BYTES`` (413, ``refused: outputs``)."""
 
 
 class MeasurementStopped(RuntimeError):
@@ -129,8 +151,9 @@ class MeasureRequest:
     rules: TimingRules
     threads: int = 1
     precision_hint: str = "f32"
-    validation: dict[str, str] | None = None  # {"inputs": sha, "labels": sha} of .npy blobs
+    validation: dict[str, str] | None = None  # {"inputs": sha, "labels": sha} of .npy blobs (labels: not with outputs)
     batch_size: int = 256
+    outputs: bool = False  # protocol 2: return the raw outputs on the validation inputs, compute no accuracy
 
 
 def _sha(value: Any, where: str) -> str:
@@ -168,7 +191,35 @@ def _int(d: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
     return v
 
 
-_KEYS = {"runtime", "files", "model_file", "input", "settings", "threads", "precision_hint", "validation", "batch_size"}
+_KEYS = {
+    "runtime",
+    "files",
+    "model_file",
+    "input",
+    "settings",
+    "threads",
+    "precision_hint",
+    "validation",
+    "batch_size",
+    "outputs",
+}
+
+
+def _validation(d: dict[str, Any]) -> tuple[dict[str, str] | None, bool]:
+    """The request's validation blobs and whether it asks for the outputs: ``{inputs, labels}`` for the accuracy,
+    ``{inputs}`` (labels are the host's business) with ``outputs: true``."""
+    outputs = d.get("outputs", False)
+    if not isinstance(outputs, bool):
+        raise RequestError("'outputs' must be true or false")
+    val = d.get("validation")
+    keys = {"inputs"} if outputs else {"inputs", "labels"}
+    if (val is None and outputs) or (val is not None and (not isinstance(val, dict) or set(val) != keys)):
+        raise RequestError(
+            "'validation' must be {inputs: sha256} with 'outputs'"
+            if outputs
+            else "'validation' must be {inputs: sha256, labels: sha256}"
+        )
+    return ({k: _sha(v, f"validation.{k}") for k, v in val.items()} if val is not None else None), outputs
 
 
 def parse_measure_request(body: bytes) -> MeasureRequest:
@@ -204,10 +255,7 @@ def parse_measure_request(body: bytes) -> MeasureRequest:
     hint = d.get("precision_hint", "f32")
     if not isinstance(hint, str) or hint not in ("f32", "bf16", "f16"):
         raise RequestError(f"'precision_hint' must be f32, bf16 or f16; got {str(hint)[:20]!r}")
-    val = d.get("validation")
-    if val is not None and (not isinstance(val, dict) or set(val) != {"inputs", "labels"}):
-        raise RequestError("'validation' must be {inputs: sha256, labels: sha256}")
-    validation = {k: _sha(v, f"validation.{k}") for k, v in val.items()} if val is not None else None
+    validation, outputs = _validation(d)
     return MeasureRequest(
         runtime,
         files,
@@ -218,6 +266,7 @@ def parse_measure_request(body: bytes) -> MeasureRequest:
         hint,
         validation,
         _int(d, "batch_size", 256, 1, 65536),
+        outputs,
     )
 
 
@@ -280,6 +329,7 @@ class AgentState:
     cache_dir: Path
     max_blob_bytes: int = 512 << 20
     max_request_s: float = DEFAULT_MAX_REQUEST_S
+    max_output_bytes: int = MAX_OUTPUT_BYTES
     lock: threading.Lock = field(default_factory=threading.Lock)
     stops: set[StopSignal] = field(default_factory=set)  # the measurements running or waiting for the lock
     stopping: bool = False
@@ -376,18 +426,26 @@ def _runner(folder: Path, req: MeasureRequest) -> Any:
         "session_options": {"intra_op_num_threads": req.threads, "INFERENCE_NUM_THREADS": req.threads},
         "export": {"inference_precision_hint": req.precision_hint},
     }
-    return artifact_runner(folder, manifest)
+    return artifact_runner(folder, manifest, all_outputs=req.outputs)  # every output, when they are returned
+
+
+def _load(state: AgentState, sha: str) -> np.ndarray:
+    try:
+        return np.load(state.blob(sha), allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise RequestError(f"validation arrays unreadable: {exc}") from None
+
+
+def _step(req: MeasureRequest) -> int:
+    return 1 if req.runtime == "executorch" else req.batch_size
 
 
 def _accuracy(state: AgentState, run: Callable[[np.ndarray], Any], req: MeasureRequest) -> dict[str, Any]:
-    if req.validation is None:
+    if req.validation is None or req.outputs:
         return {}
-    try:
-        x = np.load(state.blob(req.validation["inputs"]), allow_pickle=False).astype(np.float32)
-        y = np.load(state.blob(req.validation["labels"]), allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise RequestError(f"validation arrays unreadable: {exc}") from None
-    step = 1 if req.runtime == "executorch" else req.batch_size
+    x = _load(state, req.validation["inputs"]).astype(np.float32)
+    y = _load(state, req.validation["labels"])
+    step = _step(req)
     hits: list[np.ndarray] = []
     for i in range(0, len(x), step):
         hits.append(np.asarray(run(np.ascontiguousarray(x[i : i + step]))).argmax(1) == y[i : i + step])
@@ -397,6 +455,46 @@ def _accuracy(state: AgentState, run: Callable[[np.ndarray], Any], req: MeasureR
         "n_eval": int(len(correct)),
         "correct": "".join("1" if c else "0" for c in correct),
     }
+
+
+def _output_list(out: Any) -> list[np.ndarray]:
+    """A runner's outputs as a list (one array per model output): one array, or a tuple/list of them."""
+    return [np.asarray(o) for o in out] if isinstance(out, tuple | list) else [np.asarray(out)]
+
+
+def _check_output_size(state: AgentState, need: int, samples: int) -> None:
+    """Refuse (``OutputsTooLarge``) outputs of ``need`` bytes on ``samples`` samples over the agent's bound."""
+    if need > state.max_output_bytes:
+        raise OutputsTooLarge(
+            f"the outputs on the {samples} validation samples take about {need} bytes, over the bound of "
+            f"{state.max_output_bytes} bytes an agent returns (MAX_OUTPUT_BYTES); use fewer validation samples"
+        )
+
+
+def _outputs(state: AgentState, run: Callable[[np.ndarray], Any], req: MeasureRequest, x: np.ndarray) -> dict:
+    """Every output of the model on the validation inputs ``x``, kept as an ``.npz`` blob (``output_0`` …) the
+    client fetches; bounded by ``MAX_OUTPUT_BYTES`` while it grows (a dynamic output shape too)."""
+    chunks: list[list[np.ndarray]] = []
+    size, step = 0, _step(req)
+    for i in range(0, len(x), step):
+        chunks.append(_output_list(run(np.ascontiguousarray(x[i : i + step]))))
+        size += sum(o.nbytes for o in chunks[-1])
+        _check_output_size(state, size, len(x))
+    if not chunks:
+        raise RequestError("the validation inputs hold no samples")
+    arrays = {f"output_{k}": np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))}
+    buf = io.BytesIO()
+    np.savez(buf, allow_pickle=False, **arrays)
+    data = buf.getvalue()
+    sha = hashlib.sha256(data).hexdigest()
+    folder = state.cache_dir / "blobs"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".outputs.")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, state.blob(sha))  # the agent's own file: not bounded by max_blob_bytes (uploads are)
+    shapes = [list(a.shape) for a in arrays.values()]
+    return {"outputs": {"sha256": sha, "bytes": len(data), "shapes": shapes}, "n_eval": int(len(x))}
 
 
 def _measure_locked(state: AgentState, req: MeasureRequest, stop: StopSignal) -> dict[str, Any]:
@@ -415,8 +513,12 @@ def _measure_locked(state: AgentState, req: MeasureRequest, stop: StopSignal) ->
         return run(x)
 
     t_probe = time.perf_counter()
-    timed()  # one probe call: with its time, a plan that cannot fit is refused before the timing starts
+    probe = timed()  # one probe call: with its time, a plan that cannot fit is refused before the timing starts
     state.check_fits(req.rules, time.perf_counter() - t_probe, time.perf_counter() - t0)
+    x_val = _load(state, req.validation["inputs"]).astype(np.float32) if req.outputs and req.validation else None
+    if x_val is not None:  # outputs too large for the host are refused before the timing too
+        per_sample = sum(o.nbytes for o in _output_list(probe)) / req.input_shape[0]
+        _check_output_size(state, math.ceil(per_sample * len(x_val)), len(x_val))
     samples, calls, rounds, interrupted = time_calls(timed, req.rules)
     return {
         "samples_ms": samples,
@@ -427,6 +529,7 @@ def _measure_locked(state: AgentState, req: MeasureRequest, stop: StopSignal) ->
         "ci95_ms": ci95_half_width(samples),
         "batch_size": req.input_shape[0],
         **_accuracy(state, checked, req),
+        **(_outputs(state, checked, req, x_val) if x_val is not None else {}),
         "load_s": load_s,
         "measure_s": time.perf_counter() - t0 - load_s,
         "fingerprint": device_fingerprint(),
@@ -484,11 +587,11 @@ class _Routes:
         from starlette.responses import JSONResponse
 
         return self._denied(request) or JSONResponse(
-            {**device_fingerprint(), "max_blob_bytes": self.state.max_blob_bytes}
+            {**device_fingerprint(), "max_blob_bytes": self.state.max_blob_bytes, "protocol": PROTOCOL_VERSION}
         )
 
     async def blob(self, request: Any) -> Any:
-        from starlette.responses import JSONResponse, Response
+        from starlette.responses import FileResponse, JSONResponse, Response
 
         sha = request.path_params["sha"]
         if (refused := self._denied(request)) is not None:
@@ -497,6 +600,11 @@ class _Routes:
             return JSONResponse({"error": "not a SHA-256"}, status_code=400)
         if request.method == "HEAD":
             return Response(status_code=200 if self.state.blob(sha).is_file() else 404)
+        if request.method == "GET":
+            path = self.state.blob(sha)
+            if not path.is_file():
+                return JSONResponse({"error": "no such blob"}, status_code=404)
+            return FileResponse(path, media_type="application/octet-stream")
         self.state.store(sha, [await _body(request, self.state.max_blob_bytes)])
         return JSONResponse({"stored": sha})
 
@@ -549,6 +657,8 @@ async def _until_disconnected(request: Any, stop: StopSignal, state: AgentState,
 async def _refused(request: Any, exc: Exception) -> Any:
     from starlette.responses import JSONResponse
 
+    if isinstance(exc, OutputsTooLarge):
+        return JSONResponse({"error": str(exc)[:500], "refused": "outputs"}, status_code=413)
     return JSONResponse({"error": str(exc)[:500]}, status_code=413 if "over the bound" in str(exc) else 400)
 
 
@@ -560,7 +670,7 @@ def create_app(state: AgentState) -> Any:
     r = _Routes(state)
     routes = [
         Route("/info", r.info),
-        Route("/blobs/{sha}", r.blob, methods=["HEAD", "PUT"]),
+        Route("/blobs/{sha}", r.blob, methods=["HEAD", "PUT", "GET"]),
         Route("/measure", r.measure, methods=["POST"]),
     ]
     return Starlette(routes=routes, exception_handlers={RequestError: _refused})

@@ -18,7 +18,7 @@ from .data import (
 from .models import MODELS, create_model, list_models, model_param_errors, register_model
 from .onnx_convert import ONNX_CONVERTER, OnnxConversion, convert_onnx
 from .onnx_files import GraphTransform, MissingExternalData, onnx_model_files, onnx_weight_bytes, onnxslim_label
-from .raw import TARGET_KINDS, DataError, RawDataset
+from .raw import TARGET_KINDS, DataError, InputArrays, ModelInput, RawDataset, takes_images
 from .readers import (
     call_dataset,
     dataset_arrays,
@@ -37,11 +37,21 @@ from .sources import (
     load_model_source,
     normalise_source,
     onnx_input_spec,
+    onnx_inputs,
     source_digest,
     state_dict_sha256,
     with_onnx_conversion,
 )
-from .training import StopRequested, resolve_device, set_deterministic, train_model
+from .training import (
+    LossError,
+    LossFn,
+    StopRequested,
+    check_loss,
+    make_loss,
+    resolve_device,
+    set_deterministic,
+    train_model,
+)
 
 __all__ = [
     "DATASETS",
@@ -54,7 +64,10 @@ __all__ = [
     "ModelSource",
     "ModelSourceError",
     "OnnxConversion",
+    "InputArrays",
+    "ModelInput",
     "RawDataset",
+    "takes_images",
     "StopRequested",
     "TARGET_KINDS",
     "call_dataset",
@@ -75,6 +88,7 @@ __all__ = [
     "model_param_errors",
     "normalise_source",
     "onnx_input_spec",
+    "onnx_inputs",
     "onnx_model_files",
     "onnx_weight_bytes",
     "onnxslim_label",
@@ -91,4 +105,8 @@ __all__ = [
     "synthetic_dataset",
     "train_model",
     "with_onnx_conversion",
+    "LossError",
+    "LossFn",
+    "check_loss",
+    "make_loss",
 ]

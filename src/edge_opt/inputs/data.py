@@ -10,18 +10,18 @@ from __future__ import annotations
 import gzip
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ..config import InputSettings
 from ..core import Registry
 from . import readers
-from .raw import TARGET_KINDS, DataError, RawDataset, resize_images
+from .raw import TARGET_KINDS, DataError, InputArrays, ModelInput, RawDataset, resize_images
 
 __all__ = [
     "DATASETS",
@@ -167,6 +167,8 @@ def validate_raw(ds: RawDataset, name: str) -> None:
             _validate_part(f"{name}{what}", images, labels, ds.num_classes, allow_empty)
         else:
             _validate_targets_part(f"{name}{what}", images, labels, allow_empty)
+    if isinstance(ds.images, InputArrays) or isinstance(ds.val_images, InputArrays):
+        return  # each input's shape was checked against the model's as it was read (dynamic dims may differ)
     if ds.val_images is not None and ds.images.shape[1:] != ds.val_images.shape[1:] and len(ds.images):
         raise DataError(
             f"Data set {name!r}: training images have shape {ds.images.shape[1:]} but validation images "
@@ -174,11 +176,10 @@ def validate_raw(ds: RawDataset, name: str) -> None:
         )
 
 
-def _validate_part(name: str, images: np.ndarray, labels: np.ndarray, num_classes: int, allow_empty: bool) -> None:
-    if images.ndim != 4:
-        raise DataError(f"Data set {name!r}: images must have shape (N, C, H, W); got {images.shape}.")
-    if len(images) == 0 and not allow_empty:
-        raise DataError(f"Data set {name!r} is empty (0 samples).")
+def _validate_part(
+    name: str, images: np.ndarray | InputArrays, labels: np.ndarray, num_classes: int, allow_empty: bool
+) -> None:
+    _validate_images(name, images, allow_empty)
     if labels.shape != (len(images),):
         raise DataError(f"Data set {name!r}: labels must have shape ({len(images)},); got {labels.shape}.")
     if not np.issubdtype(labels.dtype, np.integer):
@@ -186,11 +187,9 @@ def _validate_part(name: str, images: np.ndarray, labels: np.ndarray, num_classe
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         bad = np.unique(labels[(labels < 0) | (labels >= num_classes)])[:10].tolist()
         raise DataError(f"Data set {name!r}: labels must be in [0, {num_classes}); got {bad}.")
-    if not np.isfinite(images).all():
-        raise DataError(f"Data set {name!r}: images contain NaN or inf values.")
 
 
-def _validate_targets_part(name: str, images: np.ndarray, labels: np.ndarray, allow_empty: bool) -> None:
+def _validate_targets_part(name: str, images: np.ndarray | InputArrays, labels: np.ndarray, allow_empty: bool) -> None:
     """A split whose targets are not class ids: images as always, one row of numeric targets per image."""
     _validate_images(name, images, allow_empty)
     if labels.ndim == 0 or labels.shape[0] != len(images):
@@ -201,7 +200,11 @@ def _validate_targets_part(name: str, images: np.ndarray, labels: np.ndarray, al
         raise DataError(f"Data set {name!r}: targets contain NaN or inf values.")
 
 
-def _validate_images(name: str, images: np.ndarray, allow_empty: bool) -> None:
+def _validate_images(name: str, images: np.ndarray | InputArrays, allow_empty: bool) -> None:
+    if isinstance(images, InputArrays):
+        if len(images) == 0 and not allow_empty:
+            raise DataError(f"Data set {name!r} is empty (0 samples).")
+        return
     if images.ndim != 4:
         raise DataError(f"Data set {name!r}: images must have shape (N, C, H, W); got {images.shape}.")
     if len(images) == 0 and not allow_empty:
@@ -265,7 +268,9 @@ class DataBundle:
     """Loaders and what downstream stages need to know about the data.
 
     ``train_loader`` is None when only validation data was given (a trained model needs none);
-    ``calibration_set`` holds the ``calibration_data_path`` images when given.
+    ``calibration_set`` holds the ``calibration_data_path`` images when given. A model that does not take one float
+    image batch gets its inputs as given (``InputArrays``): a batch is then one tensor per input, a tuple for
+    several, and ``input_shape`` is the first input's shape per sample.
 
     ``targets`` says what ``val_labels`` (and the loaders' second tensors) hold, as ``RawDataset.targets``:
     class ids (N,); targets of any shape (N, ...); or, for ``none``, nothing (shape (N, 0)). ``val_targets`` is
@@ -274,16 +279,29 @@ class DataBundle:
 
     train_loader: DataLoader | None
     val_loader: DataLoader
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     num_classes: int
     preprocess: Preprocess
     source: str
     n_train: int
     n_val: int
-    val_images_raw: np.ndarray = field(repr=False)  # un-normalised, for the exported artifact's check
+    val_images_raw: np.ndarray | InputArrays = field(repr=False)  # un-normalised, for the exported artifact's check
     val_labels: np.ndarray = field(repr=False)
-    calibration_set: TensorDataset | None = field(default=None, repr=False)
+    calibration_set: Dataset | None = field(default=None, repr=False)
     targets: str = "class_ids"
+    input_names: tuple[str, ...] = ()
+
+    @property
+    def takes_images(self) -> bool:
+        """Whether the model takes one float image batch (preprocessed here); else ``InputArrays``, batches of
+        the model's own inputs (a tuple per batch for several), named ``input_names``."""
+        return not self.input_names
+
+    @property
+    def input_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Each model input's shape per sample (the validation split's)."""
+        x = self.val_images_raw
+        return x.sample_shapes if isinstance(x, InputArrays) else (tuple(self.input_shape),)
 
     @property
     def val_targets(self) -> np.ndarray | None:
@@ -342,7 +360,7 @@ class DataBundle:
 
 def _split(
     ds: RawDataset, val_fraction: float, seed: int, train_subset: int | None, val_subset: int | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[Any, np.ndarray, Any, np.ndarray]:
     """(x_train, y_train, x_val, y_val): the given split, or a seeded split by ``val_fraction``."""
     if ds.val_images is not None and ds.val_labels is not None:
         xt, yt, xv, yv = ds.images, ds.labels, ds.val_images, ds.val_labels
@@ -398,6 +416,9 @@ def make_loaders(
     are raw images in the data's units (``readers.match_calibration``), preprocessed as the data are.
     """
     validate_raw(ds, ds.source)
+    if isinstance(ds.images, InputArrays):
+        split = (val_fraction, train_subset, val_subset)
+        return _input_loaders(ds, batch_size, dataloader_seed, split, num_workers, preprocess, calibration_images)
     xt, yt, xv, yv = _split(ds, val_fraction, dataloader_seed, train_subset, val_subset)
     pre = fit_preprocess(xt, ds.default_scale, preprocess, fit_normalisation)
     if isinstance(pre.mean, tuple) and len(pre.mean) not in (1, xv.shape[1]):
@@ -430,6 +451,76 @@ def make_loaders(
         val_labels=yv,
         calibration_set=calib,
         targets=ds.targets,
+    )
+
+
+def _conformed(raw: RawDataset, inputs: tuple[ModelInput, ...]) -> RawDataset:
+    """``raw``'s input arrays in the model's input order and dtypes (``readers.conform_inputs``)."""
+    val, train = raw.val_images, raw.images
+    if not isinstance(val, InputArrays) or not isinstance(train, InputArrays):
+        raise DataError(f"Data set {raw.source!r} mixes images and per-input arrays between its splits.")
+    return replace(
+        raw,
+        images=readers.conform_inputs(train, inputs, "the training data"),
+        val_images=readers.conform_inputs(val, inputs, "the validation data"),
+    )
+
+
+class InputsDataset(Dataset):
+    """Samples of ``InputArrays`` with their targets: ``(inputs, target)``, the inputs one tensor (one model input)
+    or a tuple of tensors (several), as ``core.batches`` reads a batch once collated."""
+
+    def __init__(self, x: InputArrays, y: np.ndarray | None) -> None:
+        self.tensors = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in x.arrays)
+        self.targets = None if y is None else torch.from_numpy(np.ascontiguousarray(y))
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, i: int) -> tuple[Any, ...]:
+        x = self.tensors[0][i] if len(self.tensors) == 1 else tuple(t[i] for t in self.tensors)
+        return (x,) if self.targets is None else (x, self.targets[i])
+
+
+def _input_loaders(
+    ds: RawDataset,
+    batch_size: int,
+    dataloader_seed: int,
+    split: tuple[float, int | None, int | None],
+    num_workers: int,
+    preprocess: Any,
+    calibration: Any,
+) -> DataBundle:
+    """``make_loaders`` for ``InputArrays``: the inputs go to the model as given (no preprocessing); ``split``:
+    (val_fraction, train_subset, val_subset)."""
+    if preprocess is not None:
+        raise DataError(
+            "The 'preprocess' parameter applies to one float image input; this model's inputs "
+            f"({ds.source}) are given as it takes them: leave 'preprocess' out."
+        )
+    if calibration is not None:
+        raise DataError("Calibration images were given, but this model's inputs are not one image batch.")
+    xt, yt, xv, yv = _split(ds, split[0], dataloader_seed, split[1], split[2])
+    gen = torch.Generator().manual_seed(dataloader_seed)
+    train_loader = (
+        DataLoader(InputsDataset(xt, yt), batch_size=batch_size, shuffle=True, generator=gen, num_workers=num_workers)
+        if len(xt)
+        else None
+    )
+    val_loader = DataLoader(InputsDataset(xv, yv), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    return DataBundle(
+        train_loader=train_loader,
+        val_loader=val_loader,
+        input_shape=xv.sample_shapes[0],
+        num_classes=ds.num_classes,
+        preprocess=Preprocess(),
+        source=ds.source,
+        n_train=len(xt),
+        n_val=len(xv),
+        val_images_raw=xv,
+        val_labels=yv,
+        targets=ds.targets,
+        input_names=xv.names,
     )
 
 
@@ -470,15 +561,21 @@ def load_data(
     )
 
 
-def load_raw(cfg: InputSettings, channels: int | None = None, targets: str = "class_ids") -> RawDataset:
+def load_raw(
+    cfg: InputSettings,
+    channels: int | None = None,
+    targets: str = "class_ids",
+    inputs: tuple[ModelInput, ...] | None = None,
+) -> RawDataset:
     """The study's raw data set: a registered one, ``npz``, ``image_folder`` or ``package.module:callable``.
 
     ``channels``: what the model's input asks for (image folders read RGB or grayscale accordingly).
     ``targets``: what the study's metric reads (``raw.TARGET_KINDS``); an ``npz`` file's labels are read
-    accordingly (``readers.read_npz``); the other sources give class ids.
+    accordingly (``readers.read_npz``); the other sources give class ids. ``inputs``: the model's inputs when its
+    file declares them (a model that does not take one image batch reads its inputs as given).
     """
     if cfg.dataset == "npz":
-        return readers.read_npz(cfg.data_path, cfg.layout, cfg.image_size, targets)
+        return readers.read_npz(cfg.data_path, cfg.layout, cfg.image_size, targets, inputs)
     if cfg.dataset == "python":
         raise DataError(
             "The 'dataset' value 'python' means arrays handed to edge_opt.optimize; a config file names "
@@ -498,6 +595,7 @@ def load_study_data(
     channels: int | None = None,
     calibration: np.ndarray | None = None,
     targets: str = "class_ids",
+    inputs: tuple[ModelInput, ...] | None = None,
 ) -> DataBundle:
     """The study's data, exactly as its config asks (every executor loads it through here).
 
@@ -515,11 +613,18 @@ def load_study_data(
     """
     if targets not in TARGET_KINDS:
         raise ValueError(f"targets must be one of {list(TARGET_KINDS)}; got {targets!r}.")
-    raw = raw if raw is not None else load_raw(cfg, channels, targets)
+    raw = raw if raw is not None else load_raw(cfg, channels, targets, inputs)
+    if inputs is not None and isinstance(raw.val_images, InputArrays):
+        raw = _conformed(raw, inputs)
     validate_raw(raw, cfg.dataset)
     if raw.targets != "class_ids" and not cfg.model.trained:
         check_trainable(raw, cfg.dataset)
     calib = calibration
+    if cfg.calibration_data_path and isinstance(raw.images, InputArrays):
+        raise DataError(
+            "The 'calibration_data_path' parameter holds images; this model's inputs are not one image batch: "
+            "int8 calibration reads the training split (x_train/<input name>), leave 'calibration_data_path' out."
+        )
     if calib is None and cfg.calibration_data_path:
         images, scale = readers.read_calibration(cfg.calibration_data_path, cfg.layout, cfg.image_size)
         what = f"The 'calibration_data_path' images in {cfg.calibration_data_path!r}"

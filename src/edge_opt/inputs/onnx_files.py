@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core import ArtifactError, atomic, onnx_data_files, sha256_file
+from ..core import ArtifactError, atomic, batch_len, batch_parts, onnx_data_files, sha256_file
 
 __all__ = [
     "batch_free",
@@ -247,7 +247,7 @@ def check_batch_free(model: Any, sample: np.ndarray, where: str) -> float:
     return diff
 
 
-def normalise_onnx(path: str | Path, cache_dir: str | Path, sample: np.ndarray, enabled: bool = True) -> GraphTransform:
+def normalise_onnx(path: str | Path, cache_dir: str | Path, sample: Any, enabled: bool = True) -> GraphTransform:
     """The graph a study builds its variants from: with ``enabled``, the input run through onnxslim (Constant
     weights folded into initializers, BatchNorm into convolutions, shape arithmetic folded) into ``cache_dir``,
     once per input and onnxslim version (``input_slim_<key>.onnx`` and its record ``.json``, reused by a resume),
@@ -277,7 +277,7 @@ def normalise_onnx(path: str | Path, cache_dir: str | Path, sample: np.ndarray, 
     return GraphTransform("none", p, details, why)
 
 
-def _batch_free_copy(p: Path, cache_dir: Path, sample: np.ndarray) -> tuple[Path, dict[str, Any]]:
+def _batch_free_copy(p: Path, cache_dir: Path, sample: Any) -> tuple[Path, dict[str, Any]]:
     """``p`` itself when its batch is dynamic; else its batch-free copy in ``cache_dir`` (``input_batch_<key>.onnx``,
     written once, checked on ``sample``) and what was done (``summary.json``'s ``batch_made_dynamic``)."""
     if fixed_batch(p) is None:
@@ -306,7 +306,7 @@ def _cached_record(record: Path, graph: Path) -> dict[str, Any] | None:
     return doc if not doc["applied"] or graph.is_file() else None
 
 
-def _slim(p: Path, out: Path, sample: np.ndarray) -> dict[str, Any]:
+def _slim(p: Path, out: Path, sample: Any) -> dict[str, Any]:
     """Run onnxslim on ``p`` into ``out`` and check it; what changed and whether it is used."""
     import onnx
 
@@ -317,7 +317,7 @@ def _slim(p: Path, out: Path, sample: np.ndarray) -> dict[str, Any]:
         return {"applied": False, "reason": f"onnxslim failed ({type(exc).__name__}: {str(exc)[:200]})"}
     after = onnx.load(str(out), load_external_data=False)
     found: dict[str, Any] = {**_changes(before, after), "seconds": round(seconds, 3)}
-    found["check_images"] = int(min(len(sample), SLIM_CHECK_IMAGES))
+    found["check_images"] = int(min(batch_len(sample), SLIM_CHECK_IMAGES))
     try:
         diff, tol = _largest_difference(p, out, sample)
     except Exception as exc:  # noqa: BLE001 — a graph ONNX Runtime cannot run is not used, with a warning
@@ -374,20 +374,23 @@ def _changes(before: Any, after: Any) -> dict[str, int]:
     }
 
 
-def _largest_difference(p: Path, out: Path, sample: np.ndarray) -> tuple[float, float]:
+def _largest_difference(p: Path, out: Path, sample: Any) -> tuple[float, float]:
     """Largest |difference| of the two graphs' fp32 outputs on ``sample`` (ONNX Runtime, graph optimisations off,
     so the graphs themselves are compared) and the tolerance."""
     import onnxruntime as ort
 
-    x = np.ascontiguousarray(sample[:SLIM_CHECK_IMAGES], dtype=np.float32)
+    parts = [np.ascontiguousarray(np.asarray(a)[:SLIM_CHECK_IMAGES]) for a in batch_parts(sample)]
     outs = []
     for f in (p, out):
         so = ort.SessionOptions()
         so.log_severity_level = 3
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         sess = ort.InferenceSession(str(f), so, providers=["CPUExecutionProvider"])
-        outs.append(np.asarray(sess.run(None, {sess.get_inputs()[0].name: x})[0], dtype=np.float64))
-    ref, new = outs
+        feed = {i.name: a for i, a in zip(sess.get_inputs(), parts, strict=True)}
+        outs.append([np.asarray(o, dtype=np.float64) for o in sess.run(None, feed)])
+    if [o.shape for o in outs[0]] != [o.shape for o in outs[1]]:
+        return math.inf, SLIM_TOLERANCE
+    ref, new = (np.concatenate([o.ravel() for o in each]) for each in outs)
     tol = SLIM_TOLERANCE * max(1.0, float(np.max(np.abs(ref))) if ref.size else 1.0)
     if ref.shape != new.shape:
         return math.inf, tol

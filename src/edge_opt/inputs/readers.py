@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import types
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..core import CallableImportError, UserCodeError, call_user_code, import_callable
-from .raw import TARGET_KINDS, DataError, RawDataset, resize_images
+from .raw import TARGET_KINDS, DataError, InputArrays, ModelInput, RawDataset, resize_images, takes_images
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -129,7 +129,10 @@ def match_calibration(images: np.ndarray, scale: float, data: RawDataset, what: 
     Raises:
         DataError: their (C, H, W) is not the data's (both shapes named).
     """
-    shape = (data.val_images if data.val_images is not None else data.images).shape[1:]
+    ref = data.val_images if data.val_images is not None else data.images
+    if isinstance(ref, InputArrays):
+        raise DataError(f"{what} are images, but the model's inputs are not one image batch ({ref.describe()}).")
+    shape = ref.shape[1:]
     if images.shape[1:] != shape:
         raise DataError(f"{what} have shape {images.shape[1:]} (C, H, W); the data's images are {shape}.")
     return in_units(images, scale, data.default_scale)
@@ -241,7 +244,11 @@ def _npz_part(z: Any, xk: str, yk: str | None, path: str | None, kind: str, layo
 
 
 def read_npz(
-    path: str | None, layout: str = "auto", image_size: int | None = None, targets: str = "class_ids"
+    path: str | None,
+    layout: str = "auto",
+    image_size: int | None = None,
+    targets: str = "class_ids",
+    inputs: tuple[ModelInput, ...] | None = None,
 ) -> RawDataset:
     """Arrays ``x_train, y_train, x_val, y_val`` (or ``x, y``, split later by ``val_fraction``).
 
@@ -249,9 +256,15 @@ def read_npz(
     units (the data set's ``default_scale``). ``targets`` (see ``raw.TARGET_KINDS``): ``class_ids`` — the labels
     are class ids, checked as such; ``any`` — targets of any shape (``targets_from_array``); ``none`` — as ``any``,
     and the labels may be left out (then the data set's ``targets`` is ``none``).
+
+    ``inputs``: the model's inputs when its file declares them. A model that does not take one float image batch
+    (several inputs, integer inputs, any rank but 4), or an archive with arrays ``x_<split>/<input name>``, is read
+    as ``InputArrays`` (``read_input_arrays``): each input as the model takes it.
     """
     _check_kind(targets)
     z = _load_npz(path, "data_path")
+    if not takes_images(inputs) or any("/" in k for k in z.files):
+        return read_input_arrays(z, path, targets, inputs)
     names = _npz_names(z, path, targets)
     kind = "class_ids" if targets == "class_ids" else "any"
     parts = [_npz_part(z, xk, yk, path, kind, layout, image_size) for xk, yk in names]
@@ -275,6 +288,117 @@ def read_npz(
     return RawDataset(
         xt, yt, classes, source, val_images=val[0], val_labels=val[1], default_scale=val[3], targets=found_kind
     )
+
+
+class _Prefixes:
+    """The split names of an archive of per-input arrays (``x_val/ids`` → ``x_val``), read as ``_npz_names``
+    reads an archive's keys."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self.files = [k.split("/", 1)[0] for k in keys]
+
+
+def read_input_arrays(z: Any, path: str | None, targets: str, inputs: tuple[ModelInput, ...] | None) -> RawDataset:
+    """A data set of ``InputArrays``: per split, ``x_<split>/<input name>`` for each model input (or ``x_<split>``
+    for a model with one input), given as the model takes them (no layout, scaling or normalisation); an
+    integer array for an integer input, a float array for a float input (cast to the input's dtype).
+
+    Raises:
+        DataError: an input the model does not have, a model input the archive does not give, a dtype of
+            another kind than the input's, a rank or a fixed dimension the model does not take, splits or labels
+            of different lengths.
+    """
+    names = _npz_names(_Prefixes(z.files), path, targets)
+    kind = "class_ids" if targets == "class_ids" else "any"
+    parts = [_input_part(z, xk, yk, path, kind, inputs) for xk, yk in names]
+    val = parts[-1]
+    if not len(val[0]):
+        raise DataError(f"The 'data_path' file {path!r} holds no validation samples ({names[-1][0]!r} is empty).")
+    found_kind = "none" if names[-1][1] is None else kind
+    classes = max(target_class_count(p[1], kind) for p in parts)
+    source = f"npz {path} ({val[0].describe()})"
+    if len(parts) == 1:
+        if names[0][0] == "x":
+            return RawDataset(val[0], val[1], classes, source, targets=found_kind)
+        empty = InputArrays(val[0].names, tuple(a[:0] for a in val[0].arrays))
+        return RawDataset(empty, val[1][:0], classes, source, val_images=val[0], val_labels=val[1], targets=found_kind)
+    train = parts[0]
+    if train[0].sample_shapes != val[0].sample_shapes and inputs is None:
+        raise DataError(
+            f"The training and validation inputs of {path!r} differ in shape: {train[0].describe()} and "
+            f"{val[0].describe()}."
+        )
+    return RawDataset(train[0], train[1], classes, source, val_images=val[0], val_labels=val[1], targets=found_kind)
+
+
+def _input_part(
+    z: Any, prefix: str, yk: str | None, path: str | None, kind: str, inputs: tuple[ModelInput, ...] | None
+) -> tuple[InputArrays, np.ndarray]:
+    """One split of per-input arrays and its labels (read as ``kind`` says)."""
+    given = {k.split("/", 1)[1]: k for k in z.files if k.startswith(prefix + "/")}
+    if prefix in z.files:
+        if given or (inputs is not None and len(inputs) != 1):
+            want = [f"{prefix}/{i.name}" for i in inputs] if inputs else [f"{prefix}/<input name>"]
+            raise DataError(
+                f"The 'data_path' file {path!r} holds array {prefix!r}, but the model takes "
+                f"{len(inputs) if inputs else 'several'} inputs: give one array per input, {want}."
+            )
+        given = {inputs[0].name if inputs else "input": prefix}
+    order = [i.name for i in inputs] if inputs is not None else list(given)
+    unknown = sorted(set(given) - set(order))
+    if unknown:
+        raise DataError(
+            f"The 'data_path' file {path!r} gives inputs the model does not have: {unknown} (arrays "
+            f"{[given[u] for u in unknown]}); the model's inputs are {order}."
+        )
+    missing = [n for n in order if n not in given]
+    if missing:
+        raise DataError(
+            f"The 'data_path' file {path!r} does not give the model's inputs {missing}: expected arrays "
+            f"{[f'{prefix}/{n}' for n in missing]}."
+        )
+    specs = {i.name: i for i in inputs} if inputs is not None else {}
+    arrays = tuple(
+        _input_array(_npz_array(z, given[n], path, "data_path"), specs.get(n), f"Array {given[n]!r} of {path!r}")
+        for n in order
+    )
+    lengths = {len(a) for a in arrays}
+    if len(lengths) != 1:
+        raise DataError(f"The inputs of split {prefix!r} of {path!r} hold different numbers of samples: {lengths}.")
+    x = InputArrays(tuple(order), arrays)
+    if yk is None:
+        return x, no_targets(len(x))
+    y, what = _npz_array(z, yk, path, "data_path"), f"Array {yk!r} of {path!r}"
+    labels = labels_from_array(y, what) if kind == "class_ids" else targets_from_array(y, what)
+    if len(labels) != len(x):
+        raise DataError(f"Arrays {prefix!r}/… and {yk!r} of {path!r} hold {len(x)} samples and {len(labels)} labels.")
+    return x, labels
+
+
+def _input_array(a: np.ndarray, spec: ModelInput | None, what: str) -> np.ndarray:
+    """One input's array as the model takes it: same kind of dtype (integer/boolean or float), cast to the
+    input's dtype; the model's rank and fixed dimensions (beyond the batch)."""
+    if a.ndim == 0:
+        raise DataError(f"{what} must hold one input per sample (shape (N, ...)); got a scalar.")
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        raise DataError(f"{what} must hold numbers; got dtype {a.dtype}.")
+    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+        raise DataError(f"{what} contains NaN or infinite values.")
+    if spec is None:
+        return np.ascontiguousarray(a.astype(a.dtype.newbyteorder("=")))
+    want = np.dtype(spec.dtype)
+    if np.issubdtype(want, np.floating) != np.issubdtype(a.dtype, np.floating):
+        raise DataError(f"{what} has dtype {a.dtype}, but the model's input {spec.describe()} does not take it.")
+    if a.ndim != len(spec.dims):
+        raise DataError(f"{what} has shape {a.shape}, but the model's input is {spec.describe()}.")
+    bad = [(i, d) for i, d in enumerate(spec.dims[1:], 1) if d is not None and a.shape[i] != d]
+    if bad:
+        raise DataError(f"{what} has shape {a.shape}, but the model's input is {spec.describe()}.")
+    if np.issubdtype(want, np.integer) and np.issubdtype(a.dtype, np.integer) and len(a):
+        info = np.iinfo(want)
+        if int(a.min()) < info.min or int(a.max()) > info.max:
+            raise DataError(f"{what} holds values outside {want} (the model's input {spec.describe()}).")
+    return np.ascontiguousarray(a.astype(want))
 
 
 def read_calibration(path: str, layout: str, image_size: int | None) -> tuple[np.ndarray, float]:
@@ -445,6 +569,75 @@ def _item(item: Any, i: int, what: str) -> tuple[np.ndarray, np.ndarray]:
     return (x[None] if x.ndim == 2 else x), y
 
 
+def _several(x: Any) -> bool:
+    """Whether one sample's (or batch's) input is several named or positional inputs: a dict, or a tuple/list of
+    arrays/tensors."""
+    if isinstance(x, Mapping):
+        return True
+    return isinstance(x, (tuple, list)) and len(x) > 0 and all(isinstance(v, (np.ndarray, torch.Tensor)) for v in x)
+
+
+def input_arrays(x: Any, what: str) -> InputArrays:
+    """Several inputs handed over in memory, each (N, ...): a dict ``{input name: array}`` or a tuple of arrays
+    in the model's input order (named ``input_0``, ``input_1``… until matched with the model's inputs).
+
+    Raises:
+        DataError: an input that is not an array of numbers, or inputs of different lengths.
+    """
+    items = list(x.items()) if isinstance(x, Mapping) else [(f"input_{i}", v) for i, v in enumerate(x)]
+    arrays = tuple(
+        _input_array(_as_array(v, f"Input {k!r} of {what}"), None, f"Input {k!r} of {what}") for k, v in items
+    )
+    if len({len(a) for a in arrays}) != 1:
+        raise DataError(f"The inputs of {what} hold different numbers of samples: {[len(a) for a in arrays]}.")
+    return InputArrays(tuple(str(k) for k, _ in items), arrays)
+
+
+def conform_inputs(x: InputArrays, inputs: tuple[ModelInput, ...], what: str) -> InputArrays:
+    """``x`` in the model's input order and dtypes: named inputs matched by name, positional ones
+    (``input_0``…) by position; every array checked as ``read_input_arrays`` checks a file's.
+
+    Raises:
+        DataError: an input the model does not have, a model input not given, a dtype, rank or fixed dimension
+            the model does not take.
+    """
+    positional = all(n == f"input_{i}" for i, n in enumerate(x.names))
+    names = [i.name for i in inputs]
+    given = dict(zip(names, x.arrays, strict=False)) if positional else dict(zip(x.names, x.arrays, strict=True))
+    if positional and len(x.names) != len(names):
+        raise DataError(f"{what} gives {len(x.names)} inputs; the model takes {len(names)}: {names}.")
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise DataError(f"{what} gives inputs the model does not have: {unknown}; the model's inputs are {names}.")
+    missing = [n for n in names if n not in given]
+    if missing:
+        raise DataError(f"{what} does not give the model's inputs {missing}.")
+    arrays = tuple(_input_array(given[i.name], i, f"Input {i.name!r} of {what}") for i in inputs)
+    return InputArrays(tuple(names), arrays)
+
+
+def _dataset_inputs(ds: Any, what: str, targets: str) -> tuple[InputArrays, np.ndarray]:
+    """A dataset whose items are ``(inputs, target)`` with several inputs (a dict or a tuple of arrays): each
+    input stacked over the items."""
+    firsts: list[Any] = []
+    ys = []
+    for i, item in enumerate(_items(ds, what)):
+        if not isinstance(item, (tuple, list)) or len(item) != 2 or not _several(item[0]):
+            raise DataError(f"{what} must yield (inputs, target) pairs like its first item; item {i} is not one.")
+        firsts.append(item[0])
+        ys.append(_as_array(item[1], f"The target of item {i} of {what}"))
+    if not firsts:
+        raise DataError(f"{what} is empty.")
+    keys = list(firsts[0]) if isinstance(firsts[0], Mapping) else list(range(len(firsts[0])))
+    try:
+        stacked = {k: np.stack([_as_array(f[k], f"Input {k!r} of {what}") for f in firsts]) for k in keys}
+    except (KeyError, IndexError, ValueError) as exc:
+        raise DataError(f"{what} yields inputs of different names or shapes ({type(exc).__name__}: {exc}).") from None
+    x = input_arrays(stacked if isinstance(firsts[0], Mapping) else tuple(stacked.values()), what)
+    y = np.stack(ys)
+    return x, (labels_from_array(y, f"The labels of {what}") if targets == "class_ids" else targets_from_array(y, what))
+
+
 def dataset_arrays(
     ds: Any, what: str, layout: str = "auto", image_size: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, float]:
@@ -472,11 +665,23 @@ def dataset_arrays(
     return images, labels_from_array(np.stack(ys), f"The labels of {what}"), scale
 
 
-def _in_memory(data: Any, what: str, layout: str) -> tuple[np.ndarray, np.ndarray, float]:
-    """(raw NCHW images, labels, scale) of ``(x, y)`` arrays/tensors or a dataset of ``(image, label)`` items."""
+def _in_memory(data: Any, what: str, layout: str, targets: str = "class_ids") -> tuple[Any, np.ndarray, float]:
+    """(raw NCHW images, labels, scale) of ``(x, y)`` arrays/tensors or a dataset of ``(image, label)`` items; for
+    several inputs (``x`` a dict or a tuple of arrays, or items holding such) ``InputArrays`` and scale 1."""
+    pair = isinstance(data, (tuple, list)) and len(data) == 2
+    if pair and _several(data[0]) and isinstance(data[1], (np.ndarray, torch.Tensor)) and data[1].ndim >= 1:
+        x = input_arrays(data[0], f"the {what}")
+        y = _as_array(data[1], f"The {what} labels")
+        labels = labels_from_array(y, f"The {what} labels") if targets == "class_ids" else targets_from_array(y, what)
+        if len(labels) != len(x):
+            raise DataError(f"The {what} data has {len(x)} samples and {len(labels)} labels.")
+        return x, labels, 1.0
+    if not pair and _first_item_has_several(data):
+        x, labels = _dataset_inputs(data, f"The {what} dataset", targets)
+        return x, labels, 1.0
     if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], (tuple, Mapping, int, float)):
-        x, y = _as_array(data[0], f"The {what} images"), _as_array(data[1], f"The {what} labels")
-        images, _, scale = images_from_array(x, layout, f"The {what} images", None)
+        raw_x, y = _as_array(data[0], f"The {what} images"), _as_array(data[1], f"The {what} labels")
+        images, _, scale = images_from_array(raw_x, layout, f"The {what} images", None)
         labels = labels_from_array(y, f"The {what} labels")
     else:
         images, labels, scale = dataset_arrays(data, f"The {what} dataset", layout)
@@ -485,12 +690,27 @@ def _in_memory(data: Any, what: str, layout: str) -> tuple[np.ndarray, np.ndarra
     return images, labels, scale
 
 
-def read_in_memory(val_data: Any, train_data: Any, layout: str) -> RawDataset:
+def _first_item_has_several(data: Any) -> bool:
+    """Whether a dataset's first item is ``(inputs, target)`` with several inputs (read without consuming an
+    iterable: only indexable datasets are probed)."""
+    try:
+        indexable = hasattr(data, "__getitem__") and hasattr(data, "__len__") and len(data) > 0
+        first = call_user_code("The dataset's first item", data.__getitem__, 0) if indexable else None
+    except (UserCodeError, TypeError):  # read again as a dataset of (image, label) items, which names the error
+        return False
+    return isinstance(first, (tuple, list)) and len(first) == 2 and _several(first[0])
+
+
+def read_in_memory(val_data: Any, train_data: Any, layout: str, targets: str = "class_ids") -> RawDataset:
     """The data handed to ``edge_opt.optimize``: each ``(x, y)`` arrays/tensors, or a dataset of ``(image, label)``
-    items (read as ``dataset_arrays`` reads them); the training images in the validation images' units."""
-    xv, yv, scale = _in_memory(val_data, "val_data", layout)
+    items (read as ``dataset_arrays`` reads them); the training images in the validation images' units. Several
+    inputs: ``x`` a dict ``{input name: array}`` or a tuple of arrays (items likewise), read as ``InputArrays``.
+    ``targets``: what the study's metric reads (``raw.TARGET_KINDS``)."""
+    xv, yv, scale = _in_memory(val_data, "val_data", layout, targets)
+    if isinstance(xv, InputArrays):
+        return _in_memory_inputs(xv, yv, train_data, layout, targets)
     if train_data is not None:
-        xt, yt, train_scale = _in_memory(train_data, "train_data", layout)
+        xt, yt, train_scale = _in_memory(train_data, "train_data", layout, targets)
         xt = in_units(xt, train_scale, scale)
     else:
         xt, yt = np.zeros((0, *xv.shape[1:]), np.float32), np.zeros(0, np.int64)
@@ -498,6 +718,20 @@ def read_in_memory(val_data: Any, train_data: Any, layout: str) -> RawDataset:
     return RawDataset(
         xt, yt, classes, "in-memory arrays (edge_opt.optimize)", val_images=xv, val_labels=yv, default_scale=scale
     )
+
+
+def _in_memory_inputs(xv: InputArrays, yv: np.ndarray, train_data: Any, layout: str, targets: str) -> RawDataset:
+    """``read_in_memory`` for several inputs."""
+    if train_data is not None:
+        xt, yt, _ = _in_memory(train_data, "train_data", layout, targets)
+        if not isinstance(xt, InputArrays) or len(xt.names) != len(xv.names):
+            raise DataError(f"The train_data must give as many inputs as the val_data ({list(xv.names)}).")
+    else:
+        xt, yt = xv[:0], yv[:0]
+    kind = "class_ids" if targets == "class_ids" else "any"
+    classes = max(target_class_count(yv, kind), target_class_count(yt, kind) if len(yt) else 0)
+    source = f"in-memory inputs (edge_opt.optimize: {xv.describe()})"
+    return RawDataset(xt, yt, classes, source, val_images=xv, val_labels=yv, targets=kind)
 
 
 def read_in_memory_calibration(data: Any, raw: RawDataset, layout: str) -> np.ndarray:

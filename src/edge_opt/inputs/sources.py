@@ -20,11 +20,22 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..config import InputSettings, ModelConfig
-from ..core import CallableImportError, UserCodeError, call_user_code, import_callable, sha256_file
+from ..core import (
+    CallableImportError,
+    UserCodeError,
+    batch_len,
+    batch_map,
+    batch_parts,
+    call_user_code,
+    import_callable,
+    sha256_file,
+)
+from ..core import class_scores as as_class_scores
 from .data import DataBundle
 from .models import create_model
 from .onnx_convert import CHECK_IMAGES, OnnxConversion, convert_onnx
@@ -37,6 +48,7 @@ from .onnx_files import (
     normalise_onnx,
     onnx_model_files,
 )
+from .raw import ModelInput, takes_images
 
 __all__ = [
     "ExportedModule",
@@ -48,6 +60,7 @@ __all__ = [
     "load_model_source",
     "normalise_source",
     "onnx_input_spec",
+    "onnx_inputs",
     "source_digest",
     "state_dict_sha256",
     "with_onnx_conversion",
@@ -257,19 +270,30 @@ def _load_exported(path: str) -> nn.Module:
 
 
 def onnx_input_spec(path: str | Path) -> tuple[str, tuple[int | None, ...]]:
-    """(input name, shape with None for dynamic dims) of a one-input float ONNX model (read once per file version;
-    its external data files, read beside it whatever the working folder, must be there at every call).
+    """(name, shape with None for dynamic dims) of an ONNX model's first input (read once per file version; its
+    external data files, read beside it whatever the working folder, must be there at every call).
 
     Raises:
-        ModelSourceError: not ONNX, an external data file missing, several inputs, a non-float input, or several
-            outputs.
+        ModelSourceError: not ONNX, or an external data file missing.
+    """
+    first = onnx_inputs(path)[0]
+    return first.name, first.dims
+
+
+def onnx_inputs(path: str | Path) -> tuple[ModelInput, ...]:
+    """The inputs an ONNX model declares (``ModelInput``: name, NumPy dtype, dims with None where dynamic), in
+    the graph's order; read once per file version, its external data files checked at every call.
+
+    Raises:
+        ModelSourceError: not ONNX, an external data file missing, no input, or an input of a type that is not a
+            tensor of numbers.
     """
     p = Path(path)
     st = p.stat()
-    name, dims, files = _onnx_input_spec(str(p.resolve()), st.st_size, st.st_mtime_ns)
+    inputs, files = _onnx_io(str(p.resolve()), st.st_size, st.st_mtime_ns)
     if not all(f.is_file() for f in files):  # a data file gone since the file was read: its error, naming it
         _checked_onnx(str(p.resolve()))
-    return name, dims
+    return inputs
 
 
 def _checked_onnx(path: str) -> tuple[Any, tuple[Path, ...]]:
@@ -300,40 +324,36 @@ def _checked_onnx(path: str) -> tuple[Any, tuple[Path, ...]]:
 
 
 @functools.lru_cache(maxsize=16)
-def _onnx_input_spec(path: str, size: int, mtime_ns: int) -> tuple[str, tuple[int | None, ...], tuple[Path, ...]]:
-    """(input name, shape with None for dynamic dims, the files it is made of) of a one-input float ONNX model.
+def _onnx_io(path: str, size: int, mtime_ns: int) -> tuple[tuple[ModelInput, ...], tuple[Path, ...]]:
+    """(the model's inputs, the files it is made of) of an ONNX file.
 
     Raises:
-        ModelSourceError: not ONNX, an external data file missing, several inputs, a non-float input, or several
-            outputs.
+        ModelSourceError: not ONNX, an external data file missing, no input, or an input that is not a tensor of
+            numbers.
     """
     import onnx
+    from onnx.helper import tensor_dtype_to_np_dtype
 
     model, files = _checked_onnx(path)
     inits = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in inits]
-    if len(inputs) != 1:
-        raise ModelSourceError(
-            f"The 'model.onnx' file {str(path)!r} must have one input (an image batch). Got "
-            f"{len(inputs)}: {[i.name for i in inputs]}."
-        )
-    tensor = inputs[0].type.tensor_type
-    if tensor.elem_type != onnx.TensorProto.FLOAT:
-        raise ModelSourceError(
-            f"The 'model.onnx' file {str(path)!r} must take a float32 input. Got "
-            f"{onnx.TensorProto.DataType.Name(tensor.elem_type)} for {inputs[0].name!r}."
-        )
-    if len(model.graph.output) != 1:
-        raise ModelSourceError(
-            f"The 'model.onnx' file {str(path)!r} must have one output (the logits). Got {len(model.graph.output)}."
-        )
-    dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor.shape.dim)
-    if len(dims) != 4:
-        raise ModelSourceError(
-            f"The 'model.onnx' file {str(path)!r} must take an (N, C, H, W) input. Got shape "
-            f"{dims} for {inputs[0].name!r}."
-        )
-    return inputs[0].name, dims, files
+    graph_inputs = [i for i in model.graph.input if i.name not in inits]
+    if not graph_inputs:
+        raise ModelSourceError(f"The 'model.onnx' file {str(path)!r} has no input.")
+    inputs = []
+    for i in graph_inputs:
+        tensor = i.type.tensor_type
+        try:
+            dtype = np.dtype(tensor_dtype_to_np_dtype(tensor.elem_type))
+        except (KeyError, TypeError):
+            dtype = np.dtype(object)
+        if not (np.issubdtype(dtype, np.number) or dtype == np.bool_) or not i.type.HasField("tensor_type"):
+            raise ModelSourceError(
+                f"The 'model.onnx' file {str(path)!r} has input {i.name!r} of type "
+                f"{onnx.TensorProto.DataType.Name(tensor.elem_type)}: inputs must be tensors of numbers."
+            )
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor.shape.dim)
+        inputs.append(ModelInput(i.name, dtype.name, dims))
+    return tuple(inputs), files
 
 
 def load_model_source(
@@ -354,7 +374,7 @@ def load_model_source(
     kind = m.kind
     if kind == "onnx":
         path = _file("onnx", str(m.onnx))
-        onnx_input_spec(path)
+        onnx_inputs(path)
         return ModelSource("onnx", f"onnx:{m.onnx}", None, path, None, True, file_sha256(path))
     if kind == "exported":
         path = _file("exported", str(m.exported))
@@ -394,7 +414,8 @@ def normalise_source(source: ModelSource, simplify: bool, cache_dir: str | Path,
     the input's. A source that is not an ONNX file comes back unchanged."""
     if source.kind != "onnx" or source.onnx_path is None:
         return source
-    graph = normalise_onnx(source.onnx_path, cache_dir, sample.detach().float().cpu().numpy(), simplify)
+    arrays = batch_map(sample, lambda t: t.detach().cpu().numpy())
+    graph = normalise_onnx(source.onnx_path, cache_dir, arrays, simplify)
     return replace(source, onnx_path=graph.path, graph_transform=graph)
 
 
@@ -417,6 +438,12 @@ def with_onnx_conversion(source: ModelSource, data: DataBundle, images: int = CH
     """
     if source.kind != "onnx" or source.onnx_path is None or source.conversion is not None:
         return source
+    if not data.takes_images:
+        why = (
+            "the ONNX→PyTorch conversion takes a model with one float image input; this model takes "
+            f"{data.source.split('(', 1)[-1].rstrip(')')}: it runs on onnxruntime and openvino, unpruned"
+        )
+        return replace(source, conversion=OnnxConversion(None, why))
     conversion = convert_onnx(source.onnx_path, _first_images(data, images).numpy())
     if conversion.module is None:
         return replace(source, conversion=conversion)
@@ -526,9 +553,9 @@ def check_model_fits(
     """
     shape = tuple(int(s) for s in input_shape)
     if source.onnx_path is not None:
-        _, dims = onnx_input_spec(source.onnx_path)
-        want = dims[1:]
-        if any(w is not None and w != s for w, s in zip(want, shape)):
+        inputs = onnx_inputs(source.onnx_path)
+        want = inputs[0].dims[1:]
+        if takes_images(inputs) and any(w is not None and w != s for w, s in zip(want, shape)):
             raise ModelSourceError(
                 f"The data's images have shape {shape} (C, H, W) but the 'model.onnx' file "
                 f"{str(source.onnx_path)!r} takes {tuple('?' if w is None else w for w in want)}."
@@ -538,7 +565,7 @@ def check_model_fits(
         assert source.module is not None
         try:
             with torch.inference_mode():
-                logits = call_user_code(f"The model ({source.label})", source.module.eval(), sample.float())
+                logits = call_user_code(f"The model ({source.label})", source.module.eval(), *_module_args(sample))
         except UserCodeError as exc:  # a shape the model cannot take is a data error naming both
             if not isinstance(exc.cause, Exception):
                 raise ModelSourceError(str(exc)) from None
@@ -547,6 +574,8 @@ def check_model_fits(
                 f"({source.label}) does not take them: {type(exc.cause).__name__}: "
                 f"{(str(exc.cause).splitlines() or [''])[0][:200]}"
             ) from None
+        if isinstance(logits, torch.Tensor) and class_scores:
+            logits = as_class_scores(logits)  # Caffe2-style (N, C, 1, 1) scores read as (N, C)
         if not isinstance(logits, torch.Tensor) or (class_scores and logits.ndim != 2):
             raise ModelSourceError(
                 f"The model ({source.label}) must return (N, classes) logits. Got "
@@ -561,29 +590,62 @@ def check_model_fits(
     return outputs
 
 
-def _onnx_outputs(path: Path, sample: torch.Tensor, class_scores: bool = True) -> int:
+def _module_args(sample: Any) -> tuple[torch.Tensor, ...]:
+    """A batch as a module's positional arguments: one float image batch, or each input as given."""
+    parts = batch_parts(sample)
+    return (parts[0].float(),) if len(parts) == 1 and parts[0].is_floating_point() else parts
+
+
+def _onnx_feed(sess: Any, sample: Any) -> dict[str, np.ndarray]:
+    """An ORT session's feed of a batch (one tensor, or one per graph input in its order).
+
+    Raises:
+        ModelSourceError: the batch holds another number of inputs than the graph takes.
+    """
+    parts, names = batch_parts(sample), [i.name for i in sess.get_inputs()]
+    if len(parts) != len(names):
+        raise ModelSourceError(f"The model takes {len(names)} inputs {names}; the data gives {len(parts)}.")
+    return {n: np.ascontiguousarray(p.numpy()) for n, p in zip(names, parts, strict=True)}
+
+
+def _shapes(parts: tuple[Any, ...]) -> str:
+    """``images (1, 8, 8)`` for one input, ``inputs [(24,), (24,)]`` for several: a batch's shapes per sample."""
+    if len(parts) == 1:
+        return f"images {tuple(parts[0].shape[1:])}"
+    return f"inputs {[tuple(p.shape[1:]) for p in parts]}"
+
+
+def _onnx_outputs(path: Path, sample: Any, class_scores: bool = True) -> int:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
     model: Any = str(path)
-    if fixed_batch(path) not in (None, len(sample)):  # the study runs batches: the graph must take them
+    parts = batch_parts(sample)
+    if fixed_batch(path) not in (None, batch_len(sample)):  # the study runs batches: the graph must take them
         try:
+            if len(parts) != 1:
+                raise ValueError(
+                    f"The 'model.onnx' file {str(path)!r} has a fixed batch size and several inputs: export it "
+                    "with a dynamic batch dimension (the study runs batches)."
+                )
             free = batch_free(path)
-            check_batch_free(free, sample.float().numpy(), f"The 'model.onnx' file {str(path)!r}")
+            check_batch_free(free, parts[0].float().numpy(), f"The 'model.onnx' file {str(path)!r}")
         except ValueError as exc:
             raise ModelSourceError(str(exc)) from None
         model = free.SerializeToString()
     try:
         sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
-        out = sess.run(None, {sess.get_inputs()[0].name: sample.float().numpy()})[0]
+        out = sess.run(None, _onnx_feed(sess, sample))[0]
     except Exception as exc:  # noqa: BLE001 — a model ORT cannot run on the data is a data error
         raise ModelSourceError(
-            f"The 'model.onnx' file {str(path)!r} does not run on the data's images "
-            f"{tuple(sample.shape[1:])}: {type(exc).__name__}: {str(exc)[:200]}"
+            f"The 'model.onnx' file {str(path)!r} does not run on the data's {_shapes(parts)}: "
+            f"{type(exc).__name__}: {str(exc)[:200]}"
         ) from None
+    out = as_class_scores(out) if class_scores else out  # Caffe2-style (N, C, 1, 1) scores read as (N, C)
     if out.ndim != 2 and class_scores:
         raise ModelSourceError(
-            f"The 'model.onnx' file {str(path)!r} must output (N, classes) logits. Got shape {out.shape}."
+            f"The 'model.onnx' file {str(path)!r} must output (N, classes) logits (or (N, classes, 1, 1)). Got "
+            f"shape {out.shape}."
         )
     return int(out.shape[1]) if out.ndim == 2 else 0

@@ -30,8 +30,13 @@ from torch.utils.data import DataLoader
 from ..config import BudgetSettings
 from ..core import (
     SamplingPlan,
+    batch_len,
+    batch_map,
+    batch_slice,
     call_user_code,
     ci95_half_width,
+    class_scores,
+    concat_outputs,
     environment,
     import_callable,
     sample_calls,
@@ -264,7 +269,7 @@ def evaluate_predictions(
     finite = True
     batches = 0
     for x, y in loader:
-        logits = variant.predict(x)
+        logits = class_scores(variant.predict(x))  # Caffe2-style (N, C, 1, 1) scores read as (N, C)
         finite &= bool(np.isfinite(logits).all())
         correct.extend((logits.argmax(1) == y.numpy()).tolist())
         batches += 1
@@ -389,8 +394,9 @@ def loader_targets(loader: Iterable) -> np.ndarray | None:
 
 
 def _top1_correct(logits: np.ndarray, targets: np.ndarray | None) -> tuple[bool, ...]:
-    """Per-sample ``argmax == target`` when the outputs are (N, C) class scores and the targets class ids (N,);
-    empty otherwise (the ``accuracy`` column is then NaN)."""
+    """Per-sample ``argmax == target`` when the outputs are (N, C) class scores (or (N, C, 1, 1)) and the targets
+    class ids (N,); empty otherwise (the ``accuracy`` column is then NaN)."""
+    logits = class_scores(logits)
     if targets is None or logits.ndim != 2 or targets.shape != (logits.shape[0],):
         return ()
     if not np.issubdtype(targets.dtype, np.integer):
@@ -401,17 +407,18 @@ def _top1_correct(logits: np.ndarray, targets: np.ndarray | None) -> tuple[bool,
 def evaluate_outputs(variant: Variant, loader: Iterable) -> tuple[list[np.ndarray], np.ndarray | None, bool]:
     """Every output of ``variant`` over ``loader`` (one array per model output, the batches concatenated), the
     targets (None when the data has none) and whether every output was finite."""
-    outs: list[np.ndarray] = []
+    outs: list[Any] = []
     targets: list[np.ndarray] = []
     for batch in loader:
-        outs.append(np.asarray(variant.predict(batch[0])))
+        outs.append(variant.predict(batch[0]))
         y = _targets(batch)
         if y is not None:
             targets.append(y)
     if not outs:
         raise ValueError("No batches in the loader: the evaluation data set is empty.")
-    out = np.concatenate(outs)
-    return [out], (np.concatenate(targets) if targets else None), bool(np.isfinite(out).all())
+    out = concat_outputs(outs)
+    finite = all(bool(np.isfinite(o).all()) for o in out if np.issubdtype(o.dtype, np.number))
+    return out, (np.concatenate(targets) if targets else None), finite
 
 
 def _evaluate(variant: Variant, loader: Iterable, scoring: Scoring | None) -> tuple[tuple[bool, ...], bool, float]:
@@ -635,7 +642,7 @@ def instance_count(variant: Variant, wanted: int) -> int:
 def _instance(
     run: Callable[[Any], Any], variant: Variant, x: torch.Tensor, s: BenchmarkSettings
 ) -> tuple[Callable[[Any], Any], Any, Timer]:
-    single = variant.prepare(x.clone())  # its own input buffer too
+    single = variant.prepare(batch_map(x, lambda t: t.clone()))  # its own input buffer too
     for _ in range(s.warmup):
         run(single)
     return run, single, Timer(stmt="run(x)", globals={"run": run, "x": single}, num_threads=s.threads)
@@ -697,7 +704,7 @@ def _batch_latency(timing: _Timing, x_batch: torch.Tensor, s: BenchmarkSettings)
     run(prepared)
     timer = Timer(stmt="run(x)", globals={"run": run, "x": prepared}, num_threads=s.threads)
     m = timer.blocked_autorange(min_run_time=s.throughput_min_time_s)
-    return LatencySamples(len(x_batch), tuple(t * 1e3 for t in m.times), m.number_per_run)
+    return LatencySamples(batch_len(x_batch), tuple(t * 1e3 for t in m.times), m.number_per_run)
 
 
 def measure_variant(
@@ -760,7 +767,7 @@ def measure_variants(
     reader = rapl if rapl is not None else RaplReader()
     with torch_threads(s.threads), pinned(s.threads, s.pin) as cores:
         evaluated = [_evaluate(v, loader, scoring) for v in variants]
-        timings = [_start_timing(v, x_batch[: s.latency_batch_size], s) for v in variants]
+        timings = [_start_timing(v, batch_slice(x_batch, 0, s.latency_batch_size), s) for v in variants]
         _interleaved(timings, s, reader)
         batches = [_batch_latency(t, x_batch, s) for t in timings]
     env = {**environment(s.threads), "pinned_cores": list(cores) if cores else None, "interleaved_with": len(variants)}
@@ -774,7 +781,7 @@ def measure_variants(
                 env,
                 power_watts,
                 latency_multiplier,
-                len(x_batch[: s.latency_batch_size]),
+                batch_len(batch_slice(x_batch, 0, s.latency_batch_size)),
                 s.interrupted_factor,
             ),
             metric=ev[2] if name is not None else None,

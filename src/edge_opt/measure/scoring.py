@@ -22,7 +22,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-from ..core import Registry, call_user_code, import_callable
+from ..core import Registry, call_user_code, class_scores, import_callable
 
 __all__ = [
     "METRICS",
@@ -294,8 +294,8 @@ def _labels(targets: Any, n: int, name: str) -> np.ndarray:
 
 def _topk(outputs: Sequence[Any], targets: Any, k: int, name: str) -> float:
     """Share of samples whose target is among the ``k`` highest scores; ties go to the lower class index, so top-1
-    is exactly ``argmax == target`` (the classifier's ``accuracy``)."""
-    logits = _output(outputs, name)
+    is exactly ``argmax == target`` (the classifier's ``accuracy``). Caffe2-style (N, C, 1, 1) scores read as (N, C)."""
+    logits = class_scores(_output(outputs, name))
     if logits.ndim != 2 or logits.shape[0] == 0:
         raise MetricError(
             f"The metric {name!r} reads class scores of shape (N, C); the first output is {logits.shape}."
@@ -488,6 +488,18 @@ def _boxes(record: Mapping[str, Any], name: str, where: str) -> np.ndarray:
     return boxes
 
 
+def _box_rows(targets: np.ndarray, name: str) -> list[DetectionTargets]:
+    """Targets given as one array, (N, M, 5) rows ``[label, x1, y1, x2, y2]`` per image, padded with rows whose
+    label is negative (the npz encoding: a list of mappings cannot be stored without pickles), as mappings."""
+    if targets.ndim != 3 or targets.shape[2] != 5 or not np.issubdtype(targets.dtype, np.number):
+        raise MetricError(
+            f"The metric {name!r} reads targets as one mapping per image or as an array (N, M, 5) of rows "
+            f"[label, x1, y1, x2, y2] (label < 0: padding); got an array of shape {targets.shape}."
+        )
+    rows = [image[image[:, 0] >= 0] for image in targets]
+    return [DetectionTargets(boxes=r[:, 1:], labels=_int_array(r[:, 0], name, "the target labels")) for r in rows]
+
+
 def _coco_annotations(record: Mapping[str, Any], image: int, name: str, where: str, scored: bool) -> list[dict]:
     """One image's boxes as COCO annotations (xywh), with scores for detections."""
     boxes = _boxes(record, name, where)
@@ -514,7 +526,7 @@ def _coco_map(outputs: Any, targets: Any, name: str) -> tuple[float, float]:
     from pycocotools.cocoeval import COCOeval
 
     dets = _records(outputs, name, "the detections")
-    gts = _records(targets, name, "the targets")
+    gts = _box_rows(targets, name) if isinstance(targets, np.ndarray) else _records(targets, name, "the targets")
     if len(dets) != len(gts):
         raise MetricError(f"The metric {name!r}: detections for {len(dets)} images, targets for {len(gts)}.")
     gt_anns: list[dict] = []

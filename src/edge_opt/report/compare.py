@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -10,12 +11,12 @@ from typing import Any
 
 import pandas as pd
 
-from ..config import ConfigError
+from ..config import BudgetSettings, ConfigError
 from ..core import atomic
 from ..measure import ConfigPoint, VariantResult, latency_differs
-from ..study import StoredStudy, load_stored_study
+from ..study import StoredStudy, load_stored_study, metric_higher_is_better, scores_metric
 
-__all__ = ["COLUMNS", "compare_results", "compare_studies"]
+__all__ = ["COLUMNS", "METRIC_COLUMNS", "compare_results", "compare_studies"]
 
 
 def _pair(a: VariantResult, b: VariantResult) -> dict[str, Any]:
@@ -39,9 +40,24 @@ def _pair(a: VariantResult, b: VariantResult) -> dict[str, Any]:
     }
 
 
-def compare_results(a: dict[ConfigPoint, VariantResult], b: dict[ConfigPoint, VariantResult]) -> list[dict[str, Any]]:
-    """One comparison row per config point both studies measured (in A's order)."""
-    return [_pair(ra, b[p]) for p, ra in a.items() if p in b]
+def _metric_pair(a: VariantResult, b: VariantResult, higher_is_better: bool) -> dict[str, Any]:
+    va = a.metrics.metric if a.metrics is not None else math.nan
+    vb = b.metrics.metric if b.metrics is not None else math.nan
+    drop = va - vb if higher_is_better else vb - va  # positive: B worse, as the study's budgets read a drop
+    return {"metric_a": va, "metric_b": vb, "metric_drop_b_vs_a": drop}
+
+
+def compare_results(
+    a: dict[ConfigPoint, VariantResult],
+    b: dict[ConfigPoint, VariantResult],
+    metric: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """One comparison row per config point both studies measured (in A's order); with the studies' ``metric``
+    (another than top1), also each one's metric and B's drop from A in the metric's direction (positive: B worse)."""
+    if metric is None:
+        return [_pair(ra, b[p]) for p, ra in a.items() if p in b]
+    higher = bool(metric["higher_is_better"])
+    return [{**_pair(ra, b[p]), **_metric_pair(ra, b[p], higher)} for p, ra in a.items() if p in b]
 
 
 COLUMNS = [
@@ -60,6 +76,41 @@ COLUMNS = [
     "error_a",
     "error_b",
 ]
+METRIC_COLUMNS = ["metric_a", "metric_b", "metric_drop_b_vs_a"]  # after accuracy_b, for studies not scored by top1
+
+
+def _study_metric(folder: Path, study: StoredStudy) -> dict[str, Any] | None:
+    """The metric a study was scored by: summary.json's ``metric`` object {name, display_name, higher_is_better},
+    else (no summary yet) its config's; None for top1."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        summary = None
+    if isinstance(summary, dict):
+        m = summary.get("metric")
+        return {k: m.get(k) for k in ("name", "display_name", "higher_is_better")} if isinstance(m, dict) else None
+    cfg = study.cfg.part(BudgetSettings)
+    if not scores_metric(cfg):
+        return None
+    name = cfg.metric_name or cfg.metric.rpartition(":")[2]
+    return {"name": name, "display_name": name, "higher_is_better": metric_higher_is_better(cfg)}
+
+
+def _same_metric(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The metric both studies were scored by (None: top1), or a ``ConfigError`` when they differ."""
+
+    def label(m: dict[str, Any] | None) -> str:
+        if m is None:
+            return "top1"
+        return f"{m.get('name')} ({'higher' if m.get('higher_is_better') else 'lower'} is better)"
+
+    key_a = None if a is None else (a.get("name"), a.get("higher_is_better"))
+    key_b = None if b is None else (b.get("name"), b.get("higher_is_better"))
+    if key_a != key_b:
+        raise ConfigError(
+            [f"the studies are scored by different metrics (A: {label(a)}, B: {label(b)}); their rows do not compare"]
+        )
+    return a
 
 
 def _study_differences(a: StoredStudy, b: StoredStudy) -> list[str]:
@@ -109,11 +160,17 @@ def compare_studies(
     Writes ``comparison.csv`` and ``comparison.html`` to ``output_dir`` (default ``DIR_B/compare``).
     Returns:
         The comparison table (and the warnings, with ``with_warnings``).
+    Studies scored by another metric than top1 (summary.json's ``metric`` object) add ``metric_a``, ``metric_b``
+    and ``metric_drop_b_vs_a`` (in the metric's direction; positive: B worse); the table's ``attrs["metric"]``
+    names it.
+
     Raises:
-        ConfigError: a folder that holds no study, or an output path that is a file (nothing written).
+        ConfigError: a folder that holds no study, studies scored by different metrics, or an output path that is
+            a file (nothing written).
     """
     out = _output_folder(dir_b, output_dir)
     sa, sb = load_stored_study(Path(dir_a)), load_stored_study(Path(dir_b))
+    metric = _same_metric(_study_metric(Path(dir_a), sa), _study_metric(Path(dir_b), sb))
     a = {r.point: r for r in sa.results if r.skipped is None}
     b = {r.point: r for r in sb.results if r.skipped is None}
     warnings = _study_differences(sa, sb)
@@ -122,7 +179,10 @@ def compare_studies(
         for name, d, rows in (("A", dir_a, a), ("B", dir_b, b))
         if not rows
     ]
-    table = pd.DataFrame(compare_results(a, b), columns=COLUMNS)
+    columns = COLUMNS if metric is None else [*COLUMNS[:6], *METRIC_COLUMNS, *COLUMNS[6:]]
+    table = pd.DataFrame(compare_results(a, b, metric), columns=columns)
+    if metric is not None:
+        table.attrs["metric"] = metric
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_with(out / "comparison.csv", lambda t: table.to_csv(t, index=False, encoding="utf-8"))
     body = (
@@ -131,6 +191,12 @@ def compare_studies(
         else "<p>(no common config points)</p>"
     )
     notes = "".join(f"<p><b>warning:</b> {html.escape(w)}</p>" for w in warnings)
+    if metric is not None:
+        way = "higher" if metric["higher_is_better"] else "lower"
+        notes += (
+            f"<p>Metric: {html.escape(str(metric.get('display_name') or metric['name']))} ({way} is better); "
+            "metric_drop_b_vs_a = how much worse B is than A in that direction (negative: B better).</p>"
+        )
     page = (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>edge_opt comparison</title>"
         f"<style>body{{font-family:sans-serif;margin:2em}}td,th{{border:1px solid #ccc;padding:3px 6px}}"

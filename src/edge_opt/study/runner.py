@@ -31,12 +31,15 @@ import torch
 from torch import nn
 
 from ..config import BudgetSettings, MeasureSettings, QuantizationConfig, StudyConfig, VariantSettings
-from ..core import atomic, call_user_code
+from ..core import atomic, batch_map, batch_parts, batch_slice, call_user_code, concat_outputs, output_arrays
 from ..inputs import (
     ONNX_CONVERTER,
     DataBundle,
+    LossFn,
     ModelSource,
+    check_loss,
     file_sha256,
+    make_loss,
     onnxslim_label,
     source_digest,
     state_dict_sha256,
@@ -85,6 +88,7 @@ __all__ = [
     "Sweep",
     "baseline_fingerprint",
     "benchmark_settings",
+    "fine_tune_loss",
     "check_metric",
     "measure_point",
     "metadata_name",
@@ -120,6 +124,24 @@ class PruningUnsupported(RuntimeError):
     """Torch-Pruning cannot prune this model (its rows are skipped with the reason)."""
 
 
+LOSS_NEEDED = (
+    "pruned points need a fine-tuning loss: set loss: cross_entropy | mse | bce | package.module:function "
+    "(the model arrives trained and the metric is not top1/top5)"
+)
+
+
+def fine_tune_loss(cfg: StudyConfig) -> str | None:
+    """The loss pruned models are fine-tuned with: ``loss`` when given; else ``cross_entropy`` for a classifier
+    study (metric top1 / top5) and for a model the study trains itself (a registry model, ``epochs`` > 0); else
+    None: a model that arrives trained, scored by another metric, has no loss its task is known to train with,
+    so its pruned points are skipped (``LOSS_NEEDED``)."""
+    if cfg.loss is not None:
+        return cfg.loss
+    if cfg.metric in ("top1", "top5") or not cfg.model.trained or cfg.train_epochs > 0:
+        return "cross_entropy"
+    return None
+
+
 def stable_hash(obj: Any) -> str:
     """16 hex digits of SHA-256 over canonical JSON: the key idiom of the store."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -148,6 +170,7 @@ def baseline_fingerprint(cfg: StudyConfig) -> str:
         "preprocess": cfg.preprocess.model_dump() if cfg.preprocess is not None else None,
         "calibration_data": cfg.calibration_data_path and file_sha256(cfg.calibration_data_path),
         "graph_transform": onnxslim_label() if cfg.model.simplify_graph else None,  # model.simplify
+        "loss": cfg.loss if cfg.train_epochs > 0 else None,  # the baseline trained with it
     }
     fields.update({k: v for k, v in extra.items() if v not in (None, "auto", "")})  # earlier keys stay valid
     return stable_hash(fields)
@@ -172,7 +195,10 @@ def folder_digest(folder: str) -> str:
 def parent_key(cfg: StudyConfig, level: float) -> str:
     """Key of the pruned (and fine-tuned) float parent of a pruning level."""
     ft = cfg.fine_tune_epochs if level > 0 else 0
-    return stable_hash({"baseline": baseline_fingerprint(cfg), "level": level, "fine_tune_epochs": ft})
+    fields: dict[str, Any] = {"baseline": baseline_fingerprint(cfg), "level": level, "fine_tune_epochs": ft}
+    if ft and cfg.loss is not None:  # the default loss leaves earlier keys valid
+        fields["loss"] = cfg.loss
+    return stable_hash(fields)
 
 
 def point_key(cfg: StudyConfig, point: ConfigPoint) -> str:
@@ -329,14 +355,20 @@ def _source_outputs(source: ModelSource, data: DataBundle) -> list[np.ndarray]:
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(source.onnx_path), providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return [np.concatenate([session.run(None, {name: x.float().numpy()})[0] for x in xs])]
+        names = [i.name for i in session.get_inputs()]
+        feeds = [dict(zip(names, (p.numpy() for p in batch_parts(x)), strict=True)) for x in xs]
+        return concat_outputs([tuple(session.run(None, f)) for f in feeds])
     if source.module is None:
         raise ValueError(f"The model ({source.label}) has neither an ONNX file nor a PyTorch module to run.")
     module = source.module.eval()
     with torch.inference_mode():
-        out = [call_user_code(f"The model ({source.label})", module, x.float()) for x in xs]
-    return [np.concatenate([o.detach().float().numpy() for o in out])]
+        out = [call_user_code(f"The model ({source.label})", module, *_float_parts(x)) for x in xs]
+    return concat_outputs([batch_map(o, lambda t: t.detach().float().numpy()) for o in out])
+
+
+def _float_parts(x: Any) -> tuple[torch.Tensor, ...]:
+    """A batch as a module's arguments: float inputs as float32, integer inputs as they are."""
+    return tuple(p.float() if p.is_floating_point() else p for p in batch_parts(x))
 
 
 def check_metric(cfg: StudyConfig, data: DataBundle, source: ModelSource) -> float | None:
@@ -448,9 +480,10 @@ class Sweep:
         self.pruning: dict[float, PruningReport] = {}  # what each level really removed
         self._calibration: dict[int, list[torch.Tensor]] = {}
         self.calibration = self.calibration_for(cfg.quantization.choices()[0].batches)
-        self.example = next(iter(data.val_loader))[0][:2]
+        self.example = batch_slice(next(iter(data.val_loader))[0], 0, 2)
         self._validation: tuple[torch.Tensor, torch.Tensor] | None = None
         self._scoring: Scoring | None = None
+        self._loss_fn: LossFn | None = None
         self.baseline_metric: float | None = None  # the metric of the fp32 baseline (prepare_scoring)
         self.export_cache: dict[Any, Any] = {}  # shared ONNX exports per parent (sweep, artifact, deployment)
         if source is not None and source.onnx_path is not None:  # an ONNX model is its own fp32 export
@@ -476,6 +509,8 @@ class Sweep:
                 return f"the executorch backend needs a PyTorch model for torch.export ({why})"
             if point.pruning_level > 0:
                 return f"pruning needs a PyTorch model ({why})"
+        if point.pruning_level > 0 and self.fine_tunes and fine_tune_loss(self.cfg) is None:
+            return LOSS_NEEDED
         if (
             point.calibration
             and BACKEND_KINDS.get(point.backend) != "onnx"
@@ -506,12 +541,38 @@ class Sweep:
         return None
 
     @property
+    def fine_tunes(self) -> bool:
+        """Pruned models are fine-tuned (``fine_tune_epochs`` > 0 and the data has a training split)."""
+        return bool(self.cfg.fine_tune_epochs) and self.data.train_loader is not None
+
+    def fine_tune_loss_fn(self) -> LossFn | None:
+        """The fine-tuning loss as a function (made once; None when pruned points are not fine-tuned)."""
+        spec = fine_tune_loss(self.cfg)
+        if spec is None or not self.fine_tunes:
+            return None
+        if self._loss_fn is None:
+            self._loss_fn = make_loss(spec, [self.cfg.config_dir])
+        return self._loss_fn
+
+    def check_fine_tuning(self) -> None:
+        """Before any variant is built: a given ``loss`` that does not import, or cannot train the baseline on the
+        first training batch, is an error (``LossError``, ``CallableImportError``, ``UserCodeError``). The default
+        loss is not run here, so a study without ``loss`` reads its loaders exactly as before."""
+        loss_fn, loader = self.fine_tune_loss_fn(), self.data.train_loader
+        if self.cfg.loss is None or loss_fn is None or loader is None or self.baseline is None:
+            return
+        if any(lv > 0 for lv in self.cfg.pruning_levels):
+            check_loss(self.baseline, loader, loss_fn, str(fine_tune_loss(self.cfg)))
+
+    @property
     def validation(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole validation split as (inputs, labels), made on first use (searching builds need it)."""
         if self._validation is None:
             xs, ys = zip(*[(b[0], b[1]) for b in self.data.val_loader])
-            self._validation = (torch.cat(xs), torch.cat(ys))
-        return self._validation
+            parts = [batch_parts(x) for x in xs]
+            joined = tuple(torch.cat([p[i] for p in parts]) for i in range(len(parts[0])))
+            self._validation = (joined[0] if len(joined) == 1 else joined, torch.cat(ys))  # type: ignore[assignment]
+        return self._validation  # type: ignore[return-value]
 
     @property
     def scoring(self) -> Scoring | None:
@@ -555,7 +616,7 @@ class Sweep:
         scoring = self.scoring
         if scoring is None:
             raise ValueError("the study scores top1: a searching build judges the accuracy itself")
-        return scoring.score([logits], loader_targets(self.data.val_loader))
+        return scoring.score(output_arrays(logits), loader_targets(self.data.val_loader))
 
     def calibration_for(self, batches: int) -> list[torch.Tensor]:
         """The first ``batches`` calibration batches (memoised)."""
@@ -651,7 +712,8 @@ class Sweep:
             raise PruningUnsupported(
                 f"Torch-Pruning cannot prune this model ({type(exc).__name__}: {str(exc)[:300]})"
             ) from None
-        if self.cfg.fine_tune_epochs and self.data.train_loader is not None:
+        loss_fn = self.fine_tune_loss_fn()
+        if loss_fn is not None and self.data.train_loader is not None:
             train_model(
                 model,
                 self.data.train_loader,
@@ -659,6 +721,7 @@ class Sweep:
                 learning_rate=self.cfg.learning_rate,
                 seed=self.cfg.seed,
                 should_stop=self.should_stop,
+                loss=loss_fn,
             )
         return model
 
@@ -926,6 +989,7 @@ def train_baseline(
         device=device,
         seed=cfg.seed,
         should_stop=should_stop,
+        loss=make_loss(cfg.loss, [cfg.config_dir]) if cfg.loss is not None else None,
     )
     model.to("cpu")
     ckpt.parent.mkdir(parents=True, exist_ok=True)

@@ -86,8 +86,10 @@ class Replicas:
 class Variant:
     """A runnable, self-describing build of one config point.
 
-    ``prepare`` converts a float32 NCHW tensor to the backend's native input once, outside
-    any timed region; ``run`` executes one prepared batch; ``predict`` returns float32 logits.
+    ``prepare`` converts a batch (``core.batches``: a float32 NCHW tensor, or one tensor per model input) to the
+    backend's native input once, outside any timed region; ``run`` executes one prepared batch; ``to_logits``
+    turns what ``run`` returns into the outputs (float32 logits; a tuple of arrays for several outputs) and
+    ``predict`` chains the three.
     ``replicate`` (None where a backend cannot) returns the ``run`` of an independent instance of the same
     build (a new runtime session over the same file, a copy of the module): latency is measured over
     several, since one instance's memory placement can make it several % faster or slower than another's.
@@ -115,8 +117,9 @@ class Variant:
         r = self.replicate
         return None if isinstance(r, Replicas) and r.of is not self.run else r
 
-    def predict(self, x: torch.Tensor) -> np.ndarray:
-        """Float32 logits for a float32 NCHW batch."""
+    def predict(self, x: Any) -> Any:
+        """The outputs of a batch (``core.batches``): float32 logits for a float32 NCHW batch; one array per
+        output, a tuple for a model with several."""
         return self.to_logits(self.run(self.prepare(x)))
 
 

@@ -92,10 +92,11 @@ def torch_layers(model: nn.Module, example: torch.Tensor) -> list[LayerInfo]:
     return list(found.values())
 
 
-def onnx_layers(path: str | Path, sample_shape: Sequence[int] | None = None) -> list[LayerInfo]:
+def onnx_layers(path: str | Path, sample_shape: Sequence[Any] | None = None) -> list[LayerInfo]:
     """Conv / ConvTranspose / Gemm / MatMul nodes whose weight is a constant (initializer, external data or
     ``Constant`` node), named by that weight (minus ``.weight``), with MACs per sample from ONNX shape inference
-    (``onnx_node_stats``) at one sample of ``sample_shape`` (C, H, W; None: the graph's own fixed dimensions).
+    (``onnx_node_stats``) at one sample of ``sample_shape`` (C, H, W, or one per-sample shape per input for a
+    model with several; None: the graph's own fixed dimensions).
 
     A weight read by several nodes (a shared layer) is one layer with the MACs of all of them.
 
@@ -103,9 +104,11 @@ def onnx_layers(path: str | Path, sample_shape: Sequence[int] | None = None) -> 
         ValueError: ``sample_shape`` is None and the input has dynamic dimensions besides the batch, or the
             shapes cannot be inferred.
     """
-    shape = tuple(sample_shape) if sample_shape is not None else _fixed_sample_shape(path)
+    shape: tuple[Any, ...] = tuple(sample_shape) if sample_shape is not None else _fixed_sample_shape(path)
+    several = bool(shape) and isinstance(shape[0], (tuple, list))
+    full: Any = [(1, *s) for s in shape] if several else (1, *shape)
     found: dict[str, LayerInfo] = {}
-    for n in onnx_node_stats(path, (1, *shape)):
+    for n in onnx_node_stats(path, full):
         if n.op_type not in MAC_OPS or n.weight is None:
             continue
         name = n.weight.removesuffix(".weight")

@@ -98,9 +98,18 @@ class _Tensor:
     root: str | None = None  # a constant: the weight it comes from
 
 
-def _load_fixed(path: str | Path, input_shape: Sequence[int]) -> Any:
-    """The model (external data read from its folder) with its first graph input fixed at ``input_shape``, local
-    functions inlined and stale value_info dropped, then shape-inferred (strict: an inconsistent graph raises)."""
+def input_shapes(input_shape: Sequence[Any]) -> list[tuple[int, ...]]:
+    """One full shape per graph input: ``input_shape`` is one shape (the first input's, e.g. (1, 1, 28, 28)) or a
+    sequence of shapes, one per input in the graph's order."""
+    if input_shape and isinstance(input_shape[0], (tuple, list)):
+        return [tuple(int(d) for d in s) for s in input_shape]
+    return [tuple(int(d) for d in input_shape)]
+
+
+def _load_fixed(path: str | Path, input_shape: Sequence[Any]) -> Any:
+    """The model (external data read from its folder) with its graph inputs fixed at ``input_shape`` (one shape,
+    the first input's, or one per input), local functions inlined and stale value_info dropped, then
+    shape-inferred (strict: an inconsistent graph raises)."""
     import onnx
 
     model = onnx.load(str(path))
@@ -113,24 +122,9 @@ def _load_fixed(path: str | Path, input_shape: Sequence[int]) -> Any:
     inputs = [i for i in g.input if i.name not in inits]
     if not inputs:
         raise ValueError(f"The ONNX model {str(path)!r} has no graph input.")
-    tensor_type = inputs[0].type.tensor_type
-    if not tensor_type.HasField("shape"):  # rank not given: the shape asked for is taken as it
-        tensor_type.shape.dim.extend(onnx.TensorShapeProto.Dimension() for _ in input_shape)
-    dims = tensor_type.shape.dim
-    if len(dims) != len(input_shape):
-        raise ValueError(
-            f"The ONNX model {str(path)!r} takes a rank-{len(dims)} input; the layer table was asked for shape "
-            f"{tuple(input_shape)}."
-        )
-    for d, size in zip(dims, input_shape, strict=True):
-        if d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != size:  # -1: dynamic (Paddle2ONNX)
-            raise ValueError(
-                f"The ONNX model {str(path)!r} takes input {inputs[0].name!r} of fixed shape "
-                f"{tuple(x.dim_value or x.dim_param for x in dims)}; the layer table was asked for "
-                f"{tuple(input_shape)}."
-            )
-        d.Clear()
-        d.dim_value = int(size)
+    shapes = input_shapes(input_shape)
+    for graph_input, shape in zip(inputs, shapes, strict=False):
+        _fix_input(path, graph_input, shape)
     del g.value_info[:]
     for out in g.output:  # a -1 written for a dynamic dimension (Paddle2ONNX) would contradict the inferred size
         for d in out.type.tensor_type.shape.dim:
@@ -142,10 +136,34 @@ def _load_fixed(path: str | Path, input_shape: Sequence[int]) -> Any:
         raise ValueError(
             f"ONNX shape inference failed on {str(path)!r} at input shape {tuple(input_shape)}: {exc}"
         ) from None
-    return _fill_by_running(inferred, inputs[0], input_shape)
+    return _fill_by_running(inferred, inputs[: len(shapes)], shapes)
 
 
-def _fill_by_running(model: Any, graph_input: Any, input_shape: Sequence[int]) -> Any:
+def _fix_input(path: str | Path, graph_input: Any, input_shape: tuple[int, ...]) -> None:
+    """Set one graph input's dimensions to ``input_shape`` (its fixed ones must agree)."""
+    import onnx
+
+    tensor_type = graph_input.type.tensor_type
+    if not tensor_type.HasField("shape"):  # rank not given: the shape asked for is taken as it
+        tensor_type.shape.dim.extend(onnx.TensorShapeProto.Dimension() for _ in input_shape)
+    dims = tensor_type.shape.dim
+    if len(dims) != len(input_shape):
+        raise ValueError(
+            f"The ONNX model {str(path)!r} takes a rank-{len(dims)} input {graph_input.name!r}; the layer table was "
+            f"asked for shape {tuple(input_shape)}."
+        )
+    for d, size in zip(dims, input_shape, strict=True):
+        if d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != size:  # -1: dynamic (Paddle2ONNX)
+            raise ValueError(
+                f"The ONNX model {str(path)!r} takes input {graph_input.name!r} of fixed shape "
+                f"{tuple(x.dim_value or x.dim_param for x in dims)}; the layer table was asked for "
+                f"{tuple(input_shape)}."
+            )
+        d.Clear()
+        d.dim_value = int(size)
+
+
+def _fill_by_running(model: Any, graph_inputs: Sequence[Any], shapes: Sequence[tuple[int, ...]]) -> Any:
     """``model`` with the shapes static inference left unknown filled from one ONNX Runtime run on zeros.
 
     ONNX's data propagation stops at ops it cannot evaluate statically (e.g. the dynamo exporter's
@@ -170,8 +188,11 @@ def _fill_by_running(model: Any, graph_input: Any, input_shape: Sequence[int]) -
     so.log_severity_level = 3
     try:
         sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        dtype = helper.tensor_dtype_to_np_dtype(graph_input.type.tensor_type.elem_type)
-        values = sess.run(missing, {graph_input.name: np.zeros(tuple(input_shape), dtype)})
+        feed = {
+            i.name: np.zeros(shape, helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type))
+            for i, shape in zip(graph_inputs, shapes, strict=True)
+        }
+        values = sess.run(missing, feed)
     except Exception:  # noqa: BLE001 — the shapes stay unknown; the caller names the node it cannot table
         return model
     for name, value in zip(missing, values, strict=True):
@@ -280,13 +301,14 @@ def _node_stats(n: Any, tensors: dict[str, _Tensor], where: str) -> OnnxNodeStat
     )
 
 
-def onnx_node_stats(path: str | Path, input_shape: Sequence[int]) -> list[OnnxNodeStats]:
+def onnx_node_stats(path: str | Path, input_shape: Sequence[Any]) -> list[OnnxNodeStats]:
     """The table nodes (``TABLE_OPS``: MAC producers, pooling, normalisation, activations, element-wise
     arithmetic) of the main graph that read at least one non-constant tensor, in graph order, at ``input_shape``.
 
     Args:
         path: the ``.onnx`` file (external data beside it is read).
-        input_shape: the first graph input's full shape, batch included, e.g. (1, 1, 28, 28).
+        input_shape: the first graph input's full shape, batch included, e.g. (1, 1, 28, 28); or one full shape
+            per graph input, in the graph's order.
     Raises:
         ValueError: the input's rank or fixed dimensions differ from ``input_shape``, or shape inference fails
             or leaves a listed node's shape unknown.

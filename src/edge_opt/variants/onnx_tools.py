@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core import batch_parts
 from ..inputs import onnx_weight_bytes
 from .base import BuildContext, Replicas, Variant, VariantBuildError
 from .layers import LayerInfo, layer_report, ort_layer_precisions
@@ -29,6 +30,9 @@ __all__ = [
     "fp32_onnx_path",
     "onnx_initializer_bytes",
     "onnx_input_name",
+    "onnx_input_names",
+    "ort_feed",
+    "ort_outputs",
     "optimized_graph",
     "onnx_variant",
     "optimized_graph_ops",
@@ -172,11 +176,45 @@ def onnx_initializer_bytes(model_path: str | Path) -> int:
 
 def onnx_input_name(path: str | Path) -> str:
     """Name of the (first) graph input that is not an initializer."""
+    return onnx_input_names(path)[0]
+
+
+def onnx_input_names(path: str | Path) -> tuple[str, ...]:
+    """Names of the graph inputs that are not initializers, in the graph's order."""
     import onnx
 
     g = onnx.load(str(path), load_external_data=False).graph
     inits = {i.name for i in g.initializer}
-    return next(i.name for i in g.input if i.name not in inits)
+    return tuple(i.name for i in g.input if i.name not in inits)
+
+
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def ort_feed(names: Sequence[str], types: Sequence[str], x: Any) -> dict[str, np.ndarray]:
+    """An ONNX Runtime feed of a batch (``core.batches``: one tensor, or one per input in the graph's order): each
+    input as a contiguous array of the session's type (float inputs at their float type, others as given).
+
+    Raises:
+        VariantBuildError: the batch holds another number of inputs than the graph takes.
+    """
+    parts = batch_parts(x)
+    if len(parts) != len(names):
+        raise VariantBuildError(f"the graph takes {len(names)} inputs {list(names)}; the batch holds {len(parts)}.")
+    feed = {}
+    for name, kind, p in zip(names, types, parts, strict=True):
+        a = p.numpy() if isinstance(p, torch.Tensor) else np.asarray(p)
+        want = _ORT_TYPES.get(kind)
+        feed[name] = np.ascontiguousarray(a if want is None else a.astype(want, copy=False))
+    return feed
+
+
+def ort_outputs(out: Sequence[Any]) -> Any:
+    """What ``session.run`` gave, as a variant's outputs (``core.batches``): one array for one output, a tuple for
+    several; float outputs as float32, the others as they are."""
+    arrays = [np.asarray(o) for o in out]
+    arrays = [a.astype(np.float32, copy=False) if np.issubdtype(a.dtype, np.floating) else a for a in arrays]
+    return arrays[0] if len(arrays) == 1 else tuple(arrays)
 
 
 def ort_kernel_precision(ops: list[str], weight_types: dict[str, int]) -> str:
@@ -190,11 +228,23 @@ def ort_kernel_precision(ops: list[str], weight_types: dict[str, int]) -> str:
 class CalibrationReader:
     """Feeds exactly the given batches to ORT's calibrator (its ``CalibrationDataReader`` protocol)."""
 
-    def __init__(self, batches: Sequence[torch.Tensor], input_name: str = "input") -> None:
-        self._it = iter([{input_name: b.float().numpy()} for b in batches])
+    def __init__(self, batches: Sequence[Any], input_name: str | Sequence[str] = "input") -> None:
+        names = (input_name,) if isinstance(input_name, str) else tuple(input_name)
+        self._it = iter([_calibration_feed(names, b) for b in batches])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._it, None)
+
+
+def _calibration_feed(names: Sequence[str], batch: Any) -> dict[str, np.ndarray]:
+    """One calibration batch as a feed: float inputs as float32, integer inputs as given."""
+    parts = batch_parts(batch)
+    if len(parts) != len(names):
+        raise VariantBuildError(f"the graph takes {len(names)} inputs {list(names)}; calibration gives {len(parts)}.")
+    return {
+        n: np.ascontiguousarray((p.float() if p.is_floating_point() else p).numpy())
+        for n, p in zip(names, parts, strict=True)
+    }
 
 
 def fp32_onnx_path(model: nn.Module | None, ctx: BuildContext) -> Path:
@@ -236,10 +286,8 @@ def _ort_runners(
     """``run`` on ``sess``, and ``replicate``: another session of the file with the same options, run alike."""
     import onnxruntime as ort
 
-    input_name = sess.get_inputs()[0].name
-
     def session_runner(session: Any) -> Callable[[Any], Any]:
-        return lambda x: session.run(None, {input_name: x})[0]
+        return lambda feed: session.run(None, feed)
 
     def replicate() -> Callable[[Any], Any]:
         return session_runner(
@@ -283,15 +331,16 @@ def onnx_variant(
         meta.update(layer_report(layers, ort_layer_precisions(graph[0].node, layers), must_be_float))
     meta.update(_ort_metadata(path, threads, runtime_bytes, ops, quant_ops, ort.__version__))
     run, replicate = _ort_runners(sess, path, threads)
+    names, types = [i.name for i in sess.get_inputs()], [i.type for i in sess.get_inputs()]
     return Variant(
         backend=backend,
         precision=precision,
         kernel_precision=kernel,
         parameter_bytes=onnx_initializer_bytes(path),
         metadata=meta,
-        prepare=lambda x: np.ascontiguousarray(x.float().numpy()),
+        prepare=lambda x: ort_feed(names, types, x),
         run=run,
-        to_logits=lambda out: np.asarray(out, dtype=np.float32),
+        to_logits=ort_outputs,
         onnx_path=path,
         replicate=Replicas(run, replicate),
     )

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from ..core import sample_shapes
 from .base import BuildContext, Variant
 from .layers import LayerInfo, onnx_layers
 from .onnx_tools import exporter_label, fp32_onnx_path, onnx_variant
@@ -43,5 +44,5 @@ def parent_onnx_layers(model: nn.Module | None, ctx: BuildContext) -> list[Layer
     key = ("onnx_layers", ctx.parent_key)
     if key not in ctx.cache:
         ctx.workdir.mkdir(parents=True, exist_ok=True)
-        ctx.cache[key] = onnx_layers(fp32_onnx_path(model, ctx), tuple(ctx.example_input.shape[1:]))
+        ctx.cache[key] = onnx_layers(fp32_onnx_path(model, ctx), sample_shapes(ctx.example_input))
     return list(ctx.cache[key])

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core import batch_parts
 from .base import BuildContext, Variant, VariantBuildError
 from .layers import LayerInfo, layer_report
 from .onnx_tools import fp32_onnx_path
@@ -188,12 +189,30 @@ def _int8_ir(model: nn.Module | None, precision: str, ctx: BuildContext) -> tupl
     if not ctx.calibration:
         raise VariantBuildError("int8 on 'openvino' needs calibration batches.")
     fp32 = ov.Core().read_model(str(fp32_onnx_path(model, ctx)))
-    batches = [np.ascontiguousarray(b.float().numpy()) for b in ctx.calibration]
+    batches = [_ov_inputs(b) for b in ctx.calibration]  # each as the runtime's infer takes it
     nncf.set_log_level(logging.ERROR)
     with contextlib.redirect_stdout(io.StringIO()):  # NNCF draws a progress bar on stdout
         quantized = nncf.quantize(fp32, nncf.Dataset(batches), subset_size=len(batches))  # subset = dataset items
     save_ir(quantized, xml, compress_to_fp16=False)
     return xml, meta
+
+
+def _ov_inputs(x: Any) -> Any:
+    """A batch as OpenVINO's ``infer`` takes it: ``{0: array}`` for one input, a list by position for several;
+    float inputs as float32, integer inputs as given."""
+    arrays = [
+        np.ascontiguousarray((p.float() if p.is_floating_point() else p).numpy())
+        for p in (torch.as_tensor(q) for q in batch_parts(x))
+    ]
+    return {0: arrays[0]} if len(arrays) == 1 else arrays
+
+
+def _ov_outputs(out: Any) -> Any:
+    """OpenVINO's outputs as a variant's (copied out of the request's buffers): one array, or a tuple; float
+    outputs as float32."""
+    arrays = [np.array(o) for o in (out if isinstance(out, tuple) else (out,))]
+    arrays = [a.astype(np.float32, copy=False) if np.issubdtype(a.dtype, np.floating) else a for a in arrays]
+    return arrays[0] if len(arrays) == 1 else tuple(arrays)
 
 
 for _name in ("fp32", "fp16", "bf16"):
@@ -230,8 +249,11 @@ def openvino_backend(model: nn.Module | None, precision: str, ctx: BuildContext)
         layers = parent_onnx_layers(model, ctx)
         meta.update(layer_report(layers, openvino_layer_precisions(compiled, layers, fp32_onnx_path(model, ctx))))
 
-    def run(x: np.ndarray) -> np.ndarray:
-        return request.infer({0: x}, share_inputs=True)[0]
+    outputs = len(compiled.outputs)
+
+    def run(x: Any) -> Any:
+        res = request.infer(x, share_inputs=True)
+        return res[0] if outputs == 1 else tuple(res[i] for i in range(outputs))
 
     return Variant(
         backend="openvino",
@@ -239,7 +261,7 @@ def openvino_backend(model: nn.Module | None, precision: str, ctx: BuildContext)
         kernel_precision=kernel,
         parameter_bytes=bin_path.stat().st_size,
         metadata=meta,
-        prepare=lambda x: np.ascontiguousarray(torch.as_tensor(x).float().numpy()),
+        prepare=_ov_inputs,
         run=run,
-        to_logits=lambda out: np.array(out, dtype=np.float32),
+        to_logits=_ov_outputs,
     )

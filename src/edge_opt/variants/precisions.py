@@ -26,10 +26,10 @@ import torch
 from torch import nn
 
 from ..config import QuantizationConfig
-from ..core import Registry
+from ..core import Registry, batch_map
 from .base import BuildContext, VariantBuildError
 from .layers import layer_report, torch_layer_precisions, torch_layers
-from .onnx_tools import CalibrationReader, onnx_input_name
+from .onnx_tools import CalibrationReader, onnx_input_names
 from .quantize import (
     CalibratedInt8,
     calibrate_torch_int8,
@@ -257,7 +257,7 @@ def ort_calibration_cache(fp32: Path, ctx: BuildContext) -> Path:
     the options, the op types quantized and the calibration batches, so a changed input is calibrated anew; a
     file that no longer reads as JSON is removed, so the next build calibrates again."""
     st = fp32.stat()
-    batches = [(tuple(b.shape), round(float(b.double().sum()), 6)) for b in ctx.calibration]
+    batches = [batch_map(b, lambda p: (tuple(p.shape), round(float(p.double().sum()), 6))) for b in ctx.calibration]
     text = json.dumps(
         [
             str(fp32.resolve()),
@@ -323,7 +323,7 @@ def int8_onnx_file(
                 _quantizable(onnx.load(str(fp32))),  # a proto, not the path: ORT then writes its shape-inferred
                 # copy to a temp folder, never beside the fp32 file (the user's own folder for an ONNX input)
                 str(out),
-                CalibrationReader(ctx.calibration, onnx_input_name(fp32)),
+                CalibrationReader(ctx.calibration, onnx_input_names(fp32)),
                 quant_format=QuantFormat.QDQ,
                 per_channel=q.channelwise,
                 activation_type=QuantType.QInt8,

@@ -27,8 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core import batch_len, batch_slice, class_scores, concat_outputs, output_arrays, sample_shapes
 from .base import BuildContext, VariantBuildError
 from .layers import LayerInfo, layer_report, onnx_layers, torch_layer_precisions, torch_layers
+from .onnx_tools import ort_feed, ort_outputs
 from .precisions import Precision, TorchBuild, int8_onnx_file, register_precision, torch_int8_calibration
 from .quantize import convert_torch_int8
 
@@ -72,11 +74,19 @@ class SensitivityReport:
         )
 
 
-def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    """Signal-to-quantization-noise ratio of ``test`` against ``reference`` in dB (inf when identical)."""
+def sqnr_db(reference: Any, test: Any) -> float:
+    """Signal-to-quantization-noise ratio of ``test`` against ``reference`` in dB (inf when identical); outputs of
+    several arrays (``core.batches``) are read as one, every float output's values in order."""
+    reference, test = _flat(reference), _flat(test)
     noise = float(np.sum((reference.astype(np.float64) - test) ** 2))
     signal = float(np.sum(reference.astype(np.float64) ** 2))
     return math.inf if noise == 0 else 10 * math.log10(max(signal, 1e-30) / noise)
+
+
+def _flat(out: Any) -> np.ndarray:
+    """A variant's outputs (one array, or a tuple) as one flat float64 array."""
+    arrays = output_arrays(out)
+    return np.concatenate([a.astype(np.float64).ravel() for a in arrays]) if len(arrays) > 1 else arrays[0]
 
 
 def _validation(ctx: BuildContext) -> tuple[torch.Tensor, np.ndarray]:
@@ -90,15 +100,20 @@ def _torch_logits(module: nn.Module, x: torch.Tensor) -> np.ndarray:
         return np.concatenate([module(x[i : i + 256].float()).float().numpy() for i in range(0, len(x), 256)])
 
 
-def _ort_logits(path: Path, x: torch.Tensor) -> np.ndarray:
+def _ort_logits(path: Path, x: Any) -> Any:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.log_severity_level = 3
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: x[i : i + 256].float().numpy()})[0] for i in range(0, len(x), 256)])
+    names, types = [i.name for i in sess.get_inputs()], [i.type for i in sess.get_inputs()]
+    chunks = [
+        ort_outputs(sess.run(None, ort_feed(names, types, batch_slice(x, i, i + 256))))
+        for i in range(0, batch_len(x), 256)
+    ]
+    out = concat_outputs(chunks)
+    return out[0] if len(out) == 1 else tuple(out)
 
 
 def _budget_key(ctx: BuildContext) -> str:
@@ -130,7 +145,7 @@ def _quality(ctx: BuildContext, labels: np.ndarray) -> Callable[[np.ndarray], fl
     if metric is not None:
         sign = 1.0 if ctx.metric_higher_is_better else -1.0
         return lambda logits: sign * float(metric(logits))
-    return lambda logits: float((logits.argmax(1) == labels).mean())
+    return lambda logits: float((class_scores(output_arrays(logits)[0]).argmax(1) == labels).mean())  # (N, C, 1, 1) too
 
 
 def _measure(
@@ -171,7 +186,7 @@ def _torch_report(model: nn.Module, ctx: BuildContext) -> SensitivityReport:
 
 def _onnx_report(fp32: Path, ctx: BuildContext) -> SensitivityReport:
     x, y = _validation(ctx)
-    layers = onnx_layers(fp32, tuple(x.shape[1:]))
+    layers = onnx_layers(fp32, sample_shapes(x))
     with tempfile.TemporaryDirectory() as tmp:
 
         def logits_of(layer: LayerInfo) -> np.ndarray:
@@ -273,7 +288,7 @@ def _mixed_torch(model: nn.Module, ctx: BuildContext, channels_last: bool) -> To
 def _mixed_onnx(fp32: Path, ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
     report = layer_sensitivity("onnx", fp32, ctx)
     x, y = _validation(ctx)
-    nodes = {layer.name: str(layer.node) for layer in onnx_layers(fp32, tuple(x.shape[1:]))}
+    nodes = {layer.name: str(layer.node) for layer in onnx_layers(fp32, sample_shapes(x))}
     files: dict[tuple[str, ...], tuple[Path, dict[str, Any]]] = {}
     quality = _quality(ctx, y)
 
