@@ -255,6 +255,8 @@ def test_sigkill_then_resume_recomputes_nothing_finished(tmp_path):
                 "samples",
                 "calls_per",
                 "build_s",
+                "host_",  # the host's load while each group was measured: of that moment, not of the variant
+                "off_core",
             )
         )
     ]

@@ -301,6 +301,13 @@ class DeploymentConfig(BaseModel):
     performance_sample_count: int = Field(default=1024, ge=1, le=10_000_000)
     latency_model: Literal["linear", "roofline"] = "roofline"
     offline_batch_size: int = Field(default=256, ge=1, le=1_000_000)
+    max_s: float | None = Field(
+        default=20.0,
+        gt=0,
+        le=86_400,
+        description="Time budget (s) of one model's scenarios: one whose length planned from the model's latency "
+        "does not fit in what is left is skipped, saying why; null: none.",
+    )
 
 
 class MlflowConfig(BaseModel):
@@ -541,10 +548,26 @@ class MeasureSettings(BaseModel):
     benchmark_repeats: int = Field(
         default=40, ge=2, le=100_000, description="Latency samples, one per interleaved round."
     )
-    benchmark_trials: int = Field(default=10, ge=1, le=100_000, description="Calls per latency sample (at least).")
+    benchmark_trials: int = Field(
+        default=10,
+        ge=1,
+        le=100_000,
+        description="Calls per latency sample when `benchmark_min_sample_ms` is 0 (otherwise the calls are sized to "
+        "last that long).",
+    )
     benchmark_warmup: int = Field(default=5, ge=0, le=100_000, description="Warm-up calls before timing.")
     benchmark_min_sample_ms: float = Field(
-        default=5.0, ge=0, le=10_000, description="Calls per sample grow until a sample lasts this long."
+        default=5.0,
+        ge=0,
+        le=10_000,
+        description="Calls per sample grow until a sample lasts this long (one call when a call already does).",
+    )
+    benchmark_max_s: float | None = Field(
+        default=3.0,
+        gt=0,
+        le=86_400,
+        description="Per-variant time budget of the latency rounds (s): they stop at the CI target, at the latest "
+        "here (`latency_budget_hit` says so); null: none.",
     )
     benchmark_target_rel_ci: float = Field(
         default=0.02,
@@ -576,6 +599,13 @@ class MeasureSettings(BaseModel):
         description="At most this many new variants are built, then timed together in interleaved rounds, then stored.",
     )
     power_watts: float = Field(default=15.0, gt=0, le=100_000, description="Device power of the energy proxy.")
+    host_load_threshold: float = Field(
+        default=0.15,
+        gt=0,
+        le=10,
+        description="A row whose `host_load` (a fixed probe against its quietest time in the study, and the CPU "
+        "share the measuring thread got) passes 1 + this was measured on a busy host: the study warns, naming it.",
+    )
 
     @field_validator("benchmark_interrupted_factor")
     @classmethod

@@ -12,7 +12,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,7 @@ from .inputs import (
     takes_images,
     with_onnx_conversion,
 )
-from .measure import VariantResult, metric_config_errors, target_kind
+from .measure import HostLoad, StageMemory, VariantResult, metric_config_errors, target_kind
 from .report import (
     Recommendation,
     StudyOutcome,
@@ -265,6 +265,8 @@ class StudyResult:
             (None when nothing was chosen or the study was interrupted).
         warnings: the study's warnings.
         timings: seconds per stage.
+        peak_rss_mb, children_peak_rss_mb: peak RSS (MB) per stage of this process and of its child processes
+            (the report stage's too, which summary.json, written during it, lacks).
         outcome: the stages' records.
         frontier: the latency–accuracy Pareto frontier.
     """
@@ -279,6 +281,8 @@ class StudyResult:
     recommendation: Recommendation | None = None
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    children_peak_rss_mb: dict[str, float] = field(default_factory=dict)
     outcome: StudyOutcome | None = None
     frontier: pd.DataFrame = field(default_factory=pd.DataFrame)
 
@@ -312,16 +316,26 @@ class StudyResult:
 
 
 class _Clock:
-    """Seconds per stage."""
+    """Seconds and peak RSS (MB: this process, and its child processes) per stage."""
 
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
+        self.peak_rss_mb: dict[str, float] = {}
+        self.children_peak_rss_mb: dict[str, float] = {}
+        self._memory = StageMemory()
         self._t = time.perf_counter()
 
     def lap(self, name: str) -> None:
         now = time.perf_counter()
         self.timings[name] = self.timings.get(name, 0.0) + now - self._t
         self._t = now
+        own, children = self._memory.lap()
+        self.peak_rss_mb[name] = round(max(self.peak_rss_mb.get(name, 0.0), own), 1)
+        self.children_peak_rss_mb[name] = round(max(self.children_peak_rss_mb.get(name, 0.0), children), 1)
+
+    def memory(self) -> dict[str, Any]:
+        """summary.json's ``peak_rss_mb`` and ``children_peak_rss_mb`` by stage (the stages lapped so far)."""
+        return {"peak_rss_mb": dict(self.peak_rss_mb), "children_peak_rss_mb": dict(self.children_peak_rss_mb)}
 
 
 def _lock(out: Path, wait: bool = False, command: str = "") -> atomic.FolderLock:
@@ -576,6 +590,17 @@ def _analyse(
         model_conversion=sweep.source.conversion.to_dict() if sweep.source and sweep.source.conversion else None,
         graph_transform=sweep.source.graph_transform.details if sweep.source and sweep.source.graph_transform else None,
     )
+
+
+def _with_host(o: StudyOutcome, clock: _Clock) -> StudyOutcome:
+    """The outcome with summary.json's host entries: peak RSS by stage so far, and how busy the host was over the
+    host's rows (``HostLoad``, with its warnings; the recommendation's when the host's rows chose it)."""
+    rows = [(a.point.label, a.result.measurement.environment) for a in o.assessed if a.result.measurement is not None]
+    load = HostLoad.of(rows, o.cfg.host_load_threshold)
+    chosen = o.selection.chosen if o.host_selection is None or o.selection is o.host_selection else None
+    recommended = chosen.point.label if chosen is not None and not o.interrupted else None
+    host = {**clock.memory(), "host_load": load.to_dict(recommended)}
+    return replace(o, warnings=(*o.warnings, *load.warnings(recommended)), host=host)
 
 
 def _deploy(
@@ -835,7 +860,7 @@ def run_study(
         warnings = [*fresh_notes, *warnings]
         journal, _ = begin_generation(out, cfg.config_hash)  # the previous outputs go before any new one is written
         with journal:
-            outcome = _analyse(sweep, store, out, interrupted, emit, clock, warnings, search)
+            outcome = _with_host(_analyse(sweep, store, out, interrupted, emit, clock, warnings, search), clock)
             emit("stage", name="report", detail=str(out))
             report = write_study_report(out, outcome, data, command)
             stamp_outputs(out, list(journal.files), cfg.config_hash)
@@ -864,6 +889,8 @@ def _study_result(
         recommendation=report.recommendation,
         warnings=sorted(set(warnings)),
         timings={**clock.timings, **{f"variants.{k}": v for k, v in sweep.timings.items()}},
+        peak_rss_mb=dict(clock.peak_rss_mb),
+        children_peak_rss_mb=dict(clock.children_peak_rss_mb),
         outcome=outcome,
         frontier=report.frontier_latency,
     )

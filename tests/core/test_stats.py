@@ -49,8 +49,10 @@ def test_the_statistics_need_no_torch():
 def test_split_and_calls_per_sample():
     assert split_interrupted([1.0, 1.1, 5.0, 0.9], 1.5) == ([1.0, 1.1, 0.9], [5.0])
     assert split_interrupted([1.0, 5.0], 0.0) == ([1.0, 5.0], []) and split_interrupted([], 1.5) == ([], [])
-    assert sample_calls(0.001, 10, 0.005) == 10  # 5 calls would last the 5 ms: the minimum wins
+    assert sample_calls(0.001, 10, 0.005) == 5  # 5 calls last the 5 ms: no fixed count on top
     assert sample_calls(0.0001, 10, 0.005) == 50
+    assert sample_calls(0.017, 10, 0.005) == 1  # a call that lasts the minimum sample is a sample by itself
+    assert sample_calls(0.017, 10, 0.0) == 10  # without a minimum sample time: the count given
     assert sample_calls(0.0, 1, 0.0) == 1 and sample_calls(0.0, 1, 1e-3) == 10_000  # floored at 0.1 µs a call
 
 
@@ -164,3 +166,65 @@ def test_a_plan_stops_at_its_budget_and_sets_interrupted_samples_aside():
     assert len(series.samples) == plan.budget == 12 and passes == 3  # the target is never met: the cap ends it
     kept, interrupted = split_interrupted(series.samples, 1.5)
     assert len(kept) + len(interrupted) == 12
+
+
+@dataclass
+class _Clocked:
+    """A series whose every sample costs ``cost_s`` (set-aside ones too) on a counter, not a clock."""
+
+    draws: list[float]
+    cost_s: float = 1.0
+    samples: list[float] = field(default_factory=list)
+    spent_s: float = 0.0
+
+    def take(self, n: int) -> None:
+        for _ in range(n):
+            self.samples.append(self.draws[len(self.samples) % len(self.draws)])
+            self.spent_s += self.cost_s
+
+
+def _clocked_rounds(series: list[_Clocked], plan: SamplingPlan) -> int:
+    return sample_rounds(series, lambda s, n: s.take(n), plan, lambda s: s.spent_s)
+
+
+def test_a_time_budget_stops_the_rounds_and_says_so():
+    plan = SamplingPlan(repeats=10, max_extra_rounds=4, target_rel_ci=1e-9, interrupted_factor=1.5, step=10, max_s=6)
+    s = _Clocked([1.0, 1.1, 0.9])
+    _clocked_rounds([s], plan)
+    assert len(s.samples) == 6 and s.spent_s == 6  # at its budget, short of the 10 samples asked
+    assert plan.budget_hit(s.samples, s.spent_s)
+    no_budget = SamplingPlan(10, 4, 1e-9, 1.5, step=10)
+    t = _Clocked([1.0, 1.1, 0.9])
+    _clocked_rounds([t], no_budget)
+    assert len(t.samples) == no_budget.budget == 50 and not no_budget.budget_hit(t.samples, t.spent_s)
+
+
+def test_a_series_that_meets_its_target_within_the_budget_is_not_flagged():
+    plan = SamplingPlan(repeats=4, max_extra_rounds=4, target_rel_ci=0.5, interrupted_factor=1.5, step=4, max_s=100)
+    s = _Clocked([1.0, 1.01])
+    _clocked_rounds([s], plan)
+    assert len(s.samples) == 4 and not plan.budget_hit(s.samples, s.spent_s)
+
+
+def test_an_always_interrupted_series_stops_at_its_budget():
+    # every third sample is interrupted: retaken again and again, the count cap (808) far away; the seconds end it
+    plan = SamplingPlan(repeats=8, max_extra_rounds=100, target_rel_ci=1e-9, interrupted_factor=1.5, step=8, max_s=30)
+    s = _Clocked([1.0, 1.05, 9.0])
+    _clocked_rounds([s], plan)
+    kept, interrupted = split_interrupted(s.samples, 1.5)
+    assert len(s.samples) == 30 and interrupted and plan.budget_hit(s.samples, s.spent_s)
+
+
+def test_a_budget_too_short_for_two_samples_still_takes_two():
+    plan = SamplingPlan(repeats=10, max_extra_rounds=0, target_rel_ci=0.0, interrupted_factor=1.5, step=10, max_s=0.5)
+    s = _Clocked([1.0, 1.2])
+    _clocked_rounds([s], plan)
+    assert len(s.samples) == 2 and plan.budget_hit(s.samples, s.spent_s)  # a CI needs two
+
+
+def test_the_budget_is_per_series_in_interleaved_rounds():
+    plan = SamplingPlan(repeats=10, max_extra_rounds=0, target_rel_ci=0.0, interrupted_factor=0.0, step=10, max_s=4)
+    slow, fast = _Clocked([1.0, 1.1], cost_s=1.0), _Clocked([1.0, 1.1], cost_s=0.1)
+    _clocked_rounds([slow, fast], plan)
+    assert len(slow.samples) == 4 and len(fast.samples) == 10
+    assert plan.budget_hit(slow.samples, slow.spent_s) and not plan.budget_hit(fast.samples, fast.spent_s)

@@ -13,7 +13,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from conftest import ROOT
-from edge_opt.config import InputSettings, StudyConfig
+from edge_opt.config import InputSettings
 from edge_opt.inputs import load_study_data
 from edge_opt.pipeline import load_study_config, run_study
 
@@ -36,7 +36,6 @@ EXAMPLES = {
     "anomaly": ("anomaly/study.yaml", "any", (256,)),
     "segmentation": ("segmentation/study.yaml", "any", (256, 16, 16)),
 }
-WIRED = "max_metric_drop" in StudyConfig.model_fields
 
 
 def _run(session: ort.InferenceSession, npz_path, key: str = "x_val") -> np.ndarray:
@@ -114,7 +113,6 @@ def _row(df: pd.DataFrame, precision: str) -> pd.Series:
     return rows.iloc[0]
 
 
-@pytest.mark.skipif(not WIRED, reason="the metric is not wired through the study yet (no 'max_metric_drop' key)")
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_task_study_scores_fp32_as_an_independent_computation(studies, name):
     cfg, res = studies(name)
@@ -131,7 +129,6 @@ def test_task_study_scores_fp32_as_an_independent_computation(studies, name):
     assert summary["metric"]["name"] == cfg.metric and summary["metric"]["baseline"] == pytest.approx(fp32["metric"])
 
 
-@pytest.mark.skipif(not WIRED, reason="the metric is not wired through the study yet (no 'max_metric_drop' key)")
 def test_label_free_agreement_of_int8_matches_its_onnx_file(studies):
     """The int8 variant's agreement equals its own quantized graph's top-1 matches with the fp32 model's."""
     _, res = studies("agreement")
@@ -142,3 +139,17 @@ def test_label_free_agreement_of_int8_matches_its_onnx_file(studies):
     ref = _run(_session(folder / "model.onnx"), folder / "unlabelled.npz").argmax(1)
     quant = _run(_session(files[0]), folder / "unlabelled.npz").argmax(1)
     assert int8["metric"] == pytest.approx(float(np.mean(quant == ref)), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["anomaly", "agreement"])
+def test_a_study_scored_by_another_metric_reloads_from_its_folder(studies, name):
+    """`edge-opt report DIR` rebuilds from the stored config, whose full dump carries the default
+    max_accuracy_drop beside a metric that is not top1 (which a config given by hand may not)."""
+    from edge_opt.pipeline import rebuild_report
+    from edge_opt.study import load_stored_study
+
+    _, res = studies(name)
+    cfg, _ = studies(name)
+    stored = load_stored_study(res.output_dir)
+    assert stored.cfg.metric == cfg.metric != "top1"
+    assert rebuild_report(res.output_dir).is_file()

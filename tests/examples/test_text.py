@@ -178,3 +178,55 @@ def test_a_pytorch_module_with_several_inputs_is_refused_naming_the_onnx_route(t
         optimize(TwoInputs(), (_arrays("val"), z["y_val"]), output_dir=tmp_path / "out", **TINY)
     assert "input_ids, attention_mask" in str(err.value)
     assert not (tmp_path / "out").exists()
+
+
+DATASET = '''
+import numpy as np
+
+Z = np.load({path!r})
+
+
+class Items:
+    """(inputs, class id) items: a dict of the two inputs per sample."""
+
+    def __init__(self, split, as_dict):
+        self.split, self.as_dict = split, as_dict
+
+    def __len__(self):
+        return len(Z["y_" + self.split])
+
+    def __getitem__(self, i):
+        ids, mask = Z["x_" + self.split + "/input_ids"][i], Z["x_" + self.split + "/attention_mask"][i]
+        inputs = {{"attention_mask": mask, "input_ids": ids}} if self.as_dict else (ids, mask)
+        return inputs, int(Z["y_" + self.split][i])
+
+
+def make_dict():
+    return Items("train", True), Items("val", True)
+
+
+def make_tuple():
+    return None, Items("val", False)
+'''
+
+
+@pytest.mark.parametrize("fn", ["make_dict", "make_tuple"])
+def test_a_dataset_callable_yielding_dicts_or_tuples_of_inputs(tmp_path, fn):
+    (tmp_path / "text_items.py").write_text(DATASET.format(path=str(TEXT / "data.npz")))
+    config = tmp_path / "study.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"onnx": str(TEXT / "model.onnx")},
+                "dataset": f"text_items:{fn}",
+                "backends": ["onnxruntime"],
+                "precisions": ["fp32"],
+                "output_dir": str(tmp_path / "out"),
+            }
+        )
+    )
+    res = run_study(load_study_config(config, TINY))
+    assert res.sweep.iloc[0]["accuracy"] == pytest.approx(_expected_top1(), abs=1e-6)
+    import sys
+
+    sys.modules.pop("text_items", None)

@@ -6,12 +6,14 @@ from edge_opt.inputs.models import create_model, list_models
 from edge_opt.variants.prune import layer_shapes, load_checkpoint, prune_model, save_checkpoint
 
 SHAPE = (1, 16, 16)
+# the real-size network at a quarter width: the same layers, a tenth of the cost (its full size: test_mobilenetv2.py)
+SMALL = {"mobilenetv2": {"width": 0.25}}
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_builds_runs_prunes_and_reloads(name, tmp_path):
     torch.manual_seed(0)
-    m = create_model(name, SHAPE, 10)
+    m = create_model(name, SHAPE, 10, **SMALL.get(name, {}))
     x = torch.randn(4, *SHAPE)
     assert m(x).shape == (4, 10)
     pruned = prune_model(m, 0.5, x)
@@ -20,14 +22,16 @@ def test_every_model_builds_runs_prunes_and_reloads(name, tmp_path):
     assert n_after < n_before
     assert pruned(x).shape == (4, 10)  # output layer keeps every class
     save_checkpoint(pruned, tmp_path / "p.pt")
-    reloaded, _ = load_checkpoint(tmp_path / "p.pt", create_model(name, SHAPE, 10))  # weights_only=True inside
+    reloaded, _ = load_checkpoint(
+        tmp_path / "p.pt", create_model(name, SHAPE, 10, **SMALL.get(name, {}))
+    )  # weights_only=True inside
     assert layer_shapes(reloaded) == layer_shapes(pruned)
     torch.testing.assert_close(reloaded(x), pruned(x))
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_level_zero_is_equivalent_copy(name):
-    m = create_model(name, SHAPE, 10)
+    m = create_model(name, SHAPE, 10, **SMALL.get(name, {}))
     x = torch.randn(3, *SHAPE)
     p = prune_model(m, 0.0, x)
     assert p is not m
@@ -91,7 +95,7 @@ def test_every_model_quantizes_to_int8_on_both_backends(name, backend, tmp_path)
     from edge_opt.variants import BuildContext, build_variant
 
     torch.manual_seed(0)
-    m = create_model(name, SHAPE, 10)
+    m = create_model(name, SHAPE, 10, **SMALL.get(name, {}))
     calib = [torch.randn(8, *SHAPE) for _ in range(2)]
     v = build_variant(backend, m, "int8", BuildContext(calibration=calib, example_input=calib[0][:2], workdir=tmp_path))
     assert v.kernel_precision == "int8"

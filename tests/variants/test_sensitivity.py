@@ -160,10 +160,11 @@ def test_one_ort_calibration_per_parent_and_options(planted, digits8, tmp_path, 
     from edge_opt.variants.onnx_tools import fp32_onnx_path
     from edge_opt.variants.precisions import int8_onnx_file, ort_calibration_cache
 
-    ort_quantize = importlib.import_module("onnxruntime.quantization.quantize")  # the module, not its function
     made = []
-    real = ort_quantize.create_calibrator
-    monkeypatch.setattr(ort_quantize, "create_calibrator", lambda *a, **k: made.append(1) or real(*a, **k))
+    for name in ("quantize", "calibrate"):  # the modules, not their functions: quantize_static's and ours
+        module = importlib.import_module(f"onnxruntime.quantization.{name}")
+        real = module.create_calibrator
+        monkeypatch.setattr(module, "create_calibrator", lambda *a, real=real, **k: made.append(1) or real(*a, **k))
     ctx = _ctx(digits8, tmp_path, max_accuracy_drop=0.05)
     build_variant("onnxruntime", planted, "int8", ctx)
     first = next(tmp_path.glob("planted_int8_*.onnx")).read_bytes()

@@ -592,7 +592,10 @@ def _openvino_runner(path: str, manifest: dict[str, Any], threads: int) -> _Load
     hint = manifest.get("export", {}).get("inference_precision_hint", "f32")
     core = ov.Core()
     compiled = core.compile_model(
-        core.read_model(path), "CPU", {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads}
+        core.read_model(path),
+        "CPU",
+        # no pinning of its own: it would move the calling thread off the cores the agent pinned it to
+        {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "ENABLE_CPU_PINNING": False},
     )
     request = compiled.create_infer_request()
     outputs = list(compiled.outputs)

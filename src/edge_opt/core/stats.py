@@ -63,9 +63,13 @@ def split_interrupted(samples: Sequence[float], factor: float) -> tuple[list[flo
 
 
 def sample_calls(one_call_s: float, minimum: int, min_sample_s: float) -> int:
-    """Calls per sample when one call took ``one_call_s``: at least ``minimum``, and enough that one sample lasts
-    ``min_sample_s`` (short calls are dominated by timer resolution and scheduler noise otherwise)."""
-    return max(minimum, int(math.ceil(min_sample_s / max(one_call_s, 1e-7))))
+    """Calls per sample when one call took ``one_call_s``: enough that one sample lasts ``min_sample_s`` (short calls
+    are dominated by timer resolution and scheduler noise otherwise), and one when a call already lasts that long —
+    the cost of a sample follows the precision it buys, not a fixed count (a 17 ms call timed ten times a sample
+    made every sample 170 ms). ``minimum`` is the count without a minimum sample time (``min_sample_s`` ≤ 0)."""
+    if min_sample_s <= 0:
+        return minimum
+    return max(1, int(math.ceil(min_sample_s / max(one_call_s, 1e-7))))
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,9 @@ class SamplingPlan:
     while the 95 % CI of the kept samples is wider than ``target_rel_ci`` of their mean (0: never), ``step`` more
     (``repeats`` kept in all at least), until ``budget`` = ``repeats`` × (1 + ``max_extra_rounds``) samples were
     taken; a sample longer than ``interrupted_factor`` × the median is set aside and another one taken (0: keep
-    every sample)."""
+    every sample). With ``max_s`` a series also stops once it has spent that many seconds (set-aside samples and
+    untimed warm-up calls count: a busy host cannot keep a series going) and holds two kept samples (a CI needs
+    them); None: no time budget."""
 
     repeats: int
     max_extra_rounds: int
@@ -82,6 +88,7 @@ class SamplingPlan:
     interrupted_factor: float
     step: int
     per_round: int = 1
+    max_s: float | None = None
 
     @property
     def budget(self) -> int:
@@ -101,6 +108,20 @@ class SamplingPlan:
         kept = split_interrupted(samples, self.interrupted_factor)[0]
         return len(samples) < self.budget and ci_too_wide(kept, self.target_rel_ci)
 
+    def out_of_time(self, samples: Sequence[float], spent_s: float) -> bool:
+        """Whether a series that spent ``spent_s`` seconds is at its time budget (two kept samples at least)."""
+        if self.max_s is None or spent_s < self.max_s:
+            return False
+        return len(split_interrupted(samples, self.interrupted_factor)[0]) >= 2
+
+    def budget_hit(self, samples: Sequence[float], spent_s: float) -> bool:
+        """Whether the time budget ended the series before its rules did: fewer than ``repeats`` kept samples, or a
+        CI still wider than the target with samples left in the count budget."""
+        if not self.out_of_time(samples, spent_s) or len(samples) >= self.budget:
+            return False
+        kept = split_interrupted(samples, self.interrupted_factor)[0]
+        return len(kept) < self.repeats or ci_too_wide(kept, self.target_rel_ci)
+
 
 class SampleSeries(Protocol):
     """What ``sample_rounds`` samples: anything that keeps its latency samples (ms) in a list."""
@@ -111,25 +132,39 @@ class SampleSeries(Protocol):
 S = TypeVar("S", bound=SampleSeries)
 
 
-def sample_rounds(series: Sequence[S], take: Callable[[S, int], None], plan: SamplingPlan) -> int:
+def sample_rounds(
+    series: Sequence[S],
+    take: Callable[[S, int], None],
+    plan: SamplingPlan,
+    spent: Callable[[S], float] | None = None,
+) -> int:
     """Sample every series under ``plan`` in interleaved rounds: each round visits the series still short of their
     goal (the order reversed every other round) and ``take(s, n)`` appends ``n`` (at most ``plan.per_round``)
-    samples to ``s.samples``; after each pass the series whose CI is still too wide get another one.
+    samples to ``s.samples``; after each pass the series whose CI is still too wide get another one. With
+    ``plan.max_s``, ``spent(s)`` gives the seconds a series has taken so far, and a series at its time budget
+    (``plan.out_of_time``) is visited no more.
 
     Returns:
         The number of passes (the times the stopping rule was checked).
     """
+
+    def timed_out(s: S) -> bool:
+        return spent is not None and plan.out_of_time(s.samples, spent(s))
+
+    def short(s: S, goal: int) -> int:
+        return 0 if timed_out(s) else plan.short(s.samples, goal)
+
     pending, i, passes = list(series), 0, 0
     while pending:
         goal = {id(s): plan.goal(s.samples) for s in pending}
-        while any(plan.short(s.samples, goal[id(s)]) > 0 for s in pending):
+        while any(short(s, goal[id(s)]) > 0 for s in pending):
             for s in pending if i % 2 == 0 else pending[::-1]:
-                n = plan.short(s.samples, goal[id(s)])
+                n = short(s, goal[id(s)])
                 if n > 0:
                     take(s, min(plan.per_round, n))
             i += 1
         passes += 1
-        pending = [s for s in series if plan.wants_more(s.samples)]
+        pending = [s for s in series if plan.wants_more(s.samples) and not timed_out(s)]
     return passes
 
 

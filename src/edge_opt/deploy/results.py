@@ -100,6 +100,7 @@ class TargetSimulation:
         scenarios: the scenarios run, in the order they ran.
         hardware: the target's hardware summary (None outside the study stage).
         measured_fewer_threads: the measured slow-down with fewer threads (None outside the study stage).
+        skipped_scenarios: scenarios asked for but not run, each with its reason (the model's time budget).
     """
 
     label: str
@@ -117,6 +118,7 @@ class TargetSimulation:
     measured_fewer_threads: Mapping[str, Any] | None = None
     driver: str = DRIVER
     power_assumption: str = POWER_ASSUMPTION
+    skipped_scenarios: Mapping[str, str] = field(default_factory=dict)  # not run (the model's time budget), why
 
     def scenario(self, name: str) -> ScenarioFigures | None:
         """The named scenario's figures (None when it did not run)."""
@@ -151,6 +153,8 @@ class TargetSimulation:
             out["hardware"] = dict(self.hardware)
         if self.measured_fewer_threads is not None:
             out["measured_fewer_threads"] = dict(self.measured_fewer_threads)
+        if self.skipped_scenarios:
+            out["skipped_scenarios"] = dict(self.skipped_scenarios)
         return out
 
     @classmethod
@@ -163,6 +167,7 @@ class TargetSimulation:
             scenarios=tuple(ScenarioFigures.from_dict(n, parts) for n, parts in d.get("scenarios", {}).items()),
             hardware=dict(hardware) if hardware is not None else None,
             measured_fewer_threads=dict(fewer) if fewer is not None else None,
+            skipped_scenarios=dict(d.get("skipped_scenarios") or {}),
         )
 
 

@@ -137,6 +137,13 @@ class DeploymentSettings:
     multi_stream_samples_per_query: int = 8
     performance_sample_count: int = 1024
     log_dir: Path | None = None  # where LoadGen's logs go (None: a temporary folder)
+    # time budget (s) of one model's scenarios: a scenario whose planned length (from the model's measured latency)
+    # does not fit in what is left is skipped with its reason, and the server's rate search stops early; None: none
+    max_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_s is not None and not (math.isfinite(self.max_s) and self.max_s > 0):
+            raise ValueError(f"The 'max_s' parameter must be None or a positive number. Got {self.max_s!r} instead.")
 
 
 @dataclass(frozen=True, eq=False)
@@ -151,7 +158,12 @@ class _Run:
     s: DeploymentSettings
     reader: RaplReader
     log_dir: Path
+    deadline: float | None  # time.perf_counter() at which the model's budget (settings.max_s) is spent; None: never
     expected_ms: float  # a first estimate of one query's latency (LoadGen's expected latency / QPS hints)
+
+    def left_s(self) -> float:
+        """Seconds left in the model's budget (infinite without one)."""
+        return math.inf if self.deadline is None else self.deadline - time.perf_counter()
 
 
 _KEYS = {
@@ -240,10 +252,8 @@ def _single_stream(run: _Run) -> dict[str, Any]:
 def _multi_stream(run: _Run) -> dict[str, Any]:
     k = run.s.multi_stream_samples_per_query
     batch = run.variant.prepare(batch_slice(run.data, 0, k))
-    t0 = time.perf_counter()
-    for _ in range(8):
-        run.variant.run(batch)
-    per_sample_ms = (time.perf_counter() - t0) * 1e3 / (8 * k)  # LoadGen scales the expected latency by k
+    times = _bounded_calls(run.variant.run, [batch], most=8, least=2, within_s=0.1)
+    per_sample_ms = math.fsum(times) * 1e3 / (len(times) * k)  # LoadGen scales the expected latency by k
     r, energy = _loadgen(run, "multi_stream", _lg_settings(run, expected_latency_ms=0.8 * per_sample_ms))
     out = _figures(r, energy, run, "")
     for part, f in (("host", 1.0), ("device", run.factor)):
@@ -286,12 +296,17 @@ def _server(run: _Run, single: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _max_valid_rate(run: _Run, capacity: float, host_bound_ms: float) -> dict[str, Any]:
-    """Bisection over the target QPS for the highest rate whose LoadGen server run meets the latency bound."""
+    """Bisection over the target QPS for the highest rate whose LoadGen server run meets the latency bound; a step
+    that would not fit in the model's budget (``min_queries`` at its rate) is not run (``steps``: those run; the
+    rate NaN when none was)."""
     lo, hi = 0.0, capacity
-    steps = run.s.server_search_steps
+    steps = 0
     short = max(200, int(run.s.min_duration_s * 1e3 / 2))
-    for i in range(steps):
+    for i in range(run.s.server_search_steps):
         mid = (lo + hi) / 2 if lo > 0 else hi / 2
+        if max(short / 1e3, run.s.min_queries / mid) > run.left_s():
+            break
+        steps += 1
         r, _ = _loadgen(
             run,
             "server",
@@ -308,11 +323,15 @@ def _max_valid_rate(run: _Run, capacity: float, host_bound_ms: float) -> dict[st
             lo = mid
         else:
             hi = mid
-    return {"max_rate_qps": lo, "steps": steps}
+    return {"max_rate_qps": lo if steps else math.nan, "steps": steps}
 
 
-def _offline(run: _Run, single: dict[str, Any] | None) -> dict[str, Any]:
-    expected = 4 * (single["host"]["qps"] if single else 1e3 / run.expected_ms)
+def _offline(run: _Run, single: dict[str, Any] | None, batch: dict[str, Any] | None = None) -> dict[str, Any]:
+    """LoadGen's offline run; its expected rate (how many samples its one query holds) from the batch scenario's
+    measured throughput when it ran (a quarter above it: a rate set too low ends the run short, and it is run again),
+    else 4 × the single-stream rate."""
+    single_qps = single["host"]["qps"] if single else 1e3 / run.expected_ms
+    expected = max(1.25 * batch["host"]["batch_throughput_sps"], single_qps) if batch else 4 * single_qps
     r, energy = _loadgen(run, "offline", _lg_settings(run, offline_expected_qps=expected))
     if r.summary.get("Min duration satisfied", "Yes").lower() == "no" and math.isfinite(r.number("Samples per second")):
         r, energy = _loadgen(
@@ -325,14 +344,17 @@ def _offline(run: _Run, single: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _batch(run: _Run, first: Any) -> dict[str, Any]:
+    """The batch latency (``blocked_autorange`` for 0.2 s, or one timed call when a first call lasted that long) and
+    a stream of ``stream_items`` single items (fewer, 16 at least, once ``_LOOP_S`` passed)."""
     fn, k = run.variant.run, run.factor
     xb = run.variant.prepare(first)
-    m = Timer("run(x)", globals={"run": fn, "x": xb}, num_threads=run.s.threads).blocked_autorange(min_run_time=0.2)
-    batch_ms = m.median * 1e3
-    t0 = time.perf_counter()
-    for i in range(run.s.stream_items):
-        fn(run.singles[i % len(run.singles)])
-    stream_ms = (time.perf_counter() - t0) * 1e3 / run.s.stream_items
+    if _bounded_calls(fn, [xb], most=1, least=1)[0] >= _BATCH_MIN_RUN_S:
+        batch_ms = _bounded_calls(fn, [xb], most=1, least=1)[0] * 1e3
+    else:
+        timer = Timer("run(x)", globals={"run": fn, "x": xb}, num_threads=run.s.threads)
+        batch_ms = timer.blocked_autorange(min_run_time=_BATCH_MIN_RUN_S).median * 1e3
+    stream = _bounded_calls(fn, run.singles, most=run.s.stream_items, least=min(16, run.s.stream_items))
+    stream_ms = math.fsum(stream) * 1e3 / len(stream)
     figures = {}
     for where, f in (("host", 1.0), ("device", k)):
         figures[where] = {
@@ -416,39 +438,92 @@ def deployment_simulation(
                 s,
                 rapl if rapl is not None else RaplReader(),
                 log_dir,
+                None if s.max_s is None else time.perf_counter() + s.max_s,  # the warm-up below counts
                 _warm_latency_ms(variant, singles),
             )
-            out["scenarios"] = _run_scenarios(run, scenarios, loader)
+            out.update(_run_scenarios(run, scenarios, loader))
         if "batch" in out["scenarios"]:
             out.update(out["scenarios"]["batch"]["device"])  # the reference's top-level keys: the device's figures
     return out
 
 
-def _warm_latency_ms(variant: Variant, singles: list[Any]) -> float:
-    """Warm the variant up and give the median latency of one single-sample query (LoadGen's hints start from it:
-    LoadGen pre-generates its queries from the expected latency, so an estimate too high ends a run short)."""
-    times = []
-    for x in (singles * 64)[:64]:
+_LOOP_S = 0.25  # the fixed-count loops (warm-up, the batch scenario's stream) stop after this, past their least count
+_BATCH_MIN_RUN_S = 0.2  # the batch scenario's timed run
+
+
+def _bounded_calls(fn: Any, inputs: Sequence[Any], most: int, least: int, within_s: float = _LOOP_S) -> list[float]:
+    """The seconds of each call of ``fn`` on ``inputs`` in turn: ``most`` calls, fewer once ``least`` were made and
+    ``within_s`` passed (a model of 17 ms a query made 64 warm-up calls, 1.1 s, where 15 tell the same)."""
+    times: list[float] = []
+    start = time.perf_counter()
+    for i in range(most):
         t0 = time.perf_counter()
-        variant.run(x)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return max(float(np.median(times[16:])), 1e-3)
+        fn(inputs[i % len(inputs)])
+        times.append(time.perf_counter() - t0)
+        if i + 1 >= least and time.perf_counter() - start >= within_s:
+            break
+    return times
+
+
+def _warm_latency_ms(variant: Variant, singles: list[Any]) -> float:
+    """Warm the variant up and give the median latency of one single-sample query after the first quarter of the
+    calls (64, fewer once 8 ran for ``_LOOP_S``; LoadGen's hints start from it: LoadGen pre-generates its queries
+    from the expected latency, so an estimate too high ends a run short)."""
+    times = _bounded_calls(variant.run, singles, most=64, least=8)
+    return max(float(np.median(times[len(times) // 4 :])) * 1e3, 1e-3)
+
+
+def _planned_s(run: _Run, scenario: str, single: dict[str, Any] | None, batch_size: int) -> float:
+    """About how long a scenario's LoadGen runs last, from the model's measured latency: ``min_queries`` queries at
+    their rate, ``min_duration_s`` at least (the server's rate search is checked step by step)."""
+    s, t = run.s, (single["host"]["mean_ms"] if single else run.expected_ms) / 1e3
+    q, d = s.min_queries, s.min_duration_s
+    server_qps = s.server_target_qps or 0.5 / t
+    return {
+        "single_stream": max(d, q * t),
+        "multi_stream": max(d, q * s.multi_stream_samples_per_query * t),
+        "server": max(d, q / server_qps),
+        "offline": 1.1 * max(d, q * t),
+        "batch": 3 * batch_size * t + _BATCH_MIN_RUN_S + min(s.stream_items * t, _LOOP_S),
+    }[scenario]
 
 
 def _run_scenarios(run: _Run, scenarios: Sequence[str], loader: Iterable) -> dict[str, Any]:
-    res: dict[str, Any] = {}
-    single = _single_stream(run) if any(x in scenarios for x in ("single_stream", "server", "offline")) else None
-    if "single_stream" in scenarios:
-        res["single_stream"] = single
-    if "multi_stream" in scenarios:
-        res["multi_stream"] = _multi_stream(run)
-    if "server" in scenarios:
-        res["server"] = _server(run, single)
-    if "offline" in scenarios:
-        res["offline"] = _offline(run, single)
-    if "batch" in scenarios:
-        res["batch"] = _batch(run, next(iter(loader))[0])
-    return res
+    """``scenarios``: the scenarios' figures (in the order of ``SCENARIOS``) and, when a scenario did not fit the
+    budget, ``skipped_scenarios``: each with its reason. They run single-stream first (the others start from its
+    figures), then batch, offline, multi-stream, server; one whose planned length does not fit in what is left of the
+    budget is skipped."""
+    first = next(iter(loader))[0]
+    done: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+
+    def fits(name: str) -> bool:
+        planned, left = _planned_s(run, name, done.get("single_stream"), batch_len(first)), run.left_s()
+        if planned <= left:
+            return True
+        skipped[name] = (
+            f"planned {planned:.1f} s (at {run.expected_ms:.3g} ms a query) but {max(left, 0.0):.1f} s of the "
+            "model's deployment budget (deployment.max_s) was left"
+        )
+        return False
+
+    if any(x in scenarios for x in ("single_stream", "server", "offline")) and fits("single_stream"):
+        done["single_stream"] = _single_stream(run)
+    single = done.get("single_stream")
+    steps = {
+        "batch": lambda: _batch(run, first),
+        "offline": lambda: _offline(run, single, done.get("batch")),
+        "multi_stream": lambda: _multi_stream(run),
+        "server": lambda: _server(run, single),
+    }
+    for name, step in steps.items():
+        if name in scenarios and fits(name):
+            done[name] = step()
+    if "single_stream" not in scenarios:  # run for the others' figures only
+        done.pop("single_stream", None)
+        skipped.pop("single_stream", None)
+    out: dict[str, Any] = {"scenarios": {name: done[name] for name in SCENARIOS if name in done}}
+    return {**out, "skipped_scenarios": skipped} if skipped else out
 
 
 def loadgen_accuracy(
@@ -505,6 +580,7 @@ def _settings(cfg: StudyConfig, cbf: float | None, threads: int, log_dir: Path |
         multi_stream_samples_per_query=d.multi_stream_samples_per_query,
         performance_sample_count=d.performance_sample_count,
         log_dir=log_dir,
+        max_s=d.max_s,
     )
 
 
@@ -619,6 +695,12 @@ def simulate_deployment(
         results.append(sim)
         if store is not None:
             store.set_meta(key, sim.to_dict())  # a re-run of the same study reuses the simulation
+    warnings += [
+        f"deployment of {r.label}: {name} skipped: {why}"
+        for r in results
+        if isinstance(r, TargetSimulation)
+        for name, why in r.skipped_scenarios.items()
+    ]
     frame = deployment_rows(DeploymentResult(tuple(results)))
     if len(frame):
         atomic.write_with(out / "deployment.csv", lambda t: frame.to_csv(t, index=False, encoding="utf-8"))

@@ -457,12 +457,12 @@ def make_loaders(
 def _conformed(raw: RawDataset, inputs: tuple[ModelInput, ...]) -> RawDataset:
     """``raw``'s input arrays in the model's input order and dtypes (``readers.conform_inputs``)."""
     val, train = raw.val_images, raw.images
-    if not isinstance(val, InputArrays) or not isinstance(train, InputArrays):
+    if not isinstance(train, InputArrays) or not isinstance(val, InputArrays | None):
         raise DataError(f"Data set {raw.source!r} mixes images and per-input arrays between its splits.")
     return replace(
         raw,
         images=readers.conform_inputs(train, inputs, "the training data"),
-        val_images=readers.conform_inputs(val, inputs, "the validation data"),
+        val_images=None if val is None else readers.conform_inputs(val, inputs, "the validation data"),
     )
 
 
@@ -584,7 +584,7 @@ def load_raw(
     if cfg.dataset == "image_folder":
         return readers.read_image_folder(cfg.data_dir, cfg.image_size, channels)
     if ":" in cfg.dataset:
-        return readers.call_dataset(cfg.dataset, cfg.config_dir, cfg.image_size, cfg.layout)
+        return readers.call_dataset(cfg.dataset, cfg.config_dir, cfg.image_size, cfg.layout, targets)
     factory = DATASETS.get(cfg.dataset)
     return factory(data_dir=cfg.data_dir, image_size=cfg.image_size or 28, seed=cfg.dataloader_seed)
 
@@ -614,7 +614,7 @@ def load_study_data(
     if targets not in TARGET_KINDS:
         raise ValueError(f"targets must be one of {list(TARGET_KINDS)}; got {targets!r}.")
     raw = raw if raw is not None else load_raw(cfg, channels, targets, inputs)
-    if inputs is not None and isinstance(raw.val_images, InputArrays):
+    if inputs is not None and isinstance(raw.images, InputArrays):
         raw = _conformed(raw, inputs)
     validate_raw(raw, cfg.dataset)
     if raw.targets != "class_ids" and not cfg.model.trained:

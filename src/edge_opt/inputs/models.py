@@ -23,6 +23,7 @@ __all__ = [
     "ds_cnn",
     "list_models",
     "mlp",
+    "mobilenetv2",
     "mobilenetv2_tiny",
     "model_param_errors",
     "register_model",
@@ -327,3 +328,81 @@ def mobilenetv2_tiny(
         nn.Flatten(),
         nn.Linear(head, num_classes),
     )
+
+
+# MobileNetV2 (Sandler et al. 2018, table 2): (expansion t, output channels c, repeats n, first stride s) per stage
+_MOBILENETV2_STAGES = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+
+
+def _make_divisible(value: float, divisor: int = 8) -> int:
+    """Round a channel count to a multiple of ``divisor``, never below 90 % of ``value`` (the paper's width rule)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+class _MobileNetV2Block(nn.Module):
+    """MobileNetV2 inverted residual: [1×1 expand–BN–ReLU6,] 3×3 depthwise–BN–ReLU6, 1×1 linear project–BN,
+    plus the input when the stride is 1 and the channels match (no 1×1 expand when the expansion is 1)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
+        super().__init__()
+        hidden = cin * expand
+        layers: list[nn.Module] = []
+        if expand != 1:
+            layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6()]
+        layers += [
+            nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x)
+        return x + y if self.residual else y
+
+
+@register_model("mobilenetv2")
+def mobilenetv2(input_shape: tuple[int, ...], num_classes: int, width: float = 1.0, dropout: float = 0.2) -> nn.Module:
+    """MobileNetV2 as in the paper (a real-size network: 2.2 M parameters at ``width`` 1.0 with 10 classes): a
+    stride-2 3×3 stem of 32 channels, the 17 inverted residual blocks of its table 2, a 1×1 head of 1280 channels
+    (scaled by ``width`` above 1), global average pool, dropout and a linear classifier. Any input size (224×224
+    in the paper); weights start from a seeded init (Kaiming for convolutions, as torchvision's recipe)."""
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 4:
+        raise ValueError(f"The 'width' parameter must be a number in (0, 4]. Got {width!r} instead.")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"The 'dropout' parameter must be a number in [0, 1). Got {dropout!r} instead.")
+    cin = _make_divisible(32 * width)
+    head = _make_divisible(1280 * max(1.0, width))
+    layers: list[nn.Module] = [
+        nn.Conv2d(input_shape[0], cin, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(cin),
+        nn.ReLU6(),
+    ]
+    for t, c, n, s in _MOBILENETV2_STAGES:
+        cout = _make_divisible(c * width)
+        for i in range(n):
+            layers.append(_MobileNetV2Block(cin, cout, s if i == 0 else 1, t))
+            cin = cout
+    layers += [nn.Conv2d(cin, head, 1, bias=False), nn.BatchNorm2d(head), nn.ReLU6()]
+    model = nn.Sequential(
+        *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(float(dropout)), nn.Linear(head, num_classes)
+    )
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+    return model

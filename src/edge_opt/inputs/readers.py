@@ -748,9 +748,29 @@ def read_in_memory_calibration(data: Any, raw: RawDataset, layout: str) -> np.nd
     return match_calibration(images, scale, raw, "The calibration_data images")
 
 
-def call_dataset(spec: str, config_dir: str | None, image_size: int | None = None, layout: str = "auto") -> RawDataset:
+def _called_inputs(spec: str, out: tuple[Any, Any], targets: str) -> RawDataset:
+    """``call_dataset`` for datasets of ``(inputs, target)`` items with several inputs."""
+    parts = {
+        k: _dataset_inputs(d, f"The {k} dataset of {spec!r}", targets)
+        for k, d in (("train", out[0]), ("val", out[1]))
+        if d is not None
+    }
+    xv, yv = parts.get("val", parts.get("train"))  # type: ignore[misc]
+    xt, yt = parts["train"] if "val" in parts and "train" in parts else (xv[:0], yv[:0])
+    kind = "class_ids" if targets == "class_ids" else "any"
+    classes = max(target_class_count(y, kind) for _, y in parts.values())
+    source = f"callable {spec} ({xv.describe()})"
+    if "val" not in parts:
+        return RawDataset(xv, yv, classes, source, targets=kind)
+    return RawDataset(xt, yt, classes, source, val_images=xv, val_labels=yv, targets=kind)
+
+
+def call_dataset(
+    spec: str, config_dir: str | None, image_size: int | None = None, layout: str = "auto", targets: str = "class_ids"
+) -> RawDataset:
     """``package.module:callable`` returning ``(train_dataset, val_dataset)`` of (image, int) items (read as
-    ``dataset_arrays`` reads them; the training images in the validation images' units)."""
+    ``dataset_arrays`` reads them; the training images in the validation images' units), or of ``(inputs, target)``
+    items whose inputs are a dict or a tuple of arrays (a model with several inputs: ``InputArrays``)."""
     try:
         fn = import_callable(spec, "dataset", [config_dir])
     except CallableImportError as exc:
@@ -761,6 +781,8 @@ def call_dataset(spec: str, config_dir: str | None, image_size: int | None = Non
             f"The 'dataset' callable {spec!r} must return (train_dataset, val_dataset), either may be "
             f"None but not both. Got {type(out).__name__}."
         )
+    if any(d is not None and _first_item_has_several(d) for d in out):
+        return _called_inputs(spec, out, targets)
     parts = {
         k: dataset_arrays(d, f"The {k} dataset of {spec!r}", layout, image_size)
         for k, d in (("train", out[0]), ("val", out[1]))

@@ -1,11 +1,22 @@
 """Measure stage: accuracy, latency distribution, throughput, memory and energy of any variant, and the
 frozen records (config point, measurement record, variant result) that flow from here to the report, the one
-guard of torch's thread count (``torch_threads``) and the metric registry (``METRICS``: how a variant is scored).
+guard of torch's thread count (``torch_threads``), the metric registry (``METRICS``: how a variant is scored) and
+the host around a measurement (``watch_host``, ``HostLoad``, ``StageMemory``: how busy it was, peak RSS per stage).
 """
 
 from __future__ import annotations
 
 from .energy import RaplReader, measure_energy, proxy_energy
+from .host import (
+    HOST_LOAD_THRESHOLD,
+    HostLoad,
+    StageMemory,
+    available_memory_bytes,
+    host_loads,
+    instance_bytes_budget,
+    probe,
+    watch_host,
+)
 from .metrics import (
     BenchmarkSettings,
     LatencySamples,
@@ -49,6 +60,7 @@ from .scoring import (
 from .threads import torch_threads
 
 __all__ = [
+    "HOST_LOAD_THRESHOLD",
     "METRICS",
     "SEGMENTATION_IGNORE_INDEX",
     "SQNR_CAP_DB",
@@ -56,6 +68,7 @@ __all__ = [
     "ConfigPoint",
     "DetectionTargets",
     "Detections",
+    "HostLoad",
     "LatencySamples",
     "MeasurementRecord",
     "Metric",
@@ -64,13 +77,17 @@ __all__ = [
     "PerfMetrics",
     "RaplReader",
     "Scoring",
+    "StageMemory",
     "VariantResult",
     "as_variant",
+    "available_memory_bytes",
     "check_metric_value",
     "collect_metrics",
     "evaluate_accuracy",
     "evaluate_outputs",
     "get_metric",
+    "host_loads",
+    "instance_bytes_budget",
     "latency_differs",
     "list_metrics",
     "loader_targets",
@@ -84,10 +101,12 @@ __all__ = [
     "metric_drop",
     "model_memory_mb",
     "pinned",
+    "probe",
     "proxy_energy",
     "register_metric",
     "scoring_for",
     "target_kind",
     "torch_threads",
     "user_metric",
+    "watch_host",
 ]

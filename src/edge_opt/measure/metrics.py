@@ -16,6 +16,7 @@ import functools
 import math
 import os
 import time
+import timeit
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -46,6 +47,7 @@ from ..core import (
 )
 from ..variants import PRECISIONS, Variant, state_dict_bytes, torch_kernel_precision, wrap_torch_module
 from .energy import EnergyEstimate, RaplReader, proxy_energy
+from .host import instance_bytes_budget, watch_host
 from .scoring import METRICS, Metric, MetricError, get_metric, user_metric
 from .threads import torch_threads
 
@@ -128,6 +130,12 @@ class LatencySamples:
     # out of every statistic
     interrupted_ms: tuple[float, ...] = ()
     instances: int = 1  # independent instances of the build (sessions, module copies) the rounds rotated over
+    # the per-variant time budget (BenchmarkSettings.max_s) ended the rounds before the CI target or the wanted
+    # samples were reached: the row's CI is what the budget bought
+    budget_hit: bool = False
+    # seconds the latency measurement spent calling the variant (warm-up and set-aside samples included; None: not
+    # recorded, an older record)
+    spent_s: float | None = None
 
     @property
     def n(self) -> int:
@@ -216,6 +224,8 @@ class MeasurementRecord:
                 int(lat.get("rounds", 1)),
                 tuple(lat.get("interrupted_ms") or ()),
                 int(lat.get("instances", 1)),
+                bool(lat.get("budget_hit", False)),
+                float(lat["spent_s"]) if lat.get("spent_s") is not None else None,
             ),
             batch_latency=LatencySamples(
                 int(batch["batch_size"]), tuple(batch["samples_ms"]), int(batch["runs_per_sample"])
@@ -436,8 +446,8 @@ def _callable(model: ModelLike, sample_input: torch.Tensor) -> tuple[Any, Any]:
 
 
 def calls_per_sample(run: Any, prepared: Any, runs: int, min_sample_s: float) -> int:
-    """At least ``runs``, and enough calls that one sample lasts ``min_sample_s``, judged by one timed call
-    (``core.sample_calls``; no call when ``min_sample_s`` ≤ 0)."""
+    """Enough calls that one sample lasts ``min_sample_s`` (one when a call already does), judged by one timed call
+    (``core.sample_calls``); ``runs`` without a call when ``min_sample_s`` ≤ 0."""
     if min_sample_s <= 0:
         return runs
     t0 = time.perf_counter()
@@ -455,21 +465,26 @@ def latency_samples(
     threads: int | None = None,
     min_sample_s: float = 0.0,
 ) -> list[float]:
-    """``repeats`` samples (ms), each the mean of ``runs`` timed calls (torch.utils.benchmark.Timer);
-    with ``min_sample_s`` > 0, ``runs`` grows so that each sample lasts at least that long."""
-    for _ in range(warmup):
-        run(prepared)
-    runs = calls_per_sample(run, prepared, runs, min_sample_s)
-    timer = Timer(stmt="run(x)", globals={"run": run, "x": prepared}, num_threads=threads or torch.get_num_threads())
-    return [_sample_ms(timer, runs) for _ in range(repeats)]
+    """``repeats`` samples (ms), each the mean of ``runs`` timed calls (``_sample_ms``);
+    with ``min_sample_s`` > 0, the calls per sample are sized so that each sample lasts that long instead."""
+    with torch_threads(threads or torch.get_num_threads()):
+        for _ in range(warmup):
+            run(prepared)
+        runs = calls_per_sample(run, prepared, runs, min_sample_s)
+        timer = _timer(run, prepared)
+        return [_sample_ms(timer, runs) for _ in range(repeats)]
 
 
-def _sample_ms(timer: Timer, calls: int) -> float:
-    """One latency sample: the mean time (ms) of ``calls`` timed calls. Read from the measurement's raw time,
-    not its ``mean``, whose first use sorts the times and takes three quantiles (about 0.06 ms a sample here,
-    spent between the samples of a round)."""
-    m = timer.timeit(calls)
-    return math.fsum(m.times) / len(m.times) * 1e3
+def _timer(run: Callable[[Any], Any], x: Any) -> timeit.Timer:
+    """The timer of ``run(x)``: the standard library's ``timeit.Timer`` (garbage collection off while it times, the
+    ``perf_counter`` clock) — what ``torch.utils.benchmark.Timer`` wraps on a CPU, without the two untimed calls
+    its ``timeit`` makes before every measurement (three calls for a one-call sample of a long call)."""
+    return timeit.Timer(stmt="run(x)", timer=time.perf_counter, globals={"run": run, "x": x})
+
+
+def _sample_ms(timer: timeit.Timer, calls: int) -> float:
+    """One latency sample: the mean time (ms) of ``calls`` timed calls."""
+    return timer.timeit(calls) / calls * 1e3
 
 
 def measure_latency(model: ModelLike, sample_input: torch.Tensor, runs: int = 50, warmup: int = 10) -> float:
@@ -524,11 +539,12 @@ class BenchmarkSettings:
 
     Attributes:
         repeats: latency samples per round.
-        trials: minimum timed calls per sample.
-        warmup: untimed calls first.
+        trials: timed calls per sample when ``min_sample_ms`` is 0 (otherwise the calls per sample are sized to
+            last ``min_sample_ms``: one call when a call already lasts that long).
+        warmup: untimed calls first (on each instance).
         latency_batch_size: samples per timed call.
         threads: intra-op threads while measuring.
-        min_sample_ms: calls per sample grow until a sample lasts this long.
+        min_sample_ms: calls per sample grow until a sample lasts this long (judged by the median warm-up call).
         target_rel_ci: add rounds of samples while the 95 % CI is wider than this fraction of the mean.
         max_extra_rounds: at most this many extra sets of ``repeats`` samples.
         rounds: the ``repeats`` samples are taken in this many interleaved rounds (every variant measured
@@ -542,6 +558,10 @@ class BenchmarkSettings:
         instances: the rounds rotate over this many independent instances of each variant (its ``replicate``:
             a new runtime session, a module copy), so a row does not rest on one instance's memory placement;
             fewer for a variant without ``replicate`` or whose copies would pass ``INSTANCE_BYTES_BUDGET``.
+        max_s: per-variant time budget of the latency measurement (seconds calling the variant: warm-up, untimed
+            round starts, set-aside samples included): its rounds stop when the CI target is met and at the latest
+            once this is spent (with two kept samples), the record saying so (``LatencySamples.budget_hit``); it
+            also bounds the throughput run. None: no budget.
     """
 
     repeats: int = 20
@@ -557,8 +577,11 @@ class BenchmarkSettings:
     pin: bool = True
     interrupted_factor: float = 1.5
     instances: int = 1
+    max_s: float | None = None
 
     def __post_init__(self) -> None:
+        if self.max_s is not None and not (math.isfinite(self.max_s) and self.max_s > 0):
+            raise ValueError(f"The 'max_s' parameter must be None or a positive number. Got {self.max_s!r} instead.")
         if not 1 <= self.instances <= 64:
             raise ValueError(f"The 'instances' parameter must be an int in [1, 64]. Got {self.instances!r} instead.")
         f = self.interrupted_factor
@@ -612,12 +635,13 @@ class _Timing:
 
     variant: Variant
     runs: int
-    instances: list[tuple[Callable[[Any], Any], Any, Timer]]  # (run, prepared input, timer) of each instance
+    instances: list[tuple[Callable[[Any], Any], Any, timeit.Timer]]  # (run, prepared input, timer) of each instance
     samples: list[float] = field(default_factory=list)
     rounds: int = 0
     joules: float = 0.0
     energy_s: float = 0.0
     calls: int = 0
+    spent_s: float = 0.0  # seconds spent calling the variant (warm-up, round starts, every sample)
 
     def split(self, factor: float) -> tuple[list[float], list[float]]:
         """(kept samples, interrupted samples): the agent's rule, ``core.split_interrupted``."""
@@ -633,31 +657,52 @@ INSTANCE_BYTES_BUDGET = 256 * 2**20  # extra instances of a variant are made whi
 def instance_count(variant: Variant, wanted: int) -> int:
     """How many instances of ``variant`` its latency rounds rotate over: ``wanted``, or 1 without
     ``replicate`` (the built one), or fewer when that many copies of its parameters would pass
-    ``INSTANCE_BYTES_BUDGET`` (at least one copy is made whatever its size)."""
+    ``INSTANCE_BYTES_BUDGET`` or a quarter of the available memory (at least one copy is made whatever its size)."""
     if variant.replicas is None:
         return 1
-    return max(1, min(wanted, INSTANCE_BYTES_BUDGET // max(variant.parameter_bytes, 1)))
+    return max(1, min(wanted, instance_bytes_budget(INSTANCE_BYTES_BUDGET) // max(variant.parameter_bytes, 1)))
+
+
+def _timed_calls(run: Callable[[Any], Any], x: Any, n: int) -> list[float]:
+    """The seconds each of ``n`` calls took."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - t0)
+    return times
 
 
 def _instance(
     run: Callable[[Any], Any], variant: Variant, x: torch.Tensor, s: BenchmarkSettings
-) -> tuple[Callable[[Any], Any], Any, Timer]:
+) -> tuple[tuple[Callable[[Any], Any], Any, timeit.Timer], list[float]]:
+    """One instance (run, its own prepared input, its timer) and the seconds of its warm-up calls."""
     single = variant.prepare(batch_map(x, lambda t: t.clone()))  # its own input buffer too
-    for _ in range(s.warmup):
-        run(single)
-    return run, single, Timer(stmt="run(x)", globals={"run": run, "x": single}, num_threads=s.threads)
+    warm = _timed_calls(run, single, s.warmup)
+    return (run, single, _timer(run, single)), warm
+
+
+_PROBE_CALLS = 3  # calls whose median sizes the samples (the warm-up's after its first, topped up to this many)
 
 
 def _start_timing(variant: Variant, x: torch.Tensor, s: BenchmarkSettings) -> _Timing:
     """The instances a variant is timed on: fresh ones from ``replicate`` (allocated as a deployment that loads
     the build allocates them, apart from the built object the accuracy pass just ran on the whole validation
     split — in one study here three built torch int8 modules ran 20–25 % slower than fresh copies of
-    themselves), else the built one."""
+    themselves), else the built one. The calls per sample follow the median of the first instance's warm-up calls
+    after its first (topped up to ``_PROBE_CALLS`` timed calls); the warm-up counts as spent."""
     make = variant.replicas
     runs = [make() for _ in range(instance_count(variant, s.instances))] if make else [variant.run]
-    instances = [_instance(run, variant, x, s) for run in runs]
-    first = instances[0]
-    return _Timing(variant, calls_per_sample(first[0], first[1], s.trials, s.min_sample_ms / 1e3), instances)
+    made = [_instance(run, variant, x, s) for run in runs]
+    instances = [m[0] for m in made]
+    spent = math.fsum(t for m in made for t in m[1])
+    calls = s.trials
+    if s.min_sample_ms > 0:
+        probe = made[0][1][1:]
+        more = _timed_calls(instances[0][0], instances[0][1], max(0, _PROBE_CALLS - len(probe)))
+        spent += math.fsum(more)
+        calls = sample_calls(float(np.median(probe + more)), s.trials, s.min_sample_ms / 1e3)
+    return _Timing(variant, calls, instances, spent_s=spent)
 
 
 def _round(t: _Timing, n: int, reader: RaplReader) -> None:
@@ -665,6 +710,7 @@ def _round(t: _Timing, n: int, reader: RaplReader) -> None:
     (the previous variant may have evicted this one's weights from the caches); package energy is summed over
     the samples when the host has RAPL counters."""
     run, single, timer = t.instances[t.rounds % len(t.instances)]
+    begin = time.perf_counter()
     for _ in range(max(1, t.runs // 4)):
         run(single)
     start = reader.read_uj() if reader.available else None
@@ -675,12 +721,14 @@ def _round(t: _Timing, n: int, reader: RaplReader) -> None:
         t.energy_s += time.perf_counter() - t0
         t.calls += n * t.runs
     t.rounds += 1
+    t.spent_s += time.perf_counter() - begin
 
 
 def _sampling_plan(s: BenchmarkSettings) -> SamplingPlan:
     """The core sampling plan of a study's settings: ``repeats`` samples per variant spread over ``rounds``
     interleaved rounds, then, while a variant's CI is wider than the target, more in steps of a quarter of
-    ``repeats`` samples (one round's share at least), up to ``max_extra_rounds`` × ``repeats`` more each."""
+    ``repeats`` samples (one round's share at least), up to ``max_extra_rounds`` × ``repeats`` more each, and
+    within ``max_s`` seconds per variant."""
     per_round = 1 if s.rounds is None else max(1, math.ceil(s.repeats / max(s.rounds, 1)))
     return SamplingPlan(
         s.repeats,
@@ -689,19 +737,24 @@ def _sampling_plan(s: BenchmarkSettings) -> SamplingPlan:
         s.interrupted_factor,
         step=max(per_round, s.repeats // 4),
         per_round=per_round,
+        max_s=s.max_s,
     )
 
 
 def _interleaved(timings: Sequence[_Timing], s: BenchmarkSettings, reader: RaplReader) -> None:
     """The variants' latency samples in interleaved rounds (the order reversed every other round) under
     ``_sampling_plan(s)``, by ``core.sample_rounds``: each round is ``_round`` on the variant's next instance."""
-    sample_rounds(timings, lambda t, n: _round(t, n, reader), _sampling_plan(s))
+    sample_rounds(timings, lambda t, n: _round(t, n, reader), _sampling_plan(s), lambda t: t.spent_s)
 
 
 def _batch_latency(timing: _Timing, x_batch: torch.Tensor, s: BenchmarkSettings) -> LatencySamples:
+    """The batch (throughput) samples: blocks of calls for ``throughput_min_time_s`` (``blocked_autorange``), or
+    one timed call when the first call already lasted that long (``blocked_autorange`` would time a call to size
+    its blocks, then run blocks until the minimum time: a 100 ms batch call ran three times more)."""
     run, variant = timing.instances[0][0], timing.variant  # the first instance the latency rounds timed
     prepared = variant.prepare(x_batch)
-    run(prepared)
+    if _timed_calls(run, prepared, 1)[0] >= s.throughput_min_time_s:
+        return LatencySamples(batch_len(x_batch), (_sample_ms(_timer(run, prepared), 1),), 1)
     timer = Timer(stmt="run(x)", globals={"run": run, "x": prepared}, num_threads=s.threads)
     m = timer.blocked_autorange(min_run_time=s.throughput_min_time_s)
     return LatencySamples(batch_len(x_batch), tuple(t * 1e3 for t in m.times), m.number_per_run)
@@ -765,12 +818,13 @@ def measure_variants(
     x_batch, _ = _first_batch(loader)
     variants = [as_variant(m, precision, loader, device) for m in models]
     reader = rapl if rapl is not None else RaplReader()
-    with torch_threads(s.threads), pinned(s.threads, s.pin) as cores:
+    with torch_threads(s.threads), pinned(s.threads, s.pin) as cores, watch_host(cores) as host:
         evaluated = [_evaluate(v, loader, scoring) for v in variants]
         timings = [_start_timing(v, batch_slice(x_batch, 0, s.latency_batch_size), s) for v in variants]
         _interleaved(timings, s, reader)
         batches = [_batch_latency(t, x_batch, s) for t in timings]
     env = {**environment(s.threads), "pinned_cores": list(cores) if cores else None, "interleaved_with": len(variants)}
+    env.update(host.environment())  # how busy the host was around these rows (measure/host.py)
     name = scoring.metric.display_name if scoring is not None and not scoring.is_top1 else None
     return [
         replace(
@@ -782,7 +836,7 @@ def measure_variants(
                 power_watts,
                 latency_multiplier,
                 batch_len(batch_slice(x_batch, 0, s.latency_batch_size)),
-                s.interrupted_factor,
+                _sampling_plan(s),
             ),
             metric=ev[2] if name is not None else None,
             metric_name=name,
@@ -799,10 +853,13 @@ def _record(
     power_watts: float,
     latency_multiplier: float,
     batch_size: int,
-    interrupted_factor: float,
+    plan: SamplingPlan,
 ) -> MeasurementRecord:
-    kept, interrupted = t.split(interrupted_factor)
-    lat = LatencySamples(batch_size, tuple(kept), t.runs, t.rounds, tuple(interrupted), len(t.instances))
+    kept, interrupted = t.split(plan.interrupted_factor)
+    hit = plan.budget_hit(t.samples, t.spent_s)
+    lat = LatencySamples(
+        batch_size, tuple(kept), t.runs, t.rounds, tuple(interrupted), len(t.instances), hit, round(t.spent_s, 6)
+    )
     if t.calls and math.isfinite(t.joules) and t.energy_s >= _RAPL_MIN_WINDOW_S:
         energy = EnergyEstimate(t.joules / t.calls, "rapl", "package-wide RAPL counters")
     else:  # the documented proxy: power × latency of one inference

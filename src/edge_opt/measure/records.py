@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from .host import host_columns
 from .metrics import MeasurementRecord, PerfMetrics
 
 __all__ = ["RESULT_FORMAT", "ConfigPoint", "ResultFormatError", "VariantResult"]
@@ -163,7 +164,9 @@ class VariantResult:
                     "latency_rounds": rec.latency.rounds,
                     "latency_interrupted": len(rec.latency.interrupted_ms),
                     "latency_instances": rec.latency.instances,
-                    "pinned_cores": _cores(rec.environment.get("pinned_cores")),
+                    "latency_budget_hit": rec.latency.budget_hit,
+                    "latency_measure_s": rec.latency.spent_s if rec.latency.spent_s is not None else math.nan,
+                    **_environment_columns(rec.environment),  # pinned_cores, how busy the host was
                     "latency_samples_ms": list(rec.latency.samples_ms),
                     "batch_latency_samples_ms": list(rec.batch_latency.samples_ms),
                     "hostname": self.hostname,
@@ -173,10 +176,9 @@ class VariantResult:
             )
         row.pop("device_latency_ms", None)  # the device figure depends on the study's clock model: see Assessment
         _metric_columns(row, rec)
-        if self.metadata_file is not None:
-            row["metadata_file"] = self.metadata_file
-        if self.node_id is not None:
-            row["node_id"] = self.node_id
+        row.update(
+            {k: v for k, v in (("metadata_file", self.metadata_file), ("node_id", self.node_id)) if v is not None}
+        )
         if self.model_source is not None:
             row.update(model_source=self.model_source, model_sha256=self.model_sha256)
         row["float_layers"] = ";".join(self.float_layers) if self.float_layers is not None else None
@@ -256,6 +258,11 @@ def _metric_columns(row: dict[str, Any], rec: MeasurementRecord | None) -> None:
     row.pop("metric", None)
     if rec is not None and rec.metric_name is not None:
         row.update(metric=rec.metrics.metric, metric_name=rec.metric_name)
+
+
+def _environment_columns(env: Mapping[str, Any]) -> dict[str, Any]:
+    """The row's columns from the record's environment: ``pinned_cores``, then the host's (``host_columns``)."""
+    return {"pinned_cores": _cores(env.get("pinned_cores")), **host_columns(env)}
 
 
 def _cores(cores: Any) -> str | None:

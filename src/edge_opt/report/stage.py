@@ -87,6 +87,7 @@ class StudyOutcome:
     vendor_rows: tuple[VendorRow, ...] = ()  # rows imported from vendor benchmark reports
     model_conversion: Mapping[str, Any] | None = None  # an ONNX model's conversion to PyTorch (summary.json)
     graph_transform: Mapping[str, Any] | None = None  # what model.simplify did to an ONNX model's graph (summary.json)
+    host: Mapping[str, Any] = field(default_factory=dict)  # peak_rss_mb by stage, host_load (summary.json)
 
     @property
     def all_assessed(self) -> tuple[Assessment, ...]:
@@ -204,6 +205,7 @@ def _summary(o: StudyOutcome, frame: pd.DataFrame) -> dict[str, Any]:
         **_metric_summary(o),
         **({"onnx_conversion": dict(o.model_conversion)} if o.model_conversion is not None else {}),
         **({"graph_transform": dict(o.graph_transform)} if o.graph_transform is not None else {}),
+        **o.host,
     )
 
 

@@ -320,6 +320,7 @@ def benchmark_settings(cfg: MeasureSettings) -> BenchmarkSettings:
         target_rel_ci=cfg.benchmark_target_rel_ci,
         interrupted_factor=cfg.benchmark_interrupted_factor,
         instances=cfg.benchmark_instances,
+        max_s=cfg.benchmark_max_s,
     )
 
 

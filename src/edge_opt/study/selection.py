@@ -17,7 +17,15 @@ from typing import Any
 import pandas as pd
 
 from ..config import BudgetSettings, StudyConfig
-from ..measure import METRICS, ConfigPoint, PerfMetrics, VariantResult, latency_differs, memory_violations
+from ..measure import (
+    METRICS,
+    ConfigPoint,
+    PerfMetrics,
+    VariantResult,
+    host_loads,
+    latency_differs,
+    memory_violations,
+)
 
 __all__ = [
     "BASELINE_COLUMNS",
@@ -456,9 +464,22 @@ def to_frame(assessed: Sequence[Assessment]) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame({"accepted": pd.Series([], dtype=bool)})
     frame = pd.DataFrame(rows)
+    if "host_probe_ms" in frame.columns:
+        frame["host_load"] = _host_load(frame)
     first = [c for c in COLUMN_ORDER if c in frame.columns]
     last = [c for c in LAST_COLUMNS if c in frame.columns]
     return frame[first + sorted(c for c in frame.columns if c not in first and c not in last) + last]
+
+
+def _host_load(frame: pd.DataFrame) -> pd.Series:
+    """Each row's ``host_load`` (``measure.host_loads``) against the quietest probe of the rows measured on the same
+    machine (``measured_on``: the host's, each target's)."""
+    out = pd.Series(math.nan, index=frame.index)
+    groups = frame.groupby("measured_on", sort=False) if "measured_on" in frame.columns else [("", frame)]
+    for _, g in groups:
+        cols = [g[c].astype(float).tolist() for c in ("host_probe_ms", "host_probe_cpu_ms", "host_cpu_share")]
+        out[g.index] = host_loads(*cols)
+    return out
 
 
 def study_warnings(assessed: Sequence[Assessment]) -> list[str]:
@@ -478,6 +499,12 @@ def study_warnings(assessed: Sequence[Assessment]) -> list[str]:
             )
         if m.latency_ci95_ms / m.latency_ms > 0.05:
             out.append(f"noisy latency: {label} ±{100 * m.latency_ci95_ms / m.latency_ms:.1f}% (95% CI)")
+        rec = a.result.measurement
+        if rec is not None and rec.latency.budget_hit:
+            out.append(
+                f"latency of {label} stopped at its time budget (benchmark_max_s, {rec.latency.spent_s or 0:.1f} s) "
+                f"at ±{100 * m.latency_ci95_ms / m.latency_ms:.1f}% (95% CI, {rec.latency.n} samples)"
+            )
         if a.result.error is not None:
             out.append(f"{label} failed: {a.result.error}")
     nodes = sorted({(a.result.hostname, a.result.cpu_model) for a in assessed if a.ok and a.result.hostname}, key=str)

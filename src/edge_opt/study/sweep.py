@@ -137,7 +137,9 @@ def _study_config(out: Path, stored: Any) -> StudyConfig:
                     f"reproducibility.json has none: {type(exc).__name__}: {exc})."
                 ]
             ) from None
-    if isinstance(stored, dict) and stored.get("max_metric_drop") is not None:
+    if isinstance(stored, dict) and (
+        stored.get("max_metric_drop") is not None or stored.get("metric", "top1") != "top1"
+    ):
         # a full dump keeps the default max_accuracy_drop beside the metric's budget, which the config refuses
         stored = {k: v for k, v in stored.items() if k != "max_accuracy_drop"}
     try:
