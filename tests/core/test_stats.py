@@ -196,7 +196,12 @@ def test_a_time_budget_stops_the_rounds_and_says_so():
     no_budget = SamplingPlan(10, 4, 1e-9, 1.5, step=10)
     t = _Clocked([1.0, 1.1, 0.9])
     _clocked_rounds([t], no_budget)
-    assert len(t.samples) == no_budget.budget == 50 and not no_budget.budget_hit(t.samples, t.spent_s)
+    # at the count budget with the CI still wider than asked: flagged too (a budget, not the rules, ended it)
+    assert len(t.samples) == no_budget.budget == 50 and no_budget.budget_hit(t.samples, t.spent_s)
+    met = SamplingPlan(3, 4, 0.5, 1.5, step=3)
+    u = _Clocked([1.0, 1.0, 1.0])
+    _clocked_rounds([u], met)
+    assert len(u.samples) == 3 and not met.budget_hit(u.samples, u.spent_s)  # the CI target met: not flagged
 
 
 def test_a_series_that_meets_its_target_within_the_budget_is_not_flagged():

@@ -53,7 +53,8 @@ def test_tiny_calls_still_get_enough_calls_to_last_the_minimum_sample():
     v, _ = _fake(0.0)
     rec = measure_variants([v], _loader(), _settings(trials=10, min_sample_ms=2.0))[0]
     assert rec.latency.runs_per_sample >= 100  # a no-op call lasts well under 20 µs
-    assert rec.latency.runs_per_sample * rec.latency.median >= 0.5 * 2.0  # a sample lasts about the 2 ms
+    # a sample lasts about the 2 ms (a no-op call's length moves several-fold on a shared host: a wide margin)
+    assert rec.latency.runs_per_sample * rec.latency.median >= 0.25 * 2.0
 
 
 def test_without_a_minimum_sample_the_trials_are_the_calls_per_sample():

@@ -115,9 +115,9 @@ class SamplingPlan:
         return len(split_interrupted(samples, self.interrupted_factor)[0]) >= 2
 
     def budget_hit(self, samples: Sequence[float], spent_s: float) -> bool:
-        """Whether the time budget ended the series before its rules did: fewer than ``repeats`` kept samples, or a
-        CI still wider than the target with samples left in the count budget."""
-        if not self.out_of_time(samples, spent_s) or len(samples) >= self.budget:
+        """Whether a budget ended the series short of its rules — the time budget, or the count budget (``budget``
+        samples) — leaving fewer than ``repeats`` kept samples or a CI still wider than the target."""
+        if not self.out_of_time(samples, spent_s) and len(samples) < self.budget:
             return False
         kept = split_interrupted(samples, self.interrupted_factor)[0]
         return len(kept) < self.repeats or ci_too_wide(kept, self.target_rel_ci)
