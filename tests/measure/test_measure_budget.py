@@ -104,3 +104,62 @@ def test_a_long_batch_call_is_timed_once_for_throughput():
 def test_a_time_budget_out_of_range_is_refused(max_s):
     with pytest.raises(ValueError, match="'max_s'"):
         BenchmarkSettings(max_s=max_s)
+
+
+def test_accuracy_passes_of_several_variants_run_side_by_side(monkeypatch):
+    """The accuracy passes are not timings: with two cores they run one variant per worker thread, at the same
+    time (each sleeps while the other runs), before the latency rounds pin the process; results keep their order."""
+    import threading
+
+    from edge_opt.measure import metrics
+
+    seen: dict[str, set[int]] = {"a": set(), "b": set()}
+    both = threading.Barrier(2, timeout=5)  # only passes when both variants' passes are running at once
+
+    def variant(name: str, label: int) -> Variant:
+        def run(x: torch.Tensor) -> np.ndarray:
+            if len(x) > 1 and not seen[name]:
+                seen[name].add(threading.get_ident())
+                both.wait()
+            out = np.zeros((len(x), 10), dtype=np.float32)
+            out[:, label] = 1.0
+            return out
+
+        return Variant(name, "fp32", "fp32", 4, {}, prepare=lambda x: x, run=run, to_logits=lambda out: out)
+
+    monkeypatch.setattr(metrics, "_usable_cores", lambda: 2)
+    recs = measure_variants([variant("a", 0), variant("b", 1)], _loader(), _settings(threads=1))
+    assert [r.metrics.accuracy for r in recs] == [1.0, 0.0]  # the loader's labels are all 0
+    assert seen["a"] and seen["b"] and seen["a"] != seen["b"]  # two threads, neither of them waiting for the other
+    monkeypatch.setattr(metrics, "_usable_cores", lambda: 1)
+    assert [r.metrics.accuracy for r in measure_variants([variant("a", 0)], _loader(), _settings())] == [1.0]
+
+
+def test_a_pass_at_the_evaluation_batch_runs_on_a_fresh_instance_dropped_when_it_ends(monkeypatch):
+    """The accuracy and throughput passes each take a fresh instance (``replicas``) that nothing keeps once the
+    pass returns (a runtime session keeps the buffers of its largest batch), and freed memory is handed back."""
+    import platform
+    import weakref
+
+    from edge_opt.measure import host, metrics
+
+    made: list[weakref.ref] = []
+
+    class Run:
+        def __call__(self, x: torch.Tensor) -> np.ndarray:
+            return np.zeros((len(x), 10), dtype=np.float32)
+
+    def replicate() -> Run:
+        r = Run()
+        made.append(weakref.ref(r))
+        return r
+
+    v = Variant(
+        "fake", "fp32", "fp32", 4, {}, prepare=lambda x: x, run=Run(), to_logits=lambda o: o, replicate=replicate
+    )
+    trims: list[bool] = []
+    monkeypatch.setattr(metrics, "release_freed_memory", lambda: trims.append(True) or True)
+    out = metrics._on_fresh(v, lambda instance: instance.predict(torch.zeros(2, 1, 2, 2)).shape)
+    assert out == (2, 10) and len(made) == 1 and made[0]() is None and trims == [True]
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert host.release_freed_memory() is True  # malloc_trim found and called

@@ -246,10 +246,14 @@ def test_the_rounds_rotate_over_fresh_instances_of_each_variant(trained_small, d
         repeats=12, trials=2, warmup=1, target_rel_ci=0.0, max_extra_rounds=0, interrupted_factor=0.0, instances=3
     )
     rec = measure_variants([replace(v, run=built_run, replicate=replicate)], digits8.val_loader, s)[0]
-    assert len(made) == 3 and rec.latency.instances == 3 and rec.latency.n == 12
-    assert built_calls["after"] == 0  # the built object answers the accuracy pass only
-    counts = [c["n"] for c in made]  # the first also sizes the samples and times the batch throughput
-    assert counts[1] == counts[2] > 0 and counts[0] > counts[1]  # every instance timed, the same rounds each
+    # one fresh instance for the accuracy pass, three for the latency rounds, one for the batch throughput: each
+    # pass at the evaluation batch runs on an instance of its own, dropped after it (its batch buffers with it)
+    assert len(made) == 5 and rec.latency.instances == 3 and rec.latency.n == 12
+    assert built_calls["after"] == 0  # the built object itself is never run when it can be copied
+    counts = [c["n"] for c in made]
+    assert counts[0] == len(digits8.val_loader)  # the accuracy pass: one call per validation batch
+    assert counts[1] == counts[2] == counts[3] > 0  # every latency instance timed, the same rounds each
+    assert counts[4] > 0  # the batch throughput
     assert MeasurementRecord.from_dict(rec.to_dict()).latency.instances == 3
     alone = measure_variants([replace(v, run=built_run, replicate=None)], digits8.val_loader, s)[0]
     assert alone.latency.instances == 1 and built_calls["after"] > 0  # no replicate: the built one is timed

@@ -112,3 +112,31 @@ def test_executorch_lowers_one_program_per_measured_batch_size_from_one_calibrat
     v = build_variant("executorch", trained_small, "int8", _ctx(digits8, tmp_path, batch_sizes=(4, 1, 4)))
     assert sorted(lowered) == [1, 4] and v.metadata["static_batches"] == [1, 4] and calibrated == [1]
     assert sorted(p.name.rsplit("_", 1)[1] for p in (tmp_path / "executorch").glob("*.pte")) == ["b1.pte", "b4.pte"]
+
+
+def test_torch_minmax_calibration_runs_in_bounded_runs_with_the_same_ranges(
+    trained_small, digits8, tmp_path, monkeypatch
+):
+    """torch's min/max calibration sees the same samples in runs of at most CALIBRATION_RUN_VALUES input values
+    (a real-size batch of 32 took twice the time per sample of a 3-sample run), so its ranges are those of whole
+    batches; the histogram observer keeps whole batches."""
+
+    batches = _ctx(digits8, tmp_path).calibration  # the train loader shuffles: the same batches for each build
+
+    def observed(bound: int, method: str = "minmax", where: str = "x"):
+        monkeypatch.setattr(precisions, "CALIBRATION_RUN_VALUES", bound)
+        q = QuantizationConfig(calibration_method=method)
+        ctx = BuildContext(calibration=batches, example_input=batches[0][:2], workdir=tmp_path / where, quantization=q)
+        cal = precisions.torch_int8_calibration(trained_small, ctx)
+        states = {n: m.state_dict() for n, m in cal.prepared.named_modules() if "activation_post_process" in n}
+        return [len(b) for b in cal.calibration], states, ctx
+
+    sizes, split, ctx = observed(64 * 10, where="a")  # 10 digits (1×8×8) a run
+    assert max(sizes) == 10 and sum(sizes) == sum(len(b) for b in ctx.calibration)
+    whole_sizes, whole, _ = observed(1 << 30, where="b")
+    assert whole_sizes == [len(b) for b in ctx.calibration]
+    diff = [
+        (n, k, split[n][k], whole[n][k]) for n in split for k in split[n] if not torch.equal(split[n][k], whole[n][k])
+    ]
+    assert split.keys() == whole.keys() and not diff, diff[:3]
+    assert observed(64 * 10, "entropy", "c")[0] == whole_sizes

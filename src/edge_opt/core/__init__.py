@@ -8,7 +8,16 @@ Nothing here imports torch at import time: the device agent and ``edge-opt predi
 from __future__ import annotations
 
 from . import atomic
-from .batches import batch_len, batch_map, batch_parts, batch_slice, concat_outputs, output_arrays, sample_shapes
+from .batches import (
+    batch_len,
+    batch_map,
+    batch_parts,
+    batch_runs,
+    batch_slice,
+    concat_outputs,
+    output_arrays,
+    sample_shapes,
+)
 from .env import cpu_model, environment, git_commit, package_versions
 from .generation import (
     begin_generation,
@@ -62,6 +71,7 @@ __all__ = [
     "batch_len",
     "batch_map",
     "batch_parts",
+    "batch_runs",
     "batch_slice",
     "concat_outputs",
     "output_arrays",

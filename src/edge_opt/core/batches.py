@@ -10,12 +10,22 @@ back).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["batch_len", "batch_map", "batch_parts", "batch_slice", "concat_outputs", "output_arrays", "sample_shapes"]
+__all__ = [
+    "batch_len",
+    "batch_map",
+    "batch_parts",
+    "batch_runs",
+    "batch_slice",
+    "concat_outputs",
+    "output_arrays",
+    "sample_shapes",
+]
 
 
 def batch_parts(x: Any) -> tuple[Any, ...]:
@@ -54,6 +64,20 @@ def sample_shapes(x: Any) -> Any:
 def batch_slice(x: Any, start: int, stop: int) -> Any:
     """Samples ``start:stop`` of every input of a batch, in the batch's own form."""
     return batch_map(x, lambda p: p[start:stop])
+
+
+def batch_runs(batches: Sequence[Any], max_values: int) -> list[Any]:
+    """The same samples in the same order, each batch cut into runs of at most ``max_values`` input values (one
+    sample at least; a batch within the bound stays whole, as given). A calibration pass collects min/max ranges,
+    which do not depend on how the samples are grouped, while its memory and a real-size model's time per sample
+    grow with the run's size (activations of every layer held at once)."""
+    runs: list[Any] = []
+    for b in batches:
+        per_sample = max(1, sum(math.prod(tuple(p.shape)[1:]) for p in batch_parts(b)))
+        step = max(1, max_values // per_sample)
+        n = batch_len(b)
+        runs += [b] if step >= n else [batch_slice(b, i, min(i + step, n)) for i in range(0, n, step)]
+    return runs
 
 
 def output_arrays(out: Any) -> list[np.ndarray]:

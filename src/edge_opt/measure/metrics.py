@@ -18,8 +18,9 @@ import os
 import time
 import timeit
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -47,9 +48,11 @@ from ..core import (
 )
 from ..variants import PRECISIONS, Variant, state_dict_bytes, torch_kernel_precision, wrap_torch_module
 from .energy import EnergyEstimate, RaplReader, proxy_energy
-from .host import instance_bytes_budget, watch_host
+from .host import instance_bytes_budget, release_freed_memory, watch_host
 from .scoring import METRICS, Metric, MetricError, get_metric, user_metric
 from .threads import torch_threads
+
+_T = TypeVar("_T")
 
 __all__ = [
     "INSTANCE_BYTES_BUDGET",
@@ -440,6 +443,49 @@ def _evaluate(variant: Variant, loader: Iterable, scoring: Scoring | None) -> tu
     return _top1_correct(outputs[0], targets), finite, scoring.score(outputs, targets)
 
 
+def _on_fresh(variant: Variant, fn: Callable[[Variant], _T]) -> _T:
+    """``fn`` on a fresh instance of ``variant`` (a pass at the evaluation batch), dropped when ``fn`` returns,
+    and with it the runtime memory that batch grew: an ONNX Runtime session keeps the arena of its largest batch
+    (0.6 GB for a 32-image batch of MobileNetV2 at 224² here), and a study holds every variant of a group until all
+    of them are timed, so those arenas added up to most of a 6 GB peak. ``fn`` runs on the variant itself where it
+    cannot be copied (``replicas`` None)."""
+    make = variant.replicas
+    if make is None:
+        return fn(variant)
+    result = fn(replace(variant, run=make()))  # nothing else holds the fresh instance: it goes here
+    release_freed_memory()  # and its buffers go back to the system instead of staying with the allocator
+    return result
+
+
+def _evaluate_fresh(
+    variant: Variant, loader: Iterable, scoring: Scoring | None
+) -> tuple[tuple[bool, ...], bool, float]:
+    """``_evaluate`` on a fresh instance of ``variant`` (``_on_fresh``)."""
+    return _on_fresh(variant, lambda instance: _evaluate(instance, loader, scoring))
+
+
+def _usable_cores() -> int:
+    """How many cores this process may run on (its affinity; the CPU count where the host does not say)."""
+    get = getattr(os, "sched_getaffinity", None)
+    return len(get(0)) if get is not None else (os.cpu_count() or 1)
+
+
+def _evaluate_all(
+    variants: Sequence[Variant], loader: Iterable, scoring: Scoring | None, threads: int
+) -> list[tuple[tuple[bool, ...], bool, float]]:
+    """The accuracy passes of several variants, side by side: one variant per worker thread, as many workers as
+    the process's cores hold ``threads``-thread runs (each built variant is used by one thread only, so no runtime
+    object is shared between threads). Accuracy is not a timing: it need not wait its turn on the pinned core,
+    and on a real-size model it is most of a variant's measuring (192 images of 224² through MobileNetV2 took
+    3.3 s at one thread here). Runs before the latency rounds pin the process, so the workers may use every
+    core; with one worker (one core, or one variant) the passes run in this thread."""
+    workers = min(len(variants), max(1, _usable_cores() // max(threads, 1)))
+    if workers <= 1:
+        return [_evaluate_fresh(v, loader, scoring) for v in variants]
+    with ThreadPoolExecutor(workers, thread_name_prefix="edge-opt-accuracy") as pool:
+        return list(pool.map(lambda v: _evaluate_fresh(v, loader, scoring), variants))
+
+
 def _callable(model: ModelLike, sample_input: torch.Tensor) -> tuple[Any, Any]:
     variant = model if isinstance(model, Variant) else wrap_torch_module(model, None, [sample_input])
     return variant.run, variant.prepare(sample_input)
@@ -748,11 +794,15 @@ def _interleaved(timings: Sequence[_Timing], s: BenchmarkSettings, reader: RaplR
 
 
 def _batch_latency(timing: _Timing, x_batch: torch.Tensor, s: BenchmarkSettings) -> LatencySamples:
-    """The batch (throughput) samples: blocks of calls for ``throughput_min_time_s`` (``blocked_autorange``), or
-    one timed call when the first call already lasted that long (``blocked_autorange`` would time a call to size
-    its blocks, then run blocks until the minimum time: a 100 ms batch call ran three times more)."""
-    run, variant = timing.instances[0][0], timing.variant  # the first instance the latency rounds timed
-    prepared = variant.prepare(x_batch)
+    """The batch (throughput) samples, on a fresh instance of the variant: blocks of calls for
+    ``throughput_min_time_s`` (``blocked_autorange``), or one timed call when the first call already lasted that
+    long (``blocked_autorange`` would time a call to size its blocks, then run blocks until the minimum time: a
+    100 ms batch call ran three times more)."""
+    return _on_fresh(timing.variant, lambda instance: _batch_samples(instance, x_batch, s))
+
+
+def _batch_samples(instance: Variant, x_batch: Any, s: BenchmarkSettings) -> LatencySamples:
+    run, prepared = instance.run, instance.prepare(x_batch)
     if _timed_calls(run, prepared, 1)[0] >= s.throughput_min_time_s:
         return LatencySamples(batch_len(x_batch), (_sample_ms(_timer(run, prepared), 1),), 1)
     timer = Timer(stmt="run(x)", globals={"run": run, "x": prepared}, num_threads=s.threads)
@@ -806,8 +856,9 @@ def measure_variants(
     rapl: RaplReader | None = None,
     scoring: Scoring | None = None,
 ) -> list[MeasurementRecord]:
-    """Measure several models or variants together: accuracy of each, then their latency samples in interleaved
-    rounds on pinned cores (``settings.rounds``, ``settings.pin``), then each one's batch latency.
+    """Measure several models or variants together: accuracy of each (side by side on the process's cores,
+    ``_evaluate_all``), then their latency samples in interleaved rounds on pinned cores (``settings.rounds``,
+    ``settings.pin``), then each one's batch latency.
 
     The records' environment says which cores were pinned (``pinned_cores``, None when the host does not allow
     it) and how many variants were interleaved; ``latency.rounds`` how many rounds each one's samples took.
@@ -818,8 +869,9 @@ def measure_variants(
     x_batch, _ = _first_batch(loader)
     variants = [as_variant(m, precision, loader, device) for m in models]
     reader = rapl if rapl is not None else RaplReader()
+    with torch_threads(s.threads):
+        evaluated = _evaluate_all(variants, loader, scoring, s.threads)
     with torch_threads(s.threads), pinned(s.threads, s.pin) as cores, watch_host(cores) as host:
-        evaluated = [_evaluate(v, loader, scoring) for v in variants]
         timings = [_start_timing(v, batch_slice(x_batch, 0, s.latency_batch_size), s) for v in variants]
         _interleaved(timings, s, reader)
         batches = [_batch_latency(t, x_batch, s) for t in timings]
