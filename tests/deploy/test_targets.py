@@ -66,6 +66,8 @@ def test_a_study_on_host_and_agent(tmp_path, monkeypatch):
     assert len(on_agent) == 2 and (on_agent["backend"] == "onnxruntime").all()  # torch rows cannot run there
     assert on_agent["error"].isna().all() and (on_agent["latency_ci95_ms"] > 0).all()
     assert (on_agent["latency_samples"] >= 3).all()
+    # protocol 3: the study's benchmark_max_s reaches the agent, whose answer says the seconds spent and the flag
+    assert (on_agent["latency_measure_s"] > 0).all() and on_agent["latency_budget_hit"].notna().all()
     target = res.summary["targets"]["local-agent"]
     assert target["fingerprint"]["cpu_model"] and target["fingerprint"]["torch_imported"] is False
     assert target["simulation_vs_measured"]["points"] == 2

@@ -225,15 +225,33 @@ def test_the_agent_sets_an_interrupted_sample_aside_and_takes_another():
         sum(range(200))
 
     rules = TimingRules(warmup=2, trials=5, repeats=10, min_sample_ms=0.0, target_rel_ci=0.0, max_extra_rounds=1)
-    kept, per_sample, rounds, interrupted = time_calls(run, rules)
+    t = time_calls(run, rules)
+    kept, per_sample, interrupted = t.samples, t.calls, t.interrupted
     assert len(interrupted) >= 1 and max(interrupted) > 1.0 and len(kept) == 10 and per_sample == 5  # 30 ms / 5 calls
     assert interrupted[0] > 1.5 * float(np.median(kept)) and max(kept) <= 1.5 * float(np.median(kept + interrupted))
     everything = TimingRules(
         warmup=2, trials=5, repeats=10, min_sample_ms=0.0, target_rel_ci=0.0, max_extra_rounds=1, interrupted_factor=0.0
     )
     calls["n"] = 0
-    kept, _, _, interrupted = time_calls(run, everything)
-    assert interrupted == [] and len(kept) == 10 and max(kept) > 1.5 * float(np.median(kept))
+    t = time_calls(run, everything)
+    assert t.interrupted == [] and len(t.samples) == 10 and max(t.samples) > 1.5 * float(np.median(t.samples))
+
+
+def test_the_agent_stops_its_samples_at_the_time_budget_and_says_so():
+    """``max_s`` (protocol 3): a call that lasts 20 ms under rules asking for 200 samples stops at about the budget,
+    flagged; the same rules without the budget would take 4 s. A bad budget is refused naming the setting."""
+    from edge_opt.core.stats import TimingRules, time_calls
+    from edge_opt.device.agent import planned_s
+
+    rules = dict(warmup=1, trials=1, repeats=200, min_sample_ms=0.0, target_rel_ci=0.0, max_extra_rounds=0)
+    t0 = time.perf_counter()
+    t = time_calls(lambda: time.sleep(0.02), TimingRules.from_dict({**rules, "max_s": 0.3}))
+    assert time.perf_counter() - t0 < 1.5 and 2 <= len(t.samples) < 200 and t.budget_hit and t.spent_s >= 0.3
+    assert planned_s(TimingRules(**rules, max_s=0.3), 0.02) < planned_s(TimingRules(**rules), 0.02)
+    with pytest.raises(ValueError, match="max_s"):
+        TimingRules.from_dict({"max_s": 0})
+    quick = time_calls(lambda: None, TimingRules(repeats=5, trials=1, min_sample_ms=0.0, target_rel_ci=0.0, max_s=5))
+    assert not quick.budget_hit and len(quick.samples) == 5
 
 
 # --- hardening: the token's scheme and file, the bind address, the time one request may hold the agent ----------

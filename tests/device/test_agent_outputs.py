@@ -85,7 +85,7 @@ def test_the_agent_returns_every_output_as_the_runtime_gives_it(agent, tmp_path)
     x = np.random.default_rng(1).standard_normal((37, 1, 8, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     client = AgentClient(agent, TOKEN)
-    assert client.info()["protocol"] == PROTOCOL_VERSION == 2
+    assert client.info()["protocol"] == PROTOCOL_VERSION == 3
     ans = client.measure(
         "onnxruntime",
         {"m.onnx": model},

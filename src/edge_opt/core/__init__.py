@@ -45,6 +45,7 @@ from .runtime import (
 )
 from .scores import class_scores
 from .stats import (
+    CallTimes,
     SampleSeries,
     SamplingPlan,
     TimingRules,
@@ -64,6 +65,7 @@ __all__ = [
     "Registry",
     "SampleSeries",
     "SamplingPlan",
+    "CallTimes",
     "TimingRules",
     "artifact_runner",
     "class_ids",

@@ -25,6 +25,7 @@ __all__ = [
     "sample_std",
     "split_interrupted",
     "time_calls",
+    "CallTimes",
 ]
 
 
@@ -172,7 +173,8 @@ def sample_rounds(
 class TimingRules:
     """``repeats`` samples of at least ``trials`` calls each, lasting at least ``min_sample_ms``; up to
     ``max_extra_rounds`` × ``repeats`` more while the CI is wider than ``target_rel_ci`` of the mean; a sample
-    longer than ``interrupted_factor`` × the median is set aside and retaken (0: keep every sample)."""
+    longer than ``interrupted_factor`` × the median is set aside and retaken (0: keep every sample); with
+    ``max_s``, the samples stop once they have spent that many seconds (``SamplingPlan.max_s``)."""
 
     warmup: int = 5
     trials: int = 10
@@ -181,6 +183,7 @@ class TimingRules:
     target_rel_ci: float = 0.02
     max_extra_rounds: int = 4
     interrupted_factor: float = 1.5
+    max_s: float | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TimingRules:
@@ -193,6 +196,7 @@ class TimingRules:
             "target_rel_ci": (0.0, 1.0),
             "max_extra_rounds": (0, 100),
             "interrupted_factor": (0.0, 100.0),
+            "max_s": (0.001, 86_400.0),
         }
         unknown = sorted(set(d) - set(bounds))
         if unknown:
@@ -210,15 +214,26 @@ class TimingRules:
     def plan(self) -> SamplingPlan:
         """The sampling plan of these rules: one sample at a time, ``repeats`` more per extra pass."""
         return SamplingPlan(
-            self.repeats, self.max_extra_rounds, self.target_rel_ci, self.interrupted_factor, step=self.repeats
+            self.repeats,
+            self.max_extra_rounds,
+            self.target_rel_ci,
+            self.interrupted_factor,
+            step=self.repeats,
+            max_s=self.max_s,
         )
 
 
 @dataclass
 class _Calls:
-    """The samples of one callable, for ``sample_rounds``."""
+    """The samples of one callable and the seconds spent calling it, for ``sample_rounds``."""
 
     samples: list[float] = field(default_factory=list)
+    spent_s: float = 0.0
+
+    def take(self, run: Callable[[], Any], calls: int, n: int) -> None:
+        begin = time.perf_counter()
+        self.samples.extend(_sample(run, calls) for _ in range(n))
+        self.spent_s += time.perf_counter() - begin
 
 
 def _sample(run: Callable[[], Any], calls: int) -> float:
@@ -228,15 +243,33 @@ def _sample(run: Callable[[], Any], calls: int) -> float:
     return (time.perf_counter() - t0) / calls * 1e3
 
 
-def time_calls(run: Callable[[], Any], rules: TimingRules) -> tuple[list[float], int, int, list[float]]:
-    """Latency samples (ms per call) of ``run`` under ``rules``: (kept samples, calls per sample, passes of the
-    stopping rule, interrupted samples)."""
+@dataclass(frozen=True)
+class CallTimes:
+    """What ``time_calls`` measured: the kept samples (ms per call), calls per sample, passes of the stopping rule,
+    the set-aside (interrupted) samples, the seconds spent calling (warm-up included) and whether a budget
+    (``max_s`` or the sample count) ended the samples short of their CI target (``SamplingPlan.budget_hit``)."""
+
+    samples: list[float]
+    calls: int
+    rounds: int
+    interrupted: list[float]
+    spent_s: float
+    budget_hit: bool
+
+
+def time_calls(run: Callable[[], Any], rules: TimingRules) -> CallTimes:
+    """Latency samples of ``run`` under ``rules`` (``CallTimes``); the warm-up and the sizing call count toward
+    ``rules.max_s``."""
+    series = _Calls()
+    begin = time.perf_counter()
     for _ in range(rules.warmup):
         run()
     t0 = time.perf_counter()
     run()
     calls = sample_calls(time.perf_counter() - t0, rules.trials, rules.min_sample_ms / 1e3)
-    series = _Calls()
-    rounds = sample_rounds([series], lambda s, n: s.samples.extend(_sample(run, calls) for _ in range(n)), rules.plan())
+    series.spent_s = time.perf_counter() - begin
+    plan = rules.plan()
+    rounds = sample_rounds([series], lambda s, n: s.take(run, calls, n), plan, lambda s: s.spent_s)
     kept, interrupted = split_interrupted(series.samples, rules.interrupted_factor)
-    return kept, calls, rounds, interrupted
+    hit = plan.budget_hit(series.samples, series.spent_s)
+    return CallTimes(kept, calls, rounds, interrupted, series.spent_s, hit)

@@ -121,7 +121,10 @@ def _scored(
     )
 
 
-def _settings(cfg: StudyConfig) -> dict[str, Any]:
+def _settings(cfg: StudyConfig, protocol: int) -> dict[str, Any]:
+    """The agent's timing settings from the study's; ``benchmark_max_s`` goes to agents of protocol 3 and later
+    (an earlier agent refuses a setting it does not know, and is bounded by its own request limit only)."""
+    budget = {"max_s": cfg.benchmark_max_s} if cfg.benchmark_max_s is not None and protocol >= 3 else {}
     return {
         "warmup": cfg.benchmark_warmup,
         "trials": cfg.benchmark_trials,
@@ -129,6 +132,7 @@ def _settings(cfg: StudyConfig) -> dict[str, Any]:
         "min_sample_ms": cfg.benchmark_min_sample_ms,
         "target_rel_ci": cfg.benchmark_target_rel_ci,
         "interrupted_factor": cfg.benchmark_interrupted_factor,
+        **budget,
     }
 
 
@@ -145,6 +149,8 @@ def _agent_record(
         int(ans["runs_per_sample"]),
         int(ans.get("rounds", 1)),
         tuple(float(v) for v in ans.get("interrupted_ms") or ()),
+        budget_hit=bool(ans.get("budget_hit", False)),  # protocol 3 (an earlier agent has no time budget)
+        spent_s=float(ans["latency_measure_s"]) if ans.get("latency_measure_s") is not None else None,
     )
     return MeasurementRecord(
         backend=p.backend,
@@ -184,7 +190,7 @@ def _measure_one(
         files,
         next(iter(files)),
         (batch, *sweep.data.input_shape),
-        _settings(cfg),
+        _settings(cfg, int(client.info().get("protocol", 1))),
         cfg.threads,
         str(meta.get("inference_precision_hint", "f32")),
         validation.paths,

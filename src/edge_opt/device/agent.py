@@ -21,7 +21,9 @@ Protocol (every request needs exactly ``Authorization: Bearer <token>``, compare
   (413, ``refused: outputs``) after one probe call, before the timing starts. The
   request's files (every file of the model: an ONNX model's external data too) are copied side by side under their
   plain names into a folder of the agent's own; an ONNX model naming a data file outside that folder or not sent
-  is refused (400) before its runtime opens it.
+  is refused (400) before its runtime opens it. Protocol 3: the settings may hold ``max_s``, a time budget for the
+  latency samples (they stop at the CI target, at the latest there); the answer says ``budget_hit`` and
+  ``latency_measure_s``.
 
 Bodies are bounded (``max_blob_bytes``; 1 MB for JSON); the server binds to 127.0.0.1 unless told otherwise.
 One measurement runs at a time, for at most ``max_request_s`` of wall time (``edge-opt agent --max-request-s``,
@@ -77,7 +79,7 @@ __all__ = [
 
 AGENT_RUNTIMES = ("onnxruntime", "openvino", "executorch")
 MAX_JSON_BYTES = 1 << 20
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 """1: timing and top-1 accuracy on the device. 2: also ``"outputs": true`` (the raw outputs on the validation
 inputs, fetched with ``GET /blobs/<sha256>``); a version-2 agent answers version-1 requests as before."""
 MAX_OUTPUT_BYTES = 64 << 20
@@ -136,8 +138,12 @@ def _limit_hint(limit_s: float) -> str:
 def planned_s(rules: TimingRules, call_s: float = 0.0) -> float:
     """The least wall time timing under ``rules`` takes when one call takes ``call_s``: the warm-up and sizing
     calls, then ``repeats`` samples of at least ``trials`` calls and ``min_sample_ms`` each (more passes may
-    follow while the CI is too wide; the accuracy pass comes on top)."""
-    return (rules.warmup + 1) * call_s + rules.repeats * max(rules.min_sample_ms / 1e3, rules.trials * call_s)
+    follow while the CI is too wide; the accuracy pass comes on top); with ``max_s``, at most that and two
+    samples (the series stops at its time budget once it holds two)."""
+    calls = (rules.warmup + 1) * call_s
+    sample = max(rules.min_sample_ms / 1e3, rules.trials * call_s)
+    need = calls + rules.repeats * sample
+    return need if rules.max_s is None else min(need, max(rules.max_s, calls + 2 * sample))
 
 
 @dataclass(frozen=True)
@@ -519,14 +525,16 @@ def _measure_locked(state: AgentState, req: MeasureRequest, stop: StopSignal) ->
     if x_val is not None:  # outputs too large for the host are refused before the timing too
         per_sample = sum(o.nbytes for o in _output_list(probe)) / req.input_shape[0]
         _check_output_size(state, math.ceil(per_sample * len(x_val)), len(x_val))
-    samples, calls, rounds, interrupted = time_calls(timed, req.rules)
+    times = time_calls(timed, req.rules)
     return {
-        "samples_ms": samples,
-        "runs_per_sample": calls,
-        "rounds": rounds,
-        "interrupted_ms": interrupted,
-        "mean_ms": float(np.mean(samples)),
-        "ci95_ms": ci95_half_width(samples),
+        "samples_ms": times.samples,
+        "runs_per_sample": times.calls,
+        "rounds": times.rounds,
+        "interrupted_ms": times.interrupted,
+        "mean_ms": float(np.mean(times.samples)),
+        "ci95_ms": ci95_half_width(times.samples),
+        "budget_hit": times.budget_hit,  # protocol 3: the samples ended at a budget (max_s or the count) short of
+        "latency_measure_s": round(times.spent_s, 6),  # their CI target; the seconds spent calling
         "batch_size": req.input_shape[0],
         **_accuracy(state, checked, req),
         **(_outputs(state, checked, req, x_val) if x_val is not None else {}),
