@@ -28,6 +28,7 @@ from ..variants import (
     onnx_input_name,
     onnx_variant,
     parent_onnx_layers,
+    recovered_parent,
 )
 
 __all__ = [
@@ -124,6 +125,8 @@ def artifact_files(
     """The files a runtime loads for a point of ``backend`` (in ``ctx.workdir``; the first one is the model file),
     the runtime's name and its build settings (e.g. OpenVINO's precision hint)."""
     writer = ARTIFACT_WRITERS.get(backend, _onnx_artifact)
+    if get_precision(precision).quantized:  # the point's recovery (cle: the equalized parent) for every writer
+        parent_model, ctx, _ = recovered_parent(parent_model, ctx)
     built = writer(parent_model, precision, ctx, threads)
     return dict(built.files), built.runtime, dict(built.meta)
 

@@ -294,7 +294,7 @@ def runtime_versions() -> tuple[tuple[str, str | None], ...]:
 
 def sweep_points(cfg: VariantSettings) -> list[ConfigPoint]:
     """The study grid in run order (pruning level outermost, so each parent is built once)."""
-    choices = [q.label for q in cfg.quantization.choices()] if cfg.quantization.swept else [""]
+    choices = [q.label for q in cfg.quantization.choices()] if cfg.quantization.labelled else [""]
 
     def labels(precision: str) -> list[str]:
         return choices if precision in PRECISIONS and PRECISIONS.get(precision).quantized else [""]

@@ -48,6 +48,8 @@ class BuildContext:
         sensitivity_dir: where per-layer sensitivity results are kept (reused on resume).
         batch_sizes: the batch sizes the study runs (runtimes with static shapes build one program each).
         onnx_exporter: how the parent's ONNX file is made (``torchscript`` or ``dynamo``, see ``export_onnx``).
+        recovered: the model and this context are already those of the point's ``quantization.recovery``
+            (``recovery.recovered_parent`` ran).
     """
 
     calibration: Sequence[torch.Tensor]
@@ -67,6 +69,7 @@ class BuildContext:
     sensitivity_dir: Path | None = None
     batch_sizes: tuple[int, ...] = (1,)
     onnx_exporter: str = "torchscript"
+    recovered: bool = False
 
 
 @dataclass(frozen=True, eq=False)

@@ -107,6 +107,10 @@ class Precision:
             fields["percentile"] = options.percentile
         if self.searches:
             fields["search"] = [max_accuracy_drop, options.max_float_mac_fraction]
+        if options.recovery != "none":  # no recovery keeps the keys of earlier stores
+            fields["recovery"] = (
+                [options.recovery, options.qat_epochs] if options.recovery == "qat" else options.recovery
+            )
         return fields
 
     def hook(self, kind: str, backend: str) -> Callable[..., Any]:
