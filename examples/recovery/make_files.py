@@ -1,5 +1,5 @@
-"""Make ``weights.pt``: train the example's network (``spread.build``) briefly on the study's training split of
-scikit-learn's digits at 16×16, then spread its depthwise channel ranges (``spread.spread_depthwise``) and save the
+"""Make ``weights.pt``: train the example's network (``spread.build``) briefly on the training split the study of
+``recovery.yaml`` reads (scikit-learn's digits at 16×16, as a trained model's study loads them), then spread its depthwise channel ranges (``spread.spread_depthwise``) and save the
 state dict the config's factory loads.
 
     python examples/recovery/make_files.py      # from the repository root; ~10 s on a laptop CPU
@@ -16,15 +16,17 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from spread import build, spread_depthwise  # noqa: E402
 
-from edge_opt.inputs.data import load_data  # noqa: E402
+from edge_opt.config import InputSettings  # noqa: E402
+from edge_opt.inputs import load_study_data  # noqa: E402
 from edge_opt.inputs.training import train_model  # noqa: E402
+from edge_opt.pipeline import load_study_config  # noqa: E402
 
 
 def main() -> None:
-    data = load_data("digits", image_size=16, batch_size=64, dataloader_seed=0)  # the study's split (seed 0)
+    data = load_study_data(load_study_config(HERE / "recovery.yaml").part(InputSettings))  # the study's split
     torch.manual_seed(0)
     model = build(data.input_shape, data.num_classes)
-    train_model(model, data.train_loader, epochs=3, learning_rate=0.01, seed=0)
+    train_model(model, data.train_loader, epochs=8, learning_rate=0.01, seed=0)
     spread = spread_depthwise(model, orders=3.0, seed=0)
     with torch.no_grad():
         x = next(iter(data.val_loader))[0]

@@ -193,3 +193,73 @@ def test_cle_recovers_per_tensor_int8_on_spread_depthwise_ranges(trained_relu_mo
     cle, cle_macs = accuracy("cle")
     assert fp32 - plain >= 0.03  # the failure: per-tensor int8 loses far more than 3 points
     assert fp32 - cle <= 0.01 and cle_macs >= 0.95 and plain_macs >= 0.95
+
+
+# --- bias correction (NNCF) ----------------------------------------------------------------
+
+
+def _ctx(tmp_path, x, **q) -> BuildContext:
+    quantization = QuantizationConfig(calibration_batches=2, **q)
+    return BuildContext(calibration=[x[:8], x[8:]], example_input=x[:2], workdir=tmp_path, quantization=quantization)
+
+
+def test_bias_correction_is_nncfs_full_algorithm_on_onnxruntime_and_openvino(tmp_path):
+    pytest.importorskip("nncf")
+    model = equalize(spread_depthwise(_tiny(relu6=False))).model
+    x = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    none = build_variant("onnxruntime", model, "int8", _ctx(tmp_path, x, per_channel=False))
+    corrected = build_variant(
+        "onnxruntime", model, "int8", _ctx(tmp_path, x, per_channel=False, recovery="bias_correction")
+    )
+    assert corrected.metadata["recovery"] == "bias_correction" and corrected.kernel_precision == "int8"
+    assert "nncf.quantize" in corrected.metadata["quantizer"] and "quantize_static" in none.metadata["quantizer"]
+    assert corrected.metadata["quantization_parameters"] and corrected.onnx_path != none.onnx_path
+    pytest.importorskip("openvino")
+    fast = build_variant("openvino", model, "int8", _ctx(tmp_path, x))
+    full = build_variant("openvino", model, "int8", _ctx(tmp_path, x, recovery="bias_correction"))
+    assert "fast" in fast.metadata["bias_correction"] and "full" in full.metadata["bias_correction"]
+    assert fast.metadata["ir_file"] != full.metadata["ir_file"]
+
+
+def test_bias_correction_is_skipped_where_no_build_applies_it(tmp_path):
+    from edge_opt.study.runner import Sweep
+
+    cfg = config_from_dict(
+        {
+            "output_dir": str(tmp_path),
+            "dataset": "digits",
+            "image_size": 8,
+            "precisions": ["int8", "int8_mixed"],
+            "backends": ["torch", "onnxruntime"],
+            "pruning_levels": [0.0],
+            "quantization": {"recovery": "bias_correction"},
+        }
+    )
+    sweep = Sweep.__new__(Sweep)  # only the config is read by skip_reason here
+    sweep.cfg, sweep.source = cfg, None
+    reasons = {(p.backend, p.precision): sweep._recovery_skip(p) for p in sweep_points(cfg)}
+    assert reasons[("onnxruntime", "int8")] is None
+    assert all("bias_correction" in r for k, r in reasons.items() if k != ("onnxruntime", "int8"))
+    with pytest.raises(Exception, match="bias_correction"):
+        build_variant(
+            "torch", _tiny(relu6=False), "int8", _ctx(tmp_path, torch.randn(16, 1, 8, 8), recovery="bias_correction")
+        )
+
+
+def test_the_same_recovery_config_twice_gives_identical_scales_and_outputs(tmp_path):
+    model = spread_depthwise(_tiny(relu6=False))
+    x = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    runs = []
+    for i in range(2):
+        ctx = _ctx(tmp_path / str(i), x, per_channel=False, recovery="cle")
+        ort_v, torch_v = (build_variant(b, model, "int8", ctx) for b in ("onnxruntime", "torch"))
+        runs.append(
+            (
+                ort_v.metadata["quantization_parameters"],
+                torch_v.metadata["layers"],
+                ort_v.predict(x),
+                torch_v.predict(x),
+            )
+        )
+    assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1]
+    assert np.array_equal(runs[0][2], runs[1][2]) and np.array_equal(runs[0][3], runs[1][3])

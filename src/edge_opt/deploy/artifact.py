@@ -20,6 +20,7 @@ from ..inputs import DataBundle, onnx_model_files
 from ..measure import ConfigPoint, Scoring, loader_targets
 from ..study import MANIFEST_COLUMNS, Selection, Sweep
 from ..variants import (
+    BACKEND_KINDS,
     BuildContext,
     Variant,
     build_onnx_file,
@@ -126,7 +127,7 @@ def artifact_files(
     the runtime's name and its build settings (e.g. OpenVINO's precision hint)."""
     writer = ARTIFACT_WRITERS.get(backend, _onnx_artifact)
     if get_precision(precision).quantized:  # the point's recovery (cle: the equalized parent) for every writer
-        parent_model, ctx, _ = recovered_parent(parent_model, ctx)
+        parent_model, ctx, _ = recovered_parent(parent_model, ctx, precision, BACKEND_KINDS.get(backend))
     built = writer(parent_model, precision, ctx, threads)
     return dict(built.files), built.runtime, dict(built.meta)
 

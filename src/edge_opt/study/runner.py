@@ -59,6 +59,7 @@ from ..measure import (
 )
 from ..variants import (
     BACKEND_KINDS,
+    BIAS_CORRECTED,
     PRECISIONS,
     BuildContext,
     PruningIneffective,
@@ -522,6 +523,9 @@ class Sweep:
                 f"{point.backend} int8 calibrates with its own observers whatever the calibration_method; the "
                 "method choices change onnxruntime builds only (it runs the first listed method's points)"
             )
+        recovery = self._recovery_skip(point)
+        if recovery is not None:
+            return recovery
         if (
             self.cfg.model.kind == "exported"
             and BACKEND_KINDS.get(point.backend) == "torch"
@@ -539,6 +543,19 @@ class Sweep:
         ):
             able = [p for p in PRECISIONS.names() if backend_supports(point.backend, p)]
             return f"backend {point.backend!r} does not run precision {point.precision!r} (it runs {able})"
+        return None
+
+    def _recovery_skip(self, point: ConfigPoint) -> str | None:
+        """Why the point's ``quantization.recovery`` does not apply to its precision and backend (None when it
+        does)."""
+        if not point.calibration or point.precision not in PRECISIONS:
+            return None
+        recovery = quantization_choice(self.cfg.part(VariantSettings), point).recovery_method
+        if recovery == "bias_correction" and (point.precision, BACKEND_KINDS.get(point.backend)) not in BIAS_CORRECTED:
+            return (
+                "recovery 'bias_correction' is NNCF's (int8 on onnxruntime and openvino); torch.ao FX, ExecuTorch and "
+                "int8_mixed builds have no bias correction here"
+            )
         return None
 
     @property

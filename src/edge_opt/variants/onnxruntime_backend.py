@@ -24,7 +24,7 @@ def build_onnx_file(
     """Write the ONNX graph for ``precision`` (the precision's ``onnx`` hook on the parent's fp32 export)."""
     hook = get_precision(precision).hook("onnx", backend)
     if get_precision(precision).quantized:
-        model, ctx, _ = recovered_parent(model, ctx)
+        model, ctx, _ = recovered_parent(model, ctx, precision, "onnx")
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     fp32 = fp32_onnx_path(model, ctx)
     path, meta = hook(fp32, ctx)

@@ -32,9 +32,11 @@ CLE_ITERATIONS = 50  # a chain's pairs are equalized in turn until the scales st
 # Recoveries the config accepts whose builds are not here yet: their points are error rows saying so, never a
 # plain int8 build under their name.
 NOT_BUILT = {
-    "bias_correction": "NNCF's bias correction is not wired into the int8 builds in this release",
     "qat": "PT2E quantization-aware training is not wired into the int8 builds in this release",
 }
+# (precision, backend kind) whose builds apply NNCF's bias correction (``bias_correction``): ORT's int8 from NNCF's
+# ONNX quantizer, OpenVINO's from nncf.quantize on the IR. torch.ao FX and ExecuTorch have none here.
+BIAS_CORRECTED = {("int8", "onnx"), ("int8", "openvino")}
 BIAS_ABSORPTION_SIGMAS = 3.0  # the paper's c = max(0, beta - 3 gamma): what an activation almost never falls under
 
 
@@ -244,17 +246,26 @@ def equalize(model: nn.Module, absorb_bias: bool = True) -> EqualizedModel:
 
 
 def recovered_parent(
-    model: nn.Module | None, ctx: BuildContext
+    model: nn.Module | None, ctx: BuildContext, precision: str = "int8", kind: str | None = None
 ) -> tuple[nn.Module | None, BuildContext, dict[str, Any]]:
     """The float parent a quantized build starts from under the point's recovery, its build context and the
     metadata the variant records. ``cle`` gives the equalized parent (made once per parent) under its own parent key,
     so its ONNX export, calibration and sensitivity results are its own; the other recoveries act inside the
-    precision's build hooks and leave the parent as it is. A context already ``recovered`` is returned as it is."""
+    precision's build hooks and leave the parent as it is. A context already ``recovered`` is returned as it is.
+
+    Raises:
+        VariantBuildError: a recovery that ``precision`` on a backend of ``kind`` does not build (named).
+    """
     recovery = ctx.quantization.recovery_method
     if ctx.recovered:
         return model, ctx, {}
     if recovery in NOT_BUILT:
         raise VariantBuildError(f"recovery {recovery!r} is not built yet: {NOT_BUILT[recovery]}")
+    if recovery == "bias_correction" and (precision, kind) not in BIAS_CORRECTED:
+        raise VariantBuildError(
+            f"recovery 'bias_correction' is NNCF's, built for {sorted(BIAS_CORRECTED)} (precision, backend kind); "
+            f"not for {precision!r} on a {kind!r} backend"
+        )
     if recovery != "cle":
         return model, dataclasses.replace(ctx, recovered=True), {"recovery": recovery}
     if model is None:

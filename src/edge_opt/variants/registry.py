@@ -58,6 +58,8 @@ def build_variant(backend: str, model: nn.Module | None, precision: str, ctx: Bu
     builder = BACKENDS.get(backend)
     if not get_precision(precision).quantized:
         return builder(model, precision, ctx)
-    model, ctx, recovery = recovered_parent(model, ctx)  # cle: the equalized parent, whatever the runtime
+    model, ctx, recovery = recovered_parent(
+        model, ctx, precision, BACKEND_KINDS.get(backend)
+    )  # cle: the equalized parent, whatever the runtime
     variant = builder(model, precision, ctx)
     return dataclasses.replace(variant, metadata={**variant.metadata, **recovery})
