@@ -263,3 +263,54 @@ def test_the_same_recovery_config_twice_gives_identical_scales_and_outputs(tmp_p
         )
     assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1]
     assert np.array_equal(runs[0][2], runs[1][2]) and np.array_equal(runs[0][3], runs[1][3])
+
+
+# --- quantization-aware training (PT2E) -----------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_qat_trains_lowers_to_xnnpack_int8_and_repeats_exactly(tmp_path):
+    pytest.importorskip("executorch")
+    from torch.utils.data import DataLoader, TensorDataset
+
+    g = torch.Generator().manual_seed(6)
+    x, y = torch.randn(96, 1, 8, 8, generator=g), torch.randint(0, 10, (96,), generator=g)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
+    model = _tiny(relu6=False)
+    runs = []
+    for i in range(2):
+        q = QuantizationConfig(calibration_batches=1, recovery="qat", qat_epochs=1, per_channel=False)
+        ctx = BuildContext(
+            calibration=[x[:32]], example_input=x[:2], workdir=tmp_path / str(i), quantization=q, train_loader=loader
+        )
+        v = build_variant("executorch", model, "int8", ctx)
+        assert v.kernel_precision.startswith("int8") and "quantization-aware" in v.metadata["quantizer"]
+        runs.append((v.metadata["qat"], v.predict(x[:16])))
+    assert runs[0][0]["quantize_ops"] > 0 and runs[0][0]["losses"][0] > 0
+    assert runs[0][0]["scales_sha256"] == runs[1][0]["scales_sha256"]  # the same config: the same scales
+    assert np.array_equal(runs[0][1], runs[1][1])
+    plain = build_variant(
+        "executorch", model, "int8", BuildContext(calibration=[x[:32]], example_input=x[:2], workdir=tmp_path / "p")
+    )
+    assert not np.array_equal(plain.predict(x[:16]), runs[0][1])  # trained: not the post-training model
+
+
+def test_qat_points_are_skipped_where_no_build_runs_them(tmp_path):
+    from edge_opt.study.runner import Sweep
+
+    cfg = config_from_dict(
+        {
+            "output_dir": str(tmp_path),
+            "precisions": ["int8", "int8_mixed"],
+            "backends": ["torch", "onnxruntime", "executorch"],
+            "pruning_levels": [0.0],
+            "quantization": {"recovery": "qat"},
+        }
+    )
+    sweep = Sweep.__new__(Sweep)
+    sweep.cfg, sweep.source = cfg, None
+    sweep.data = type("Data", (), {"train_loader": object()})()
+    reasons = {(p.backend, p.precision): sweep._recovery_skip(p) for p in sweep_points(cfg)}
+    assert reasons.pop(("executorch", "int8")) is None
+    assert all("'qat'" in r for r in reasons.values())

@@ -444,12 +444,15 @@ class ExportedArtifact:
 
 
 def artifact_point(cfg: StudyConfig, point: ConfigPoint, key: str) -> dict[str, Any]:
-    """The config point recorded in the manifest (and compared for reuse)."""
+    """The config point recorded in the manifest (and compared for reuse); ``recovery`` when not none."""
+    choice = next((c for c in cfg.quantization.choices() if point.calibration and c.label == point.calibration), None)
+    recovery = choice.recovery_method if choice is not None else "none"
     return {
         "pruning_level": point.pruning_level,
         "precision": point.precision,
         "backend": point.backend,
         **({"calibration": point.calibration} if point.calibration else {}),
+        **({"recovery": recovery} if recovery != "none" else {}),
         "key": key,
         "model": cfg.model.model_dump(),
         "dataset": cfg.dataset,

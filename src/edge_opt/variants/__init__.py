@@ -32,7 +32,7 @@ from .prune import (
     save_checkpoint,
 )
 from .quantize import is_quantized_module, quantize_torch_int8
-from .recovery import BIAS_CORRECTED, EqualizedModel, equalize, range_spread, recovered_parent
+from .recovery import BIAS_CORRECTED, QAT_BUILDS, EqualizedModel, equalize, range_spread, recovered_parent
 from .registry import BACKEND_KINDS, BACKENDS, backend_supports, build_variant, list_backends, register_backend
 from .sensitivity import SensitivityReport, layer_sensitivity, mixed_search
 from .torch_backend import wrap_torch_module
@@ -45,6 +45,7 @@ __all__ = [
     "EqualizedModel",
     "OnnxNodeStats",
     "PRECISIONS",
+    "QAT_BUILDS",
     "Precision",
     "PruningIneffective",
     "PruningReport",

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import math
+import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +24,7 @@ from torch import nn
 from torch.fx import GraphModule, Node, symbolic_trace
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ..inputs import train_model
 from .base import BuildContext, VariantBuildError
 
 __all__ = ["EqualizedModel", "equalize", "recovered_parent"]
@@ -28,21 +32,25 @@ __all__ = ["EqualizedModel", "equalize", "recovered_parent"]
 # Activations f with f(x / s) = f(x) / s for s > 0: a scale moves through them unchanged.
 _HOMOGENEOUS_MODULES = (nn.ReLU, nn.Identity)
 _HOMOGENEOUS_FUNCTIONS = (torch.relu, torch.nn.functional.relu)
+QAT_MAX_BATCH = 1 << 14  # the largest batch the QAT graph is exported for (training and calibration batches)
 CLE_ITERATIONS = 50  # a chain's pairs are equalized in turn until the scales stop changing (3-10 rounds here)
 # Recoveries the config accepts whose builds are not here yet: their points are error rows saying so, never a
 # plain int8 build under their name.
-NOT_BUILT = {
-    "qat": "PT2E quantization-aware training is not wired into the int8 builds in this release",
-}
+NOT_BUILT: dict[str, str] = {}
 # (precision, backend kind) whose builds apply NNCF's bias correction (``bias_correction``): ORT's int8 from NNCF's
 # ONNX quantizer, OpenVINO's from nncf.quantize on the IR. torch.ao FX and ExecuTorch have none here.
 BIAS_CORRECTED = {("int8", "onnx"), ("int8", "openvino")}
+# (precision, backend kind) that run a QAT'd model's int8 kernels: ExecuTorch lowers the converted PT2E graph to
+# XNNPACK's int8 kernels.
+QAT_BUILDS = {("int8", "executorch")}
+QAT_LEARNING_RATE_FACTOR = 0.1  # QAT fine-tunes a trained model: a tenth of the study's training step size
 BIAS_ABSORPTION_SIGMAS = 3.0  # the paper's c = max(0, beta - 3 gamma): what an activation almost never falls under
 
 
 @dataclass(frozen=True)
 class EqualizedModel:
-    """The float model after cross-layer equalization and what was done to it (``metadata`` for the variant)."""
+    """A recovered parent (the float model after cross-layer equalization, or the converted QAT model) and what
+    was done to it (``metadata`` for the variant)."""
 
     model: nn.Module
     metadata: dict[str, Any]
@@ -266,6 +274,8 @@ def recovered_parent(
             f"recovery 'bias_correction' is NNCF's, built for {sorted(BIAS_CORRECTED)} (precision, backend kind); "
             f"not for {precision!r} on a {kind!r} backend"
         )
+    if recovery == "qat":
+        return _qat_parent(model, ctx, precision, kind)
     if recovery != "cle":
         return model, dataclasses.replace(ctx, recovered=True), {"recovery": recovery}
     if model is None:
@@ -299,3 +309,92 @@ def range_spread(model: nn.Module) -> float:
             if len(r) > 1:
                 worst = max(worst, math.log10(float(r.max() / r.min())))
     return worst
+
+
+def _qat_parent(
+    model: nn.Module | None, ctx: BuildContext, precision: str, kind: str | None
+) -> tuple[nn.Module | None, BuildContext, dict[str, Any]]:
+    """The QAT'd, converted PT2E int8 module of the parent (trained once per parent and option set) as the model a
+    ``QAT_BUILDS`` backend lowers, under its own parent key."""
+    if (precision, kind) not in QAT_BUILDS:
+        raise VariantBuildError(
+            f"recovery 'qat' (PT2E) is built for {sorted(QAT_BUILDS)} (precision, backend kind); not for {precision!r} "
+            f"on a {kind!r} backend"
+        )
+    if model is None:
+        raise VariantBuildError("recovery 'qat' trains the PyTorch model and this model has none")
+    if ctx.train_loader is None:
+        raise VariantBuildError("recovery 'qat' needs a training split (x_train, y_train) to train on")
+    q = ctx.quantization
+    slot = ("qat", ctx.parent_key, q.label)
+    if slot not in ctx.cache:
+        ctx.cache[slot] = quantization_aware_training(model, ctx)
+    trained: EqualizedModel = ctx.cache[slot]
+    tag = hashlib.sha256(q.model_dump_json().encode()).hexdigest()[:8]
+    return (
+        trained.model,
+        dataclasses.replace(ctx, parent_key=f"{ctx.parent_key}-qat{tag}", recovered=True),
+        dict(trained.metadata),
+    )
+
+
+def quantization_aware_training(model: nn.Module, ctx: BuildContext) -> EqualizedModel:
+    """PT2E quantization-aware training (torchao's ``prepare_qat_pt2e`` with ExecuTorch's XNNPACK quantizer, per
+    channel or per tensor as the point asks) for ``qat_epochs`` on ``ctx.train_loader`` with the study's loss, the
+    study's training loop (``train_model``, seeded) at a tenth of its learning rate; returns the converted int8 PT2E
+    module (quantize/dequantize around each int8 op, as ExecuTorch lowers it) and the training's metadata."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+
+    q = ctx.quantization
+    quantizer = XNNPACKQuantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=q.channelwise, is_qat=True)
+    )
+    batch = torch.export.Dim("batch", min=1, max=QAT_MAX_BATCH)
+    lr = ctx.learning_rate * QAT_LEARNING_RATE_FACTOR
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(ctx.seed)
+        graph = torch.export.export(
+            copy.deepcopy(model).float().eval(), (ctx.example_input[:2].float(),), dynamic_shapes=({0: batch},)
+        ).module()
+        prepared = prepare_qat_pt2e(graph, quantizer)
+        allow_exported_model_train_eval(prepared)  # train_model's train()/eval() switch its BN and fake-quant modes
+        result = train_model(
+            prepared, ctx.train_loader, epochs=q.qat_epochs, learning_rate=lr, seed=ctx.seed, loss=ctx.loss
+        )
+        converted = convert_pt2e(prepared)
+    meta = {
+        "recovery": "qat",
+        "qat": {
+            "method": "PT2E quantization-aware training (torchao prepare_qat_pt2e, XNNPACKQuantizer)",
+            "epochs": q.qat_epochs,
+            "learning_rate": lr,
+            "per_channel": q.channelwise,
+            "losses": [round(v, 6) for v in result.epoch_losses],
+            "train_s": round(time.perf_counter() - start, 3),
+            **_scales_digest(converted),
+        },
+    }
+    return EqualizedModel(converted, meta)
+
+
+def _scales_digest(module: nn.Module) -> dict[str, Any]:
+    """How many quantize ops the converted PT2E graph holds and the SHA-256 of every scale and zero point they
+    read, in graph order (what a re-run of the same config must reproduce exactly)."""
+    if not isinstance(module, GraphModule):
+        return {}
+    digest, count = hashlib.sha256(), 0
+    for node in module.graph.nodes:
+        if node.op != "call_function" or "quantize_per" not in str(node.target) or "dequantize" in str(node.target):
+            continue
+        count += 1
+        for arg in node.args[1:3]:
+            value = getattr(module, str(arg.target)) if isinstance(arg, Node) and arg.op == "get_attr" else arg
+            digest.update(repr(value.tolist() if isinstance(value, torch.Tensor) else value).encode())
+    return {"quantize_ops": count, "scales_sha256": digest.hexdigest()}
