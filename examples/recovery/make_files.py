@@ -1,8 +1,8 @@
-"""Make ``weights.pt``: train the example's network (``spread.build``) briefly on the training split the study of
-``recovery.yaml`` reads (scikit-learn's digits at 16×16, as a trained model's study loads them), then spread its depthwise channel ranges (``spread.spread_depthwise``) and save the
-state dict the config's factory loads.
+"""Make ``weights.pt``: train the example's network (``spread.build``) briefly on the training split the study
+of ``recovery.yaml`` reads (scikit-learn's digits at 16×16, as a trained model's study loads them), then spread its
+depthwise channel ranges (``spread.spread_depthwise``) and save the state dict the config's factory loads.
 
-    python examples/recovery/make_files.py      # from the repository root; ~10 s on a laptop CPU
+    python examples/recovery/make_files.py      # from the repository root; ~20 s on a laptop CPU
 """
 
 from __future__ import annotations
