@@ -42,3 +42,21 @@ def test_cle_recovers_the_per_tensor_failure_of_the_example(tmp_path):
     manifest = json.loads((tmp_path / "model" / "manifest.json").read_text(encoding="utf-8"))
     if manifest["config_point"]["precision"] == "int8":
         assert manifest["config_point"]["recovery"] == "cle"  # plain int8 misses the accuracy budget
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_the_recovery_table_and_each_layers_drop_before_and_after_cle(tmp_path):
+    over = {**FAST, "precisions": ["fp32", "int8", "int8_mixed"], "output_dir": str(tmp_path)}
+    run_study(load_study_config(FOLDER / "recovery.yaml", over))
+    table = pd.read_csv(tmp_path / "mixed_precision.csv").fillna({"calibration": ""})
+    assert set(zip(table.precision, table.calibration)) == {
+        ("fp32", ""),
+        ("int8", "minmax/per-tensor/4"),
+        ("int8", "minmax/per-tensor/4/cle"),
+        ("int8_mixed", "minmax/per-tensor/4"),
+        ("int8_mixed", "minmax/per-tensor/4/cle"),
+    }
+    assert {"memory_mb", "build_s", "int8_mac_fraction"} <= set(table.columns) and (table.build_s > 0).all()
+    drops = pd.read_csv(tmp_path / "sensitivity.csv").pivot_table(index="layer", columns="recovery", values="drop")
+    assert drops["none"].max() >= 0.1 and drops["cle"].max() <= 0.01  # the worst layer alone, before and after
