@@ -191,13 +191,18 @@ class PreprocessConfig(BaseModel):
 
 
 CalibrationMethod = Literal["minmax", "entropy", "percentile"]
+Recovery = Literal["none", "bias_correction", "cle", "qat"]
+RECOVERIES: tuple[str, ...] = ("none", "bias_correction", "cle", "qat")
 
 
 class QuantizationConfig(BaseModel):
     """Post-training int8 options (read by the precisions that quantize; part of their point key).
 
-    ``calibration_method``, ``per_channel`` and ``calibration_batches`` take a value or a list of values:
-    each combination of the lists is its own config point of every quantized precision (``choices()``).
+    ``calibration_method``, ``per_channel``, ``calibration_batches`` and ``recovery`` take a value or a list of
+    values: each combination of the lists is its own config point of every quantized precision (``choices()``).
+    ``recovery`` is how int8 accuracy is recovered while every layer stays int8: ``none``, ``bias_correction``
+    (NNCF's bias correction), ``cle`` (cross-layer equalization with bias absorption, on the float model before
+    any backend builds it) or ``qat`` (quantization-aware training for ``qat_epochs``).
     """
 
     model_config = _STRICT
@@ -207,8 +212,21 @@ class QuantizationConfig(BaseModel):
     percentile: float = Field(default=99.999, gt=50, le=100)
     engine: Literal["x86", "fbgemm", "qnnpack"] = "x86"
     max_float_mac_fraction: float = Field(default=0.5, gt=0, le=1)
+    recovery: Recovery | list[Recovery] = "none"
+    qat_epochs: int = Field(default=1, ge=1, le=1000)
 
-    @field_validator("calibration_method", "calibration_batches", "per_channel")
+    @field_validator("recovery", mode="before")
+    @classmethod
+    def _known_recovery(cls, v: Any) -> Any:
+        bad = [r for r in (v if isinstance(v, list) else [v]) if isinstance(r, str) and r not in RECOVERIES]
+        if bad:
+            raise ValueError(
+                f"must be one of {list(RECOVERIES)} or a list of them ({bad} unknown; adaround is not offered: no "
+                "maintained implementation imports beside this torch, e.g. AIMET's import fails on torchvision)"
+            )
+        return v
+
+    @field_validator("calibration_method", "calibration_batches", "per_channel", "recovery")
     @classmethod
     def _one_or_list(cls, v: Any) -> Any:
         if isinstance(v, list):
@@ -230,19 +248,34 @@ class QuantizationConfig(BaseModel):
     @property
     def swept(self) -> bool:
         """More than one calibration choice (each becomes its own config point)."""
-        return any(isinstance(v, list) for v in (self.calibration_method, self.calibration_batches, self.per_channel))
+        return any(
+            isinstance(v, list)
+            for v in (self.calibration_method, self.calibration_batches, self.per_channel, self.recovery)
+        )
+
+    @property
+    def labelled(self) -> bool:
+        """Quantized points carry their choice's label: several choices, or a recovery other than ``none`` (so a
+        row says how it was recovered)."""
+        return self.swept or any(
+            r != "none" for r in (self.recovery if isinstance(self.recovery, list) else [self.recovery])
+        )
 
     def choices(self) -> list[QuantizationConfig]:
-        """Every combination of the listed options, as single-valued configs (method outermost)."""
+        """Every combination of the listed options, as single-valued configs (method outermost, recovery
+        innermost)."""
 
         def values(v: Any) -> list[Any]:
             return v if isinstance(v, list) else [v]
 
         return [
-            self.model_copy(update={"calibration_method": m, "per_channel": pc, "calibration_batches": b})
+            self.model_copy(
+                update={"calibration_method": m, "per_channel": pc, "calibration_batches": b, "recovery": r}
+            )
             for m in values(self.calibration_method)
             for pc in values(self.per_channel)
             for b in values(self.calibration_batches)
+            for r in values(self.recovery)
         ]
 
     def _one(self, name: str) -> Any:
@@ -267,12 +300,21 @@ class QuantizationConfig(BaseModel):
         return int(self._one("calibration_batches"))
 
     @property
+    def recovery_method(self) -> str:
+        """The accuracy recovery of a single choice (``none``, ``bias_correction``, ``cle``, ``qat``)."""
+        return str(self._one("recovery"))
+
+    @property
     def label(self) -> str:
-        """A single choice's name in config points and rows: ``percentile99.999/per-tensor/8``."""
+        """A single choice's name in config points and rows: ``percentile99.999/per-tensor/8`` (+ ``/cle``, the
+        recovery, when not ``none``; ``/qat2`` for two QAT epochs)."""
         method = (
             f"percentile{self.percentile:g}" if self.calibration_method == "percentile" else self.calibration_method
         )
-        return f"{method}/{'per-channel' if self.per_channel else 'per-tensor'}/{self.calibration_batches}"
+        label = f"{method}/{'per-channel' if self.per_channel else 'per-tensor'}/{self.calibration_batches}"
+        if self.recovery == "qat":
+            return f"{label}/qat{self.qat_epochs}"
+        return label if self.recovery == "none" else f"{label}/{self.recovery}"
 
 
 # Flat int8 keys of earlier releases → their place in the ``quantization:`` section.

@@ -91,4 +91,4 @@ def test_rerun_reproduces_quantization_parameters_and_reports_mixed_precision(tm
     sens = (a.output_dir / "sensitivity.csv").read_text().splitlines()
     assert sens[0].startswith("pruning_level,backend,layer") and len(sens) > 3
     assert (a.output_dir / "sensitivity.png").is_file() and (a.output_dir / "mixed_precision.csv").is_file()
-    assert "int8 sensitivity and mixed precision" in (a.output_dir / "report.html").read_text()
+    assert "int8 sensitivity, recovery and mixed precision" in (a.output_dir / "report.html").read_text()

@@ -20,6 +20,7 @@ from ..inputs import DataBundle, onnx_model_files
 from ..measure import ConfigPoint, Scoring, loader_targets
 from ..study import MANIFEST_COLUMNS, Selection, Sweep
 from ..variants import (
+    BACKEND_KINDS,
     BuildContext,
     Variant,
     build_onnx_file,
@@ -28,6 +29,7 @@ from ..variants import (
     onnx_input_name,
     onnx_variant,
     parent_onnx_layers,
+    recovered_parent,
 )
 
 __all__ = [
@@ -124,6 +126,8 @@ def artifact_files(
     """The files a runtime loads for a point of ``backend`` (in ``ctx.workdir``; the first one is the model file),
     the runtime's name and its build settings (e.g. OpenVINO's precision hint)."""
     writer = ARTIFACT_WRITERS.get(backend, _onnx_artifact)
+    if get_precision(precision).quantized:  # the point's recovery (cle: the equalized parent) for every writer
+        parent_model, ctx, _ = recovered_parent(parent_model, ctx, precision, BACKEND_KINDS.get(backend))
     built = writer(parent_model, precision, ctx, threads)
     return dict(built.files), built.runtime, dict(built.meta)
 
@@ -440,12 +444,15 @@ class ExportedArtifact:
 
 
 def artifact_point(cfg: StudyConfig, point: ConfigPoint, key: str) -> dict[str, Any]:
-    """The config point recorded in the manifest (and compared for reuse)."""
+    """The config point recorded in the manifest (and compared for reuse); ``recovery`` when not none."""
+    choice = next((c for c in cfg.quantization.choices() if point.calibration and c.label == point.calibration), None)
+    recovery = choice.recovery_method if choice is not None else "none"
     return {
         "pruning_level": point.pruning_level,
         "precision": point.precision,
         "backend": point.backend,
         **({"calibration": point.calibration} if point.calibration else {}),
+        **({"recovery": recovery} if recovery != "none" else {}),
         "key": key,
         "model": cfg.model.model_dump(),
         "dataset": cfg.dataset,

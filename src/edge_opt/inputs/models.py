@@ -275,18 +275,20 @@ class _SqueezeExcite(nn.Module):
 
 
 class _InvertedResidual(nn.Module):
-    """MobileNetV2 block: 1×1 expand–BN–ReLU6, 3×3 depthwise–BN–ReLU6, optional SE, 1×1 project–BN (+ input)."""
+    """MobileNetV2 block: 1×1 expand–BN–ReLU6, 3×3 depthwise–BN–ReLU6, optional SE, 1×1 project–BN (+ input);
+    ``relu6=False``: ReLU instead of ReLU6."""
 
-    def __init__(self, cin: int, cout: int, stride: int, expand: int, se: bool) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, expand: int, se: bool, relu6: bool = True) -> None:
         super().__init__()
         hidden = cin * expand
+        act = nn.ReLU6 if relu6 else nn.ReLU
         layers: list[nn.Module] = [
             nn.Conv2d(cin, hidden, 1, bias=False),
             nn.BatchNorm2d(hidden),
-            nn.ReLU6(),
+            act(),
             nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, bias=False),
             nn.BatchNorm2d(hidden),
-            nn.ReLU6(),
+            act(),
         ]
         if se:
             layers.append(_SqueezeExcite(hidden))
@@ -301,10 +303,16 @@ class _InvertedResidual(nn.Module):
 
 @register_model("mobilenetv2_tiny")
 def mobilenetv2_tiny(
-    input_shape: tuple[int, ...], num_classes: int, width: int = 16, expand: int = 4, se: bool = True
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    width: int = 16,
+    expand: int = 4,
+    se: bool = True,
+    relu6: bool = True,
 ) -> nn.Module:
     """A small MobileNetV2-style network: stride-2 stem, inverted residual blocks (depthwise convolutions,
-    ReLU6, residual adds, squeeze-and-excitation when ``se``), a hardswish 1×1 head, global average pool."""
+    ReLU6 — ReLU with ``relu6=False`` —, residual adds, squeeze-and-excitation when ``se``), a hardswish 1×1 head,
+    global average pool."""
     _positive_int("width", width)
     _positive_int("expand", expand)
     w = width
@@ -319,8 +327,8 @@ def mobilenetv2_tiny(
     return nn.Sequential(
         nn.Conv2d(input_shape[0], w, 3, stride=2, padding=1, bias=False),
         nn.BatchNorm2d(w),
-        nn.ReLU6(),
-        *[_InvertedResidual(a, b, s, expand, se and i % 2 == 1) for i, (a, b, s) in enumerate(blocks)],
+        nn.ReLU6() if relu6 else nn.ReLU(),
+        *[_InvertedResidual(a, b, s, expand, se and i % 2 == 1, relu6) for i, (a, b, s) in enumerate(blocks)],
         nn.Conv2d(2 * w, head, 1, bias=False),
         nn.BatchNorm2d(head),
         nn.Hardswish(),

@@ -60,7 +60,9 @@ from ..measure import (
 )
 from ..variants import (
     BACKEND_KINDS,
+    BIAS_CORRECTED,
     PRECISIONS,
+    QAT_BUILDS,
     BuildContext,
     PruningIneffective,
     PruningReport,
@@ -295,7 +297,7 @@ def runtime_versions() -> tuple[tuple[str, str | None], ...]:
 
 def sweep_points(cfg: VariantSettings) -> list[ConfigPoint]:
     """The study grid in run order (pruning level outermost, so each parent is built once)."""
-    choices = [q.label for q in cfg.quantization.choices()] if cfg.quantization.swept else [""]
+    choices = [q.label for q in cfg.quantization.choices()] if cfg.quantization.labelled else [""]
 
     def labels(precision: str) -> list[str]:
         return choices if precision in PRECISIONS and PRECISIONS.get(precision).quantized else [""]
@@ -523,6 +525,9 @@ class Sweep:
                 f"{point.backend} int8 calibrates with its own observers whatever the calibration_method; the "
                 "method choices change onnxruntime builds only (it runs the first listed method's points)"
             )
+        recovery = self._recovery_skip(point)
+        if recovery is not None:
+            return recovery
         if (
             self.cfg.model.kind == "exported"
             and BACKEND_KINDS.get(point.backend) == "torch"
@@ -540,6 +545,29 @@ class Sweep:
         ):
             able = [p for p in PRECISIONS.names() if backend_supports(point.backend, p)]
             return f"backend {point.backend!r} does not run precision {point.precision!r} (it runs {able})"
+        return None
+
+    def _recovery_skip(self, point: ConfigPoint) -> str | None:
+        """Why the point's ``quantization.recovery`` does not apply to its precision and backend (None when it
+        does)."""
+        if not point.calibration or point.precision not in PRECISIONS:
+            return None
+        recovery = quantization_choice(self.cfg.part(VariantSettings), point).recovery_method
+        kind = BACKEND_KINDS.get(point.backend)
+        if recovery == "qat" and (point.precision, kind) not in QAT_BUILDS:
+            return (
+                "recovery 'qat' (PT2E) lowers to int8 kernels on executorch (XNNPACK) only here: torch.ao FX int8 "
+                "cannot take a PT2E graph, and the QDQ ONNX export of a PT2E graph is not built"
+            )
+        if recovery == "qat" and self.data.train_loader is None:
+            return "recovery 'qat' needs a training split (x_train, y_train) to train on"
+        if recovery == "qat" and fine_tune_loss(self.cfg) is None:
+            return "recovery 'qat' needs a training loss: set loss: cross_entropy | mse | bce | package.module:function"
+        if recovery == "bias_correction" and (point.precision, BACKEND_KINDS.get(point.backend)) not in BIAS_CORRECTED:
+            return (
+                "recovery 'bias_correction' is NNCF's (int8 on onnxruntime and openvino); torch.ao FX, ExecuTorch and "
+                "int8_mixed builds have no bias correction here"
+            )
         return None
 
     @property
@@ -649,7 +677,23 @@ class Sweep:
             sensitivity_dir=self.workdir / "sensitivity",
             batch_sizes=tuple(sorted({self.cfg.latency_batch_size, self.cfg.batch_size})),
             onnx_exporter=self.cfg.onnx_exporter,
+            **self._qat_settings(q),
         )
+
+    def _qat_settings(self, q: QuantizationConfig) -> dict[str, Any]:
+        """What quantization-aware training reads (``recovery: qat``): the training split, the study's loss, step
+        size and seed (nothing for the other recoveries, so their loss is never made)."""
+        if q.recovery != "qat":
+            return {}
+        spec = fine_tune_loss(self.cfg)
+        if spec is not None and self._loss_fn is None:
+            self._loss_fn = make_loss(spec, [self.cfg.config_dir])
+        return {
+            "train_loader": self.data.train_loader,
+            "loss": self._loss_fn,
+            "learning_rate": self.cfg.learning_rate,
+            "seed": self.cfg.seed,
+        }
 
     def adopt_parent(self, level: float, model: nn.Module | None) -> None:
         """Use ``model`` as the float parent of ``level`` (a Ray task receives it from the driver)."""

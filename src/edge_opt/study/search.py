@@ -64,7 +64,7 @@ class SearchSpace:
     levels: tuple[float, ...]
     precisions: tuple[str, ...]
     backends: tuple[str, ...]
-    calibrations: tuple[str, ...]  # labels of the int8 calibration choices ("" when not swept)
+    calibrations: tuple[str, ...]  # labels of the int8 calibration choices ("" when not labelled)
     quantized: frozenset[str]  # the precisions the calibration choice applies to
     step: float | None = None  # levels form a range with this step (sampled as a stepped float)
 
@@ -99,7 +99,7 @@ def search_space(cfg: VariantSettings) -> SearchSpace:
     """The study's grid as a search space."""
     from ..variants import PRECISIONS
 
-    calibrations = tuple(q.label for q in cfg.quantization.choices()) if cfg.quantization.swept else ("",)
+    calibrations = tuple(q.label for q in cfg.quantization.choices()) if cfg.quantization.labelled else ("",)
     quantized = frozenset(p for p in cfg.precisions if p in PRECISIONS and PRECISIONS.get(p).quantized)
     step = cfg.pruning_step if cfg.pruning_range is not None else None
     return SearchSpace(

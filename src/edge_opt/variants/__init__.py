@@ -32,6 +32,7 @@ from .prune import (
     save_checkpoint,
 )
 from .quantize import is_quantized_module, quantize_torch_int8
+from .recovery import BIAS_CORRECTED, QAT_BUILDS, EqualizedModel, equalize, range_spread, recovered_parent
 from .registry import BACKEND_KINDS, BACKENDS, backend_supports, build_variant, list_backends, register_backend
 from .sensitivity import SensitivityReport, layer_sensitivity, mixed_search
 from .torch_backend import wrap_torch_module
@@ -39,9 +40,12 @@ from .torch_backend import wrap_torch_module
 __all__ = [
     "BACKENDS",
     "BACKEND_KINDS",
+    "BIAS_CORRECTED",
     "BuildContext",
+    "EqualizedModel",
     "OnnxNodeStats",
     "PRECISIONS",
+    "QAT_BUILDS",
     "Precision",
     "PruningIneffective",
     "PruningReport",
@@ -53,6 +57,7 @@ __all__ = [
     "build_onnx_file",
     "build_variant",
     "coverage",
+    "equalize",
     "from_seed_name",
     "get_precision",
     "is_quantized_module",
@@ -69,6 +74,8 @@ __all__ = [
     "parent_onnx_layers",
     "prune_model",
     "pruning_report",
+    "range_spread",
+    "recovered_parent",
     "quantize_torch_int8",
     "register_backend",
     "register_precision",

@@ -48,6 +48,12 @@ class BuildContext:
         sensitivity_dir: where per-layer sensitivity results are kept (reused on resume).
         batch_sizes: the batch sizes the study runs (runtimes with static shapes build one program each).
         onnx_exporter: how the parent's ONNX file is made (``torchscript`` or ``dynamo``, see ``export_onnx``).
+        recovered: the model and this context are already those of the point's ``quantization.recovery``
+            (``recovery.recovered_parent`` ran).
+        train_loader: training batches (x, y) for quantization-aware training (``recovery: qat``); None: none.
+        loss: the study's training loss ``fn(outputs, targets)`` (None: cross-entropy on class ids).
+        learning_rate: the study's training step size (QAT fine-tunes at a tenth of it).
+        seed: seeds QAT's training, so the same config gives the same scales.
     """
 
     calibration: Sequence[torch.Tensor]
@@ -67,6 +73,11 @@ class BuildContext:
     sensitivity_dir: Path | None = None
     batch_sizes: tuple[int, ...] = (1,)
     onnx_exporter: str = "torchscript"
+    recovered: bool = False
+    train_loader: Any = None
+    loss: Callable[[Any, torch.Tensor], torch.Tensor] | None = None
+    learning_rate: float = 1e-3
+    seed: int = 0
 
 
 @dataclass(frozen=True, eq=False)

@@ -146,7 +146,12 @@ def _programs(model: nn.Module | None, precision: str, ctx: BuildContext) -> lis
             LoweredProgram(p, b, json.loads(p.with_suffix(".json").read_text(encoding="utf-8")))
             for b, p in paths.items()
         ]
-    module = _int8_module(model, ctx) if precision == "int8" else copy.deepcopy(model).float().eval()
+    if precision != "int8":
+        module = copy.deepcopy(model).float().eval()
+    elif ctx.quantization.recovery_method == "qat":  # the converted PT2E module of quantization-aware training
+        module = model
+    else:
+        module = _int8_module(model, ctx)
     shape = tuple(ctx.example_input.shape[1:])
     return [lower_program(module, torch.zeros((b, *shape)), p) for b, p in paths.items()]
 
@@ -243,7 +248,10 @@ def executorch_backend(model: nn.Module | None, precision: str, ctx: BuildContex
         "threads": ctx.threads,
         **(
             {
-                "quantizer": "PT2E XNNPACKQuantizer (per-channel symmetric weights)",
+                "quantizer": "PT2E XNNPACKQuantizer, quantization-aware training "
+                f"({'per-channel' if ctx.quantization.channelwise else 'per-tensor'} symmetric weights)"
+                if ctx.quantization.recovery_method == "qat"
+                else "PT2E XNNPACKQuantizer (per-channel symmetric weights)",
                 "calibration_batches": len(ctx.calibration),
             }
             if precision == "int8"

@@ -12,6 +12,7 @@ from .base import BuildContext, Variant
 from .layers import LayerInfo, onnx_layers
 from .onnx_tools import exporter_label, fp32_onnx_path, onnx_variant
 from .precisions import get_precision
+from .recovery import recovered_parent
 from .registry import register_backend
 
 __all__ = ["build_onnx_file", "onnxruntime_backend", "parent_onnx_layers"]
@@ -22,6 +23,8 @@ def build_onnx_file(
 ) -> tuple[Path, dict[str, Any]]:
     """Write the ONNX graph for ``precision`` (the precision's ``onnx`` hook on the parent's fp32 export)."""
     hook = get_precision(precision).hook("onnx", backend)
+    if get_precision(precision).quantized:
+        model, ctx, _ = recovered_parent(model, ctx, precision, "onnx")
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     fp32 = fp32_onnx_path(model, ctx)
     path, meta = hook(fp32, ctx)

@@ -158,10 +158,17 @@ def save_ir(model: Any, xml: Path, compress_to_fp16: bool) -> Path:
     return xml
 
 
+# NNCF's defaults apply its fast bias correction; ``recovery: bias_correction`` runs its full BiasCorrection instead.
+BIAS_CORRECTION_FAST = "NNCF's fast bias correction (nncf.quantize's default)"
+BIAS_CORRECTION_FULL = "NNCF's full bias correction (fast_bias_correction=False)"
+
+
 def _ir_name(ctx: BuildContext, precision: str) -> str:
     q = ctx.quantization
     options = f"{q.method}_{q.channelwise}_{len(ctx.calibration)}_{CALIBRATION_RUN_VALUES}"
     options = options if get_precision(precision).quantized else ""
+    if options and q.recovery_method == "bias_correction":
+        options += "_bias_correction"
     tag = hashlib.sha256(options.encode()).hexdigest()[:8] if options else "float"
     return f"{ctx.parent_key}_{precision}_{tag}.xml"
 
@@ -177,12 +184,14 @@ def _float_ir(model: nn.Module | None, precision: str, ctx: BuildContext) -> tup
 def _int8_ir(model: nn.Module | None, precision: str, ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
     ov = _ov()
     xml = ctx.workdir / "openvino" / _ir_name(ctx, precision)
+    full = ctx.quantization.recovery_method == "bias_correction"
     meta = {
         "quantizer": "nncf.quantize (post-training, OpenVINO IR)",
         "calibration_batches": len(ctx.calibration),
         "calibration_samples": int(sum(batch_len(b) for b in ctx.calibration)),
         "calibration_items": len(batch_runs(ctx.calibration, CALIBRATION_RUN_VALUES)),
         "calibration_method": "NNCF defaults: min/max activations, per-channel symmetric int8 weights",
+        "bias_correction": BIAS_CORRECTION_FULL if full else BIAS_CORRECTION_FAST,
     }
     if xml.exists():
         return xml, meta
@@ -199,7 +208,9 @@ def _int8_ir(model: nn.Module | None, precision: str, ctx: BuildContext) -> tupl
     batches = [_ov_inputs(b) for b in batch_runs(ctx.calibration, CALIBRATION_RUN_VALUES)]
     nncf.set_log_level(logging.ERROR)
     with contextlib.redirect_stdout(io.StringIO()):  # NNCF draws a progress bar on stdout
-        quantized = nncf.quantize(fp32, nncf.Dataset(batches), subset_size=len(batches))  # subset = dataset items
+        quantized = nncf.quantize(  # subset = dataset items
+            fp32, nncf.Dataset(batches), subset_size=len(batches), fast_bias_correction=not full
+        )
     save_ir(quantized, xml, compress_to_fp16=False)
     return xml, meta
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..config import QuantizationConfig
-from ..core import Registry, batch_map, batch_runs
+from ..core import Registry, batch_map, batch_parts, batch_runs
 from .base import BuildContext, VariantBuildError
 from .layers import layer_report, torch_layer_precisions, torch_layers
 from .onnx_tools import CalibrationReader, onnx_input_names
@@ -107,6 +107,10 @@ class Precision:
             fields["percentile"] = options.percentile
         if self.searches:
             fields["search"] = [max_accuracy_drop, options.max_float_mac_fraction]
+        if options.recovery != "none":  # no recovery keeps the keys of earlier stores
+            fields["recovery"] = (
+                [options.recovery, options.qat_epochs] if options.recovery == "qat" else options.recovery
+            )
         return fields
 
     def hook(self, kind: str, backend: str) -> Callable[..., Any]:
@@ -426,16 +430,63 @@ def _calibrate_ort(model: Any, fp32: Path, ctx: BuildContext, method: Any, extra
     return cache
 
 
+def _ort_basic_optimized(fp32: Path, threads: int) -> Any:
+    """``fp32`` after ORT's basic (ONNX-standard) graph optimisations — BatchNorm folded into its Conv, constants
+    folded — at an opset the QDQ quantizers take: the graph ORT's own ``quantize_static`` quantizes, given to NNCF so
+    a conv's QDQ pair sits next to it and ORT can fuse it into an int8 kernel."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="edge_opt_nncf.") as tmp:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        so.optimized_model_filepath = str(Path(tmp) / "basic.onnx")
+        so.intra_op_num_threads = threads
+        ort.InferenceSession(str(fp32), so, providers=["CPUExecutionProvider"])
+        return _quantizable(onnx.load(so.optimized_model_filepath))
+
+
+def _ort_weight_names(model: Any, fp32: Any) -> Any:
+    """NNCF's QDQ graph with each layer's int8 weight and its dequantized copy named as ORT's quantizer names them
+    (``<weight>_quantized``, ``<weight>_DequantizeLinear_Output``, ``<weight>`` the float graph's weight input of
+    the node of the same name), so the kernel-truth code (``layers.ort_layer_precisions``) reads which layers run
+    int8 from either quantizer's graph."""
+    weights = {n.name: n.input[1] for n in fp32.graph.node if len(n.input) > 1}
+    inits = {i.name: i for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    renames: dict[str, str] = {}
+    for node in model.graph.node:
+        dq = producer.get(node.input[1]) if len(node.input) > 1 else None
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits or node.name not in weights:
+            continue
+        weight = weights[node.name]
+        renames[dq.input[0]] = f"{weight}_quantized"
+        renames[dq.output[0]] = f"{weight}_DequantizeLinear_Output"
+    for init in model.graph.initializer:
+        init.name = renames.get(init.name, init.name)
+    for node in model.graph.node:
+        node.input[:] = [renames.get(i, i) for i in node.input]
+        node.output[:] = [renames.get(o, o) for o in node.output]
+    return model
+
+
 def _qdq_parameters(path: Path) -> dict[str, list[float]]:
-    """Every scale and zero point of a QDQ model (what a re-run must reproduce exactly)."""
+    """Every scale and zero point of a QDQ model (what a re-run must reproduce exactly): the initializers named so
+    (ORT's quantizer), or read by a Quantize/DequantizeLinear as its scale or zero point (NNCF's)."""
     import onnx
     from onnx import numpy_helper
 
     g = onnx.load(str(path)).graph
+    qdq = {
+        n.input[i]
+        for n in g.node
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+        for i in (1, 2)[: len(n.input) - 1]
+    }
     return {
         i.name: numpy_helper.to_array(i).astype("float64").reshape(-1).tolist()
         for i in g.initializer
-        if i.name.endswith(("_scale", "_zero_point"))
+        if i.name.endswith(("_scale", "_zero_point")) or i.name in qdq
     }
 
 
@@ -443,7 +494,59 @@ def _int8_onnx(fp32: Path, ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
     q = ctx.quantization
     tag = q.label.replace("/", "_")
     out = ctx.workdir / f"{ctx.parent_key}_int8_{tag}.onnx"
+    if q.recovery_method == "bias_correction":
+        return out, nncf_int8_onnx_file(fp32, ctx, out)
     return out, int8_onnx_file(fp32, ctx, out)
+
+
+def nncf_int8_onnx_file(fp32: Path, ctx: BuildContext, out: Path) -> dict[str, Any]:
+    """QDQ int8 of ``fp32`` into ``out`` by NNCF's ONNX quantizer with its full bias correction
+    (``fast_bias_correction=False``): ``recovery: bias_correction`` on ONNX Runtime. NNCF calibrates min/max and
+    quantizes weights per channel or per tensor as the point asks; returns the build's metadata.
+
+    Raises:
+        VariantBuildError: NNCF is not installed, or the point asks for another calibration method.
+    """
+    import onnx
+
+    q = ctx.quantization
+    try:
+        import nncf
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+    except ImportError:
+        raise VariantBuildError("recovery 'bias_correction' needs NNCF: pip install 'edge-opt[openvino]'") from None
+    if q.method != "minmax":
+        raise VariantBuildError(
+            f"recovery 'bias_correction' quantizes with NNCF, which calibrates min/max: calibration_method "
+            f"{q.method!r} does not apply (list minmax)"
+        )
+    names = onnx_input_names(fp32)
+    runs = batch_runs(ctx.calibration, CALIBRATION_RUN_VALUES)  # bounded items, as every min/max calibration here
+    items = [dict(zip(names, (p.numpy() for p in batch_parts(b)), strict=True)) for b in runs]
+    fused = _ort_basic_optimized(fp32, ctx.threads)
+    advanced = AdvancedQuantizationParameters(
+        weights_quantization_params=QuantizationParameters(per_channel=q.channelwise)
+    )
+    nncf.set_log_level(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bar
+        warnings.simplefilter("ignore")
+        model = nncf.quantize(
+            fused,
+            nncf.Dataset(items),
+            subset_size=len(items),  # NNCF counts dataset items
+            fast_bias_correction=False,
+            advanced_parameters=advanced,
+        )
+    onnx.save(_ort_weight_names(model, onnx.load(str(fp32), load_external_data=False)), str(out))
+    return {
+        "quantizer": f"nncf.quantize (ONNX backend, NNCF {nncf.__version__}) on ORT's basic-optimised graph",
+        "format": "QDQ",
+        "per_channel": q.channelwise,
+        "calibration_method": "minmax (NNCF)",
+        "bias_correction": "NNCF's full bias correction (fast_bias_correction=False)",
+        **_calibration_meta(ctx),
+        "quantization_parameters": _qdq_parameters(out),
+    }
 
 
 register_precision(

@@ -7,6 +7,7 @@ bytes, metadata. Precision behaviour lives in ``precisions`` (each precision's p
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from torch import nn
@@ -14,6 +15,7 @@ from torch import nn
 from ..core import Registry
 from .base import BuildContext, Variant
 from .precisions import get_precision
+from .recovery import recovered_parent
 
 __all__ = ["BACKENDS", "BACKEND_KINDS", "backend_supports", "build_variant", "list_backends", "register_backend"]
 
@@ -47,10 +49,17 @@ def list_backends() -> list[str]:
 
 
 def build_variant(backend: str, model: nn.Module | None, precision: str, ctx: BuildContext) -> Variant:
-    """Build ``model`` at ``precision`` on ``backend``.
+    """Build ``model`` at ``precision`` on ``backend`` (a quantized precision from the parent its
+    ``quantization.recovery`` gives, see ``recovery.recovered_parent``; the variant's metadata records it).
 
     Raises:
         UnknownNameError: unknown backend or precision. VariantBuildError: the build failed its checks.
     """
-    get_precision(precision)
-    return BACKENDS.get(backend)(model, precision, ctx)
+    builder = BACKENDS.get(backend)
+    if not get_precision(precision).quantized:
+        return builder(model, precision, ctx)
+    model, ctx, recovery = recovered_parent(
+        model, ctx, precision, BACKEND_KINDS.get(backend)
+    )  # cle: the equalized parent, whatever the runtime
+    variant = builder(model, precision, ctx)
+    return dataclasses.replace(variant, metadata={**variant.metadata, **recovery})
