@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +16,7 @@ import torch
 from torch import nn
 
 from edge_opt.config import ConfigError, config_from_dict
+from edge_opt.device.vendor_logs import VendorLogError, read_vendor_log
 from edge_opt.pipeline import run_study
 from edge_opt.variants import BuildContext, VariantNotApplicable, build_variant
 from edge_opt.variants.tflite_file import TfliteGraph, TfliteOp, TfliteTensor, arena_bytes, read_tflite
@@ -161,3 +166,127 @@ def test_ram_budget_rejects_the_unpruned_model_and_accepts_a_pruned_int8_one(tmp
     assert pruned["accepted"]
     assert rows["flash_bytes"].gt(0).all()
     assert res.recommendation is not None and res.recommendation.precision == "int8"
+
+
+def _small_study(tmp_path, **over):
+    d = {
+        "dataset": "digits",
+        "image_size": 8,
+        "epochs": 2,
+        "fine_tune_epochs": 0,
+        "batch_size": 64,
+        "model": {"name": "small_cnn", "params": {"conv1_channels": 8, "conv2_channels": 16, "hidden_units": 32}},
+        "pruning_levels": [0.0],
+        "precisions": ["int8"],
+        "backends": ["litert"],
+        "benchmark_repeats": 3,
+        "benchmark_trials": 2,
+        "benchmark_warmup": 1,
+        "memory_budgets_mb": [1.0],
+        "active_memory_budget_mb": 1.0,
+        "max_accuracy_drop": 0.5,
+        "output_dir": str(tmp_path / "out"),
+        "deployment": {"scenarios": ["batch"], "min_queries": 5, "min_duration_s": 0.01},
+        "memory_bandwidth_gbps": 10.0,
+        "peak_compute_gmacs": 50.0,
+        **over,
+    }
+    return run_study(config_from_dict(d))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_tflite_artifact_runs_with_ai_edge_litert_alone_and_reproduces_its_accuracy(tmp_path):
+    res = _small_study(tmp_path)
+    assert not res.sweep["error"].notna().any(), res.sweep["error"].tolist()
+    model = res.output_dir / "model"
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["runtime"] == "litert" and [f["path"] for f in manifest["files"]] == ["model.tflite"]
+    assert manifest["runtime_version"] == "2.3.0" and manifest["kernel_precision"] == "int8"
+    for t in (*manifest["export"]["tflite_inputs"], *manifest["export"]["tflite_outputs"]):
+        assert t["dtype"] == "int8" and t["scale"] > 0
+    assert manifest["export"]["flash_bytes"] == (model / "model.tflite").stat().st_size
+    script = (  # predict in a process where torch cannot be imported: ai-edge-litert alone runs the file
+        "import sys; sys.modules['torch'] = None\n"
+        "import numpy as np\n"
+        "from edge_opt.core import predict\n"
+        f"ids = predict({str(model)!r}, np.load({str(model / 'validation_inputs.npy')!r}))\n"
+        f"print(float((ids == np.load({str(model / 'validation_labels.npy')!r})).mean()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.split()[-1]) == manifest["artifact_accuracy"], out.stdout
+    assert abs(manifest["artifact_accuracy"] - res.sweep["accuracy"].iloc[0]) <= 0.02
+
+
+def test_the_agent_measures_a_tflite(trained_small, digits8, tmp_path):
+    from agent_process import TOKEN, start_agent
+    from edge_opt.device.remote import AgentClient
+
+    v = build_variant("litert", trained_small, "int8", _ctx(digits8, tmp_path / "build", batch_sizes=(1,)))
+    tflite = tmp_path / "build" / "litert" / v.metadata["tflite_files"]["1"]
+    x, y = next(iter(digits8.val_loader))
+    np.save(tmp_path / "x.npy", x.numpy()[:20])
+    np.save(tmp_path / "y.npy", y.numpy()[:20])
+    proc, url = start_agent(tmp_path / "agent")
+    try:
+        out = AgentClient(url, TOKEN).measure(
+            "litert",
+            {"model.tflite": tflite},
+            "model.tflite",
+            (1, *x.shape[1:]),
+            {"repeats": 5, "trials": 2, "min_sample_ms": 1.0, "warmup": 2},
+            validation=(tmp_path / "x.npy", tmp_path / "y.npy"),
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert len(out["samples_ms"]) >= 5 and out["n_eval"] == 20
+    assert out["accuracy"] == float((v.predict(x[:20]).argmax(1) == y.numpy()[:20]).mean())
+    assert out["fingerprint"]["torch_imported"] is False and out["fingerprint"]["runtimes"]["ai-edge-litert"]
+
+
+def test_litert_benchmark_output_and_json_are_read_as_vendor_measurements(tmp_path):
+    torch.manual_seed(0)  # slow enough for the tool's 0.01 ms resolution
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.Flatten())
+    x = torch.randn(2, 3, 64, 64)
+    v = build_variant("litert", model.eval(), "fp32", BuildContext([x], x, tmp_path, batch_sizes=(1,)))
+    tflite = tmp_path / "litert" / v.metadata["tflite_files"]["1"]
+    tool = Path(sys.executable).parent / "litert-benchmark"
+    argv = [str(tool), "--model", str(tflite), "--num_runs", "30", "--warmup_runs", "3", "--num_threads", "1"]
+    argv += ["--result_json", str(tmp_path / "r.json")]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (tmp_path / "bench.log").write_text(out.stdout + out.stderr)
+    printed, stored = read_vendor_log(tmp_path / "bench.log"), read_vendor_log(tmp_path / "r.json")
+    for m in (printed, stored):
+        assert m.source == "litert litert-benchmark" and m.count == 30
+        assert m.latency_min_ms <= m.latency_mean_ms <= m.latency_max_ms and m.latency_std_ms >= 0
+    assert printed.latency_mean_ms == stored.latency_mean_ms and dict(stored.details)["num_threads"] == "1"
+
+
+def test_a_litert_benchmark_output_without_its_average_is_refused(tmp_path):
+    log = tmp_path / "bench.log"
+    log.write_text("=====\n BENCHMARK RESULTS\n=====\nInference (min):  0.02 ms\nInference (max):  0.01 ms\n")
+    with pytest.raises(VendorLogError, match="no inference average"):
+        read_vendor_log(log)
+    log.write_text(log.read_text() + "Inference (avg):  0.02 ms (20 runs)\n")
+    with pytest.raises(VendorLogError, match="avg_ms=0.02 is above max_ms=0.01"):
+        read_vendor_log(log)
+    log.write_text("BENCHMARK RESULTS\nInference (avg):  0.00 ms (20 runs)\n")
+    with pytest.raises(VendorLogError, match="rounds to 0.01 ms"):
+        read_vendor_log(log)
+
+
+def test_a_missing_litert_extra_is_one_config_error(tmp_path, capsys, monkeypatch):
+    from edge_opt.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "litert_torch" else real(name, *a)
+    )
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps({"backends": ["litert"], "output_dir": str(tmp_path / "out")}))
+    assert main(["run", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "edge-opt[litert]" in err[0] and not (tmp_path / "out").exists()

@@ -24,6 +24,7 @@ from .generation import (
 from .importing import CallableImportError, UserCodeError, call_user_code, import_callable
 from .registry import Registry
 from .runtime import (
+    STATIC_BATCH_RUNTIMES,
     ArtifactError,
     artifact_runner,
     class_ids,
@@ -56,6 +57,7 @@ __all__ = [
     "SampleSeries",
     "SamplingPlan",
     "TimingRules",
+    "STATIC_BATCH_RUNTIMES",
     "artifact_runner",
     "class_ids",
     "atomic",
