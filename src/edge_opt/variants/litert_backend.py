@@ -81,7 +81,10 @@ def load_interpreter(path: str | Path, threads: int) -> Any:
 
 def delegated_ops(interpreter: Any) -> set[int]:
     """Indices of the operators an allocated interpreter's delegate(s) took: every op reached backwards from a
-    DELEGATE node's outputs without crossing its inputs (the region the delegate kernel replaced)."""
+    DELEGATE node's outputs without crossing its inputs (the region the delegate kernel replaced).
+
+    Hand-written because the interpreter names no delegated ops: its operator list (``_get_ops_details``, the
+    only listing ai-edge-litert 2.3 has) keeps the replaced ops beside the DELEGATE nodes that now run them."""
     ops = [op for op in interpreter._get_ops_details()]
     producer = {int(t): op["index"] for op in ops if op["op_name"] != "DELEGATE" for t in op["outputs"]}
     taken: set[int] = set()
