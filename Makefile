@@ -18,9 +18,9 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-# The test suite also exercises the optional extras (MLflow tracking, Ray executor, OpenVINO, ExecuTorch).
+# The test suite also exercises the optional extras (MLflow tracking, Ray executor, OpenVINO, ExecuTorch, LiteRT).
 $(EXTRAS_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,mlflow,ray,openvino,executorch,agent]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,mlflow,ray,openvino,executorch,litert,agent]'
 	touch $(EXTRAS_STAMP)
 
 setup: $(STAMP)

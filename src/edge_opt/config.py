@@ -534,7 +534,7 @@ class VariantSettings(BaseModel):
         default_factory=lambda: ["torch", "onnxruntime"],
         min_length=1,
         max_length=100,
-        description="From the backend registry: torch, torch_channels_last, onnxruntime, openvino, executorch.",
+        description="From the backend registry: torch, torch_channels_last, onnxruntime, openvino, executorch, litert.",
     )
     quantization: QuantizationConfig = Field(
         default_factory=QuantizationConfig, description="int8 options; lists sweep every combination."
@@ -676,6 +676,18 @@ class BudgetSettings(BaseModel):
     active_memory_budget_mb: float = Field(default=1.0, gt=0, description="The budget rows are accepted against.")
     latency_budget_ms: float | None = Field(
         default=None, gt=0, description="Optional budget on the simulated device latency."
+    )
+    flash_budget_kb: float | None = Field(
+        default=None,
+        gt=0,
+        description="Optional microcontroller flash budget in KB (1024 bytes): a row's `flash_bytes` (the `.tflite` "
+        "file) must fit; rows without a `.tflite` (backends other than `litert`) are rejected while it is set.",
+    )
+    ram_budget_kb: float | None = Field(
+        default=None,
+        gt=0,
+        description="Optional microcontroller RAM budget in KB: a row's `peak_ram_bytes` (the tensor arena "
+        "estimate of its `.tflite`) must fit; rows without a `.tflite` are rejected while it is set.",
     )
     max_accuracy_drop: float = Field(
         default=0.01, ge=0, le=1, description="Allowed absolute accuracy drop against the baseline."

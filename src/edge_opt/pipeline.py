@@ -169,7 +169,11 @@ def registry_errors(cfg: StudyConfig) -> list[str]:
 
 
 # backend → (the modules it imports, the pip extra that installs them)
-BACKEND_EXTRAS = {"openvino": (("openvino", "nncf"), "openvino"), "executorch": (("executorch",), "executorch")}
+BACKEND_EXTRAS = {
+    "openvino": (("openvino", "nncf"), "openvino"),
+    "executorch": (("executorch",), "executorch"),
+    "litert": (("litert_torch", "ai_edge_litert"), "litert"),
+}
 
 
 def _extra_errors(cfg: StudyConfig) -> list[str]:

@@ -33,6 +33,7 @@ from .generation import (
 from .importing import CallableImportError, UserCodeError, call_user_code, import_callable
 from .registry import Registry
 from .runtime import (
+    STATIC_BATCH_RUNTIMES,
     ArtifactError,
     artifact_runner,
     class_ids,
@@ -67,6 +68,7 @@ __all__ = [
     "SamplingPlan",
     "CallTimes",
     "TimingRules",
+    "STATIC_BATCH_RUNTIMES",
     "artifact_runner",
     "class_ids",
     "atomic",

@@ -31,6 +31,8 @@ PACKAGES = (
     "openvino",
     "nncf",
     "executorch",
+    "litert-torch",
+    "ai-edge-litert",
 )
 
 

@@ -421,7 +421,7 @@ def _run_batches(
 ) -> list[np.ndarray]:
     """The runner over the inputs in batches of ``batch_size`` (one sample for a ``.pte``), per output the batches
     concatenated (the first output alone for a runner made without ``all_outputs``)."""
-    step = 1 if manifest.get("runtime") == "executorch" else batch_size  # a .pte has a static batch of 1
+    step = 1 if manifest.get("runtime") in STATIC_BATCH_RUNTIMES else batch_size  # a .pte / .tflite: static batch 1
     chunks: list[list[np.ndarray]] = []
     for i in range(0, len(parts[0]), step):
         try:
@@ -487,7 +487,8 @@ def _check_label_values(y: np.ndarray, classes: int, name: str) -> None:
         raise ArtifactError(f"{name} must hold {allowed}. Got {shown} ({int(bad.sum())} of {y.size} labels) instead.")
 
 
-RUNTIMES = ("onnxruntime", "openvino", "executorch")
+RUNTIMES = ("onnxruntime", "openvino", "executorch", "litert")
+STATIC_BATCH_RUNTIMES = ("executorch", "litert")  # an artifact of these (.pte, .tflite) takes one sample at a time
 
 
 @contextlib.contextmanager
@@ -551,7 +552,12 @@ def artifact_runner(
     path = str(_inside(model_dir, manifest["model_file"]))
     options = manifest.get("session_options") or {}  # ORT's session options, or OpenVINO's compile config
     threads = int(options.get("intra_op_num_threads", options.get("INFERENCE_NUM_THREADS", 1)))
-    loaders = {"onnxruntime": _ort_runner, "openvino": _openvino_runner, "executorch": _executorch_runner}
+    loaders = {
+        "onnxruntime": _ort_runner,
+        "openvino": _openvino_runner,
+        "executorch": _executorch_runner,
+        "litert": _litert_runner,
+    }
     if runtime not in loaders:
         raise ArtifactError(
             f"The manifest's 'runtime' must be one of {list(RUNTIMES)}. Got {str(runtime)[:80]!r} instead."
@@ -560,7 +566,8 @@ def artifact_runner(
         run, inputs, outputs = loaders[runtime](path, manifest, threads)
     except ImportError as exc:
         raise ArtifactError(
-            f"The artifact needs the {runtime} runtime: pip install 'edge-opt[{runtime}]' ({exc})."
+            f"The artifact needs the {runtime} runtime: pip install "
+            f"{'ai-edge-litert' if runtime == 'litert' else repr(f'edge-opt[{runtime}]')} ({exc})."
         ) from None
     except Exception as exc:  # noqa: BLE001 — a runtime's own errors (ORT's Fail …) are no ValueErrors
         notes = "".join(f"; {n}" for n in getattr(exc, "__notes__", ()))  # e.g. the native log's tail
@@ -631,3 +638,38 @@ def _executorch_runner(path: str, manifest: dict[str, Any], threads: int) -> _Lo
         return [o.numpy() for o in method.execute([torch.from_numpy(p) for p in parts])]
 
     return run, inputs, outputs
+
+
+def _litert_runner(path: str, manifest: dict[str, Any], threads: int) -> _Loaded:
+    """A ``.tflite`` on ai-edge-litert's interpreter (XNNPACK) alone, no torch: float inputs are quantized to an
+    int8 input's scale and zero point and int8 outputs dequantized, as the file's own tensors say."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with muted_native_stderr():  # the delegate logs its creation
+        interpreter = Interpreter(model_path=path, num_threads=threads)
+        interpreter.allocate_tensors()
+    ins, outs = interpreter.get_input_details(), interpreter.get_output_details()
+
+    def run(parts: tuple[Any, ...]) -> list[np.ndarray]:
+        for spec, x in zip(ins, parts):
+            interpreter.set_tensor(spec["index"], _to_tflite(np.asarray(x), spec))
+        interpreter.invoke()
+        return [_from_tflite(interpreter.get_tensor(spec["index"]), spec) for spec in outs]
+
+    return run, [str(d["name"]) for d in ins], [str(d["name"]) for d in outs]
+
+
+def _to_tflite(x: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    dtype = np.dtype(spec["dtype"])
+    scale, zero = spec["quantization"]
+    if dtype.kind in "iu" and scale and x.dtype.kind == "f":
+        info = np.iinfo(dtype)
+        x = np.clip(np.round(x / scale) + zero, info.min, info.max)
+    return np.ascontiguousarray(x.astype(dtype, copy=False))
+
+
+def _from_tflite(y: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    scale, zero = spec["quantization"]
+    if y.dtype.kind in "iu" and scale:
+        return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+    return np.array(y)

@@ -15,7 +15,16 @@ import numpy as np
 from torch import nn
 
 from ..config import StudyConfig
-from ..core import ArtifactError, artifact_runner, atomic, batch_map, class_scores, package_versions, sha256_file
+from ..core import (
+    STATIC_BATCH_RUNTIMES,
+    ArtifactError,
+    artifact_runner,
+    atomic,
+    batch_map,
+    class_scores,
+    package_versions,
+    sha256_file,
+)
 from ..inputs import DataBundle, onnx_model_files
 from ..measure import ConfigPoint, Scoring, loader_targets
 from ..study import MANIFEST_COLUMNS, Selection, Sweep
@@ -116,8 +125,26 @@ def _executorch_artifact(parent: nn.Module | None, precision: str, ctx: BuildCon
     )
 
 
+def _litert_artifact(parent: nn.Module | None, precision: str, ctx: BuildContext, threads: int) -> _Built:
+    variant = build_variant("litert", parent, precision, replace(ctx, threads=threads, batch_sizes=(1,)))
+    meta = variant.metadata
+    return _Built(
+        {"model.tflite": ctx.workdir / "litert" / meta["tflite_files"]["1"]},
+        variant,
+        "litert",
+        meta["ai_edge_litert_version"],
+        {  # the .tflite's own inputs/outputs: an int8 one with the scale and zero point to (de)quantize with
+            "static_batch": 1,
+            "tflite_inputs": meta["inputs"],
+            "tflite_outputs": meta["outputs"],
+            "flash_bytes": meta["flash_bytes"],
+            "peak_ram_bytes": meta["peak_ram_bytes"],
+        },
+    )
+
+
 # The runtime a measured backend ships with: its own files when it has them, else ONNX for onnxruntime.
-ARTIFACT_WRITERS = {"openvino": _openvino_artifact, "executorch": _executorch_artifact}
+ARTIFACT_WRITERS = {"openvino": _openvino_artifact, "executorch": _executorch_artifact, "litert": _litert_artifact}
 
 
 def artifact_files(
@@ -148,9 +175,10 @@ def export_artifact(
     """Write what the row's runtime loads + ``manifest.json`` (+ the validation images and labels, un-normalised).
 
     A row measured on OpenVINO ships its IR (``model.xml`` + ``model.bin``), on ExecuTorch its ``.pte``
-    (static batch 1); torch and ONNX Runtime rows ship ONNX built with ONNX Runtime's tools (the torch
-    backend's own int8 kernels do not export to ONNX); an ONNX model ships with the external data files it names,
-    under the names it refers to them by. The files are written to a staging folder beside ``out_dir``, loaded
+    (static batch 1), on LiteRT its ``model.tflite`` (static batch 1; ``export`` names its inputs and outputs with
+    an int8 one's scale and zero point); torch and ONNX Runtime rows ship ONNX built with ONNX Runtime's tools
+    (the torch backend's own int8 kernels do not export to ONNX); an ONNX model ships with the external data files
+    it names, under the names it refers to them by. The files are written to a staging folder beside ``out_dir``, loaded
     from there by their runtime alone and run on the validation set (the manifest's ``artifact_accuracy`` is that
     of the files shipped), then moved into place with ``manifest.json`` written last: a model that does not load
     or run raises ``ArtifactError`` naming the file and the runtime's reason, and leaves nothing behind. The
@@ -204,7 +232,7 @@ def _shipped_outputs(folder: Path, built: _Built, data: DataBundle) -> tuple[lis
         "export": built.meta,
     }
     run = artifact_runner(folder, stub, all_outputs=True)  # ArtifactError naming the file and the runtime's reason
-    step = 1 if built.runtime == "executorch" else None  # a .pte has a static batch of 1
+    step = 1 if built.runtime in STATIC_BATCH_RUNTIMES else None  # a .pte / .tflite has a static batch of 1
     chunks: list[list[np.ndarray]] = []
     try:
         for x, *_ in data.val_loader:
@@ -504,7 +532,7 @@ def export_recommended(out: Path, selection: Selection, sweep: Sweep) -> Exporte
     if manifest is not None:
         return ExportedArtifact(point, manifest)
     level = chosen.point.pruning_level
-    own_file = level == 0 and sweep.cfg.model.kind == "onnx" and chosen.point.backend != "executorch"
+    own_file = level == 0 and sweep.cfg.model.kind == "onnx" and chosen.point.backend not in ("executorch", "litert")
     try:
         manifest = export_artifact(
             out / "model",

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..config import StudyConfig, TargetConfig
-from ..core import atomic
+from ..core import STATIC_BATCH_RUNTIMES, atomic
 from ..device import AgentClient, AgentError, OutputsRefused, VendorMeasurement
 from ..measure import LatencySamples, MeasurementRecord, Scoring, VariantResult, loader_targets, proxy_energy
 from ..study import StudyStore, Sweep, VendorRow
@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 TARGET_DIR = "targets"
-AGENT_BACKENDS = {"onnxruntime": "onnxruntime", "openvino": "openvino", "executorch": "executorch"}
+AGENT_BACKENDS = {"onnxruntime": "onnxruntime", "openvino": "openvino", "executorch": "executorch", "litert": "litert"}
 _FAILURES_BEFORE_GIVING_UP = 2
 
 
@@ -184,7 +184,7 @@ def _measure_one(
         sweep.build_context(p.pruning_level, calibration=p.calibration),
         cfg.threads,
     )
-    batch = 1 if runtime == "executorch" else cfg.latency_batch_size
+    batch = 1 if runtime in STATIC_BATCH_RUNTIMES else cfg.latency_batch_size
     ans = client.measure(
         runtime,
         files,

@@ -11,6 +11,8 @@ from .vendor_logs import (
     VendorMeasurement,
     parse_benchmark_app_json,
     parse_benchmark_model_log,
+    parse_litert_benchmark_json,
+    parse_litert_benchmark_log,
     read_vendor_log,
 )
 
@@ -26,6 +28,8 @@ __all__ = [
     "device_fingerprint",
     "parse_benchmark_app_json",
     "parse_benchmark_model_log",
+    "parse_litert_benchmark_json",
+    "parse_litert_benchmark_log",
     "parse_measure_request",
     "read_vendor_log",
     "serve",

@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core import TimingRules, ci95_half_width, time_calls
+from ..core import STATIC_BATCH_RUNTIMES, TimingRules, ci95_half_width, time_calls
 
 __all__ = [
     "AGENT_RUNTIMES",
@@ -77,7 +77,7 @@ __all__ = [
     "serve",
 ]
 
-AGENT_RUNTIMES = ("onnxruntime", "openvino", "executorch")
+AGENT_RUNTIMES = ("onnxruntime", "openvino", "executorch", "litert")
 MAX_JSON_BYTES = 1 << 20
 PROTOCOL_VERSION = 3
 """1: timing and top-1 accuracy on the device. 2: also ``"outputs": true`` (the raw outputs on the validation
@@ -321,7 +321,7 @@ def device_fingerprint() -> dict[str, Any]:
         "temperature_c": _temperature_c(),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "runtimes": {r: _version(r) for r in ("onnxruntime", "openvino", "executorch")},
+        "runtimes": {r: _version(r) for r in ("onnxruntime", "openvino", "executorch", "ai-edge-litert")},
         "torch_imported": "torch" in sys.modules,
         "pid": os.getpid(),
     }
@@ -443,7 +443,7 @@ def _load(state: AgentState, sha: str) -> np.ndarray:
 
 
 def _step(req: MeasureRequest) -> int:
-    return 1 if req.runtime == "executorch" else req.batch_size
+    return 1 if req.runtime in STATIC_BATCH_RUNTIMES else req.batch_size
 
 
 def _accuracy(state: AgentState, run: Callable[[np.ndarray], Any], req: MeasureRequest) -> dict[str, Any]:

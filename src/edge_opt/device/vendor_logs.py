@@ -1,9 +1,11 @@
 """Vendor benchmark reports as measurements: OpenVINO ``benchmark_app``'s JSON report (``-report_type
-no_counters -json_stats``: ``benchmark_report.json``) and the log of LiteRT's ``benchmark_model``.
+no_counters -json_stats``: ``benchmark_report.json``), the log of LiteRT's ``benchmark_model``, and the output of
+``litert-benchmark`` (ai-edge-litert's tool: its printed ``BENCHMARK RESULTS`` or its ``--result_json`` file).
 
 Only the statistics the tool reports are kept: ``benchmark_app`` gives median, mean, min and max latency and
 the throughput — no spread, so no confidence interval is made up; ``benchmark_model`` gives count, mean, min,
-max and standard deviation of its timed runs, from which the t-based 95 % half-width follows.
+max and standard deviation of its timed runs, from which the t-based 95 % half-width follows; ``litert-benchmark``
+gives count, mean, median, min, max and standard deviation (in ms, rounded to 0.01 ms by the tool).
 
 Every figure read is checked (finite, > 0 — the standard deviation >= 0 —, a whole count >= 1, min <= mean,
 median <= max); one that is not, a timed-run statistics line that is malformed or missing, a damaged or too
@@ -27,6 +29,8 @@ __all__ = [
     "VendorLogError",
     "parse_benchmark_app_json",
     "parse_benchmark_model_log",
+    "parse_litert_benchmark_json",
+    "parse_litert_benchmark_log",
     "read_vendor_log",
 ]
 
@@ -216,6 +220,74 @@ def parse_benchmark_model_log(text: str) -> VendorMeasurement:
     )
 
 
+_LITERT_LINE = re.compile(r"^\s*(Inference|Warmup) \((\w+)\):\s*(\S*) ms(?:\s*\((\S*) runs\))?", re.M)
+
+
+def _litert_figures(where: str, latency: Mapping[str, Any], details: tuple[tuple[str, str], ...]) -> VendorMeasurement:
+    """A ``litert-benchmark`` measurement from its latency figures (``avg_ms`` … ``num_runs``, ms)."""
+    if _figure(where, "avg_ms", latency.get("avg_ms"), positive=False) == 0:
+        raise VendorLogError(
+            f"{where}: avg_ms=0: the tool rounds to 0.01 ms, so a model this fast has no latency to read from it"
+        )
+    mean = _figure(where, "avg_ms", latency.get("avg_ms"))
+    if math.isnan(mean):
+        raise VendorLogError(f"{where}: no inference average ('Inference (avg)' / 'avg_ms')")
+    lo, hi = _figure(where, "min_ms", latency.get("min_ms")), _figure(where, "max_ms", latency.get("max_ms"))
+    median = _figure(where, "median_ms", latency.get("median_ms"))
+    _ordered(where, ("min_ms", lo), [("avg_ms", mean), ("median_ms", median)], ("max_ms", hi))
+    std = _figure(where, "std_ms", latency.get("std_ms"), positive=False)
+    n = _count(where, "num_runs", latency.get("num_runs"))
+    return VendorMeasurement(
+        "litert litert-benchmark",
+        mean,
+        median,
+        lo,
+        hi,
+        latency_std_ms=std,
+        latency_ci95_ms=ci95_from_std(std, n) if n is not None and not math.isnan(std) else math.nan,
+        count=n,
+        throughput_fps=1e3 / mean,
+        first_inference_ms=_figure(where, "warmup_first_ms", latency.get("warmup_first_ms")),
+        details=details,
+    )
+
+
+def parse_litert_benchmark_json(doc: Any) -> VendorMeasurement:
+    """The ``--result_json`` file of ai-edge-litert's ``litert-benchmark`` (its ``latency`` section, ms).
+
+    Raises:
+        VendorLogError: no ``latency`` section, no positive average, or a figure out of range or out of order.
+    """
+    if not isinstance(doc, dict) or not isinstance(doc.get("latency"), dict):
+        raise VendorLogError("not a litert-benchmark JSON result: no 'latency' section")
+    keys = ("model", "accelerators", "signature", "fully_accelerated", "num_threads")
+    details = tuple((k, str(doc[k])[:200]) for k in keys if k in doc)
+    return _litert_figures("litert-benchmark result", doc["latency"], details)
+
+
+def parse_litert_benchmark_log(text: str) -> VendorMeasurement:
+    """What ``litert-benchmark`` prints: the ``BENCHMARK RESULTS`` block (``Inference (avg): 0.02 ms (20 runs)``,
+    ``(min)``, ``(max)``, ``(median)``, ``(std)``, ``Warmup (first)``).
+
+    Raises:
+        VendorLogError: no results block, no average, or a figure out of range or out of order.
+    """
+    if "BENCHMARK RESULTS" not in text:
+        raise VendorLogError("not a litert-benchmark output: no 'BENCHMARK RESULTS' block")
+    block = text[text.rindex("BENCHMARK RESULTS") :]
+    latency: dict[str, Any] = {}
+    for kind, stat, value, runs in _LITERT_LINE.findall(block):
+        if kind == "Warmup":
+            if stat == "first":
+                latency["warmup_first_ms"] = value
+            continue
+        latency[f"{stat}_ms"] = value
+        if stat == "avg" and runs:
+            latency["num_runs"] = runs
+    threads = re.search(r"Num threads:\s*(\d+)", text)
+    return _litert_figures("litert-benchmark output", latency, (("num_threads", threads.group(1)),) if threads else ())
+
+
 def _json_depth(doc: Any) -> int:
     """How deeply ``doc`` nests (without recursion; stops counting past ``MAX_JSON_DEPTH``)."""
     deepest, todo = 0, [(doc, 1)]
@@ -248,8 +320,9 @@ def _load_json(text: str, p: Path) -> Any:
 
 
 def read_vendor_log(path: str | Path) -> VendorMeasurement:
-    """A ``benchmark_app`` JSON report (a file that starts with ``{`` or ``[`` or is named ``*.json``) or a
-    ``benchmark_model`` log.
+    """A ``benchmark_app`` JSON report or a ``litert-benchmark`` JSON result (a file that starts with ``{`` or ``[``
+    or is named ``*.json``; the latter has a ``latency`` section), a ``litert-benchmark`` output (its
+    ``BENCHMARK RESULTS`` block) or a ``benchmark_model`` log.
 
     Raises:
         VendorLogError: the file cannot be read, is over 50 MB (at most that much is read, so a device or an
@@ -265,5 +338,10 @@ def read_vendor_log(path: str | Path) -> VendorMeasurement:
         raise VendorLogError(f"{str(p)!r} is over 50 MB: not a benchmark report")
     text = data.decode("utf-8-sig", errors="replace")
     if text.lstrip().startswith(("{", "[")) or p.suffix.lower() == ".json":
-        return parse_benchmark_app_json(_load_json(text, p))
+        doc = _load_json(text, p)
+        if isinstance(doc, dict) and "latency" in doc and "execution_results" not in doc:
+            return parse_litert_benchmark_json(doc)
+        return parse_benchmark_app_json(doc)
+    if "BENCHMARK RESULTS" in text and not _STATS_START.search(text):
+        return parse_litert_benchmark_log(text)
     return parse_benchmark_model_log(text)

@@ -74,6 +74,9 @@ class VariantResult:
         source: how a target's figures were obtained (``edge-opt agent``, ``openvino benchmark_app`` …).
         graph_transform: an ONNX model's graph as the variants were built from it (``onnxslim-<version>``: the
             normalised graph, ``none``: the file as given); None for other models.
+        flash_bytes: a microcontroller's flash for the model: the bytes of the built ``.tflite`` (LiteRT rows only).
+        peak_ram_bytes: its tensor arena estimate: the largest set of activations live at once in the file's
+            execution order (LiteRT rows only).
     """
 
     point: ConfigPoint
@@ -95,6 +98,8 @@ class VariantResult:
     measured_on: str = "host"
     source: str | None = None
     graph_transform: str | None = None
+    flash_bytes: int | None = None
+    peak_ram_bytes: int | None = None
 
     @classmethod
     def skip(cls, point: ConfigPoint, key: str, reason: str, **info: Any) -> VariantResult:
@@ -181,13 +186,24 @@ class VariantResult:
         )
         if self.model_source is not None:
             row.update(model_source=self.model_source, model_sha256=self.model_sha256)
-        row["float_layers"] = ";".join(self.float_layers) if self.float_layers is not None else None
-        row["int8_mac_fraction"] = self.int8_mac_fraction if self.int8_mac_fraction is not None else math.nan
-        row["build_s"] = self.timings.get("variant_building", math.nan)  # building this variant (lowering, export …)
-        row["param_fraction"] = self.pruning["param_fraction"] if self.pruning else math.nan
-        row["kept_channels"] = self.pruning["kept_channels"] if self.pruning else None
-        row["graph_transform"] = self.graph_transform or ""  # the last column (empty: not an ONNX model)
-        return row
+        return row | self._build_columns()
+
+    def _build_columns(self) -> dict[str, Any]:
+        """What the build says of the variant: kernels left in float, pruning, graph, the MCU numbers (LiteRT)."""
+
+        def number(v: float | None) -> float:
+            return v if v is not None else math.nan
+
+        return {
+            "float_layers": ";".join(self.float_layers) if self.float_layers is not None else None,
+            "int8_mac_fraction": number(self.int8_mac_fraction),
+            "build_s": self.timings.get("variant_building", math.nan),  # building this variant (lowering, export …)
+            "param_fraction": self.pruning["param_fraction"] if self.pruning else math.nan,
+            "kept_channels": self.pruning["kept_channels"] if self.pruning else None,
+            "graph_transform": self.graph_transform or "",  # empty: not an ONNX model
+            "flash_bytes": number(self.flash_bytes),
+            "peak_ram_bytes": number(self.peak_ram_bytes),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """Versioned, JSON-able document (raw samples included)."""
@@ -212,6 +228,8 @@ class VariantResult:
             "measured_on": self.measured_on,
             "source": self.source,
             "graph_transform": self.graph_transform,
+            "flash_bytes": self.flash_bytes,
+            "peak_ram_bytes": self.peak_ram_bytes,
         }
 
     @classmethod
@@ -250,6 +268,8 @@ class VariantResult:
             measured_on=str(d.get("measured_on") or "host"),
             source=d.get("source"),
             graph_transform=d.get("graph_transform"),
+            flash_bytes=d.get("flash_bytes"),
+            peak_ram_bytes=d.get("peak_ram_bytes"),
         )
 
 

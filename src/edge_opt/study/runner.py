@@ -67,6 +67,7 @@ from ..variants import (
     PruningIneffective,
     PruningReport,
     Variant,
+    VariantNotApplicable,
     backend_supports,
     build_variant,
     load_checkpoint,
@@ -121,6 +122,7 @@ def baseline_point(cfg: StudyConfig) -> ConfigPoint:
 
 
 ONNX_FILE_KINDS = ("onnx", "openvino")  # backends whose unpruned variants are built from the ONNX file itself
+TORCH_BUILDS = ("torch", "executorch", "litert")  # backends that build from the PyTorch module (torch.export)
 
 
 class PruningUnsupported(RuntimeError):
@@ -246,16 +248,14 @@ def _metric_key_fields(cfg: StudyConfig) -> dict[str, Any]:
 def _reads_onnx(cfg: StudyConfig, point: ConfigPoint) -> bool:
     """Whether the point's build starts from the parent's ONNX export (not a torch/ExecuTorch build, and not
     an unpruned ONNX model, which is its own export)."""
-    torch_build = BACKEND_KINDS.get(point.backend) in ("torch", "executorch")
+    torch_build = BACKEND_KINDS.get(point.backend) in TORCH_BUILDS
     return not torch_build and (cfg.model.kind != "onnx" or point.pruning_level > 0)
 
 
 def _converted_onnx(cfg: StudyConfig, point: ConfigPoint) -> bool:
     """Whether the point of an ONNX model is built from the PyTorch module converted from the file (the torch and
     ExecuTorch backends, pruned parents): the converter's version is part of its key."""
-    return cfg.model.kind == "onnx" and (
-        point.pruning_level > 0 or BACKEND_KINDS.get(point.backend) in ("torch", "executorch")
-    )
+    return cfg.model.kind == "onnx" and (point.pruning_level > 0 or BACKEND_KINDS.get(point.backend) in TORCH_BUILDS)
 
 
 def _precision_key_fields(cfg: StudyConfig, point: ConfigPoint) -> dict[str, Any]:
@@ -417,6 +417,8 @@ def point_result(
         threads=cfg.threads,
         float_layers=_tuple_or_none(variant.metadata.get("float_layers")),
         int8_mac_fraction=variant.metadata.get("int8_mac_fraction"),
+        flash_bytes=variant.metadata.get("flash_bytes"),
+        peak_ram_bytes=variant.metadata.get("peak_ram_bytes"),
     )
     meta = {
         "config_point": asdict(point),
@@ -509,8 +511,8 @@ class Sweep:
             why = self.source.why_torch_free
             if BACKEND_KINDS.get(point.backend) == "torch":
                 return f"the torch backends need a PyTorch model ({why})"
-            if BACKEND_KINDS.get(point.backend) == "executorch":
-                return f"the executorch backend needs a PyTorch model for torch.export ({why})"
+            if BACKEND_KINDS.get(point.backend) in ("executorch", "litert"):
+                return f"the {point.backend} backend needs a PyTorch model for torch.export ({why})"
             if point.pruning_level > 0:
                 return f"pruning needs a PyTorch model ({why})"
         if point.pruning_level > 0 and self.fine_tunes and fine_tune_loss(self.cfg) is None:
@@ -849,7 +851,7 @@ class Sweep:
                     self.build_context(point.pruning_level, calibration=point.calibration),
                 )
             return variant, {"pruning_and_fine_tuning": t1 - t0, "variant_building": time.perf_counter() - t1}
-        except PruningUnsupported as exc:
+        except (PruningUnsupported, VariantNotApplicable) as exc:
             return VariantResult.skip(point, key, str(exc), **self._info(point))
         except Exception as exc:  # noqa: BLE001 — any failure becomes an error row, never a crash or a fake number
             return self._failed(point, exc)

@@ -271,7 +271,10 @@ def _study_name(cfg: StudyConfig, space: SearchSpace) -> str:
         "seed": s.seed,
         "objectives": s.objectives,
         "population": s.population_size,
-        "budgets": [cfg.active_memory_budget_mb, cfg.latency_budget_ms, cfg.metric_budget],
+        "budgets": [cfg.active_memory_budget_mb, cfg.latency_budget_ms, cfg.metric_budget]
+        + (
+            [cfg.flash_budget_kb, cfg.ram_budget_kb] if (cfg.flash_budget_kb, cfg.ram_budget_kb) != (None, None) else []
+        ),
         **({"metric": [cfg.metric, cfg.postprocess, cfg.metric_drop_relative]} if scores_metric(cfg) else {}),
     }
     return "edge_opt-" + hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]

@@ -86,7 +86,8 @@ COLUMN_ORDER = (
     "slower_than_fp32_p",
     "precision_mismatch",
 )
-LAST_COLUMNS = ("graph_transform",)  # columns added later go last, so the earlier ones keep their places
+# columns added later go last (graph_transform stays the last), so the earlier ones keep their places
+LAST_COLUMNS = ("flash_bytes", "peak_ram_bytes", "graph_transform")
 RAW_SAMPLE_COLUMNS = ("latency_samples_ms", "batch_latency_samples_ms")  # in memory and the store, not in CSVs
 # Columns of COLUMN_ORDER left out of the HTML report's table (they stay in sweep_results.csv).
 DETAIL_COLUMNS = frozenset(
@@ -242,6 +243,16 @@ def _rejections(r: VariantResult, device_latency_ms: float, cfg: StudyConfig) ->
         why.append(f"memory {mem:.3f} MB > budget {cfg.active_memory_budget_mb} MB")
     if cfg.latency_budget_ms is not None and not device_latency_ms <= cfg.latency_budget_ms:
         why.append(f"device latency {device_latency_ms:.3f} ms > budget {cfg.latency_budget_ms} ms")
+    for what, budget, value in (
+        ("flash", cfg.flash_budget_kb, r.flash_bytes),
+        ("peak RAM", cfg.ram_budget_kb, r.peak_ram_bytes),
+    ):
+        if budget is None:
+            continue
+        if value is None:
+            why.append(f"{what} unknown (a microcontroller budget judges .tflite rows: backend litert)")
+        elif not value / 1024 <= budget:
+            why.append(f"{what} {value / 1024:.1f} KB > budget {budget:g} KB")
     return why
 
 

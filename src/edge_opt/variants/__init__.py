@@ -5,8 +5,15 @@ one registry; precisions own their per-backend build hooks; sensitivity and the 
 from __future__ import annotations
 
 # Each runtime registers itself when imported (the optional extras' libraries load only when a variant is built).
-from . import executorch_backend, onnxruntime_backend, openvino_backend, torch_backend  # noqa: F401
-from .base import BuildContext, Variant, VariantBuildError, state_dict_bytes, torch_kernel_precision
+from . import executorch_backend, litert_backend, onnxruntime_backend, openvino_backend, torch_backend  # noqa: F401
+from .base import (
+    BuildContext,
+    Variant,
+    VariantBuildError,
+    VariantNotApplicable,
+    state_dict_bytes,
+    torch_kernel_precision,
+)
 from .layers import coverage, onnx_layers, torch_layers
 from .onnx_graph import OnnxNodeStats, onnx_node_stats
 from .onnx_tools import onnx_input_name, onnx_variant
@@ -52,6 +59,7 @@ __all__ = [
     "SensitivityReport",
     "Variant",
     "VariantBuildError",
+    "VariantNotApplicable",
     "apply_layer_shapes",
     "backend_supports",
     "build_onnx_file",

@@ -15,11 +15,24 @@ from torch import nn
 from ..config import QuantizationConfig
 from .quantize import is_quantized_module
 
-__all__ = ["BuildContext", "Replicas", "Variant", "VariantBuildError", "state_dict_bytes", "torch_kernel_precision"]
+__all__ = [
+    "BuildContext",
+    "Replicas",
+    "Variant",
+    "VariantBuildError",
+    "VariantNotApplicable",
+    "state_dict_bytes",
+    "torch_kernel_precision",
+]
 
 
 class VariantBuildError(RuntimeError):
     """A variant could not be built as requested (becomes a row with ``error`` set)."""
+
+
+class VariantNotApplicable(VariantBuildError):
+    """The point does not apply to this model on this backend (a converter has no lowering for one of its ops):
+    the study records it as skipped with this message, not as an error row."""
 
 
 @dataclass(frozen=True, eq=False)
