@@ -272,6 +272,30 @@ def mixed_precision_cost(cfg, plain_wall_s: float) -> dict:
     }
 
 
+RECOVERY_CONFIG = ROOT / "examples" / "recovery" / "recovery.yaml"
+
+
+def recovery_cost() -> dict:
+    """Issue 35's cost figure: the recovery example (per-tensor int8 on the spread MobileNetV2-style network, torch and
+    ExecuTorch, fp32 + int8) with ``recovery: [none]`` and with ``[none, cle, qat]`` (2 QAT epochs): the two study
+    wall times, their ratio and each int8 row's accuracy, int8 MAC share and build time."""
+    out: dict = {}
+    for name, recovery in (("none", ["none"]), ("none_cle_qat", ["none", "cle", "qat"])):
+        over = {
+            "backends": ["torch", "executorch"],
+            "precisions": ["fp32", "int8"],
+            "quantization": {"per_channel": False, "calibration_batches": 4, "recovery": recovery, "qat_epochs": 2},
+            "output_dir": str(WORK / f"recovery_{name}"),
+        }
+        t0 = time.perf_counter()
+        res = run_study(load_study_config(RECOVERY_CONFIG, over), fresh=True)
+        wall = time.perf_counter() - t0
+        rows = res.sweep[["backend", "precision", "calibration", "accuracy", "int8_mac_fraction", "build_s", "error"]]
+        out[name] = {"wall_s": wall, "rows": json.loads(rows.to_json(orient="records"))}
+    out["ratio"] = out["none_cle_qat"]["wall_s"] / out["none"]["wall_s"]
+    return out
+
+
 def calibration_time(threads: int) -> dict:
     """How long measuring the machine's roofs takes (cached per host afterwards: measured here with an empty
     host cache of its own)."""
@@ -435,6 +459,7 @@ def one_run(cfg) -> dict:
     out["scaling"] = scaling(cfg)
     out["machine_calibration"] = calibration_time(cfg.threads)
     out["mixed_precision"] = mixed_precision_cost(cfg, out["study_throughput"]["wall_s"])
+    out["recovery"] = recovery_cost()
     out["real_size"] = real_size()
     out["bench_wall_s"] = time.perf_counter() - t_all
     shutil.rmtree(WORK, ignore_errors=True)
@@ -457,6 +482,7 @@ HEADLINE = {
         "max_rel_diff_after_common_drift",
     ),
     "default study + int8_mixed / plain study": ("mixed_precision", "ratio_to_plain"),
+    "recovery example, [none, cle, qat] / [none]": ("recovery", "ratio"),
     "real-size study wall time (s)": ("real_size", "wall_s"),
     "real-size measuring per variant (s)": ("real_size", "measuring_per_variant_s"),
     "real-size slowest int8 build (s)": ("real_size", "max_int8_build_s"),
@@ -482,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=1, help="full bench runs in a row (the record gives min/median/max)")
     ap.add_argument(
         "--only",
-        choices=["real_size"],
+        choices=["real_size", "recovery"],
         help="run this one section (its JSON goes to benchmarks/results/tmp_only/, latest.json is left alone)",
     )
     ap.add_argument("--real-size-study", type=Path, help=argparse.SUPPRESS)  # the child process of real_size()
@@ -521,7 +547,7 @@ def only(section: str, threads: int, runs: int) -> int:
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         }
         doc["host_roofs"] = host_roofs(threads)
-        doc[section] = {"real_size": real_size}[section]()
+        doc[section] = {"real_size": real_size, "recovery": recovery_cost}[section]()
         docs.append(doc)
         print(f"run {i + 1}/{runs}\n" + markdown(doc) + "\n", flush=True)
     shutil.rmtree(WORK, ignore_errors=True)
@@ -577,13 +603,39 @@ def _real_size_rows(r: dict) -> list[tuple[str, str, str, str]]:
     ]
 
 
+def _recovery_rows(o: dict) -> list[tuple[str, str, str, str]]:
+    """The recovery example's lines: the study time with and without the recoveries, each int8 row's accuracy."""
+    if "recovery" not in o:
+        return []
+    r = o["recovery"]
+    int8 = [x for x in r["none_cle_qat"]["rows"] if x["precision"] == "int8" and not x["error"]]
+    fp32 = next((x["accuracy"] for x in r["none_cle_qat"]["rows"] if x["precision"] == "fp32"), math.nan)
+
+    def recovery(calibration: str) -> str:  # "minmax/per-tensor/4/cle" → "cle"; no fourth part: "none"
+        parts = calibration.split("/")
+        return parts[3] if len(parts) > 3 else "none"
+
+    label = ", ".join(
+        f"{x['backend']} {recovery(x['calibration'])} {100 * x['accuracy']:.1f} % ({x['build_s']:.1f} s)" for x in int8
+    )
+    return [
+        (
+            "recovery example, study time [none, cle, qat] / [none]",
+            f"{r['ratio']:.2f}× ({r['none_cle_qat']['wall_s']:.0f} s / {r['none']['wall_s']:.0f} s)",
+            "—",
+            "—",
+        ),
+        (f"  int8 rows: accuracy (build) against fp32 {100 * fp32:.1f} %", label, "—", "—"),
+    ]
+
+
 def _ok(b) -> str:
     return "met" if b else "**missed**"
 
 
 def markdown(o: dict) -> str:
     if "study_throughput" not in o:  # --only: that section's lines
-        return _table(o, _real_size_rows(o["real_size"]) if "real_size" in o else [])
+        return _table(o, [*_recovery_rows(o), *(_real_size_rows(o["real_size"]) if "real_size" in o else [])])
     st, sp, iq, mq, cr, sc = (
         o["study_throughput"],
         o["speedups"],
@@ -717,6 +769,7 @@ def markdown(o: dict) -> str:
             "≤ 1.5×",
             _ok(mp["met"]),
         ),
+        *_recovery_rows(o),
         *(_real_size_rows(o["real_size"]) if "real_size" in o else []),
         ("bench wall time", f"{o['bench_wall_s']:.0f} s", "< 600 s", _ok(o["bench_wall_s"] < 600)),
     ]

@@ -167,3 +167,24 @@ def test_a_study_records_peak_rss_by_stage_and_host_load(tmp_path):
     assert host["reference_probe_ms"] > 0 and host["max"] >= 1 and host["threshold"] == cfg.host_load_threshold
     frame = pd.read_csv(tmp_path / "out" / "sweep_results.csv")
     assert (frame["host_load"] >= 1).all() and (frame["host_probe_ms"] > 0).all()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no thread affinity on this platform")
+def test_a_thread_that_ends_while_pinning_does_not_unpin_the_measurement(monkeypatch):
+    """A thread listed in /proc/self/task that has ended by the time it is pinned (a worker pool just joined: the
+    accuracy passes run in one right before the rounds) is skipped, not read as the host refusing pinning."""
+    from edge_opt.measure import metrics
+
+    gone = 10**9  # no such thread
+    monkeypatch.setattr(metrics, "_task_ids", lambda: [int(t) for t in os.listdir("/proc/self/task")] + [gone])
+    real_get, real_set = os.sched_getaffinity, os.sched_setaffinity
+
+    def set_(tid, mask):
+        if tid == gone:  # listed, read, then ended before it was pinned
+            raise ProcessLookupError(3, "No such process")
+        real_set(tid, mask)
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda tid: real_get(0 if tid == gone else tid))
+    monkeypatch.setattr(os, "sched_setaffinity", set_)
+    with pinned(1) as cores:
+        assert cores is not None and len(cores) == 1

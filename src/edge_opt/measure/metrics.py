@@ -660,11 +660,15 @@ def pinned(threads: int, enabled: bool = True) -> Iterator[tuple[int, ...] | Non
     if not enabled or get is None or set_ is None:
         yield None
         return
-    before = {tid: get(tid) for tid in _task_ids()}
+    before: dict[int, Any] = {}
+    for tid in _task_ids():
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended since it was listed
+            before[tid] = get(tid)
     cores = tuple(sorted(get(0))[-max(threads, 1) :])
     try:
         for tid in before:
-            set_(tid, cores)
+            with contextlib.suppress(ProcessLookupError):  # ended since (a pool's worker just joined): not a refusal
+                set_(tid, cores)
     except OSError:
         cores = ()
     try:
