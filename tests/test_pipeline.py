@@ -469,7 +469,13 @@ def test_compare_two_studies(tiny_study, tmp_path):
     assert len(table) == 6 and set(table["pruning_level"]) == {0.0}
     assert (table["accuracy_a"] == table["accuracy_b"]).all()  # same seed and data: same models
     assert table["latency_ratio_b_over_a"].notna().all() and "significant" in table.columns
-    assert (tmp_path / "cmp" / "comparison.html").read_text(encoding="utf-8").count("<tr") == 7
+    page = (tmp_path / "cmp" / "comparison.html").read_text(encoding="utf-8")
+    static = page[page.index("<noscript>") : page.index("</noscript>")]  # the table without JavaScript
+    assert static.count("<tr") == 7
+    diff = page[page.index('id="config-diff"') :]
+    assert "<dt>pruning_levels</dt>" in diff and "output_dir" not in diff  # what changed in the configs
+    assert {"latency_diff_ms", "latency_diff_ci95_ms"} <= set(table.columns)
+    assert (table["latency_diff_ms"] == table["latency_ms_b"] - table["latency_ms_a"]).all()
     assert main(["compare", str(tmp_path / "nope"), str(other.output_dir)]) == 2
 
 

@@ -156,7 +156,9 @@ def test_legend_toggle_hides_rows(tiny_study, browser):
         pg.page.locator("input[placeholder='any text in a row']").fill("int8")
         want = sweep[(sweep["backend"] != "torch") & _texts(sweep).str.contains("int8")]
         assert pg.rows_shown() == len(want) > 0
-        pg.page.locator("select:has(option[value='rejected'])").select_option("rejected")  # accepted: rejected rows only
+        pg.page.locator("select:has(option[value='rejected'])").select_option(
+            "rejected"
+        )  # accepted: rejected rows only
         assert pg.rows_shown() == int((~want["accepted"].astype(bool)).sum())
         assert pg.errors == []
     finally:
@@ -206,3 +208,32 @@ def test_200_rows_load_to_interactive(tiny_study, browser, tmp_path):
         assert pg.load_s < 15 and filter_s < 2 and pg.left == [] and pg.errors == []
     finally:
         pg.close()
+
+
+def test_compare_page(tiny_study, browser, tmp_path):
+    from edge_opt.report import compare_studies
+
+    _, res = tiny_study
+    twin = tmp_path / "twin"
+    shutil.copytree(res.output_dir, twin)
+    compare_studies(res.output_dir, twin, tmp_path / "cmp")
+    table = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, offline=True)
+    left: list[str] = []
+    ctx.route(
+        "**/*",
+        lambda r: r.continue_() if r.request.url.startswith("file:") else (left.append(r.request.url), r.abort()),
+    )
+    page = ctx.new_page()
+    try:
+        page.goto((tmp_path / "cmp" / "comparison.html").as_uri())
+        page.wait_for_selector(".edge-comparison-table .slick-row", timeout=30_000)
+        n = page.evaluate("() => Bokeh.documents[0].get_model_by_name('comparison_filter').indices.length")
+        assert n == len(table) == len(res.sweep)
+        page.locator("input[placeholder='any text in a row']").fill("int8")
+        n = page.evaluate("() => Bokeh.documents[0].get_model_by_name('comparison_filter').indices.length")
+        assert n == int((table["precision"] == "int8").sum()) > 0
+        assert "The configs are the same" in page.inner_text("body")
+        assert left == []
+    finally:
+        ctx.close()

@@ -27,6 +27,7 @@ from bokeh.models import (
     CDSView,
     ColumnDataSource,
     CustomJS,
+    FactorRange,
     GroupFilter,
     HoverTool,
     IndexFilter,
@@ -34,7 +35,7 @@ from bokeh.models import (
     Range1d,
     TapTool,
 )
-from bokeh.models.annotations import Legend, LegendItem
+from bokeh.models.annotations import Legend, LegendItem, Slope, Span, Whisker
 from bokeh.models.widgets import (
     DataTable,
     Div,
@@ -49,7 +50,15 @@ from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 from bokeh.resources import Component, Resources
 
-__all__ = ["BOKEH_COMPONENTS", "InteractivePage", "bokeh_resources", "page_extras", "sweep_page", "table_page"]
+__all__ = [
+    "BOKEH_COMPONENTS",
+    "InteractivePage",
+    "bokeh_resources",
+    "compare_page",
+    "page_extras",
+    "sweep_page",
+    "table_page",
+]
 
 # Only the Bokeh bundles the page uses (no WebGL, no MathJax): ~1.9 MB inlined.
 BOKEH_COMPONENTS: list[Component] = ["bokeh", "bokeh-widgets", "bokeh-tables"]
@@ -581,3 +590,74 @@ def _deployment_by_key(out: Path, sweep: pd.DataFrame, summary: dict[str, Any]) 
         if c in dep.columns
     ]
     return {key: _records(dep.loc[dep["model"] == label, show]) for label, key in keys.items()}
+
+
+def compare_page(table: pd.DataFrame) -> InteractivePage | None:
+    """Two studies' matched points: B's latency against A's (the diagonal: no change), B − A per point with its
+    95 % CI as whiskers, and the comparison table (sortable, searchable) over the same source.
+
+    Returns None without matched points."""
+    need = {"latency_ms_a", "latency_ms_b", "latency_diff_ms", "latency_diff_ci95_ms", "backend", "precision"}
+    if table.empty or not need <= set(table.columns):
+        return None
+    f = table.reset_index(drop=True).copy()
+    f["_label"] = [
+        f"{r.backend} {r.precision} p{r.pruning_level:g}" + (f" {r.calibration}" if r.calibration else "")
+        for r in f.itertuples()
+    ]
+    f["_lo"] = f["latency_diff_ms"] - f["latency_diff_ci95_ms"].fillna(0)
+    f["_hi"] = f["latency_diff_ms"] + f["latency_diff_ci95_ms"].fillna(0)
+    f["_color"] = ["#d62728" if bool(v) else "#1f77b4" for v in f.get("significant", [False] * len(f))]
+    f["_text"] = _search_text(f)
+    src = ColumnDataSource(_source_data(f), name="comparison_source")
+    filt = IndexFilter(indices=list(range(len(f))), name="comparison_filter")
+    tips = [
+        ("point", "@_label"),
+        ("latency A", "@{latency_ms_a}{0.0000} ± @{latency_ci95_ms_a}{0.0000} ms"),
+        ("latency B", "@{latency_ms_b}{0.0000} ± @{latency_ci95_ms_b}{0.0000} ms"),
+        ("B − A", "@{latency_diff_ms}{0.0000} ± @{latency_diff_ci95_ms}{0.0000} ms"),
+        ("significant", "@significant"),
+    ]
+    ab = _figure("latency: B against A", "A latency (ms)", "B latency (ms)")
+    ab.add_layout(Slope(gradient=1, y_intercept=0, line_dash="dashed", line_color="#888888"))
+    r1 = ab.scatter("latency_ms_a", "latency_ms_b", source=src, view=CDSView(filter=filt), size=11, color="_color")
+    ab.add_tools(HoverTool(renderers=[r1], tooltips=tips))
+    labels = list(dict.fromkeys(f["_label"]))
+    diff = figure(
+        title="B − A latency (ms) with 95 % CI",
+        y_range=FactorRange(factors=labels),
+        width=560,
+        height=max(240, 40 + 26 * len(labels)),
+        tools="pan,wheel_zoom,reset,tap,save",
+        toolbar_location="above",
+        x_axis_label="B − A (ms)",
+    )
+    diff.add_layout(Span(location=0, dimension="height", line_color="#888888"))  # no change
+    diff.add_layout(Whisker(source=src, base="_label", lower="_lo", upper="_hi", dimension="width"))
+    r2 = diff.scatter("latency_diff_ms", "_label", source=src, view=CDSView(filter=filt), size=10, color="_color")
+    diff.add_tools(HoverTool(renderers=[r2], tooltips=tips))
+    search = TextInput(title="search", placeholder="any text in a row", width=260, name="comparison_search")
+    search.js_on_change(
+        "value_input",
+        CustomJS(
+            args={"src": src, "filt": filt, "search": search},
+            code="const q = search.value_input.trim().toLowerCase(); const t = src.data._text;"
+            "filt.indices = [...t.keys()].filter((i) => !q || t[i].includes(q));",
+        ),
+    )
+    cols = _columns(f, ["backend", "precision", "pruning_level", "latency_diff_ms", "latency_diff_ci95_ms"])
+    tbl = DataTable(
+        source=src,
+        view=CDSView(filter=filt),
+        columns=cols,
+        frozen_columns=3,
+        width=1300,
+        height=min(600, 60 + 28 * len(f)),
+        sortable=True,
+        index_position=None,
+        autosize_mode="none",
+        reorderable=False,
+        name="comparison_table",
+        css_classes=["edge-comparison-table"],
+    )
+    return _page(column(row(ab, diff), search, tbl, name="comparison"))
