@@ -237,3 +237,31 @@ def test_compare_page(tiny_study, browser, tmp_path):
         assert left == []
     finally:
         ctx.close()
+
+
+def test_search_history_view(tiny_study, browser, tmp_path):
+    """A study whose summary says a search ran shows its trials as small multiples (synthetic history here: the
+    view reads search_history.csv as any search writes it)."""
+    from edge_opt.report import write_html_report
+
+    _, res = tiny_study
+    out = tmp_path / "searched"
+    shutil.copytree(res.output_dir, out, ignore=shutil.ignore_patterns("*.sqlite", "checkpoints", "onnx", "model"))
+    sweep = _sweep(out)
+    history = sweep[["pruning_level", "precision", "backend", "calibration", "accuracy", "latency_ms", "memory_mb"]]
+    history = history.assign(trial=range(len(history)), how="measured", feasible=sweep["accepted"], reason="")
+    history.to_csv(out / "search_history.csv", index=False)
+    summary = json.loads((out / "summary.json").read_text())
+    summary["search"] = {"strategy": "tpe", "space_size": 12, "trials": len(history), "distinct_points": 12}
+    (out / "summary.json").write_text(json.dumps(summary))
+    write_html_report(out)
+    pg = Page(browser, out / "report.html")
+    try:
+        n = pg.js(
+            "() => Bokeh.documents.map((d) => d.get_model_by_name('search_source')).find((m) => m).data.trial.length"
+        )
+        assert n == len(history)
+        assert pg.page.locator("#search-history canvas").count() >= 1
+        assert pg.left == [] and pg.errors == []
+    finally:
+        pg.close()

@@ -16,7 +16,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ..core import atomic
 from ..study import REPORT_COLUMNS, TEXT_COLUMNS
-from .interactive import bokeh_resources, page_extras, sweep_page
+from .interactive import bokeh_resources, page_extras, search_page, sweep_page
 
 __all__ = ["SWEEP_COLS", "TEXT_COLS", "write_html_report"]
 
@@ -136,13 +136,16 @@ def write_html_report(output_dir: str | Path) -> Path:
         else {}
     )
     images = _images(out)
+    search = search_page(read("search_history.csv")) if summary.get("search", {}).get("strategy") != "grid" else None
     hw = read("hardware_summary.csv")
     env = Environment(loader=PackageLoader("edge_opt", "templates"), autoescape=select_autoescape(["html", "j2"]))
     from markupsafe import Markup
 
     html = env.get_template("report.html.j2").render(
         output_dir=str(out),
-        bokeh_js=Markup(bokeh_resources()) if interactive is not None else "",
+        bokeh_js=Markup(bokeh_resources()) if interactive is not None or search is not None else "",
+        search_script=Markup(search.script) if search is not None else "",
+        search_div=Markup(search.div) if search is not None else "",
         explore_script=Markup(interactive.script) if interactive is not None else "",
         explore_div=Markup(interactive.div) if interactive is not None else "",
         summary=summary,

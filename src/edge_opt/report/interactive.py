@@ -49,6 +49,7 @@ from bokeh.models.widgets import (
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 from bokeh.resources import Component, Resources
+from bokeh.transform import linear_cmap
 
 __all__ = [
     "BOKEH_COMPONENTS",
@@ -56,6 +57,7 @@ __all__ = [
     "bokeh_resources",
     "compare_page",
     "page_extras",
+    "search_page",
     "sweep_page",
     "table_page",
 ]
@@ -472,8 +474,9 @@ _ID = re.compile(r'"id":"(p\d+)"')
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-def _page(root: Any) -> InteractivePage:
-    """Bokeh's script and div for ``root``, with its ids renumbered in order of appearance.
+def _page(root: Any, prefix: str = "p") -> InteractivePage:
+    """Bokeh's script and div for ``root``, with its ids renumbered in order of appearance (``prefix`` keeps two
+    documents of one page apart).
 
     Bokeh numbers models from a per-process counter and names the document and root element by random UUIDs;
     renumbering them makes the same study give the same page (``edge-opt report`` rebuilds it byte for byte).
@@ -483,9 +486,9 @@ def _page(root: Any) -> InteractivePage:
     script, div = (str(x) for x in components(root))
     ids: dict[str, str] = {}
     for m in _ID.finditer(script):
-        ids.setdefault(m.group(1), f"p{1000 + len(ids)}")
+        ids.setdefault(m.group(1), f"{prefix}{1000 + len(ids)}")
     for u in dict.fromkeys(_UUID.findall(div + script)):
-        ids[u] = f"edge-opt-{len(ids)}"
+        ids[u] = f"edge-opt-{prefix}{len(ids)}"
 
     def swap(text: str) -> str:
         return re.sub(r'(?<=["\'])(p\d+|[0-9a-f-]{36})(?=["\'])', lambda m: ids.get(m.group(1), m.group(1)), text)
@@ -661,3 +664,56 @@ def compare_page(table: pd.DataFrame) -> InteractivePage | None:
         css_classes=["edge-comparison-table"],
     )
     return _page(column(row(ab, diff), search, tbl, name="comparison"))
+
+
+SEARCH_VALUES = (
+    ("accuracy", "accuracy"),
+    ("metric", "metric"),
+    ("latency_ms", "latency (ms)"),
+    ("memory_mb", "memory (MB)"),
+)
+
+
+def search_page(history: pd.DataFrame) -> InteractivePage | None:
+    """Small multiples of a search's history: each objective against the trial number (feasible trials green,
+    the rest grey; shared x axis, so zooming one zooms all) and latency against the objective coloured by trial,
+    over one source (a click selects the trial in every plot). None without trials."""
+    if history.empty or "trial" not in history.columns:
+        return None
+    f = history.reset_index(drop=True).copy()
+    f["_color"] = ["#2ca02c" if bool(v) else "#999999" for v in f.get("feasible", [True] * len(f))]
+    src = ColumnDataSource(_source_data(f), name="search_source")
+    tips = [(c, f"@{{{c}}}") for c in ("trial", "how", "backend", "precision", "pruning_level", "reason") if c in f]
+    values = [(c, label) for c, label in SEARCH_VALUES if _has_values(f, c)]
+    plots: list[Any] = []
+    for c, label in values:
+        p = figure(
+            title=f"{label} by trial",
+            width=330,
+            height=260,
+            tools="pan,wheel_zoom,box_zoom,reset,tap",
+            x_axis_label="trial",
+            y_axis_label=label,
+            name=f"search:{c}",
+        )
+        if plots:
+            p.x_range = plots[0].x_range  # one trial axis: zooming one plot zooms all
+        r = p.scatter("trial", c, source=src, size=8, color="_color")
+        p.add_tools(HoverTool(renderers=[r], tooltips=[*tips, (label, f"@{{{c}}}")]))
+        plots.append(p)
+    if len(values) >= 2 and "latency_ms" in f.columns:
+        y = values[0][0]
+        p = figure(
+            title=f"{values[0][1]} vs latency, by trial",
+            width=330,
+            height=260,
+            tools="pan,wheel_zoom,box_zoom,reset,tap",
+            x_axis_label="latency (ms)",
+            y_axis_label=values[0][1],
+            name="search:front",
+        )
+        color = linear_cmap("trial", "Viridis256", float(f["trial"].min()), float(f["trial"].max()))
+        r = p.scatter("latency_ms", y, source=src, size=8, color=color)
+        p.add_tools(HoverTool(renderers=[r], tooltips=tips))
+        plots.append(p)
+    return _page(row(*plots, name="search_history"), prefix="q") if plots else None
