@@ -59,7 +59,6 @@ __all__ = [
     "page_extras",
     "search_page",
     "sweep_page",
-    "table_page",
 ]
 
 # Only the Bokeh bundles the page uses (no WebGL, no MathJax): ~1.9 MB inlined.
@@ -381,24 +380,26 @@ def _widgets(frame: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def sweep_page(
-    frame: pd.DataFrame, y: str, rec_key: str | None, extras: dict[str, Any], y_label: str | None = None
-) -> InteractivePage | None:
-    """Pareto plots, filters, the pinned recommended row and the sortable sweep table over one shared source;
-    a click on a point or a row fills ``#details`` (an element of the page) from the row and ``extras``
-    (build metadata, LoadGen scenarios by row key, fingerprints by target, sensitivity).
+def _table(src: ColumnDataSource, filt: Any, cols: list[TableColumn], frozen: int, height: int, name: str) -> Any:
+    """A sortable DataTable over ``src`` showing the rows ``filt`` keeps (the page's CSS class: edge-NAME-table)."""
+    return DataTable(
+        source=src,
+        view=CDSView(filter=filt),
+        columns=cols,
+        frozen_columns=frozen,
+        width=1300,
+        height=height,
+        sortable=True,
+        index_position=None,
+        autosize_mode="none",
+        reorderable=False,
+        name=f"{name}_table",
+        css_classes=[f"edge-{name}-table"],
+    )
 
-    Returns None for a table without rows or without the columns the plots need.
-    """
-    need = {"backend", "precision", y}
-    if frame.empty or not need <= set(frame.columns):
-        return None
-    f = _prepared(frame, rec_key)
-    src = ColumnDataSource(_source_data(f), name="sweep_source")
-    rec_idx = [i for i, s in enumerate(f["status"]) if s.startswith("★")]
-    rec_i = rec_idx[0] if rec_idx else None
-    filt = IndexFilter(indices=list(range(len(f))), name="sweep_filter")
-    grid, enc = _plots(src, f, filt, y, rec_i, y_label or y)
+
+def _legends(f: pd.DataFrame, enc: _Encoding) -> tuple[dict[str, list[Any]], list[Any]]:
+    """The backend, precision and pruning-level legends: their toggle renderers by group, and their panels."""
     legends: dict[str, list[Any]] = {}
     panels = []
     for key, title, values, colors, markers in (
@@ -408,38 +409,13 @@ def sweep_page(
     ):
         panel, legends[key] = _legend_panel(title, values, colors, markers)
         panels.append(panel)
-    cols = _columns(f, [*FROZEN, y, *LEAD])
-    table = DataTable(
-        source=src,
-        view=CDSView(filter=filt),
-        columns=cols,
-        frozen_columns=len([c for c in FROZEN if c in f.columns]),
-        width=1300,
-        height=420,
-        sortable=True,
-        selectable=True,
-        index_position=None,
-        autosize_mode="none",
-        reorderable=False,
-        name="sweep_table",
-        css_classes=["edge-sweep-table"],
-    )
-    pinned = DataTable(
-        source=src,
-        view=CDSView(filter=IndexFilter(indices=rec_idx)),
-        columns=cols,
-        frozen_columns=len([c for c in FROZEN if c in f.columns]),
-        width=1300,
-        height=80,
-        sortable=False,
-        index_position=None,
-        autosize_mode="none",
-        reorderable=False,
-        name="pinned_table",
-        css_classes=["edge-pinned-table"],
-    )
-    w = _widgets(f)
-    count = Div(text=f"{len(f)} of {len(f)} rows shown", name="row_count")
+    return legends, panels
+
+
+def _wire_filters(src: ColumnDataSource, filt: IndexFilter, legends: dict[str, list[Any]], w: dict[str, Any]) -> Div:
+    """Run the filter callback on every widget change and legend click; returns the "N of M rows shown" line."""
+    n = len(src.data["status"])
+    count = Div(text=f"{n} of {n} rows shown", name="row_count")
     apply = CustomJS(
         args={
             "src": src,
@@ -457,6 +433,34 @@ def sweep_page(
     for rends in legends.values():
         for r in rends:
             r.js_on_change("visible", apply)
+    return count
+
+
+def sweep_page(
+    frame: pd.DataFrame, y: str, rec_key: str | None, extras: dict[str, Any], y_label: str | None = None
+) -> InteractivePage | None:
+    """Pareto plots, filters, the pinned recommended row and the sortable sweep table over one shared source;
+    a click on a point or a row fills ``#details`` (an element of the page) from the row and ``extras``
+    (build metadata, LoadGen scenarios by row key, fingerprints by target, sensitivity).
+
+    Returns None for a table without rows or without the columns the plots need.
+    """
+    need = {"backend", "precision", y}
+    if frame.empty or not need <= set(frame.columns):
+        return None
+    f = _prepared(frame, rec_key)
+    src = ColumnDataSource(_source_data(f), name="sweep_source")
+    rec_idx = [i for i, s in enumerate(f["status"]) if s.startswith("★")]
+    filt = IndexFilter(indices=list(range(len(f))), name="sweep_filter")
+    grid, enc = _plots(src, f, filt, y, rec_idx[0] if rec_idx else None, y_label or y)
+    legends, panels = _legends(f, enc)
+    cols = _columns(f, [*FROZEN, y, *LEAD])
+    frozen = len([c for c in FROZEN if c in f.columns])
+    table = _table(src, filt, cols, frozen, 420, "sweep")
+    pinned = _table(src, IndexFilter(indices=rec_idx), cols, frozen, 80, "pinned")
+    pinned.sortable = False
+    w = _widgets(f)
+    count = _wire_filters(src, filt, legends, w)
     src.selected.js_on_change("indices", CustomJS(args={"src": src, "extras": extras}, code=_DETAILS_JS))
     parts: list[Any] = [row(column(*panels), gridplot(grid, toolbar_location="right"))] if grid else []
     parts += [
@@ -496,27 +500,8 @@ def _page(root: Any, prefix: str = "p") -> InteractivePage:
     return InteractivePage(swap(script), swap(div))
 
 
-def table_page(frame: pd.DataFrame, name: str, first: Sequence[str] = ()) -> InteractivePage | None:
-    """A sortable table with a text search over its rows (for tables without plots, e.g. a comparison)."""
-    if frame.empty:
-        return None
-    f = frame.reset_index(drop=True).copy()
-    f["_text"] = _search_text(f)
-    src = ColumnDataSource(_source_data(f), name=f"{name}_source")
-    filt = IndexFilter(indices=list(range(len(f))))
-    table = DataTable(
-        source=src,
-        view=CDSView(filter=filt),
-        columns=_columns(f, first),
-        width=1300,
-        height=min(600, 60 + 28 * len(f)),
-        sortable=True,
-        index_position=None,
-        autosize_mode="none",
-        reorderable=False,
-        name=f"{name}_table",
-        css_classes=[f"edge-{name}-table"],
-    )
+def _search_box(src: ColumnDataSource, filt: IndexFilter, name: str) -> TextInput:
+    """A text box that keeps the rows whose text (the source's ``_text``) holds what is typed."""
     search = TextInput(title="search", placeholder="any text in a row", width=260, name=f"{name}_search")
     search.js_on_change(
         "value_input",
@@ -526,7 +511,7 @@ def table_page(frame: pd.DataFrame, name: str, first: Sequence[str] = ()) -> Int
             "filt.indices = [...t.keys()].filter((i) => !q || t[i].includes(q));",
         ),
     )
-    return _page(column(search, table, name=name))
+    return search
 
 
 def _records(frame: pd.DataFrame) -> dict[str, Any]:
@@ -595,6 +580,24 @@ def _deployment_by_key(out: Path, sweep: pd.DataFrame, summary: dict[str, Any]) 
     return {key: _records(dep.loc[dep["model"] == label, show]) for label, key in keys.items()}
 
 
+def _diff_figure(src: ColumnDataSource, filt: IndexFilter, labels: list[str], tips: list[tuple[str, str]]) -> Any:
+    """B − A latency per matched point with its 95 % CI as whiskers, a line at no change."""
+    diff = figure(
+        title="B − A latency (ms) with 95 % CI",
+        y_range=FactorRange(factors=labels),
+        width=560,
+        height=max(240, 40 + 26 * len(labels)),
+        tools="pan,wheel_zoom,reset,tap,save",
+        toolbar_location="above",
+        x_axis_label="B − A (ms)",
+    )
+    diff.add_layout(Span(location=0, dimension="height", line_color="#888888"))  # no change
+    diff.add_layout(Whisker(source=src, base="_label", lower="_lo", upper="_hi", dimension="width"))
+    r = diff.scatter("latency_diff_ms", "_label", source=src, view=CDSView(filter=filt), size=10, color="_color")
+    diff.add_tools(HoverTool(renderers=[r], tooltips=tips))
+    return diff
+
+
 def compare_page(table: pd.DataFrame) -> InteractivePage | None:
     """Two studies' matched points: B's latency against A's (the diagonal: no change), B − A per point with its
     95 % CI as whiskers, and the comparison table (sortable, searchable) over the same source.
@@ -605,7 +608,8 @@ def compare_page(table: pd.DataFrame) -> InteractivePage | None:
         return None
     f = table.reset_index(drop=True).copy()
     f["_label"] = [
-        f"{r.backend} {r.precision} p{r.pruning_level:g}" + (f" {r.calibration}" if r.calibration else "")
+        f"{r.backend} {r.precision} p{r.pruning_level:g}"
+        + (f" {r.calibration}" if isinstance(r.calibration, str) and r.calibration else "")
         for r in f.itertuples()
     ]
     f["_lo"] = f["latency_diff_ms"] - f["latency_diff_ci95_ms"].fillna(0)
@@ -625,44 +629,10 @@ def compare_page(table: pd.DataFrame) -> InteractivePage | None:
     ab.add_layout(Slope(gradient=1, y_intercept=0, line_dash="dashed", line_color="#888888"))
     r1 = ab.scatter("latency_ms_a", "latency_ms_b", source=src, view=CDSView(filter=filt), size=11, color="_color")
     ab.add_tools(HoverTool(renderers=[r1], tooltips=tips))
-    labels = list(dict.fromkeys(f["_label"]))
-    diff = figure(
-        title="B − A latency (ms) with 95 % CI",
-        y_range=FactorRange(factors=labels),
-        width=560,
-        height=max(240, 40 + 26 * len(labels)),
-        tools="pan,wheel_zoom,reset,tap,save",
-        toolbar_location="above",
-        x_axis_label="B − A (ms)",
-    )
-    diff.add_layout(Span(location=0, dimension="height", line_color="#888888"))  # no change
-    diff.add_layout(Whisker(source=src, base="_label", lower="_lo", upper="_hi", dimension="width"))
-    r2 = diff.scatter("latency_diff_ms", "_label", source=src, view=CDSView(filter=filt), size=10, color="_color")
-    diff.add_tools(HoverTool(renderers=[r2], tooltips=tips))
-    search = TextInput(title="search", placeholder="any text in a row", width=260, name="comparison_search")
-    search.js_on_change(
-        "value_input",
-        CustomJS(
-            args={"src": src, "filt": filt, "search": search},
-            code="const q = search.value_input.trim().toLowerCase(); const t = src.data._text;"
-            "filt.indices = [...t.keys()].filter((i) => !q || t[i].includes(q));",
-        ),
-    )
+    diff = _diff_figure(src, filt, list(dict.fromkeys(f["_label"])), tips)
+    search = _search_box(src, filt, "comparison")
     cols = _columns(f, ["backend", "precision", "pruning_level", "latency_diff_ms", "latency_diff_ci95_ms"])
-    tbl = DataTable(
-        source=src,
-        view=CDSView(filter=filt),
-        columns=cols,
-        frozen_columns=3,
-        width=1300,
-        height=min(600, 60 + 28 * len(f)),
-        sortable=True,
-        index_position=None,
-        autosize_mode="none",
-        reorderable=False,
-        name="comparison_table",
-        css_classes=["edge-comparison-table"],
-    )
+    tbl = _table(src, filt, cols, 3, min(600, 60 + 28 * len(f)), "comparison")
     return _page(column(row(ab, diff), search, tbl, name="comparison"))
 
 
