@@ -87,6 +87,12 @@ class Page:
         self.ctx.close()
 
 
+def _shoot(page, name: str) -> None:
+    """A screenshot for the test artifacts (EDGE_OPT_TEST_ARTIFACTS, default ./test-artifacts; not in the repo)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
 def _texts(frame: pd.DataFrame) -> pd.Series:
     return frame.apply(lambda r: " ".join("" if pd.isna(v) else str(v) for v in r).lower(), axis=1)
 
@@ -134,8 +140,9 @@ def test_sort_filter_click_recommended(tiny_study, browser):
         assert shown == pytest.approx(row["latency_ms"], rel=1e-5)
         assert "recommended" in details.locator(".status").inner_text()
         assert "LoadGen scenarios" in details.inner_text()  # the recommended row's deployment
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        pg.page.screenshot(path=str(ARTIFACTS / "report_interactive.png"), full_page=False)
+        _shoot(pg.page, "report_filtered_plots")
+        details.scroll_into_view_if_needed()
+        _shoot(pg.page, "report_details_recommended")
         # 4. nothing left the page, and nothing failed in it
         assert pg.left == [] and pg.errors == []
     finally:
@@ -174,6 +181,7 @@ def test_without_javascript_static_tables(tiny_study, browser):
         assert pg.page.locator("#recommended").is_visible()
         widths = pg.page.eval_on_selector_all("img.frontier", "(els) => els.map((e) => e.naturalWidth)")
         assert widths and min(widths) > 0
+        _shoot(pg.page, "report_without_javascript")
         assert pg.left == []
     finally:
         pg.close()
@@ -234,6 +242,7 @@ def test_compare_page(tiny_study, browser, tmp_path):
         n = page.evaluate("() => Bokeh.documents[0].get_model_by_name('comparison_filter').indices.length")
         assert n == int((table["precision"] == "int8").sum()) > 0
         assert "The configs are the same" in page.inner_text("body")
+        _shoot(page, "comparison")
         assert left == []
     finally:
         ctx.close()
@@ -262,6 +271,8 @@ def test_search_history_view(tiny_study, browser, tmp_path):
         )
         assert n == len(history)
         assert pg.page.locator("#search-history canvas").count() >= 1
+        pg.page.locator("#search-history").scroll_into_view_if_needed()
+        _shoot(pg.page, "report_search_history")
         assert pg.left == [] and pg.errors == []
     finally:
         pg.close()

@@ -101,7 +101,9 @@ def _source_data(frame: pd.DataFrame) -> dict[str, list[Any]]:
     data: dict[str, list[Any]] = {}
     for c in frame.columns:
         s = frame[c]
-        if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
+        if s.isna().all():  # an empty column (e.g. calibration of a grid without it) reads as text
+            data[str(c)] = [""] * len(s)
+        elif pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
             data[str(c)] = [_cell(v) for v in s.tolist()]
         else:
             data[str(c)] = ["" if pd.isna(v) else str(v) for v in s.tolist()]
@@ -150,7 +152,7 @@ def _columns(frame: pd.DataFrame, first: Sequence[str]) -> list[TableColumn]:
     names += [c for c in frame.columns if c not in names and not str(c).startswith("_")]
     cols = []
     for c in names:
-        numeric = pd.api.types.is_float_dtype(frame[c])
+        numeric = pd.api.types.is_float_dtype(frame[c]) and frame[c].notna().any()  # (empty ones are text)
         fmt = ScientificFormatter(precision=4, power_limit_high=6, power_limit_low=-4) if numeric else StringFormatter()
         width = 260 if c in ("status", "rejected_reason", "error", "why") else 110
         cols.append(TableColumn(field=str(c), title=str(c), formatter=fmt, width=width))
