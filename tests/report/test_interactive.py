@@ -276,3 +276,41 @@ def test_search_history_view(tiny_study, browser, tmp_path):
         assert pg.left == [] and pg.errors == []
     finally:
         pg.close()
+
+
+def test_target_rows_get_their_plots_and_fingerprint(tiny_study, browser, tmp_path):
+    """Rows measured on a target (synthetic copies of the host rows here) get their own row of plots, and their
+    details show the target's fingerprint from summary.json."""
+    from edge_opt.report import write_html_report
+
+    _, res = tiny_study
+    out = tmp_path / "targets"
+    shutil.copytree(res.output_dir, out, ignore=shutil.ignore_patterns("*.sqlite", "checkpoints", "onnx", "model"))
+    host = _sweep(out)
+    board = host.assign(measured_on="board", key=host["key"] + "@board", latency_ms=host["latency_ms"] * 3)
+    pd.concat([host, board], ignore_index=True).to_csv(out / "sweep_results.csv", index=False)
+    summary = json.loads((out / "summary.json").read_text())
+    summary["targets"] = {
+        "board": {
+            "fingerprint": {"cpu_model": "Cortex-A76", "cores": 4},
+            "rows": len(board),
+            "measured_now": len(board),
+            "errors": [],
+            "skipped": [],
+            "recommended": None,
+            "simulation_vs_measured": {"points": 0, "per_point": []},
+        }
+    }
+    (out / "summary.json").write_text(json.dumps(summary))
+    write_html_report(out)
+    pg = Page(browser, out / "report.html")
+    try:
+        assert pg.js("() => Bokeh.documents[0].get_model_by_name('points:latency_ms:board') !== null")
+        i = len(host)  # the first board row
+        pg.js(f"() => {{ Bokeh.documents[0].get_model_by_name('sweep_source').selected.indices = [{i}]; }}")
+        details = pg.page.locator("#details")
+        assert pg.details_key() == board["key"].iloc[0]
+        assert "Target fingerprint" in details.inner_text() and "Cortex-A76" in details.inner_text()
+        assert pg.left == [] and pg.errors == []
+    finally:
+        pg.close()
