@@ -71,6 +71,17 @@ def trained_small(digits8):
     return m
 
 
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """The tiny study run once per test module through the real pipeline: (config, StudyResult)."""
+    from edge_opt.config import config_from_dict
+    from edge_opt.pipeline import run_study
+
+    out = tmp_path_factory.mktemp("study") / "out"
+    cfg = config_from_dict(tiny_config_dict(out))
+    return cfg, run_study(cfg)
+
+
 def cli_env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")

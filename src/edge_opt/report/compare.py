@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from dataclasses import asdict
@@ -15,8 +14,9 @@ from ..config import BudgetSettings, ConfigError
 from ..core import atomic
 from ..measure import ConfigPoint, VariantResult, latency_differs
 from ..study import StoredStudy, load_stored_study, metric_higher_is_better, scores_metric
+from .interactive import bokeh_resources, compare_page
 
-__all__ = ["COLUMNS", "METRIC_COLUMNS", "compare_results", "compare_studies"]
+__all__ = ["COLUMNS", "METRIC_COLUMNS", "compare_results", "compare_studies", "config_differences"]
 
 
 def _pair(a: VariantResult, b: VariantResult) -> dict[str, Any]:
@@ -25,12 +25,19 @@ def _pair(a: VariantResult, b: VariantResult) -> dict[str, Any]:
     sa = list(a.measurement.latency.samples_ms) if a.measurement else []
     sb = list(b.measurement.latency.samples_ms) if b.measurement else []
     differs, p = latency_differs(sa, sb)
+    ca = ma.latency_ci95_ms if ma else math.nan
+    cb = mb.latency_ci95_ms if mb else math.nan
     return {
         **asdict(a.point),
         "accuracy_a": ma.accuracy if ma else math.nan,
         "accuracy_b": mb.accuracy if mb else math.nan,
         "latency_ms_a": la,
         "latency_ms_b": lb,
+        "latency_ci95_ms_a": ca,
+        "latency_ci95_ms_b": cb,
+        "latency_diff_ms": lb - la,
+        # the half-widths of two independent means' 95 % CIs add in quadrature (normal approximation)
+        "latency_diff_ci95_ms": math.hypot(ca, cb),
         "latency_ratio_b_over_a": lb / la if la > 0 else math.nan,
         "mann_whitney_p": p,
         "significant": differs,
@@ -69,6 +76,10 @@ COLUMNS = [
     "accuracy_b",
     "latency_ms_a",
     "latency_ms_b",
+    "latency_ci95_ms_a",
+    "latency_ci95_ms_b",
+    "latency_diff_ms",
+    "latency_diff_ci95_ms",
     "latency_ratio_b_over_a",
     "mann_whitney_p",
     "significant",
@@ -132,6 +143,26 @@ def _study_differences(a: StoredStudy, b: StoredStudy) -> list[str]:
     ]
 
 
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as dotted keys → values (lists kept whole)."""
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def config_differences(a: StoredStudy, b: StoredStudy) -> list[tuple[str, str, str]]:
+    """Every config key whose value differs between the two studies, as (key, A's value, B's value)."""
+    fa, fb = _flat(a.cfg.model_dump(mode="json")), _flat(b.cfg.model_dump(mode="json"))
+    return [
+        (k, json.dumps(fa.get(k), default=str), json.dumps(fb.get(k), default=str))
+        for k in sorted(set(fa) | set(fb))
+        if fa.get(k) != fb.get(k) and k != "output_dir"
+    ]
+
+
 def _output_folder(dir_b: str | Path, output_dir: str | Path | None) -> Path:
     out = Path(output_dir) if output_dir is not None else Path(dir_b) / "compare"
     probe = out
@@ -145,6 +176,41 @@ def _output_folder(dir_b: str | Path, output_dir: str | Path | None) -> Path:
             ]
         )
     return out
+
+
+def _comparison_html(
+    table: pd.DataFrame,
+    warnings: list[str],
+    metric: dict[str, Any] | None,
+    dirs: tuple[str | Path, str | Path],
+    counts: tuple[int, int],
+    config_diff: list[tuple[str, str, str]],
+) -> str:
+    """The comparison page: the matched points interactive (Bokeh, JS inlined) with the static table in
+    ``<noscript>``, the warnings, the metric's direction and what changed in the configs."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+    from markupsafe import Markup
+
+    body = (
+        table.to_html(index=False, border=0, na_rep="", float_format=lambda v: f"{v:.4g}")
+        if len(table)
+        else "<p>(no common config points)</p>"
+    )
+    interactive = compare_page(table)
+    env = Environment(loader=PackageLoader("edge_opt", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    return env.get_template("comparison.html.j2").render(
+        bokeh_js=Markup(bokeh_resources()) if interactive is not None else "",
+        explore_script=Markup(interactive.script) if interactive is not None else "",
+        explore_div=Markup(interactive.div) if interactive is not None else "",
+        static_table=Markup(body),
+        warnings=warnings,
+        metric=metric,
+        dir_a=str(dirs[0]),
+        dir_b=str(dirs[1]),
+        matched=len(table),
+        counts=counts,
+        config_diff=config_diff,
+    )
 
 
 def compare_studies(
@@ -185,25 +251,6 @@ def compare_studies(
         table.attrs["metric"] = metric
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_with(out / "comparison.csv", lambda t: table.to_csv(t, index=False, encoding="utf-8"))
-    body = (
-        table.to_html(index=False, border=0, na_rep="", float_format=lambda v: f"{v:.4g}")
-        if len(table)
-        else "<p>(no common config points)</p>"
-    )
-    notes = "".join(f"<p><b>warning:</b> {html.escape(w)}</p>" for w in warnings)
-    if metric is not None:
-        way = "higher" if metric["higher_is_better"] else "lower"
-        notes += (
-            f"<p>Metric: {html.escape(str(metric.get('display_name') or metric['name']))} ({way} is better); "
-            "metric_drop_b_vs_a = how much worse B is than A in that direction (negative: B better).</p>"
-        )
-    page = (
-        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>edge_opt comparison</title>"
-        f"<style>body{{font-family:sans-serif;margin:2em}}td,th{{border:1px solid #ccc;padding:3px 6px}}"
-        f"table{{border-collapse:collapse}}</style></head><body><h1>Study comparison</h1>{notes}"
-        f"<p>A = <code>{html.escape(str(dir_a))}</code>, B = <code>{html.escape(str(dir_b))}</code>; "
-        f"{len(table)} matched config points (of {len(a)} and {len(b)}). Ratio = B / A mean latency; significant = "
-        f"Mann-Whitney U p &lt; 0.05 and ≥ 3 % effect on the raw samples.</p>{body}</body></html>"
-    )
+    page = _comparison_html(table, warnings, metric, (dir_a, dir_b), (len(a), len(b)), config_differences(sa, sb))
     atomic.write_text(out / "comparison.html", page)
     return (table, warnings) if with_warnings else table

@@ -1,4 +1,6 @@
-"""One self-contained ``report.html`` (plots as data URIs, no scripts, no network) from a study's files."""
+"""One self-contained ``report.html`` from a study's files: interactive plots and table (Bokeh, its JavaScript
+inlined, no network), with the static tables and PNG plots (data URIs) in ``<noscript>`` for a browser without
+JavaScript."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ..core import atomic
 from ..study import REPORT_COLUMNS, TEXT_COLUMNS
+from .interactive import bokeh_resources, page_extras, search_page, sweep_page
 
 __all__ = ["SWEEP_COLS", "TEXT_COLS", "write_html_report"]
 
@@ -97,6 +100,16 @@ def _images(out: Path) -> dict[str, list[tuple[str, str]]]:
     }
 
 
+def _interactive(out: Path, sweep: pd.DataFrame, summary: dict[str, Any]) -> Any:
+    """The page's Bokeh part over every sweep column (None without rows), y = the study's metric."""
+    y, label = "accuracy", "accuracy"
+    if "metric" in sweep.columns and sweep["metric"].notna().any():
+        names = sweep["metric_name"].dropna() if "metric_name" in sweep.columns else pd.Series([], dtype=object)
+        y, label = "metric", str(names.iloc[0]) if len(names) else "metric"
+    rec = summary.get("recommended") or {}
+    return sweep_page(sweep, y, rec.get("key"), page_extras(out, sweep, summary), y_label=label)
+
+
 def write_html_report(output_dir: str | Path) -> Path:
     """Build ``report.html`` from the study files in ``output_dir``.
 
@@ -107,6 +120,7 @@ def write_html_report(output_dir: str | Path) -> Path:
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     sweep = _read_csv(out / "sweep_results.csv")
     rec = summary.get("recommended")
+    interactive = _interactive(out, sweep, summary)
     sweep, cols = _grouped_sweep(sweep)
     rows = []
     for _, r in sweep.iterrows():
@@ -122,12 +136,18 @@ def write_html_report(output_dir: str | Path) -> Path:
         else {}
     )
     images = _images(out)
+    search = search_page(read("search_history.csv")) if summary.get("search", {}).get("strategy") != "grid" else None
     hw = read("hardware_summary.csv")
     env = Environment(loader=PackageLoader("edge_opt", "templates"), autoescape=select_autoescape(["html", "j2"]))
     from markupsafe import Markup
 
     html = env.get_template("report.html.j2").render(
         output_dir=str(out),
+        bokeh_js=Markup(bokeh_resources()) if interactive is not None or search is not None else "",
+        search_script=Markup(search.script) if search is not None else "",
+        search_div=Markup(search.div) if search is not None else "",
+        explore_script=Markup(interactive.script) if interactive is not None else "",
+        explore_div=Markup(interactive.div) if interactive is not None else "",
         summary=summary,
         rec=rec,
         sweep_cols=cols,
