@@ -16,6 +16,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from torch import nn
 
 from ..core import muted_native_stderr, package_versions
 from .base import BuildContext, Variant, VariantBuildError
+from .layers import LayerInfo, layer_report
 from .precisions import add_hook, get_precision
 from .registry import register_backend
 
@@ -75,6 +77,61 @@ def delegation_summary(frame: Any) -> dict[str, Any]:
     }
 
 
+_WEIGHTED_OPS = ("aten.conv1d", "aten.conv2d", "aten.convolution", "aten.linear")
+
+
+def _dequantized(arg: Any) -> bool:
+    return isinstance(arg, torch.fx.Node) and arg.op == "call_function" and "dequantize_per" in str(arg.target)
+
+
+def _layer_name(node: torch.fx.Node) -> str:
+    """The module a node of an exported graph came from (its ``nn_module_stack``), else the node's name."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return str(list(stack.values())[-1][0]) if stack else node.name
+
+
+def _shape(module: torch.fx.GraphModule, arg: Any) -> tuple[int, ...] | None:
+    """The shape of a node's value: its traced ``val``, else (a weight's dequantize op, which convert_pt2e adds
+    without one) the shape of the tensor it reads."""
+    if not isinstance(arg, torch.fx.Node):
+        return None
+    val = arg.meta.get("val")
+    if val is not None:
+        return tuple(int(d) for d in val.shape)
+    if arg.op == "get_attr":
+        value: Any = module
+        for part in str(arg.target).split("."):
+            value = getattr(value, part, None)
+        return tuple(value.shape) if isinstance(value, torch.Tensor) else None
+    return _shape(module, arg.args[0]) if _dequantized(arg) and arg.args else None
+
+
+def pt2e_layer_report(module: nn.Module) -> dict[str, Any]:
+    """Per-layer precision of a converted PT2E graph (``layers.layer_report``: float layers, int8 MAC share): a
+    conv or linear whose input and weight both come through dequantize ops is the quantized pattern XNNPACK's
+    partitioner lowers to its int8 kernel, any other runs float; MACs per sample from the weight's and the output's
+    shapes. Read from the graph because ExecuTorch's delegation table counts ops by type, not by layer. Empty for
+    a module that is not a graph."""
+    if not isinstance(module, torch.fx.GraphModule):
+        return {}
+    layers: list[LayerInfo] = []
+    precisions: dict[str, str] = {}
+    for node in module.graph.nodes:
+        if node.op != "call_function" or not any(op in str(node.target) for op in _WEIGHTED_OPS):
+            continue
+        weight, out = node.args[1], node.meta.get("val")
+        w = _shape(module, weight)
+        if w is None or out is None:
+            continue
+        name = _layer_name(node)
+        macs = math.prod(int(d) for d in out.shape[1:]) * math.prod(w[1:])
+        kind = "Linear" if "linear" in str(node.target) else "Conv"
+        layers.append(LayerInfo(name if name not in precisions else f"{name}#{len(layers)}", kind, macs, math.prod(w)))
+        int8 = _dequantized(node.args[0]) and _dequantized(weight)
+        precisions[layers[-1].name] = "int8" if int8 else "fp32"
+    return layer_report(layers, precisions) if layers else {}
+
+
 def lower_program(module: nn.Module, example: torch.Tensor, path: Path) -> LoweredProgram:
     """Export ``module`` at ``example``'s (static) shape, lower it to XNNPACK and write the ``.pte``."""
     with muted_native_stderr():
@@ -88,6 +145,7 @@ def lower_program(module: nn.Module, example: torch.Tensor, path: Path) -> Lower
         info = delegation_summary(
             get_delegation_info(edge.exported_program().graph_module).get_operator_delegation_dataframe()
         )
+        info["layers"] = pt2e_layer_report(module)  # per layer, from the quantized graph (empty for a float one)
         buffer = edge.to_executorch().buffer
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(buffer)
@@ -246,6 +304,7 @@ def executorch_backend(model: nn.Module | None, precision: str, ctx: BuildContex
         "executorch_version": package_versions()["executorch"] or "unknown",
         "static_batches": [p.batch for p in programs],
         "threads": ctx.threads,
+        **(first.get("layers") or {} if precision == "int8" else {}),  # int8_mac_fraction, float_layers per layer
         **(
             {
                 "quantizer": "PT2E XNNPACKQuantizer, quantization-aware training "
