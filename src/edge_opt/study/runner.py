@@ -56,7 +56,6 @@ from ..measure import (
     loader_targets,
     measure_variants,
     scoring_for,
-    torch_threads,
 )
 from ..variants import (
     BACKEND_KINDS,
@@ -841,15 +840,12 @@ class Sweep:
             t0 = time.perf_counter()
             model = self.parent(point.pruning_level)
             t1 = time.perf_counter()
-            # torch's own builds (calibration, export) on the study's threads, as ORT's calibration: at torch's
-            # default (every core) a MobileNetV2-224 int8 calibration ran 6× slower on a host another job shared
-            with torch_threads(self.cfg.threads):
-                variant = build_variant(
-                    point.backend,
-                    model,
-                    point.precision,
-                    self.build_context(point.pruning_level, calibration=point.calibration),
-                )
+            variant = build_variant(
+                point.backend,
+                model,
+                point.precision,
+                self.build_context(point.pruning_level, calibration=point.calibration),
+            )
             return variant, {"pruning_and_fine_tuning": t1 - t0, "variant_building": time.perf_counter() - t1}
         except (PruningUnsupported, VariantNotApplicable) as exc:
             return VariantResult.skip(point, key, str(exc), **self._info(point))
