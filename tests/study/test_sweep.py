@@ -174,27 +174,3 @@ def test_progress_names_each_variant_as_it_is_built(trained_small, digits8, tmp_
     assert kinds.count("variant") == 12 and events[first_pruned + 1][0] == "prune"  # pruned while it is built
     assert [i for k, i in events if k == "variant"] == list(range(1, 13))
 
-
-def test_variants_are_built_on_the_study_threads(trained_small, digits8, tmp_path):
-    """A build (torch calibration, export) runs at the study's `threads`, not torch's default of every core (an
-    int8 calibration at the default ran 6x slower on a host another job shared); the count is put back after."""
-    import torch
-
-    name, seen = "threads_probe_backend", []
-    if name not in BACKENDS:
-
-        @BACKENDS.register(name)
-        def _probe(model, precision, ctx):
-            seen.append(torch.get_num_threads())
-            return Variant(
-                name, precision, precision, 10, {}, lambda x: x, lambda x: x, lambda x: np.zeros((len(x), 10))
-            )
-
-    cfg = config_from_dict(tiny_config_dict(tmp_path, pruning_levels=[0.0], precisions=["fp32"], threads=1))
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        Sweep(trained_small, digits8, cfg, tmp_path).run([ConfigPoint(0.0, "fp32", name)])
-        assert seen == [1] and torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
