@@ -173,4 +173,3 @@ def test_progress_names_each_variant_as_it_is_built(trained_small, digits8, tmp_
     first_pruned = next(i for i, (k, _) in enumerate(events) if k == "variant" and _ == 7)  # the first p0.5 point
     assert kinds.count("variant") == 12 and events[first_pruned + 1][0] == "prune"  # pruned while it is built
     assert [i for k, i in events if k == "variant"] == list(range(1, 13))
-
