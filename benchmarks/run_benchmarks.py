@@ -290,9 +290,45 @@ def recovery_cost() -> dict:
         t0 = time.perf_counter()
         res = run_study(load_study_config(RECOVERY_CONFIG, over), fresh=True)
         wall = time.perf_counter() - t0
-        rows = res.sweep[["backend", "precision", "calibration", "accuracy", "int8_mac_fraction", "build_s", "error"]]
-        out[name] = {"wall_s": wall, "rows": json.loads(rows.to_json(orient="records"))}
+        cols = [
+            "backend",
+            "precision",
+            "calibration",
+            "accuracy",
+            "latency_ms",
+            "int8_mac_fraction",
+            "build_s",
+            "error",
+        ]
+        out[name] = {"wall_s": wall, "rows": json.loads(res.sweep[cols].to_json(orient="records"))}
     out["ratio"] = out["none_cle_qat"]["wall_s"] / out["none"]["wall_s"]
+    return out
+
+
+LITERT_NETS = ("small_cnn", "resnet8", "mobilenetv2_tiny")
+
+
+def litert_rows(cfg) -> dict:
+    """Issue 36's table: the default model, ResNet-8 and the MobileNetV2-style network (each trained as the default
+    study trains, unpruned), fp32 and int8 on ONNX Runtime, ExecuTorch and LiteRT: accuracy, batch-1 latency,
+    int8 MAC share, and the ``.tflite`` rows' flash and peak RAM."""
+    out: dict = {}
+    cols = ["backend", "precision", "accuracy", "latency_ms", "int8_mac_fraction", "flash_bytes", "peak_ram_bytes"]
+    for net in LITERT_NETS:
+        c = cfg.model_copy(
+            update={
+                "model": cfg.model
+                if net == cfg.model.name
+                else cfg.model.model_copy(update={"name": net, "params": {}}),
+                "pruning_levels": [0.0],
+                "precisions": ["fp32", "int8"],
+                "backends": ["onnxruntime", "executorch", "litert"],
+                "output_dir": str(WORK / f"litert_{net}"),
+            }
+        )
+        res = run_study(c, fresh=True)
+        frame = res.sweep[[k for k in cols if k in res.sweep.columns] + ["error"]]
+        out[net] = json.loads(frame.to_json(orient="records"))
     return out
 
 
@@ -460,6 +496,7 @@ def one_run(cfg) -> dict:
     out["machine_calibration"] = calibration_time(cfg.threads)
     out["mixed_precision"] = mixed_precision_cost(cfg, out["study_throughput"]["wall_s"])
     out["recovery"] = recovery_cost()
+    out["litert"] = litert_rows(cfg)
     out["real_size"] = real_size()
     out["bench_wall_s"] = time.perf_counter() - t_all
     shutil.rmtree(WORK, ignore_errors=True)
@@ -508,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=1, help="full bench runs in a row (the record gives min/median/max)")
     ap.add_argument(
         "--only",
-        choices=["real_size", "recovery"],
+        choices=["real_size", "recovery", "litert"],
         help="run this one section (its JSON goes to benchmarks/results/tmp_only/, latest.json is left alone)",
     )
     ap.add_argument("--real-size-study", type=Path, help=argparse.SUPPRESS)  # the child process of real_size()
@@ -518,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cfg = load_study_config(ROOT / "configs" / "default.yaml", {"output_dir": str(WORK / "default")})
     if args.only is not None:
-        return only(args.only, cfg.threads, args.runs)
+        return only(args.only, cfg, args.runs)
     runs = []
     for i in range(args.runs):
         runs.append(one_run(cfg))
@@ -537,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def only(section: str, threads: int, runs: int) -> int:
+def only(section: str, cfg, runs: int) -> int:
     """``--only SECTION``: that section alone, ``runs`` times (the host's roofs cached first, as in a full run)."""
     docs = []
     for i in range(runs):
@@ -546,8 +583,9 @@ def only(section: str, threads: int, runs: int) -> int:
             "machine": {"cpu_model": cpu_model(), "cores": os.cpu_count()},
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         }
-        doc["host_roofs"] = host_roofs(threads)
-        doc[section] = {"real_size": real_size, "recovery": recovery_cost}[section]()
+        doc["host_roofs"] = host_roofs(cfg.threads)
+        sections = {"real_size": real_size, "recovery": recovery_cost, "litert": lambda: litert_rows(cfg)}
+        doc[section] = sections[section]()
         docs.append(doc)
         print(f"run {i + 1}/{runs}\n" + markdown(doc) + "\n", flush=True)
     shutil.rmtree(WORK, ignore_errors=True)
@@ -629,13 +667,38 @@ def _recovery_rows(o: dict) -> list[tuple[str, str, str, str]]:
     ]
 
 
+def _litert_rows(o: dict) -> list[tuple[str, str, str, str]]:
+    """Issue 36's lines: per network and runtime, fp32 → int8 accuracy and latency; flash / RAM of the .tflite rows."""
+    out = []
+    for net, rows in o.get("litert", {}).items():
+        for backend in dict.fromkeys(r["backend"] for r in rows):
+            by = {r["precision"]: r for r in rows if r["backend"] == backend and not r["error"]}
+            f, q = by.get("fp32"), by.get("int8")
+            if f is None or q is None:
+                out.append((f"  {net} {backend}", "error or skipped", "—", "—"))
+                continue
+            text = (
+                f"fp32 {100 * f['accuracy']:.2f} % {f['latency_ms']:.3f} ms → int8 {100 * q['accuracy']:.2f} % "
+                f"{q['latency_ms']:.3f} ms, int8 MACs {q.get('int8_mac_fraction') or math.nan:.2f}"
+            )
+            if q.get("flash_bytes"):
+                text += (
+                    f"; flash {f['flash_bytes'] / 1024:.1f} → {q['flash_bytes'] / 1024:.1f} kB, peak RAM "
+                    f"{f['peak_ram_bytes'] / 1024:.1f} → {q['peak_ram_bytes'] / 1024:.1f} kB"
+                )
+            out.append((f"  {net} {backend}", text, "int8 within 2 points", _ok(f["accuracy"] - q["accuracy"] <= 0.02)))
+    return [("LiteRT beside ONNX Runtime and ExecuTorch (unpruned)", "", "—", "—"), *out] if out else []
+
+
 def _ok(b) -> str:
     return "met" if b else "**missed**"
 
 
 def markdown(o: dict) -> str:
     if "study_throughput" not in o:  # --only: that section's lines
-        return _table(o, [*_recovery_rows(o), *(_real_size_rows(o["real_size"]) if "real_size" in o else [])])
+        return _table(
+            o, [*_recovery_rows(o), *_litert_rows(o), *(_real_size_rows(o["real_size"]) if "real_size" in o else [])]
+        )
     st, sp, iq, mq, cr, sc = (
         o["study_throughput"],
         o["speedups"],
@@ -770,6 +833,7 @@ def markdown(o: dict) -> str:
             _ok(mp["met"]),
         ),
         *_recovery_rows(o),
+        *_litert_rows(o),
         *(_real_size_rows(o["real_size"]) if "real_size" in o else []),
         ("bench wall time", f"{o['bench_wall_s']:.0f} s", "< 600 s", _ok(o["bench_wall_s"] < 600)),
     ]
