@@ -4,8 +4,6 @@ and the failing per-tensor case it recovers."""
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
@@ -31,22 +29,21 @@ def _randomized(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def spread_depthwise(model: nn.Module, orders: float = 3.0, seed: int = 0) -> nn.Module:
-    """A copy of a ReLU ``mobilenetv2_tiny`` (``se=False``) computing the same float function, with the depthwise
-    channels' ranges spread over ``orders`` orders of magnitude: each depthwise BN's output channel scaled by c
-    (through the ReLU) and the projecting 1×1 conv's input channel by 1/c — how such ranges arise in trained
-    networks (the classic per-tensor int8 failure)."""
-    g = torch.Generator().manual_seed(seed)
-    out = copy.deepcopy(model)
-    for block in out.modules():
-        if type(block).__name__ == "_InvertedResidual":
-            bn, project = block.block[4], block.block[6]
-            c = 10 ** ((torch.rand(bn.num_features, generator=g) - 0.5) * orders)
-            with torch.no_grad():
-                bn.weight.mul_(c)
-                bn.bias.mul_(c)
-                project.weight.div_(c.view(1, -1, 1, 1))
-    return out
+def _example_spread():
+    """The example's ``spread_depthwise`` (examples/recovery/spread.py): the function-preserving rescaling that spreads
+    the depthwise channels' ranges, as the study's factory builds the failing case."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("recovery_spread", ROOT / "examples" / "recovery" / "spread.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.spread_depthwise
+
+
+spread_depthwise = _example_spread()
 
 
 def _tiny(relu6: bool) -> nn.Module:
