@@ -54,6 +54,20 @@ def test_fp32_matches_torch_on_padded_and_split_batches(trained_small, digits8, 
     )
 
 
+@pytest.mark.parametrize("name", ["resnet8", "mobilenetv2_tiny"])
+def test_fp32_matches_torch_on_the_residual_and_mobilenet_style_networks(name, digits8, tmp_path):
+    """The other two networks of the acceptance (residual adds; depthwise, ReLU6, squeeze-and-excitation)."""
+    from edge_opt.inputs import create_model
+
+    torch.manual_seed(0)
+    x = next(iter(digits8.val_loader))[0][:4]
+    model = create_model(name, tuple(x.shape[1:]), 10).eval()
+    v = build_variant("litert", model, "fp32", _ctx(digits8, tmp_path, batch_sizes=(4,)))
+    with torch.no_grad():
+        assert np.abs(v.predict(x) - model(x).numpy()).max() < 1e-4
+    assert v.kernel_precision == "fp32" and v.metadata["flash_bytes"] > 0 and v.metadata["peak_ram_bytes"] > 0
+
+
 def test_int8_is_full_integer_with_its_quantization_params(trained_small, digits8, tmp_path):
     ctx = _ctx(digits8, tmp_path)
     fp32 = build_variant("litert", trained_small, "fp32", ctx)
