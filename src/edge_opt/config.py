@@ -202,12 +202,21 @@ class QuantizationConfig(BaseModel):
     values: each combination of the lists is its own config point of every quantized precision (``choices()``).
     ``recovery`` is how int8 accuracy is recovered while every layer stays int8: ``none``, ``bias_correction``
     (NNCF's bias correction), ``cle`` (cross-layer equalization with bias absorption, on the float model before
-    any backend builds it) or ``qat`` (quantization-aware training for ``qat_epochs``).
+    any backend builds it) or ``qat`` (quantization-aware training for ``qat_epochs``). ``calibration_tolerance``:
+    min/max calibration uses the first samples of the ``calibration_batches`` whose ranges would have saturated at
+    most this share of the next samples' activation values (the same prefix on every backend; ``variants.calibration``).
     """
 
     model_config = _STRICT
     calibration_method: CalibrationMethod | list[CalibrationMethod] = "minmax"
     calibration_batches: int | list[int] = 8
+    calibration_tolerance: float = Field(
+        default=1e-5,
+        ge=0,
+        le=1,
+        description="min/max calibration stops at the first doubling of samples (16, 32, 64, …) in which at most "
+        "this share of the activation values fell outside the ranges of the samples before (0: every batch)",
+    )
     per_channel: bool | list[bool] = True
     percentile: float = Field(default=99.999, gt=50, le=100)
     engine: Literal["x86", "fbgemm", "qnnpack"] = "x86"
@@ -342,7 +351,12 @@ class DeploymentConfig(BaseModel):
     multi_stream_samples_per_query: int = Field(default=8, ge=1, le=4096)
     performance_sample_count: int = Field(default=1024, ge=1, le=10_000_000)
     latency_model: Literal["linear", "roofline"] = "roofline"
-    offline_batch_size: int = Field(default=256, ge=1, le=1_000_000)
+    offline_batch_size: int = Field(
+        default=256,
+        ge=1,
+        le=1_000_000,
+        description="Batch of the offline scenario; not set: 256, at most the study's `batch_size`.",
+    )
     max_s: float | None = Field(
         default=20.0,
         gt=0,

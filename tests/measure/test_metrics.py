@@ -225,11 +225,11 @@ def test_the_rounds_rotate_over_fresh_instances_of_each_variant(trained_small, d
 
     x = next(iter(digits8.val_loader))[0][:1]
     v = wrap_torch_module(trained_small, "fp32", [x])
-    built_calls, made = {"after": 0}, []
+    built_calls, made = {"before": 0, "after": 0}, []
     built = v.run
 
     def built_run(p):
-        built_calls["after"] += bool(made)  # a call once the timed instances exist
+        built_calls["after" if made else "before"] += 1  # a call once fresh instances exist, or before
         return built(p)
 
     def replicate():
@@ -246,14 +246,13 @@ def test_the_rounds_rotate_over_fresh_instances_of_each_variant(trained_small, d
         repeats=12, trials=2, warmup=1, target_rel_ci=0.0, max_extra_rounds=0, interrupted_factor=0.0, instances=3
     )
     rec = measure_variants([replace(v, run=built_run, replicate=replicate)], digits8.val_loader, s)[0]
-    # one fresh instance for the accuracy pass, three for the latency rounds, one for the batch throughput: each
-    # pass at the evaluation batch runs on an instance of its own, dropped after it (its batch buffers with it)
-    assert len(made) == 5 and rec.latency.instances == 3 and rec.latency.n == 12
-    assert built_calls["after"] == 0  # the built object itself is never run when it can be copied
+    # the accuracy pass on the built object (in bounded runs, ``predict_in_runs``), then one fresh instance for the
+    # batch throughput (dropped after it, its batch buffers with it), then three for the latency rounds
+    assert len(made) == 4 and rec.latency.instances == 3 and rec.latency.n == 12
+    assert built_calls == {"before": len(digits8.val_loader), "after": 0}  # never timed when it can be copied
     counts = [c["n"] for c in made]
-    assert counts[0] == len(digits8.val_loader)  # the accuracy pass: one call per validation batch
+    assert counts[0] > 0  # the batch throughput
     assert counts[1] == counts[2] == counts[3] > 0  # every latency instance timed, the same rounds each
-    assert counts[4] > 0  # the batch throughput
     assert MeasurementRecord.from_dict(rec.to_dict()).latency.instances == 3
     alone = measure_variants([replace(v, run=built_run, replicate=None)], digits8.val_loader, s)[0]
     assert alone.latency.instances == 1 and built_calls["after"] > 0  # no replicate: the built one is timed
@@ -320,3 +319,28 @@ def test_an_interrupted_factor_that_would_set_aside_typical_samples_is_refused(f
 
     with pytest.raises(ValueError, match="'interrupted_factor'"):
         BenchmarkSettings(interrupted_factor=factor)
+
+
+def test_predict_in_runs_bounds_a_large_batch_and_keeps_static_programs_whole(trained_small, digits8, monkeypatch):
+    from dataclasses import replace
+
+    import edge_opt.measure.metrics as metrics
+    from edge_opt.variants.torch_backend import wrap_torch_module
+
+    x = next(iter(digits8.val_loader))[0]
+    v = wrap_torch_module(trained_small, "fp32", [x[:1]])
+    seen: list[int] = []
+
+    def run(p):
+        seen.append(len(p))
+        return v.run(p)
+
+    counted = replace(v, run=run)
+    assert np.allclose(metrics.predict_in_runs(counted, x), v.predict(x), atol=1e-5) and seen == [len(x)]  # whole
+    monkeypatch.setattr(metrics, "EVALUATION_RUN_VALUES", 3 * int(np.prod(x.shape[1:])))  # as if 3 samples fit
+    seen.clear()
+    out = metrics.predict_in_runs(counted, x)
+    assert np.allclose(out, v.predict(x), atol=1e-5) and max(seen) == 3 and sum(seen) == len(x)
+    seen.clear()
+    metrics.predict_in_runs(replace(counted, metadata={**v.metadata, "static_batches": [1, len(x)]}), x)
+    assert seen == [len(x)]  # a static program takes the batch whole (a small run would be padded to a program)

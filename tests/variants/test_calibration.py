@@ -92,3 +92,74 @@ def test_rerun_reproduces_quantization_parameters_and_reports_mixed_precision(tm
     assert sens[0].startswith("pruning_level,backend,layer") and len(sens) > 3
     assert (a.output_dir / "sensitivity.png").is_file() and (a.output_dir / "mixed_precision.csv").is_file()
     assert "int8 sensitivity, recovery and mixed precision" in (a.output_dir / "report.html").read_text()
+
+
+# --- how many samples min/max calibration needs (variants/calibration.py) ---------------------------------
+
+
+def _stop_ctx(batches, tmp_path, **q):
+    from edge_opt.config import QuantizationConfig
+
+    return BuildContext(
+        calibration=batches, example_input=batches[0][:2], workdir=tmp_path, quantization=QuantizationConfig(**q)
+    )
+
+
+def _repeated(digits8, n_batches=8):
+    """The same 16 samples over and over: after the first 16 nothing new is ever outside the ranges."""
+    x = digits8.calibration_batches(1)[0][:16]
+    return [x.clone() for _ in range(n_batches)]
+
+
+def test_range_tally_counts_values_outside_the_snapshot():
+    from edge_opt.variants.calibration import RangeTally
+
+    t = RangeTally()
+    t.add("a", torch.tensor([0.0, 1.0]))
+    assert t.outside_fraction() is None and t.ranges["a"] == (0.0, 1.0)
+    t.snapshot()
+    t.add("a", torch.tensor([-1.0, 0.5, 0.5, 2.0]))
+    assert t.outside_fraction() == pytest.approx(0.5) and t.ranges["a"] == (-1.0, 2.0)
+    t.add("b", torch.tensor([3.0, 4.0]))  # a tensor the snapshot never saw: all of it outside
+    assert t.outside == 4 and t.values == 6
+
+
+def test_calibration_stops_once_more_samples_add_nothing_and_every_backend_gets_that_prefix(
+    trained_small, digits8, tmp_path
+):
+    batches = _repeated(digits8)  # 128 samples, 16 distinct
+    ctx = _stop_ctx(batches, tmp_path)
+    built = {b: build_variant(b, trained_small, "int8", ctx) for b in ("torch", "onnxruntime", "openvino")}
+    for b, v in built.items():
+        assert v.metadata["calibration_samples"] == 32, b  # the first check: samples 17–32 added nothing
+        assert v.metadata["calibration_stop"].startswith("32 of 128 samples"), b
+    # the ONNX file alone (no PyTorch model) is probed through ONNX Runtime and stops at the same place
+    onnx_ctx = _stop_ctx(batches, tmp_path / "onnx", recovery="none")
+    onnx_ctx.cache[("onnx_fp32", onnx_ctx.parent_key)] = str(next(tmp_path.glob("*_fp32.onnx")))
+    v = build_variant("onnxruntime", None, "int8", onnx_ctx)
+    assert v.metadata["calibration_samples"] == 32 and "32 of 128" in v.metadata["calibration_stop"]
+
+
+def test_calibration_takes_every_sample_when_ranges_keep_growing_or_when_asked(trained_small, digits8, tmp_path):
+    x = digits8.calibration_batches(1)[0][:16]
+    growing = [x * (i + 1) for i in range(8)]  # every batch's values beyond the last: never settles
+    v = build_variant("torch", trained_small, "int8", _stop_ctx(growing, tmp_path))
+    assert v.metadata["calibration_samples"] == 128 and v.metadata["calibration_stop"].startswith("every sample")
+    for q in ({"calibration_tolerance": 0}, {"calibration_method": "percentile"}):
+        v = build_variant("onnxruntime", trained_small, "int8", _stop_ctx(_repeated(digits8), tmp_path / str(q), **q))
+        assert v.metadata["calibration_samples"] == 128, q
+        assert v.metadata["calibration_stop"].startswith("every sample (128:"), q
+
+
+def test_calibration_tolerance_is_validated_and_in_the_point_key():
+    from edge_opt.config import QuantizationConfig
+    from edge_opt.variants import get_precision
+
+    with pytest.raises(ValueError, match="calibration_tolerance"):
+        QuantizationConfig(calibration_tolerance=-0.1)
+    a = get_precision("int8").key_fields(QuantizationConfig())
+    b = get_precision("int8").key_fields(QuantizationConfig(calibration_tolerance=0))
+    assert a != b and a["calibration_tolerance"] == 1e-5
+    assert "calibration_tolerance" not in get_precision("int8").key_fields(
+        QuantizationConfig(calibration_method="entropy")
+    )

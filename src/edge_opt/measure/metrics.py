@@ -34,6 +34,7 @@ from ..core import (
     SamplingPlan,
     batch_len,
     batch_map,
+    batch_runs,
     batch_slice,
     call_user_code,
     ci95_half_width,
@@ -273,6 +274,24 @@ def _first_batch(loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
     raise ValueError("No batches in the loader: the evaluation data set is empty.")
 
 
+# Input values of one evaluation run (see ``predict_in_runs``): 3 samples of 3×224×224, a whole batch of 128 digits.
+EVALUATION_RUN_VALUES = 1 << 19
+
+
+def predict_in_runs(variant: Variant, x: Any) -> Any:
+    """``variant.predict(x)`` over runs of at most ``EVALUATION_RUN_VALUES`` input values (``core.batch_runs``; a
+    batch within the bound stays whole), the outputs concatenated. Each sample's outputs do not depend on the
+    others in its batch, while a real-size network's activation memory grows with the batch run at once (ONNX
+    Runtime kept a 0.6 GB arena after 32 MobileNetV2 images at 224²) and here its time per image did too (a 32-image
+    batch took twice a 3-image run's time per image). Programs with static batches (``static_batches`` in the
+    metadata: ExecuTorch, LiteRT) take whole batches: a smaller run would be padded to a program's batch."""
+    runs = [x] if variant.metadata.get("static_batches") else batch_runs([x], EVALUATION_RUN_VALUES)
+    if len(runs) == 1:
+        return variant.predict(x)
+    out = concat_outputs([variant.predict(r) for r in runs])
+    return out[0] if len(out) == 1 else tuple(out)
+
+
 def evaluate_predictions(
     model: ModelLike, loader: DataLoader, device: Any = "cpu", precision: str | None = "fp32"
 ) -> tuple[tuple[bool, ...], bool]:
@@ -282,7 +301,7 @@ def evaluate_predictions(
     finite = True
     batches = 0
     for x, y in loader:
-        logits = class_scores(variant.predict(x))  # Caffe2-style (N, C, 1, 1) scores read as (N, C)
+        logits = class_scores(predict_in_runs(variant, x))  # Caffe2-style (N, C, 1, 1) scores read as (N, C)
         finite &= bool(np.isfinite(logits).all())
         correct.extend((logits.argmax(1) == y.numpy()).tolist())
         batches += 1
@@ -423,7 +442,7 @@ def evaluate_outputs(variant: Variant, loader: Iterable) -> tuple[list[np.ndarra
     outs: list[Any] = []
     targets: list[np.ndarray] = []
     for batch in loader:
-        outs.append(variant.predict(batch[0]))
+        outs.append(predict_in_runs(variant, batch[0]))
         y = _targets(batch)
         if y is not None:
             targets.append(y)
@@ -444,24 +463,18 @@ def _evaluate(variant: Variant, loader: Iterable, scoring: Scoring | None) -> tu
 
 
 def _on_fresh(variant: Variant, fn: Callable[[Variant], _T]) -> _T:
-    """``fn`` on a fresh instance of ``variant`` (a pass at the evaluation batch), dropped when ``fn`` returns,
-    and with it the runtime memory that batch grew: an ONNX Runtime session keeps the arena of its largest batch
-    (0.6 GB for a 32-image batch of MobileNetV2 at 224² here), and a study holds every variant of a group until all
-    of them are timed, so those arenas added up to most of a 6 GB peak. ``fn`` runs on the variant itself where it
-    cannot be copied (``replicas`` None)."""
+    """``fn`` on a fresh instance of ``variant`` (the throughput pass, timed at the evaluation batch), dropped when
+    ``fn`` returns, and with it the runtime memory that batch grew: an ONNX Runtime session keeps the arena of its
+    largest batch (0.6 GB for a 32-image batch of MobileNetV2 at 224² here), an OpenVINO compiled model its
+    activations, and a study holds every variant of a group until all of them are timed. ``fn`` runs on the variant
+    itself where it cannot be copied (``replicas`` None). The accuracy pass needs none: it runs in bounded runs
+    (``predict_in_runs``)."""
     make = variant.replicas
     if make is None:
         return fn(variant)
     result = fn(replace(variant, run=make()))  # nothing else holds the fresh instance: it goes here
     release_freed_memory()  # and its buffers go back to the system instead of staying with the allocator
     return result
-
-
-def _evaluate_fresh(
-    variant: Variant, loader: Iterable, scoring: Scoring | None
-) -> tuple[tuple[bool, ...], bool, float]:
-    """``_evaluate`` on a fresh instance of ``variant`` (``_on_fresh``)."""
-    return _on_fresh(variant, lambda instance: _evaluate(instance, loader, scoring))
 
 
 def _usable_cores() -> int:
@@ -478,12 +491,16 @@ def _evaluate_all(
     object is shared between threads). Accuracy is not a timing: it need not wait its turn on the pinned core,
     and on a real-size model it is most of a variant's measuring (192 images of 224² through MobileNetV2 took
     3.3 s at one thread here). Runs before the latency rounds pin the process, so the workers may use every
-    core; with one worker (one core, or one variant) the passes run in this thread."""
+    core; with one worker (one core, or one variant) the passes run in this thread. What the passes freed goes
+    back to the system afterwards."""
     workers = min(len(variants), max(1, _usable_cores() // max(threads, 1)))
     if workers <= 1:
-        return [_evaluate_fresh(v, loader, scoring) for v in variants]
-    with ThreadPoolExecutor(workers, thread_name_prefix="edge-opt-accuracy") as pool:
-        return list(pool.map(lambda v: _evaluate_fresh(v, loader, scoring), variants))
+        results = [_evaluate(v, loader, scoring) for v in variants]
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="edge-opt-accuracy") as pool:
+            results = list(pool.map(lambda v: _evaluate(v, loader, scoring), variants))
+    release_freed_memory()
+    return results
 
 
 def _callable(model: ModelLike, sample_input: torch.Tensor) -> tuple[Any, Any]:
@@ -706,9 +723,10 @@ INSTANCE_BYTES_BUDGET = 256 * 2**20  # extra instances of a variant are made whi
 
 def instance_count(variant: Variant, wanted: int) -> int:
     """How many instances of ``variant`` its latency rounds rotate over: ``wanted``, or 1 without
-    ``replicate`` (the built one), or fewer when that many copies of its parameters would pass
+    ``replicate`` (the built one) or with a ``Replicas`` that is not ``timed`` (one fresh instance), or fewer
+    when that many copies of its parameters would pass
     ``INSTANCE_BYTES_BUDGET`` or a quarter of the available memory (at least one copy is made whatever its size)."""
-    if variant.replicas is None:
+    if variant.replicas is None or not getattr(variant.replicate, "timed", True):
         return 1
     return max(1, min(wanted, instance_bytes_budget(INSTANCE_BYTES_BUDGET) // max(variant.parameter_bytes, 1)))
 
@@ -797,12 +815,12 @@ def _interleaved(timings: Sequence[_Timing], s: BenchmarkSettings, reader: RaplR
     sample_rounds(timings, lambda t, n: _round(t, n, reader), _sampling_plan(s), lambda t: t.spent_s)
 
 
-def _batch_latency(timing: _Timing, x_batch: torch.Tensor, s: BenchmarkSettings) -> LatencySamples:
+def _batch_latency(variant: Variant, x_batch: torch.Tensor, s: BenchmarkSettings) -> LatencySamples:
     """The batch (throughput) samples, on a fresh instance of the variant: blocks of calls for
     ``throughput_min_time_s`` (``blocked_autorange``), or one timed call when the first call already lasted that
     long (``blocked_autorange`` would time a call to size its blocks, then run blocks until the minimum time: a
     100 ms batch call ran three times more)."""
-    return _on_fresh(timing.variant, lambda instance: _batch_samples(instance, x_batch, s))
+    return _on_fresh(variant, lambda instance: _batch_samples(instance, x_batch, s))
 
 
 def _batch_samples(instance: Variant, x_batch: Any, s: BenchmarkSettings) -> LatencySamples:
@@ -861,8 +879,9 @@ def measure_variants(
     scoring: Scoring | None = None,
 ) -> list[MeasurementRecord]:
     """Measure several models or variants together: accuracy of each (side by side on the process's cores,
-    ``_evaluate_all``), then their latency samples in interleaved rounds on pinned cores (``settings.rounds``,
-    ``settings.pin``), then each one's batch latency.
+    ``_evaluate_all``), then on pinned cores each one's batch latency (a fresh instance each, dropped after it,
+    before the latency instances exist: a real-size batch's runtime memory is not added to theirs), then their
+    latency samples in interleaved rounds (``settings.rounds``, ``settings.pin``).
 
     The records' environment says which cores were pinned (``pinned_cores``, None when the host does not allow
     it) and how many variants were interleaved; ``latency.rounds`` how many rounds each one's samples took.
@@ -876,9 +895,9 @@ def measure_variants(
     with torch_threads(s.threads):
         evaluated = _evaluate_all(variants, loader, scoring, s.threads)
     with torch_threads(s.threads), pinned(s.threads, s.pin) as cores, watch_host(cores) as host:
+        batches = [_batch_latency(v, x_batch, s) for v in variants]
         timings = [_start_timing(v, batch_slice(x_batch, 0, s.latency_batch_size), s) for v in variants]
         _interleaved(timings, s, reader)
-        batches = [_batch_latency(t, x_batch, s) for t in timings]
     env = {**environment(s.threads), "pinned_cores": list(cores) if cores else None, "interleaved_with": len(variants)}
     env.update(host.environment())  # how busy the host was around these rows (measure/host.py)
     name = scoring.metric.display_name if scoring is not None and not scoring.is_top1 else None

@@ -67,6 +67,8 @@ class BuildContext:
         loss: the study's training loss ``fn(outputs, targets)`` (None: cross-entropy on class ids).
         learning_rate: the study's training step size (QAT fine-tunes at a tenth of it).
         seed: seeds QAT's training, so the same config gives the same scales.
+        calibration_stop: where and why ``calibration`` was cut to the samples min/max calibration needs
+            (``calibration.converged_calibration``; empty: not decided, every batch given).
     """
 
     calibration: Sequence[torch.Tensor]
@@ -91,6 +93,7 @@ class BuildContext:
     loss: Callable[[Any, torch.Tensor], torch.Tensor] | None = None
     learning_rate: float = 1e-3
     seed: int = 0
+    calibration_stop: str = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,6 +104,7 @@ class Replicas:
 
     of: Callable[[Any], Any]
     make: Callable[[], Callable[[Any], Any]]
+    timed: bool = True  # latency rounds may rotate over several such instances (False: one)
 
     def __call__(self) -> Callable[[Any], Any]:
         return self.make()

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..core import muted_native_stderr, package_versions
 from .base import BuildContext, Variant, VariantBuildError
+from .calibration import calibration_samples
 from .layers import LayerInfo, layer_report
 from .precisions import add_hook, get_precision
 from .registry import register_backend
@@ -195,7 +196,7 @@ def _programs(model: nn.Module | None, precision: str, ctx: BuildContext) -> lis
     if model is None:
         raise VariantBuildError("backend 'executorch' needs a PyTorch model (torch.export).")
     q = ctx.quantization
-    options = f"{q.channelwise}_{len(ctx.calibration)}" if get_precision(precision).quantized else "float"
+    options = f"{q.channelwise}_{calibration_samples(ctx)}" if get_precision(precision).quantized else "float"
     tag = hashlib.sha256(options.encode()).hexdigest()[:8]
     folder = ctx.workdir / "executorch"
     paths = {b: folder / f"{ctx.parent_key}_{precision}_{tag}_b{b}.pte" for b in sorted(set(ctx.batch_sizes))}

@@ -34,6 +34,7 @@ from torch import nn
 
 from ..core import muted_native_stderr, package_versions
 from .base import BuildContext, Replicas, Variant, VariantBuildError, VariantNotApplicable
+from .calibration import calibration_samples
 from .layers import coverage
 from .precisions import add_hook, get_precision
 from .registry import register_backend
@@ -202,7 +203,7 @@ def _programs(model: nn.Module | None, precision: str, ctx: BuildContext) -> lis
     if not isinstance(ctx.example_input, torch.Tensor):
         raise VariantNotApplicable("backend 'litert' converts models with one input tensor")
     q = ctx.quantization
-    options = f"{q.per_channel}_{len(ctx.calibration)}" if get_precision(precision).quantized else "float"
+    options = f"{q.per_channel}_{calibration_samples(ctx)}" if get_precision(precision).quantized else "float"
     tag = hashlib.sha256(options.encode()).hexdigest()[:8]
     folder = ctx.workdir / "litert"
     paths = {b: folder / f"{ctx.parent_key}_{precision}_{tag}_b{b}.tflite" for b in sorted(set(ctx.batch_sizes))}

@@ -29,6 +29,7 @@ from torch import nn
 from ..config import QuantizationConfig
 from ..core import Registry, batch_map, batch_parts, batch_runs
 from .base import BuildContext, VariantBuildError
+from .calibration import CALIBRATION_RUN_VALUES
 from .layers import layer_report, torch_layer_precisions, torch_layers
 from .onnx_tools import CalibrationReader, onnx_input_names
 from .quantize import (
@@ -105,6 +106,8 @@ class Precision:
             fields["per_channel"] = False
         if options.calibration_method == "percentile":
             fields["percentile"] = options.percentile
+        if options.calibration_method == "minmax":  # the samples min/max needs (``calibration``)
+            fields["calibration_tolerance"] = options.calibration_tolerance
         if self.searches:
             fields["search"] = [max_accuracy_drop, options.max_float_mac_fraction]
         if options.recovery != "none":  # no recovery keeps the keys of earlier stores
@@ -214,6 +217,7 @@ def _calibration_meta(ctx: BuildContext) -> dict[str, Any]:
     return {
         "calibration_batches": len(ctx.calibration),
         "calibration_samples": int(sum(len(b) for b in ctx.calibration)),
+        "calibration_stop": ctx.calibration_stop,
     }
 
 
@@ -370,12 +374,6 @@ def int8_onnx_file(
     if q.method == "percentile":
         meta["percentile"] = q.percentile
     return meta
-
-
-# Input values of one ORT calibration run (see ``_calibration_runs``): 3 samples of 3×224×224, a whole batch of 128
-# digits (8×8). ORT's augmented graph keeps every calibrated activation of a run until the run ends (measured:
-# ~160 MB per MobileNetV2 sample at 224², 5.3 GB for a batch of 32).
-CALIBRATION_RUN_VALUES = 1 << 19
 
 
 def _calibration_runs(batches: Sequence[Any], method: str) -> list[Any]:

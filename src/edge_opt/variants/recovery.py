@@ -26,6 +26,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..inputs import train_model
 from .base import BuildContext, VariantBuildError
+from .calibration import converged_calibration
+from .onnx_tools import fp32_onnx_path
 
 __all__ = ["EqualizedModel", "equalize", "recovered_parent"]
 
@@ -277,7 +279,7 @@ def recovered_parent(
     if recovery == "qat":
         return _qat_parent(model, ctx, precision, kind)
     if recovery != "cle":
-        return model, dataclasses.replace(ctx, recovered=True), {"recovery": recovery}
+        return model, _calibrated(model, dataclasses.replace(ctx, recovered=True)), {"recovery": recovery}
     if model is None:
         raise VariantBuildError(
             "recovery 'cle' equalizes the PyTorch model and this model has none (an ONNX file that does not convert)"
@@ -288,9 +290,14 @@ def recovered_parent(
     found: EqualizedModel = ctx.cache[slot]
     return (
         found.model,
-        dataclasses.replace(ctx, parent_key=f"{ctx.parent_key}-cle", recovered=True),
+        _calibrated(found.model, dataclasses.replace(ctx, parent_key=f"{ctx.parent_key}-cle", recovered=True)),
         dict(found.metadata),
     )
+
+
+def _calibrated(model: nn.Module | None, ctx: BuildContext) -> BuildContext:
+    """``ctx`` with the calibration samples ``model``'s ranges need (``calibration.converged_calibration``)."""
+    return converged_calibration(model, ctx, lambda: fp32_onnx_path(model, ctx))
 
 
 def channel_ranges(conv: nn.Conv2d) -> torch.Tensor:
