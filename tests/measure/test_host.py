@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import mmap
 import os
 import threading
 
@@ -122,9 +123,13 @@ def test_available_memory_is_read_where_the_host_tells():
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="Linux: per-stage peak RSS")
 def test_stage_memory_gives_each_stage_its_own_peak():
     mem = StageMemory()
-    block = bytearray(200 * 2**20)  # a stage that peaks 200 MB higher and gives it back before it ends
-    block[::4096] = b"x" * len(block[::4096])  # touch every page
-    del block
+    # A stage that peaks 200 MB higher and gives it back before it ends. An anonymous mapping, not a bytearray:
+    # malloc may serve a bytearray from heap pages an earlier test freed but kept resident (CI's worker did), and
+    # then the peak never moves.
+    block = mmap.mmap(-1, 200 * 2**20)
+    for page in range(0, len(block), mmap.PAGESIZE):
+        block[page] = 1  # touch every page
+    block.close()
     big, _ = mem.lap()
     after, children = mem.lap()  # the next stage starts from the RSS at the lap, not from the earlier peak
     assert big > after + 150 and after > 0 and children >= 0
