@@ -172,6 +172,38 @@ def test_legend_toggle_hides_rows(tiny_study, browser):
         pg.close()
 
 
+# Per legend entry (every legend of the page), how many pixels of its marker canvas are drawn.
+LEGEND_PIXELS = """() => [...Bokeh.documents[0].all_models].filter((m) => m.type === 'Legend')
+  .flatMap((m) => Bokeh.index.get_one(m).entries).map(({glyph}) => {
+    const c = glyph.canvas, px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 3; i < px.length; i += 4) { n += px[i] > 0; }
+    return n;
+  })"""
+
+
+def test_legend_markers_survive_filtering(tiny_study, browser):
+    """Filtering (a widget, then a legend toggle) leaves every legend entry's marker drawn: Bokeh rebuilds a
+    legend's entries, blank, when a model reachable from its renderers changes, so they must not reach the
+    filter."""
+    _, res = tiny_study
+    pg = Page(browser, res.output_dir / "report.html")
+    try:
+        before = pg.js(LEGEND_PIXELS)
+        assert before and min(before) > 0
+        pg.js("() => { Bokeh.documents[0].get_model_by_name('f_precision').value = ['int8']; }")
+        pg.page.wait_for_function("() => document.documentElement.dataset.rowsShown !== undefined")
+        pg.js(
+            "() => [...Bokeh.documents[0].all_models].filter((m) => m.name === 'torch' && 'visible' in m)"
+            ".forEach((m) => { m.visible = false; })"
+        )
+        pg.page.wait_for_timeout(200)
+        assert pg.js(LEGEND_PIXELS) == before
+        assert pg.errors == []
+    finally:
+        pg.close()
+
+
 def test_without_javascript_static_tables(tiny_study, browser):
     _, res = tiny_study
     sweep = _sweep(res.output_dir)

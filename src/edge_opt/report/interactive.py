@@ -243,6 +243,16 @@ count.text = `${idx.length} of ${n} rows shown`;
 document.documentElement.dataset.rowsShown = String(idx.length);
 """
 
+# A legend entry's click runs the filter callback found by name. Bokeh's Legend rebuilds its entries (and their
+# marker canvases, which then stay blank) whenever a model reachable from its renderers changes: a renderer
+# holding the filter callback itself would reach the filter, the widgets and the source, and every filter change
+# would blank the legends.
+APPLY_NAME = "sweep_apply"
+_TOGGLE_JS = f"""
+const apply = cb_obj.document.get_model_by_name('{APPLY_NAME}');
+if (apply !== null) {{ apply.execute(cb_obj); }}
+"""
+
 _DETAILS_JS = """
 const i = src.selected.indices.length ? src.selected.indices[0] : null;
 const box = document.getElementById('details');
@@ -429,12 +439,14 @@ def _wire_filters(src: ColumnDataSource, filt: IndexFilter, legends: dict[str, l
             **w,
         },
         code=_APPLY_JS,
+        name=APPLY_NAME,
     )
     for name, widget in w.items():
         widget.js_on_change("value_input" if name == "search" else "value", apply)
+    toggle = CustomJS(code=_TOGGLE_JS)  # holds no model: see _TOGGLE_JS
     for rends in legends.values():
         for r in rends:
-            r.js_on_change("visible", apply)
+            r.js_on_change("visible", toggle)
     return count
 
 
