@@ -149,6 +149,114 @@ def test_sort_filter_click_recommended(tiny_study, browser):
         pg.close()
 
 
+@pytest.fixture(scope="module")
+def default_study(tmp_path_factory):
+    """configs/default.yaml (what ``edge-opt`` runs with no arguments) run once into a temporary folder: its grid,
+    data, model and training as they are, shorter latency measurements and LoadGen runs (~45 s on 2 cores)."""
+    from conftest import ROOT
+    from edge_opt.pipeline import load_study_config, run_study
+
+    base = tmp_path_factory.mktemp("default_study")
+    over = {
+        "output_dir": str(base / "out"),
+        "benchmark_repeats": 5,
+        "benchmark_trials": 2,
+        "benchmark_warmup": 1,
+        "deployment": {"min_queries": 20, "min_duration_s": 0.05},
+    }
+    with pytest.MonkeyPatch.context() as mp:  # its own per-host cache, as every test gets
+        mp.setenv("EDGE_OPT_CACHE_DIR", str(base / "host_cache"))
+        return run_study(load_study_config(ROOT / "configs" / "default.yaml", over)).output_dir
+
+
+def _keys(pg: Page, indices: str) -> list[str]:
+    """The sweep rows' keys at the given indices (a JS expression over ``doc``), in that order."""
+    return pg.js(
+        "() => { const doc = Bokeh.documents[0], key = doc.get_model_by_name('sweep_source').data.key;"
+        f" return [...{indices}].map((i) => key[i]); }}"
+    )
+
+
+TABLE_ORDER = "Bokeh.index.get_one(doc.get_model_by_name('sweep_table')).data.index"  # the rows as the table shows
+
+
+def _sort_by_latency(pg: Page, sweep: pd.DataFrame) -> None:
+    """Click the latency_ms header: the table's rows are the CSV's sorted by latency, the first one the fastest."""
+    header = pg.page.locator(".edge-sweep-table .slick-header-column").filter(
+        has=pg.page.get_by_text("latency_ms", exact=True)
+    )
+    header.click()
+    by_latency = sweep.sort_values("latency_ms", kind="mergesort")["key"].tolist()
+    assert _keys(pg, TABLE_ORDER) == by_latency
+    pg.page.locator(".edge-sweep-table .slick-row").first.locator(".slick-cell").nth(1).click()
+    assert pg.details_key() == by_latency[0]
+
+
+def _filter(pg: Page, backend: str, precision: str) -> None:
+    """Pick the backend and the precision in their multi-choice boxes, as a user does."""
+    for nth, value in ((0, backend), (1, precision)):
+        choices = pg.page.locator(".choices").nth(nth)
+        choices.click()
+        choices.locator(f".choices__item--choice[data-value='{value}']").click()
+    pg.page.keyboard.press("Escape")
+
+
+def _click_recommended(pg: Page) -> None:
+    """Click the recommended star in the plot where no other shown point lies under it, so the click selects
+    that row alone."""
+    for x in ("latency_ms", "energy_proxy_j", "memory_mb"):
+        pg.click_point(f"recommended:{x}:host")
+        if pg.js("() => Bokeh.documents[0].get_model_by_name('sweep_source').selected.indices.length") == 1:
+            return
+    raise AssertionError("the recommended point overlaps another point in every plot")
+
+
+def test_default_study_sort_filter_recommended(default_study, browser):
+    """The default study's page, checked against its sweep_results.csv: sort by latency, filter to int8 on
+    onnxruntime (the default grid has torch and onnxruntime, no OpenVINO), click the recommended point and read
+    its details; no request leaves the page, which opens from disk with the network off."""
+    out = default_study
+    sweep = _sweep(out)
+    rec = sweep[sweep["key"] == json.loads((out / "summary.json").read_text())["recommended"]["key"]]
+    assert len(rec) == 1
+    pg = Page(browser, out / "report.html")
+    try:
+        explore = pg.page.locator("[data-root-id]").first
+        assert explore.get_by_text(f"{len(sweep)} of {len(sweep)} rows shown").count() == 1
+        _shoot(pg.page, "default_report")
+        _sort_by_latency(pg, sweep)
+        _filter(pg, "onnxruntime", "int8")
+        want = sweep[(sweep["precision"] == "int8") & (sweep["backend"] == "onnxruntime")]
+        assert pg.rows_shown() == len(want) > 0
+        assert explore.get_by_text(f"{len(want)} of {len(sweep)} rows shown").count() == 1
+        assert sorted(_keys(pg, TABLE_ORDER)) == sorted(want["key"])
+        assert pg.page.locator(".edge-sweep-table .grid-canvas-left .slick-row").count() == len(want)  # (frozen pane)
+        pg.js("() => document.getElementById('explore').scrollIntoView()")
+        _shoot(pg.page, "default_report_filtered")
+        _click_recommended(pg)
+        pg.page.wait_for_function(f"() => document.getElementById('details').dataset.key === {rec['key'].iloc[0]!r}")
+        _check_details(pg, rec.iloc[0])
+        assert pg.left == [] and pg.errors == []
+    finally:
+        pg.close()
+
+
+def _check_details(pg: Page, row: pd.Series) -> None:
+    """The details panel shows the CSV's recommended row: its point, latency, float layers, build time."""
+    details = pg.page.locator("#details")
+    for col in ("backend", "precision", "key"):
+        assert details.locator(f"td[data-col='{col}']").inner_text() == str(row[col])
+    for col in ("latency_ms", "memory_mb", "build_s"):
+        assert float(details.locator(f"td[data-col='{col}']").inner_text()) == pytest.approx(row[col], rel=1e-5)
+    assert "recommended" in details.locator(".status").inner_text()
+    floats = "none recorded" if pd.isna(row["float_layers"]) else ", ".join(str(row["float_layers"]).split(";"))
+    assert details.locator(".float-layers").inner_text() == f"Layers running float: {floats}"
+    assert details.locator(".build-time").inner_text().startswith("Build time:")
+    assert "LoadGen scenarios" in details.inner_text()
+    pg.js("() => document.getElementById('details').scrollIntoView()")
+    _shoot(pg.page, "default_report_details_recommended")
+
+
 def test_legend_toggle_hides_rows(tiny_study, browser):
     _, res = tiny_study
     sweep = _sweep(res.output_dir)
@@ -167,6 +275,38 @@ def test_legend_toggle_hides_rows(tiny_study, browser):
             "rejected"
         )  # accepted: rejected rows only
         assert pg.rows_shown() == int((~want["accepted"].astype(bool)).sum())
+        assert pg.errors == []
+    finally:
+        pg.close()
+
+
+# Per legend entry (every legend of the page), how many pixels of its marker canvas are drawn.
+LEGEND_PIXELS = """() => [...Bokeh.documents[0].all_models].filter((m) => m.type === 'Legend')
+  .flatMap((m) => Bokeh.index.get_one(m).entries).map(({glyph}) => {
+    const c = glyph.canvas, px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 3; i < px.length; i += 4) { n += px[i] > 0; }
+    return n;
+  })"""
+
+
+def test_legend_markers_survive_filtering(tiny_study, browser):
+    """Filtering (a widget, then a legend toggle) leaves every legend entry's marker drawn: Bokeh rebuilds a
+    legend's entries, blank, when a model reachable from its renderers changes, so they must not reach the
+    filter."""
+    _, res = tiny_study
+    pg = Page(browser, res.output_dir / "report.html")
+    try:
+        before = pg.js(LEGEND_PIXELS)
+        assert before and min(before) > 0
+        pg.js("() => { Bokeh.documents[0].get_model_by_name('f_precision').value = ['int8']; }")
+        pg.page.wait_for_function("() => document.documentElement.dataset.rowsShown !== undefined")
+        pg.js(
+            "() => [...Bokeh.documents[0].all_models].filter((m) => m.name === 'torch' && 'visible' in m)"
+            ".forEach((m) => { m.visible = false; })"
+        )
+        pg.page.wait_for_timeout(200)
+        assert pg.js(LEGEND_PIXELS) == before
         assert pg.errors == []
     finally:
         pg.close()

@@ -63,12 +63,14 @@ __all__ = [
 
 # Only the Bokeh bundles the page uses (no WebGL, no MathJax): ~1.9 MB inlined.
 BOKEH_COMPONENTS: list[Component] = ["bokeh", "bokeh-widgets", "bokeh-tables"]
-MARKERS = ["circle", "square", "triangle", "diamond", "inverted_triangle", "hex", "star", "plus", "square_pin"]
-# x axes of the Pareto plots, in order, with their labels and CI columns (each only when the table has it)
+# (no star: the recommended point is the one star)
+MARKERS = ["circle", "square", "triangle", "diamond", "inverted_triangle", "hex", "triangle_pin", "plus", "square_pin"]
+# x axes of the Pareto plots, in order (each only when the table has it): column, name, CI column, and the units
+# it may be shown in, smallest first, with their factor from the column's unit
 X_AXES = (
-    ("latency_ms", "latency (ms)", "latency_ci95_ms"),
-    ("energy_proxy_j", "energy (J)", "energy_ci95_j"),
-    ("memory_mb", "memory (MB)", None),
+    ("latency_ms", "latency", "latency_ci95_ms", (("µs", 1e3), ("ms", 1.0))),
+    ("energy_proxy_j", "energy", "energy_ci95_j", (("µJ", 1e6), ("mJ", 1e3), ("J", 1.0))),
+    ("memory_mb", "memory", None, (("kB", 1e3), ("MB", 1.0))),
 )
 FROZEN = ["status", "backend", "precision", "pruning_level"]  # the table's first columns, kept in view
 LEAD = ["latency_ms", "latency_ci95_ms", "memory_mb", "energy_proxy_j", "measured_on", "rejected_reason"]
@@ -136,14 +138,27 @@ def _prepared(frame: pd.DataFrame, rec_key: str | None) -> pd.DataFrame:
     f = frame.reset_index(drop=True).copy()
     f.insert(0, "status", _status(f, rec_key))
     f["_text"] = _search_text(f)
-    f["_level"] = [f"{v:g}" if isinstance(v, float | int) else str(v) for v in f.get("pruning_level", [""] * len(f))]
+    f["_level"] = [_level_label(v) for v in f.get("pruning_level", [""] * len(f))]
     if "measured_on" not in f.columns:
         f["measured_on"] = "host"
     return f
 
 
+def _level_label(v: Any) -> str:
+    """A pruning level as the page shows it and keys its parent's sensitivity by (0.5, not 0.50)."""
+    return f"{v:g}" if isinstance(v, float | int) else str(v)
+
+
 def _levels(values: Iterable[Any]) -> list[str]:
-    return sorted({str(v) for v in values}, key=lambda s: (len(s), s))
+    """The distinct values as text, numbers in numeric order (0, 0.25, 0.5), then the rest."""
+
+    def order(s: str) -> tuple[float, str]:
+        try:
+            return float(s), s
+        except ValueError:
+            return math.inf, s
+
+    return sorted({str(v) for v in values}, key=order)
 
 
 def _columns(frame: pd.DataFrame, first: Sequence[str]) -> list[TableColumn]:
@@ -159,8 +174,41 @@ def _columns(frame: pd.DataFrame, first: Sequence[str]) -> list[TableColumn]:
     return cols
 
 
-def _tooltips(frame: pd.DataFrame, y: str) -> list[tuple[str, str]]:
-    """Hover lines for the columns the table has: config point, kernels, int8 MAC share, the values with CIs."""
+@dataclass(frozen=True)
+class _Axis:
+    """An x axis of the Pareto plots: the source's column of values in ``unit`` (and of their CIs, if any)."""
+
+    column: str
+    field: str
+    label: str
+    ci_field: str | None
+
+
+def _unit(values: pd.Series, units: Sequence[tuple[str, float]]) -> tuple[str, float]:
+    """The smallest unit in which the largest value stays under 1000 (the largest unit when none does)."""
+    top = float(pd.to_numeric(values, errors="coerce").abs().max())
+    return next(((u, k) for u, k in units if top * k < 1000), units[-1])
+
+
+def _axes(src: ColumnDataSource, frame: pd.DataFrame) -> list[_Axis]:
+    """The x axes the table has values for, each with its values (and CIs) in a unit that fits them added to
+    ``src`` (µs for sub-millisecond latencies, mJ, kB, ...)."""
+    axes = []
+    for col, name, ci, units in X_AXES:
+        if not _has_values(frame, col):
+            continue
+        unit, k = _unit(frame[col], units)
+        src.data[f"_x_{col}"] = [_cell(v * k) for v in pd.to_numeric(frame[col], errors="coerce")]
+        ci_field = f"_ci_{col}" if ci is not None and ci in frame.columns else None
+        if ci_field is not None:
+            src.data[ci_field] = [_cell(v * k) for v in pd.to_numeric(frame[str(ci)], errors="coerce")]
+        axes.append(_Axis(col, f"_x_{col}", f"{name} ({unit})", ci_field))
+    return axes
+
+
+def _tooltips(frame: pd.DataFrame, y: str, axes: Sequence[_Axis]) -> list[tuple[str, str]]:
+    """Hover lines for the columns the table has: config point, kernels, int8 MAC share, the values (in their
+    axes' units) with CIs."""
     want = [
         ("point", "@backend @precision p=@_level @calibration"),
         ("where", "@measured_on"),
@@ -168,18 +216,13 @@ def _tooltips(frame: pd.DataFrame, y: str) -> list[tuple[str, str]]:
         ("kernels", "@kernel_precision"),
         ("int8 MAC share", "@{int8_mac_fraction}{0.00}"),
         (y, f"@{{{y}}}{{0.0000}}"),
-        ("latency ms", "@{latency_ms}{0.0000} ± @{latency_ci95_ms}{0.0000}"),
-        ("energy J", "@{energy_proxy_j}{0.000000} ± @{energy_ci95_j}{0.000000}"),
-        ("memory MB", "@{memory_mb}{0.0000}"),
     ]
-    needs = {
-        "kernels": "kernel_precision",
-        "int8 MAC share": "int8_mac_fraction",
-        "latency ms": "latency_ci95_ms",
-        "energy J": "energy_ci95_j",
-        "memory MB": "memory_mb",
-    }
-    return [(k, v) for k, v in want if needs.get(k, "status") in frame.columns]
+    needs = {"kernels": "kernel_precision", "int8 MAC share": "int8_mac_fraction"}
+    tips = [(k, v) for k, v in want if needs.get(k, "status") in frame.columns]
+    for a in axes:
+        ci = f" ± @{{{a.ci_field}}}{{0.000}}" if a.ci_field else ""
+        tips.append((a.label, f"@{{{a.field}}}{{0.000}}{ci}"))
+    return tips
 
 
 def _has_values(frame: pd.DataFrame, c: str) -> bool:
@@ -243,6 +286,16 @@ count.text = `${idx.length} of ${n} rows shown`;
 document.documentElement.dataset.rowsShown = String(idx.length);
 """
 
+# A legend entry's click runs the filter callback found by name. Bokeh's Legend rebuilds its entries (and their
+# marker canvases, which then stay blank) whenever a model reachable from its renderers changes: a renderer
+# holding the filter callback itself would reach the filter, the widgets and the source, and every filter change
+# would blank the legends.
+APPLY_NAME = "sweep_apply"
+_TOGGLE_JS = f"""
+const apply = cb_obj.document.get_model_by_name('{APPLY_NAME}');
+if (apply !== null) {{ apply.execute(cb_obj); }}
+"""
+
 _DETAILS_JS = """
 const i = src.selected.indices.length ? src.selected.indices[0] : null;
 const box = document.getElementById('details');
@@ -261,9 +314,9 @@ const key = String(row.key ?? '');
 const where = esc(row.measured_on);
 let html = `<h3>${esc(row.backend)} · ${esc(row.precision)} · pruning ${esc(d._level[i])} (${where})</h3>`;
 html += `<p class="status">${esc(row.status)}</p>`;
-const fl = String(row.float_layers ?? '');
-const items = fl.split(/;\\s*/).map((l) => `<li>${esc(l)}</li>`).join('');
-html += '<h4>Layers running float</h4>' + (fl ? `<ul class="float-layers">${items}</ul>` : '<p>none recorded</p>');
+const fl = String(row.float_layers ?? '').split(/;\\s*/).filter((l) => l !== '');
+html += `<p class="float-layers"><b>Layers running float:</b> ${fl.length ? esc(fl.join(', ')) : 'none recorded'}</p>`;
+if (fmt(row.build_s) !== '') { html += `<p class="build-time"><b>Build time:</b> ${esc(fmt(row.build_s))} s</p>`; }
 if (extras.build[key]) { html += '<h4>Build</h4>' + kv(extras.build[key]); }
 const dep = extras.deployment[key];
 if (dep) {
@@ -273,9 +326,10 @@ if (dep) {
 }
 const fp = extras.fingerprints[String(row.measured_on)];
 if (fp) { html += '<h4>Target fingerprint</h4>' + kv(fp); }
-const sens = extras.sensitivity;
+const sens = extras.sensitivity[`${d._level[i]}|${row.backend}`];
 if (sens && String(row.precision).startsWith('int8')) {
-  html += '<h4>int8 sensitivity (per layer)</h4><table class="kv"><tr>'
+  html += `<h4>int8 sensitivity of its parent (pruning ${esc(d._level[i])}, ${esc(row.backend)}), per layer</h4>`
+    + '<table class="kv sensitivity"><tr>'
     + sens.columns.map((c) => `<th>${esc(c)}</th>`).join('') + '</tr>'
     + sens.rows.map((r) => '<tr>' + r.map((v) => `<td>${esc(fmt(v))}</td>`).join('') + '</tr>').join('') + '</table>';
 }
@@ -326,17 +380,17 @@ def _plots(
     src.data["_color"] = color
     src.data["_marker"] = marker
     grid: list[list[Any]] = []
-    axes = [(x, label) for x, label, _ in X_AXES if _has_values(frame, x)]
-    tips = _tooltips(frame, y)
+    axes = _axes(src, frame)
+    tips = _tooltips(frame, y, axes)
     wheres = list(dict.fromkeys(str(w) for w in frame["measured_on"]))
     for where in wheres:
         line = []
         view_filter = IntersectionFilter(operands=[filt, GroupFilter(column_name="measured_on", group=where)])
-        for x, label in axes:
-            title = f"{y_label} vs {label}" + (f" — {where}" if len(wheres) > 1 else "")
-            p = _figure(title, label, y_label)
+        for a in axes:
+            title = f"{y_label} vs {a.label}" + (f" — {where}" if len(wheres) > 1 else "")
+            p = _figure(title, a.label, y_label)
             r = p.scatter(
-                x=x,
+                x=a.field,
                 y=y,
                 source=src,
                 view=CDSView(filter=view_filter),
@@ -344,28 +398,34 @@ def _plots(
                 color="_color",
                 marker="_marker",
                 fill_alpha=0.7,
-                name=f"points:{x}:{where}",
+                name=f"points:{a.column}:{where}",
             )
             hover = [r]
             if rec_i is not None and str(frame["measured_on"].iloc[rec_i]) == where:
-                star = p.scatter(
-                    x=x,
-                    y=y,
-                    source=src,
-                    view=CDSView(filter=IndexFilter(indices=[rec_i])),
-                    size=24,
-                    marker="star",
-                    fill_color=None,
-                    line_color="black",
-                    line_width=2,
-                    name=f"recommended:{x}:{where}",
-                )
-                hover.append(star)
+                hover.append(_star(p, src, a, y, rec_i, where))
             p.add_tools(HoverTool(renderers=hover, tooltips=tips))
             p.select_one(TapTool).renderers = hover
             line.append(p)
         grid.append(line)
     return grid, enc
+
+
+def _star(p: Any, src: ColumnDataSource, a: _Axis, y: str, rec_i: int, where: str) -> Any:
+    """The recommended point as a filled gold star on top of the others, in a view of its own: no filter or
+    legend toggle hides it."""
+    return p.scatter(
+        x=a.field,
+        y=y,
+        source=src,
+        view=CDSView(filter=IndexFilter(indices=[rec_i])),
+        size=26,
+        marker="star",
+        fill_color="gold",
+        fill_alpha=1.0,
+        line_color="#7a5c00",
+        line_width=1.5,
+        name=f"recommended:{a.column}:{where}",
+    )
 
 
 def _widgets(frame: pd.DataFrame) -> dict[str, Any]:
@@ -429,12 +489,14 @@ def _wire_filters(src: ColumnDataSource, filt: IndexFilter, legends: dict[str, l
             **w,
         },
         code=_APPLY_JS,
+        name=APPLY_NAME,
     )
     for name, widget in w.items():
         widget.js_on_change("value_input" if name == "search" else "value", apply)
+    toggle = CustomJS(code=_TOGGLE_JS)  # holds no model: see _TOGGLE_JS
     for rends in legends.values():
         for r in rends:
-            r.js_on_change("visible", apply)
+            r.js_on_change("visible", toggle)
     return count
 
 
@@ -533,7 +595,8 @@ def _json_safe(v: Any) -> Any:
 
 def page_extras(out: Path, sweep: pd.DataFrame, summary: dict[str, Any]) -> dict[str, Any]:
     """What the details panel shows beyond the row: each variant's build metadata (its ``metadata_file``),
-    LoadGen scenarios of the recommended and baseline rows, each target's fingerprint, the sensitivity table."""
+    LoadGen scenarios of the recommended and baseline rows, each target's fingerprint, the sensitivity table by
+    parent."""
     build: dict[str, Any] = {}
     if "metadata_file" in sweep.columns and "key" in sweep.columns:
         for key, rel in zip(sweep["key"], sweep["metadata_file"]):
@@ -545,7 +608,19 @@ def page_extras(out: Path, sweep: pd.DataFrame, summary: dict[str, Any]) -> dict
         "build": build,
         "deployment": _deployment_by_key(out, sweep, summary),
         "fingerprints": {n: t.get("fingerprint") or {} for n, t in (summary.get("targets") or {}).items()},
-        "sensitivity": _records(_csv(out / "sensitivity.csv")) if (out / "sensitivity.csv").is_file() else None,
+        "sensitivity": _sensitivity_by_parent(_csv(out / "sensitivity.csv")),
+    }
+
+
+def _sensitivity_by_parent(sens: pd.DataFrame) -> dict[str, Any]:
+    """sensitivity.csv's rows by parent and backend ("0.5|onnxruntime"): a variant's details show its own parent's
+    layers only (with the recovery column, when a recovered parent's pass ran too)."""
+    if sens.empty or not {"pruning_level", "backend"} <= set(sens.columns):
+        return {}
+    groups = sens.groupby(["pruning_level", "backend"], sort=True)
+    return {
+        f"{_level_label(level)}|{backend}": _records(g.drop(columns=["pruning_level", "backend"]))
+        for (level, backend), g in groups
     }
 
 
