@@ -152,13 +152,15 @@ def test_sort_filter_click_recommended(tiny_study, browser):
 @pytest.fixture(scope="module")
 def default_study(tmp_path_factory):
     """configs/default.yaml (what ``edge-opt`` runs with no arguments) run once into a temporary folder: its grid,
-    data, model and training as they are, shorter latency measurements and LoadGen runs (~45 s on 2 cores)."""
+    data, model and training as they are, with OpenVINO beside its torch and onnxruntime backends (so the page
+    can be filtered to int8 + openvino), shorter latency measurements and LoadGen runs (~50 s on 2 cores)."""
     from conftest import ROOT
     from edge_opt.pipeline import load_study_config, run_study
 
     base = tmp_path_factory.mktemp("default_study")
     over = {
         "output_dir": str(base / "out"),
+        "backends": ["torch", "onnxruntime", "openvino"],
         "benchmark_repeats": 5,
         "benchmark_trials": 2,
         "benchmark_warmup": 1,
@@ -213,8 +215,8 @@ def _click_recommended(pg: Page) -> None:
 
 def test_default_study_sort_filter_recommended(default_study, browser):
     """The default study's page, checked against its sweep_results.csv: sort by latency, filter to int8 on
-    onnxruntime (the default grid has torch and onnxruntime, no OpenVINO), click the recommended point and read
-    its details; no request leaves the page, which opens from disk with the network off."""
+    openvino, click the recommended point and read its details; no request leaves the page, which opens from
+    disk with the network off."""
     out = default_study
     sweep = _sweep(out)
     rec = sweep[sweep["key"] == json.loads((out / "summary.json").read_text())["recommended"]["key"]]
@@ -225,8 +227,8 @@ def test_default_study_sort_filter_recommended(default_study, browser):
         assert explore.get_by_text(f"{len(sweep)} of {len(sweep)} rows shown").count() == 1
         _shoot(pg.page, "default_report")
         _sort_by_latency(pg, sweep)
-        _filter(pg, "onnxruntime", "int8")
-        want = sweep[(sweep["precision"] == "int8") & (sweep["backend"] == "onnxruntime")]
+        _filter(pg, "openvino", "int8")
+        want = sweep[(sweep["precision"] == "int8") & (sweep["backend"] == "openvino")]
         assert pg.rows_shown() == len(want) > 0
         assert explore.get_by_text(f"{len(want)} of {len(sweep)} rows shown").count() == 1
         assert sorted(_keys(pg, TABLE_ORDER)) == sorted(want["key"])
