@@ -154,6 +154,7 @@ def test_the_int8_roof_is_the_best_of_torch_and_onnxruntime_int8_kernels(monkeyp
 
     monkeypatch.setattr(roofs, "_torch_gemm", torch_gemm)
     monkeypatch.setattr(roofs, "_ort_gemm", ort_gemm)
+    monkeypatch.setattr(roofs, "_ort_conv", lambda threads, min_run_time: 70.0)
     monkeypatch.setattr(roofs, "copy_sweep", lambda threads, min_run_time: [])
     measured = roofs.measure_roofs(1)
     assert measured["compute_roofs_gmacs"]["int8"] == roof and measured["compute_roofs_gmacs"]["fp32"] == 100.0
@@ -299,3 +300,31 @@ def test_graph_runtimes_fuse_activations_into_the_producing_layer():
     assert graph["macs"].sum() == eager["macs"].sum()  # fusion changes the bytes, never the work
     pool = graph["layer_type"] == "MaxPool2d"
     assert not graph.loc[pool, "fused"].any()
+
+
+@pytest.mark.parametrize("conv,roof", [(120.0, 120.0), (70.0, 100.0), (None, 100.0)])
+def test_the_fp32_roof_counts_onnxruntime_convolutions(monkeypatch, conv, roof):
+    """A CPU whose convolution kernels beat its GEMMs (an AMD EPYC: 53 against 49 GMAC/s) gets the faster roof,
+    so a CNN's convolutions are not placed above it; without onnxruntime the GEMMs give it."""
+    import edge_opt.hardware.roofs as roofs
+
+    def ort_conv(threads, min_run_time):
+        if conv is None:
+            raise ImportError("no onnxruntime")
+        return conv
+
+    monkeypatch.setattr(roofs, "_torch_gemm", lambda dtype, threads, min_run_time, shapes=None: 100.0)
+    monkeypatch.setattr(roofs, "_ort_gemm", lambda threads, min_run_time, n=2048, op="MatMul": 90.0)
+    monkeypatch.setattr(roofs, "_ort_conv", ort_conv)
+    monkeypatch.setattr(roofs, "copy_sweep", lambda threads, min_run_time: [])
+    measured = roofs.measure_roofs(1)
+    assert measured["compute_roofs_gmacs"]["fp32"] == roof
+    assert measured["fp32_peak_sources"]["onnxruntime Conv 3×3 best of shapes"] == (conv or 0.0)
+
+
+def test_the_onnxruntime_convolution_probe_reads_a_plausible_rate():
+    import edge_opt.hardware.roofs as roofs
+
+    pytest.importorskip("onnxruntime")
+    rate = roofs._ort_conv(1, 0.02, shapes=((1, 32, 14),))
+    assert 0.1 < rate < 10_000  # GMAC/s of one thread: a real measurement, not a placeholder

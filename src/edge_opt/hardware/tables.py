@@ -46,7 +46,8 @@ __all__ = [
 ]
 
 HARDWARE_DPI = 180  # the hardware outputs' documented resolution: 180 DPI, tight layout
-CALIBRATION_VERSION = 4  # 2: roofs per precision and cache level; 3: copy sweep less call overhead; 4: ORT int8
+CALIBRATION_VERSION = 5  # 2: roofs per precision and cache level; 3: copy sweep less call overhead; 4: ORT int8;
+# 5: ORT 3×3 convolutions among the fp32 roof's sources
 
 
 @dataclass(frozen=True)
@@ -279,7 +280,7 @@ def measure_machine(
 ) -> dict[str, Any]:
     """Measure this host's roofs (``edge_opt.hardware.roofs.measure_roofs``) in the calibration's record.
 
-    Peak: the best fp32 GEMM rate (``torch.matmul`` over several large shapes, ONNX Runtime's MatMul);
+    Peak: the best fp32 rate (``torch.matmul`` over several large shapes, ONNX Runtime's MatMul and 3×3 Conv);
     int8: the best of ``torch._int_mm`` and ONNX Runtime's MatMulInteger; bandwidth: the DRAM copy (read +
     write); plus the per-precision compute roofs, the per-cache-level memory roofs and the CPU's nominal peak.
     ``gemm_n`` and ``copy_mb`` are kept for callers of earlier releases (the shapes and working sets are now
