@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -113,8 +112,6 @@ def _torch_gemm(
 def _ort_gemm(threads: int, min_run_time: float, n: int = 2048, op: str = "MatMul") -> float:
     """ONNX Runtime's MLAS kernels on an n×n×n product: ``MatMul`` in fp32, or ``MatMulInteger`` with uint8
     activations and int8 weights (the layout its x86 int8 kernels take, VNNI/AMX where the CPU has them)."""
-    import onnx
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -128,14 +125,19 @@ def _ort_gemm(threads: int, min_run_time: float, n: int = 2048, op: str = "MatMu
         [helper.make_tensor_value_info("c", TensorProto.INT32 if integer else TensorProto.FLOAT, [n, n])],
         [numpy_helper.from_array(w, "b")],
     )
+    sess = _ort_session(graph, threads)
+    return _rate("sess.run(None, {'a': a})", {"sess": sess, "a": a}, n**3, threads, min_run_time)
+
+
+def _ort_session(graph: Any, threads: int) -> Any:
+    """An ONNX Runtime CPU session of a one-node probe ``graph`` (opset 17) on ``threads`` intra-op threads."""
+    import onnxruntime as ort
+    from onnx import helper
+
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "gemm.onnx"
-        onnx.save(model, str(path))
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        return _rate("sess.run(None, {'a': a})", {"sess": sess, "a": a}, n**3, threads, min_run_time)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
 CONV_SHAPES = ((8, 128, 28), (8, 256, 14))  # (batch, channels in = out, height = width) of a 3×3, pad 1 convolution
@@ -144,7 +146,6 @@ CONV_SHAPES = ((8, 128, 28), (8, 256, 14))  # (batch, channels in = out, height 
 def _ort_conv(threads: int, min_run_time: float, shapes: tuple[tuple[int, int, int], ...] = CONV_SHAPES) -> float:
     """ONNX Runtime's fp32 ``Conv`` (3×3, stride 1, same padding), the best rate over ``shapes``: the kernels a
     CNN's convolutions run on, which on some CPUs sustain more than its GEMMs."""
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -158,10 +159,7 @@ def _ort_conv(threads: int, min_run_time: float, shapes: tuple[tuple[int, int, i
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, c, hw, hw])],
             [numpy_helper.from_array(w, "w")],
         )
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        sess = _ort_session(graph, threads)
         x = rng.standard_normal((n, c, hw, hw)).astype(np.float32)
         macs = n * c * hw * hw * c * 9
         best = max(best, _rate("sess.run(None, {'x': x})", {"sess": sess, "x": x}, macs, threads, min_run_time))

@@ -86,7 +86,7 @@ def converged_calibration(model: nn.Module | None, ctx: BuildContext, onnx_path:
     tolerance of 0, or too few samples to check one doubling. ``model`` is probed with forward hooks; a parent
     with no PyTorch model (an ONNX file) through ONNX Runtime on ``onnx_path()``. Memoised per parent and options."""
     q = ctx.quantization
-    total = sum(batch_len(b) for b in ctx.calibration)
+    total = calibration_samples(ctx)
     tol = q.calibration_tolerance
     if q.method != "minmax" or tol == 0 or total < 2 * FIRST_CHECK_SAMPLES:
         why = "a histogram method" if q.method != "minmax" else "tolerance 0" if tol == 0 else "too few to check"

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core import batch_len, batch_parts, batch_runs
+from ..core import batch_parts, batch_runs
 from .base import BuildContext, Replicas, Variant, VariantBuildError
 from .calibration import calibration_samples
 from .layers import LayerInfo, layer_report
@@ -189,7 +189,7 @@ def _int8_ir(model: nn.Module | None, precision: str, ctx: BuildContext) -> tupl
     meta = {
         "quantizer": "nncf.quantize (post-training, OpenVINO IR)",
         "calibration_batches": len(ctx.calibration),
-        "calibration_samples": int(sum(batch_len(b) for b in ctx.calibration)),
+        "calibration_samples": calibration_samples(ctx),
         "calibration_stop": ctx.calibration_stop,
         "calibration_items": len(batch_runs(ctx.calibration, CALIBRATION_RUN_VALUES)),
         "calibration_method": "NNCF defaults: min/max activations, per-channel symmetric int8 weights",

@@ -29,7 +29,7 @@ from torch import nn
 from ..config import QuantizationConfig
 from ..core import Registry, batch_map, batch_parts, batch_runs
 from .base import BuildContext, VariantBuildError
-from .calibration import CALIBRATION_RUN_VALUES
+from .calibration import CALIBRATION_RUN_VALUES, calibration_samples
 from .layers import layer_report, torch_layer_precisions, torch_layers
 from .onnx_tools import CalibrationReader, onnx_input_names
 from .quantize import (
@@ -216,7 +216,7 @@ def _fp16_onnx(fp32: Path, ctx: BuildContext) -> tuple[Path, dict[str, Any]]:
 def _calibration_meta(ctx: BuildContext) -> dict[str, Any]:
     return {
         "calibration_batches": len(ctx.calibration),
-        "calibration_samples": int(sum(len(b) for b in ctx.calibration)),
+        "calibration_samples": calibration_samples(ctx),
         "calibration_stop": ctx.calibration_stop,
     }
 
