@@ -487,6 +487,17 @@ def test_7_compare_output_that_is_a_file_exit_2(study_a, tmp_path, capsys):
     assert "'--output'" in errors_of(capsys)[0] and target.read_text() == "keep"
 
 
+def test_7_compare_names_every_bad_folder_at_once_exit_2(tmp_path, capsys):
+    (tmp_path / "file").write_text("keep")
+    (tmp_path / "empty").mkdir()
+    args = ["compare", str(tmp_path / "missing"), str(tmp_path / "empty"), "--output", str(tmp_path / "file" / "x")]
+    assert main(args) == 2
+    errors = errors_of(capsys)
+    assert len(errors) == 3 and "'--output'" in errors[0]
+    assert "missing" in errors[1] and "empty" in errors[2] and all("holds no study" in e for e in errors[1:])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file"] and not any((tmp_path / "empty").iterdir())
+
+
 def test_7_report_and_compare_without_a_recorded_config_exit_2(study_a, capsys):
     out, _ = study_a
     with sqlite3.connect(out / "study.sqlite") as con:

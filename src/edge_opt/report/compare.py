@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -15,6 +16,8 @@ from ..core import atomic
 from ..measure import ConfigPoint, VariantResult, latency_differs
 from ..study import StoredStudy, load_stored_study, metric_higher_is_better, scores_metric
 from .interactive import bokeh_resources, compare_page
+
+_T = TypeVar("_T")
 
 __all__ = ["COLUMNS", "METRIC_COLUMNS", "compare_results", "compare_studies", "config_differences"]
 
@@ -163,6 +166,15 @@ def config_differences(a: StoredStudy, b: StoredStudy) -> list[tuple[str, str, s
     ]
 
 
+def _checked(errors: list[str], fn: Callable[[], _T]) -> _T | None:
+    """``fn()``, or None with its ``ConfigError``'s lines added to ``errors``."""
+    try:
+        return fn()
+    except ConfigError as exc:
+        errors.extend(exc.errors)
+        return None
+
+
 def _output_folder(dir_b: str | Path, output_dir: str | Path | None) -> Path:
     out = Path(output_dir) if output_dir is not None else Path(dir_b) / "compare"
     probe = out
@@ -234,8 +246,12 @@ def compare_studies(
         ConfigError: a folder that holds no study, studies scored by different metrics, or an output path that is
             a file (nothing written).
     """
-    out = _output_folder(dir_b, output_dir)
-    sa, sb = load_stored_study(Path(dir_a)), load_stored_study(Path(dir_b))
+    errors: list[str] = []
+    out = _checked(errors, lambda: _output_folder(dir_b, output_dir))
+    sa = _checked(errors, lambda: load_stored_study(Path(dir_a)))
+    sb = _checked(errors, lambda: load_stored_study(Path(dir_b)))
+    if errors or out is None or sa is None or sb is None:
+        raise ConfigError(errors)  # every problem at once, one line each
     metric = _same_metric(_study_metric(Path(dir_a), sa), _study_metric(Path(dir_b), sb))
     a = {r.point: r for r in sa.results if r.skipped is None}
     b = {r.point: r for r in sb.results if r.skipped is None}
