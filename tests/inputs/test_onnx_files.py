@@ -241,3 +241,26 @@ def test_an_opset_11_graph_quantizes_per_channel_to_a_valid_int8_model(tmp_path)
     row = _row(res, "int8")
     assert pd.isna(row["error"]) and row["kernel_precision"] == "int8", row["error"]
     assert row["int8_mac_fraction"] > 0, row["float_layers"]
+
+
+def test_an_ir3_graph_stays_valid_after_onnxslim_drops_its_initializers_from_the_inputs(tmp_path):
+    """Caffe2-era exports (IR 3) list every initializer as a graph input, as IR 3 requires; onnxslim drops them
+    from the inputs. The normalised graph is raised to IR 4, so ONNX's version converter (the int8 build's opset
+    13 step) accepts it: at IR 3 it refused it ("Input ... is undefined!")."""
+    from onnx import version_converter
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU()).eval()
+    src = tmp_path / "ir3.onnx"
+    torch.onnx.export(
+        model, (torch.zeros(1, 1, 8, 8),), str(src), dynamo=False, opset_version=9, keep_initializers_as_inputs=True
+    )
+    old = onnx.load(str(src))
+    old.ir_version = 3
+    onnx.save(old, str(src))
+    out = tmp_path / "slim.onnx"
+    onnx_files._run_onnxslim(src, out)
+    slim = onnx.load(str(out))
+    inputs = {i.name for i in slim.graph.input}
+    assert any(t.name not in inputs for t in slim.graph.initializer)  # what onnxslim does to an IR 3 graph
+    assert slim.ir_version == 4
+    assert version_converter.convert_version(slim, 13).opset_import[0].version == 13
